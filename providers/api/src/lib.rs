@@ -1,0 +1,99 @@
+//! The contract every tokengate provider implements.
+//!
+//! A provider turns a bearer token (plus the context of the request that carried
+//! it) into a [`Principal`], or into an [`AuthError`] that says exactly why not.
+//! Built-in providers and users' own providers depend only on this crate; the
+//! `tokengate` crate chooses one by the `type` field of its configuration through
+//! a [`ProviderBuilder`].
+
+mod builder;
+mod cache;
+mod claims;
+mod context;
+mod error;
+mod http;
+mod secret;
+pub mod duration;
+
+pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
+pub use cache::{token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
+pub use claims::{claim_at_path, ClaimsMapping};
+pub use context::RequestContext;
+pub use error::{AuthError, ConfigError, ErrorKind};
+pub use http::{read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
+pub use secret::Secret;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use async_trait::async_trait as provider_trait;
+
+/// Attribute name → values, e.g. `{"roles": ["admin"], "teams": ["ml"]}`.
+///
+/// A `BTreeMap` so every rendering (JSON output, forward-auth headers) is stable.
+pub type Attributes = BTreeMap<String, Vec<String>>;
+
+/// Who a token belongs to and what it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Principal {
+    pub principal: String,
+    #[serde(default)]
+    pub attributes: Attributes,
+}
+
+impl Principal {
+    pub fn new(principal: impl Into<String>) -> Self {
+        Principal { principal: principal.into(), attributes: Attributes::new() }
+    }
+
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
+    }
+}
+
+/// Whether a provider in a chain claims a token before validating it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The token has this provider's shape (a JWT from its issuer, its prefix…):
+    /// this provider decides, and its rejection is final.
+    Mine,
+    /// The token cannot be this provider's; the next provider is tried.
+    NotMine,
+}
+
+/// An authentication provider: validates bearer tokens into principals.
+///
+/// Implementations must be cheap to call concurrently; anything slow (key sets,
+/// remote calls) is cached inside the provider.
+#[async_trait]
+pub trait AuthProvider: Send + Sync + 'static {
+    /// The provider's `type` name (`oauth2_token`, `custom`, …), used in logs and metrics.
+    fn type_name(&self) -> &str;
+
+    /// Validates `token`. The context never contains the `Authorization` header.
+    async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError>;
+
+    /// The human-readable message a client gets with a 401: what to send and who checks it.
+    fn error_message(&self) -> String {
+        "Authentication required. Please provide a valid Bearer token in the Authorization header".to_string()
+    }
+
+    /// A cheap, offline look at the token's shape, used by provider chains.
+    fn ownership(&self, _token: &str) -> Ownership {
+        Ownership::Mine
+    }
+
+    /// A short description of what this provider accepts, for chain error messages.
+    fn accepts(&self) -> String {
+        self.type_name().to_string()
+    }
+
+    /// Releases background tasks and connections.
+    async fn close(&self) {}
+}
+
+/// Shared handle to any provider.
+pub type DynProvider = Arc<dyn AuthProvider>;

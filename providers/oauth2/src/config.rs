@@ -1,0 +1,147 @@
+//! `provider_config` for `type: oauth2_token`, field for field compatible with
+//! Llama Stack / OGX's `OAuth2TokenAuthConfig`, plus tokengate's additions.
+
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokengate_api::{CacheConfig, ClaimsMapping, Secret};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    /// Verify JWTs against a key set (Llama Stack: `jwks`).
+    #[serde(default)]
+    pub jwks: Option<JwksConfig>,
+    /// Validate opaque tokens by RFC 7662 introspection (Llama Stack: `introspection`).
+    #[serde(default)]
+    pub introspection: Option<IntrospectionConfig>,
+    /// Expected `iss`; with neither `jwks` nor `introspection`, the key set is
+    /// found by OIDC discovery at `{issuer}/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Expected `aud` (a string, or a list: any one must match). Required for JWTs.
+    #[serde(default)]
+    pub audience: Option<Audience>,
+    /// Explicit opt-out of the audience check; never the default.
+    #[serde(default)]
+    pub allow_any_audience: bool,
+    #[serde(default)]
+    pub claims_mapping: Option<ClaimsMapping>,
+    /// Claim that names the principal (default `sub`; introspection falls back to `username`).
+    #[serde(default)]
+    pub principal_claim: Option<String>,
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+    #[serde(default)]
+    pub tls_cafile: Option<PathBuf>,
+    /// Clock skew tolerated for `exp`, `nbf` and `iat` (default 30s, at most 5 minutes).
+    #[serde(default = "default_leeway", with = "tokengate_api::duration")]
+    pub leeway: Duration,
+    /// Accepted JWS algorithms (default: every asymmetric one tokengate supports).
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    /// Accept JWTs without `exp` (default false).
+    #[serde(default)]
+    pub allow_missing_exp: bool,
+    /// Tokens longer than this are rejected before parsing (default 8 KiB).
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    /// HS256/384/512 shared secret, for those who must; never combined with `jwks`.
+    #[serde(default)]
+    pub secret: Option<Secret>,
+    /// Caches for introspection results and verified JWTs.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Any(Vec<String>),
+}
+
+impl Audience {
+    pub fn values(&self) -> Vec<String> {
+        match self {
+            Audience::One(a) => vec![a.clone()],
+            Audience::Any(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    /// Where the key set lives (Llama Stack: `jwks.uri`). Optional when `issuer` allows discovery.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// Bearer token sent when fetching the key set (Kubernetes' JWKS endpoint needs one).
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// Longest a fetched key set is trusted before a refresh (default 3600s, as Llama Stack).
+    #[serde(default = "default_recheck", with = "tokengate_api::duration")]
+    pub key_recheck_period: Duration,
+    /// Least time between refreshes forced by unknown `kid`s (default 30s).
+    #[serde(default = "default_cooldown", with = "tokengate_api::duration")]
+    pub refresh_cooldown: Duration,
+    /// How long the last good keys keep serving while refreshes fail (default 1h).
+    #[serde(default = "default_stale_grace", with = "tokengate_api::duration")]
+    pub stale_grace: Duration,
+    /// Most keys accepted from one key set (default 100).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    pub url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Send the client credentials in the form body instead of HTTP Basic.
+    #[serde(default)]
+    pub send_secret_in_body: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+fn default_recheck() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_cooldown() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_stale_grace() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_keys() -> usize {
+    100
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_response_bytes() -> usize {
+    1024 * 1024
+}
+
+/// Llama Stack's default audience, applied only to configs read from a `run.yaml`.
+pub const LLAMA_STACK_DEFAULT_AUDIENCE: &str = "llama-stack";
+/// Upper bound on `leeway`: more would make `exp` meaningless.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
