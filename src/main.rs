@@ -1,1 +1,254 @@
-fn main(){}
+//! The `tokengate` command line.
+
+use clap::{Parser, Subcommand};
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tokengate::{AuthError, Config, ErrorKind, Registry, RequestContext};
+
+/// Exit codes operators script against.
+mod exit {
+    pub const OK: u8 = 0;
+    pub const REJECTED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const UNAVAILABLE: u8 = 3;
+}
+
+#[derive(Parser)]
+#[command(name = "tokengate", version, about = "Bearer-token authentication: check tokens, or serve forward-auth decisions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate one token and print the principal as JSON (exit 0 ok, 1 rejected, 3 provider unavailable, 2 usage/config).
+    Check {
+        /// Config file (YAML, or JSON/TOML by extension; a Llama Stack run.yaml works too).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The token; without it, the first line of standard input.
+        #[arg(long, short)]
+        token: Option<String>,
+    },
+    /// Serve forward-auth decisions (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz HTTP).
+    Serve {
+        /// Config file (as for `check`).
+        #[arg(long, short, required_unless_present = "dev", conflicts_with = "dev")]
+        config: Option<PathBuf>,
+        /// Listen address (default: the config's `listen`, else 127.0.0.1:8080; port 0 picks a free one).
+        #[arg(long, short)]
+        listen: Option<SocketAddr>,
+        /// Development mode: no config, a throwaway issuer on the same listener. NOT for production.
+        #[arg(long)]
+        dev: bool,
+        /// Envoy ext_authz `path_prefix` to strip from decision request paths.
+        #[arg(long)]
+        path_prefix: Option<String>,
+    },
+    /// Mint a token from a running `tokengate serve --dev` and print only the token.
+    Token {
+        /// The dev server.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// The subject (default dev-user).
+        #[arg(long)]
+        sub: Option<String>,
+        /// An extra claim, KEY=VALUE; VALUE is read as JSON when it is JSON (`true`, `["a","b"]`). Repeatable.
+        #[arg(long = "claim", value_name = "KEY=VALUE")]
+        claims: Vec<String>,
+        /// Lifetime such as 30m, 1h, 7d (default 1h).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A server's decisions are logged at INFO; one-shot commands only say when something is wrong.
+    init_logging(if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" });
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokengate: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Check { config, token } => check(config, token).await,
+            Command::Serve { config, listen, dev, path_prefix } => serve(config, listen, dev, path_prefix).await,
+            Command::Token { url, sub, claims, ttl } => token(url, sub, claims, ttl).await,
+        }
+    });
+    ExitCode::from(code)
+}
+
+/// `TOKENGATE_LOG` filters (`info`, `tokengate::decision=warn`…); `TOKENGATE_LOG_FORMAT=json` for JSON lines.
+fn init_logging(default_level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+    let json = std::env::var("TOKENGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+fn read_token(token: Option<String>) -> Result<String, String> {
+    let raw = match token {
+        Some(t) => t,
+        None => {
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read standard input: {e}"))?;
+            line
+        }
+    };
+    let trimmed = raw.trim();
+    // People paste whole headers; accept `Bearer <token>` too.
+    let token = match trimmed.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => rest.trim(),
+        _ => trimmed,
+    };
+    if token.is_empty() {
+        return Err("no token: pass --token TOKEN or write it on standard input".into());
+    }
+    Ok(token.to_string())
+}
+
+async fn check(config_path: PathBuf, token: Option<String>) -> u8 {
+    let token = match read_token(token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokengate check: {e}");
+            return exit::USAGE;
+        }
+    };
+    let provider = match Config::load(&config_path).and_then(|c| c.build(&Registry::with_builtins())) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tokengate check: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let ctx = RequestContext::new("GET", "/");
+    let outcome = provider.validate(&token, &ctx).await;
+    let code = match &outcome {
+        Ok(principal) => {
+            println!("{}", serde_json::to_string(principal).unwrap_or_else(|_| "{}".into()));
+            exit::OK
+        }
+        Err(err) => {
+            println!("{}", error_json(err, &provider.error_message()));
+            match err.kind() {
+                ErrorKind::Unavailable => exit::UNAVAILABLE,
+                ErrorKind::Config => exit::USAGE,
+                _ => exit::REJECTED,
+            }
+        }
+    };
+    provider.close().await;
+    code
+}
+
+fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
+    serde_json::json!({"error": {"code": err.code(), "message": message, "detail": err.detail()}})
+}
+
+async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, dev: bool, path_prefix: Option<String>) -> u8 {
+    // Before any provider is built, so their fetch counters are recorded from the start.
+    let _ = tokengate::server::metrics_handle();
+    let config = match (&config_path, dev) {
+        (Some(path), false) => match Config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("tokengate serve: config error: {e}");
+                return exit::USAGE;
+            }
+        },
+        _ => None,
+    };
+    let default_listen = if dev { tokengate::dev::DEFAULT_DEV_LISTEN } else { tokengate::server::DEFAULT_LISTEN };
+    let addr = listen
+        .or_else(|| config.as_ref().and_then(|c| c.settings.listen))
+        .or_else(|| default_listen.parse().ok())
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tokengate serve: cannot listen on {addr}: {e}");
+            return exit::REJECTED;
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    let mut options = config.as_ref().map(tokengate::server::ServeOptions::from_config).unwrap_or_default();
+    options.path_prefix = path_prefix;
+    let registry = Registry::with_builtins();
+    let (app, provider) = if dev {
+        eprintln!("{}", tokengate::dev::BANNER);
+        tracing::warn!("development mode: throwaway issuer, tokens minted on request; NOT for production");
+        let dev = match tokengate::dev::DevServer::new(local, &registry) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("tokengate serve --dev: {e}");
+                return exit::USAGE;
+            }
+        };
+        let token = match dev.sample_token() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("tokengate serve --dev: {e}");
+                return exit::USAGE;
+            }
+        };
+        print!("{}", dev.instructions(&token));
+        (dev.router(options), dev.provider().clone())
+    } else {
+        let Some(config) = config else {
+            eprintln!("tokengate serve: --config FILE or --dev is required");
+            return exit::USAGE;
+        };
+        let provider = match config.build(&registry) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("tokengate serve: config error: {e}");
+                return exit::USAGE;
+            }
+        };
+        println!("tokengate listening on http://{local}");
+        (tokengate::server::router(provider.clone(), options), provider)
+    };
+    tracing::info!(listen = %local, provider = provider.type_name(), "serving forward-auth decisions");
+    match tokengate::server::run(listener, app, provider, tokengate::server::shutdown_signal()).await {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            eprintln!("tokengate serve: {e}");
+            exit::REJECTED
+        }
+    }
+}
+
+async fn token(url: String, sub: Option<String>, claim_args: Vec<String>, ttl: Option<String>) -> u8 {
+    let mut claims = serde_json::Map::new();
+    for arg in &claim_args {
+        match tokengate::dev::parse_claim(arg) {
+            Ok((k, v)) => {
+                claims.insert(k, v);
+            }
+            Err(e) => {
+                eprintln!("tokengate token: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
+    match tokengate::dev::request_token(&url, sub.as_deref(), claims, ttl.as_deref()).await {
+        Ok(token) => {
+            println!("{token}");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("tokengate token: {e}");
+            exit::UNAVAILABLE
+        }
+    }
+}

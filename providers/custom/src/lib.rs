@@ -1,1 +1,637 @@
-//! placeholder
+//! `custom`: tokens validated by the operator's own HTTP endpoint, with Llama
+//! Stack's `CustomAuthProvider` wire contract.
+//!
+//! For every token (cache permitting) tokengate POSTs
+//!
+//! ```json
+//! {"api_key": "<token>",
+//!  "request": {"path": "/v1/models",
+//!              "headers": {"x-trace": "1"},
+//!              "params": {"limit": ["10"]}}}
+//! ```
+//!
+//! and expects `200 {"principal": "alice", "attributes": {"roles": ["admin"]}, "message": null}`.
+//! `headers` never holds `Authorization`, `Proxy-Authorization` or `Cookie`;
+//! `params` maps every query parameter to its values in order, leaving out
+//! empty values exactly as Llama Stack's `parse_qs` does.
+//!
+//! Verdicts:
+//! - `200` with a well-formed reply: the principal;
+//! - `200` with anything else (not JSON, no principal, bad attributes): *unavailable*
+//!   — a broken endpoint never lets a token through and never blames it either;
+//! - `5xx`, `429`, `408`, timeouts and connection failures: *unavailable* (503);
+//! - any other status: the endpoint rejected the token (401), quoting its
+//!   `message` (or `error.message`, `detail`) when it gave one.
+//!
+//! Caching: results are cached by token hash only (`cache.ttl`, default 60s;
+//! rejections for `cache.negative_ttl`). **The request context is not part of
+//! the key**: if the endpoint's verdict depends on the path, headers or
+//! parameters, set `cache: {enabled: false}` so it is asked every time.
+//!
+//! Metrics: `tokengate_idp_fetches_total{provider="custom", kind="endpoint"}`,
+//! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokengate_api::{
+    parse_provider_config, read_body_limited, Attributes, AuthError, AuthProvider, BuildContext,
+    CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal,
+    ProviderBuilder, RemoteResultCache, RequestContext, Validated,
+};
+
+/// The `type` name that selects this provider.
+pub const TYPE_NAME: &str = "custom";
+
+/// Longest endpoint message quoted in an error detail.
+const MAX_MESSAGE_CHARS: usize = 300;
+/// Most of an error body read just to find its message.
+const MAX_ERROR_BODY_BYTES: usize = 16 * 1024;
+
+/// `provider_config` for `type: custom`: Llama Stack's `endpoint`, plus
+/// tokengate's transport and cache settings.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomConfig {
+    /// The validation endpoint (Llama Stack: `endpoint`). May carry
+    /// `user:password@` for endpoints that want HTTP Basic from tokengate.
+    pub endpoint: String,
+    /// Verify the endpoint's TLS certificate (default true).
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+    /// PEM CA bundle trusted instead of the system roots; relative to the config file.
+    #[serde(default)]
+    pub tls_cafile: Option<PathBuf>,
+    /// Time allowed for the whole exchange (default 10s).
+    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    pub timeout: Duration,
+    /// Time allowed to connect (default 3s).
+    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    pub connect_timeout: Duration,
+    /// Largest reply read (default 1 MiB).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Result cache (default on, ttl 60s). Keyed by token only — see the crate docs.
+    #[serde(default)]
+    pub cache: CacheConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_timeout() -> Duration {
+    HttpClientOptions::default().timeout
+}
+fn default_connect_timeout() -> Duration {
+    HttpClientOptions::default().connect_timeout
+}
+fn default_max_response_bytes() -> usize {
+    HttpClientOptions::default().max_response_bytes
+}
+
+impl CustomConfig {
+    /// A config for `endpoint` with every other field at its default.
+    pub fn new(endpoint: impl Into<String>) -> Self {
+        let http = HttpClientOptions::default();
+        CustomConfig {
+            endpoint: endpoint.into(),
+            verify_tls: http.verify_tls,
+            tls_cafile: None,
+            timeout: http.timeout,
+            connect_timeout: http.connect_timeout,
+            max_response_bytes: http.max_response_bytes,
+            cache: CacheConfig::default(),
+        }
+    }
+}
+
+impl fmt::Debug for CustomConfig {
+    // The endpoint may carry a password: show it redacted.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomConfig")
+            .field("endpoint", &redacted_url(&self.endpoint))
+            .field("verify_tls", &self.verify_tls)
+            .field("tls_cafile", &self.tls_cafile)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// Registers `type: custom`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CustomBuilder;
+
+impl ProviderBuilder for CustomBuilder {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn build(&self, config: Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        let cfg: CustomConfig = parse_provider_config(config)?;
+        Ok(Arc::new(CustomProvider::new(cfg, ctx)?))
+    }
+}
+
+/// Validates tokens by asking the configured endpoint.
+pub struct CustomProvider {
+    endpoint: Url,
+    host: String,
+    client: reqwest::Client,
+    max_response_bytes: usize,
+    cache: RemoteResultCache,
+}
+
+impl fmt::Debug for CustomProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CustomProvider")
+            .field("endpoint", &redacted_url(self.endpoint.as_str()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl CustomProvider {
+    /// Checks the config and builds the HTTP client; `tls_cafile` is resolved
+    /// against the config file's directory.
+    pub fn new(cfg: CustomConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let endpoint = parse_endpoint(&cfg.endpoint)?;
+        let host = host_of(&endpoint);
+        if endpoint.scheme() == "http" && !is_loopback(&endpoint) {
+            tracing::warn!(
+                endpoint = %host,
+                "custom endpoint is plain http: API keys cross the network unencrypted"
+            );
+        }
+        if cfg.timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be more than 0"));
+        }
+        if cfg.connect_timeout.is_zero() {
+            return Err(ConfigError::new("connect_timeout", "must be more than 0"));
+        }
+        if cfg.max_response_bytes == 0 {
+            return Err(ConfigError::new(
+                "max_response_bytes",
+                "must be more than 0",
+            ));
+        }
+        let client = HttpClientOptions {
+            verify_tls: cfg.verify_tls,
+            tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
+            connect_timeout: cfg.connect_timeout,
+            timeout: cfg.timeout,
+            max_response_bytes: cfg.max_response_bytes,
+        }
+        .build_client()?;
+        Ok(CustomProvider {
+            endpoint,
+            host,
+            client,
+            max_response_bytes: cfg.max_response_bytes,
+            cache: RemoteResultCache::new(&cfg.cache),
+        })
+    }
+
+    /// `host[:port]` of the endpoint.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// One call to the endpoint, counted in the fetch metric.
+    async fn ask(&self, token: &str, ctx: &RequestContext) -> Result<Validated, AuthError> {
+        let outcome = self.exchange(token, ctx).await;
+        let result = match &outcome {
+            Err(e) if e.is_unavailable() => "error",
+            _ => "ok",
+        };
+        metrics::counter!(
+            "tokengate_idp_fetches_total",
+            "provider" => TYPE_NAME,
+            "kind" => "endpoint",
+            "result" => result
+        )
+        .increment(1);
+        match &outcome {
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(endpoint = %self.host, error = %e.detail(), "custom auth endpoint failed")
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %self.host, error = %e.detail(), "custom auth endpoint rejected a token")
+            }
+            Ok(_) => {}
+        }
+        outcome.map(|principal| Validated {
+            principal,
+            // The contract carries no expiry: `cache.ttl` alone bounds reuse.
+            expires_at: None,
+        })
+    }
+
+    async fn exchange(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
+        let what = format!("custom endpoint {}", self.host);
+        let body = AuthRequest {
+            api_key: token,
+            request: AuthRequestContext {
+                path: &ctx.path,
+                headers: &ctx.headers,
+                params: llama_stack_params(&ctx.params),
+            },
+        };
+        let response = self
+            .client
+            .post(self.endpoint.clone())
+            .json(&body)
+            .send()
+            .await
+            // `without_url`: the host is already in `what`, and the URL may hold a password.
+            .map_err(|e| HttpFailure::from_reqwest(&what, &e.without_url()))?;
+        let status = response.status();
+        if status == StatusCode::OK {
+            let body = read_body_limited(&what, response, self.max_response_bytes).await?;
+            return parse_reply(&body).map_err(|why| {
+                AuthError::unavailable(format!("{what} answered 200 with a malformed reply: {why}"))
+            });
+        }
+
+        let retry_after = retry_after(response.headers());
+        let message = read_body_limited(
+            &what,
+            response,
+            self.max_response_bytes.min(MAX_ERROR_BODY_BYTES),
+        )
+        .await
+        .ok()
+        .and_then(|body| endpoint_message(&body, token));
+        let code = status.as_u16();
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            let detail = match &message {
+                Some(m) => format!("{what} answered {code}: {m}"),
+                None => format!("{what} answered {code}"),
+            };
+            let err = AuthError::unavailable(detail);
+            return Err(match retry_after {
+                Some(after) => err.with_retry_after(after),
+                None => err,
+            });
+        }
+        Err(AuthError::invalid_token(match message {
+            Some(m) => format!("{what} rejected the token (HTTP {code}): {m}"),
+            None => format!("{what} rejected the token (HTTP {code})"),
+        }))
+    }
+}
+
+#[async_trait]
+impl AuthProvider for CustomProvider {
+    fn type_name(&self) -> &str {
+        TYPE_NAME
+    }
+
+    async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::invalid_token("the bearer token is empty"));
+        }
+        self.cache
+            .get_or_validate(token, || self.ask(token, ctx))
+            .await
+    }
+
+    fn error_message(&self) -> String {
+        // Llama Stack's wording; `host` is never empty (checked at build time).
+        format!(
+            "Authentication required. Please provide your API key as a Bearer token (validated by {})",
+            self.host
+        )
+    }
+
+    fn accepts(&self) -> String {
+        format!("API keys validated by {}", self.host)
+    }
+}
+
+/// The request body, field for field Llama Stack's `AuthRequest`.
+#[derive(Serialize)]
+struct AuthRequest<'a> {
+    api_key: &'a str,
+    request: AuthRequestContext<'a>,
+}
+
+#[derive(Serialize)]
+struct AuthRequestContext<'a> {
+    path: &'a str,
+    headers: &'a BTreeMap<String, String>,
+    params: BTreeMap<&'a str, Vec<&'a str>>,
+}
+
+/// Query parameters as Python's `parse_qs` (default `keep_blank_values=False`)
+/// yields them, so endpoints written for Llama Stack see the same shape:
+/// empty values dropped, and names left with no value dropped too.
+fn llama_stack_params(params: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, Vec<&str>> {
+    params
+        .iter()
+        .filter_map(|(name, values)| {
+            let kept: Vec<&str> = values
+                .iter()
+                .map(String::as_str)
+                .filter(|v| !v.is_empty())
+                .collect();
+            (!kept.is_empty()).then_some((name.as_str(), kept))
+        })
+        .collect()
+}
+
+/// Parses a 200 reply strictly: `{"principal": str, "attributes": {str: [str]} | null,
+/// "message": str | null}`; other keys are ignored, as Pydantic does.
+fn parse_reply(body: &[u8]) -> Result<Principal, String> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| format!("it is not JSON ({e})"))?;
+    let Value::Object(fields) = value else {
+        return Err(format!(
+            "it is {} in JSON, not an object",
+            json_type(&value)
+        ));
+    };
+    let principal = match fields.get("principal") {
+        Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
+        Some(Value::String(_)) => return Err("`principal` is empty".into()),
+        None | Some(Value::Null) => return Err("it has no `principal`".into()),
+        Some(other) => return Err(format!("`principal` is {}, not a string", json_type(other))),
+    };
+    let mut attributes = Attributes::new();
+    match fields.get("attributes") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (name, values) in map {
+                let Value::Array(items) = values else {
+                    return Err(format!(
+                        "`attributes.{name}` is {}, not a list of strings",
+                        json_type(values)
+                    ));
+                };
+                let mut list = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        Value::String(s) => list.push(s.clone()),
+                        other => {
+                            return Err(format!(
+                                "`attributes.{name}` holds {}, not only strings",
+                                json_type(other)
+                            ))
+                        }
+                    }
+                }
+                attributes.insert(name.clone(), list);
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "`attributes` is {}, not an object of string lists",
+                json_type(other)
+            ))
+        }
+    }
+    match fields.get("message") {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(other) => return Err(format!("`message` is {}, not a string", json_type(other))),
+    }
+    Ok(Principal::new(principal).with_attributes(attributes))
+}
+
+/// The human message of an error reply: `message`, `error.message`, `detail`
+/// (FastAPI's `HTTPException`) or a string `error`, made safe to quote.
+fn endpoint_message(body: &[u8], token: &str) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let text = value
+        .get("message")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            value
+                .get("error")
+                .and_then(|e| e.get("message"))
+                .and_then(Value::as_str)
+        })
+        .or_else(|| value.get("detail").and_then(Value::as_str))
+        .or_else(|| value.get("error").and_then(Value::as_str))?;
+    sanitize_message(text, token)
+}
+
+/// Makes an upstream message fit for an error detail: the token redacted if
+/// the endpoint echoed it, control characters flattened, length bounded.
+fn sanitize_message(text: &str, token: &str) -> Option<String> {
+    let redacted = if token.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(token, "<redacted>")
+    };
+    let mut out: String = redacted
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_MESSAGE_CHARS + 1)
+        .collect();
+    if out.chars().count() > MAX_MESSAGE_CHARS {
+        out = out.chars().take(MAX_MESSAGE_CHARS).collect();
+        out.push('…');
+    }
+    let trimmed = out.trim();
+    (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
+    // Never echo `raw`: it may hold a password.
+    let url = Url::parse(raw.trim())
+        .map_err(|e| ConfigError::new("endpoint", format!("is not a valid URL ({e})")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(ConfigError::new(
+            "endpoint",
+            format!(
+                "has scheme `{}`; only https (or http) is supported",
+                url.scheme()
+            ),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new("endpoint", "has no host"));
+    }
+    Ok(url)
+}
+
+/// `host[:port]`: Python's `urlparse(endpoint).netloc` without any userinfo.
+fn host_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+fn redacted_url(raw: &str) -> String {
+    match Url::parse(raw.trim()) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("redacted"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparsable URL>".to_string(),
+    }
+}
+
+/// `Retry-After` in delta-seconds form.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs))
+}
+
+/// The JSON type of `v`, with its article, for error details.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_drop_blank_values_like_parse_qs() {
+        let mut ctx = RequestContext::default();
+        ctx.set_query("a=1&a=&b=&c=x%20y&a=3");
+        let p = llama_stack_params(&ctx.params);
+        assert_eq!(p.get("a"), Some(&vec!["1", "3"]));
+        assert!(!p.contains_key("b"));
+        assert_eq!(p.get("c"), Some(&vec!["x y"]));
+    }
+
+    #[test]
+    fn reply_parsing_is_strict() {
+        let ok = parse_reply(
+            br#"{"principal":"alice","attributes":{"roles":["a","b"]},"message":null,"extra":1}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.principal, "alice");
+        assert_eq!(ok.attributes["roles"], vec!["a", "b"]);
+        assert!(parse_reply(br#"{"principal":"bob"}"#)
+            .unwrap()
+            .attributes
+            .is_empty());
+        assert!(parse_reply(br#"{"principal":"bob","attributes":null}"#).is_ok());
+        for (body, needle) in [
+            (&b"not json"[..], "not JSON"),
+            (br#"[1]"#, "it is a list in JSON"),
+            (br#"{}"#, "no `principal`"),
+            (br#"{"principal":""}"#, "`principal` is empty"),
+            (br#"{"principal":7}"#, "`principal` is a number"),
+            (
+                br#"{"principal":"a","attributes":["x"]}"#,
+                "`attributes` is a list",
+            ),
+            (
+                br#"{"principal":"a","attributes":{"r":"x"}}"#,
+                "`attributes.r` is a string",
+            ),
+            (
+                br#"{"principal":"a","attributes":{"r":[1]}}"#,
+                "`attributes.r` holds a number",
+            ),
+            (
+                br#"{"principal":"a","message":{}}"#,
+                "`message` is an object",
+            ),
+        ] {
+            let err = parse_reply(body).unwrap_err();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn messages_are_found_redacted_and_bounded() {
+        let tok = "sk-secret-123";
+        assert_eq!(
+            endpoint_message(br#"{"message":"nope"}"#, tok).as_deref(),
+            Some("nope")
+        );
+        assert_eq!(
+            endpoint_message(br#"{"error":{"message":"bad key"}}"#, tok).as_deref(),
+            Some("bad key")
+        );
+        assert_eq!(
+            endpoint_message(br#"{"detail":"expired"}"#, tok).as_deref(),
+            Some("expired")
+        );
+        assert_eq!(endpoint_message(br#"{"detail":[{"loc":1}]}"#, tok), None);
+        assert_eq!(endpoint_message(b"<html>", tok), None);
+        assert_eq!(endpoint_message(br#"{"message":"  "}"#, tok), None);
+        let echoed = json!({"message": format!("key {tok} unknown\nbye")}).to_string();
+        assert_eq!(
+            endpoint_message(echoed.as_bytes(), tok).as_deref(),
+            Some("key <redacted> unknown bye")
+        );
+        let long = json!({"message": "x".repeat(5000)}).to_string();
+        assert_eq!(
+            endpoint_message(long.as_bytes(), tok)
+                .unwrap()
+                .chars()
+                .count(),
+            MAX_MESSAGE_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn config_is_checked_and_debug_hides_passwords() {
+        let ctx = BuildContext::default();
+        let err = CustomProvider::new(CustomConfig::new("ftp://x"), &ctx).unwrap_err();
+        assert_eq!(err.field, "endpoint");
+        let err = CustomProvider::new(CustomConfig::new("not a url"), &ctx).unwrap_err();
+        assert_eq!(err.field, "endpoint");
+        let cfg = CustomConfig::new("https://svc:hunter2@auth.example.com:8443/check");
+        assert!(!format!("{cfg:?}").contains("hunter2"));
+        let p = CustomProvider::new(cfg, &ctx).unwrap();
+        assert!(!format!("{p:?}").contains("hunter2"));
+        assert_eq!(p.host(), "auth.example.com:8443");
+        assert_eq!(
+            p.error_message(),
+            "Authentication required. Please provide your API key as a Bearer token (validated by auth.example.com:8443)"
+        );
+        let typo = json!({"endpoint": "https://a", "endpiont": "typo"});
+        let Err(err) = CustomBuilder.build(typo, &ctx) else {
+            panic!("unknown field accepted")
+        };
+        assert!(err.message.contains("endpiont"), "{err}");
+        let Err(err) = CustomBuilder.build(json!({}), &ctx) else {
+            panic!("missing endpoint accepted")
+        };
+        assert!(err.message.contains("endpoint"), "{err}");
+    }
+}

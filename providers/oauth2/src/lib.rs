@@ -1,4 +1,409 @@
 //! `oauth2_token`: JWTs verified against a key set, or opaque tokens checked by
 //! RFC 7662 introspection.
+//!
+//! Which one is chosen by the config:
+//! - `introspection` → [`introspection::Introspector`];
+//! - `jwks.uri` → JWTs verified against that key set;
+//! - `issuer` without `jwks.uri` → the key set is found by OIDC discovery;
+//! - `secret` → HS256/384/512 JWTs verified with that shared secret.
 
+mod alg;
 pub mod config;
+mod discovery;
+mod introspection;
+mod jwt;
+mod keys;
+mod keyset;
+
+use crate::alg::{Alg, AlgSet};
+use crate::config::{JwksConfig, OAuth2Config, LLAMA_STACK_DEFAULT_AUDIENCE, MAX_LEEWAY};
+use crate::introspection::Introspector;
+use crate::jwt::{ClaimRules, JwtValidator, KeySource, VerifiedCache};
+use crate::keys::HmacKeys;
+use crate::keyset::{display_url, KeySet, KeySetOptions, Source};
+use async_trait::async_trait;
+use std::sync::Arc;
+use std::time::Duration;
+use tokengate_api::{
+    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider,
+    HttpClientOptions, Ownership, Principal, ProviderBuilder, RequestContext,
+};
+use url::Url;
+
+/// The `type` name of this provider.
+pub const TYPE_NAME: &str = "oauth2_token";
+
+/// Shortest shared secret accepted for HS256/384/512 (RFC 7518 §3.2: at least
+/// the hash size; 256 bits is the floor for the weakest of the three).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Builds [`OAuth2Provider`]s from `provider_config` sections of `type: oauth2_token`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OAuth2Builder;
+
+impl ProviderBuilder for OAuth2Builder {
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        let cfg = parse_provider_config::<OAuth2Config>(config)?;
+        Ok(Arc::new(OAuth2Provider::new(cfg, ctx)?))
+    }
+}
+
+/// Validates OAuth2 bearer tokens: JWTs locally, opaque tokens by introspection.
+pub struct OAuth2Provider {
+    mode: Mode,
+    issuer: Option<String>,
+    max_token_bytes: usize,
+    error_message: String,
+    accepts: String,
+}
+
+enum Mode {
+    Jwt(JwtValidator),
+    Introspection(Introspector),
+}
+
+impl std::fmt::Debug for OAuth2Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuth2Provider").field("accepts", &self.accepts).finish_non_exhaustive()
+    }
+}
+
+impl OAuth2Provider {
+    /// Checks `cfg` and prepares the provider. Nothing is fetched yet: the key
+    /// set is fetched on first use (or by [`OAuth2Provider::warm_up`]).
+    pub fn new(cfg: OAuth2Config, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        check_common(&cfg)?;
+        if cfg.introspection.is_some() {
+            return Self::new_introspection(cfg, ctx);
+        }
+        let rules = claim_rules(&cfg, ctx)?;
+        let allowed = allowed_algorithms(&cfg)?;
+        let cache = (cfg.cache.enabled && cfg.cache.max_entries > 0 && !cfg.cache.ttl.is_zero())
+            .then(|| VerifiedCache::new(cfg.cache.max_entries, cfg.cache.ttl));
+
+        if let Some(secret) = &cfg.secret {
+            if cfg.jwks.is_some() {
+                return Err(ConfigError::new(
+                    "secret",
+                    "cannot be combined with `jwks`: a shared secret beside a public key set invites key confusion; use one or the other",
+                ));
+            }
+            if secret.expose().len() < MIN_SECRET_BYTES {
+                return Err(ConfigError::new(
+                    "secret",
+                    format!("is shorter than {MIN_SECRET_BYTES} bytes; use a random secret of at least {MIN_SECRET_BYTES} bytes"),
+                ));
+            }
+            let accepts = match &cfg.issuer {
+                Some(issuer) => format!("JWTs from {issuer} signed with the shared secret ({})", allowed.describe()),
+                None => format!("JWTs signed with the shared secret ({})", allowed.describe()),
+            };
+            let validator = JwtValidator {
+                rules,
+                allowed,
+                max_token_bytes: cfg.max_token_bytes,
+                keys: KeySource::Secret(HmacKeys::new(secret.expose().as_bytes(), allowed)),
+                cache,
+            };
+            return Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts));
+        }
+
+        let source = key_source(&cfg)?;
+        let jwks = match &cfg.jwks {
+            Some(jwks) => jwks.clone(),
+            None => serde_json::from_value::<JwksConfig>(serde_json::json!({}))
+                .map_err(|e| ConfigError::new("jwks", format!("cannot apply the defaults: {e}")))?,
+        };
+        check_jwks_timing(&jwks)?;
+        if let (Some(_), Source::Jwks(url)) = (&jwks.token, &source) {
+            if url.scheme() == "http" {
+                tracing::warn!(
+                    jwks = %display_url(url),
+                    "jwks.token is sent over plain http: anyone on the path can read it"
+                );
+            }
+        }
+        let accepts = match (&cfg.issuer, &source) {
+            (Some(issuer), _) => format!("JWTs from {issuer}"),
+            (None, Source::Jwks(url)) => format!("JWTs signed by the key set at {}", display_url(url)),
+            (None, Source::Discovery { url, .. }) => format!("JWTs signed by keys found at {}", display_url(url)),
+        };
+        let client = http_client(&cfg, ctx)?;
+        let set = KeySet::new(KeySetOptions {
+            source,
+            client,
+            token: jwks.token.clone(),
+            allowed,
+            max_keys: jwks.max_keys,
+            max_response_bytes: cfg.max_response_bytes,
+            recheck: jwks.key_recheck_period,
+            cooldown: jwks.refresh_cooldown,
+            stale_grace: jwks.stale_grace,
+        });
+        let validator = JwtValidator {
+            rules,
+            allowed,
+            max_token_bytes: cfg.max_token_bytes,
+            keys: KeySource::Remote(Arc::new(set)),
+            cache,
+        };
+        Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts))
+    }
+
+    fn new_introspection(cfg: OAuth2Config, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        if cfg.jwks.is_some() {
+            return Err(ConfigError::new(
+                "introspection",
+                "cannot be combined with `jwks`: configure either JWT validation against a key set or introspection",
+            ));
+        }
+        if cfg.secret.is_some() {
+            return Err(ConfigError::new("secret", "applies to JWTs only and cannot be combined with `introspection`"));
+        }
+        let client = http_client(&cfg, ctx)?;
+        let introspector = Introspector::new(&cfg, client)?;
+        let accepts = format!("OAuth2 tokens validated by {}", introspector.host());
+        Ok(Self::assemble(&cfg, Mode::Introspection(introspector), accepts))
+    }
+
+    fn assemble(cfg: &OAuth2Config, mode: Mode, accepts: String) -> Self {
+        let error_message = match (&cfg.issuer, &mode) {
+            (Some(issuer), _) => {
+                format!("Authentication required. Please provide a valid OAuth2 Bearer token from {issuer}")
+            }
+            (None, Mode::Introspection(i)) => format!(
+                "Authentication required. Please provide a valid OAuth2 Bearer token validated by {}",
+                i.host()
+            ),
+            (None, Mode::Jwt(_)) => {
+                "Authentication required. Please provide a valid OAuth2 Bearer token in the Authorization header"
+                    .to_string()
+            }
+        };
+        OAuth2Provider { mode, issuer: cfg.issuer.clone(), max_token_bytes: cfg.max_token_bytes, error_message, accepts }
+    }
+
+    /// Fetches the key set now unless usable keys are already held, so the
+    /// first requests do not wait and a broken identity provider shows at start-up.
+    /// A no-op for shared-secret and introspection modes.
+    pub async fn warm_up(&self) -> Result<(), AuthError> {
+        match &self.mode {
+            Mode::Jwt(v) => v.warm_up().await,
+            Mode::Introspection(_) => Ok(()),
+        }
+    }
+
+    /// Key-set fetches attempted so far (discovery documents not counted).
+    pub fn fetch_count(&self) -> u64 {
+        match &self.mode {
+            Mode::Jwt(JwtValidator { keys: KeySource::Remote(set), .. }) => set.fetch_count(),
+            _ => 0,
+        }
+    }
+}
+
+#[async_trait]
+impl AuthProvider for OAuth2Provider {
+    fn type_name(&self) -> &str {
+        TYPE_NAME
+    }
+
+    async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
+        match &self.mode {
+            Mode::Jwt(v) => v.validate(token).await,
+            Mode::Introspection(i) => i.validate(token).await,
+        }
+    }
+
+    fn error_message(&self) -> String {
+        self.error_message.clone()
+    }
+
+    /// A JWT is ours when its (unverified) `iss` is our issuer, or when no
+    /// issuer is configured; introspection also owns every non-JWT token.
+    fn ownership(&self, token: &str) -> Ownership {
+        let owned = match jwt::peek(token, self.max_token_bytes) {
+            Some(iss) => match &self.issuer {
+                None => true,
+                Some(expected) => iss.as_deref() == Some(expected.as_str()),
+            },
+            None => matches!(self.mode, Mode::Introspection(_)),
+        };
+        if owned {
+            Ownership::Mine
+        } else {
+            Ownership::NotMine
+        }
+    }
+
+    fn accepts(&self) -> String {
+        self.accepts.clone()
+    }
+}
+
+fn check_common(cfg: &OAuth2Config) -> Result<(), ConfigError> {
+    if cfg.leeway > MAX_LEEWAY {
+        return Err(ConfigError::new(
+            "leeway",
+            format!("{} is more than the allowed {}", human(cfg.leeway), human(MAX_LEEWAY)),
+        ));
+    }
+    if cfg.max_token_bytes == 0 || cfg.max_token_bytes > 1024 * 1024 {
+        return Err(ConfigError::new("max_token_bytes", "must be between 1 and 1048576"));
+    }
+    if cfg.max_response_bytes == 0 {
+        return Err(ConfigError::new("max_response_bytes", "must be more than 0"));
+    }
+    if cfg.timeout.is_zero() {
+        return Err(ConfigError::new("timeout", "must be more than 0"));
+    }
+    if cfg.connect_timeout.is_zero() {
+        return Err(ConfigError::new("connect_timeout", "must be more than 0"));
+    }
+    if let Some(claim) = &cfg.principal_claim {
+        if claim.trim().is_empty() {
+            return Err(ConfigError::new("principal_claim", "is empty"));
+        }
+    }
+    Ok(())
+}
+
+fn claim_rules(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<ClaimRules, ConfigError> {
+    let audiences = if cfg.allow_any_audience {
+        if cfg.audience.is_some() {
+            return Err(ConfigError::new(
+                "allow_any_audience",
+                "cannot be combined with `audience`: either check the audience or explicitly accept any",
+            ));
+        }
+        None
+    } else {
+        match &cfg.audience {
+            Some(audience) => {
+                let values = audience.values();
+                if values.is_empty() || values.iter().any(|v| v.is_empty()) {
+                    return Err(ConfigError::new(
+                        "audience",
+                        "is empty; name the audience your tokens carry, or set allow_any_audience: true",
+                    ));
+                }
+                Some(values)
+            }
+            None if ctx.llama_stack_defaults => Some(vec![LLAMA_STACK_DEFAULT_AUDIENCE.to_string()]),
+            None => {
+                return Err(ConfigError::new(
+                    "audience",
+                    "is required for JWTs: name the audience your tokens carry (aud), or set allow_any_audience: true to accept tokens meant for any service",
+                ))
+            }
+        }
+    };
+    if let Some(issuer) = &cfg.issuer {
+        if issuer.is_empty() {
+            return Err(ConfigError::new("issuer", "is empty"));
+        }
+    }
+    Ok(ClaimRules {
+        issuer: cfg.issuer.clone(),
+        audiences,
+        leeway: cfg.leeway.as_secs_f64(),
+        allow_missing_exp: cfg.allow_missing_exp,
+        principal_claim: cfg.principal_claim.clone().unwrap_or_else(|| "sub".to_string()),
+        claims_mapping: cfg.claims_mapping.clone().unwrap_or_else(ClaimsMapping::oauth2_default),
+    })
+}
+
+fn allowed_algorithms(cfg: &OAuth2Config) -> Result<AlgSet, ConfigError> {
+    let with_secret = cfg.secret.is_some();
+    let Some(names) = &cfg.algorithms else {
+        return Ok(if with_secret { AlgSet::hmac() } else { AlgSet::asymmetric() });
+    };
+    if names.is_empty() {
+        return Err(ConfigError::new("algorithms", "is empty; omit it to accept every supported algorithm"));
+    }
+    let supported = || Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
+    let mut set = AlgSet::default();
+    for (i, name) in names.iter().enumerate() {
+        let field = format!("algorithms[{i}]");
+        if name.eq_ignore_ascii_case("none") {
+            return Err(ConfigError::new(field, "\"none\" (unsigned tokens) is never accepted"));
+        }
+        let Some(alg) = Alg::from_name(name) else {
+            return Err(ConfigError::new(field, format!("{name:?} is not a supported algorithm ({})", supported())));
+        };
+        if alg.is_hmac() && !with_secret {
+            return Err(ConfigError::new(field, format!("{alg} needs `secret`; a key set only verifies asymmetric algorithms")));
+        }
+        if !alg.is_hmac() && with_secret {
+            return Err(ConfigError::new(field, format!("{alg} needs a key set; with `secret` only HS256, HS384 and HS512 apply")));
+        }
+        set.insert(alg);
+    }
+    Ok(set)
+}
+
+fn key_source(cfg: &OAuth2Config) -> Result<Source, ConfigError> {
+    let uri = cfg.jwks.as_ref().and_then(|j| j.uri.as_deref());
+    match (uri, &cfg.issuer) {
+        (Some(uri), _) => Ok(Source::Jwks(parse_url("jwks.uri", uri)?)),
+        (None, Some(issuer)) => {
+            let url = discovery::discovery_url(issuer).map_err(|m| ConfigError::new("issuer", m))?;
+            Ok(Source::Discovery { issuer: issuer.clone(), url })
+        }
+        (None, None) if cfg.jwks.is_some() => Err(ConfigError::new(
+            "jwks.uri",
+            "is required unless `issuer` is set (the key set is then found by OIDC discovery)",
+        )),
+        (None, None) => Err(ConfigError::new(
+            "jwks",
+            "is required: set `jwks.uri`, `issuer` (to find the key set by OIDC discovery) or `introspection`",
+        )),
+    }
+}
+
+fn parse_url(field: &str, text: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(text).map_err(|e| ConfigError::new(field, format!("is not a valid URL ({e})")))?;
+    discovery::check_scheme(&url).map_err(|m| ConfigError::new(field, m))?;
+    Ok(url)
+}
+
+fn check_jwks_timing(jwks: &JwksConfig) -> Result<(), ConfigError> {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let bounded = |field: &str, value: Duration, min: Duration, max: Duration| {
+        if value < min || value > max {
+            Err(ConfigError::new(
+                format!("jwks.{field}"),
+                format!("is {}; it must be between {} and {}", human(value), human(min), human(max)),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    bounded("key_recheck_period", jwks.key_recheck_period, Duration::from_secs(1), DAY)?;
+    // A zero cooldown would let every made-up kid trigger a fetch.
+    bounded("refresh_cooldown", jwks.refresh_cooldown, Duration::from_millis(10), Duration::from_secs(3600))?;
+    bounded("stale_grace", jwks.stale_grace, Duration::ZERO, 7 * DAY)?;
+    if jwks.max_keys == 0 {
+        return Err(ConfigError::new("jwks.max_keys", "must be at least 1"));
+    }
+    Ok(())
+}
+
+fn http_client(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<reqwest::Client, ConfigError> {
+    HttpClientOptions {
+        verify_tls: cfg.verify_tls,
+        tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
+        connect_timeout: cfg.connect_timeout,
+        timeout: cfg.timeout,
+        max_response_bytes: cfg.max_response_bytes,
+    }
+    .build_client()
+}
+
+fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

@@ -1,0 +1,841 @@
+#!/usr/bin/env python3
+"""tokengate interop checks: the real `tokengate` binary against software nobody here wrote.
+
+Starts panva's oidc-provider (interop/oidc-server.mjs), `tokengate serve`
+instances, nginx with config/nginx-auth-request.conf and a header-echoing
+upstream, all on free 127.0.0.1 ports, then checks:
+
+  1. oauth2_token by OIDC discovery and by explicit jwks.uri: RS256, ES256 and
+     EdDSA tokens accepted with the principal and mapped attributes as issued;
+     forged, expired, mis-addressed and garbage tokens rejected.
+  2. RFC 7662 introspection with client_secret_basic and client_secret_post:
+     active opaque token accepted; revoked and garbage tokens rejected.
+  3. Key rotation seen by a running `tokengate serve`; with the provider
+     stopped, known keys keep working and an unknown kid is 503.
+  4. `tokengate serve` behind nginx auth_request: allowed, denied, unavailable.
+
+Prints one PASS/FAIL line per check and a closing "N passed, N failed" line;
+exits 1 if anything failed. Python 3 standard library only.
+
+Usage: run_checks.py --tokengate BIN --root TMPDIR [--repo DIR] [--only 1,2,3,4]
+(scripts/interop.sh sets everything up and calls this.)
+"""
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+API = "https://api.tokengate.test"
+OTHER = "https://other.tokengate.test"
+OPAQUE = "https://opaque.tokengate.test"
+CLAIMS_MAPPING = {"groups": "teams", "realm_access.roles": "roles", "scope": "scopes"}
+# What each service client asks for (scopes differ so that each token is distinct).
+REQUESTED_SCOPE = {"svc-rs256": "read write", "svc-es256": "read", "svc-eddsa": "read write admin"}
+ALG_CLIENT = {"RS256": "svc-rs256", "ES256": "svc-es256", "EdDSA": "svc-eddsa"}
+COOLDOWN = 1.0  # jwks.refresh_cooldown given to `tokengate serve`
+
+# Requests to 127.0.0.1 only, never through a proxy from the environment.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+CHILD_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+CHILD_ENV["NO_PROXY"] = CHILD_ENV["no_proxy"] = "127.0.0.1,localhost"
+
+
+# ----------------------------------------------------------------- helpers
+
+
+def b64url(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def jwt_parts(token):
+    head, payload, _sig = token.split(".")
+    return json.loads(b64url_decode(head)), json.loads(b64url_decode(payload))
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # http.client.HTTPMessage (case-insensitive get)
+        self.body = body
+
+    def json(self):
+        try:
+            return json.loads(self.body)
+        except ValueError:
+            return None
+
+    def __repr__(self):
+        hdrs = {k: v for k, v in self.headers.items()} if self.headers else {}
+        return f"HTTP {self.status} headers={hdrs} body={self.body[:300]!r}"
+
+
+def http(method, url, headers=None, data=None, timeout=15):
+    if isinstance(data, dict):
+        data = urllib.parse.urlencode(data).encode()
+    elif isinstance(data, str):
+        data = data.encode()
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with OPENER.open(req, timeout=timeout) as r:
+            return Response(r.status, r.headers, r.read().decode("utf-8", "replace"))
+    except urllib.error.HTTPError as e:
+        return Response(e.code, e.headers, e.read().decode("utf-8", "replace"))
+
+
+def basic(client_id, secret):
+    raw = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}"
+    return "Basic " + base64.b64encode(raw.encode()).decode()
+
+
+def wait_for(predicate, timeout, interval=0.1):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - keep polling
+            last = e
+        time.sleep(interval)
+    return None
+
+
+def tail(path, lines=25):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no file)\n"
+
+
+# ----------------------------------------------------------------- the upstream
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    """The application behind nginx: answers every request with what it received."""
+
+    seen = []
+
+    def _answer(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length).decode("utf-8", "replace") if length else ""
+        record = {
+            "method": self.command,
+            "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body": body,
+        }
+        EchoHandler.seen.append(record)
+        out = json.dumps(record).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+# ----------------------------------------------------------------- the suite
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.root = os.path.abspath(args.root)
+        self.repo = os.path.abspath(args.repo)
+        self.tokengate = os.path.abspath(args.tokengate)
+        self.logs = os.path.join(self.root, "logs")
+        self.configs = os.path.join(self.root, "configs")
+        os.makedirs(self.logs, exist_ok=True)
+        os.makedirs(self.configs, exist_ok=True)
+        self.procs = {}  # name -> Popen
+        self.results = []  # (id, ok)
+        self.failed_logs = set()
+        self.idp = None  # the provider's ready document
+        self.upstream = None
+
+    # -- bookkeeping
+
+    def record(self, cid, name, ok, detail=""):
+        self.results.append((cid, ok))
+        word = "PASS" if ok else "FAIL"
+        line = f"{word}  {cid:<6} {name}"
+        if detail and not ok:
+            line += "\n        " + str(detail).replace("\n", "\n        ")
+        print(line, flush=True)
+        return ok
+
+    def expect(self, cid, name, fn):
+        """Runs fn() -> (ok, detail); an exception is a failure with its message."""
+        try:
+            ok, detail = fn()
+        except Exception as e:  # noqa: BLE001 - report, go on with the other checks
+            ok, detail = False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
+        return self.record(cid, name, ok, detail)
+
+    # -- processes
+
+    def start(self, name, argv, env=None, cwd=None):
+        log = open(os.path.join(self.logs, f"{name}.log"), "ab")
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**CHILD_ENV, **(env or {})}, cwd=cwd,
+        )
+        log.close()
+        self.procs[name] = proc
+        with open(os.path.join(self.root, "pids"), "a") as f:
+            f.write(f"{proc.pid}\n")
+        return proc
+
+    def stop(self, name, sig=signal.SIGTERM):
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def stop_all(self):
+        for name in list(self.procs):
+            try:
+                self.stop(name)
+            except Exception:  # noqa: BLE001
+                pass
+        if self.upstream:
+            self.upstream.shutdown()
+            self.upstream.server_close()
+
+    # -- the provider
+
+    def start_idp(self):
+        ready = os.path.join(self.root, "oidc-ready.json")
+        self.start(
+            "oidc-provider",
+            [self.args.node, os.path.join(self.repo, "interop", "oidc-server.mjs")],
+            env={"OIDC_PORT": "0", "OIDC_ADMIN_PORT": "0", "OIDC_READY_FILE": ready},
+            cwd=os.path.join(self.repo, "interop"),
+        )
+        if not wait_for(lambda: os.path.exists(ready), 30):
+            raise RuntimeError("oidc-provider did not start:\n" + tail(os.path.join(self.logs, "oidc-provider.log")))
+        with open(ready) as f:
+            self.idp = json.load(f)
+        disco = http("GET", self.idp["issuer"] + "/.well-known/openid-configuration").json()
+        self.idp["discovery"] = disco
+        print(f"# oidc-provider {self.idp['issuer']} (admin {self.idp['admin']})", flush=True)
+
+    def admin(self, method, path, body=None):
+        r = http(method, self.idp["admin"] + path, headers={"Content-Type": "application/json"},
+                 data=json.dumps(body) if body is not None else None)
+        if r.status != 200:
+            raise RuntimeError(f"admin {method} {path}: {r!r}")
+        return r.json()
+
+    def secret(self, client_id):
+        return self.idp["clients"][client_id]["secret"]
+
+    def token(self, client_id, resource=API, scope=None):
+        scope = scope or REQUESTED_SCOPE.get(client_id, "read")
+        r = http("POST", self.idp["discovery"]["token_endpoint"],
+                 headers={"Authorization": basic(client_id, self.secret(client_id))},
+                 data={"grant_type": "client_credentials", "resource": resource, "scope": scope})
+        if r.status != 200:
+            raise RuntimeError(f"token request for {client_id} failed: {r!r}")
+        return r.json()["access_token"]
+
+    def revoke(self, client_id, token):
+        r = http("POST", self.idp["discovery"]["revocation_endpoint"],
+                 headers={"Authorization": basic(client_id, self.secret(client_id))},
+                 data={"token": token, "token_type_hint": "access_token"})
+        if r.status != 200:
+            raise RuntimeError(f"revocation failed: {r!r}")
+
+    def forge(self, **spec):
+        return self.admin("POST", "/forge", spec)["token"]
+
+    def expected_attributes(self, client_id, scope=None):
+        c = self.idp["clients"][client_id]
+        return {"teams": c["groups"], "roles": c["roles"],
+                "scopes": (scope or REQUESTED_SCOPE[client_id]).split()}
+
+    # -- tokengate
+
+    def write_config(self, name, provider_config, extra=None):
+        path = os.path.join(self.configs, name)
+        doc = {"provider_config": {"type": "oauth2_token", **provider_config}, **(extra or {})}
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+        return path
+
+    def tg_check(self, config, token, stdin=False, timeout=60):
+        argv = [self.tokengate, "check", "--config", config]
+        if not stdin:
+            argv += ["--token", token]
+        p = subprocess.run(argv, input=(token + "\n") if stdin else "", capture_output=True,
+                           text=True, timeout=timeout, env=CHILD_ENV)
+        try:
+            out = json.loads(p.stdout) if p.stdout.strip() else None
+        except ValueError:
+            out = None
+        return p.returncode, out, p
+
+    def start_serve(self, name, config, port):
+        self.start(name, [self.tokengate, "serve", "--config", config, "--listen", f"127.0.0.1:{port}"],
+                   env={"TOKENGATE_LOG": os.environ.get("TOKENGATE_LOG", "info")})
+        base = f"http://127.0.0.1:{port}"
+
+        def ready():
+            if self.procs[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}")
+            return http("GET", base + "/healthz", timeout=2).status == 200
+
+        try:
+            ok = wait_for(ready, 30, 0.1)
+        except RuntimeError:
+            ok = False
+        if ok is not True:
+            self.failed_logs.add(name)
+            raise RuntimeError(f"{name} not ready on {base}/healthz:\n" + tail(os.path.join(self.logs, f"{name}.log")))
+        return base
+
+    # ------------------------------------------------------------- check 1
+
+    def check_jwt(self):
+        iss = self.idp["issuer"]
+        jwks_uri = self.idp["discovery"]["jwks_uri"]
+        common = {"issuer": iss, "audience": API, "claims_mapping": CLAIMS_MAPPING}
+        configs = {
+            "discovery": self.write_config("jwt-discovery.json", common),
+            "jwks.uri": self.write_config("jwt-jwks-uri.json", {**common, "jwks": {"uri": jwks_uri}}),
+        }
+        tokens = {alg: self.token(client) for alg, client in ALG_CLIENT.items()}
+
+        for n, (how, config) in enumerate(configs.items(), start=1):
+            for alg, client in ALG_CLIENT.items():
+                stdin = how == "jwks.uri"  # exercise both ways of passing the token
+
+                def run(alg=alg, client=client, config=config, stdin=stdin):
+                    head, _ = jwt_parts(tokens[alg])
+                    if head["alg"] != alg:
+                        return False, f"provider issued {head['alg']}, wanted {alg}"
+                    rc, out, p = self.tg_check(config, tokens[alg], stdin=stdin)
+                    want = {"principal": client, "attributes": self.expected_attributes(client)}
+                    ok = rc == 0 and out == want
+                    return ok, f"rc={rc} want={json.dumps(want)}\n got stdout={p.stdout.strip()} stderr={p.stderr.strip()[:400]}"
+
+                via = "stdin" if stdin else "--token"
+                self.expect(f"1.{n}.{alg}", f"{how}: {alg} token accepted, principal and attributes as issued (token via {via})", run)
+
+        # A Llama Stack run.yaml, as operators have them.
+        runyaml = os.path.join(self.configs, "run.yaml")
+        with open(runyaml, "w") as f:
+            f.write(
+                "version: 2\nimage_name: interop\napis: [inference]\nproviders: {inference: []}\n"
+                "server:\n  port: 8321\n  auth:\n    provider_config:\n      type: oauth2_token\n"
+                f"      issuer: {json.dumps(iss)}\n      audience: {json.dumps(API)}\n"
+                f"      jwks:\n        uri: {json.dumps(jwks_uri)}\n        key_recheck_period: 3600\n"
+                "      claims_mapping:\n        groups: teams\n        realm_access.roles: roles\n        scope: scopes\n"
+            )
+
+        def run_yaml():
+            rc, out, p = self.tg_check(runyaml, tokens["ES256"])
+            want = {"principal": "svc-es256", "attributes": self.expected_attributes("svc-es256")}
+            return rc == 0 and out == want, f"rc={rc} got stdout={p.stdout.strip()} stderr={p.stderr.strip()[:400]}"
+
+        self.expect("1.3", "Llama Stack run.yaml (server.auth.provider_config): ES256 token accepted", run_yaml)
+
+        # Tokens that must be refused (explicit jwks.uri config; the provider is up).
+        config = configs["jwks.uri"]
+        good = tokens["RS256"]
+        head, payload = good.split(".")[:2]
+        claims = jwt_parts(good)[1]
+        tampered_claims = dict(claims, groups=["admins"])
+        rejects = [
+            ("wrong-aud", "real token for another resource (aud https://other.tokengate.test)",
+             lambda: self.token("svc-rs256", resource=OTHER)),
+            ("expired", "expired 10 minutes ago, signed with the provider's current key",
+             lambda: self.forge(alg="ES256", exp_in=-600, claims={"iat": int(time.time()) - 900})),
+            ("wrong-iss", "issuer http://127.0.0.1:1, signed with the provider's current key",
+             lambda: self.forge(alg="RS256", claims={"iss": "http://127.0.0.1:1"})),
+            ("unknown-kid", "signed by an unpublished key (unknown kid)",
+             lambda: self.forge(alg="EdDSA", key="stranger")),
+            ("kid-swap", "signed by an unpublished key, header kid of a published key",
+             lambda: self.forge(alg="RS256", key="stranger",
+                                header={"kid": jwt_parts(good)[0]["kid"]})),
+            ("tampered", "real token with its payload edited",
+             lambda: ".".join([head, b64url(json.dumps(tampered_claims)), good.split(".")[2]])),
+            ("alg-none", "alg none, no signature",
+             lambda: ".".join([b64url(json.dumps({"alg": "none", "typ": "at+jwt"})), payload, ""])),
+            ("garbage", "not a token at all", lambda: "not-a-jwt"),
+        ]
+        for key, desc, make in rejects:
+            def run(make=make):
+                token = make()
+                rc, out, p = self.tg_check(config, token)
+                code = (out or {}).get("error", {}).get("code") if isinstance(out, dict) else None
+                return rc == 1 and code == "invalid_token", \
+                    f"want rc=1 code=invalid_token, got rc={rc} stdout={p.stdout.strip()[:400]} stderr={p.stderr.strip()[:300]}"
+
+            self.expect(f"1.4.{key}", f"rejected (exit 1, invalid_token): {desc}", run)
+
+        def dead_jwks():
+            dead = self.write_config("jwt-dead-jwks.json",
+                                     {**common, "jwks": {"uri": f"http://127.0.0.1:{free_port()}/jwks"}})
+            rc, out, p = self.tg_check(dead, good)
+            code = (out or {}).get("error", {}).get("code") if isinstance(out, dict) else None
+            return rc == 3 and code == "temporarily_unavailable", \
+                f"want rc=3 temporarily_unavailable, got rc={rc} stdout={p.stdout.strip()[:300]} stderr={p.stderr.strip()[:300]}"
+
+        self.expect("1.5", "JWKS unreachable: exit 3, temporarily_unavailable", dead_jwks)
+
+    # ------------------------------------------------------------- check 2
+
+    def check_introspection(self):
+        url = self.idp["discovery"]["introspection_endpoint"]
+        base = {"issuer": self.idp["issuer"], "audience": OPAQUE, "claims_mapping": CLAIMS_MAPPING,
+                # client_credentials tokens have no `sub` (no end user): the client is the principal
+                "principal_claim": "client_id", "cache": {"enabled": False}}
+        variants = {
+            "client_secret_basic": ("introspector-basic", False),
+            "client_secret_post": ("introspector-post", True),
+        }
+        for n, (method, (client, in_body)) in enumerate(variants.items(), start=1):
+            intro = {"url": url, "client_id": client, "client_secret": self.secret(client)}
+            if in_body:
+                intro["send_secret_in_body"] = True
+            config = self.write_config(f"introspection-{method}.json", {**base, "introspection": intro})
+            owner = "svc-eddsa" if in_body else "svc-rs256"
+            scope = "read admin"
+            token = self.token(owner, resource=OPAQUE, scope=scope)
+
+            def active(config=config, token=token, owner=owner, scope=scope, client=client, method=method):
+                mark = len(self.admin("GET", "/state")["client_auth_log"])
+                rc, out, p = self.tg_check(config, token)
+                want = {"principal": owner, "attributes": self.expected_attributes(owner, scope)}
+                calls = self.admin("GET", "/state")["client_auth_log"][mark:]
+                used = sorted({(c["client_id"], c["method"], c["accepted"]) for c in calls})
+                ok = rc == 0 and out == want and used == [(client, method, True)]
+                return ok, (f"rc={rc} want={json.dumps(want)}\n got stdout={p.stdout.strip()} stderr={p.stderr.strip()[:400]}\n"
+                            f" introspection calls seen by the provider (client, method, accepted): {used}")
+
+            self.expect(f"2.{n}.active", f"{method}: active opaque token accepted (provider saw {method})", active)
+
+            def revoked(config=config, token=token, owner=owner):
+                self.revoke(owner, token)
+                rc, out, p = self.tg_check(config, token)
+                code = (out or {}).get("error", {}).get("code") if isinstance(out, dict) else None
+                return rc == 1 and code == "invalid_token", \
+                    f"want rc=1 invalid_token, got rc={rc} stdout={p.stdout.strip()[:300]} stderr={p.stderr.strip()[:300]}"
+
+            self.expect(f"2.{n}.revoked", f"{method}: token revoked at the provider (RFC 7009) -> exit 1", revoked)
+
+            def garbage(config=config):
+                rc, out, p = self.tg_check(config, "garbage-" + b64url(os.urandom(24)))
+                code = (out or {}).get("error", {}).get("code") if isinstance(out, dict) else None
+                return rc == 1 and code == "invalid_token", \
+                    f"want rc=1 invalid_token, got rc={rc} stdout={p.stdout.strip()[:300]} stderr={p.stderr.strip()[:300]}"
+
+            self.expect(f"2.{n}.garbage", f"{method}: unknown (garbage) token -> exit 1", garbage)
+
+        def wrong_method():
+            # introspector-basic registered for client_secret_basic, configured to post: the provider refuses
+            # the client, which is not the token's fault.
+            intro = {"url": url, "client_id": "introspector-basic",
+                     "client_secret": self.secret("introspector-basic"), "send_secret_in_body": True}
+            config = self.write_config("introspection-wrong-method.json", {**base, "introspection": intro})
+            token = self.token("svc-es256", resource=OPAQUE, scope="read")
+            rc, out, p = self.tg_check(config, token)
+            return rc != 0, f"want a non-zero exit, got rc={rc} stdout={p.stdout.strip()[:300]}"
+
+        self.expect("2.3", "client registered for client_secret_basic but configured to post: not accepted", wrong_method)
+
+        def dead():
+            intro = {"url": f"http://127.0.0.1:{free_port()}/token/introspection", "client_id": "introspector-basic",
+                     "client_secret": self.secret("introspector-basic")}
+            config = self.write_config("introspection-dead.json", {**base, "introspection": intro})
+            rc, out, p = self.tg_check(config, "some-opaque-token-" + b64url(os.urandom(12)))
+            code = (out or {}).get("error", {}).get("code") if isinstance(out, dict) else None
+            return rc == 3 and code == "temporarily_unavailable", \
+                f"want rc=3 temporarily_unavailable, got rc={rc} stdout={p.stdout.strip()[:300]} stderr={p.stderr.strip()[:300]}"
+
+        self.expect("2.4", "introspection endpoint unreachable: exit 3, temporarily_unavailable", dead)
+
+    # ------------------------------------------------------------- check 3
+
+    def check_rotation(self):
+        config = self.write_config("serve-rotation.json", {
+            "issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
+            "jwks": {"uri": self.idp["discovery"]["jwks_uri"], "key_recheck_period": 3600,
+                     "refresh_cooldown": f"{int(COOLDOWN * 1000)}ms", "stale_grace": "1h"},
+        }, extra={"realm": "interop"})
+        port = free_port()
+        base = self.start_serve("tokengate-rotation", config, port)
+        self.record("3.0", f"tokengate serve ready on {base} (/healthz 200)", True)
+
+        def decide(token, uri="/v1/models"):
+            headers = {"X-Original-URI": uri, "X-Original-Method": "GET"}
+            if token is not None:
+                headers["Authorization"] = f"Bearer {token}"
+            return http("GET", base + "/auth", headers=headers)
+
+        def allowed(r, client):
+            attrs = json.loads(r.headers.get("X-Auth-Attributes") or "null")
+            want = self.expected_attributes(client)
+            ok = (r.status == 200 and r.headers.get("X-Auth-Principal") == client and attrs == want
+                  and r.headers.get("X-Auth-Attr-Teams") == ",".join(want["teams"])
+                  and r.headers.get("X-Auth-Attr-Roles") == ",".join(want["roles"]))
+            return ok, f"want 200 principal={client} attributes={json.dumps(want)}\n got {r!r}"
+
+        old = {alg: self.token(client) for alg, client in ALG_CLIENT.items()}
+        self.expect("3.1", "before rotation: RS256 token allowed (200, X-Auth-Principal, X-Auth-Attributes, X-Auth-Attr-*)",
+                    lambda: allowed(decide(old["RS256"]), "svc-rs256"))
+
+        def denied_shape():
+            r = decide("garbage.garbage.garbage")
+            www = r.headers.get("WWW-Authenticate") or ""
+            body = r.json() or {}
+            ok = (r.status == 401 and www.startswith("Bearer ") and 'realm="interop"' in www
+                  and 'error="invalid_token"' in www and body.get("error", {}).get("code") == "invalid_token")
+            return ok, f"got {r!r}"
+
+        self.expect("3.2", "garbage token: 401, WWW-Authenticate Bearer realm/error, JSON error body", denied_shape)
+
+        kid_before = jwt_parts(old["RS256"])[0]["kid"]
+        new_kid = self.admin("POST", "/rotate?alg=RS256")["kid"]
+        jwks = http("GET", self.idp["discovery"]["jwks_uri"]).json()
+        front = jwks["keys"][0]["kid"]
+        new_token = self.token("svc-rs256")
+        self.record("3.3", f"provider rotated RS256: new kid {new_kid} first in its JWKS, new tokens signed with it",
+                    front == new_kid and jwt_parts(new_token)[0]["kid"] == new_kid and new_kid != kid_before,
+                    f"front={front} token kid={jwt_parts(new_token)[0]['kid']} old kid={kid_before}")
+
+        def rotated():
+            # The first request may fall within refresh_cooldown of the startup fetch: allow that long.
+            r = wait_for(lambda: (lambda r: r if r.status == 200 else None)(decide(new_token)), COOLDOWN * 4 + 2, 0.25)
+            return allowed(r or decide(new_token), "svc-rs256")
+
+        self.expect("3.4", "token signed by the new key accepted by the running server, no restart", rotated)
+        self.expect("3.5", "token signed by the previous key (still published) accepted",
+                    lambda: allowed(decide(old["RS256"]), "svc-rs256"))
+
+        def unknown_kid_up():
+            time.sleep(COOLDOWN + 0.2)
+            r = decide(self.forge(alg="ES256", key="stranger"))
+            www = r.headers.get("WWW-Authenticate") or ""
+            return r.status == 401 and 'error="invalid_token"' in www, f"got {r!r}"
+
+        self.expect("3.6", "unknown kid while the provider is up: 401 invalid_token", unknown_kid_up)
+
+        # Prepare tokens the server cannot know yet, then stop the provider.
+        unseen_kid = self.admin("POST", "/rotate?alg=ES256")["kid"]
+        unseen = self.token("svc-es256")
+        forged = self.forge(alg="EdDSA", key="stranger", header={"kid": "never-published-" + b64url(os.urandom(6))})
+        self.admin("POST", "/stop")
+        stopped = wait_for(lambda: not self.admin("GET", "/state")["running"], 5)
+        self.record("3.7", "provider stopped (its listener closed)", bool(stopped))
+        time.sleep(COOLDOWN + 0.2)
+
+        for alg, client in ALG_CLIENT.items():
+            self.expect(f"3.8.{alg}", f"provider down: {alg} token of a known key still accepted",
+                        lambda alg=alg, client=client: allowed(decide(old[alg]), client))
+        self.expect("3.8.rot", "provider down: token of the rotated-in RS256 key still accepted",
+                    lambda: allowed(decide(new_token), "svc-rs256"))
+
+        def unavailable(token, what):
+            def run():
+                time.sleep(COOLDOWN + 0.2)
+                r = decide(token)
+                body = r.json() or {}
+                ok = r.status == 503 and body.get("error", {}).get("code") == "temporarily_unavailable"
+                return ok, f"{what}: want 503 temporarily_unavailable, got {r!r}"
+            return run
+
+        self.expect("3.9.kid", f"provider down: real token with a kid the server has not seen ({unseen_kid}) -> 503",
+                    unavailable(unseen, "unseen kid"))
+        self.expect("3.9.forged", "provider down: hand-crafted token with an unknown kid -> 503",
+                    unavailable(forged, "forged kid"))
+
+        self.admin("POST", "/start")
+
+        def recovered():
+            r = wait_for(lambda: (lambda r: r if r.status == 200 else None)(decide(unseen)), COOLDOWN * 4 + 3, 0.25)
+            return allowed(r or decide(unseen), "svc-es256")
+
+        self.expect("3.10", "provider back: the token of the new ES256 key is accepted", recovered)
+        self.stop("tokengate-rotation")
+
+    # ------------------------------------------------------------- check 4
+
+    def start_upstream(self):
+        self.upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoHandler)
+        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
+        return self.upstream.server_address[1]
+
+    def start_nginx(self, tg_port, upstream_port):
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        root = os.path.join(self.root, "nginx")
+        for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            os.makedirs(os.path.join(root, "nginx-temp", d), exist_ok=True)
+        port = free_port()
+        with open(os.path.join(self.repo, "interop", "nginx.conf.template")) as f:
+            text = f.read()
+        fields = {
+            "@ROOT@": root, "@NGINX_PORT@": str(port), "@TOKENGATE_PORT@": str(tg_port),
+            "@UPSTREAM_PORT@": str(upstream_port),
+            "@SNIPPET@": os.path.join(self.repo, "config", "nginx-auth-request.conf"),
+            "@USER@": "user root;" if os.geteuid() == 0 else "",
+        }
+        for k, v in fields.items():
+            text = text.replace(k, v)
+        conf = os.path.join(root, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(text)
+        argv = [nginx, "-p", root + "/", "-c", conf, "-e", os.path.join(root, "nginx-error.log"),
+                "-g", f"daemon off; pid {root}/nginx.pid;"]
+        test = subprocess.run(argv[:-2] + ["-t"], capture_output=True, text=True, env=CHILD_ENV)
+        if test.returncode != 0:
+            raise RuntimeError(f"nginx -t failed:\n{test.stdout}{test.stderr}")
+        self.start("nginx", argv)
+        base = f"http://127.0.0.1:{port}"
+
+        def up():
+            if self.procs["nginx"].poll() is not None:
+                raise RuntimeError("nginx exited")
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+
+        if not wait_for(up, 15):
+            raise RuntimeError("nginx did not start:\n" + tail(os.path.join(root, "nginx-error.log")))
+        return base
+
+    def check_nginx(self):
+        common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
+                  "jwks": {"refresh_cooldown": f"{int(COOLDOWN * 1000)}ms"}}
+        config = self.write_config("serve-nginx.json", common, extra={"realm": "interop"})
+        tg_port = free_port()
+        self.start_serve("tokengate-nginx", config, tg_port)
+        up_port = self.start_upstream()
+        base = self.start_nginx(tg_port, up_port)
+        self.record("4.0", f"nginx {base} -> auth_request tokengate serve :{tg_port} (OIDC discovery) -> upstream :{up_port}", True)
+
+        def get(path, token=None, headers=None, method="GET", data=None):
+            h = dict(headers or {})
+            if token is not None:
+                h["Authorization"] = f"Bearer {token}"
+            return http(method, base + path, headers=h, data=data)
+
+        def reached(r, client, spoofed=False):
+            echo = r.json() or {}
+            seen = echo.get("headers", {})
+            want = self.expected_attributes(client)
+            problems = []
+            if r.status != 200 or "headers" not in echo:
+                problems.append("the upstream did not answer")
+            if seen.get("x-auth-principal") != client:
+                problems.append(f"x-auth-principal={seen.get('x-auth-principal')!r}")
+            try:
+                attrs = json.loads(seen.get("x-auth-attributes") or "null")
+            except ValueError:
+                attrs = seen.get("x-auth-attributes")
+            if attrs != want:
+                problems.append(f"x-auth-attributes={attrs!r}")
+            for name in ("teams", "roles", "scopes"):
+                if seen.get(f"x-auth-attr-{name}") != ",".join(want[name]):
+                    problems.append(f"x-auth-attr-{name}={seen.get(f'x-auth-attr-{name}')!r}")
+            if not seen.get("authorization", "").startswith("Bearer "):
+                problems.append("Authorization not passed to the upstream")
+            return not problems, f"{'; '.join(problems)}\n want principal={client} attributes={json.dumps(want)}\n got {r!r}"
+
+        tokens = {alg: self.token(client) for alg, client in ALG_CLIENT.items()}
+        for alg, client in ALG_CLIENT.items():
+            self.expect(f"4.1.{alg}", f"allowed ({alg}): upstream reached with X-Auth-Principal, X-Auth-Attributes, X-Auth-Attr-*",
+                        lambda alg=alg, client=client: reached(get("/v1/chat/completions?stream=false", tokens[alg]), client))
+
+        def post():
+            r = get("/v1/files", tokens["ES256"], method="POST", data='{"hello": "world"}',
+                    headers={"Content-Type": "application/json"})
+            echo = r.json() or {}
+            ok, detail = reached(r, "svc-es256")
+            return ok and echo.get("method") == "POST" and echo.get("body") == '{"hello": "world"}', detail
+
+        self.expect("4.2", "allowed POST: method and body reach the upstream", post)
+
+        def spoof():
+            r = get("/v1/models", tokens["EdDSA"], headers={
+                "X-Auth-Principal": "root", "X-Auth-Attributes": '{"roles":["admin"]}',
+                "X-Auth-Attr-Roles": "admin,superuser", "X-Auth-Attr-Teams": "everyone"})
+            return reached(r, "svc-eddsa")
+
+        self.expect("4.3", "client-sent X-Auth-* headers are replaced by tokengate's", spoof)
+
+        def denied(token, want_error, headers=None):
+            def run():
+                before = len(EchoHandler.seen)
+                r = get("/v1/models", token, headers=headers)
+                www = r.headers.get("WWW-Authenticate") or ""
+                ok = r.status == 401 and www.startswith("Bearer ") and 'realm="interop"' in www
+                if want_error:
+                    ok = ok and 'error="invalid_token"' in www
+                ok = ok and len(EchoHandler.seen) == before
+                return ok, f"want 401 + WWW-Authenticate Bearer{' error=invalid_token' if want_error else ''}, upstream untouched;" \
+                           f" upstream hits {len(EchoHandler.seen) - before}; got {r!r}"
+            return run
+
+        self.expect("4.4", "no token: 401 with WWW-Authenticate: Bearer, upstream not reached", denied(None, False))
+        self.expect("4.5", "garbage token: 401, WWW-Authenticate error=\"invalid_token\" passed through",
+                    denied("garbage", True))
+        self.expect("4.6", "token for another audience: 401 invalid_token",
+                    denied(self.token("svc-eddsa", resource=OTHER), True))
+        self.expect("4.7", "spoofed X-Auth-Principal without a token: 401, upstream not reached",
+                    denied(None, False, headers={"X-Auth-Principal": "root"}))
+
+        def unavailable(what, token):
+            # nginx makes any auth subrequest status but 2xx/401/403 a 500; the snippet's
+            # error_page turns that into 503 + Retry-After.
+            def run():
+                before = len(EchoHandler.seen)
+                r = get("/v1/models", token)
+                body = r.json() or {}
+                ok = (r.status == 503 and r.headers.get("Retry-After") == "5"
+                      and body.get("error", {}).get("code") == "temporarily_unavailable"
+                      and len(EchoHandler.seen) == before)
+                return ok, f"{what}: want 503 + Retry-After (5xx from nginx, mapped by the snippet), upstream untouched; got {r!r}"
+            return run
+
+        # The IdP goes away; a token with a kid tokengate has not seen needs it.
+        unseen_kid = self.admin("POST", "/rotate?alg=EdDSA")["kid"]
+        unseen = self.token("svc-eddsa")
+        self.admin("POST", "/stop")
+        time.sleep(COOLDOWN + 0.2)
+        self.expect("4.8", f"provider stopped, token with unseen kid {unseen_kid}: 503 (tokengate 503 -> nginx 500 -> snippet 503)",
+                    unavailable("provider down", unseen))
+        self.expect("4.9", "provider stopped, token of a known key: still reaches the upstream",
+                    lambda: reached(get("/v1/models", tokens["RS256"]), "svc-rs256"))
+        self.admin("POST", "/start")
+
+        self.stop("tokengate-nginx")
+        self.expect("4.10", "tokengate itself down: 503 (snippet's error_page)", unavailable("tokengate down", tokens["RS256"]))
+
+        # Same port, a config whose JWKS is dead.
+        dead = self.write_config("serve-nginx-dead-jwks.json", {
+            "issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
+            "jwks": {"uri": f"http://127.0.0.1:{free_port()}/jwks"}}, extra={"realm": "interop"})
+        self.start("tokengate-nginx-dead", [self.tokengate, "serve", "--config", dead, "--listen", f"127.0.0.1:{tg_port}"],
+                   env={"TOKENGATE_LOG": os.environ.get("TOKENGATE_LOG", "info")})
+
+        def listening():
+            if self.procs["tokengate-nginx-dead"].poll() is not None:
+                raise RuntimeError("exited")
+            with socket.create_connection(("127.0.0.1", tg_port), timeout=1):
+                return True
+
+        started = wait_for(listening, 30)
+        self.expect("4.11", "tokengate whose JWKS is unreachable: valid token gets 503, upstream untouched",
+                    lambda: (bool(started), "tokengate did not start") if not started
+                    else unavailable("dead JWKS", tokens["RS256"])())
+        self.stop("tokengate-nginx-dead")
+
+    # ------------------------------------------------------------- main
+
+    def run(self):
+        only = set((self.args.only or "1,2,3,4").split(","))
+        started = time.monotonic()
+        try:
+            self.start_idp()
+            for num, fn, title in (("1", self.check_jwt, "oauth2_token JWT: discovery and jwks.uri"),
+                                   ("2", self.check_introspection, "RFC 7662 introspection"),
+                                   ("3", self.check_rotation, "key rotation and provider outage (tokengate serve)"),
+                                   ("4", self.check_nginx, "nginx auth_request")):
+                if num not in only:
+                    continue
+                print(f"# {num}. {title}", flush=True)
+                try:
+                    fn()
+                except Exception as e:  # noqa: BLE001 - a broken step fails the check, not the suite
+                    self.record(f"{num}.x", f"check {num} aborted", False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
+                finally:
+                    if self.idp and not self.admin_running():
+                        self.admin("POST", "/start")
+        except Exception as e:  # noqa: BLE001
+            self.record("setup", "suite setup", False, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=4)}")
+        finally:
+            failed = [cid for cid, ok in self.results if not ok]
+            if failed:
+                self.dump_logs()
+            self.stop_all()
+        passed = sum(1 for _, ok in self.results if ok)
+        print(f"# interop suite took {time.monotonic() - started:.1f}s; failed: {', '.join(failed) or 'none'}")
+        print(f"interop: {passed} passed, {len(failed)} failed")
+        return 1 if failed or not self.results else 0
+
+    def admin_running(self):
+        try:
+            return self.admin("GET", "/state")["running"]
+        except Exception:  # noqa: BLE001
+            return True
+
+    def dump_logs(self):
+        print("# ---- log tails (for the failures above)")
+        for name in sorted(os.listdir(self.logs)):
+            print(f"# ---- {name}")
+            sys.stdout.write(tail(os.path.join(self.logs, name), 30))
+        err = os.path.join(self.root, "nginx", "nginx-error.log")
+        if os.path.exists(err):
+            print("# ---- nginx-error.log")
+            sys.stdout.write(tail(err, 30))
+        sys.stdout.flush()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokengate", required=True, help="the tokengate binary")
+    ap.add_argument("--root", required=True, help="scratch directory (configs, logs, nginx prefix)")
+    ap.add_argument("--repo", default=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    ap.add_argument("--node", default=shutil.which("node") or "node")
+    ap.add_argument("--only", help="comma-separated check numbers, e.g. 1,3")
+    args = ap.parse_args()
+    suite = Suite(args)
+
+    def on_signal(signum, _frame):
+        suite.stop_all()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    sys.exit(suite.run())
+
+
+if __name__ == "__main__":
+    main()

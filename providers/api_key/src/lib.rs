@@ -1,0 +1,659 @@
+//! `api_key` (alias `local_api_key`): static API keys, stored only as SHA-256 hashes.
+//!
+//! Keys live inline in the provider config (`keys:`) and/or in a separate
+//! `keys_file` (YAML or JSON list of the same entries) that is re-read when it
+//! changes, so keys can be issued, disabled or removed without a restart.
+//!
+//! ```yaml
+//! provider_config:
+//!   type: api_key
+//!   prefix: tg_
+//!   keys:
+//!     - hash: sha256:5e884898da28047151d0e56f8dc6292773603d0d6aabbdd62a11ef721d1542d8
+//!       principal: ci-bot
+//!       attributes: {roles: [deployer]}
+//!       expires_at: 2027-01-01T00:00:00Z
+//!   keys_file: api_keys.yaml
+//!   reload_interval: 2s
+//! ```
+//!
+//! Clients send a key as `Authorization: Bearer <key>` or in the
+//! [`API_KEY_HEADER`] (`X-API-Key`) header; picking the header is the job of
+//! the layer/server, which hands the key to [`AuthProvider::validate`] either way.
+//!
+//! # Why a hash-map lookup and not a constant-time comparison
+//!
+//! A presented key is hashed with SHA-256 and the digest looked up in a
+//! `HashMap`. The lookup's timing can at most reveal how a *digest* relates to
+//! stored digests, and a caller cannot choose digest bytes without inverting
+//! SHA-256; the digest of an unguessable key therefore leaks nothing that helps
+//! forge one. (The map's SipHash keys are also random per process.) This is the
+//! scheme GitHub and Stripe use for their tokens. The digests of *unknown*
+//! keys are never logged, though: a user who pastes a password into the header
+//! would otherwise leave an unsalted, dictionary-attackable hash in the logs.
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+use tokengate_api::{
+    parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider,
+    Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
+};
+
+/// The header (lower-cased) that carries an API key when `Authorization` does not.
+///
+/// Many API-key clients (and the OGX/Llama Stack conventions users bring along)
+/// send `X-API-Key: <key>` instead of a bearer token. The provider does not see
+/// request headers that carry credentials, so the layer/server must take the
+/// key from this header when there is no `Authorization` header and pass it to
+/// [`AuthProvider::validate`] as the token.
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+/// Digests are written `sha256:<64 hex digits>`; the bare hex is accepted too.
+const HASH_PREFIX: &str = "sha256:";
+
+/// A key file this large is a mistake (or an attack on memory), not a key list.
+const MAX_KEYS_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Random bytes in a generated key: 256 bits, beyond any guessing.
+const KEY_RANDOM_BYTES: usize = 32;
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+/// `provider_config` for `type: api_key` and `type: local_api_key`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Keys given inline.
+    #[serde(default)]
+    pub keys: Vec<KeyEntry>,
+    /// A YAML (or, by a `.json` extension, JSON) list of [`KeyEntry`], relative
+    /// to the config file's directory; re-read when it changes.
+    #[serde(default)]
+    pub keys_file: Option<PathBuf>,
+    /// Every key starts with this (e.g. `tg_`); tokens without it are left to
+    /// the next provider in a chain.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// How often `keys_file` is checked for changes (default 2s).
+    #[serde(default = "default_reload_interval", with = "tokengate_api::duration")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// One API key: its digest and whom it authenticates.
+#[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEntry {
+    /// SHA-256 of the key, hex, optionally prefixed `sha256:`.
+    pub hash: String,
+    /// The principal the key authenticates as.
+    pub principal: String,
+    /// A label for logs (`ci-bot-2026`), so operators can tell a principal's keys apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Attribute name → values given to the principal.
+    #[serde(default, skip_serializing_if = "Attributes::is_empty")]
+    pub attributes: Attributes,
+    /// RFC 3339 time after which the key is refused (`2027-01-01T00:00:00Z`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// A disabled key is refused (revocation that keeps the record).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+}
+
+impl KeyEntry {
+    /// An entry for `hash` (hex or `sha256:hex`) authenticating `principal`.
+    pub fn new(hash: impl Into<String>, principal: impl Into<String>) -> Self {
+        KeyEntry {
+            hash: hash.into(),
+            principal: principal.into(),
+            id: None,
+            attributes: Attributes::new(),
+            expires_at: None,
+            disabled: false,
+        }
+    }
+
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    pub fn with_attributes(mut self, attributes: Attributes) -> Self {
+        self.attributes = attributes;
+        self
+    }
+
+    /// Sets `expires_at`, written in UTC to the second.
+    pub fn expiring_at(mut self, at: SystemTime) -> Self {
+        self.expires_at = Some(humantime::format_rfc3339_seconds(at).to_string());
+        self
+    }
+}
+
+impl fmt::Debug for KeyEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A user may paste the key itself into `hash` by mistake; show the
+        // field only when it really is a digest.
+        let hash = if parse_digest(&self.hash).is_ok() { self.hash.as_str() } else { "<not a digest; hidden>" };
+        f.debug_struct("KeyEntry")
+            .field("hash", &hash)
+            .field("principal", &self.principal)
+            .field("id", &self.id)
+            .field("attributes", &self.attributes)
+            .field("expires_at", &self.expires_at)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Key generation (for `tokengate key new`)
+// ---------------------------------------------------------------------------
+
+/// Why a key or its config entry could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyGenError {
+    #[error("prefix `{0}`: {1}")]
+    InvalidPrefix(String, String),
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("{0}")]
+    InvalidEntry(ConfigError),
+    #[error("cannot render the entry as YAML: {0}")]
+    Yaml(String),
+}
+
+/// Generates a new key: `prefix` + 32 random bytes, base64url without padding.
+///
+/// Returns `(key, sha256_hex)`. Show the key to its owner once; store only the
+/// hash (see [`config_line`]).
+pub fn generate_key(prefix: &str) -> Result<(String, String), KeyGenError> {
+    if !prefix.is_empty() {
+        check_prefix(prefix).map_err(|m| KeyGenError::InvalidPrefix(prefix.to_string(), m))?;
+    }
+    let mut random = [0u8; KEY_RANDOM_BYTES];
+    aws_lc_rs::rand::fill(&mut random).map_err(|_| KeyGenError::Random)?;
+    let key = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random));
+    let hash = hex::encode(token_hash(&key));
+    Ok((key, hash))
+}
+
+/// `sha256:<hex>` of a key, as written in `hash:` fields.
+pub fn hash_key(key: &str) -> String {
+    format!("{HASH_PREFIX}{}", hex::encode(token_hash(key)))
+}
+
+/// Renders `entry` as a YAML list item to paste into a `keys_file` as is, or
+/// (indented) under `keys:` in the provider config:
+///
+/// ```yaml
+/// - hash: sha256:…
+///   principal: alice
+///   attributes:
+///     roles:
+///     - admin
+///   expires_at: 2027-01-01T00:00:00Z
+/// ```
+///
+/// The entry is checked exactly as the provider would check it, so a line this
+/// returns always loads.
+pub fn config_line(entry: &KeyEntry) -> Result<String, KeyGenError> {
+    compile_entry(entry, "").map_err(KeyGenError::InvalidEntry)?;
+    let mut entry = entry.clone();
+    if !entry.hash.starts_with(HASH_PREFIX) {
+        entry.hash = format!("{HASH_PREFIX}{}", entry.hash.to_ascii_lowercase());
+    }
+    serde_yaml::to_string(&[entry]).map_err(|e| KeyGenError::Yaml(e.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Builders
+// ---------------------------------------------------------------------------
+
+/// Builds `type: api_key` providers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiKeyBuilder;
+
+/// Builds `type: local_api_key` providers: the same provider under the name
+/// OGX users know it by.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalApiKeyBuilder;
+
+impl ProviderBuilder for ApiKeyBuilder {
+    fn type_name(&self) -> &'static str {
+        "api_key"
+    }
+
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
+    }
+}
+
+impl ProviderBuilder for LocalApiKeyBuilder {
+    fn type_name(&self) -> &'static str {
+        "local_api_key"
+    }
+
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Compiled keys
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct StoredKey {
+    principal: Principal,
+    id: Option<String>,
+    expires_at: Option<SystemTime>,
+    disabled: bool,
+    /// Where the entry came from (`keys[2]`, `keys_file[0]`), for duplicate reports.
+    origin: String,
+}
+
+type KeyMap = HashMap<TokenHash, Arc<StoredKey>>;
+
+fn parse_digest(text: &str) -> Result<TokenHash, String> {
+    let hex_part = text.strip_prefix(HASH_PREFIX).unwrap_or(text);
+    // The value is never echoed: if it is not a digest it may be the key itself.
+    if hex_part.len() != 64 {
+        return Err(format!(
+            "is not a SHA-256 digest: expected 64 hex digits, optionally prefixed `sha256:`, got {} characters \
+             (store the key's hash, never the key; `tokengate key new` prints both)",
+            hex_part.chars().count()
+        ));
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut digest)
+        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
+    Ok(digest)
+}
+
+fn parse_expiry(text: &str) -> Result<SystemTime, String> {
+    let at = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).map_err(|e| {
+        format!("`{text}` is not an RFC 3339 timestamp ({e}); write a full time such as 2027-01-01T00:00:00Z")
+    })?;
+    Ok(SystemTime::from(at))
+}
+
+fn check_prefix(prefix: &str) -> Result<(), String> {
+    // Keys travel in HTTP headers as RFC 6750 b64token material; keep the prefix
+    // within the URL-safe part of that alphabet so a key never needs quoting.
+    if let Some(bad) = prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))) {
+        return Err(format!("contains {bad:?}; use only letters, digits and - _ . ~"));
+    }
+    Ok(())
+}
+
+/// Checks one entry; `field` is its path for error messages (`keys[2]`).
+fn compile_entry(entry: &KeyEntry, field: &str) -> Result<(TokenHash, StoredKey), ConfigError> {
+    let at = |name: &str| if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+    let digest = parse_digest(&entry.hash).map_err(|m| ConfigError::new(at("hash"), m))?;
+    if entry.principal.trim().is_empty() {
+        return Err(ConfigError::new(at("principal"), "is empty; name whom the key authenticates"));
+    }
+    if entry.attributes.keys().any(|name| name.trim().is_empty()) {
+        return Err(ConfigError::new(at("attributes"), "has an empty attribute name"));
+    }
+    let expires_at = match &entry.expires_at {
+        Some(text) => Some(parse_expiry(text).map_err(|m| ConfigError::new(at("expires_at"), m))?),
+        None => None,
+    };
+    let key = StoredKey {
+        principal: Principal::new(entry.principal.clone()).with_attributes(entry.attributes.clone()),
+        id: entry.id.clone(),
+        expires_at,
+        disabled: entry.disabled,
+        origin: field.to_string(),
+    };
+    Ok((digest, key))
+}
+
+/// Compiles `entries` into `into`, refusing a key configured twice.
+fn compile_into(into: &mut KeyMap, entries: &[KeyEntry], list: &str) -> Result<(), ConfigError> {
+    for (i, entry) in entries.iter().enumerate() {
+        let field = format!("{list}[{i}]");
+        let (digest, key) = compile_entry(entry, &field)?;
+        if let Some(first) = into.get(&digest) {
+            // Two entries for one key would make its principal depend on load order.
+            let first = if first.origin.starts_with('[') {
+                format!("entry `{}` of the key file", first.origin)
+            } else {
+                format!("`{}`", first.origin)
+            };
+            return Err(ConfigError::new(format!("{field}.hash"), format!("the same key is already configured in {first}")));
+        }
+        into.insert(digest, Arc::new(key));
+    }
+    Ok(())
+}
+
+/// Reads and parses a key file: the entries, or an error naming the file and field.
+fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if meta.len() > MAX_KEYS_FILE_BYTES {
+        return Err(format!("{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}", meta.len()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.trim().is_empty() {
+        // An empty file is what a half-done `>` redirect leaves behind; taking it
+        // as "no keys" would lock every client out until the write finishes.
+        return Err(format!("{shown} is empty; write `[]` to revoke every key on purpose"));
+    }
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let located = |path: String, message: String| {
+        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
+        format!("{shown}{at}: {message}")
+    };
+    if is_json {
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
+    } else {
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
+            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
+    }
+}
+
+/// The inline keys plus the file's, or an error naming the file and entry.
+fn load_file_keys(inline: &KeyMap, path: &Path) -> Result<KeyMap, String> {
+    let entries = read_keys_file(path)?;
+    let mut keys = inline.clone();
+    // Entries are named `[i]` like the parse errors above, relative to the file.
+    compile_into(&mut keys, &entries, "").map_err(|e| format!("{} at `{}`: {}", path.display(), e.field, e.message))?;
+    Ok(keys)
+}
+
+// ---------------------------------------------------------------------------
+// The provider
+// ---------------------------------------------------------------------------
+
+/// What identifies one version of the key file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+#[derive(Default)]
+struct FileState {
+    /// The version whose keys are in force.
+    loaded: Option<Stamp>,
+    /// The last failure logged, so a broken file is reported once, not every poll.
+    reported: Option<(Option<Stamp>, String)>,
+}
+
+struct KeyFile {
+    path: PathBuf,
+    state: Mutex<FileState>,
+}
+
+struct Inner {
+    type_name: &'static str,
+    prefix: Option<String>,
+    inline: KeyMap,
+    file: Option<KeyFile>,
+    keys: ArcSwap<KeyMap>,
+    reload_interval: Duration,
+}
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path).ok().map(|m| Stamp { modified: m.modified().ok(), len: m.len() })
+}
+
+/// What one look at the key file did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reload {
+    Unchanged,
+    Reloaded,
+    Failed,
+}
+
+impl Inner {
+    /// Re-reads the key file if its modification time or size changed.
+    ///
+    /// A file that cannot be read or parsed keeps the keys in force (an editor
+    /// mid-save or a typo must not lock everyone out) and is retried on every
+    /// poll until it loads, with the error logged once per version.
+    fn check_file(&self) -> Reload {
+        let Some(file) = &self.file else { return Reload::Unchanged };
+        let mut state = file.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Metadata follows symlinks, so a Kubernetes ConfigMap's `..data` swap
+        // shows up as a new file with its own mtime.
+        let stamp = stamp_of(&file.path);
+        if stamp.is_some() && stamp == state.loaded {
+            return Reload::Unchanged;
+        }
+        match load_file_keys(&self.inline, &file.path) {
+            Ok(keys) => {
+                let count = keys.len();
+                self.keys.store(Arc::new(keys));
+                state.loaded = stamp;
+                state.reported = None;
+                metrics::counter!("tokengate_api_key_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(provider = self.type_name, file = %file.path.display(), keys = count, "API keys reloaded");
+                Reload::Reloaded
+            }
+            Err(message) => {
+                let failure = (stamp, message);
+                if state.reported.as_ref() != Some(&failure) {
+                    metrics::counter!("tokengate_api_key_reloads_total", "result" => "error").increment(1);
+                    tracing::error!(
+                        provider = self.type_name,
+                        error = %failure.1,
+                        keys_in_force = self.keys.load().len(),
+                        "API key file is invalid; keeping the keys loaded before"
+                    );
+                    state.reported = Some(failure);
+                }
+                Reload::Failed
+            }
+        }
+    }
+}
+
+/// Validates API keys against SHA-256 digests. See the crate docs.
+pub struct ApiKeyProvider {
+    inner: Arc<Inner>,
+    watcher: OnceLock<tokio::task::AbortHandle>,
+    closed: AtomicBool,
+}
+
+impl fmt::Debug for ApiKeyProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Digests are harmless but noisy; the count says what an operator needs.
+        f.debug_struct("ApiKeyProvider")
+            .field("type", &self.inner.type_name)
+            .field("prefix", &self.inner.prefix)
+            .field("keys", &self.inner.keys.load().len())
+            .field("keys_file", &self.inner.file.as_ref().map(|f| &f.path))
+            .field("reload_interval", &self.inner.reload_interval)
+            .finish()
+    }
+}
+
+impl ApiKeyProvider {
+    /// Builds the provider; `type_name` is the `type` it was configured under.
+    pub fn from_config(type_name: &'static str, config: ApiKeyConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let prefix = match config.prefix {
+            Some(p) if p.is_empty() => return Err(ConfigError::new("prefix", "is empty; omit it for keys without one")),
+            Some(p) => {
+                check_prefix(&p).map_err(|m| ConfigError::new("prefix", m))?;
+                Some(p)
+            }
+            None => None,
+        };
+        if config.reload_interval.is_zero() {
+            return Err(ConfigError::new("reload_interval", "must be longer than 0s"));
+        }
+        if config.keys.is_empty() && config.keys_file.is_none() {
+            return Err(ConfigError::new("", "no keys: configure `keys` (inline entries) or `keys_file`"));
+        }
+        let mut inline = KeyMap::new();
+        compile_into(&mut inline, &config.keys, "keys")?;
+        let mut keys = inline.clone();
+        let mut file = None;
+        if let Some(path) = config.keys_file {
+            let path = ctx.resolve(&path);
+            // The first load must succeed: there are no old keys to fall back on.
+            // The stamp is taken before reading so a write racing this read is
+            // picked up by the first poll.
+            let stamp = stamp_of(&path);
+            keys = load_file_keys(&inline, &path).map_err(|m| ConfigError::new("keys_file", m))?;
+            let state = FileState { loaded: stamp, reported: None };
+            file = Some(KeyFile { path, state: Mutex::new(state) });
+        }
+        let inner = Arc::new(Inner {
+            type_name,
+            prefix,
+            keys: ArcSwap::from_pointee(keys),
+            inline,
+            file,
+            reload_interval: config.reload_interval,
+        });
+        let provider = ApiKeyProvider { inner, watcher: OnceLock::new(), closed: AtomicBool::new(false) };
+        // Built inside a runtime (the server), start watching now; otherwise the
+        // first validation starts it.
+        provider.ensure_watcher();
+        Ok(provider)
+    }
+
+    /// Starts the key-file poller once, when there is a file and a tokio runtime.
+    fn ensure_watcher(&self) {
+        if self.inner.file.is_none() || self.closed.load(Ordering::Acquire) || self.watcher.get().is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        // Weak, so a provider that is dropped without `close()` stops its poller too.
+        let weak = Arc::downgrade(&self.inner);
+        let period = self.inner.reload_interval;
+        let _ = self.watcher.get_or_init(|| {
+            runtime
+                .spawn(async move {
+                    let mut ticker = tokio::time::interval(period);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    ticker.tick().await; // the first tick is immediate; the file was just loaded
+                    loop {
+                        ticker.tick().await;
+                        let Some(inner) = weak.upgrade() else { break };
+                        // File I/O blocks; keep it off the async workers.
+                        if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
+                            break;
+                        }
+                    }
+                })
+                .abort_handle()
+        });
+    }
+
+    /// Checks the key file now instead of waiting for the poller.
+    pub fn reload_now(&self) -> bool {
+        self.inner.check_file() != Reload::Failed
+    }
+
+    /// How many keys are in force (enabled or not).
+    pub fn key_count(&self) -> usize {
+        self.inner.keys.load().len()
+    }
+
+    fn lookup(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(prefix) = &self.inner.prefix {
+            if !token.starts_with(prefix.as_str()) {
+                return Err(AuthError::invalid_token(format!("not an API key: it does not start with `{prefix}`")));
+            }
+        }
+        let keys = self.inner.keys.load();
+        let Some(key) = keys.get(&token_hash(token)) else {
+            return Err(AuthError::invalid_token("unknown API key"));
+        };
+        let id = key.id.as_deref().unwrap_or("");
+        if key.disabled {
+            tracing::debug!(principal = %key.principal.principal, key_id = id, "disabled API key presented");
+            return Err(AuthError::invalid_token("API key is disabled"));
+        }
+        if let Some(at) = key.expires_at {
+            if SystemTime::now() >= at {
+                tracing::debug!(principal = %key.principal.principal, key_id = id, "expired API key presented");
+                return Err(AuthError::invalid_token(format!(
+                    "API key expired at {}",
+                    humantime::format_rfc3339_seconds(at)
+                )));
+            }
+        }
+        tracing::debug!(principal = %key.principal.principal, key_id = id, "API key accepted");
+        Ok(key.principal.clone())
+    }
+}
+
+impl Drop for ApiKeyProvider {
+    fn drop(&mut self) {
+        if let Some(task) = self.watcher.get() {
+            task.abort();
+        }
+    }
+}
+
+#[async_trait]
+impl AuthProvider for ApiKeyProvider {
+    fn type_name(&self) -> &str {
+        self.inner.type_name
+    }
+
+    async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
+        self.ensure_watcher();
+        self.lookup(token)
+    }
+
+    fn error_message(&self) -> String {
+        let shape = match &self.inner.prefix {
+            Some(p) => format!("an API key (starting with `{p}`)"),
+            None => "an API key".to_string(),
+        };
+        format!(
+            "Authentication required. Send {shape} issued for this service as `Authorization: Bearer <key>` \
+             or in the `X-API-Key` header; it is checked against this server's configured API keys"
+        )
+    }
+
+    fn ownership(&self, token: &str) -> Ownership {
+        match &self.inner.prefix {
+            Some(prefix) if !token.starts_with(prefix.as_str()) => Ownership::NotMine,
+            _ => Ownership::Mine,
+        }
+    }
+
+    fn accepts(&self) -> String {
+        match &self.inner.prefix {
+            Some(p) => format!("API keys starting with `{p}`"),
+            None => "API keys".to_string(),
+        }
+    }
+
+    async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Some(task) = self.watcher.get() {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,611 @@
+//! `kubernetes`: the Kubernetes API server says who a token belongs to.
+//!
+//! Two ways to ask it (`review:`):
+//!
+//! * `self_subject_review` (default, Kubernetes ≥ 1.28): the client's own token
+//!   creates a `SelfSubjectReview`, and the API server answers with the user it
+//!   authenticated. Needs no credentials of tokengate's own; every
+//!   authenticated user may create one under the default RBAC policy.
+//! * `token_review`: tokengate creates a `TokenReview` with its own
+//!   ServiceAccount token (`auth_token` / `auth_token_file`, whose account
+//!   needs `system:auth-delegator`), optionally for given `audiences`.
+//!
+//! Either way the user info becomes claims `{username, uid, groups, extra}`
+//! mapped by `claims_mapping` (default `username → roles`, `groups → teams`),
+//! and the principal is the username. Results are cached by token hash.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use tokengate_api::{
+    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig, ClaimsMapping,
+    ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder, RemoteResultCache,
+    RequestContext, Secret, Validated,
+};
+use url::Url;
+
+const SELF_SUBJECT_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+const TOKEN_REVIEW_PATH: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/// How long a reviewer token read from `auth_token_file` is used before the
+/// file is read again: the kubelet rotates projected ServiceAccount tokens
+/// well before they expire, and client-go re-reads them on the same cadence.
+const AUTH_TOKEN_FILE_REFRESH: Duration = Duration::from_secs(60);
+
+/// Messages copied from the API server into error details are cut to this.
+const MAX_SERVER_MESSAGE_CHARS: usize = 300;
+
+/// How the API server is asked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewMode {
+    /// POST a `SelfSubjectReview` authenticated with the client's token.
+    #[default]
+    SelfSubjectReview,
+    /// POST a `TokenReview` authenticated with tokengate's own token.
+    TokenReview,
+}
+
+impl ReviewMode {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReviewMode::SelfSubjectReview => "self_subject_review",
+            ReviewMode::TokenReview => "token_review",
+        }
+    }
+}
+
+/// `provider_config` for `type: kubernetes`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// The API server, e.g. `https://kubernetes.default.svc` in a cluster.
+    pub api_server_url: String,
+    #[serde(default)]
+    pub review: ReviewMode,
+    /// `token_review` only: tokengate's own token for creating TokenReviews.
+    #[serde(default)]
+    pub auth_token: Option<Secret>,
+    /// `token_review` only: a file holding that token (re-read every minute, as
+    /// projected ServiceAccount tokens rotate), relative to the config file.
+    #[serde(default)]
+    pub auth_token_file: Option<PathBuf>,
+    /// `token_review` only: audiences the token must be valid for (default: the API server's).
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// Claims `username`, `uid`, `groups`, `extra.<key>` → attributes.
+    #[serde(default)]
+    pub claims_mapping: Option<ClaimsMapping>,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    #[serde(default = "default_true")]
+    pub verify_tls: bool,
+    /// The cluster's CA bundle (in a pod: `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
+    #[serde(default)]
+    pub tls_cafile: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    HttpClientOptions::default().connect_timeout
+}
+fn default_timeout() -> Duration {
+    HttpClientOptions::default().timeout
+}
+fn default_max_response_bytes() -> usize {
+    HttpClientOptions::default().max_response_bytes
+}
+
+/// The default `claims_mapping`: the user's name as a role, groups as teams.
+pub fn default_claims_mapping() -> ClaimsMapping {
+    ClaimsMapping::new([("username", "roles"), ("groups", "teams")]).unwrap_or_default()
+}
+
+/// Builds `type: kubernetes` providers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KubernetesBuilder;
+
+impl ProviderBuilder for KubernetesBuilder {
+    fn type_name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(KubernetesProvider::from_config(parse_provider_config(config)?, ctx)?))
+    }
+}
+
+/// Where the reviewer's own token comes from.
+enum ReviewerToken {
+    Inline(Secret),
+    File { path: PathBuf, refresh: Duration, cached: Mutex<(Secret, Instant)> },
+}
+
+impl ReviewerToken {
+    fn read_file(path: &std::path::Path) -> Result<Secret, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("{} is empty", path.display()));
+        }
+        Ok(Secret::new(token))
+    }
+
+    /// The token to send now; a file is re-read once its copy is a minute old.
+    async fn current(&self) -> Secret {
+        match self {
+            ReviewerToken::Inline(secret) => secret.clone(),
+            ReviewerToken::File { path, refresh, cached } => {
+                {
+                    let cached = cached.lock().unwrap_or_else(|p| p.into_inner());
+                    if cached.1.elapsed() < *refresh {
+                        return cached.0.clone();
+                    }
+                }
+                let path_for_read = path.clone();
+                let fresh = tokio::task::spawn_blocking(move || Self::read_file(&path_for_read))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("reading the token file failed: {e}")));
+                let mut cached = cached.lock().unwrap_or_else(|p| p.into_inner());
+                match fresh {
+                    Ok(secret) => *cached = (secret, Instant::now()),
+                    Err(message) => {
+                        // The last token read may well still be valid; keep using it
+                        // and try again at the next refresh rather than failing now.
+                        tracing::warn!(error = %message, "auth_token_file unreadable; using the token read before");
+                        cached.1 = Instant::now();
+                    }
+                }
+                cached.0.clone()
+            }
+        }
+    }
+}
+
+/// Validates tokens by asking the Kubernetes API server. See the crate docs.
+pub struct KubernetesProvider {
+    base: String,
+    review_url: Url,
+    review: ReviewMode,
+    reviewer: Option<ReviewerToken>,
+    audiences: Vec<String>,
+    mapping: ClaimsMapping,
+    client: reqwest::Client,
+    max_response_bytes: usize,
+    cache: RemoteResultCache,
+}
+
+impl fmt::Debug for KubernetesProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesProvider")
+            .field("review_url", &self.review_url.as_str())
+            .field("review", &self.review)
+            .field("audiences", &self.audiences)
+            .field("reviewer_token", &self.reviewer.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl KubernetesProvider {
+    pub fn from_config(config: KubernetesConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        let base = parse_api_server_url(&config.api_server_url).map_err(|m| ConfigError::new("api_server_url", m))?;
+        let path = match config.review {
+            ReviewMode::SelfSubjectReview => SELF_SUBJECT_REVIEW_PATH,
+            ReviewMode::TokenReview => TOKEN_REVIEW_PATH,
+        };
+        // Appending (not `Url::join`) keeps a path prefix such as a Rancher or
+        // kubectl-proxy mount (`https://rancher/k8s/clusters/c-1`).
+        let review_url = Url::parse(&format!("{}{path}", base.as_str().trim_end_matches('/')))
+            .map_err(|e| ConfigError::new("api_server_url", format!("cannot append {path}: {e}")))?;
+
+        let reviewer = match config.review {
+            ReviewMode::SelfSubjectReview => {
+                for (field, set) in [
+                    ("auth_token", config.auth_token.is_some()),
+                    ("auth_token_file", config.auth_token_file.is_some()),
+                    ("audiences", !config.audiences.is_empty()),
+                ] {
+                    if set {
+                        return Err(ConfigError::new(
+                            field,
+                            "is only used with `review: token_review`; a SelfSubjectReview is made with the client's own token",
+                        ));
+                    }
+                }
+                None
+            }
+            ReviewMode::TokenReview => Some(match (config.auth_token, config.auth_token_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new("auth_token_file", "set either `auth_token` or `auth_token_file`, not both"))
+                }
+                (None, None) => {
+                    return Err(ConfigError::new(
+                        "auth_token",
+                        "`review: token_review` needs tokengate's own token to create TokenReviews: set `auth_token` or \
+                         `auth_token_file` (in a pod: /var/run/secrets/kubernetes.io/serviceaccount/token)",
+                    ))
+                }
+                (Some(token), None) if token.expose().trim().is_empty() => {
+                    return Err(ConfigError::new("auth_token", "is empty"))
+                }
+                (Some(token), None) => ReviewerToken::Inline(Secret::new(token.expose().trim())),
+                (None, Some(path)) => {
+                    let path = ctx.resolve(&path);
+                    let token = ReviewerToken::read_file(&path).map_err(|m| ConfigError::new("auth_token_file", m))?;
+                    ReviewerToken::File {
+                        path,
+                        refresh: AUTH_TOKEN_FILE_REFRESH,
+                        cached: Mutex::new((token, Instant::now())),
+                    }
+                }
+            }),
+        };
+        if let Some(i) = config.audiences.iter().position(|a| a.trim().is_empty()) {
+            return Err(ConfigError::new(format!("audiences[{i}]"), "is empty"));
+        }
+
+        let http = HttpClientOptions {
+            verify_tls: config.verify_tls,
+            tls_cafile: config.tls_cafile.map(|p| ctx.resolve(&p)),
+            connect_timeout: config.connect_timeout,
+            timeout: config.timeout,
+            max_response_bytes: config.max_response_bytes,
+        };
+        let client = http.build_client()?;
+        Ok(KubernetesProvider {
+            base: base.as_str().trim_end_matches('/').to_string(),
+            review_url,
+            review: config.review,
+            reviewer,
+            audiences: config.audiences,
+            mapping: config.claims_mapping.unwrap_or_else(default_claims_mapping),
+            client,
+            max_response_bytes: config.max_response_bytes,
+            cache: RemoteResultCache::new(&config.cache),
+        })
+    }
+
+    /// `what` for error details: which call to which server.
+    fn what(&self) -> String {
+        let kind = match self.review {
+            ReviewMode::SelfSubjectReview => "SelfSubjectReview",
+            ReviewMode::TokenReview => "TokenReview",
+        };
+        format!("{kind} at the Kubernetes API server {}", self.base)
+    }
+
+    async fn review(&self, token: &str) -> Result<Validated, AuthError> {
+        let what = self.what();
+        let request = match (&self.review, &self.reviewer) {
+            (ReviewMode::TokenReview, Some(reviewer)) => {
+                let mut spec = json!({ "token": token });
+                if !self.audiences.is_empty() {
+                    spec["audiences"] = json!(self.audiences);
+                }
+                let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec});
+                self.client.post(self.review_url.clone()).bearer_auth(reviewer.current().await.expose()).json(&body)
+            }
+            _ => {
+                let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+                self.client.post(self.review_url.clone()).bearer_auth(token).json(&body)
+            }
+        };
+        let started = Instant::now();
+        let response = request.header(http::header::ACCEPT, "application/json").send().await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                self.record("error", started);
+                return Err(HttpFailure::from_reqwest(&what, &e).into());
+            }
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = read_body_limited(&what, response, self.max_response_bytes).await;
+        let outcome = body.and_then(|body| self.interpret(&what, token, status.as_u16(), &body, retry_after));
+        self.record(
+            match &outcome {
+                Ok(_) => "authenticated",
+                Err(e) if e.kind() == tokengate_api::ErrorKind::InvalidToken => "rejected",
+                Err(_) => "error",
+            },
+            started,
+        );
+        outcome
+    }
+
+    fn record(&self, outcome: &'static str, started: Instant) {
+        let review = self.review.as_str();
+        metrics::counter!("tokengate_kubernetes_reviews_total", "review" => review, "outcome" => outcome).increment(1);
+        metrics::histogram!("tokengate_kubernetes_review_seconds", "review" => review)
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Turns the API server's answer into a principal or a classified error.
+    fn interpret(
+        &self,
+        what: &str,
+        token: &str,
+        status: u16,
+        body: &[u8],
+        retry_after: Option<Duration>,
+    ) -> Result<Validated, AuthError> {
+        let server_says = || status_message(body, token);
+        let token_review = self.review == ReviewMode::TokenReview;
+        match status {
+            200 | 201 => {}
+            401 if token_review => {
+                // Here 401 is about *our* credentials, not the client's token.
+                return Err(AuthError::unavailable(format!(
+                    "{what}: the reviewer's auth_token was rejected (401{}); renew it or check auth_token_file",
+                    server_says()
+                )));
+            }
+            401 => {
+                return Err(AuthError::invalid_token(format!(
+                    "the Kubernetes API server did not accept the token (401{})",
+                    server_says()
+                )))
+            }
+            403 if token_review => {
+                return Err(AuthError::unavailable(format!(
+                    "{what}: the reviewer may not create tokenreviews (403{}); bind its ServiceAccount to the \
+                     `system:auth-delegator` ClusterRole",
+                    server_says()
+                )));
+            }
+            403 => {
+                // The token authenticated (or it would be 401) but may not create
+                // selfsubjectreviews; the token may be fine, so this is not its fault.
+                return Err(AuthError::unavailable(format!(
+                    "{what}: the token's user may not create selfsubjectreviews (403{}); allow it by RBAC or use \
+                     `review: token_review`",
+                    server_says()
+                )));
+            }
+            404 if !token_review => {
+                return Err(AuthError::unavailable(format!(
+                    "{what}: not found (404{}); SelfSubjectReview needs Kubernetes 1.28 or later, use \
+                     `review: token_review` on older clusters",
+                    server_says()
+                )));
+            }
+            429 => {
+                let e = AuthError::unavailable(format!("{what}: rate limited (429{})", server_says()));
+                return Err(match retry_after {
+                    Some(after) => e.with_retry_after(after),
+                    None => e,
+                });
+            }
+            other => return Err(AuthError::unavailable(format!("{what}: answered {other}{}", server_says_with_colon(body, token)))),
+        }
+
+        let review: Review = serde_json::from_slice(body)
+            .map_err(|e| AuthError::unavailable(format!("{what}: answered {status} with invalid JSON ({e})")))?;
+        let expected = if token_review { "TokenReview" } else { "SelfSubjectReview" };
+        if let Some(kind) = review.kind.as_deref().filter(|k| *k != expected) {
+            return Err(AuthError::unavailable(format!("{what}: answered with a `{kind}` object, not a {expected}")));
+        }
+        let status_obj = review.status.unwrap_or_default();
+        if token_review {
+            if status_obj.authenticated != Some(true) {
+                let reason = status_obj.error.as_deref().map(|e| sanitize(e, token)).filter(|e| !e.is_empty());
+                return Err(AuthError::invalid_token(match reason {
+                    Some(reason) => format!("the Kubernetes API server did not authenticate the token: {reason}"),
+                    None => "the Kubernetes API server did not authenticate the token".to_string(),
+                }));
+            }
+            self.check_audiences(what, status_obj.audiences.as_deref().unwrap_or_default())?;
+        }
+        let user = status_obj
+            .user_info
+            .ok_or_else(|| AuthError::unavailable(format!("{what}: answered without status.userInfo")))?;
+        let username = user.username.clone().unwrap_or_default();
+        if username.is_empty() {
+            return Err(AuthError::unavailable(format!("{what}: answered without status.userInfo.username")));
+        }
+        let claims = json!({
+            "username": username,
+            "uid": user.uid,
+            "groups": user.groups,
+            "extra": user.extra,
+        });
+        let principal = Principal::new(username).with_attributes(self.mapping.apply(&claims));
+        Ok(Validated { principal, expires_at: jwt_expiry(token) })
+    }
+
+    /// A TokenReview for `audiences` must confirm one of them: an API server
+    /// that ignores `spec.audiences` would otherwise accept tokens meant for
+    /// any other audience (the TokenReview API documents this check).
+    fn check_audiences(&self, what: &str, confirmed: &[String]) -> Result<(), AuthError> {
+        if self.audiences.is_empty() || confirmed.iter().any(|a| self.audiences.contains(a)) {
+            return Ok(());
+        }
+        if confirmed.is_empty() {
+            return Err(AuthError::unavailable(format!(
+                "{what}: authenticated the token but confirmed none of the audiences {:?} (status.audiences is \
+                 empty; the API server may not be audience-aware)",
+                self.audiences
+            )));
+        }
+        Err(AuthError::invalid_token(format!(
+            "the token is for the audiences {confirmed:?}, not any of {:?}",
+            self.audiences
+        )))
+    }
+}
+
+#[async_trait]
+impl AuthProvider for KubernetesProvider {
+    fn type_name(&self) -> &str {
+        "kubernetes"
+    }
+
+    async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::invalid_token("the token is empty"));
+        }
+        // A token that cannot be put in a header would fail inside reqwest and
+        // read as an outage; it is the client's malformed credential.
+        if http::HeaderValue::from_str(token).is_err() {
+            return Err(AuthError::invalid_token("the token contains characters not allowed in an HTTP header"));
+        }
+        self.cache.get_or_validate(token, || self.review(token)).await
+    }
+
+    fn error_message(&self) -> String {
+        format!(
+            "Authentication required. Send a Kubernetes token (e.g. a ServiceAccount token) as \
+             `Authorization: Bearer <token>`; it is verified by the Kubernetes API server at {}",
+            self.base
+        )
+    }
+
+    fn accepts(&self) -> String {
+        format!("Kubernetes tokens (checked by {})", self.base)
+    }
+}
+
+fn parse_api_server_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("`{text}` is not a URL ({e})"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("`{text}` must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain credentials; use `auth_token` for token_review".to_string());
+    }
+    match url.scheme() {
+        "https" => Ok(url),
+        // Plain HTTP would put every client's token on the wire in clear; it is
+        // allowed only to this machine (kubectl proxy, tests).
+        "http" if is_loopback(&url) => Ok(url),
+        "http" => Err(format!(
+            "`{text}` uses http:// to a host other than this machine; tokens would cross the network in clear, use https://"
+        )),
+        other => Err(format!("`{text}` has scheme `{other}`; use https://")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// A server-provided message made safe for an error detail: the token (should
+/// a server ever echo it) is cut out, control characters dropped, length capped.
+fn sanitize(message: &str, token: &str) -> String {
+    let message = if token.is_empty() { message.to_string() } else { message.replace(token, "<token>") };
+    let cleaned: String = message.chars().filter(|c| !c.is_control()).collect();
+    let mut out: String = cleaned.trim().chars().take(MAX_SERVER_MESSAGE_CHARS).collect();
+    if cleaned.trim().chars().count() > MAX_SERVER_MESSAGE_CHARS {
+        out.push('…');
+    }
+    out
+}
+
+/// The `message` of a Kubernetes `Status` error body, as `: message`, or nothing.
+fn status_message(body: &[u8], token: &str) -> String {
+    serde_json::from_slice::<StatusObject>(body)
+        .ok()
+        .and_then(|s| s.message)
+        .map(|m| sanitize(&m, token))
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+/// Like [`status_message`], falling back to the start of a non-Status body.
+fn server_says_with_colon(body: &[u8], token: &str) -> String {
+    let from_status = status_message(body, token);
+    if !from_status.is_empty() {
+        return from_status;
+    }
+    let text = sanitize(&String::from_utf8_lossy(body), token);
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", text.chars().take(120).collect::<String>())
+    }
+}
+
+/// `exp` of a JWT-shaped token, read without verification.
+///
+/// Only ever used to *shorten* how long a result is cached (the API server has
+/// already verified the token), so a cached principal never outlives its token.
+fn jwt_expiry(token: &str) -> Option<SystemTime> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else { return None };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_u64()?;
+    SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))
+}
+
+// Response shapes (authentication.k8s.io/v1).
+
+#[derive(Deserialize)]
+struct Review {
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    status: Option<ReviewStatus>,
+}
+
+#[derive(Deserialize, Default)]
+struct ReviewStatus {
+    /// TokenReview only.
+    #[serde(default)]
+    authenticated: Option<bool>,
+    #[serde(default, rename = "userInfo")]
+    user_info: Option<UserInfo>,
+    /// TokenReview only.
+    #[serde(default)]
+    error: Option<String>,
+    /// TokenReview only.
+    #[serde(default)]
+    audiences: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct UserInfo {
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    extra: BTreeMap<String, Vec<String>>,
+}
+
+/// A `kind: Status` error body.
+#[derive(Deserialize)]
+struct StatusObject {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,706 @@
+//! JWT validation: structure, algorithm, key, signature, then claims.
+//!
+//! Nothing in the token is trusted before its signature checks out except what
+//! is needed to find the key (`alg`, `kid`); `jku`, `x5u`, `x5c` and `jwk`
+//! headers are never read, so a token cannot bring its own key. Every
+//! rejection says what failed, and never repeats the token.
+//!
+//! The hot path takes no lock and never awaits: the key set is loaded from an
+//! `ArcSwap`, the header is parsed once into borrowed fields, the claims are
+//! parsed once into a `serde_json::Value` that serves both the checks and the
+//! claims mapping, and verified tokens are remembered in a sharded
+//! `quick_cache` keyed by the token's SHA-256.
+
+use crate::alg::{Alg, AlgSet};
+use crate::keys::{HmacKeys, Key, KeyMap, Mismatch, Pick, TOKEN_B64};
+use crate::keyset::{KeySet, State, Why};
+use base64::Engine as _;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tokengate_api::{claim_at_path, token_hash, AuthError, ClaimsMapping, Principal, TokenHash};
+
+/// What the claims must satisfy, compiled from the config.
+#[derive(Debug)]
+pub(crate) struct ClaimRules {
+    pub(crate) issuer: Option<String>,
+    /// `None` only with `allow_any_audience`.
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) leeway: f64,
+    pub(crate) allow_missing_exp: bool,
+    pub(crate) principal_claim: String,
+    pub(crate) claims_mapping: ClaimsMapping,
+}
+
+pub(crate) enum KeySource {
+    Secret(HmacKeys),
+    Remote(Arc<KeySet>),
+}
+
+pub(crate) struct JwtValidator {
+    pub(crate) rules: ClaimRules,
+    pub(crate) allowed: AlgSet,
+    pub(crate) max_token_bytes: usize,
+    pub(crate) keys: KeySource,
+    pub(crate) cache: Option<VerifiedCache>,
+}
+
+enum Step {
+    Done(Result<Principal, AuthError>),
+    Refresh(Why, u64),
+}
+
+impl JwtValidator {
+    pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::invalid_token(format!(
+                "token is {} bytes, more than the {}-byte limit (max_token_bytes)",
+                token.len(),
+                self.max_token_bytes
+            )));
+        }
+        let now = unix_now();
+        let hash = self.cache.as_ref().map(|_| token_hash(token));
+        match &self.keys {
+            KeySource::Secret(hmac) => self.validate_with_secret(hmac, token, hash.as_ref(), now),
+            KeySource::Remote(set) => {
+                let first = {
+                    let state = set.state();
+                    self.step(set, &state, token, hash.as_ref(), now, true)
+                };
+                let (why, observed) = match first {
+                    Step::Done(result) => return result,
+                    Step::Refresh(why, observed) => (why, observed),
+                };
+                let state = set.refresh(why, observed).await;
+                match self.step(set, &state, token, hash.as_ref(), unix_now(), false) {
+                    Step::Done(result) => result,
+                    Step::Refresh(..) => Err(set.unavailable(&state)),
+                }
+            }
+        }
+    }
+
+    /// Forces a first fetch if no keys are usable; for start-up and readiness checks.
+    pub(crate) async fn warm_up(&self) -> Result<(), AuthError> {
+        let KeySource::Remote(set) = &self.keys else { return Ok(()) };
+        let (usable, attempts) = {
+            let state = set.state();
+            (state.usable_keys(Instant::now()).is_some(), state.attempts)
+        };
+        if usable {
+            return Ok(());
+        }
+        let state = set.refresh(Why::Missing, attempts).await;
+        match state.usable_keys(Instant::now()) {
+            Some(_) => Ok(()),
+            None => Err(set.unavailable(&state)),
+        }
+    }
+
+    fn validate_with_secret(
+        &self,
+        hmac: &HmacKeys,
+        token: &str,
+        hash: Option<&TokenHash>,
+        now: f64,
+    ) -> Result<Principal, AuthError> {
+        if let Some(principal) = self.cached(hash, now, None) {
+            return Ok(principal);
+        }
+        let parsed = parse(token, self.allowed, false)?;
+        let mut buf = [0u8; SIGNATURE_BUF];
+        let signature = decode_signature(parsed.signature, &mut buf)?;
+        if !hmac.verify(parsed.alg, parsed.signing_input, signature) {
+            return Err(AuthError::invalid_token(format!("signature invalid (alg {})", parsed.alg)));
+        }
+        self.finish(parsed.payload, now, hash, None, 0)
+    }
+
+    /// One pass over the current key set. `may_refresh` is false on the pass
+    /// after a refresh, so a request waits for at most one fetch.
+    fn step(
+        &self,
+        set: &Arc<KeySet>,
+        state: &State,
+        token: &str,
+        hash: Option<&TokenHash>,
+        now: f64,
+        may_refresh: bool,
+    ) -> Step {
+        let clock = Instant::now();
+        let keys = state.usable_keys(clock);
+        if keys.is_some() {
+            if let Some(principal) = self.cached(hash, now, keys) {
+                return Step::Done(Ok(principal));
+            }
+        }
+        let parsed = match parse(token, self.allowed, true) {
+            Ok(parsed) => parsed,
+            Err(e) => return Step::Done(Err(e)),
+        };
+        let Some(keys) = keys else {
+            if may_refresh && set.may_fetch_missing(state, clock) {
+                return Step::Refresh(Why::Missing, state.attempts);
+            }
+            return Step::Done(Err(set.unavailable(state)));
+        };
+        if may_refresh {
+            set.refresh_in_background_if_due(state, clock);
+        }
+        let kid = parsed.kid.as_deref();
+        let candidates = match keys.pick(kid, parsed.alg) {
+            Pick::Keys(candidates) => candidates,
+            Pick::UnknownKid => {
+                if may_refresh && set.may_force(state, clock) {
+                    return Step::Refresh(Why::UnknownKid, state.attempts);
+                }
+                let kid = quoted(kid.unwrap_or_default());
+                return Step::Done(Err(match &state.last_error {
+                    Some(error) => AuthError::unavailable(format!(
+                        "key id {kid} is not among the cached keys and the key set cannot be refreshed: {error}"
+                    )),
+                    None => AuthError::invalid_token(format!("unknown key id {kid}")),
+                }));
+            }
+            Pick::Mismatch(key, Mismatch::KeyType(key_type)) => {
+                return Step::Done(Err(AuthError::invalid_token(format!(
+                    "alg {} does not match key type {} of {}",
+                    parsed.alg,
+                    key_type.describe(),
+                    key.describe()
+                ))))
+            }
+            Pick::Mismatch(key, Mismatch::Pinned(pinned)) => {
+                return Step::Done(Err(AuthError::invalid_token(format!(
+                    "alg {} does not match {}, which the key set restricts to {pinned}",
+                    parsed.alg,
+                    key.describe()
+                ))))
+            }
+            Pick::NoKidAmbiguous(0) => {
+                return Step::Done(Err(AuthError::invalid_token(format!(
+                    "token has no kid and the key set has no key for alg {}",
+                    parsed.alg
+                ))))
+            }
+            Pick::NoKidAmbiguous(n) => {
+                return Step::Done(Err(AuthError::invalid_token(format!(
+                    "token has no kid and {n} keys in the key set fit alg {}; a kid is required to choose",
+                    parsed.alg
+                ))))
+            }
+        };
+        Step::Done(self.verify_with(&candidates, &parsed, now, hash))
+    }
+
+    fn verify_with(
+        &self,
+        candidates: &[&Key],
+        parsed: &Parsed<'_>,
+        now: f64,
+        hash: Option<&TokenHash>,
+    ) -> Result<Principal, AuthError> {
+        let mut buf = [0u8; SIGNATURE_BUF];
+        let signature = decode_signature(parsed.signature, &mut buf)?;
+        let signer = candidates.iter().find(|key| key.verify(parsed.alg, parsed.signing_input, signature));
+        let Some(signer) = signer else {
+            let key = candidates.first().map(|k| k.describe()).unwrap_or_default();
+            if candidates.iter().all(|k| !k.can_verify(parsed.alg)) {
+                return Err(AuthError::invalid_token(format!("alg {} is not allowed for {key}", parsed.alg)));
+            }
+            return Err(AuthError::invalid_token(format!("signature invalid (alg {}, {key})", parsed.alg)));
+        };
+        self.finish(parsed.payload, now, hash, signer.kid.clone(), signer.fingerprint)
+    }
+
+    /// Claims checks, principal, and remembering the verdict.
+    fn finish(
+        &self,
+        payload: &str,
+        now: f64,
+        hash: Option<&TokenHash>,
+        kid: Option<Arc<str>>,
+        fingerprint: u64,
+    ) -> Result<Principal, AuthError> {
+        let claims = decode_claims(payload)?;
+        let valid_until = check_claims(&claims, &self.rules, now)?;
+        let principal = principal_from(&claims, &self.rules)?;
+        if let (Some(cache), Some(hash)) = (&self.cache, hash) {
+            cache.insert(*hash, principal.clone(), valid_until.min(now + cache.ttl), kid, fingerprint);
+        }
+        Ok(principal)
+    }
+
+    /// A remembered verdict, if it still holds: not past the token's `exp`
+    /// (nor the cache TTL), and signed by a key that is still in the set.
+    fn cached(&self, hash: Option<&TokenHash>, now: f64, keys: Option<&KeyMap>) -> Option<Principal> {
+        let (cache, hash) = (self.cache.as_ref()?, hash?);
+        let entry = cache.entries.get(hash)?;
+        let key_present = keys.is_none_or(|keys| keys.still_has(entry.kid.as_deref(), entry.fingerprint));
+        if now > entry.until || !key_present {
+            cache.entries.remove(hash);
+            return None;
+        }
+        Some(entry.principal.clone())
+    }
+}
+
+/// Verified tokens, by SHA-256 of the token.
+pub(crate) struct VerifiedCache {
+    entries: quick_cache::sync::Cache<TokenHash, Arc<CacheEntry>>,
+    ttl: f64,
+}
+
+struct CacheEntry {
+    principal: Principal,
+    /// Unix time after which the entry must not be used (`exp` + leeway, or the TTL).
+    until: f64,
+    kid: Option<Arc<str>>,
+    fingerprint: u64,
+}
+
+impl VerifiedCache {
+    pub(crate) fn new(max_entries: u64, ttl: std::time::Duration) -> VerifiedCache {
+        let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
+        VerifiedCache { entries: quick_cache::sync::Cache::new(capacity), ttl: ttl.as_secs_f64() }
+    }
+
+    fn insert(&self, hash: TokenHash, principal: Principal, until: f64, kid: Option<Arc<str>>, fingerprint: u64) {
+        self.entries.insert(hash, Arc::new(CacheEntry { principal, until, kid, fingerprint }));
+    }
+}
+
+/// Largest signature accepted: an RSA-8192 signature is 1024 bytes; the buffer
+/// leaves room for base64's length estimate.
+const SIGNATURE_BUF: usize = 1032;
+
+/// The parts of a token that were checked to be well-formed.
+#[derive(Debug)]
+pub(crate) struct Parsed<'t> {
+    pub(crate) alg: Alg,
+    pub(crate) kid: Option<String>,
+    /// `header.payload`: the bytes the signature covers.
+    pub(crate) signing_input: &'t [u8],
+    pub(crate) payload: &'t str,
+    pub(crate) signature: &'t str,
+}
+
+/// A JSON string borrowed from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The header fields tokengate reads. Duplicate `alg`/`kid` members are an
+/// error (serde rejects duplicate fields), closing the door on parsers that
+/// disagree about which one counts.
+#[derive(Deserialize)]
+struct RawHeader<'a> {
+    #[serde(borrow, default)]
+    alg: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    kid: Option<Str<'a>>,
+    #[serde(default)]
+    crit: Option<Value>,
+}
+
+fn malformed(what: &str) -> AuthError {
+    AuthError::invalid_token(format!("malformed JWT: {what}"))
+}
+
+/// Splits a compact JWS into its three parts.
+fn split(token: &str) -> Result<(&str, &str, &str), AuthError> {
+    let mut parts = token.split('.');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(s), None) => Ok((h, p, s)),
+        _ => {
+            let count = token.split('.').count();
+            if count == 5 {
+                Err(AuthError::invalid_token(
+                    "JWE (encrypted JWT) is not supported; expected a signed JWT with 3 segments",
+                ))
+            } else {
+                Err(malformed(&format!("expected 3 dot-separated segments, found {count}")))
+            }
+        }
+    }
+}
+
+/// Decodes a base64url part into `stack` when it fits, else onto the heap.
+fn decode_part<'b>(part: &str, stack: &'b mut [u8], heap: &'b mut Vec<u8>) -> Option<&'b [u8]> {
+    if base64::decoded_len_estimate(part.len()) <= stack.len() {
+        let n = TOKEN_B64.decode_slice(part, stack).ok()?;
+        Some(&stack[..n])
+    } else {
+        *heap = TOKEN_B64.decode(part).ok()?;
+        Some(heap.as_slice())
+    }
+}
+
+fn is_json_object(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+/// Checks structure, header and algorithm. `public_keys` is true when keys
+/// come from a key set, where a shared-secret algorithm is key confusion.
+pub(crate) fn parse(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Parsed<'_>, AuthError> {
+    let (header, payload, signature) = split(token)?;
+    if header.is_empty() || payload.is_empty() {
+        return Err(malformed("empty header or payload segment"));
+    }
+    let mut stack = [0u8; 512];
+    let mut heap = Vec::new();
+    let bytes =
+        decode_part(header, &mut stack, &mut heap).ok_or_else(|| malformed("the header is not base64url"))?;
+    if !is_json_object(bytes) {
+        return Err(malformed("the header is not a JSON object"));
+    }
+    let raw: RawHeader<'_> =
+        serde_json::from_slice(bytes).map_err(|e| malformed(&format!("the header is not valid JSON ({})", e.classify_text())))?;
+    let Some(Str(alg_name)) = raw.alg else {
+        return Err(AuthError::invalid_token("the JWT header has no alg"));
+    };
+    if alg_name.eq_ignore_ascii_case("none") {
+        return Err(AuthError::invalid_token(format!(
+            "alg {} (an unsigned token) is never accepted",
+            quoted(&alg_name)
+        )));
+    }
+    let Some(alg) = Alg::from_name(&alg_name) else {
+        return Err(AuthError::invalid_token(format!("unsupported alg {}", quoted(&alg_name))));
+    };
+    if alg.is_hmac() && public_keys {
+        return Err(AuthError::invalid_token(format!(
+            "alg {alg} is a shared-secret algorithm, refused because this provider verifies with a public key set (key confusion)"
+        )));
+    }
+    if !allowed.contains(alg) {
+        return Err(AuthError::invalid_token(format!(
+            "alg {alg} is not allowed (allowed: {})",
+            allowed.describe()
+        )));
+    }
+    if let Some(crit) = raw.crit {
+        let listed = match &crit {
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(quoted).collect::<Vec<_>>().join(", "),
+            _ => String::new(),
+        };
+        return Err(AuthError::invalid_token(format!(
+            "the JWT header marks extensions as critical ([{listed}]) and tokengate supports none"
+        )));
+    }
+    if signature.is_empty() {
+        return Err(AuthError::invalid_token("the token has no signature"));
+    }
+    Ok(Parsed {
+        alg,
+        kid: raw.kid.map(|Str(k)| k.into_owned()),
+        signing_input: &token.as_bytes()[..header.len() + 1 + payload.len()],
+        payload,
+        signature,
+    })
+}
+
+trait ClassifyText {
+    fn classify_text(&self) -> &'static str;
+}
+
+impl ClassifyText for serde_json::Error {
+    /// The category only: serde's full message can quote parts of the token.
+    fn classify_text(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected or duplicate member",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+fn decode_signature<'b>(signature: &str, buf: &'b mut [u8; SIGNATURE_BUF]) -> Result<&'b [u8], AuthError> {
+    if base64::decoded_len_estimate(signature.len()) > buf.len() {
+        return Err(AuthError::invalid_token("signature invalid (longer than any supported key produces)"));
+    }
+    let n = TOKEN_B64.decode_slice(signature, buf).map_err(|_| malformed("the signature is not base64url"))?;
+    Ok(&buf[..n])
+}
+
+fn decode_claims(payload: &str) -> Result<Value, AuthError> {
+    let bytes = TOKEN_B64.decode(payload).map_err(|_| malformed("the payload is not base64url"))?;
+    if !is_json_object(&bytes) {
+        return Err(malformed("the payload is not a JSON object"));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| malformed(&format!("the payload is not valid JSON ({})", e.classify_text())))
+}
+
+/// Checks time, issuer and audience claims; returns the Unix time until which
+/// the token stays valid (for the verified-token cache).
+pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64) -> Result<f64, AuthError> {
+    let Some(map) = claims.as_object() else { return Err(malformed("the payload is not a JSON object")) };
+    let leeway = rules.leeway;
+    let valid_until = match numeric(map, "exp")? {
+        Some(exp) if now > exp + leeway => {
+            return Err(AuthError::invalid_token(format!("token expired at {}", rfc3339(exp))));
+        }
+        Some(exp) => exp + leeway,
+        None if rules.allow_missing_exp => f64::INFINITY,
+        None => return Err(AuthError::invalid_token("token has no exp claim")),
+    };
+    if let Some(nbf) = numeric(map, "nbf")? {
+        if nbf > now + leeway {
+            return Err(AuthError::invalid_token(format!("token not valid before {}", rfc3339(nbf))));
+        }
+    }
+    if let Some(iat) = numeric(map, "iat")? {
+        if iat > now + leeway {
+            return Err(AuthError::invalid_token(format!("token issued in the future (iat {})", rfc3339(iat))));
+        }
+    }
+    if let Some(expected) = &rules.issuer {
+        match map.get("iss") {
+            Some(Value::String(got)) if got == expected => {}
+            Some(Value::String(got)) => {
+                return Err(AuthError::invalid_token(format!(
+                    "issuer {} is not the expected {}",
+                    quoted(got),
+                    quoted(expected)
+                )))
+            }
+            Some(_) => return Err(AuthError::invalid_token("the iss claim is not a string")),
+            None => {
+                return Err(AuthError::invalid_token(format!("token has no iss claim (expected {})", quoted(expected))))
+            }
+        }
+    }
+    if let Some(expected) = &rules.audiences {
+        let matches = |s: &str| expected.iter().any(|e| e == s);
+        match map.get("aud") {
+            Some(Value::String(aud)) if matches(aud) => {}
+            Some(Value::Array(items)) if items.iter().any(|i| i.as_str().is_some_and(matches)) => {}
+            Some(Value::String(aud)) => {
+                return Err(AuthError::invalid_token(format!(
+                    "audience {} is not one of {}",
+                    list([aud.as_str()]),
+                    list(expected.iter().map(String::as_str))
+                )))
+            }
+            Some(Value::Array(items)) => {
+                return Err(AuthError::invalid_token(format!(
+                    "audience {} is not one of {}",
+                    list(items.iter().filter_map(Value::as_str)),
+                    list(expected.iter().map(String::as_str))
+                )))
+            }
+            Some(_) => return Err(AuthError::invalid_token("the aud claim is neither a string nor a list of strings")),
+            None => {
+                return Err(AuthError::invalid_token(format!(
+                    "token has no aud claim (expected one of {})",
+                    list(expected.iter().map(String::as_str))
+                )))
+            }
+        }
+    }
+    Ok(valid_until)
+}
+
+fn numeric(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
+    match map.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_f64() {
+            Some(v) if v.is_finite() => Ok(Some(v)),
+            _ => Err(AuthError::invalid_token(format!("the {name} claim is not a usable number"))),
+        },
+        Some(_) => Err(AuthError::invalid_token(format!("the {name} claim is not a number"))),
+    }
+}
+
+pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules) -> Result<Principal, AuthError> {
+    let claim = rules.principal_claim.as_str();
+    let value = match claims.get(claim) {
+        Some(v) => Some(v),
+        None if claim.contains('.') => claim_at_path(claims, claim),
+        None => None,
+    };
+    let name = match value {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => {
+            return Err(AuthError::invalid_token(format!(
+                "the {} claim cannot name the principal (not a non-empty string)",
+                quoted(claim)
+            )))
+        }
+        None => {
+            return Err(AuthError::invalid_token(format!(
+                "token has no {} claim to name the principal",
+                quoted(claim)
+            )))
+        }
+    };
+    Ok(Principal::new(name).with_attributes(rules.claims_mapping.apply(claims)))
+}
+
+/// What `ownership` needs: is it a JWT, and which `iss` does it claim (unverified).
+pub(crate) fn peek(token: &str, max_token_bytes: usize) -> Option<Option<String>> {
+    let (header, payload, _) = split(token).ok()?;
+    let mut stack = [0u8; 512];
+    let mut heap = Vec::new();
+    let bytes = decode_part(header, &mut stack, &mut heap)?;
+    if !is_json_object(bytes) || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() {
+        return None;
+    }
+    if token.len() > max_token_bytes {
+        // Shaped like a JWT: ours to reject as too large, without decoding more.
+        return Some(None);
+    }
+    #[derive(Deserialize)]
+    struct Iss<'a> {
+        #[serde(borrow, default)]
+        iss: Option<Str<'a>>,
+    }
+    let claims = TOKEN_B64.decode(payload).ok();
+    let iss = claims
+        .as_deref()
+        .filter(|b| is_json_object(b))
+        .and_then(|b| serde_json::from_slice::<Iss<'_>>(b).ok())
+        .and_then(|i| i.iss.map(|Str(s)| s.into_owned()));
+    Some(iss)
+}
+
+/// Seconds since the Unix epoch; a clock before 1970 reads as 0.
+pub(crate) fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// RFC 3339 UTC time of a NumericDate, for messages (`2026-11-28T10:00:00Z`).
+pub(crate) fn rfc3339(secs: f64) -> String {
+    // Years 0001..=9999 only; anything else is shown as the raw number.
+    if !(-62_135_596_800.0..=253_402_300_799.0).contains(&secs) {
+        return format!("{secs} (seconds since 1970)");
+    }
+    let secs = secs.floor() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// A value from the token or config, escaped and cut short for messages.
+pub(crate) fn quoted(text: &str) -> String {
+    const MAX: usize = 64;
+    if text.len() <= MAX {
+        return format!("{text:?}");
+    }
+    let mut end = MAX;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}…", &text[..end])
+}
+
+/// `["a", "b"]`, at most a handful of items, each cut short.
+fn list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    const MAX_ITEMS: usize = 8;
+    let mut shown = Vec::new();
+    let mut more = 0;
+    for (i, item) in items.into_iter().enumerate() {
+        if i < MAX_ITEMS {
+            shown.push(quoted(item));
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        shown.push(format!("… {more} more"));
+    }
+    format!("[{}]", shown.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formatting() {
+        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000.9), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(-1.0), "1969-12-31T23:59:59Z");
+        assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(253_402_300_799.0), "9999-12-31T23:59:59Z");
+        assert!(rfc3339(1e300).contains("seconds since 1970"));
+    }
+
+    #[test]
+    fn quoting_cuts_long_values_on_char_boundaries() {
+        assert_eq!(quoted("k1"), "\"k1\"");
+        let long = "é".repeat(100);
+        let q = quoted(&long);
+        assert!(q.ends_with('…') && q.len() < 80);
+        assert_eq!(list(["a", "b"]), "[\"a\", \"b\"]");
+        assert!(list((0..20).map(|_| "x")).contains("12 more"));
+    }
+
+    fn b64(s: &str) -> String {
+        TOKEN_B64.encode(s)
+    }
+
+    #[test]
+    fn header_checks() {
+        let all = AlgSet::asymmetric();
+        let tok = |h: &str| format!("{}.{}.c2ln", b64(h), b64("{}"));
+        let err = |t: &str| parse(t, all, true).unwrap_err().detail().to_string();
+        assert!(err(&tok(r#"{"alg":"NoNe"}"#)).contains("never accepted"));
+        assert!(err(&tok(r#"{"alg":"HS256"}"#)).contains("key confusion"));
+        assert!(err(&tok(r#"{"alg":"RS256","alg":"RS256"}"#)).contains("duplicate"));
+        assert!(err(&tok(r#"["RS256"]"#)).contains("not a JSON object"));
+        assert!(err(&tok(r#"{"alg":"RS256","crit":["exp"]}"#)).contains("critical ([\"exp\"])"));
+        assert!(err(&tok(r#"{"kid":"a"}"#)).contains("no alg"));
+        assert!(err(&tok(r#"{"alg":"XS1"}"#)).contains("unsupported alg \"XS1\""));
+        assert!(err("a.b").contains("found 2"));
+        assert!(err("a.b.c.d.e").contains("JWE"));
+        let token = tok(r#"{"alg":"RS256","kid":"k\u0031","jku":"https://evil"}"#);
+        let ok = parse(&token, all, true).unwrap();
+        assert_eq!(ok.kid.as_deref(), Some("k1"));
+        assert_eq!(ok.alg, Alg::RS256);
+    }
+
+    #[test]
+    fn peek_reads_unverified_iss() {
+        let t = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"https://i"}"#));
+        assert_eq!(peek(&t, 8192), Some(Some("https://i".to_string())));
+        assert_eq!(peek("opaque-token", 8192), None);
+        assert_eq!(peek("a.b.c", 8192), None);
+    }
+}

@@ -1,0 +1,408 @@
+//! Verification keys, prepared once per key-set fetch.
+//!
+//! Each JWK becomes aws-lc-rs `ParsedPublicKey`s, one per algorithm the key may
+//! verify, so the hot path never re-parses key material (jsonwebtoken's
+//! `DecodingKey` rebuilds the public key on every `decode`). A JWK that cannot
+//! be used is skipped with a debug log instead of failing the whole set.
+
+use crate::alg::{Alg, AlgSet, KeyType};
+use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents};
+use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Key material from the identity provider: base64url, padding tolerated
+/// because some providers pad and the source is trusted configuration.
+const JWK_B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// One usable public key.
+pub(crate) struct Key {
+    pub(crate) kid: Option<Arc<str>>,
+    pub(crate) key_type: KeyType,
+    /// The JWK's `alg`, when it pins one: then no other algorithm may use the key.
+    pub(crate) pinned: Option<Alg>,
+    /// Identifies the key material, so a cached verdict can tell whether the
+    /// key that signed the token is still in the current set.
+    pub(crate) fingerprint: u64,
+    verifiers: Vec<(Alg, ParsedPublicKey)>,
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("key_type", &self.key_type)
+            .field("pinned", &self.pinned)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a key cannot verify a given algorithm.
+pub(crate) enum Mismatch {
+    KeyType(KeyType),
+    Pinned(Alg),
+}
+
+impl Key {
+    pub(crate) fn check(&self, alg: Alg) -> Result<(), Mismatch> {
+        if self.key_type != alg.key_type() {
+            return Err(Mismatch::KeyType(self.key_type));
+        }
+        match self.pinned {
+            Some(p) if p != alg => Err(Mismatch::Pinned(p)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn can_verify(&self, alg: Alg) -> bool {
+        self.verifiers.iter().any(|(a, _)| *a == alg)
+    }
+
+    pub(crate) fn verify(&self, alg: Alg, message: &[u8], signature: &[u8]) -> bool {
+        self.verifiers
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| key.verify_sig(message, signature).is_ok())
+    }
+
+    pub(crate) fn describe(&self) -> String {
+        match &self.kid {
+            Some(kid) => format!("key {}", crate::jwt::quoted(kid)),
+            None => "the key without kid".to_string(),
+        }
+    }
+}
+
+/// A fetched key set, ready for lookups.
+#[derive(Debug, Default)]
+pub(crate) struct KeyMap {
+    by_kid: HashMap<Arc<str>, Vec<Arc<Key>>>,
+    all: Vec<Arc<Key>>,
+}
+
+/// The outcome of choosing keys for a token.
+pub(crate) enum Pick<'a> {
+    /// Keys that may verify the token (more than one only for a reused `kid`).
+    Keys(Vec<&'a Key>),
+    UnknownKid,
+    /// The `kid` exists but no key under it fits the algorithm.
+    Mismatch(&'a Key, Mismatch),
+    /// No `kid` in the token, and not exactly one key fits the algorithm.
+    NoKidAmbiguous(usize),
+}
+
+impl KeyMap {
+    pub(crate) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    pub(crate) fn pick(&self, kid: Option<&str>, alg: Alg) -> Pick<'_> {
+        match kid {
+            Some(kid) => {
+                let Some(keys) = self.by_kid.get(kid) else { return Pick::UnknownKid };
+                let fitting: Vec<&Key> = keys.iter().map(Arc::as_ref).filter(|k| k.check(alg).is_ok()).collect();
+                if !fitting.is_empty() {
+                    return Pick::Keys(fitting);
+                }
+                match keys.first() {
+                    Some(key) => match key.check(alg) {
+                        Err(m) => Pick::Mismatch(key, m),
+                        Ok(()) => Pick::UnknownKid,
+                    },
+                    None => Pick::UnknownKid,
+                }
+            }
+            None => {
+                let mut fitting = self.all.iter().map(Arc::as_ref).filter(|k| k.check(alg).is_ok());
+                match (fitting.next(), fitting.next()) {
+                    (Some(only), None) => Pick::Keys(vec![only]),
+                    (None, _) => Pick::NoKidAmbiguous(0),
+                    (Some(_), Some(_)) => Pick::NoKidAmbiguous(2 + fitting.count()),
+                }
+            }
+        }
+    }
+
+    /// Whether the key that verified a cached token is still in this set.
+    pub(crate) fn still_has(&self, kid: Option<&str>, fingerprint: u64) -> bool {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).is_some_and(|keys| keys.iter().any(|k| k.fingerprint == fingerprint)),
+            None => self.all.iter().any(|k| k.fingerprint == fingerprint),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: Option<String>,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    key_ops: Option<Vec<String>>,
+    crv: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// Builds a [`KeyMap`] from a JWKS document. `Err` is a description of why
+/// the answer is unusable as a whole (the caller reports it as unavailable).
+pub(crate) fn parse_jwks(doc: &Value, allowed: AlgSet, max_keys: usize, source: &str) -> Result<KeyMap, String> {
+    let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
+        return Err("the answer is not a JWK set (no `keys` list)".to_string());
+    };
+    if entries.len() > max_keys {
+        return Err(format!("the set holds {} keys, more than max_keys ({max_keys})", entries.len()));
+    }
+    let mut map = KeyMap::default();
+    let mut skipped = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match parse_jwk(entry, allowed) {
+            Ok(key) => {
+                let key = Arc::new(key);
+                if let Some(kid) = &key.kid {
+                    map.by_kid.entry(kid.clone()).or_default().push(key.clone());
+                }
+                map.all.push(key);
+            }
+            Err(reason) => {
+                let name = entry.get("kid").and_then(Value::as_str).map(crate::jwt::quoted);
+                let name = name.unwrap_or_else(|| format!("#{index}"));
+                tracing::debug!(source, key = %name, %reason, "skipping a JWK that cannot be used");
+                skipped.push(format!("{name}: {reason}"));
+            }
+        }
+    }
+    if map.all.is_empty() {
+        let detail = if skipped.is_empty() { "it is empty".to_string() } else { skipped.join("; ") };
+        return Err(format!("the set has no usable key ({detail})"));
+    }
+    Ok(map)
+}
+
+fn parse_jwk(entry: &Value, allowed: AlgSet) -> Result<Key, String> {
+    let raw = RawJwk::deserialize(entry).map_err(|e| format!("not a valid JWK ({e})"))?;
+    if let Some(use_) = raw.use_.as_deref() {
+        if use_ != "sig" {
+            return Err(format!("`use` is {use_:?}, not \"sig\""));
+        }
+    }
+    if let Some(ops) = &raw.key_ops {
+        if !ops.iter().any(|op| op == "verify") {
+            return Err("`key_ops` does not include \"verify\"".to_string());
+        }
+    }
+    let kty = raw.kty.as_deref().ok_or("no `kty`")?;
+    let (key_type, material) = match kty {
+        "RSA" => (KeyType::Rsa, rsa_material(&raw)?),
+        "EC" => ec_material(&raw)?,
+        "OKP" => okp_material(&raw)?,
+        "oct" => return Err("symmetric (`oct`) keys are never accepted from a key set".to_string()),
+        other => return Err(format!("unsupported kty {other:?}")),
+    };
+    let pinned = match raw.alg.as_deref() {
+        None => None,
+        Some(name) => {
+            let alg = Alg::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?;
+            if alg.key_type() != key_type {
+                return Err(format!("alg {alg} does not fit a {} key", key_type.describe()));
+            }
+            Some(alg)
+        }
+    };
+    let algs = allowed.iter().filter(|a| a.key_type() == key_type && pinned.is_none_or(|p| p == *a));
+    let mut verifiers = Vec::new();
+    for alg in algs {
+        let parsed = match (key_type, &material) {
+            (KeyType::Rsa, Material::Rsa { n, e }) => alg
+                .rsa_parameters()
+                .ok_or("internal: RSA parameters missing")
+                .and_then(|params| {
+                    RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
+                        .to_parsed_public_key(params)
+                        .map_err(|_| "the RSA key is invalid")
+                }),
+            (_, Material::Raw(bytes)) => alg
+                .verification()
+                .ok_or("internal: no verifier")
+                .and_then(|v| ParsedPublicKey::new(v, bytes).map_err(|_| "the public key is invalid")),
+            _ => Err("internal: key material mismatch"),
+        };
+        verifiers.push((alg, parsed.map_err(str::to_string)?));
+    }
+    if verifiers.is_empty() {
+        return Err(format!("no allowed algorithm uses a {} key", key_type.describe()));
+    }
+    let fingerprint = {
+        let mut h = Sha256::new();
+        h.update(key_type.describe().as_bytes());
+        match &material {
+            Material::Rsa { n, e } => {
+                h.update((n.len() as u64).to_be_bytes());
+                h.update(n);
+                h.update(e);
+            }
+            Material::Raw(bytes) => h.update(bytes),
+        }
+        let digest = h.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&digest[..8]);
+        u64::from_be_bytes(first)
+    };
+    Ok(Key { kid: raw.kid.map(Arc::from), key_type, pinned, fingerprint, verifiers })
+}
+
+enum Material {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Raw(Vec<u8>),
+}
+
+fn b64_field(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
+    let text = value.as_deref().ok_or_else(|| format!("no `{name}`"))?;
+    JWK_B64.decode(text).map_err(|_| format!("`{name}` is not base64url"))
+}
+
+fn rsa_material(raw: &RawJwk) -> Result<Material, String> {
+    let n = strip_leading_zeros(b64_field(&raw.n, "n")?);
+    let e = strip_leading_zeros(b64_field(&raw.e, "e")?);
+    if n.is_empty() || e.is_empty() {
+        return Err("`n` or `e` is zero".to_string());
+    }
+    let bits = n.len() * 8 - n[0].leading_zeros() as usize;
+    if !(2048..=8192).contains(&bits) {
+        return Err(format!("the RSA modulus has {bits} bits; 2048 to 8192 are accepted"));
+    }
+    Ok(Material::Rsa { n, e })
+}
+
+/// Some providers encode `n`/`e` with a leading zero byte (a DER habit);
+/// aws-lc-rs wants the minimal big-endian form.
+fn strip_leading_zeros(mut bytes: Vec<u8>) -> Vec<u8> {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.drain(..zeros);
+    bytes
+}
+
+fn ec_material(raw: &RawJwk) -> Result<(KeyType, Material), String> {
+    let (key_type, size) = match raw.crv.as_deref() {
+        Some("P-256") => (KeyType::P256, 32),
+        Some("P-384") => (KeyType::P384, 48),
+        Some(other) => return Err(format!("unsupported EC curve {other:?}")),
+        None => return Err("no `crv`".to_string()),
+    };
+    let x = b64_field(&raw.x, "x")?;
+    let y = b64_field(&raw.y, "y")?;
+    if x.len() != size || y.len() != size {
+        return Err(format!("`x`/`y` must be {size} bytes for {}", key_type.describe()));
+    }
+    let mut point = Vec::with_capacity(1 + 2 * size);
+    point.push(0x04);
+    point.extend_from_slice(&x);
+    point.extend_from_slice(&y);
+    Ok((key_type, Material::Raw(point)))
+}
+
+fn okp_material(raw: &RawJwk) -> Result<(KeyType, Material), String> {
+    match raw.crv.as_deref() {
+        Some("Ed25519") => {}
+        Some(other) => return Err(format!("unsupported OKP curve {other:?}")),
+        None => return Err("no `crv`".to_string()),
+    }
+    let x = b64_field(&raw.x, "x")?;
+    if x.len() != 32 {
+        return Err("`x` must be 32 bytes for Ed25519".to_string());
+    }
+    Ok((KeyType::Ed25519, Material::Raw(x)))
+}
+
+/// Shared-secret keys for HS256/384/512, from `secret`.
+pub(crate) struct HmacKeys {
+    keys: Vec<(Alg, aws_lc_rs::hmac::Key)>,
+}
+
+impl fmt::Debug for HmacKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HmacKeys(<redacted>)")
+    }
+}
+
+impl HmacKeys {
+    pub(crate) fn new(secret: &[u8], allowed: AlgSet) -> HmacKeys {
+        use aws_lc_rs::hmac;
+        let keys = allowed
+            .iter()
+            .filter_map(|alg| {
+                let algorithm = match alg {
+                    Alg::HS256 => hmac::HMAC_SHA256,
+                    Alg::HS384 => hmac::HMAC_SHA384,
+                    Alg::HS512 => hmac::HMAC_SHA512,
+                    _ => return None,
+                };
+                Some((alg, hmac::Key::new(algorithm, secret)))
+            })
+            .collect();
+        HmacKeys { keys }
+    }
+
+    pub(crate) fn verify(&self, alg: Alg, message: &[u8], signature: &[u8]) -> bool {
+        self.keys
+            .iter()
+            .find(|(a, _)| *a == alg)
+            .is_some_and(|(_, key)| aws_lc_rs::hmac::verify(key, message, signature).is_ok())
+    }
+}
+
+/// Decoder for the parts of a token: strict base64url, no padding, no
+/// non-canonical trailing bits (which would make signatures malleable).
+pub(crate) const TOKEN_B64: GeneralPurpose = general_purpose::URL_SAFE_NO_PAD;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unusable_keys_are_skipped_and_an_empty_result_is_an_error() {
+        let doc = json!({"keys": [
+            {"kty": "oct", "k": "c2VjcmV0", "kid": "sym"},
+            {"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA", "kid": "k1"},
+            {"kty": "RSA", "n": "AQAB", "e": "AQAB", "kid": "short"},
+            {"kty": "RSA", "kid": 5},
+            "not an object"
+        ]});
+        let err = parse_jwks(&doc, AlgSet::asymmetric(), 100, "test").unwrap_err();
+        assert!(err.contains("no usable key"), "{err}");
+        assert!(err.contains("\"sym\": symmetric"), "{err}");
+        assert!(err.contains("secp256k1"), "{err}");
+        assert!(err.contains("bits"), "{err}");
+    }
+
+    #[test]
+    fn not_a_jwks_and_too_many_keys() {
+        assert!(parse_jwks(&json!({"nope": 1}), AlgSet::asymmetric(), 100, "t").unwrap_err().contains("no `keys`"));
+        let doc = json!({"keys": [{}, {}, {}]});
+        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 2, "t").unwrap_err().contains("max_keys"));
+    }
+
+    #[test]
+    fn ed25519_key_with_invalid_length_is_rejected() {
+        let doc = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}]});
+        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 10, "t").unwrap_err().contains("32 bytes"));
+    }
+
+    #[test]
+    fn leading_zeros_are_stripped() {
+        assert_eq!(strip_leading_zeros(vec![0, 0, 1, 0]), vec![1, 0]);
+        assert!(strip_leading_zeros(vec![0, 0]).is_empty());
+    }
+}

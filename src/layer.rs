@@ -1,0 +1,345 @@
+//! Bearer-token authentication for Rust servers: a [`tower::Layer`].
+//!
+//! ```no_run
+//! use axum::{routing::get, Router};
+//! use tokengate::layer::{AuthLayer, Authenticated};
+//!
+//! async fn whoami(Authenticated(p): Authenticated) -> String {
+//!     p.principal
+//! }
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = tokengate::Config::load("tokengate.yaml".as_ref())?;
+//! let auth = AuthLayer::from_config(&config, &tokengate::Registry::with_builtins())?;
+//! let app = Router::new().route("/whoami", get(whoami)).route("/healthz", get(|| async { "ok" })).layer(
+//!     auth.open_path("/healthz"),
+//! );
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! // `with_connect_info` lets providers see the client address.
+//! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The service is generic over the request body and the inner response body
+//! `ResBody` (any [`http_body::Body`] with `Bytes` data); it answers with
+//! `Response<AuthBody<ResBody>>`, where [`AuthBody`] is either the inner body or
+//! a refusal's JSON. That fits axum (`Router::layer`), plain hyper (wrap a
+//! `service_fn` with `ServiceBuilder`) and tonic (`Server::builder().layer(..)`;
+//! a refusal reaches gRPC clients as an HTTP 401/403/503, which tonic clients
+//! map to `Unauthenticated`/`PermissionDenied`/`Unavailable`).
+//!
+//! On success the [`Principal`] is in the request's extensions; axum handlers
+//! take it with [`Authenticated`], [`MaybeAuthenticated`] or
+//! `Option<Authenticated>`. The provider's [`RequestContext`] carries the
+//! method, path, query parameters, headers (without `Authorization`,
+//! `Proxy-Authorization` and `Cookie`) and the peer address when the server
+//! recorded one (`axum::extract::ConnectInfo<SocketAddr>`, or a plain
+//! `SocketAddr` in the extensions for hyper users).
+//!
+//! Refusals follow RFC 6750 — see [`crate::gate`]: 401 with
+//! `WWW-Authenticate: Bearer realm="…", error="invalid_token", error_description="…"`
+//! (no `error` when there was no token), 400 `invalid_request` for a malformed
+//! `Authorization` header, 403 `insufficient_scope`, 503 with `Retry-After`
+//! when the identity service is unavailable, 500 for a misconfigured provider;
+//! the body is `{"error": {"code", "message"}}`.
+
+use crate::gate::{Gate, Rejection};
+use crate::{Config, ConfigError, DynProvider, Principal, Registry, RequestContext};
+use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{Request, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Adds bearer-token authentication to a service. Cheap to clone.
+#[derive(Clone)]
+pub struct AuthLayer {
+    gate: Gate,
+}
+
+impl AuthLayer {
+    pub fn new(provider: DynProvider) -> Self {
+        AuthLayer { gate: Gate::new(provider) }
+    }
+
+    /// Builds the provider from `config` and takes its `realm` and `open_paths`.
+    pub fn from_config(config: &Config, registry: &Registry) -> Result<Self, ConfigError> {
+        let provider = config.build(registry)?;
+        let mut layer = AuthLayer::new(provider);
+        if let Some(realm) = &config.settings.realm {
+            layer = layer.realm(realm);
+        }
+        for path in &config.settings.open_paths {
+            layer = layer.open_path(path.clone());
+        }
+        Ok(layer)
+    }
+
+    /// The `realm` of `WWW-Authenticate` (default `tokengate`).
+    pub fn realm(mut self, realm: impl AsRef<str>) -> Self {
+        self.gate = self.gate.with_realm(realm);
+        self
+    }
+
+    /// A path served without authentication: exact (`/healthz`) or a prefix
+    /// ending in `*` (`/public/*`). A valid token there still yields a
+    /// principal (for [`MaybeAuthenticated`]); an invalid or missing one is no
+    /// refusal. Matched against the path the layer sees (inside `Router::nest`,
+    /// the nested path); paths with `.`/`..` segments or encoded dots and
+    /// slashes never match.
+    pub fn open_path(mut self, pattern: impl Into<String>) -> Self {
+        self.gate = self.gate.with_open_path(pattern);
+        self
+    }
+
+    pub fn provider(&self) -> &DynProvider {
+        self.gate.provider()
+    }
+
+    pub fn gate(&self) -> &Gate {
+        &self.gate
+    }
+}
+
+impl<S> tower::Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService { inner, gate: self.gate.clone() }
+    }
+}
+
+/// The service made by [`AuthLayer`].
+#[derive(Clone)]
+pub struct AuthService<S> {
+    inner: S,
+    gate: Gate,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B, ResBody> tower::Service<Request<B>> for AuthService<S>
+where
+    S: tower::Service<Request<B>, Response = http::Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<AuthBody<ResBody>>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        // The clone may not be ready; the instance polled ready goes into the future.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            let ctx = request_context(&req);
+            if gate.is_open(&ctx.path) {
+                if let Some(principal) = gate.try_authenticate(req.headers(), &ctx).await {
+                    req.extensions_mut().insert(principal);
+                }
+            } else {
+                match gate.authenticate(req.headers(), &ctx).await {
+                    Ok(principal) => {
+                        req.extensions_mut().insert(principal);
+                    }
+                    Err(rejection) => return Ok(rejection.to_http::<Bytes>().map(AuthBody::rejection)),
+                }
+            }
+            inner.call(req).await.map(|res| res.map(AuthBody::inner))
+        })
+    }
+}
+
+/// The provider's view of a request: everything but its credentials.
+pub fn request_context<B>(req: &Request<B>) -> RequestContext {
+    let mut ctx = RequestContext::new(req.method().as_str(), req.uri().path());
+    if let Some(query) = req.uri().query() {
+        ctx.set_query(query);
+    }
+    for (name, value) in req.headers() {
+        // Non-ASCII header values are rare and not worth guessing an encoding for.
+        if let Ok(value) = value.to_str() {
+            ctx.add_header(name.as_str(), value);
+        }
+    }
+    ctx.peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| req.extensions().get::<SocketAddr>().copied());
+    ctx
+}
+
+pin_project_lite::pin_project! {
+    /// The response body of [`AuthService`]: the inner service's body, or a refusal's JSON.
+    pub struct AuthBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProj]
+    enum Kind<B> {
+        Inner { #[pin] body: B },
+        Rejection { body: Option<Bytes> },
+    }
+}
+
+impl<B> AuthBody<B> {
+    fn inner(body: B) -> Self {
+        AuthBody { kind: Kind::Inner { body } }
+    }
+
+    fn rejection(body: Bytes) -> Self {
+        AuthBody { kind: Kind::Rejection { body: Some(body) } }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for AuthBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            KindProj::Inner { body } => body.poll_frame(cx),
+            KindProj::Rejection { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Inner { body } => body.is_end_stream(),
+            Kind::Rejection { body } => body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Inner { body } => body.size_hint(),
+            Kind::Rejection { body } => SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// The authenticated principal, for axum handlers behind [`AuthLayer`].
+///
+/// Without a principal in the request (no layer, or an open path reached
+/// without a valid token) the handler is not called and the client gets a
+/// 500: that is a wiring mistake, and failing closed is the safe way to
+/// surface it. Use [`MaybeAuthenticated`] or `Option<Authenticated>` on open paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated(pub Principal);
+
+impl std::ops::Deref for Authenticated {
+    type Target = Principal;
+
+    fn deref(&self) -> &Principal {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Principal>() {
+            Some(p) => Ok(Authenticated(p.clone())),
+            None => {
+                tracing::error!(
+                    path = parts.uri.path(),
+                    "a handler takes `Authenticated` but no principal is present: is the route behind AuthLayer, or on an open path?"
+                );
+                let body = serde_json::json!({"error": {"code": "server_error", "message": "Authentication is misconfigured on this server"}});
+                Err((StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response())
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> OptionalFromRequestParts<S> for Authenticated {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
+        Ok(parts.extensions.get::<Principal>().cloned().map(Authenticated))
+    }
+}
+
+/// The principal when there is one (open paths, routes outside the layer): never rejects.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MaybeAuthenticated(pub Option<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuthenticated {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(MaybeAuthenticated(parts.extensions.get::<Principal>().cloned()))
+    }
+}
+
+/// A refusal as an axum response, for handlers that run their own checks.
+pub fn rejection_response(rejection: &Rejection) -> Response {
+    rejection.to_http::<axum::body::Body>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AuthError, AuthProvider};
+    use http_body_util::{BodyExt, Full};
+    use std::sync::Arc;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    struct Fixed;
+    #[async_trait::async_trait]
+    impl AuthProvider for Fixed {
+        fn type_name(&self) -> &str {
+            "fixed"
+        }
+        async fn validate(&self, token: &str, _: &RequestContext) -> Result<Principal, AuthError> {
+            if token == "good" {
+                Ok(Principal::new("alice"))
+            } else {
+                Err(AuthError::invalid_token("unknown token"))
+            }
+        }
+    }
+
+    /// A plain hyper-style service: `Full<Bytes>` bodies, no axum.
+    #[tokio::test]
+    async fn works_with_plain_http_services() {
+        let svc = ServiceBuilder::new().layer(AuthLayer::new(Arc::new(Fixed))).service(tower::service_fn(
+            |req: Request<Full<Bytes>>| async move {
+                let who = req.extensions().get::<Principal>().map(|p| p.principal.clone()).unwrap_or_default();
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(who))))
+            },
+        ));
+        let ok = Request::builder().uri("/x").header("authorization", "Bearer good").body(Full::default()).unwrap();
+        let res = svc.clone().oneshot(ok).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "alice");
+
+        let bad = Request::builder().uri("/x").header("authorization", "Bearer nope").body(Full::default()).unwrap();
+        let res = svc.oneshot(bad).await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(
+            res.headers()["www-authenticate"],
+            "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"unknown token\""
+        );
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_token");
+    }
+}

@@ -1,0 +1,64 @@
+//! The factory: `provider_config.type` → a registered [`ProviderBuilder`].
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokengate_api::{BuildContext, ConfigError, DynProvider, ProviderBuilder};
+
+/// Provider builders by `type` name. Users add their own with [`Registry::register`].
+#[derive(Clone)]
+pub struct Registry {
+    builders: BTreeMap<&'static str, Arc<dyn ProviderBuilder>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::with_builtins()
+    }
+}
+
+impl Registry {
+    /// A registry with no provider types at all.
+    pub fn empty() -> Self {
+        Registry { builders: BTreeMap::new() }
+    }
+
+    /// `oauth2_token`, `custom` and `github_token`.
+    pub fn with_builtins() -> Self {
+        let mut r = Self::empty();
+        // BUILTINS-PENDING: enabled once the provider crates export their builders.
+        // r.register(tokengate_oauth2::OAuth2Builder);
+        // r.register(tokengate_custom::CustomBuilder);
+        // r.register(tokengate_github::GitHubBuilder);
+        r
+    }
+
+    /// Registers (or replaces) the builder for its `type` name.
+    pub fn register(&mut self, builder: impl ProviderBuilder) -> &mut Self {
+        self.builders.insert(builder.type_name(), Arc::new(builder));
+        self
+    }
+
+    pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.builders.keys().copied()
+    }
+
+    /// Builds one provider from its section (`{type: ..., ...}`).
+    pub fn build(&self, section: &Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        let allowed = || self.type_names().collect::<Vec<_>>().join(", ");
+        let Some(object) = section.as_object() else {
+            return Err(ConfigError::new("", "must be a mapping with a `type` field"));
+        };
+        let type_name = match object.get("type") {
+            Some(Value::String(t)) => t.as_str(),
+            Some(_) => return Err(ConfigError::new("type", format!("must be a string, one of: {}", allowed()))),
+            None => return Err(ConfigError::new("type", format!("missing; one of: {}", allowed()))),
+        };
+        let Some(builder) = self.builders.get(type_name) else {
+            return Err(ConfigError::new("type", format!("unknown provider type `{type_name}`; one of: {}", allowed())));
+        };
+        let mut rest = object.clone();
+        rest.remove("type");
+        builder.build(Value::Object(rest), ctx)
+    }
+}

@@ -1,0 +1,237 @@
+//! The `tokengate` binary: `serve --dev`, `token`, and `serve --config`.
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Kills the child when dropped, also when a test panics.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `tokengate <args>` and collects stdout lines until `done` says enough.
+fn spawn(args: &[&str], done: impl Fn(&[String]) -> bool) -> (Guard, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(args)
+        .env("TOKENGATE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokengate");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let guard = Guard(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (etx, erx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = etx.send(text);
+    });
+    let mut lines = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done(&lines) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => {
+                drop(guard);
+                let stderr = erx.recv_timeout(Duration::from_secs(5)).unwrap_or_default();
+                panic!("tokengate {args:?} did not print what was expected.\nstdout: {lines:#?}\nstderr: {stderr}");
+            }
+        }
+    }
+    (guard, lines)
+}
+
+fn field<'a>(lines: &'a [String], prefix: &str) -> Option<&'a str> {
+    lines.iter().find_map(|l| l.strip_prefix(prefix)).map(str::trim)
+}
+
+fn dev_server() -> (Guard, String, String) {
+    let (guard, lines) = spawn(&["serve", "--dev", "--listen", "127.0.0.1:0"], |l| field(l, "try:").is_some());
+    let base = field(&lines, "tokengate dev server listening on").expect("address line").to_string();
+    let token = field(&lines, "token:").expect("token line").to_string();
+    let curl = field(&lines, "try:").unwrap();
+    assert!(curl.starts_with("curl -i -H \"Authorization: Bearer "), "{curl}");
+    assert!(curl.contains(&token) && curl.contains(&base), "{curl}");
+    assert!(!base.ends_with(":0"), "the actual port is printed: {base}");
+    (guard, base, token)
+}
+
+#[tokio::test]
+async fn dev_mode_end_to_end() {
+    let (_guard, base, token) = dev_server();
+    let c = client();
+
+    let res = c.get(format!("{base}/anything")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "dev-user");
+    assert_eq!(header(&res, "x-auth-attr-groups").unwrap(), "developers");
+    assert_eq!(header(&res, "x-auth-attr-scopes").unwrap(), "read,write");
+
+    let res = c.get(format!("{base}/anything")).bearer_auth(tamper(&token)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(header(&res, "www-authenticate").unwrap().starts_with(&invalid_token_challenge("tokengate")));
+
+    let res = c.get(format!("{base}/anything")).send().await.unwrap();
+    assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="tokengate""#);
+
+    // The issuer's routes are not decisions.
+    let res = c.get(format!("{base}/.well-known/openid-configuration")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(json(res).await["issuer"], base.as_str());
+    let jwks = json(c.get(format!("{base}/.well-known/jwks.json")).send().await.unwrap()).await;
+    assert_eq!(jwks["keys"][0]["alg"], "ES256");
+    assert!(jwks["keys"][0].get("d").is_none(), "the private key never leaves");
+    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 200);
+
+    // More tokens over the loopback endpoint.
+    let minted = json(
+        c.post(format!("{base}/dev/token"))
+            .json(&serde_json::json!({"sub": "alice", "claims": {"groups": ["admins"]}, "ttl": "5m"}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(minted["expires_in"], 300);
+    let alice = minted["access_token"].as_str().unwrap();
+    let res = c.get(format!("{base}/x")).bearer_auth(alice).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "alice");
+    assert_eq!(header(&res, "x-auth-attr-groups").unwrap(), "admins");
+
+    // An expired token minted on purpose.
+    let expired = json(
+        c.post(format!("{base}/dev/token"))
+            .json(&serde_json::json!({"claims": {"exp": 1000000000}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let res = c.get(format!("{base}/x")).bearer_auth(expired["access_token"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Refusals of the dev endpoint.
+    let res = c.post(format!("{base}/dev/token")).body("{}").send().await.unwrap();
+    assert_eq!(res.status(), 415, "JSON only: a cross-site form post gets nothing");
+    let res = c
+        .post(format!("{base}/dev/token"))
+        .header("host", "evil.example")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403, "DNS rebinding");
+    let res = c.post(format!("{base}/dev/token")).json(&serde_json::json!({"ttl": "400d"})).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+
+    // The `token` subcommand prints only a token, which works.
+    let out = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_tokengate"))
+                .args(["token", "--url", &base, "--sub", "bob", "--claim", "groups=[\"ops\"]", "--ttl", "10m"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let res = c.get(format!("{base}/x")).bearer_auth(stdout.trim()).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "bob");
+    assert_eq!(header(&res, "x-auth-attr-groups").unwrap(), "ops");
+
+    let metrics = c.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("tokengate_decisions_total{"), "{metrics}");
+}
+
+#[test]
+fn dev_mode_says_it_is_for_development() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _guard = Guard(child);
+    let mut reader = BufReader::new(stderr);
+    let mut seen = String::new();
+    while !seen.contains("NOT FOR PRODUCTION") {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&line);
+    }
+    assert!(seen.contains("DEVELOPMENT MODE"), "{seen}");
+}
+
+#[test]
+fn token_subcommand_without_a_server_fails_cleanly() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["token", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("serve --dev"));
+}
+
+#[test]
+fn serve_needs_a_config_or_dev() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate")).args(["serve"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--dev", "--config", "x.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn serve_with_a_config_file() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokengate.yaml");
+    let config = serde_json::json!({"provider_config": idp.provider_config(), "realm": "files", "listen": "127.0.0.1:0"});
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let (_guard, lines) = tokio::task::spawn_blocking(move || {
+        spawn(&["serve", "--config", &path], |l| field(l, "tokengate listening on").is_some())
+    })
+    .await
+    .unwrap();
+    let base = field(&lines, "tokengate listening on").unwrap().to_string();
+    let c = client();
+    let res = c.get(format!("{base}/x")).bearer_auth(idp.token("dana")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "dana");
+    let res = c.get(format!("{base}/x")).send().await.unwrap();
+    assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="files""#);
+}

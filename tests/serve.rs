@@ -1,0 +1,304 @@
+//! The forward-auth decision service (`tokengate serve`), in-process on real sockets.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokengate::server::{self, ServeOptions};
+use tokengate::DynProvider;
+
+struct Running {
+    base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn start(provider: DynProvider, options: ServeOptions) -> Running {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(server::serve(listener, provider, options, async move {
+        let _ = rx.await;
+    }));
+    Running { base, stop: Some(tx), done }
+}
+
+async fn start_recording(name: &'static str) -> (Arc<Recording>, Running) {
+    let p = Recording::new(name);
+    let provider: DynProvider = p.clone();
+    let options = ServeOptions { realm: Some("test".into()), open_paths: vec!["/public/*".into()], path_prefix: None };
+    (p, start(provider, options).await)
+}
+
+/// The value of a metric line carrying all `labels`, 0 when absent.
+fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn scrape(base: &str) -> String {
+    let res = client().get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(header(&res, "content-type").unwrap().starts_with("text/plain"));
+    res.text().await.unwrap()
+}
+
+#[tokio::test]
+async fn allowed_request_gets_principal_headers_and_body() {
+    let (_p, s) = start_recording("rec_allow").await;
+    let res = client().get(format!("{}/", s.base)).bearer_auth("good").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "alice");
+    assert_eq!(header(&res, "x-auth-attributes").unwrap(), r#"{"roles":["admin","dev"],"teams":["ml"]}"#);
+    assert_eq!(header(&res, "x-auth-attr-roles").unwrap(), "admin,dev");
+    assert_eq!(header(&res, "x-auth-attr-teams").unwrap(), "ml");
+    assert_eq!(header(&res, "content-type").unwrap(), "application/json");
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"principal":"alice","attributes":{"roles":["admin","dev"],"teams":["ml"]}}"#
+    );
+}
+
+#[tokio::test]
+async fn every_method_and_path_is_a_decision() {
+    let (p, s) = start_recording("rec_methods").await;
+    let c = client();
+    for method in [reqwest::Method::GET, reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let res = c.request(method.clone(), format!("{}/any/path", s.base)).bearer_auth("good").send().await.unwrap();
+        assert_eq!(res.status(), 200, "{method}");
+        assert_eq!(p.last().method, method.as_str());
+    }
+    let res = c.head(format!("{}/x", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn original_request_comes_from_forwarded_headers() {
+    let (p, s) = start_recording("rec_forwarded").await;
+    let c = client();
+
+    // nginx auth_request style.
+    let res = c
+        .get(format!("{}/auth", s.base))
+        .bearer_auth("good")
+        .header("x-original-uri", "/v1/models?limit=5&tag=a&tag=b")
+        .header("x-original-method", "POST")
+        .header("cookie", "session=secret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ctx = p.last();
+    assert_eq!((ctx.method.as_str(), ctx.path.as_str()), ("POST", "/v1/models"));
+    assert_eq!(ctx.params["limit"], vec!["5"]);
+    assert_eq!(ctx.params["tag"], vec!["a", "b"]);
+    assert!(!ctx.headers.contains_key("authorization"));
+    assert!(!ctx.headers.contains_key("cookie"));
+
+    // Traefik ForwardAuth style: X-Forwarded-* win over X-Original-*.
+    let res = c
+        .get(format!("{}/", s.base))
+        .bearer_auth("good")
+        .header("x-forwarded-uri", "/api/items/7?x=1")
+        .header("x-forwarded-method", "PATCH")
+        .header("x-forwarded-host", "api.example.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-original-uri", "/ignored")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let ctx = p.last();
+    assert_eq!((ctx.method.as_str(), ctx.path.as_str()), ("PATCH", "/api/items/7"));
+    assert_eq!(ctx.params["x"], vec!["1"]);
+    assert_eq!(ctx.headers["host"], "api.example.com");
+    assert_eq!(ctx.headers["x-forwarded-for"], "203.0.113.9");
+    assert!(ctx.peer.is_some_and(|a| a.ip().is_loopback()));
+
+    // Envoy ext_authz HTTP: the decision request's own method and path are the original's.
+    let res = c.delete(format!("{}/v1/files/9?force=true", s.base)).bearer_auth("good").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ctx = p.last();
+    assert_eq!((ctx.method.as_str(), ctx.path.as_str()), ("DELETE", "/v1/files/9"));
+    assert_eq!(ctx.params["force"], vec!["true"]);
+
+    // A garbage original URI is the proxy's mistake, reported as such.
+    let res = c.get(format!("{}/", s.base)).bearer_auth("good").header("x-forwarded-uri", "no slash").send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(json(res).await["error"]["code"], "invalid_request");
+}
+
+#[tokio::test]
+async fn envoy_path_prefix_is_stripped() {
+    let p = Recording::new("rec_prefix");
+    let provider: DynProvider = p.clone();
+    let s = start(provider, ServeOptions { path_prefix: Some("/ext-authz".into()), ..Default::default() }).await;
+    let res = client().post(format!("{}/ext-authz/v1/chat?stream=1", s.base)).bearer_auth("good").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let ctx = p.last();
+    assert_eq!((ctx.method.as_str(), ctx.path.as_str()), ("POST", "/v1/chat"));
+    assert_eq!(ctx.params["stream"], vec!["1"]);
+}
+
+#[tokio::test]
+async fn denials_match_the_layer() {
+    let (p, s) = start_recording("rec_deny").await;
+    let c = client();
+
+    let res = c.get(format!("{}/x", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="test""#);
+    assert_eq!(json(res).await, json!({"error": {"code": "invalid_token", "message": "Send a test token"}}));
+
+    let res = c.get(format!("{}/x", s.base)).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert_eq!(
+        header(&res, "www-authenticate").unwrap(),
+        r#"Bearer realm="test", error="invalid_token", error_description="token not recognized""#
+    );
+    assert_eq!(header(&res, "x-auth-principal"), None);
+    assert_eq!(json(res).await, json!({"error": {"code": "invalid_token", "message": "Send a test token"}}));
+
+    for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b"] {
+        let res = c.get(format!("{}/x", s.base)).header("authorization", bad).send().await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+        assert!(header(&res, "www-authenticate").unwrap().contains(r#"error="invalid_request""#));
+    }
+
+    let res = c.get(format!("{}/x", s.base)).bearer_auth("scope").send().await.unwrap();
+    assert_eq!(res.status(), 403);
+
+    let res = c.get(format!("{}/x", s.base)).bearer_auth("down").send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(header(&res, "retry-after").unwrap(), "7");
+    assert_eq!(json(res).await["error"]["code"], "temporarily_unavailable");
+
+    let res = c.get(format!("{}/x", s.base)).bearer_auth("broken").send().await.unwrap();
+    assert_eq!(res.status(), 500);
+    assert!(p.count() >= 4);
+}
+
+#[tokio::test]
+async fn open_paths_use_the_original_path() {
+    let (_p, s) = start_recording("rec_open").await;
+    let c = client();
+    let res = c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", "/public/logo.png").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal"), None);
+    let res = c
+        .get(format!("{}/auth", s.base))
+        .bearer_auth("good")
+        .header("x-forwarded-uri", "/public/logo.png")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "alice");
+    let res = c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", "/public/../admin").send().await.unwrap();
+    assert_eq!(res.status(), 401, "dot segments never make a path open");
+    let res = c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", "/private").send().await.unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn unsafe_principal_and_attributes_are_left_out_of_headers() {
+    let (_p, s) = start_recording("rec_weird").await;
+    let res = client().get(format!("{}/", s.base)).bearer_auth("weird").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal"), None, "CR/LF in the principal");
+    assert_eq!(header(&res, "x-evil"), None);
+    assert_eq!(header(&res, "x-auth-attr-ok").unwrap(), "fine");
+    assert_eq!(header(&res, "x-auth-attr-all-bad"), None);
+    assert_eq!(header(&res, "x-auth-attr-unicode"), None);
+    assert!(!res.headers().keys().any(|k| k.as_str().contains("bad")), "{:?}", res.headers());
+    let attributes: serde_json::Value = serde_json::from_str(&header(&res, "x-auth-attributes").unwrap()).unwrap();
+    assert_eq!(attributes["ok"], json!(["fine", "line\nbreak", "josé"]), "the JSON header keeps everything");
+    assert_eq!(attributes["unicode"], json!(["ünï"]));
+    let body = json(res).await;
+    assert_eq!(body["principal"], "bob\r\nX-Evil: 1");
+}
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let (_p, s) = start_recording("rec_metrics").await;
+    let c = client();
+    let res = c.get(format!("{}/healthz", s.base)).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.text().await.unwrap()), (200, "ok\n".to_string()));
+
+    let allow = ["outcome=\"allow\"", "provider=\"rec_metrics\""];
+    let deny = ["outcome=\"deny\"", "provider=\"rec_metrics\""];
+    let unavailable = ["outcome=\"unavailable\"", "provider=\"rec_metrics\""];
+    let error = ["outcome=\"error\"", "provider=\"rec_metrics\""];
+    let before = scrape(&s.base).await;
+    for token in ["good", "good", "nope", "down", "broken"] {
+        c.get(format!("{}/x", s.base)).bearer_auth(token).send().await.unwrap();
+    }
+    c.get(format!("{}/x", s.base)).send().await.unwrap();
+    let after = scrape(&s.base).await;
+    let delta = |labels: &[&str]| {
+        metric(&after, "tokengate_decisions_total", labels) - metric(&before, "tokengate_decisions_total", labels)
+    };
+    assert_eq!(delta(&allow), 2.0, "{after}");
+    assert_eq!(delta(&deny), 2.0, "{after}");
+    assert_eq!(delta(&unavailable), 1.0, "{after}");
+    assert_eq!(delta(&error), 1.0, "{after}");
+    assert!(
+        after.contains("tokengate_decision_duration_seconds_bucket{"),
+        "the latency metric is a histogram: {after}"
+    );
+    assert!(metric(&after, "tokengate_decision_duration_seconds_count", &allow) >= 2.0, "{after}");
+    // /healthz and /metrics are not decisions.
+    assert_eq!(metric(&after, "tokengate_decisions_total", &["provider=\"rec_metrics\""]), 6.0);
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful_and_closes_the_provider() {
+    let (p, mut s) = start_recording("rec_shutdown").await;
+    assert_eq!(client().get(format!("{}/", s.base)).bearer_auth("good").send().await.unwrap().status(), 200);
+    assert!(!p.is_closed());
+    let _ = s.stop.take().unwrap().send(());
+    let result = tokio::time::timeout(Duration::from_secs(10), &mut s.done).await.expect("serve returns");
+    result.unwrap().unwrap();
+    assert!(p.is_closed(), "provider.close() ran");
+    assert!(client().get(format!("{}/healthz", s.base)).send().await.is_err(), "no longer listening");
+}
+
+#[tokio::test]
+async fn real_jwt_allowed_denied_and_idp_fetches_counted() {
+    let idp = Idp::start().await;
+    let s = start(idp.provider(), ServeOptions::default()).await;
+    let c = client();
+
+    let res = c.get(format!("{}/", s.base)).bearer_auth(idp.token("carol")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "carol");
+    assert_eq!(header(&res, "x-auth-attributes").unwrap(), r#"{"groups":["ml","ops"],"scopes":["read","write"]}"#);
+    assert_eq!(header(&res, "x-auth-attr-groups").unwrap(), "ml,ops");
+    assert_eq!(header(&res, "x-auth-attr-scopes").unwrap(), "read,write");
+
+    let res = c.get(format!("{}/", s.base)).bearer_auth(idp.expired_token("carol")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(header(&res, "www-authenticate").unwrap().starts_with(&invalid_token_challenge("tokengate")));
+
+    let res = c.get(format!("{}/", s.base)).bearer_auth(tamper(&idp.token("carol"))).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(header(&res, "www-authenticate").unwrap().starts_with(&invalid_token_challenge("tokengate")));
+
+    let metrics = scrape(&s.base).await;
+    assert!(metrics.contains("tokengate_idp_fetches_total{"), "providers' own metrics are exported: {metrics}");
+    assert!(metric(&metrics, "tokengate_decisions_total", &["outcome=\"allow\"", "provider=\"oauth2_token\""]) >= 1.0);
+}
+
+#[tokio::test]
+async fn real_jwt_with_unreachable_idp_is_503() {
+    let idp = Idp::unreachable().await;
+    let s = start(idp.provider(), ServeOptions::default()).await;
+    let res = client().get(format!("{}/", s.base)).bearer_auth(idp.token("carol")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(header(&res, "retry-after").unwrap().parse::<u64>().unwrap() >= 1);
+    assert_eq!(json(res).await["error"]["code"], "temporarily_unavailable");
+}
