@@ -41,7 +41,6 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 
 import Provider from 'oidc-provider';
-import { SignJWT } from 'jose';
 
 const HOST = '127.0.0.1';
 const API = 'https://api.tokengate.test';
@@ -370,20 +369,44 @@ function rotate(alg) {
   return key.kid;
 }
 
+// Signs by hand (node:crypto) rather than with a JOSE library, so that headers
+// a library would refuse (crit, alg/key mismatches) can be produced too.
+function signJws(header, payload, alg, keyObject, hmacSecret) {
+  const enc = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const input = `${enc(header)}.${enc(payload)}`;
+  let sig;
+  if (alg === 'HS256') sig = crypto.createHmac('sha256', hmacSecret).update(input).digest();
+  else if (alg === 'RS256') sig = crypto.sign('sha256', Buffer.from(input), keyObject);
+  else if (alg === 'ES256') sig = crypto.sign('sha256', Buffer.from(input), { key: keyObject, dsaEncoding: 'ieee-p1363' });
+  else if (alg === 'EdDSA') sig = crypto.sign(null, Buffer.from(input), keyObject);
+  else throw new Error(`cannot sign ${alg}`);
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+// key: "current" (the provider's signing key of `alg`), "stranger" (a key never
+// published), or "public-as-hmac" (HS256 keyed with the PEM of the provider's
+// current RS256 public key: the algorithm-confusion attack).
 async function forge({
   claims = {}, header = {}, key = 'current', alg = 'RS256', exp_in: expIn = 300,
 }) {
   if (!ALGS.includes(alg)) throw new Error(`alg must be one of ${ALGS.join(', ')}`);
-  const jwk = key === 'stranger' ? strangerKeys[alg] : signingKeys.find((k) => k.alg === alg);
   const now = Math.floor(Date.now() / 1000);
   const payload = {
     iss: issuer, aud: API, sub: 'forged-client', client_id: 'forged-client',
     iat: now, exp: now + expIn, jti: crypto.randomUUID(), ...claims,
   };
   for (const [k, v] of Object.entries(payload)) if (v === null) delete payload[k];
-  return new SignJWT(payload)
-    .setProtectedHeader({ alg, typ: 'at+jwt', kid: jwk.kid, ...header })
-    .sign(crypto.createPrivateKey({ key: jwk, format: 'jwk' }));
+  if (key === 'public-as-hmac') {
+    const jwk = signingKeys.find((k) => k.alg === 'RS256');
+    const { d, p, q, dp, dq, qi, ...pub } = jwk;
+    const pem = crypto.createPublicKey({ key: pub, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    return signJws({ alg: 'HS256', typ: 'at+jwt', kid: jwk.kid, ...header }, payload, 'HS256', null, pem);
+  }
+  const jwk = key === 'stranger' ? strangerKeys[alg] : signingKeys.find((k) => k.alg === alg);
+  const keyObject = crypto.createPrivateKey({ key: jwk, format: 'jwk' });
+  const head = { alg, typ: 'at+jwt', kid: jwk.kid, ...header };
+  for (const [k, v] of Object.entries(head)) if (v === null) delete head[k];
+  return signJws(head, payload, alg, keyObject);
 }
 
 function readBody(req) {

@@ -58,8 +58,9 @@ pub struct DevIssuer {
 impl DevIssuer {
     /// Generates a fresh P-256 key for `issuer` (the base URL tokens name in `iss`).
     pub fn generate(issuer: impl Into<String>) -> Result<Self, String> {
-        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new())
-            .map_err(|_| "cannot generate a P-256 key".to_string())?;
+        let pkcs8 =
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &aws_lc_rs::rand::SystemRandom::new())
+                .map_err(|_| "cannot generate a P-256 key".to_string())?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
             .map_err(|e| format!("cannot read the generated key: {e}"))?;
         // Uncompressed SEC1 point: 0x04 || x || y.
@@ -72,12 +73,7 @@ impl DevIssuer {
         let thumbprint = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(thumbprint.as_bytes()));
         let jwk = json!({"kty": "EC", "crv": "P-256", "x": x, "y": y, "alg": "ES256", "use": "sig", "kid": kid});
-        Ok(DevIssuer {
-            issuer: issuer.into(),
-            kid,
-            key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()),
-            jwk,
-        })
+        Ok(DevIssuer { issuer: issuer.into(), kid, key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), jwk })
     }
 
     pub fn issuer(&self) -> &str {
@@ -333,8 +329,12 @@ pub async fn request_token(
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
-    let response =
-        client.post(&url).json(&body).send().await.map_err(|e| format!("{url}: {e} (is `tokengate serve --dev` running?)"))?;
+    let response = client
+        .post(&url)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e} (is `tokengate serve --dev` running?)"))?;
     let status = response.status();
     let answer: Value = response.json().await.map_err(|e| format!("{url}: answered {status} without JSON: {e}"))?;
     if !status.is_success() {

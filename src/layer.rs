@@ -11,9 +11,10 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = tokengate::Config::load("tokengate.yaml".as_ref())?;
 //! let auth = AuthLayer::from_config(&config, &tokengate::Registry::with_builtins())?;
-//! let app = Router::new().route("/whoami", get(whoami)).route("/healthz", get(|| async { "ok" })).layer(
-//!     auth.open_path("/healthz"),
-//! );
+//! let app = Router::new()
+//!     .route("/whoami", get(whoami))
+//!     .route("/healthz", get(|| async { "ok" }))
+//!     .layer(auth.open_path("/healthz"));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! // `with_connect_info` lets providers see the client address.
 //! axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await?;

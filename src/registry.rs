@@ -26,10 +26,9 @@ impl Registry {
     /// `oauth2_token`, `custom` and `github_token`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
-        // BUILTINS-PENDING: enabled once the provider crates export their builders.
-        // r.register(tokengate_oauth2::OAuth2Builder);
-        // r.register(tokengate_custom::CustomBuilder);
-        // r.register(tokengate_github::GitHubBuilder);
+        r.register(tokengate_oauth2::OAuth2Builder);
+        r.register(tokengate_custom::CustomBuilder);
+        r.register(tokengate_github::GitHubBuilder);
         r
     }
 

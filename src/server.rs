@@ -52,8 +52,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Buckets of `tokengate_decision_duration_seconds`: from a cached JWT check
 /// (well under a millisecond) to a slow remote introspection.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Options of the decision service beyond the provider.
 #[derive(Debug, Clone, Default)]
@@ -263,7 +262,7 @@ fn original_request(parts: &http::request::Parts, path_prefix: Option<&str>) -> 
             let path = parts.uri.path();
             let path = match path_prefix.and_then(|p| path.strip_prefix(p)) {
                 Some(rest) if rest.starts_with('/') => rest,
-                Some(rest) if rest.is_empty() => "/",
+                Some("") => "/",
                 _ => path,
             };
             ctx.path = path.to_string();
@@ -349,7 +348,11 @@ fn ascii_json<T: serde::Serialize>(value: &T) -> String {
 struct AsciiFormatter;
 
 impl serde_json::ser::Formatter for AsciiFormatter {
-    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, writer: &mut W, fragment: &str) -> std::io::Result<()> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
             if c.is_ascii() {
@@ -419,7 +422,8 @@ mod tests {
         assert_eq!(c.headers["host"], "api.example.com");
         assert!(!c.headers.contains_key("authorization"));
 
-        let c = original_request(&parts("https://h/x/y?q=1", &[("x-original-uri", "https://h/x/y?q=1")]), None).unwrap();
+        let c =
+            original_request(&parts("https://h/x/y?q=1", &[("x-original-uri", "https://h/x/y?q=1")]), None).unwrap();
         assert_eq!(c.path, "/x/y");
 
         let c = original_request(&parts("/authz/v1/chat?s=1", &[]), Some("/authz")).unwrap();

@@ -194,10 +194,8 @@ fn dev_mode_says_it_is_for_development() {
 
 #[test]
 fn token_subcommand_without_a_server_fails_cleanly() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["token", "--url", "http://127.0.0.1:9"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tokengate")).args(["token", "--url", "http://127.0.0.1:9"]).output().unwrap();
     assert!(!out.status.success());
     assert!(out.stdout.is_empty());
     assert!(String::from_utf8_lossy(&out.stderr).contains("serve --dev"));
@@ -207,10 +205,8 @@ fn token_subcommand_without_a_server_fails_cleanly() {
 fn serve_needs_a_config_or_dev() {
     let out = Command::new(env!("CARGO_BIN_EXE_tokengate")).args(["serve"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["serve", "--dev", "--config", "x.yaml"])
-        .output()
-        .unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_tokengate")).args(["serve", "--dev", "--config", "x.yaml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
 
@@ -219,7 +215,8 @@ async fn serve_with_a_config_file() {
     let idp = Idp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokengate.yaml");
-    let config = serde_json::json!({"provider_config": idp.provider_config(), "realm": "files", "listen": "127.0.0.1:0"});
+    let config =
+        serde_json::json!({"provider_config": idp.provider_config(), "realm": "files", "listen": "127.0.0.1:0"});
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
     let path = path.to_str().unwrap().to_string();
     let (_guard, lines) = tokio::task::spawn_blocking(move || {

@@ -152,7 +152,10 @@ async fn malformed_authorization_is_400_invalid_request() {
         let res = client().get(format!("{base}/whoami")).header("authorization", value).send().await.unwrap();
         assert_eq!(res.status(), 400, "{value:?}");
         let challenge = header(&res, "www-authenticate").unwrap();
-        assert!(challenge.starts_with(r#"Bearer realm="test", error="invalid_request", error_description=""#), "{challenge}");
+        assert!(
+            challenge.starts_with(r#"Bearer realm="test", error="invalid_request", error_description=""#),
+            "{challenge}"
+        );
         assert!(!challenge.contains("just-a-token"), "the header is never echoed: {challenge}");
         assert_eq!(json(res).await["error"]["code"], "invalid_request");
     }
@@ -170,7 +173,10 @@ async fn scheme_is_case_insensitive() {
     let base = serve(recording_layer(&p)).await;
     let res = client().get(format!("{base}/whoami")).header("authorization", "bEARER good").send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap(), r#"{"principal":"alice","attributes":{"roles":["admin","dev"],"teams":["ml"]}}"#);
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"principal":"alice","attributes":{"roles":["admin","dev"],"teams":["ml"]}}"#
+    );
 }
 
 #[tokio::test]
@@ -307,7 +313,10 @@ async fn example_app_with_a_custom_provider() {
     let c = client();
     let res = c.get(format!("http://{addr}/whoami")).bearer_auth("good").send().await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.text().await.unwrap(), r#"{"principal":"alice","attributes":{"roles":["admin","dev"],"teams":["ml"]}}"#);
+    assert_eq!(
+        res.text().await.unwrap(),
+        r#"{"principal":"alice","attributes":{"roles":["admin","dev"],"teams":["ml"]}}"#
+    );
     let res = c.get(format!("http://{addr}/hello")).bearer_auth("good").send().await.unwrap();
     assert_eq!(res.text().await.unwrap(), "hello, alice\n");
     let res = c.get(format!("http://{addr}/hello")).send().await.unwrap();

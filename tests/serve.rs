@@ -128,7 +128,8 @@ async fn original_request_comes_from_forwarded_headers() {
     assert_eq!(ctx.params["force"], vec!["true"]);
 
     // A garbage original URI is the proxy's mistake, reported as such.
-    let res = c.get(format!("{}/", s.base)).bearer_auth("good").header("x-forwarded-uri", "no slash").send().await.unwrap();
+    let res =
+        c.get(format!("{}/", s.base)).bearer_auth("good").header("x-forwarded-uri", "no slash").send().await.unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(json(res).await["error"]["code"], "invalid_request");
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokengate::dev::{DevIssuer, DEV_AUDIENCE};
-use tokengate::{AuthError, AuthProvider, Attributes, DynProvider, Principal, Registry, RequestContext};
+use tokengate::{Attributes, AuthError, AuthProvider, DynProvider, Principal, Registry, RequestContext};
 
 /// An identity provider: the dev issuer's key, JWKS and discovery served on 127.0.0.1.
 pub struct Idp {
@@ -137,7 +137,9 @@ impl AuthProvider for Recording {
     async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         self.seen.lock().unwrap().push(ctx.clone());
         match token {
-            "good" => Ok(Principal::new("alice").with_attributes(attrs(&[("roles", &["admin", "dev"]), ("teams", &["ml"])]))),
+            "good" => {
+                Ok(Principal::new("alice").with_attributes(attrs(&[("roles", &["admin", "dev"]), ("teams", &["ml"])])))
+            }
             "weird" => Ok(Principal::new("bob\r\nX-Evil: 1").with_attributes(attrs(&[
                 ("ok", &["fine", "line\nbreak", "josé"]),
                 ("bad name", &["x"]),

@@ -41,11 +41,11 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokengate_api::{
-    parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider,
-    Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
+    parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext,
+    ConfigError, DynProvider, Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
 };
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
@@ -150,7 +150,11 @@ impl fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A user may paste the key itself into `hash` by mistake; show the
         // field only when it really is a digest.
-        let hash = if parse_digest(&self.hash).is_ok() { self.hash.as_str() } else { "<not a digest; hidden>" };
+        let hash = if parse_digest(&self.hash).is_ok() {
+            self.hash.as_str()
+        } else {
+            "<not a digest; hidden>"
+        };
         f.debug_struct("KeyEntry")
             .field("hash", &hash)
             .field("principal", &self.principal)
@@ -240,8 +244,16 @@ impl ProviderBuilder for ApiKeyBuilder {
         "api_key"
     }
 
-    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
+    fn build(
+        &self,
+        config: serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(ApiKeyProvider::from_config(
+            self.type_name(),
+            parse_provider_config(config)?,
+            ctx,
+        )?))
     }
 }
 
@@ -250,8 +262,16 @@ impl ProviderBuilder for LocalApiKeyBuilder {
         "local_api_key"
     }
 
-    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
+    fn build(
+        &self,
+        config: serde_json::Value,
+        ctx: &BuildContext,
+    ) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(ApiKeyProvider::from_config(
+            self.type_name(),
+            parse_provider_config(config)?,
+            ctx,
+        )?))
     }
 }
 
@@ -265,7 +285,7 @@ struct StoredKey {
     id: Option<String>,
     expires_at: Option<SystemTime>,
     disabled: bool,
-    /// Where the entry came from (`keys[2]`, `keys_file[0]`), for duplicate reports.
+    /// Where the entry came from (`keys[2]` inline, `[0]` in the key file), for duplicate reports.
     origin: String,
 }
 
@@ -282,8 +302,9 @@ fn parse_digest(text: &str) -> Result<TokenHash, String> {
         ));
     }
     let mut digest = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut digest)
-        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
+    hex::decode_to_slice(hex_part, &mut digest).map_err(|_| {
+        "is not a SHA-256 digest: it contains characters other than hex digits".to_string()
+    })?;
     Ok(digest)
 }
 
@@ -297,28 +318,46 @@ fn parse_expiry(text: &str) -> Result<SystemTime, String> {
 fn check_prefix(prefix: &str) -> Result<(), String> {
     // Keys travel in HTTP headers as RFC 6750 b64token material; keep the prefix
     // within the URL-safe part of that alphabet so a key never needs quoting.
-    if let Some(bad) = prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))) {
-        return Err(format!("contains {bad:?}; use only letters, digits and - _ . ~"));
+    if let Some(bad) = prefix
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')))
+    {
+        return Err(format!(
+            "contains {bad:?}; use only letters, digits and - _ . ~"
+        ));
     }
     Ok(())
 }
 
 /// Checks one entry; `field` is its path for error messages (`keys[2]`).
 fn compile_entry(entry: &KeyEntry, field: &str) -> Result<(TokenHash, StoredKey), ConfigError> {
-    let at = |name: &str| if field.is_empty() { name.to_string() } else { format!("{field}.{name}") };
+    let at = |name: &str| {
+        if field.is_empty() {
+            name.to_string()
+        } else {
+            format!("{field}.{name}")
+        }
+    };
     let digest = parse_digest(&entry.hash).map_err(|m| ConfigError::new(at("hash"), m))?;
     if entry.principal.trim().is_empty() {
-        return Err(ConfigError::new(at("principal"), "is empty; name whom the key authenticates"));
+        return Err(ConfigError::new(
+            at("principal"),
+            "is empty; name whom the key authenticates",
+        ));
     }
     if entry.attributes.keys().any(|name| name.trim().is_empty()) {
-        return Err(ConfigError::new(at("attributes"), "has an empty attribute name"));
+        return Err(ConfigError::new(
+            at("attributes"),
+            "has an empty attribute name",
+        ));
     }
     let expires_at = match &entry.expires_at {
         Some(text) => Some(parse_expiry(text).map_err(|m| ConfigError::new(at("expires_at"), m))?),
         None => None,
     };
     let key = StoredKey {
-        principal: Principal::new(entry.principal.clone()).with_attributes(entry.attributes.clone()),
+        principal: Principal::new(entry.principal.clone())
+            .with_attributes(entry.attributes.clone()),
         id: entry.id.clone(),
         expires_at,
         disabled: entry.disabled,
@@ -339,7 +378,10 @@ fn compile_into(into: &mut KeyMap, entries: &[KeyEntry], list: &str) -> Result<(
             } else {
                 format!("`{}`", first.origin)
             };
-            return Err(ConfigError::new(format!("{field}.hash"), format!("the same key is already configured in {first}")));
+            return Err(ConfigError::new(
+                format!("{field}.hash"),
+                format!("the same key is already configured in {first}"),
+            ));
         }
         into.insert(digest, Arc::new(key));
     }
@@ -351,22 +393,34 @@ fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     if meta.len() > MAX_KEYS_FILE_BYTES {
-        return Err(format!("{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}", meta.len()));
+        return Err(format!(
+            "{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}",
+            meta.len()
+        ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     if text.trim().is_empty() {
         // An empty file is what a half-done `>` redirect leaves behind; taking it
         // as "no keys" would lock every client out until the write finishes.
-        return Err(format!("{shown} is empty; write `[]` to revoke every key on purpose"));
+        return Err(format!(
+            "{shown} is empty; write `[]` to revoke every key on purpose"
+        ));
     }
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let located = |path: String, message: String| {
-        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!(" at `{path}`")
+        };
         format!("{shown}{at}: {message}")
     };
     if is_json {
         let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
     } else {
         serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
             .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
@@ -378,7 +432,8 @@ fn load_file_keys(inline: &KeyMap, path: &Path) -> Result<KeyMap, String> {
     let entries = read_keys_file(path)?;
     let mut keys = inline.clone();
     // Entries are named `[i]` like the parse errors above, relative to the file.
-    compile_into(&mut keys, &entries, "").map_err(|e| format!("{} at `{}`: {}", path.display(), e.field, e.message))?;
+    compile_into(&mut keys, &entries, "")
+        .map_err(|e| format!("{} at `{}`: {}", path.display(), e.field, e.message))?;
     Ok(keys)
 }
 
@@ -416,7 +471,10 @@ struct Inner {
 }
 
 fn stamp_of(path: &Path) -> Option<Stamp> {
-    std::fs::metadata(path).ok().map(|m| Stamp { modified: m.modified().ok(), len: m.len() })
+    std::fs::metadata(path).ok().map(|m| Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+    })
 }
 
 /// What one look at the key file did.
@@ -434,8 +492,13 @@ impl Inner {
     /// mid-save or a typo must not lock everyone out) and is retried on every
     /// poll until it loads, with the error logged once per version.
     fn check_file(&self) -> Reload {
-        let Some(file) = &self.file else { return Reload::Unchanged };
-        let mut state = file.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(file) = &self.file else {
+            return Reload::Unchanged;
+        };
+        let mut state = file
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         // Metadata follows symlinks, so a Kubernetes ConfigMap's `..data` swap
         // shows up as a new file with its own mtime.
         let stamp = stamp_of(&file.path);
@@ -455,7 +518,8 @@ impl Inner {
             Err(message) => {
                 let failure = (stamp, message);
                 if state.reported.as_ref() != Some(&failure) {
-                    metrics::counter!("tokengate_api_key_reloads_total", "result" => "error").increment(1);
+                    metrics::counter!("tokengate_api_key_reloads_total", "result" => "error")
+                        .increment(1);
                     tracing::error!(
                         provider = self.type_name,
                         error = %failure.1,
@@ -473,8 +537,25 @@ impl Inner {
 /// Validates API keys against SHA-256 digests. See the crate docs.
 pub struct ApiKeyProvider {
     inner: Arc<Inner>,
-    watcher: OnceLock<tokio::task::AbortHandle>,
+    watcher: Watcher,
     closed: AtomicBool,
+}
+
+/// The key-file poller task, if any.
+#[derive(Default)]
+struct Watcher {
+    /// True from spawning the poller until its future is dropped.
+    running: Arc<AtomicBool>,
+    handle: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+/// Clears the `running` flag when the poller's future is dropped.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl fmt::Debug for ApiKeyProvider {
@@ -492,9 +573,18 @@ impl fmt::Debug for ApiKeyProvider {
 
 impl ApiKeyProvider {
     /// Builds the provider; `type_name` is the `type` it was configured under.
-    pub fn from_config(type_name: &'static str, config: ApiKeyConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
+    pub fn from_config(
+        type_name: &'static str,
+        config: ApiKeyConfig,
+        ctx: &BuildContext,
+    ) -> Result<Self, ConfigError> {
         let prefix = match config.prefix {
-            Some(p) if p.is_empty() => return Err(ConfigError::new("prefix", "is empty; omit it for keys without one")),
+            Some(p) if p.is_empty() => {
+                return Err(ConfigError::new(
+                    "prefix",
+                    "is empty; omit it for keys without one",
+                ))
+            }
             Some(p) => {
                 check_prefix(&p).map_err(|m| ConfigError::new("prefix", m))?;
                 Some(p)
@@ -502,10 +592,16 @@ impl ApiKeyProvider {
             None => None,
         };
         if config.reload_interval.is_zero() {
-            return Err(ConfigError::new("reload_interval", "must be longer than 0s"));
+            return Err(ConfigError::new(
+                "reload_interval",
+                "must be longer than 0s",
+            ));
         }
         if config.keys.is_empty() && config.keys_file.is_none() {
-            return Err(ConfigError::new("", "no keys: configure `keys` (inline entries) or `keys_file`"));
+            return Err(ConfigError::new(
+                "",
+                "no keys: configure `keys` (inline entries) or `keys_file`",
+            ));
         }
         let mut inline = KeyMap::new();
         compile_into(&mut inline, &config.keys, "keys")?;
@@ -518,8 +614,14 @@ impl ApiKeyProvider {
             // picked up by the first poll.
             let stamp = stamp_of(&path);
             keys = load_file_keys(&inline, &path).map_err(|m| ConfigError::new("keys_file", m))?;
-            let state = FileState { loaded: stamp, reported: None };
-            file = Some(KeyFile { path, state: Mutex::new(state) });
+            let state = FileState {
+                loaded: stamp,
+                reported: None,
+            };
+            file = Some(KeyFile {
+                path,
+                state: Mutex::new(state),
+            });
         }
         let inner = Arc::new(Inner {
             type_name,
@@ -529,39 +631,78 @@ impl ApiKeyProvider {
             file,
             reload_interval: config.reload_interval,
         });
-        let provider = ApiKeyProvider { inner, watcher: OnceLock::new(), closed: AtomicBool::new(false) };
+        let provider = ApiKeyProvider {
+            inner,
+            watcher: Watcher::default(),
+            closed: AtomicBool::new(false),
+        };
         // Built inside a runtime (the server), start watching now; otherwise the
         // first validation starts it.
         provider.ensure_watcher();
         Ok(provider)
     }
 
-    /// Starts the key-file poller once, when there is a file and a tokio runtime.
+    /// Starts the key-file poller when there is a file, a tokio runtime, and
+    /// no poller running.
+    ///
+    /// Called on every validation, not just once: a poller dies with the
+    /// runtime it was spawned on (a provider built by one runtime and served
+    /// by another), and is then started again on the current one.
     fn ensure_watcher(&self) {
-        if self.inner.file.is_none() || self.closed.load(Ordering::Acquire) || self.watcher.get().is_some() {
+        if self.inner.file.is_none()
+            || self.closed.load(Ordering::Acquire)
+            || self.watcher.running.load(Ordering::Acquire)
+        {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut handle = self
+            .watcher
+            .handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Re-checked under the lock: concurrent validations start one poller.
+        if self.watcher.running.swap(true, Ordering::AcqRel) || self.closed.load(Ordering::Acquire)
+        {
+            return;
+        }
+        let running = RunningFlag(self.watcher.running.clone());
         // Weak, so a provider that is dropped without `close()` stops its poller too.
         let weak = Arc::downgrade(&self.inner);
         let period = self.inner.reload_interval;
-        let _ = self.watcher.get_or_init(|| {
-            runtime
-                .spawn(async move {
-                    let mut ticker = tokio::time::interval(period);
-                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    ticker.tick().await; // the first tick is immediate; the file was just loaded
-                    loop {
-                        ticker.tick().await;
-                        let Some(inner) = weak.upgrade() else { break };
-                        // File I/O blocks; keep it off the async workers.
-                        if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
-                            break;
-                        }
-                    }
-                })
-                .abort_handle()
+        let task = runtime.spawn(async move {
+            // Dropped with this future (end, abort, or runtime shutdown), which
+            // tells `ensure_watcher` to start a new poller.
+            let _running = running;
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // the first tick is immediate; the file was just loaded
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                // File I/O blocks; keep it off the async workers.
+                if tokio::task::spawn_blocking(move || inner.check_file())
+                    .await
+                    .is_err()
+                {
+                    break; // the runtime is shutting down
+                }
+            }
         });
+        *handle = Some(task.abort_handle());
+    }
+
+    fn stop_watcher(&self) {
+        let handle = self
+            .watcher
+            .handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(task) = handle.as_ref() {
+            task.abort();
+        }
     }
 
     /// Checks the key file now instead of waiting for the poller.
@@ -577,7 +718,9 @@ impl ApiKeyProvider {
     fn lookup(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(prefix) = &self.inner.prefix {
             if !token.starts_with(prefix.as_str()) {
-                return Err(AuthError::invalid_token(format!("not an API key: it does not start with `{prefix}`")));
+                return Err(AuthError::invalid_token(format!(
+                    "not an API key: it does not start with `{prefix}`"
+                )));
             }
         }
         let keys = self.inner.keys.load();
@@ -605,9 +748,7 @@ impl ApiKeyProvider {
 
 impl Drop for ApiKeyProvider {
     fn drop(&mut self) {
-        if let Some(task) = self.watcher.get() {
-            task.abort();
-        }
+        self.stop_watcher();
     }
 }
 
@@ -649,9 +790,7 @@ impl AuthProvider for ApiKeyProvider {
 
     async fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        if let Some(task) = self.watcher.get() {
-            task.abort();
-        }
+        self.stop_watcher();
     }
 }
 

@@ -525,7 +525,8 @@ async fn bad_credentials_are_negatively_cached() {
 #[tokio::test]
 async fn token_expiration_bounds_the_cache() {
     let server = MockServer::start().await;
-    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(2))
+    // Whole seconds: the token expires 2–3s from now.
+    let expires = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3))
         .to_string()
         .replace('T', " ")
         .replace('Z', " UTC");
@@ -545,7 +546,7 @@ async fn token_expiration_bounds_the_cache() {
     validate(&p).await.unwrap();
     validate(&p).await.unwrap();
     assert_eq!(count(&server, "/user").await, 1, "a hit before expiry");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     validate(&p).await.unwrap();
     assert_eq!(
         count(&server, "/user").await,

@@ -107,8 +107,14 @@ impl KeyMap {
     pub(crate) fn pick(&self, kid: Option<&str>, alg: Alg) -> Pick<'_> {
         match kid {
             Some(kid) => {
-                let Some(keys) = self.by_kid.get(kid) else { return Pick::UnknownKid };
-                let fitting: Vec<&Key> = keys.iter().map(Arc::as_ref).filter(|k| k.check(alg).is_ok()).collect();
+                let Some(keys) = self.by_kid.get(kid) else {
+                    return Pick::UnknownKid;
+                };
+                let fitting: Vec<&Key> = keys
+                    .iter()
+                    .map(Arc::as_ref)
+                    .filter(|k| k.check(alg).is_ok())
+                    .collect();
                 if !fitting.is_empty() {
                     return Pick::Keys(fitting);
                 }
@@ -121,7 +127,11 @@ impl KeyMap {
                 }
             }
             None => {
-                let mut fitting = self.all.iter().map(Arc::as_ref).filter(|k| k.check(alg).is_ok());
+                let mut fitting = self
+                    .all
+                    .iter()
+                    .map(Arc::as_ref)
+                    .filter(|k| k.check(alg).is_ok());
                 match (fitting.next(), fitting.next()) {
                     (Some(only), None) => Pick::Keys(vec![only]),
                     (None, _) => Pick::NoKidAmbiguous(0),
@@ -134,7 +144,10 @@ impl KeyMap {
     /// Whether the key that verified a cached token is still in this set.
     pub(crate) fn still_has(&self, kid: Option<&str>, fingerprint: u64) -> bool {
         match kid {
-            Some(kid) => self.by_kid.get(kid).is_some_and(|keys| keys.iter().any(|k| k.fingerprint == fingerprint)),
+            Some(kid) => self
+                .by_kid
+                .get(kid)
+                .is_some_and(|keys| keys.iter().any(|k| k.fingerprint == fingerprint)),
             None => self.all.iter().any(|k| k.fingerprint == fingerprint),
         }
     }
@@ -157,12 +170,20 @@ struct RawJwk {
 
 /// Builds a [`KeyMap`] from a JWKS document. `Err` is a description of why
 /// the answer is unusable as a whole (the caller reports it as unavailable).
-pub(crate) fn parse_jwks(doc: &Value, allowed: AlgSet, max_keys: usize, source: &str) -> Result<KeyMap, String> {
+pub(crate) fn parse_jwks(
+    doc: &Value,
+    allowed: AlgSet,
+    max_keys: usize,
+    source: &str,
+) -> Result<KeyMap, String> {
     let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
         return Err("the answer is not a JWK set (no `keys` list)".to_string());
     };
     if entries.len() > max_keys {
-        return Err(format!("the set holds {} keys, more than max_keys ({max_keys})", entries.len()));
+        return Err(format!(
+            "the set holds {} keys, more than max_keys ({max_keys})",
+            entries.len()
+        ));
     }
     let mut map = KeyMap::default();
     let mut skipped = Vec::new();
@@ -176,7 +197,10 @@ pub(crate) fn parse_jwks(doc: &Value, allowed: AlgSet, max_keys: usize, source: 
                 map.all.push(key);
             }
             Err(reason) => {
-                let name = entry.get("kid").and_then(Value::as_str).map(crate::jwt::quoted);
+                let name = entry
+                    .get("kid")
+                    .and_then(Value::as_str)
+                    .map(crate::jwt::quoted);
                 let name = name.unwrap_or_else(|| format!("#{index}"));
                 tracing::debug!(source, key = %name, %reason, "skipping a JWK that cannot be used");
                 skipped.push(format!("{name}: {reason}"));
@@ -184,7 +208,11 @@ pub(crate) fn parse_jwks(doc: &Value, allowed: AlgSet, max_keys: usize, source: 
         }
     }
     if map.all.is_empty() {
-        let detail = if skipped.is_empty() { "it is empty".to_string() } else { skipped.join("; ") };
+        let detail = if skipped.is_empty() {
+            "it is empty".to_string()
+        } else {
+            skipped.join("; ")
+        };
         return Err(format!("the set has no usable key ({detail})"));
     }
     Ok(map)
@@ -215,12 +243,17 @@ fn parse_jwk(entry: &Value, allowed: AlgSet) -> Result<Key, String> {
         Some(name) => {
             let alg = Alg::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?;
             if alg.key_type() != key_type {
-                return Err(format!("alg {alg} does not fit a {} key", key_type.describe()));
+                return Err(format!(
+                    "alg {alg} does not fit a {} key",
+                    key_type.describe()
+                ));
             }
             Some(alg)
         }
     };
-    let algs = allowed.iter().filter(|a| a.key_type() == key_type && pinned.is_none_or(|p| p == *a));
+    let algs = allowed
+        .iter()
+        .filter(|a| a.key_type() == key_type && pinned.is_none_or(|p| p == *a));
     let mut verifiers = Vec::new();
     for alg in algs {
         let parsed = match (key_type, &material) {
@@ -228,20 +261,28 @@ fn parse_jwk(entry: &Value, allowed: AlgSet) -> Result<Key, String> {
                 .rsa_parameters()
                 .ok_or("internal: RSA parameters missing")
                 .and_then(|params| {
-                    RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
-                        .to_parsed_public_key(params)
-                        .map_err(|_| "the RSA key is invalid")
+                    RsaPublicKeyComponents {
+                        n: n.as_slice(),
+                        e: e.as_slice(),
+                    }
+                    .to_parsed_public_key(params)
+                    .map_err(|_| "the RSA key is invalid")
                 }),
             (_, Material::Raw(bytes)) => alg
                 .verification()
                 .ok_or("internal: no verifier")
-                .and_then(|v| ParsedPublicKey::new(v, bytes).map_err(|_| "the public key is invalid")),
+                .and_then(|v| {
+                    ParsedPublicKey::new(v, bytes).map_err(|_| "the public key is invalid")
+                }),
             _ => Err("internal: key material mismatch"),
         };
         verifiers.push((alg, parsed.map_err(str::to_string)?));
     }
     if verifiers.is_empty() {
-        return Err(format!("no allowed algorithm uses a {} key", key_type.describe()));
+        return Err(format!(
+            "no allowed algorithm uses a {} key",
+            key_type.describe()
+        ));
     }
     let fingerprint = {
         let mut h = Sha256::new();
@@ -259,7 +300,13 @@ fn parse_jwk(entry: &Value, allowed: AlgSet) -> Result<Key, String> {
         first.copy_from_slice(&digest[..8]);
         u64::from_be_bytes(first)
     };
-    Ok(Key { kid: raw.kid.map(Arc::from), key_type, pinned, fingerprint, verifiers })
+    Ok(Key {
+        kid: raw.kid.map(Arc::from),
+        key_type,
+        pinned,
+        fingerprint,
+        verifiers,
+    })
 }
 
 enum Material {
@@ -269,7 +316,9 @@ enum Material {
 
 fn b64_field(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
     let text = value.as_deref().ok_or_else(|| format!("no `{name}`"))?;
-    JWK_B64.decode(text).map_err(|_| format!("`{name}` is not base64url"))
+    JWK_B64
+        .decode(text)
+        .map_err(|_| format!("`{name}` is not base64url"))
 }
 
 fn rsa_material(raw: &RawJwk) -> Result<Material, String> {
@@ -280,7 +329,9 @@ fn rsa_material(raw: &RawJwk) -> Result<Material, String> {
     }
     let bits = n.len() * 8 - n[0].leading_zeros() as usize;
     if !(2048..=8192).contains(&bits) {
-        return Err(format!("the RSA modulus has {bits} bits; 2048 to 8192 are accepted"));
+        return Err(format!(
+            "the RSA modulus has {bits} bits; 2048 to 8192 are accepted"
+        ));
     }
     Ok(Material::Rsa { n, e })
 }
@@ -303,7 +354,10 @@ fn ec_material(raw: &RawJwk) -> Result<(KeyType, Material), String> {
     let x = b64_field(&raw.x, "x")?;
     let y = b64_field(&raw.y, "y")?;
     if x.len() != size || y.len() != size {
-        return Err(format!("`x`/`y` must be {size} bytes for {}", key_type.describe()));
+        return Err(format!(
+            "`x`/`y` must be {size} bytes for {}",
+            key_type.describe()
+        ));
     }
     let mut point = Vec::with_capacity(1 + 2 * size);
     point.push(0x04);
@@ -389,15 +443,23 @@ mod tests {
 
     #[test]
     fn not_a_jwks_and_too_many_keys() {
-        assert!(parse_jwks(&json!({"nope": 1}), AlgSet::asymmetric(), 100, "t").unwrap_err().contains("no `keys`"));
+        assert!(
+            parse_jwks(&json!({"nope": 1}), AlgSet::asymmetric(), 100, "t")
+                .unwrap_err()
+                .contains("no `keys`")
+        );
         let doc = json!({"keys": [{}, {}, {}]});
-        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 2, "t").unwrap_err().contains("max_keys"));
+        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 2, "t")
+            .unwrap_err()
+            .contains("max_keys"));
     }
 
     #[test]
     fn ed25519_key_with_invalid_length_is_rejected() {
         let doc = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}]});
-        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 10, "t").unwrap_err().contains("32 bytes"));
+        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 10, "t")
+            .unwrap_err()
+            .contains("32 bytes"));
     }
 
     #[test]

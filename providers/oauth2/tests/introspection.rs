@@ -517,11 +517,11 @@ async fn cache_disabled_asks_every_time() {
 #[tokio::test]
 async fn cache_never_outlives_exp() {
     let server = MockServer::start().await;
-    answer_json(&server, active(json!({"exp": now() + 1}))).await;
-    // leeway 0 so the token is really dead once `exp` passes.
+    // Whole seconds: `exp` is 1–2s away. leeway 0 so the token is dead once it passes.
+    answer_json(&server, active(json!({"exp": now() + 2}))).await;
     let p = provider(&server, json!({"leeway": 0}));
     validate(&p).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let err = validate(&p).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
     assert!(err.detail().starts_with("token expired at"), "{err}");

@@ -1,1 +1,458 @@
-//! placeholder
+//! `upstream_header`: the identity asserted by a trusted authenticating proxy.
+//!
+//! An authenticating proxy in front of the service (oauth2-proxy, an ingress
+//! with external auth, a service mesh) has already logged the user in and says
+//! who it is in request headers (`X-Forwarded-User`, `X-Forwarded-Groups`…).
+//! Those headers are believed **only** when the TCP peer is one of
+//! `trusted_proxy_cidrs`; from anyone else they are ignored and the request is
+//! refused with 403, since anyone can send such headers.
+//!
+//! This provider does not use the bearer token at all, so the layer/server must
+//! call [`AuthProvider::validate`] even when a request carries no
+//! `Authorization` header (with an empty token), and must fill
+//! [`RequestContext::peer`]. The proxy must *set* (overwrite) the identity
+//! headers, never pass a client's own copies through.
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use tokengate_api::{
+    parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError,
+    DynProvider, ErrorKind, Ownership, Principal, ProviderBuilder, RequestContext,
+};
+
+/// `provider_config` for `type: upstream_header`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamHeaderConfig {
+    /// The header naming the principal (default `x-forwarded-user`).
+    #[serde(default = "default_principal_header")]
+    pub principal_header: String,
+    /// Header → attribute; values are split on commas and trimmed
+    /// (e.g. `x-forwarded-groups: teams`).
+    #[serde(default)]
+    pub attribute_headers: BTreeMap<String, String>,
+    /// Peers whose headers are believed: CIDRs (`10.0.0.0/8`, `fd00::/8`) or
+    /// single addresses. Required and non-empty.
+    pub trusted_proxy_cidrs: Vec<String>,
+}
+
+fn default_principal_header() -> String {
+    "x-forwarded-user".to_string()
+}
+
+/// Builds `type: upstream_header` providers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UpstreamHeaderBuilder;
+
+impl ProviderBuilder for UpstreamHeaderBuilder {
+    fn type_name(&self) -> &'static str {
+        "upstream_header"
+    }
+
+    fn build(
+        &self,
+        config: serde_json::Value,
+        _ctx: &BuildContext,
+    ) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(UpstreamHeaderProvider::from_config(
+            parse_provider_config(config)?,
+        )?))
+    }
+}
+
+/// Takes the identity from a trusted proxy's headers. See the crate docs.
+#[derive(Debug)]
+pub struct UpstreamHeaderProvider {
+    principal_header: String,
+    /// (lower-cased header, attribute), in config order.
+    attribute_headers: Vec<(String, String)>,
+    trusted: Vec<IpNet>,
+}
+
+/// Headers the layer strips from [`RequestContext`] (see its docs); naming one
+/// here would make the provider wait for a header that never comes.
+const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+/// A header name as it appears in [`RequestContext::headers`] (lower-cased),
+/// refusing names that are invalid or never reach providers.
+fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
+    let lower = name.trim().to_ascii_lowercase();
+    if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` is not a valid HTTP header name"),
+        ));
+    }
+    if CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+        return Err(ConfigError::new(
+            field,
+            format!("`{name}` carries credentials and is never passed to providers; use the header your proxy sets"),
+        ));
+    }
+    Ok(lower)
+}
+
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        // `10.1.2.3/8` means 10.0.0.0/8 to every proxy config format; store it so.
+        return Ok(net.trunc());
+    }
+    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
+        format!("`{text}` is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an IP address")
+    })
+}
+
+impl UpstreamHeaderProvider {
+    pub fn from_config(config: UpstreamHeaderConfig) -> Result<Self, ConfigError> {
+        let principal_header = header_name("principal_header", &config.principal_header)?;
+        let mut attribute_headers = Vec::new();
+        for (header, attribute) in &config.attribute_headers {
+            let field = format!("attribute_headers.{header}");
+            let name = header_name(&field, header)?;
+            if name == principal_header {
+                return Err(ConfigError::new(field, "is also the principal_header"));
+            }
+            if attribute.trim().is_empty() {
+                return Err(ConfigError::new(field, "the attribute name is empty"));
+            }
+            attribute_headers.push((name, attribute.trim().to_string()));
+        }
+        if config.trusted_proxy_cidrs.is_empty() {
+            return Err(ConfigError::new(
+                "trusted_proxy_cidrs",
+                "is empty; list the addresses of the proxy that sets the identity headers (believing them from \
+                 anyone would let every client choose who it is)",
+            ));
+        }
+        let mut trusted = Vec::new();
+        for (i, text) in config.trusted_proxy_cidrs.iter().enumerate() {
+            let net = parse_cidr(text)
+                .map_err(|m| ConfigError::new(format!("trusted_proxy_cidrs[{i}]"), m))?;
+            if net.prefix_len() == 0 {
+                tracing::warn!(
+                    cidr = %net,
+                    "upstream_header trusts identity headers from every address; only safe if nothing but the proxy can reach this server"
+                );
+            }
+            trusted.push(net);
+        }
+        Ok(UpstreamHeaderProvider {
+            principal_header,
+            attribute_headers,
+            trusted,
+        })
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+}
+
+#[async_trait]
+impl AuthProvider for UpstreamHeaderProvider {
+    fn type_name(&self) -> &str {
+        "upstream_header"
+    }
+
+    /// Ignores `token`: the identity is in the proxy's headers.
+    async fn validate(&self, _token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
+        let Some(peer) = ctx.peer else {
+            return Err(AuthError::new(
+                ErrorKind::InsufficientScope,
+                "the request's peer address is unknown; identity headers are believed only from trusted_proxy_cidrs",
+            ));
+        };
+        // A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; compare
+        // them as the IPv4 addresses they are, so 10.0.0.0/8 still matches.
+        let ip = peer.ip().to_canonical();
+        if !self.is_trusted(ip) {
+            return Err(AuthError::new(
+                ErrorKind::InsufficientScope,
+                format!("peer {ip} is not a trusted proxy; identity headers ignored"),
+            ));
+        }
+        let principal = ctx
+            .headers
+            .get(&self.principal_header)
+            .map(|v| v.trim())
+            .unwrap_or_default();
+        if principal.is_empty() {
+            return Err(AuthError::invalid_token(format!(
+                "trusted proxy {ip} sent no {} header (the user is not logged in at the proxy)",
+                self.principal_header
+            )));
+        }
+        let mut attributes = Attributes::new();
+        for (header, attribute) in &self.attribute_headers {
+            let Some(value) = ctx.headers.get(header) else {
+                continue;
+            };
+            let values = attributes.entry(attribute.clone()).or_default();
+            for item in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+                if !values.iter().any(|v| v == item) {
+                    values.push(item.to_string());
+                }
+            }
+        }
+        attributes.retain(|_, values| !values.is_empty());
+        Ok(Principal::new(principal).with_attributes(attributes))
+    }
+
+    fn error_message(&self) -> String {
+        format!(
+            "Authentication required. This service trusts the identity its authenticating proxy asserts in the \
+             `{}` header; send the request through that proxy and log in there",
+            self.principal_header
+        )
+    }
+
+    /// Every request is this provider's: it needs no token, so no token's
+    /// shape can say otherwise.
+    fn ownership(&self, _token: &str) -> Ownership {
+        Ownership::Mine
+    }
+
+    fn accepts(&self) -> String {
+        format!(
+            "the `{}` header from a trusted proxy",
+            self.principal_header
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::net::SocketAddr;
+
+    fn provider(config: serde_json::Value) -> UpstreamHeaderProvider {
+        UpstreamHeaderProvider::from_config(parse_provider_config(config).unwrap()).unwrap()
+    }
+
+    fn request(peer: Option<&str>, headers: &[(&str, &str)]) -> RequestContext {
+        let mut ctx = RequestContext::new("GET", "/v1/models");
+        for (name, value) in headers {
+            ctx.add_header(name, value);
+        }
+        ctx.peer = peer.map(|p| p.parse::<SocketAddr>().unwrap());
+        ctx
+    }
+
+    fn standard() -> UpstreamHeaderProvider {
+        provider(json!({
+            "attribute_headers": {"X-Forwarded-Groups": "teams", "x-forwarded-roles": "roles", "x-team": "teams"},
+            "trusted_proxy_cidrs": ["10.0.0.0/8", "192.168.1.7", "fd00::/8"]
+        }))
+    }
+
+    #[tokio::test]
+    async fn trusted_peer_gives_principal_and_attributes() {
+        let p = standard();
+        let ctx = request(
+            Some("10.1.2.3:40000"),
+            &[
+                ("X-Forwarded-User", " alice@example.com "),
+                ("X-Forwarded-Groups", "ml, infra,,  ml "),
+                ("X-Team", "research"),
+                ("X-Forwarded-Roles", "admin"),
+                ("X-Forwarded-Roles", "viewer"), // repeated headers arrive joined with ", "
+            ],
+        );
+        let principal = p.validate("", &ctx).await.unwrap();
+        assert_eq!(principal.principal, "alice@example.com");
+        assert_eq!(
+            principal.attributes["teams"],
+            vec!["ml", "infra", "research"]
+        );
+        assert_eq!(principal.attributes["roles"], vec!["admin", "viewer"]);
+
+        // A single trusted address, and a token that is simply ignored.
+        let ctx = request(Some("192.168.1.7:1"), &[("x-forwarded-user", "bob")]);
+        let principal = p.validate("whatever-token", &ctx).await.unwrap();
+        assert_eq!(principal.principal, "bob");
+        assert!(principal.attributes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn untrusted_or_unknown_peer_is_403_and_headers_ignored() {
+        // standard() trusts 10.0.0.0/8, 192.168.1.7 and fd00::/8.
+        let p = standard();
+        for (peer, ip) in [
+            ("11.0.0.9:5000", "11.0.0.9"),
+            ("192.168.1.8:443", "192.168.1.8"),
+            ("[fe80::1]:443", "fe80::1"),
+        ] {
+            let e = p
+                .validate("", &request(Some(peer), &[("x-forwarded-user", "admin")]))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InsufficientScope, "{peer}");
+            assert_eq!(e.kind().http_status(), 403);
+            assert_eq!(
+                e.detail(),
+                format!("peer {ip} is not a trusted proxy; identity headers ignored")
+            );
+        }
+
+        let e = p
+            .validate("", &request(None, &[("x-forwarded-user", "admin")]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InsufficientScope);
+        assert!(e.detail().contains("peer address is unknown"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn missing_or_empty_header_from_trusted_peer_is_401() {
+        let p = standard();
+        for headers in [
+            &[][..],
+            &[("x-forwarded-user", "  ")][..],
+            &[("x-forwarded-groups", "ml")][..],
+        ] {
+            let e = p
+                .validate("", &request(Some("10.0.0.1:1"), headers))
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidToken);
+            assert_eq!(e.kind().http_status(), 401);
+            assert!(
+                e.detail()
+                    .contains("trusted proxy 10.0.0.1 sent no x-forwarded-user header"),
+                "{e}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn ipv6_cidrs_and_ipv4_mapped_peers() {
+        let p = provider(json!({
+            "principal_header": "X-Auth-Request-User",
+            "trusted_proxy_cidrs": ["2001:db8:42::/48", "10.0.0.0/8"]
+        }));
+        let ok = |peer: &str| request(Some(peer), &[("x-auth-request-user", "carol")]);
+        assert_eq!(
+            p.validate("", &ok("[2001:db8:42:1::5]:8443"))
+                .await
+                .unwrap()
+                .principal,
+            "carol"
+        );
+        assert!(p.validate("", &ok("[2001:db8:43::5]:8443")).await.is_err());
+        // A dual-stack listener reports an IPv4 proxy as ::ffff:10.1.1.1.
+        assert_eq!(
+            p.validate("", &ok("[::ffff:10.1.1.1]:8443"))
+                .await
+                .unwrap()
+                .principal,
+            "carol"
+        );
+        let e = p
+            .validate("", &ok("[::ffff:11.1.1.1]:8443"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.detail(),
+            "peer 11.1.1.1 is not a trusted proxy; identity headers ignored"
+        );
+        // Host bits in a CIDR are ignored, as proxies' configs do.
+        let p = provider(json!({"trusted_proxy_cidrs": ["10.9.9.9/8"]}));
+        assert!(p
+            .validate(
+                "",
+                &request(Some("10.0.0.1:1"), &[("x-forwarded-user", "d")])
+            )
+            .await
+            .is_ok());
+    }
+
+    #[test]
+    fn owns_every_token_even_none() {
+        let p = standard();
+        assert_eq!(p.ownership(""), Ownership::Mine);
+        assert_eq!(p.ownership("eyJ.x.y"), Ownership::Mine);
+        assert!(p.error_message().contains("x-forwarded-user"));
+        assert_eq!(p.type_name(), "upstream_header");
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let cases = [
+            (json!({}), "", "missing field `trusted_proxy_cidrs`"),
+            (
+                json!({"trusted_proxy_cidrs": []}),
+                "trusted_proxy_cidrs",
+                "is empty",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["10.0.0.0/33"]}),
+                "trusted_proxy_cidrs[0]",
+                "is not a CIDR",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["10.0.0.0/8", "proxy.local"]}),
+                "trusted_proxy_cidrs[1]",
+                "proxy.local",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["::1"], "principal_header": "bad header"}),
+                "principal_header",
+                "not a valid",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["::1"], "principal_header": "Authorization"}),
+                "principal_header",
+                "credentials",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["::1"], "attribute_headers": {"cookie": "x"}}),
+                "attribute_headers.cookie",
+                "credentials",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["::1"], "attribute_headers": {"X-Forwarded-User": "roles"}}),
+                "attribute_headers.X-Forwarded-User",
+                "principal_header",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["::1"], "attribute_headers": {"x-g": " "}}),
+                "attribute_headers.x-g",
+                "empty",
+            ),
+            (
+                json!({"trusted_proxy_cidrs": ["::1"], "trusted_proxies": ["::1"]}),
+                "trusted_proxies",
+                "unknown field",
+            ),
+        ];
+        for (config, field, needle) in cases {
+            let e = parse_provider_config::<UpstreamHeaderConfig>(config.clone())
+                .and_then(UpstreamHeaderProvider::from_config)
+                .unwrap_err();
+            assert_eq!(e.field, field, "{config}: {e}");
+            assert!(e.message.contains(needle), "{config}: {e}");
+        }
+    }
+
+    #[test]
+    fn example_config_builds() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../config/upstream_header.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let mut section = doc["provider_config"].clone();
+        assert_eq!(
+            section.as_object_mut().unwrap().remove("type"),
+            Some(json!("upstream_header"))
+        );
+        UpstreamHeaderBuilder
+            .build(section, &BuildContext::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}

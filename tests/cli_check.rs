@@ -1,0 +1,214 @@
+//! `tokengate check`: exit codes and JSON shapes operators script against,
+//! driving the real binary against a real identity provider on 127.0.0.1.
+
+mod common;
+
+use common::Idp;
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_tokengate")
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn yaml_for(idp: &Idp) -> String {
+    format!(
+        "provider_config:\n  type: oauth2_token\n  issuer: {iss}\n  audience: tokengate-dev\n  jwks:\n    uri: {jwks}\n  claims_mapping:\n    sub: roles\n    groups: teams\n    scope: scopes\n",
+        iss = idp.url(),
+        jwks = idp.issuer.jwks_uri()
+    )
+}
+
+/// Runs the binary off the async runtime so the in-process IdP keeps serving.
+async fn run(args: Vec<String>, stdin: Option<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(bin())
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tokengate runs");
+        {
+            let mut input = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                input.write_all(s.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout_json(out: &Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {text}"))
+}
+
+fn args(config: &Path, token: Option<&str>) -> Vec<String> {
+    let mut a = vec!["check".to_string(), "--config".to_string(), config.display().to_string()];
+    if let Some(t) = token {
+        a.push("--token".into());
+        a.push(t.into());
+    }
+    a
+}
+
+#[tokio::test]
+async fn valid_token_prints_principal_and_exits_0() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
+    let out = run(args(&config, Some(&idp.token("alice"))), None).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        stdout_json(&out),
+        json!({"principal": "alice", "attributes": {"roles": ["alice"], "teams": ["ml", "ops"], "scopes": ["read", "write"]}})
+    );
+}
+
+#[tokio::test]
+async fn token_from_first_line_of_stdin_with_or_without_bearer() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
+    let token = idp.token("bob");
+    for input in [format!("{token}\nignored second line\n"), format!("Bearer {token}\n")] {
+        let out = run(args(&config, None), Some(input)).await;
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout_json(&out)["principal"], "bob");
+    }
+}
+
+#[tokio::test]
+async fn rejected_token_exits_1_with_error_shape() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
+    let out = run(args(&config, Some(&idp.expired_token("carol"))), None).await;
+    assert_eq!(out.status.code(), Some(1));
+    let body = stdout_json(&out);
+    assert_eq!(body["error"]["code"], "invalid_token");
+    assert_eq!(
+        body["error"]["message"],
+        format!("Authentication required. Please provide a valid OAuth2 Bearer token from {}", idp.url())
+    );
+    let detail = body["error"]["detail"].as_str().unwrap();
+    assert!(detail.contains("expired"), "{detail}");
+
+    let out = run(args(&config, Some(&common::tamper(&idp.token("dave")))), None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout_json(&out)["error"]["code"], "invalid_token");
+}
+
+#[tokio::test]
+async fn unreachable_identity_provider_exits_3_not_1() {
+    let idp = Idp::unreachable().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
+    let out = run(args(&config, Some(&idp.token("erin"))), None).await;
+    assert_eq!(out.status.code(), Some(3), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    let body = stdout_json(&out);
+    assert_eq!(body["error"]["code"], "temporarily_unavailable");
+    assert!(body["error"]["message"].as_str().unwrap().starts_with("Authentication required"));
+}
+
+#[tokio::test]
+async fn config_errors_exit_2_naming_file_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("unknown-type.yaml", "provider_config:\n  type: saml\n", "unknown provider type `saml`"),
+        ("typo.yaml", "provider_config:\n  type: custom\n  endpont: http://x\n", "endpont"),
+        (
+            "both.yaml",
+            "provider_config:\n  type: oauth2_token\n  audience: a\n  jwks: {uri: 'http://127.0.0.1:1/k'}\n  introspection: {url: 'http://127.0.0.1:1/i', client_id: a, client_secret: b}\n",
+            "provider_config",
+        ),
+        ("no-audience.yaml", "provider_config:\n  type: oauth2_token\n  jwks: {uri: 'http://127.0.0.1:1/k'}\n", "audience"),
+        ("bad-url.yaml", "provider_config:\n  type: custom\n  endpoint: 'not a url'\n", "endpoint"),
+        ("broken.yaml", "provider_config: [\n", "invalid YAML"),
+    ];
+    for (name, text, expected) in cases {
+        let config = write(dir.path(), name, text);
+        let out = run(args(&config, Some("x")), None).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: stderr must name the file: {stderr}");
+        assert!(stderr.contains(expected), "{name}: stderr must say `{expected}`: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}: nothing on stdout for config errors");
+    }
+    let missing = run(args(&dir.path().join("absent.yaml"), Some("x")), None).await;
+    assert_eq!(missing.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "c.yaml", "provider_config:\n  type: custom\n  endpoint: http://127.0.0.1:1/\n");
+    let no_token = run(args(&config, None), Some(String::new())).await;
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
+    let bad_flag = run(vec!["check".into(), "--nope".into()], None).await;
+    assert_eq!(bad_flag.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn json_and_toml_configs_by_extension() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let section = json!({
+        "type": "oauth2_token", "issuer": idp.url(), "audience": "tokengate-dev",
+        "jwks": {"uri": idp.issuer.jwks_uri()}
+    });
+    let json_cfg = write(dir.path(), "gate.json", &json!({ "provider_config": section }).to_string());
+    let toml_cfg = write(
+        dir.path(),
+        "gate.toml",
+        &format!(
+            "[provider_config]\ntype = \"oauth2_token\"\nissuer = \"{}\"\naudience = \"tokengate-dev\"\n[provider_config.jwks]\nuri = \"{}\"\n",
+            idp.url(),
+            idp.issuer.jwks_uri()
+        ),
+    );
+    let token = idp.token("frank");
+    for cfg in [json_cfg, toml_cfg] {
+        let out = run(args(&cfg, Some(&token)), None).await;
+        assert_eq!(out.status.code(), Some(0), "{}: {}", cfg.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout_json(&out)["principal"], "frank");
+    }
+}
+
+#[tokio::test]
+async fn llama_stack_run_yaml_applies_its_default_audience() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let run_yaml = format!(
+        "version: 2\nimage_name: demo\napis: [inference]\nproviders:\n  inference: []\nserver:\n  port: 8321\n  auth:\n    provider_config:\n      type: oauth2_token\n      issuer: {}\n      jwks:\n        uri: {}\n        key_recheck_period: 3600\n",
+        idp.url(),
+        idp.issuer.jwks_uri()
+    );
+    let config = write(dir.path(), "run.yaml", &run_yaml);
+    let mut claims = Map::new();
+    claims.insert("aud".into(), json!("llama-stack"));
+    claims.insert("groups".into(), json!(["research"]));
+    let token = idp.issuer.mint("gina", &claims, Duration::from_secs(300)).unwrap();
+    let out = run(args(&config, Some(&token)), None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Llama Stack's default claims_mapping: sub→roles, groups→teams.
+    assert_eq!(stdout_json(&out), json!({"principal": "gina", "attributes": {"roles": ["gina"], "teams": ["research"]}}));
+
+    // The dev audience is not Llama Stack's default: refused.
+    let out = run(args(&config, Some(&idp.token("gina"))), None).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout_json(&out)["error"]["detail"].as_str().unwrap().contains("audience"));
+}
