@@ -2,8 +2,10 @@
 //
 // Nothing here is tokengate code: the tokens, the JWKS, discovery, RFC 7662
 // introspection and RFC 7009 revocation all come from oidc-provider. This file
-// only configures it and adds a small admin listener for the suite (key
-// rotation, stopping/starting the provider, minting deliberately bad tokens).
+// only configures it and adds what the suite needs around it: a small admin
+// listener (key rotation, stopping/starting the provider, minting deliberately
+// bad tokens), a token store shared across rotations, and enforcement of each
+// client's registered authentication method at introspection/revocation.
 //
 // Environment (everything binds to 127.0.0.1 only):
 //   OIDC_PORT         port of the provider (0 = pick a free one); issuer is http://127.0.0.1:<port>
@@ -25,15 +27,17 @@
 //     introspector-post (client_secret_post); revocation for the token's owner.
 //
 // Admin routes (http://127.0.0.1:<OIDC_ADMIN_PORT>):
-//   GET  /state                      the ready document plus `running` and the current kids
+//   GET  /state                      the ready document plus `running`, the current kids,
+//                                    `requests` (count per method and path) and `client_auth_log`
 //   POST /rotate?alg=RS256|ES256|EdDSA   new key with a new kid at the front of the JWKS;
 //                                    new tokens of that algorithm are signed with it
 //   POST /stop                       close the provider's listener and drop its connections
 //   POST /start                      listen again on the same port (same keys, same tokens)
-//   POST /forge  {claims, header, key: "current"|"stranger", alg, exp_in}
-//                                    a JWT with the given claims/header, signed by the
-//                                    provider's current key of `alg` or by a key the
-//                                    provider never published
+//   POST /forge  {claims, header, key: "current"|"stranger"|"public-as-hmac", alg, exp_in}
+//                                    a JWT with the given claims/header (null removes one),
+//                                    signed by the provider's current key of `alg`, by a key
+//                                    the provider never published, or HS256 keyed with the
+//                                    RS256 public key PEM (algorithm confusion)
 // SIGUSR2 rotates every algorithm; SIGTERM/SIGINT exit.
 
 import * as crypto from 'node:crypto';
@@ -315,7 +319,11 @@ async function strictClientAuth(req, res) {
   return true;
 }
 
+const requestCounts = {}; // "GET /jwks" -> n, for GET /state
+
 const oidcServer = http.createServer(async (req, res) => {
+  const route = `${req.method} ${req.url.split('?')[0]}`;
+  requestCounts[route] = (requestCounts[route] ?? 0) + 1;
   try {
     if (await strictClientAuth(req, res)) handler(req, res);
   } catch (err) {
@@ -445,7 +453,7 @@ const adminServer = http.createServer(async (req, res) => {
     const route = `${req.method} ${url.pathname}`;
     if (route === 'GET /state') {
       return send(200, {
-        ...readyDocument(adminPort), running, client_auth_log: clientAuthLog,
+        ...readyDocument(adminPort), running, client_auth_log: clientAuthLog, requests: requestCounts,
       });
     }
     if (route === 'POST /rotate') {

@@ -47,6 +47,14 @@ REQUESTED_SCOPE = {"svc-rs256": "read write", "svc-es256": "read", "svc-eddsa": 
 ALG_CLIENT = {"RS256": "svc-rs256", "ES256": "svc-es256", "EdDSA": "svc-eddsa"}
 COOLDOWN = 1.0  # jwks.refresh_cooldown given to `tokengate serve`
 
+# Checks that fail because of a tokengate bug already reported: shown as XFAIL
+# and not counted as failures (INTEROP_STRICT=1 counts them). When one passes,
+# it says so: take it out of this list.
+KNOWN_ISSUES = {
+    "2.5": "the introspection endpoint's 400 for a JWT-shaped token is reported as 503 (unavailable)",
+}
+STRICT = os.environ.get("INTEROP_STRICT") == "1"
+
 # Requests to 127.0.0.1 only, never through a proxy from the environment.
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 CHILD_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
@@ -180,7 +188,7 @@ class Suite:
         os.makedirs(self.configs, exist_ok=True)
         self.procs = {}  # name -> Popen
         self.results = []  # (id, ok)
-        self.failed_logs = set()
+        self.xfailed = []  # ids of KNOWN_ISSUES that failed
         self.idp = None  # the provider's ready document
         self.upstream = None
 
@@ -189,9 +197,17 @@ class Suite:
     def record(self, cid, name, ok, detail="", note=""):
         """One result line. `detail` is shown on failure, `note` (short) on success."""
         ok = bool(ok)
-        self.results.append((cid, ok))
-        word = "PASS" if ok else "FAIL"
+        known = cid in KNOWN_ISSUES and not STRICT
+        if known and not ok:
+            self.xfailed.append(cid)
+            word = "XFAIL"
+            detail = f"known tokengate issue: {KNOWN_ISSUES[cid]}\n{detail}"
+        else:
+            self.results.append((cid, ok))
+            word = "PASS" if ok else "FAIL"
         line = f"{word}  {cid:<6} {name}"
+        if ok and cid in KNOWN_ISSUES:
+            note = "fixed: remove it from KNOWN_ISSUES in interop/run_checks.py"
         if ok and note:
             line += f"  [{note}]"
         if detail and not ok:
@@ -241,8 +257,9 @@ class Suite:
             except Exception:  # noqa: BLE001
                 pass
         if self.upstream:
-            self.upstream.shutdown()
-            self.upstream.server_close()
+            upstream, self.upstream = self.upstream, None
+            upstream.shutdown()
+            upstream.server_close()
 
     # -- the provider
 
@@ -308,7 +325,8 @@ class Suite:
     def tg_check(self, config, token, stdin=False, timeout=60):
         argv = [self.tokengate, "check", "--config", config]
         if not stdin:
-            argv += ["--token", token]
+            # `--token=` form: opaque tokens may start with "-", which a separate argument would make a flag
+            argv.append(f"--token={token}")
         p = subprocess.run(argv, input=(token + "\n") if stdin else "", capture_output=True,
                            text=True, timeout=timeout, env=CHILD_ENV)
         try:
@@ -332,7 +350,6 @@ class Suite:
         except RuntimeError:
             ok = False
         if ok is not True:
-            self.failed_logs.add(name)
             raise RuntimeError(f"{name} not ready on {base}/healthz:\n" + tail(os.path.join(self.logs, f"{name}.log")))
         return base
 
@@ -381,6 +398,21 @@ class Suite:
             return rc == 0 and out == want, f"rc={rc} got stdout={p.stdout.strip()} stderr={p.stderr.strip()[:400]}"
 
         self.expect("1.3", "Llama Stack run.yaml (server.auth.provider_config): ES256 token accepted", run_yaml)
+
+        toml = os.path.join(self.configs, "jwt.toml")
+        with open(toml, "w") as f:
+            f.write(
+                f'[provider_config]\ntype = "oauth2_token"\nissuer = {json.dumps(iss)}\naudience = {json.dumps(API)}\n\n'
+                f'[provider_config.jwks]\nuri = {json.dumps(jwks_uri)}\n\n'
+                '[provider_config.claims_mapping]\ngroups = "teams"\n"realm_access.roles" = "roles"\nscope = "scopes"\n'
+            )
+
+        def run_toml():
+            rc, out, p = self.tg_check(toml, tokens["EdDSA"])
+            want = {"principal": "svc-eddsa", "attributes": self.expected_attributes("svc-eddsa")}
+            return rc == 0 and out == want, f"rc={rc} got stdout={p.stdout.strip()} stderr={p.stderr.strip()[:400]}"
+
+        self.expect("1.3t", "TOML config: EdDSA token accepted", run_toml)
 
         # Tokens that must be refused (explicit jwks.uri config; the provider is up).
         config = configs["jwks.uri"]
@@ -447,7 +479,7 @@ class Suite:
         url = self.idp["discovery"]["introspection_endpoint"]
         base = {"issuer": self.idp["issuer"], "audience": OPAQUE, "claims_mapping": CLAIMS_MAPPING,
                 # client_credentials tokens have no `sub` (no end user): the client is the principal
-                "principal_claim": "client_id", "cache": {"enabled": False}}
+                "principal_claim": "client_id"}
         variants = {
             "client_secret_basic": ("introspector-basic", False),
             "client_secret_post": ("introspector-post", True),
@@ -516,6 +548,24 @@ class Suite:
 
         self.expect("2.4", "introspection endpoint unreachable: exit 3, temporarily_unavailable", dead)
 
+        def jwt_shaped():
+            # oidc-provider answers 400 unsupported_token_type for anything whose first segment
+            # decodes as a JWS header. The token is bad, the provider is fine: 1, not 3 -- else any
+            # client can make tokengate report the provider down (503) at will.
+            config = os.path.join(self.configs, "introspection-client_secret_basic.json")
+            got = []
+            for what, token in (("a JWT issued by the provider", self.token("svc-rs256")),
+                                ("a hand-made JWT-shaped string",
+                                 b64url('{"alg":"RS256","kid":"x"}') + "." + b64url("{}") + ".c2ln")):
+                rc, out, p = self.tg_check(config, token)
+                err = (out or {}).get("error", {}) if isinstance(out, dict) else {}
+                got.append((what, rc, err.get("code"), err.get("detail")))
+            ok = all(rc == 1 and code == "invalid_token" for _, rc, code, _ in got)
+            return ok, "want rc=1 invalid_token for each, got:\n" + "\n".join(
+                f"  {what}: rc={rc} code={code} detail={detail}" for what, rc, code, detail in got)
+
+        self.expect("2.5", "JWT-shaped token sent to the introspection provider (it answers 400): exit 1, not 3", jwt_shaped)
+
     # ------------------------------------------------------------- check 3
 
     def check_rotation(self):
@@ -542,6 +592,12 @@ class Suite:
                   and r.headers.get("X-Auth-Attr-Roles") == ",".join(want["roles"]))
             return ok, f"want 200 principal={client} attributes={json.dumps(want)}\n got {r!r}"
 
+        def metrics():
+            r = http("GET", base + "/metrics")
+            return r.status == 200 and "WWW-Authenticate" not in r.headers, f"got {r!r}"
+
+        self.expect("3.0m", "/metrics answers 200 without a token (not a decision)", metrics)
+
         old = {alg: self.token(client) for alg, client in ALG_CLIENT.items()}
         self.expect("3.1", "before rotation: RS256 token allowed (200, X-Auth-Principal, X-Auth-Attributes, X-Auth-Attr-*)",
                     lambda: allowed(decide(old["RS256"]), "svc-rs256"))
@@ -555,6 +611,14 @@ class Suite:
             return ok, f"got {r!r}"
 
         self.expect("3.2", "garbage token: 401, WWW-Authenticate Bearer realm/error, JSON error body", denied_shape)
+
+        def forwarded_headers():
+            r = http("GET", base + "/", headers={"Authorization": f"Bearer {old['EdDSA']}",
+                                                 "X-Forwarded-Method": "POST", "X-Forwarded-Uri": "/v1/files",
+                                                 "X-Forwarded-Host": "api.example", "X-Forwarded-Proto": "https"})
+            return allowed(r, "svc-eddsa")
+
+        self.expect("3.1f", "Traefik-style X-Forwarded-Method/-Uri request on /: EdDSA token allowed", forwarded_headers)
 
         kid_before = jwt_parts(old["RS256"])[0]["kid"]
         new_kid = self.admin("POST", "/rotate?alg=RS256")["kid"]
@@ -618,6 +682,61 @@ class Suite:
             return allowed(r or decide(unseen), "svc-es256")
 
         self.expect("3.10", "provider back: the token of the new ES256 key is accepted", recovered)
+
+        jwks_path = "GET " + urllib.parse.urlsplit(self.idp["discovery"]["jwks_uri"]).path
+
+        def jwks_fetches():
+            return self.admin("GET", "/state")["requests"].get(jwks_path, 0)
+
+        def burst(tokens, workers=10, pause=0.0):
+            results = [None] * len(tokens)
+
+            def worker(i):
+                try:
+                    results[i] = decide(tokens[i]).status
+                except Exception as e:  # noqa: BLE001
+                    results[i] = repr(e)
+
+            for start in range(0, len(tokens), workers):
+                threads = [threading.Thread(target=worker, args=(i,))
+                           for i in range(start, min(start + workers, len(tokens)))]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                time.sleep(pause)
+            return results
+
+        def rotation_storm():
+            self.admin("POST", "/rotate?alg=EdDSA")
+            token = self.token("svc-eddsa")
+            time.sleep(COOLDOWN + 0.2)
+            before = jwks_fetches()
+            statuses = burst([token] * 40, workers=40)
+            fetched = jwks_fetches() - before
+            ok = all(s == 200 for s in statuses) and 1 <= fetched <= 2
+            return ok, f"statuses={sorted(set(map(str, statuses)))} ({statuses.count(200)}/40 allowed), JWKS fetches={fetched}", \
+                f"{statuses.count(200)}/40 allowed, {fetched} JWKS fetch(es)"
+
+        self.expect("3.11", "40 concurrent requests with a just-rotated kid: all allowed, JWKS fetched at most twice",
+                    rotation_storm)
+
+        def random_kids():
+            time.sleep(COOLDOWN + 0.2)
+            tokens = [self.forge(alg="ES256", key="stranger", header={"kid": "random-" + b64url(os.urandom(6))})
+                      for _ in range(60)]
+            before = jwks_fetches()
+            t0 = time.monotonic()
+            statuses = burst(tokens, workers=10, pause=0.45)  # spread over ~2.5 cooldowns
+            elapsed = time.monotonic() - t0
+            fetched = jwks_fetches() - before
+            limit = int(elapsed / COOLDOWN) + 2
+            ok = all(s == 401 for s in statuses) and fetched <= limit
+            return ok, f"statuses={sorted(set(map(str, statuses)))}, JWKS fetches={fetched} in {elapsed:.2f}s (limit {limit})", \
+                f"{fetched} JWKS fetch(es) for 60 unknown kids in {elapsed:.1f}s"
+
+        self.expect("3.12", "60 tokens with random unknown kids: all 401, JWKS fetches bounded by refresh_cooldown",
+                    random_kids)
         self.stop("tokengate-rotation")
 
     # ------------------------------------------------------------- check 4
@@ -820,7 +939,8 @@ class Suite:
                 self.dump_logs()
             self.stop_all()
         passed = sum(1 for _, ok in self.results if ok)
-        print(f"# interop suite took {time.monotonic() - started:.1f}s; failed: {', '.join(failed) or 'none'}")
+        print(f"# interop suite took {time.monotonic() - started:.1f}s; failed: {', '.join(failed) or 'none'}"
+              + (f"; known tokengate issues (XFAIL, not counted): {', '.join(self.xfailed)}" if self.xfailed else ""))
         print(f"interop: {passed} passed, {len(failed)} failed")
         return 1 if failed or not self.results else 0
 

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317  # cleanup() and ours() run from the EXIT trap
 # tokengate interop suite (issue #6): the real `tokengate` binary against
 # software nobody here wrote — panva's oidc-provider (a certified OpenID
 # Provider, run from interop/oidc-server.mjs) and nginx's auth_request.

@@ -44,6 +44,15 @@ pub struct Settings {
     /// Llama Stack's `server.auth.route_policy`, and tokengate's route rules.
     #[serde(default)]
     pub route_policy: Option<Value>,
+    /// Revoked JWT `jti`s and token hashes, from a file that reloads on change.
+    #[serde(default)]
+    pub revocation: Option<Value>,
+    /// One JSON line per decision, to a file or standard output.
+    #[serde(default)]
+    pub audit: Option<Value>,
+    /// State shared by replicas (revocation list, remote-result cache): `{url, key_prefix}`.
+    #[serde(default)]
+    pub redis: Option<Value>,
 }
 
 /// Formats a config file can be written in.

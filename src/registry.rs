@@ -23,12 +23,17 @@ impl Registry {
         Registry { builders: BTreeMap::new() }
     }
 
-    /// `oauth2_token`, `custom` and `github_token`.
+    /// Every built-in type: `oauth2_token`, `custom`, `github_token`, `api_key`
+    /// (alias `local_api_key`), `kubernetes`, `upstream_header`.
     pub fn with_builtins() -> Self {
         let mut r = Self::empty();
         r.register(tokengate_oauth2::OAuth2Builder);
         r.register(tokengate_custom::CustomBuilder);
         r.register(tokengate_github::GitHubBuilder);
+        r.register(tokengate_api_key::ApiKeyBuilder);
+        r.register(tokengate_api_key::LocalApiKeyBuilder);
+        r.register(tokengate_kubernetes::KubernetesBuilder);
+        r.register(tokengate_upstream_header::UpstreamHeaderBuilder);
         r
     }
 

@@ -18,7 +18,7 @@ pub mod duration;
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
 pub use cache::{token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
 pub use claims::{claim_at_path, ClaimsMapping};
-pub use context::RequestContext;
+pub use context::{RequestContext, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind};
 pub use http::{read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
 pub use secret::Secret;
@@ -89,6 +89,12 @@ pub trait AuthProvider: Send + Sync + 'static {
     /// A short description of what this provider accepts, for chain error messages.
     fn accepts(&self) -> String {
         self.type_name().to_string()
+    }
+
+    /// The claims mapping this provider applies, so `tokengate explain` can say
+    /// which claim and rule produced each attribute value.
+    fn claims_mapping(&self) -> Option<&ClaimsMapping> {
+        None
     }
 
     /// Releases background tasks and connections.

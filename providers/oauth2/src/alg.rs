@@ -106,9 +106,7 @@ impl Alg {
     pub(crate) fn key_type(self) -> KeyType {
         match self {
             Alg::HS256 | Alg::HS384 | Alg::HS512 => KeyType::Oct,
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
-                KeyType::Rsa
-            }
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => KeyType::Rsa,
             Alg::ES256 => KeyType::P256,
             Alg::ES384 => KeyType::P384,
             Alg::EdDSA => KeyType::Ed25519,

@@ -13,9 +13,7 @@ pub(crate) fn discovery_url(issuer: &str) -> Result<Url, String> {
         .map_err(|e| format!("is not a URL, so OIDC discovery cannot use it ({e})"))?;
     check_scheme(&url)?;
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(
-            "an issuer used for OIDC discovery cannot have a query or fragment".to_string(),
-        );
+        return Err("an issuer used for OIDC discovery cannot have a query or fragment".to_string());
     }
     Ok(url)
 }
@@ -24,9 +22,7 @@ pub(crate) fn check_scheme(url: &Url) -> Result<(), String> {
     match url.scheme() {
         "https" | "http" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
         "https" | "http" => Err("has no host".to_string()),
-        other => Err(format!(
-            "uses {other}://; only https:// (or http:// for local testing) is supported"
-        )),
+        other => Err(format!("uses {other}://; only https:// (or http:// for local testing) is supported")),
     }
 }
 
@@ -46,12 +42,7 @@ pub(crate) async fn discover(
     outcome
 }
 
-async fn fetch(
-    client: &reqwest::Client,
-    url: &Url,
-    issuer: &str,
-    limit: usize,
-) -> Result<Url, AuthError> {
+async fn fetch(client: &reqwest::Client, url: &Url, issuer: &str, limit: usize) -> Result<Url, AuthError> {
     let what = format!("OIDC discovery at {}", display_url(url));
     let response = client
         .get(url.clone())
@@ -61,9 +52,7 @@ async fn fetch(
         .map_err(|e| HttpFailure::from_reqwest(&what, &e.without_url()))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(AuthError::unavailable(format!(
-            "{what}: answered HTTP {status}"
-        )));
+        return Err(AuthError::unavailable(format!("{what}: answered HTTP {status}")));
     }
     let doc: Value = read_json_limited(&what, response, limit).await?;
     match doc.get("issuer").and_then(Value::as_str) {
@@ -75,19 +64,13 @@ async fn fetch(
                 crate::jwt::quoted(issuer)
             )))
         }
-        None => {
-            return Err(AuthError::unavailable(format!(
-                "{what}: the document has no `issuer`"
-            )))
-        }
+        None => return Err(AuthError::unavailable(format!("{what}: the document has no `issuer`"))),
     }
     let Some(jwks_uri) = doc.get("jwks_uri").and_then(Value::as_str) else {
-        return Err(AuthError::unavailable(format!(
-            "{what}: the document has no `jwks_uri`"
-        )));
+        return Err(AuthError::unavailable(format!("{what}: the document has no `jwks_uri`")));
     };
-    let jwks = Url::parse(jwks_uri)
-        .map_err(|e| AuthError::unavailable(format!("{what}: `jwks_uri` is not a URL ({e})")))?;
+    let jwks =
+        Url::parse(jwks_uri).map_err(|e| AuthError::unavailable(format!("{what}: `jwks_uri` is not a URL ({e})")))?;
     check_scheme(&jwks).map_err(|e| AuthError::unavailable(format!("{what}: `jwks_uri` {e}")))?;
     Ok(jwks)
 }
@@ -99,9 +82,7 @@ mod tests {
     #[test]
     fn discovery_url_strips_the_trailing_slash() {
         assert_eq!(
-            discovery_url("https://idp.example/realms/a/")
-                .unwrap()
-                .as_str(),
+            discovery_url("https://idp.example/realms/a/").unwrap().as_str(),
             "https://idp.example/realms/a/.well-known/openid-configuration"
         );
         assert!(discovery_url("not a url").is_err());

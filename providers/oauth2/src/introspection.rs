@@ -36,8 +36,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    claim_at_path, read_body_limited, AuthError, ClaimsMapping, ConfigError, HttpFailure,
-    Principal, RemoteResultCache, Secret, Validated,
+    claim_at_path, read_body_limited, AuthError, ClaimsMapping, ConfigError, HttpFailure, Principal, RemoteResultCache,
+    Secret, Validated,
 };
 
 /// Validates tokens by asking an RFC 7662 introspection endpoint.
@@ -71,10 +71,7 @@ enum Credentials {
     /// the HTTP stack never prints it.
     Basic(HeaderValue),
     /// `client_id` / `client_secret` form fields (`send_secret_in_body: true`).
-    Body {
-        client_id: String,
-        client_secret: Secret,
-    },
+    Body { client_id: String, client_secret: Secret },
 }
 
 impl fmt::Debug for Introspector {
@@ -124,10 +121,7 @@ impl Introspector {
         }
 
         let credentials = if ic.send_secret_in_body {
-            Credentials::Body {
-                client_id: ic.client_id.clone(),
-                client_secret: ic.client_secret.clone(),
-            }
+            Credentials::Body { client_id: ic.client_id.clone(), client_secret: ic.client_secret.clone() }
         } else {
             Credentials::Basic(basic_auth_header(&ic.client_id, &ic.client_secret)?)
         };
@@ -135,11 +129,7 @@ impl Introspector {
         if cfg.leeway > MAX_LEEWAY {
             return Err(ConfigError::new(
                 "leeway",
-                format!(
-                    "{}s is more than the allowed {}s",
-                    cfg.leeway.as_secs(),
-                    MAX_LEEWAY.as_secs()
-                ),
+                format!("{}s is more than the allowed {}s", cfg.leeway.as_secs(), MAX_LEEWAY.as_secs()),
             ));
         }
         if let Some(claim) = &cfg.principal_claim {
@@ -172,10 +162,7 @@ impl Introspector {
                 client,
                 credentials,
                 principal_claim: cfg.principal_claim.clone(),
-                claims_mapping: cfg
-                    .claims_mapping
-                    .clone()
-                    .unwrap_or_else(ClaimsMapping::oauth2_default),
+                claims_mapping: cfg.claims_mapping.clone().unwrap_or_else(ClaimsMapping::oauth2_default),
                 issuer: cfg.issuer.clone(),
                 audience,
                 leeway: cfg.leeway,
@@ -211,9 +198,7 @@ impl Inner {
                 self.max_token_bytes
             )));
         }
-        self.cache
-            .get_or_validate(token, || self.introspect(token))
-            .await
+        self.cache.get_or_validate(token, || self.introspect(token)).await
     }
 
     /// One upstream introspection, counted in the fetch metric.
@@ -246,28 +231,16 @@ impl Inner {
     /// POSTs the token and returns the reply's JSON object, or why there is none.
     async fn fetch(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
         let what = format!("introspection endpoint {}", self.host);
-        let mut form: Vec<(&str, &str)> =
-            vec![("token", token), ("token_type_hint", "access_token")];
-        let mut request = self
-            .client
-            .post(self.url.clone())
-            .timeout(self.timeout)
-            .header(ACCEPT, "application/json");
+        let mut form: Vec<(&str, &str)> = vec![("token", token), ("token_type_hint", "access_token")];
+        let mut request = self.client.post(self.url.clone()).timeout(self.timeout).header(ACCEPT, "application/json");
         match &self.credentials {
             Credentials::Basic(header) => request = request.header(AUTHORIZATION, header.clone()),
-            Credentials::Body {
-                client_id,
-                client_secret,
-            } => {
+            Credentials::Body { client_id, client_secret } => {
                 form.push(("client_id", client_id));
                 form.push(("client_secret", client_secret.expose()));
             }
         }
-        let response = request
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| HttpFailure::from_reqwest(&what, &e))?;
+        let response = request.form(&form).send().await.map_err(|e| HttpFailure::from_reqwest(&what, &e))?;
 
         let status = response.status();
         if status != StatusCode::OK {
@@ -280,9 +253,7 @@ impl Inner {
                 "{what} answered 200 with JSON that is not an object ({})",
                 json_type(&other)
             ))),
-            Err(e) => Err(AuthError::unavailable(format!(
-                "{what} answered 200 with a reply that is not JSON ({e})"
-            ))),
+            Err(e) => Err(AuthError::unavailable(format!("{what} answered 200 with a reply that is not JSON ({e})"))),
         }
     }
 
@@ -294,11 +265,10 @@ impl Inner {
         let what = format!("introspection endpoint {}", self.host);
         // The OAuth error code (`invalid_client`…) says what the server disliked;
         // only a well-formed code is quoted, never free text that might echo input.
-        let oauth_error =
-            read_body_limited(&what, response, self.max_response_bytes.min(16 * 1024))
-                .await
-                .ok()
-                .and_then(|body| oauth_error_code(&body));
+        let oauth_error = read_body_limited(&what, response, self.max_response_bytes.min(16 * 1024))
+            .await
+            .ok()
+            .and_then(|body| oauth_error_code(&body));
         let mut detail = format!("{what} answered {}", status.as_u16());
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             detail.push_str(
@@ -329,16 +299,9 @@ impl Inner {
         };
         match fields.get("active") {
             Some(Value::Bool(true)) => {}
-            Some(Value::Bool(false)) => {
-                return Err(AuthError::invalid_token("token is not active"))
-            }
+            Some(Value::Bool(false)) => return Err(AuthError::invalid_token("token is not active")),
             None => return Err(malformed("no `active` field".into())),
-            Some(other) => {
-                return Err(malformed(format!(
-                    "`active` is {}, not a boolean",
-                    json_type(other)
-                )))
-            }
+            Some(other) => return Err(malformed(format!("`active` is {}, not a boolean", json_type(other)))),
         }
 
         let now = unix_now();
@@ -346,18 +309,12 @@ impl Inner {
         let exp = numeric_claim(&fields, "exp").map_err(malformed)?;
         if let Some(exp) = exp {
             if exp + leeway < now {
-                return Err(AuthError::invalid_token(format!(
-                    "token expired at {}",
-                    describe_time(exp)
-                )));
+                return Err(AuthError::invalid_token(format!("token expired at {}", describe_time(exp))));
             }
         }
         if let Some(nbf) = numeric_claim(&fields, "nbf").map_err(malformed)? {
             if nbf - leeway > now {
-                return Err(AuthError::invalid_token(format!(
-                    "token is not valid before {}",
-                    describe_time(nbf)
-                )));
+                return Err(AuthError::invalid_token(format!("token is not valid before {}", describe_time(nbf))));
             }
         }
 
@@ -366,16 +323,9 @@ impl Inner {
                 None | Some(Value::Null) => {}
                 Some(Value::String(iss)) if iss == expected => {}
                 Some(Value::String(iss)) => {
-                    return Err(AuthError::invalid_token(format!(
-                        "issuer {iss:?} is not the expected {expected:?}"
-                    )))
+                    return Err(AuthError::invalid_token(format!("issuer {iss:?} is not the expected {expected:?}")))
                 }
-                Some(other) => {
-                    return Err(malformed(format!(
-                        "`iss` is {}, not a string",
-                        json_type(other)
-                    )))
-                }
+                Some(other) => return Err(malformed(format!("`iss` is {}, not a string", json_type(other)))),
             }
         }
 
@@ -388,21 +338,14 @@ impl Inner {
                 }
                 Some(Value::String(a)) => vec![a.as_str()],
                 Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).collect(),
-                Some(other) => {
-                    return Err(malformed(format!(
-                        "`aud` is {}, not a string or a list",
-                        json_type(other)
-                    )))
-                }
+                Some(other) => return Err(malformed(format!("`aud` is {}, not a string or a list", json_type(other)))),
             };
             if !got.iter().any(|a| expected.iter().any(|e| e == a)) {
                 let shown = match got.as_slice() {
                     [one] => format!("{one:?}"),
                     many => format!("{many:?}"),
                 };
-                return Err(AuthError::invalid_token(format!(
-                    "audience {shown} is not one of {expected:?}"
-                )));
+                return Err(AuthError::invalid_token(format!("audience {shown} is not one of {expected:?}")));
             }
         }
 
@@ -414,13 +357,13 @@ impl Inner {
             })?,
             // RFC 7662 makes both optional; `sub` is the stable identifier,
             // `username` the human one some servers send instead (Llama Stack's order).
-            None => principal_from(&fields, "sub")
-                .or_else(|| principal_from(&fields, "username"))
-                .ok_or_else(|| {
+            None => {
+                principal_from(&fields, "sub").or_else(|| principal_from(&fields, "username")).ok_or_else(|| {
                     AuthError::invalid_token(
                         "the introspection reply for an active token has neither `sub` nor `username`",
                     )
-                })?,
+                })?
+            }
         };
 
         let attributes = self.claims_mapping.apply(&fields);
@@ -434,15 +377,11 @@ impl Inner {
 /// Parses and vets the endpoint URL; never echoes it, since a URL may hold credentials.
 fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
     let field = "introspection.url";
-    let url = Url::parse(raw.trim())
-        .map_err(|e| ConfigError::new(field, format!("is not a valid URL ({e})")))?;
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::new(field, format!("is not a valid URL ({e})")))?;
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(ConfigError::new(
             field,
-            format!(
-                "has scheme `{}`; only https (or http) is supported",
-                url.scheme()
-            ),
+            format!("has scheme `{}`; only https (or http) is supported", url.scheme()),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -481,16 +420,12 @@ fn is_loopback(url: &Url) -> bool {
 /// survive the trip (servers decode both parts after splitting on the colon).
 fn basic_auth_header(client_id: &str, client_secret: &Secret) -> Result<HeaderValue, ConfigError> {
     let id: String = url::form_urlencoded::byte_serialize(client_id.as_bytes()).collect();
-    let secret: String =
-        url::form_urlencoded::byte_serialize(client_secret.expose().as_bytes()).collect();
+    let secret: String = url::form_urlencoded::byte_serialize(client_secret.expose().as_bytes()).collect();
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
     let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).map_err(|_| {
         // Unreachable in practice (base64 is always a valid header value), but
         // a config error beats a panic.
-        ConfigError::new(
-            "introspection.client_secret",
-            "cannot be sent in a Basic header",
-        )
+        ConfigError::new("introspection.client_secret", "cannot be sent in a Basic header")
     })?;
     value.set_sensitive(true);
     Ok(value)
@@ -500,11 +435,9 @@ fn basic_auth_header(client_id: &str, client_secret: &Secret) -> Result<HeaderVa
 fn numeric_claim(fields: &Value, name: &str) -> Result<Option<f64>, String> {
     match fields.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => n
-            .as_f64()
-            .filter(|f| f.is_finite())
-            .map(Some)
-            .ok_or_else(|| format!("`{name}` is not a usable number")),
+        Some(Value::Number(n)) => {
+            n.as_f64().filter(|f| f.is_finite()).map(Some).ok_or_else(|| format!("`{name}` is not a usable number"))
+        }
         Some(other) => Err(format!("`{name}` is {}, not a number", json_type(other))),
     }
 }
@@ -524,29 +457,18 @@ fn oauth_error_code(body: &[u8]) -> Option<String> {
     let code = value.get("error")?.as_str()?;
     let well_formed = !code.is_empty()
         && code.len() <= 64
-        && code
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        && code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
     well_formed.then(|| code.to_string())
 }
 
 /// `Retry-After` in delta-seconds form (the form rate limiters use).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
 }
 
 fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn unix_to_system(secs: f64) -> Option<SystemTime> {

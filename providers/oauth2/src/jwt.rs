@@ -118,10 +118,7 @@ impl JwtValidator {
         let mut buf = [0u8; SIGNATURE_BUF];
         let signature = decode_signature(parsed.signature, &mut buf)?;
         if !hmac.verify(parsed.alg, parsed.signing_input, signature) {
-            return Err(AuthError::invalid_token(format!(
-                "signature invalid (alg {})",
-                parsed.alg
-            )));
+            return Err(AuthError::invalid_token(format!("signature invalid (alg {})", parsed.alg)));
         }
         self.finish(parsed.payload, now, hash, None, 0)
     }
@@ -200,41 +197,28 @@ impl JwtValidator {
                 ))))
             }
         };
-        Step::Done(self.verify_with(&candidates, &parsed, now, hash))
+        Step::Done(self.verify_with(candidates, &parsed, now, hash))
     }
 
     fn verify_with(
         &self,
-        candidates: &[&Key],
+        candidates: &[Arc<Key>],
         parsed: &Parsed<'_>,
         now: f64,
         hash: Option<&TokenHash>,
     ) -> Result<Principal, AuthError> {
         let mut buf = [0u8; SIGNATURE_BUF];
         let signature = decode_signature(parsed.signature, &mut buf)?;
-        let signer = candidates
-            .iter()
-            .find(|key| key.verify(parsed.alg, parsed.signing_input, signature));
+        let mut fitting = candidates.iter().filter(|k| k.check(parsed.alg).is_ok());
+        let signer = fitting.clone().find(|key| key.verify(parsed.alg, parsed.signing_input, signature));
         let Some(signer) = signer else {
-            let key = candidates.first().map(|k| k.describe()).unwrap_or_default();
+            let key = fitting.next().map(|k| k.describe()).unwrap_or_default();
             if candidates.iter().all(|k| !k.can_verify(parsed.alg)) {
-                return Err(AuthError::invalid_token(format!(
-                    "alg {} is not allowed for {key}",
-                    parsed.alg
-                )));
+                return Err(AuthError::invalid_token(format!("alg {} is not allowed for {key}", parsed.alg)));
             }
-            return Err(AuthError::invalid_token(format!(
-                "signature invalid (alg {}, {key})",
-                parsed.alg
-            )));
+            return Err(AuthError::invalid_token(format!("signature invalid (alg {}, {key})", parsed.alg)));
         };
-        self.finish(
-            parsed.payload,
-            now,
-            hash,
-            signer.kid.clone(),
-            signer.fingerprint,
-        )
+        self.finish(parsed.payload, now, hash, signer.kid.clone(), signer.fingerprint)
     }
 
     /// Claims checks, principal, and remembering the verdict.
@@ -250,29 +234,17 @@ impl JwtValidator {
         let valid_until = check_claims(&claims, &self.rules, now)?;
         let principal = principal_from(&claims, &self.rules)?;
         if let (Some(cache), Some(hash)) = (&self.cache, hash) {
-            cache.insert(
-                *hash,
-                principal.clone(),
-                valid_until.min(now + cache.ttl),
-                kid,
-                fingerprint,
-            );
+            cache.insert(*hash, principal.clone(), valid_until.min(now + cache.ttl), kid, fingerprint);
         }
         Ok(principal)
     }
 
     /// A remembered verdict, if it still holds: not past the token's `exp`
     /// (nor the cache TTL), and signed by a key that is still in the set.
-    fn cached(
-        &self,
-        hash: Option<&TokenHash>,
-        now: f64,
-        keys: Option<&KeyMap>,
-    ) -> Option<Principal> {
+    fn cached(&self, hash: Option<&TokenHash>, now: f64, keys: Option<&KeyMap>) -> Option<Principal> {
         let (cache, hash) = (self.cache.as_ref()?, hash?);
         let entry = cache.entries.get(hash)?;
-        let key_present =
-            keys.is_none_or(|keys| keys.still_has(entry.kid.as_deref(), entry.fingerprint));
+        let key_present = keys.is_none_or(|keys| keys.still_has(entry.kid.as_deref(), entry.fingerprint));
         if now > entry.until || !key_present {
             cache.entries.remove(hash);
             return None;
@@ -298,29 +270,11 @@ struct CacheEntry {
 impl VerifiedCache {
     pub(crate) fn new(max_entries: u64, ttl: std::time::Duration) -> VerifiedCache {
         let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
-        VerifiedCache {
-            entries: quick_cache::sync::Cache::new(capacity),
-            ttl: ttl.as_secs_f64(),
-        }
+        VerifiedCache { entries: quick_cache::sync::Cache::new(capacity), ttl: ttl.as_secs_f64() }
     }
 
-    fn insert(
-        &self,
-        hash: TokenHash,
-        principal: Principal,
-        until: f64,
-        kid: Option<Arc<str>>,
-        fingerprint: u64,
-    ) {
-        self.entries.insert(
-            hash,
-            Arc::new(CacheEntry {
-                principal,
-                until,
-                kid,
-                fingerprint,
-            }),
-        );
+    fn insert(&self, hash: TokenHash, principal: Principal, until: f64, kid: Option<Arc<str>>, fingerprint: u64) {
+        self.entries.insert(hash, Arc::new(CacheEntry { principal, until, kid, fingerprint }));
     }
 }
 
@@ -373,8 +327,16 @@ struct RawHeader<'a> {
     alg: Option<Str<'a>>,
     #[serde(borrow, default)]
     kid: Option<Str<'a>>,
-    #[serde(default)]
+    /// Any `crit` member counts, even `null`: we understand no extension.
+    #[serde(default, deserialize_with = "present")]
     crit: Option<Value>,
+    /// `cty: JWT` announces a nested JWT (RFC 7519 §5.2), which is refused.
+    #[serde(borrow, default)]
+    cty: Option<Str<'a>>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn malformed(what: &str) -> AuthError {
@@ -393,9 +355,7 @@ fn split(token: &str) -> Result<(&str, &str, &str), AuthError> {
                     "JWE (encrypted JWT) is not supported; expected a signed JWT with 3 segments",
                 ))
             } else {
-                Err(malformed(&format!(
-                    "expected 3 dot-separated segments, found {count}"
-                )))
+                Err(malformed(&format!("expected 3 dot-separated segments, found {count}")))
             }
         }
     }
@@ -418,28 +378,19 @@ fn is_json_object(bytes: &[u8]) -> bool {
 
 /// Checks structure, header and algorithm. `public_keys` is true when keys
 /// come from a key set, where a shared-secret algorithm is key confusion.
-pub(crate) fn parse(
-    token: &str,
-    allowed: AlgSet,
-    public_keys: bool,
-) -> Result<Parsed<'_>, AuthError> {
+pub(crate) fn parse(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Parsed<'_>, AuthError> {
     let (header, payload, signature) = split(token)?;
     if header.is_empty() || payload.is_empty() {
         return Err(malformed("empty header or payload segment"));
     }
     let mut stack = [0u8; 512];
     let mut heap = Vec::new();
-    let bytes = decode_part(header, &mut stack, &mut heap)
-        .ok_or_else(|| malformed("the header is not base64url"))?;
+    let bytes = decode_part(header, &mut stack, &mut heap).ok_or_else(|| malformed("the header is not base64url"))?;
     if !is_json_object(bytes) {
         return Err(malformed("the header is not a JSON object"));
     }
-    let raw: RawHeader<'_> = serde_json::from_slice(bytes).map_err(|e| {
-        malformed(&format!(
-            "the header is not valid JSON ({})",
-            e.classify_text()
-        ))
-    })?;
+    let raw: RawHeader<'_> = serde_json::from_slice(bytes)
+        .map_err(|e| malformed(&format!("the header is not valid JSON ({})", e.classify_text())))?;
     let Some(Str(alg_name)) = raw.alg else {
         return Err(AuthError::invalid_token("the JWT header has no alg"));
     };
@@ -450,10 +401,7 @@ pub(crate) fn parse(
         )));
     }
     let Some(alg) = Alg::from_name(&alg_name) else {
-        return Err(AuthError::invalid_token(format!(
-            "unsupported alg {}",
-            quoted(&alg_name)
-        )));
+        return Err(AuthError::invalid_token(format!("unsupported alg {}", quoted(&alg_name))));
     };
     if alg.is_hmac() && public_keys {
         return Err(AuthError::invalid_token(format!(
@@ -461,24 +409,25 @@ pub(crate) fn parse(
         )));
     }
     if !allowed.contains(alg) {
-        return Err(AuthError::invalid_token(format!(
-            "alg {alg} is not allowed (allowed: {})",
-            allowed.describe()
-        )));
+        return Err(AuthError::invalid_token(format!("alg {alg} is not allowed (allowed: {})", allowed.describe())));
     }
     if let Some(crit) = raw.crit {
         let listed = match &crit {
-            Value::Array(items) => items
-                .iter()
-                .filter_map(Value::as_str)
-                .map(quoted)
-                .collect::<Vec<_>>()
-                .join(", "),
+            Value::Array(items) => items.iter().filter_map(Value::as_str).map(quoted).collect::<Vec<_>>().join(", "),
             _ => String::new(),
         };
         return Err(AuthError::invalid_token(format!(
             "the JWT header marks extensions as critical ([{listed}]) and tokengate supports none"
         )));
+    }
+    if let Some(Str(cty)) = &raw.cty {
+        // RFC 7519 §5.2: "JWT" (media types are case-insensitive, and may carry the "application/" prefix).
+        let media = cty.trim().to_ascii_lowercase();
+        if media == "jwt" || media == "application/jwt" {
+            return Err(AuthError::invalid_token(
+                "nested JWTs (cty \"JWT\") are not accepted; send the inner token itself",
+            ));
+        }
     }
     if signature.is_empty() {
         return Err(AuthError::invalid_token("the token has no signature"));
@@ -508,34 +457,21 @@ impl ClassifyText for serde_json::Error {
     }
 }
 
-fn decode_signature<'b>(
-    signature: &str,
-    buf: &'b mut [u8; SIGNATURE_BUF],
-) -> Result<&'b [u8], AuthError> {
+fn decode_signature<'b>(signature: &str, buf: &'b mut [u8; SIGNATURE_BUF]) -> Result<&'b [u8], AuthError> {
     if base64::decoded_len_estimate(signature.len()) > buf.len() {
-        return Err(AuthError::invalid_token(
-            "signature invalid (longer than any supported key produces)",
-        ));
+        return Err(AuthError::invalid_token("signature invalid (longer than any supported key produces)"));
     }
-    let n = TOKEN_B64
-        .decode_slice(signature, buf)
-        .map_err(|_| malformed("the signature is not base64url"))?;
+    let n = TOKEN_B64.decode_slice(signature, buf).map_err(|_| malformed("the signature is not base64url"))?;
     Ok(&buf[..n])
 }
 
 fn decode_claims(payload: &str) -> Result<Value, AuthError> {
-    let bytes = TOKEN_B64
-        .decode(payload)
-        .map_err(|_| malformed("the payload is not base64url"))?;
+    let bytes = TOKEN_B64.decode(payload).map_err(|_| malformed("the payload is not base64url"))?;
     if !is_json_object(&bytes) {
         return Err(malformed("the payload is not a JSON object"));
     }
-    serde_json::from_slice(&bytes).map_err(|e| {
-        malformed(&format!(
-            "the payload is not valid JSON ({})",
-            e.classify_text()
-        ))
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| malformed(&format!("the payload is not valid JSON ({})", e.classify_text())))
 }
 
 /// Checks time, issuer and audience claims; returns the Unix time until which
@@ -547,10 +483,7 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64) -> Resu
     let leeway = rules.leeway;
     let valid_until = match numeric(map, "exp")? {
         Some(exp) if now > exp + leeway => {
-            return Err(AuthError::invalid_token(format!(
-                "token expired at {}",
-                rfc3339(exp)
-            )));
+            return Err(AuthError::invalid_token(format!("token expired at {}", rfc3339(exp))));
         }
         Some(exp) => exp + leeway,
         None if rules.allow_missing_exp => f64::INFINITY,
@@ -558,18 +491,12 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64) -> Resu
     };
     if let Some(nbf) = numeric(map, "nbf")? {
         if nbf > now + leeway {
-            return Err(AuthError::invalid_token(format!(
-                "token not valid before {}",
-                rfc3339(nbf)
-            )));
+            return Err(AuthError::invalid_token(format!("token not valid before {}", rfc3339(nbf))));
         }
     }
     if let Some(iat) = numeric(map, "iat")? {
         if iat > now + leeway {
-            return Err(AuthError::invalid_token(format!(
-                "token issued in the future (iat {})",
-                rfc3339(iat)
-            )));
+            return Err(AuthError::invalid_token(format!("token issued in the future (iat {})", rfc3339(iat))));
         }
     }
     if let Some(expected) = &rules.issuer {
@@ -584,10 +511,7 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64) -> Resu
             }
             Some(_) => return Err(AuthError::invalid_token("the iss claim is not a string")),
             None => {
-                return Err(AuthError::invalid_token(format!(
-                    "token has no iss claim (expected {})",
-                    quoted(expected)
-                )))
+                return Err(AuthError::invalid_token(format!("token has no iss claim (expected {})", quoted(expected))))
             }
         }
     }
@@ -610,11 +534,7 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64) -> Resu
                     list(expected.iter().map(String::as_str))
                 )))
             }
-            Some(_) => {
-                return Err(AuthError::invalid_token(
-                    "the aud claim is neither a string nor a list of strings",
-                ))
-            }
+            Some(_) => return Err(AuthError::invalid_token("the aud claim is neither a string nor a list of strings")),
             None => {
                 return Err(AuthError::invalid_token(format!(
                     "token has no aud claim (expected one of {})",
@@ -631,13 +551,9 @@ fn numeric(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthErro
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(AuthError::invalid_token(format!(
-                "the {name} claim is not a usable number"
-            ))),
+            _ => Err(AuthError::invalid_token(format!("the {name} claim is not a usable number"))),
         },
-        Some(_) => Err(AuthError::invalid_token(format!(
-            "the {name} claim is not a number"
-        ))),
+        Some(_) => Err(AuthError::invalid_token(format!("the {name} claim is not a number"))),
     }
 }
 
@@ -658,10 +574,7 @@ pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules) -> Result<Princ
             )))
         }
         None => {
-            return Err(AuthError::invalid_token(format!(
-                "token has no {} claim to name the principal",
-                quoted(claim)
-            )))
+            return Err(AuthError::invalid_token(format!("token has no {} claim to name the principal", quoted(claim))))
         }
     };
     Ok(Principal::new(name).with_attributes(rules.claims_mapping.apply(claims)))
@@ -696,10 +609,7 @@ pub(crate) fn peek(token: &str, max_token_bytes: usize) -> Option<Option<String>
 
 /// Seconds since the Unix epoch; a clock before 1970 reads as 0.
 pub(crate) fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 /// RFC 3339 UTC time of a NumericDate, for messages (`2026-11-28T10:00:00Z`).
@@ -720,12 +630,7 @@ pub(crate) fn rfc3339(secs: f64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// A value from the token or config, escaped and cut short for messages.
@@ -797,6 +702,8 @@ mod tests {
         assert!(err(&tok(r#"{"alg":"RS256","alg":"RS256"}"#)).contains("duplicate"));
         assert!(err(&tok(r#"["RS256"]"#)).contains("not a JSON object"));
         assert!(err(&tok(r#"{"alg":"RS256","crit":["exp"]}"#)).contains("critical ([\"exp\"])"));
+        assert!(err(&tok(r#"{"alg":"RS256","crit":null}"#)).contains("critical ([])"));
+        assert!(err(&tok(r#"{"alg":"RS256","crit":[]}"#)).contains("critical ([])"));
         assert!(err(&tok(r#"{"kid":"a"}"#)).contains("no alg"));
         assert!(err(&tok(r#"{"alg":"XS1"}"#)).contains("unsupported alg \"XS1\""));
         assert!(err("a.b").contains("found 2"));
@@ -809,11 +716,7 @@ mod tests {
 
     #[test]
     fn peek_reads_unverified_iss() {
-        let t = format!(
-            "{}.{}.sig",
-            b64(r#"{"alg":"RS256"}"#),
-            b64(r#"{"iss":"https://i"}"#)
-        );
+        let t = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"https://i"}"#));
         assert_eq!(peek(&t, 8192), Some(Some("https://i".to_string())));
         assert_eq!(peek("opaque-token", 8192), None);
         assert_eq!(peek("a.b.c", 8192), None);

@@ -90,8 +90,9 @@ pub(crate) struct KeyMap {
 
 /// The outcome of choosing keys for a token.
 pub(crate) enum Pick<'a> {
-    /// Keys that may verify the token (more than one only for a reused `kid`).
-    Keys(Vec<&'a Key>),
+    /// Keys under the token's `kid` (more than one only when a provider reuses
+    /// a kid), at least one of which fits the algorithm; callers skip the rest.
+    Keys(&'a [Arc<Key>]),
     UnknownKid,
     /// The `kid` exists but no key under it fits the algorithm.
     Mismatch(&'a Key, Mismatch),
@@ -110,13 +111,8 @@ impl KeyMap {
                 let Some(keys) = self.by_kid.get(kid) else {
                     return Pick::UnknownKid;
                 };
-                let fitting: Vec<&Key> = keys
-                    .iter()
-                    .map(Arc::as_ref)
-                    .filter(|k| k.check(alg).is_ok())
-                    .collect();
-                if !fitting.is_empty() {
-                    return Pick::Keys(fitting);
+                if keys.iter().any(|k| k.check(alg).is_ok()) {
+                    return Pick::Keys(keys);
                 }
                 match keys.first() {
                     Some(key) => match key.check(alg) {
@@ -127,13 +123,9 @@ impl KeyMap {
                 }
             }
             None => {
-                let mut fitting = self
-                    .all
-                    .iter()
-                    .map(Arc::as_ref)
-                    .filter(|k| k.check(alg).is_ok());
+                let mut fitting = self.all.iter().filter(|k| k.check(alg).is_ok());
                 match (fitting.next(), fitting.next()) {
-                    (Some(only), None) => Pick::Keys(vec![only]),
+                    (Some(only), None) => Pick::Keys(std::slice::from_ref(only)),
                     (None, _) => Pick::NoKidAmbiguous(0),
                     (Some(_), Some(_)) => Pick::NoKidAmbiguous(2 + fitting.count()),
                 }
@@ -144,10 +136,7 @@ impl KeyMap {
     /// Whether the key that verified a cached token is still in this set.
     pub(crate) fn still_has(&self, kid: Option<&str>, fingerprint: u64) -> bool {
         match kid {
-            Some(kid) => self
-                .by_kid
-                .get(kid)
-                .is_some_and(|keys| keys.iter().any(|k| k.fingerprint == fingerprint)),
+            Some(kid) => self.by_kid.get(kid).is_some_and(|keys| keys.iter().any(|k| k.fingerprint == fingerprint)),
             None => self.all.iter().any(|k| k.fingerprint == fingerprint),
         }
     }
@@ -170,20 +159,12 @@ struct RawJwk {
 
 /// Builds a [`KeyMap`] from a JWKS document. `Err` is a description of why
 /// the answer is unusable as a whole (the caller reports it as unavailable).
-pub(crate) fn parse_jwks(
-    doc: &Value,
-    allowed: AlgSet,
-    max_keys: usize,
-    source: &str,
-) -> Result<KeyMap, String> {
+pub(crate) fn parse_jwks(doc: &Value, allowed: AlgSet, max_keys: usize, source: &str) -> Result<KeyMap, String> {
     let Some(entries) = doc.get("keys").and_then(Value::as_array) else {
         return Err("the answer is not a JWK set (no `keys` list)".to_string());
     };
     if entries.len() > max_keys {
-        return Err(format!(
-            "the set holds {} keys, more than max_keys ({max_keys})",
-            entries.len()
-        ));
+        return Err(format!("the set holds {} keys, more than max_keys ({max_keys})", entries.len()));
     }
     let mut map = KeyMap::default();
     let mut skipped = Vec::new();
@@ -197,10 +178,7 @@ pub(crate) fn parse_jwks(
                 map.all.push(key);
             }
             Err(reason) => {
-                let name = entry
-                    .get("kid")
-                    .and_then(Value::as_str)
-                    .map(crate::jwt::quoted);
+                let name = entry.get("kid").and_then(Value::as_str).map(crate::jwt::quoted);
                 let name = name.unwrap_or_else(|| format!("#{index}"));
                 tracing::debug!(source, key = %name, %reason, "skipping a JWK that cannot be used");
                 skipped.push(format!("{name}: {reason}"));
@@ -208,11 +186,7 @@ pub(crate) fn parse_jwks(
         }
     }
     if map.all.is_empty() {
-        let detail = if skipped.is_empty() {
-            "it is empty".to_string()
-        } else {
-            skipped.join("; ")
-        };
+        let detail = if skipped.is_empty() { "it is empty".to_string() } else { skipped.join("; ") };
         return Err(format!("the set has no usable key ({detail})"));
     }
     Ok(map)
@@ -243,46 +217,32 @@ fn parse_jwk(entry: &Value, allowed: AlgSet) -> Result<Key, String> {
         Some(name) => {
             let alg = Alg::from_name(name).ok_or_else(|| format!("unsupported alg {name:?}"))?;
             if alg.key_type() != key_type {
-                return Err(format!(
-                    "alg {alg} does not fit a {} key",
-                    key_type.describe()
-                ));
+                return Err(format!("alg {alg} does not fit a {} key", key_type.describe()));
             }
             Some(alg)
         }
     };
-    let algs = allowed
-        .iter()
-        .filter(|a| a.key_type() == key_type && pinned.is_none_or(|p| p == *a));
+    let algs = allowed.iter().filter(|a| a.key_type() == key_type && pinned.is_none_or(|p| p == *a));
     let mut verifiers = Vec::new();
     for alg in algs {
         let parsed = match (key_type, &material) {
-            (KeyType::Rsa, Material::Rsa { n, e }) => alg
-                .rsa_parameters()
-                .ok_or("internal: RSA parameters missing")
-                .and_then(|params| {
-                    RsaPublicKeyComponents {
-                        n: n.as_slice(),
-                        e: e.as_slice(),
-                    }
-                    .to_parsed_public_key(params)
-                    .map_err(|_| "the RSA key is invalid")
-                }),
+            (KeyType::Rsa, Material::Rsa { n, e }) => {
+                alg.rsa_parameters().ok_or("internal: RSA parameters missing").and_then(|params| {
+                    RsaPublicKeyComponents { n: n.as_slice(), e: e.as_slice() }
+                        .to_parsed_public_key(params)
+                        .map_err(|_| "the RSA key is invalid")
+                })
+            }
             (_, Material::Raw(bytes)) => alg
                 .verification()
                 .ok_or("internal: no verifier")
-                .and_then(|v| {
-                    ParsedPublicKey::new(v, bytes).map_err(|_| "the public key is invalid")
-                }),
+                .and_then(|v| ParsedPublicKey::new(v, bytes).map_err(|_| "the public key is invalid")),
             _ => Err("internal: key material mismatch"),
         };
         verifiers.push((alg, parsed.map_err(str::to_string)?));
     }
     if verifiers.is_empty() {
-        return Err(format!(
-            "no allowed algorithm uses a {} key",
-            key_type.describe()
-        ));
+        return Err(format!("no allowed algorithm uses a {} key", key_type.describe()));
     }
     let fingerprint = {
         let mut h = Sha256::new();
@@ -300,13 +260,7 @@ fn parse_jwk(entry: &Value, allowed: AlgSet) -> Result<Key, String> {
         first.copy_from_slice(&digest[..8]);
         u64::from_be_bytes(first)
     };
-    Ok(Key {
-        kid: raw.kid.map(Arc::from),
-        key_type,
-        pinned,
-        fingerprint,
-        verifiers,
-    })
+    Ok(Key { kid: raw.kid.map(Arc::from), key_type, pinned, fingerprint, verifiers })
 }
 
 enum Material {
@@ -316,9 +270,7 @@ enum Material {
 
 fn b64_field(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
     let text = value.as_deref().ok_or_else(|| format!("no `{name}`"))?;
-    JWK_B64
-        .decode(text)
-        .map_err(|_| format!("`{name}` is not base64url"))
+    JWK_B64.decode(text).map_err(|_| format!("`{name}` is not base64url"))
 }
 
 fn rsa_material(raw: &RawJwk) -> Result<Material, String> {
@@ -329,9 +281,7 @@ fn rsa_material(raw: &RawJwk) -> Result<Material, String> {
     }
     let bits = n.len() * 8 - n[0].leading_zeros() as usize;
     if !(2048..=8192).contains(&bits) {
-        return Err(format!(
-            "the RSA modulus has {bits} bits; 2048 to 8192 are accepted"
-        ));
+        return Err(format!("the RSA modulus has {bits} bits; 2048 to 8192 are accepted"));
     }
     Ok(Material::Rsa { n, e })
 }
@@ -354,10 +304,7 @@ fn ec_material(raw: &RawJwk) -> Result<(KeyType, Material), String> {
     let x = b64_field(&raw.x, "x")?;
     let y = b64_field(&raw.y, "y")?;
     if x.len() != size || y.len() != size {
-        return Err(format!(
-            "`x`/`y` must be {size} bytes for {}",
-            key_type.describe()
-        ));
+        return Err(format!("`x`/`y` must be {size} bytes for {}", key_type.describe()));
     }
     let mut point = Vec::with_capacity(1 + 2 * size);
     point.push(0x04);
@@ -443,23 +390,15 @@ mod tests {
 
     #[test]
     fn not_a_jwks_and_too_many_keys() {
-        assert!(
-            parse_jwks(&json!({"nope": 1}), AlgSet::asymmetric(), 100, "t")
-                .unwrap_err()
-                .contains("no `keys`")
-        );
+        assert!(parse_jwks(&json!({"nope": 1}), AlgSet::asymmetric(), 100, "t").unwrap_err().contains("no `keys`"));
         let doc = json!({"keys": [{}, {}, {}]});
-        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 2, "t")
-            .unwrap_err()
-            .contains("max_keys"));
+        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 2, "t").unwrap_err().contains("max_keys"));
     }
 
     #[test]
     fn ed25519_key_with_invalid_length_is_rejected() {
         let doc = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "AAAA"}]});
-        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 10, "t")
-            .unwrap_err()
-            .contains("32 bytes"));
+        assert!(parse_jwks(&doc, AlgSet::asymmetric(), 10, "t").unwrap_err().contains("32 bytes"));
     }
 
     #[test]

@@ -106,9 +106,7 @@ pub(crate) struct KeySet {
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeySet")
-            .field("source", &self.describe_source())
-            .finish_non_exhaustive()
+        f.debug_struct("KeySet").field("source", &self.describe_source()).finish_non_exhaustive()
     }
 }
 
@@ -144,24 +142,17 @@ impl KeySet {
     /// Whether a request without usable keys may trigger a fetch now.
     pub(crate) fn may_fetch_missing(&self, state: &State, now: Instant) -> bool {
         let retry = NO_KEYS_RETRY.min(self.opts.cooldown);
-        state
-            .last_attempt
-            .is_none_or(|t| now.saturating_duration_since(t) >= retry)
+        state.last_attempt.is_none_or(|t| now.saturating_duration_since(t) >= retry)
     }
 
     /// Whether an unknown kid may force a fetch now (once per cooldown).
     pub(crate) fn may_force(&self, state: &State, now: Instant) -> bool {
-        state
-            .last_forced
-            .is_none_or(|t| now.saturating_duration_since(t) >= self.opts.cooldown)
+        state.last_forced.is_none_or(|t| now.saturating_duration_since(t) >= self.opts.cooldown)
     }
 
     /// Why there are no usable keys, worded for a 503.
     pub(crate) fn unavailable(&self, state: &State) -> AuthError {
-        let reason = state
-            .last_error
-            .as_deref()
-            .unwrap_or("no key set has been fetched yet");
+        let reason = state.last_error.as_deref().unwrap_or("no key set has been fetched yet");
         if state.keys.is_some() {
             AuthError::unavailable(format!(
                 "the cached keys from {} are past their stale grace and cannot be refreshed: {reason}",
@@ -175,9 +166,7 @@ impl KeySet {
     /// Starts a background refresh when the set is due and none is running.
     pub(crate) fn refresh_in_background_if_due(self: &Arc<Self>, state: &State, now: Instant) {
         if !state.refresh_due(now)
-            || state
-                .last_attempt
-                .is_some_and(|t| now.saturating_duration_since(t) < self.opts.cooldown)
+            || state.last_attempt.is_some_and(|t| now.saturating_duration_since(t) < self.opts.cooldown)
         {
             return;
         }
@@ -226,9 +215,7 @@ impl KeySet {
             Why::UnknownKid => self.may_force(&current, now),
             Why::Periodic => {
                 current.refresh_due(now)
-                    && current
-                        .last_attempt
-                        .is_none_or(|t| now.saturating_duration_since(t) >= self.opts.cooldown)
+                    && current.last_attempt.is_none_or(|t| now.saturating_duration_since(t) >= self.opts.cooldown)
             }
         };
         if !go {
@@ -236,11 +223,7 @@ impl KeySet {
         }
         let outcome = self.fetch().await;
         let done = Instant::now();
-        let last_forced = if why == Why::UnknownKid {
-            Some(done)
-        } else {
-            current.last_forced
-        };
+        let last_forced = if why == Why::UnknownKid { Some(done) } else { current.last_forced };
         let next = match outcome {
             Ok((keys, max_age)) => {
                 let period = match max_age {
@@ -285,13 +268,9 @@ impl KeySet {
                 match known {
                     Some(jwks) => jwks,
                     None => {
-                        let jwks = crate::discovery::discover(
-                            &self.opts.client,
-                            url,
-                            issuer,
-                            self.opts.max_response_bytes,
-                        )
-                        .await?;
+                        let jwks =
+                            crate::discovery::discover(&self.opts.client, url, issuer, self.opts.max_response_bytes)
+                                .await?;
                         if let Ok(mut slot) = self.discovered.lock() {
                             *slot = Some(jwks.clone());
                         }
@@ -315,23 +294,15 @@ impl KeySet {
 
     async fn fetch_jwks(&self, url: &Url) -> Result<(KeyMap, Option<Duration>), AuthError> {
         let what = format!("key set at {}", display_url(url));
-        let mut request = self
-            .opts
-            .client
-            .get(url.clone())
-            .header(ACCEPT, "application/jwk-set+json, application/json");
+        let mut request =
+            self.opts.client.get(url.clone()).header(ACCEPT, "application/jwk-set+json, application/json");
         if let Some(token) = &self.opts.token {
             request = request.bearer_auth(token.expose());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| HttpFailure::from_reqwest(&what, &e.without_url()))?;
+        let response = request.send().await.map_err(|e| HttpFailure::from_reqwest(&what, &e.without_url()))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(AuthError::unavailable(format!(
-                "{what}: answered HTTP {status}"
-            )));
+            return Err(AuthError::unavailable(format!("{what}: answered HTTP {status}")));
         }
         let max_age = max_age(response.headers());
         let doc: Value = read_json_limited(&what, response, self.opts.max_response_bytes).await?;
@@ -348,9 +319,7 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
         let Ok(text) = value.to_str() else { continue };
         for directive in text.split(',') {
             let directive = directive.trim();
-            if directive.eq_ignore_ascii_case("no-cache")
-                || directive.eq_ignore_ascii_case("no-store")
-            {
+            if directive.eq_ignore_ascii_case("no-cache") || directive.eq_ignore_ascii_case("no-store") {
                 return Some(Duration::ZERO);
             }
             if let Some((name, value)) = directive.split_once('=') {
@@ -389,10 +358,7 @@ mod tests {
     fn cache_control_max_age() {
         let mut h = HeaderMap::new();
         assert_eq!(max_age(&h), None);
-        h.insert(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=120, must-revalidate"),
-        );
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=120, must-revalidate"));
         assert_eq!(max_age(&h), Some(Duration::from_secs(120)));
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         assert_eq!(max_age(&h), Some(Duration::ZERO));

@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::{
-    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError,
-    DynProvider, HttpClientOptions, Ownership, Principal, ProviderBuilder, RequestContext,
+    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider,
+    HttpClientOptions, Ownership, Principal, ProviderBuilder, RequestContext,
 };
 use url::Url;
 
@@ -46,11 +46,7 @@ impl ProviderBuilder for OAuth2Builder {
         TYPE_NAME
     }
 
-    fn build(
-        &self,
-        config: serde_json::Value,
-        ctx: &BuildContext,
-    ) -> Result<DynProvider, ConfigError> {
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
         let cfg = parse_provider_config::<OAuth2Config>(config)?;
         Ok(Arc::new(OAuth2Provider::new(cfg, ctx)?))
     }
@@ -72,9 +68,7 @@ enum Mode {
 
 impl std::fmt::Debug for OAuth2Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OAuth2Provider")
-            .field("accepts", &self.accepts)
-            .finish_non_exhaustive()
+        f.debug_struct("OAuth2Provider").field("accepts", &self.accepts).finish_non_exhaustive()
     }
 }
 
@@ -88,11 +82,7 @@ impl OAuth2Provider {
         }
         // Where keys come from is the most basic question, so it is answered (or
         // its absence reported) before any claim setting.
-        let source = if cfg.secret.is_none() {
-            Some(key_source(&cfg)?)
-        } else {
-            None
-        };
+        let source = if cfg.secret.is_none() { Some(key_source(&cfg)?) } else { None };
         let rules = claim_rules(&cfg, ctx)?;
         let allowed = allowed_algorithms(&cfg)?;
         let cache = (cfg.cache.enabled && cfg.cache.max_entries > 0 && !cfg.cache.ttl.is_zero())
@@ -112,14 +102,8 @@ impl OAuth2Provider {
                 ));
             }
             let accepts = match &cfg.issuer {
-                Some(issuer) => format!(
-                    "JWTs from {issuer} signed with the shared secret ({})",
-                    allowed.describe()
-                ),
-                None => format!(
-                    "JWTs signed with the shared secret ({})",
-                    allowed.describe()
-                ),
+                Some(issuer) => format!("JWTs from {issuer} signed with the shared secret ({})", allowed.describe()),
+                None => format!("JWTs signed with the shared secret ({})", allowed.describe()),
             };
             let validator = JwtValidator {
                 rules,
@@ -132,10 +116,7 @@ impl OAuth2Provider {
         }
 
         let Some(source) = source else {
-            return Err(ConfigError::new(
-                "jwks",
-                "is required: set `jwks.uri`, `issuer` or `secret`",
-            ));
+            return Err(ConfigError::new("jwks", "is required: set `jwks.uri`, `issuer` or `secret`"));
         };
         let jwks = match &cfg.jwks {
             Some(jwks) => jwks.clone(),
@@ -190,19 +171,12 @@ impl OAuth2Provider {
             ));
         }
         if cfg.secret.is_some() {
-            return Err(ConfigError::new(
-                "secret",
-                "applies to JWTs only and cannot be combined with `introspection`",
-            ));
+            return Err(ConfigError::new("secret", "applies to JWTs only and cannot be combined with `introspection`"));
         }
         let client = http_client(&cfg, ctx)?;
         let introspector = Introspector::new(&cfg, client)?;
         let accepts = format!("OAuth2 tokens validated by {}", introspector.host());
-        Ok(Self::assemble(
-            &cfg,
-            Mode::Introspection(introspector),
-            accepts,
-        ))
+        Ok(Self::assemble(&cfg, Mode::Introspection(introspector), accepts))
     }
 
     fn assemble(cfg: &OAuth2Config, mode: Mode, accepts: String) -> Self {
@@ -210,10 +184,9 @@ impl OAuth2Provider {
             (Some(issuer), _) => {
                 format!("Authentication required. Please provide a valid OAuth2 Bearer token from {issuer}")
             }
-            (None, Mode::Introspection(i)) => format!(
-                "Authentication required. Please provide a valid OAuth2 Bearer token validated by {}",
-                i.host()
-            ),
+            (None, Mode::Introspection(i)) => {
+                format!("Authentication required. Please provide a valid OAuth2 Bearer token validated by {}", i.host())
+            }
             (None, Mode::Jwt(_)) => {
                 "Authentication required. Please provide a valid OAuth2 Bearer token in the Authorization header"
                     .to_string()
@@ -241,10 +214,7 @@ impl OAuth2Provider {
     /// Key-set fetches attempted so far (discovery documents not counted).
     pub fn fetch_count(&self) -> u64 {
         match &self.mode {
-            Mode::Jwt(JwtValidator {
-                keys: KeySource::Remote(set),
-                ..
-            }) => set.fetch_count(),
+            Mode::Jwt(JwtValidator { keys: KeySource::Remote(set), .. }) => set.fetch_count(),
             _ => 0,
         }
     }
@@ -293,24 +263,14 @@ fn check_common(cfg: &OAuth2Config) -> Result<(), ConfigError> {
     if cfg.leeway > MAX_LEEWAY {
         return Err(ConfigError::new(
             "leeway",
-            format!(
-                "{} is more than the allowed {}",
-                human(cfg.leeway),
-                human(MAX_LEEWAY)
-            ),
+            format!("{} is more than the allowed {}", human(cfg.leeway), human(MAX_LEEWAY)),
         ));
     }
     if cfg.max_token_bytes == 0 || cfg.max_token_bytes > 1024 * 1024 {
-        return Err(ConfigError::new(
-            "max_token_bytes",
-            "must be between 1 and 1048576",
-        ));
+        return Err(ConfigError::new("max_token_bytes", "must be between 1 and 1048576"));
     }
     if cfg.max_response_bytes == 0 {
-        return Err(ConfigError::new(
-            "max_response_bytes",
-            "must be more than 0",
-        ));
+        return Err(ConfigError::new("max_response_bytes", "must be more than 0"));
     }
     if cfg.timeout.is_zero() {
         return Err(ConfigError::new("timeout", "must be more than 0"));
@@ -366,53 +326,28 @@ fn claim_rules(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<ClaimRules, Con
         audiences,
         leeway: cfg.leeway.as_secs_f64(),
         allow_missing_exp: cfg.allow_missing_exp,
-        principal_claim: cfg
-            .principal_claim
-            .clone()
-            .unwrap_or_else(|| "sub".to_string()),
-        claims_mapping: cfg
-            .claims_mapping
-            .clone()
-            .unwrap_or_else(ClaimsMapping::oauth2_default),
+        principal_claim: cfg.principal_claim.clone().unwrap_or_else(|| "sub".to_string()),
+        claims_mapping: cfg.claims_mapping.clone().unwrap_or_else(ClaimsMapping::oauth2_default),
     })
 }
 
 fn allowed_algorithms(cfg: &OAuth2Config) -> Result<AlgSet, ConfigError> {
     let with_secret = cfg.secret.is_some();
     let Some(names) = &cfg.algorithms else {
-        return Ok(if with_secret {
-            AlgSet::hmac()
-        } else {
-            AlgSet::asymmetric()
-        });
+        return Ok(if with_secret { AlgSet::hmac() } else { AlgSet::asymmetric() });
     };
     if names.is_empty() {
-        return Err(ConfigError::new(
-            "algorithms",
-            "is empty; omit it to accept every supported algorithm",
-        ));
+        return Err(ConfigError::new("algorithms", "is empty; omit it to accept every supported algorithm"));
     }
-    let supported = || {
-        Alg::ALL
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let supported = || Alg::ALL.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
     let mut set = AlgSet::default();
     for (i, name) in names.iter().enumerate() {
         let field = format!("algorithms[{i}]");
         if name.eq_ignore_ascii_case("none") {
-            return Err(ConfigError::new(
-                field,
-                "\"none\" (unsigned tokens) is never accepted",
-            ));
+            return Err(ConfigError::new(field, "\"none\" (unsigned tokens) is never accepted"));
         }
         let Some(alg) = Alg::from_name(name) else {
-            return Err(ConfigError::new(
-                field,
-                format!("{name:?} is not a supported algorithm ({})", supported()),
-            ));
+            return Err(ConfigError::new(field, format!("{name:?} is not a supported algorithm ({})", supported())));
         };
         if alg.is_hmac() && !with_secret {
             return Err(ConfigError::new(
@@ -451,8 +386,7 @@ fn key_source(cfg: &OAuth2Config) -> Result<Source, ConfigError> {
 }
 
 fn parse_url(field: &str, text: &str) -> Result<Url, ConfigError> {
-    let url = Url::parse(text)
-        .map_err(|e| ConfigError::new(field, format!("is not a valid URL ({e})")))?;
+    let url = Url::parse(text).map_err(|e| ConfigError::new(field, format!("is not a valid URL ({e})")))?;
     discovery::check_scheme(&url).map_err(|m| ConfigError::new(field, m))?;
     Ok(url)
 }
@@ -463,30 +397,15 @@ fn check_jwks_timing(jwks: &JwksConfig) -> Result<(), ConfigError> {
         if value < min || value > max {
             Err(ConfigError::new(
                 format!("jwks.{field}"),
-                format!(
-                    "is {}; it must be between {} and {}",
-                    human(value),
-                    human(min),
-                    human(max)
-                ),
+                format!("is {}; it must be between {} and {}", human(value), human(min), human(max)),
             ))
         } else {
             Ok(())
         }
     };
-    bounded(
-        "key_recheck_period",
-        jwks.key_recheck_period,
-        Duration::from_secs(1),
-        DAY,
-    )?;
+    bounded("key_recheck_period", jwks.key_recheck_period, Duration::from_secs(1), DAY)?;
     // A zero cooldown would let every made-up kid trigger a fetch.
-    bounded(
-        "refresh_cooldown",
-        jwks.refresh_cooldown,
-        Duration::from_millis(10),
-        Duration::from_secs(3600),
-    )?;
+    bounded("refresh_cooldown", jwks.refresh_cooldown, Duration::from_millis(10), Duration::from_secs(3600))?;
     bounded("stale_grace", jwks.stale_grace, Duration::ZERO, 7 * DAY)?;
     if jwks.max_keys == 0 {
         return Err(ConfigError::new("jwks.max_keys", "must be at least 1"));

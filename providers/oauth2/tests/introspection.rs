@@ -19,10 +19,7 @@ const CLIENT_SECRET: &str = "p@ss word/é";
 const BASIC: &str = "Basic Z2F0ZSUzQXdheTpwJTQwc3Mrd29yZCUyRiVDMyVBOQ==";
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// A config pointing at `server`, with `extra` merged in at the top level
@@ -51,11 +48,7 @@ fn provider(server: &MockServer, extra: Value) -> Arc<OAuth2Provider> {
 }
 
 async fn answer(server: &MockServer, response: ResponseTemplate) {
-    Mock::given(method("POST"))
-        .and(path("/introspect"))
-        .respond_with(response)
-        .mount(server)
-        .await;
+    Mock::given(method("POST")).and(path("/introspect")).respond_with(response).mount(server).await;
 }
 
 async fn answer_json(server: &MockServer, body: Value) {
@@ -74,15 +67,10 @@ async fn only_form(server: &MockServer) -> HashMap<String, String> {
     let received = server.received_requests().await.unwrap_or_default();
     assert_eq!(received.len(), 1);
     assert_eq!(
-        received[0]
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
+        received[0].headers.get("content-type").and_then(|v| v.to_str().ok()),
         Some("application/x-www-form-urlencoded")
     );
-    url::form_urlencoded::parse(&received[0].body)
-        .into_owned()
-        .collect()
+    url::form_urlencoded::parse(&received[0].body).into_owned().collect()
 }
 
 fn host(server: &MockServer) -> String {
@@ -92,10 +80,7 @@ fn host(server: &MockServer) -> String {
 fn assert_kind(err: &AuthError, kind: ErrorKind) {
     assert_eq!(err.kind(), kind, "unexpected error: {err}");
     assert!(!err.detail().contains(TOKEN), "token leaked: {err}");
-    assert!(
-        !err.detail().contains(CLIENT_SECRET),
-        "secret leaked: {err}"
-    );
+    assert!(!err.detail().contains(CLIENT_SECRET), "secret leaked: {err}");
 }
 
 fn active(extra: Value) -> Value {
@@ -130,26 +115,17 @@ async fn active_token_with_basic_client_auth() {
     let who = validate(&p).await.unwrap();
     assert_eq!(who.principal, "Z5O3upPC88QrAjx00dis");
     // Llama Stack's default mapping: sub and username → roles, groups → teams.
-    assert_eq!(
-        who.attributes["roles"],
-        vec!["Z5O3upPC88QrAjx00dis", "jdoe"]
-    );
+    assert_eq!(who.attributes["roles"], vec!["Z5O3upPC88QrAjx00dis", "jdoe"]);
     assert_eq!(who.attributes["teams"], vec!["ml", "infra"]);
 
     let form = only_form(&server).await;
     assert_eq!(form.get("token").map(String::as_str), Some(TOKEN));
-    assert_eq!(
-        form.get("token_type_hint").map(String::as_str),
-        Some("access_token")
-    );
+    assert_eq!(form.get("token_type_hint").map(String::as_str), Some("access_token"));
     assert!(!form.contains_key("client_secret"));
     assert!(!form.contains_key("client_id"));
     assert_eq!(
         p.error_message(),
-        format!(
-            "Authentication required. Please provide a valid OAuth2 Bearer token validated by {}",
-            host(&server)
-        )
+        format!("Authentication required. Please provide a valid OAuth2 Bearer token validated by {}", host(&server))
     );
 }
 
@@ -157,19 +133,13 @@ async fn active_token_with_basic_client_auth() {
 async fn secret_in_body_mode() {
     let server = MockServer::start().await;
     answer_json(&server, active(json!({}))).await;
-    let p = provider(
-        &server,
-        json!({"introspection": {"send_secret_in_body": true}}),
-    );
+    let p = provider(&server, json!({"introspection": {"send_secret_in_body": true}}));
     validate(&p).await.unwrap();
     let received = server.received_requests().await.unwrap_or_default();
     assert!(received[0].headers.get("authorization").is_none());
     let form = only_form(&server).await;
     assert_eq!(form.get("client_id").map(String::as_str), Some(CLIENT_ID));
-    assert_eq!(
-        form.get("client_secret").map(String::as_str),
-        Some(CLIENT_SECRET)
-    );
+    assert_eq!(form.get("client_secret").map(String::as_str), Some(CLIENT_SECRET));
     assert_eq!(form.get("token").map(String::as_str), Some(TOKEN));
 }
 
@@ -177,13 +147,7 @@ async fn secret_in_body_mode() {
 async fn principal_falls_back_to_username_then_principal_claim() {
     let server = MockServer::start().await;
     answer_json(&server, json!({"active": true, "username": "jdoe"})).await;
-    assert_eq!(
-        validate(&provider(&server, json!({})))
-            .await
-            .unwrap()
-            .principal,
-        "jdoe"
-    );
+    assert_eq!(validate(&provider(&server, json!({}))).await.unwrap().principal, "jdoe");
 
     let server = MockServer::start().await;
     answer_json(&server, active(json!({"ext": {"employee_id": "E-42"}}))).await;
@@ -204,10 +168,7 @@ async fn active_without_sub_or_username_is_invalid() {
     answer_json(&server, json!({"active": true, "scope": "read"})).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert!(
-        err.detail().contains("neither `sub` nor `username`"),
-        "{err}"
-    );
+    assert!(err.detail().contains("neither `sub` nor `username`"), "{err}");
 }
 
 #[tokio::test]
@@ -235,10 +196,7 @@ async fn server_error_is_unavailable() {
     answer(&server, ResponseTemplate::new(500)).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert_eq!(
-        err.detail(),
-        format!("introspection endpoint {} answered 500", host(&server))
-    );
+    assert_eq!(err.detail(), format!("introspection endpoint {} answered 500", host(&server)));
 }
 
 #[tokio::test]
@@ -254,13 +212,7 @@ async fn our_rejected_client_credentials_are_unavailable_and_say_so() {
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     let d = err.detail();
-    assert!(
-        d.starts_with(&format!(
-            "introspection endpoint {} answered 401: ",
-            host(&server)
-        )),
-        "{err}"
-    );
+    assert!(d.starts_with(&format!("introspection endpoint {} answered 401: ", host(&server))), "{err}");
     assert!(d.contains("client credentials"), "{err}");
     assert!(d.contains("`invalid_client`"), "{err}");
 }
@@ -268,11 +220,7 @@ async fn our_rejected_client_credentials_are_unavailable_and_say_so() {
 #[tokio::test]
 async fn rate_limited_endpoint_passes_retry_after() {
     let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(429).insert_header("retry-after", "12"),
-    )
-    .await;
+    answer(&server, ResponseTemplate::new(429).insert_header("retry-after", "12")).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert_eq!(err.retry_after(), Some(Duration::from_secs(12)));
@@ -281,33 +229,19 @@ async fn rate_limited_endpoint_passes_retry_after() {
 #[tokio::test]
 async fn timeout_is_unavailable() {
     let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(active(json!({})))
-            .set_delay(Duration::from_secs(2)),
-    )
-    .await;
+    answer(&server, ResponseTemplate::new(200).set_body_json(active(json!({}))).set_delay(Duration::from_secs(2)))
+        .await;
     let started = std::time::Instant::now();
-    let err = validate(&provider(&server, json!({"timeout": "200ms"})))
-        .await
-        .unwrap_err();
+    let err = validate(&provider(&server, json!({"timeout": "200ms"}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert_eq!(
-        err.detail(),
-        format!("introspection endpoint {}: timed out", host(&server))
-    );
+    assert_eq!(err.detail(), format!("introspection endpoint {}: timed out", host(&server)));
     assert!(started.elapsed() < Duration::from_millis(1500));
 }
 
 #[tokio::test]
 async fn non_json_is_unavailable() {
     let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(200).set_body_string("<html>login</html>"),
-    )
-    .await;
+    answer(&server, ResponseTemplate::new(200).set_body_string("<html>login</html>")).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert!(
@@ -323,10 +257,7 @@ async fn non_json_is_unavailable() {
 async fn missing_or_non_boolean_active_is_unavailable() {
     for (reply, why) in [
         (json!({"sub": "alice"}), "no `active` field"),
-        (
-            json!({"active": "true", "sub": "alice"}),
-            "`active` is a string, not a boolean",
-        ),
+        (json!({"active": "true", "sub": "alice"}), "`active` is a string, not a boolean"),
         (json!([{"active": true}]), "not an object"),
     ] {
         let server = MockServer::start().await;
@@ -341,9 +272,7 @@ async fn missing_or_non_boolean_active_is_unavailable() {
 async fn oversize_reply_is_unavailable() {
     let server = MockServer::start().await;
     answer_json(&server, active(json!({"groups": vec!["g".repeat(64); 64]}))).await;
-    let err = validate(&provider(&server, json!({"max_response_bytes": 1024})))
-        .await
-        .unwrap_err();
+    let err = validate(&provider(&server, json!({"max_response_bytes": 1024}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert!(err.detail().contains("1024-byte limit"), "{err}");
 }
@@ -370,10 +299,7 @@ async fn not_yet_valid_reply_is_invalid() {
     answer_json(&server, active(json!({"nbf": now() + 600}))).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert!(
-        err.detail().starts_with("token is not valid before "),
-        "{err}"
-    );
+    assert!(err.detail().starts_with("token is not valid before "), "{err}");
 }
 
 #[tokio::test]
@@ -382,10 +308,7 @@ async fn non_numeric_exp_is_unavailable() {
     answer_json(&server, active(json!({"exp": "tomorrow"}))).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert!(
-        err.detail().contains("`exp` is a string, not a number"),
-        "{err}"
-    );
+    assert!(err.detail().contains("`exp` is a string, not a number"), "{err}");
 }
 
 #[tokio::test]
@@ -393,59 +316,35 @@ async fn issuer_is_checked_when_configured() {
     let expected = "https://auth.example.com/realms/main";
     let server = MockServer::start().await;
     answer_json(&server, active(json!({"iss": "https://evil.example.com"}))).await;
-    let err = validate(&provider(&server, json!({"issuer": expected})))
-        .await
-        .unwrap_err();
+    let err = validate(&provider(&server, json!({"issuer": expected}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert_eq!(
-        err.detail(),
-        format!("issuer \"https://evil.example.com\" is not the expected \"{expected}\"")
-    );
+    assert_eq!(err.detail(), format!("issuer \"https://evil.example.com\" is not the expected \"{expected}\""));
 
     let server = MockServer::start().await;
     answer_json(&server, active(json!({"iss": expected}))).await;
-    assert!(validate(&provider(&server, json!({"issuer": expected})))
-        .await
-        .is_ok());
+    assert!(validate(&provider(&server, json!({"issuer": expected}))).await.is_ok());
 
     // No `iss` in the reply: the endpoint itself vouches for the token.
     let server = MockServer::start().await;
     answer_json(&server, active(json!({}))).await;
-    assert!(validate(&provider(&server, json!({"issuer": expected})))
-        .await
-        .is_ok());
+    assert!(validate(&provider(&server, json!({"issuer": expected}))).await.is_ok());
 }
 
 #[tokio::test]
 async fn audience_is_checked_when_configured() {
     let server = MockServer::start().await;
-    answer_json(
-        &server,
-        active(json!({"aud": ["other", "api://tokengate"]})),
-    )
-    .await;
-    assert!(
-        validate(&provider(&server, json!({"audience": "api://tokengate"})))
-            .await
-            .is_ok()
-    );
+    answer_json(&server, active(json!({"aud": ["other", "api://tokengate"]}))).await;
+    assert!(validate(&provider(&server, json!({"audience": "api://tokengate"}))).await.is_ok());
 
     let server = MockServer::start().await;
     answer_json(&server, active(json!({"aud": "other"}))).await;
-    let err = validate(&provider(&server, json!({"audience": ["api://tokengate"]})))
-        .await
-        .unwrap_err();
+    let err = validate(&provider(&server, json!({"audience": ["api://tokengate"]}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert_eq!(
-        err.detail(),
-        "audience \"other\" is not one of [\"api://tokengate\"]"
-    );
+    assert_eq!(err.detail(), "audience \"other\" is not one of [\"api://tokengate\"]");
 
     let server = MockServer::start().await;
     answer_json(&server, active(json!({}))).await;
-    let err = validate(&provider(&server, json!({"audience": "api://tokengate"})))
-        .await
-        .unwrap_err();
+    let err = validate(&provider(&server, json!({"audience": "api://tokengate"}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
     assert!(err.detail().contains("names no audience"), "{err}");
 }
@@ -453,13 +352,8 @@ async fn audience_is_checked_when_configured() {
 #[tokio::test]
 async fn concurrent_same_token_is_one_upstream_request() {
     let server = MockServer::start().await;
-    answer(
-        &server,
-        ResponseTemplate::new(200)
-            .set_body_json(active(json!({})))
-            .set_delay(Duration::from_millis(200)),
-    )
-    .await;
+    answer(&server, ResponseTemplate::new(200).set_body_json(active(json!({}))).set_delay(Duration::from_millis(200)))
+        .await;
     let p = provider(&server, json!({}));
     let mut tasks = Vec::new();
     for _ in 0..200 {

@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    AuthError, AuthProvider, BuildContext, ErrorKind, Ownership, Principal, ProviderBuilder,
-    RequestContext,
+    AuthError, AuthProvider, BuildContext, ErrorKind, Ownership, Principal, ProviderBuilder, RequestContext,
 };
 use tokengate_oauth2::config::OAuth2Config;
 use tokengate_oauth2::{OAuth2Builder, OAuth2Provider};
@@ -66,22 +65,11 @@ fn rsa_key() -> TestKey {
     let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
     let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).unwrap();
     let b64 = base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref());
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    let pem = format!(
-        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-        lines.join("\n")
-    );
+    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", lines.join("\n"));
     let enc = EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap();
     let jwk = public_jwk(&enc, Algorithm::RS256);
-    TestKey {
-        enc,
-        alg: Algorithm::RS256,
-        jwk,
-    }
+    TestKey { enc, alg: Algorithm::RS256, jwk }
 }
 
 static KEYS: LazyLock<Keys> = LazyLock::new(|| {
@@ -94,16 +82,8 @@ static KEYS: LazyLock<Keys> = LazyLock::new(|| {
         rsa: rsa_key(),
         rsa2: rsa_key(),
         rsa_other: rsa_key(),
-        ec: TestKey {
-            jwk: public_jwk(&ec, Algorithm::ES256),
-            enc: ec,
-            alg: Algorithm::ES256,
-        },
-        ed: TestKey {
-            jwk: public_jwk(&ed, Algorithm::EdDSA),
-            enc: ed,
-            alg: Algorithm::EdDSA,
-        },
+        ec: TestKey { jwk: public_jwk(&ec, Algorithm::ES256), enc: ec, alg: Algorithm::ES256 },
+        ed: TestKey { jwk: public_jwk(&ed, Algorithm::EdDSA), enc: ed, alg: Algorithm::EdDSA },
     }
 });
 
@@ -113,21 +93,14 @@ fn b64url(bytes: &[u8]) -> String {
 
 /// Signs any header/claims JSON, so tests can craft headers a library would refuse to.
 fn sign_raw(enc: &EncodingKey, alg: Algorithm, header: &Value, claims: &Value) -> String {
-    let message = format!(
-        "{}.{}",
-        b64url(&serde_json::to_vec(header).unwrap()),
-        b64url(&serde_json::to_vec(claims).unwrap())
-    );
+    let message =
+        format!("{}.{}", b64url(&serde_json::to_vec(header).unwrap()), b64url(&serde_json::to_vec(claims).unwrap()));
     let signature = jsonwebtoken::crypto::sign(message.as_bytes(), enc, alg).unwrap();
     format!("{message}.{signature}")
 }
 
 fn alg_name(alg: Algorithm) -> String {
-    serde_json::to_value(alg)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string()
+    serde_json::to_value(alg).unwrap().as_str().unwrap().to_string()
 }
 
 fn token(key: &TestKey, kid: &str, claims: &Value) -> String {
@@ -135,19 +108,11 @@ fn token(key: &TestKey, kid: &str, claims: &Value) -> String {
 }
 
 fn token_alg(key: &TestKey, alg: Algorithm, kid: &str, claims: &Value) -> String {
-    sign_raw(
-        &key.enc,
-        alg,
-        &json!({"alg": alg_name(alg), "typ": "JWT", "kid": kid}),
-        claims,
-    )
+    sign_raw(&key.enc, alg, &json!({"alg": alg_name(alg), "typ": "JWT", "kid": kid}), claims)
 }
 
 fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 fn claims() -> Value {
@@ -194,10 +159,7 @@ struct Idp {
 
 async fn jwks_route(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     s.jwks_fetches.fetch_add(1, SeqCst);
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     *s.last_authorization.lock().unwrap() = auth;
     let delay = *s.delay.lock().unwrap();
     if !delay.is_zero() {
@@ -210,11 +172,7 @@ async fn jwks_route(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Respons
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
         Behaviour::Fail500 => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
-        Behaviour::Garbage => (
-            [(header::CONTENT_TYPE, "application/json")],
-            "<html>oops</html>",
-        )
-            .into_response(),
+        Behaviour::Garbage => ([(header::CONTENT_TYPE, "application/json")], "<html>oops</html>").into_response(),
     }
 }
 
@@ -257,12 +215,7 @@ impl Idp {
                 })
                 .await;
         });
-        Idp {
-            base,
-            shared,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Idp { base, shared, shutdown: Some(tx), task: Some(task) }
     }
 
     fn jwks_uri(&self) -> String {
@@ -327,30 +280,18 @@ async fn check(p: &OAuth2Provider, token: &str) -> Result<Principal, AuthError> 
 }
 
 #[track_caller]
-fn assert_rejected(
-    result: Result<Principal, AuthError>,
-    kind: ErrorKind,
-    needle: &str,
-) -> AuthError {
+fn assert_rejected(result: Result<Principal, AuthError>, kind: ErrorKind, needle: &str) -> AuthError {
     let err = match result {
         Ok(p) => panic!("expected {kind:?} containing {needle:?}, got principal {p:?}"),
         Err(e) => e,
     };
     assert_eq!(err.kind(), kind, "wrong kind for {err:?}");
-    assert!(
-        err.detail().contains(needle),
-        "detail {:?} does not contain {needle:?}",
-        err.detail()
-    );
+    assert!(err.detail().contains(needle), "detail {:?} does not contain {needle:?}", err.detail());
     err
 }
 
 fn standard_keys() -> Value {
-    json!([
-        KEYS.rsa.jwk_unpinned("rsa1"),
-        KEYS.ec.jwk("ec1"),
-        KEYS.ed.jwk("ed1")
-    ])
+    json!([KEYS.rsa.jwk_unpinned("rsa1"), KEYS.ec.jwk("ec1"), KEYS.ed.jwk("ed1")])
 }
 
 // ---------------------------------------------------------------- signatures and algorithms
@@ -366,15 +307,9 @@ async fn rs256_ps256_es256_eddsa_tokens_validate() {
         (&KEYS.ec, Algorithm::ES256, "ec1"),
         (&KEYS.ed, Algorithm::EdDSA, "ed1"),
     ] {
-        let principal = check(&p, &token_alg(key, alg, kid, &claims()))
-            .await
-            .unwrap();
+        let principal = check(&p, &token_alg(key, alg, kid, &claims())).await.unwrap();
         assert_eq!(principal.principal, "alice", "{alg:?}");
-        assert_eq!(
-            principal.attributes["roles"],
-            vec!["alice"],
-            "default mapping: sub → roles"
-        );
+        assert_eq!(principal.attributes["roles"], vec!["alice"], "default mapping: sub → roles");
     }
     assert_eq!(idp.fetches(), 1);
 }
@@ -430,18 +365,10 @@ async fn bad_signatures_are_invalid_tokens() {
     let parts: Vec<&str> = good.split('.').collect();
     let admin = b64url(&serde_json::to_vec(&with(claims(), json!({"sub": "admin"}))).unwrap());
     let tampered = format!("{}.{}.{}", parts[0], admin, parts[2]);
-    assert_rejected(
-        check(&p, &tampered).await,
-        ErrorKind::InvalidToken,
-        "signature invalid (alg EdDSA, key \"ed1\")",
-    );
+    assert_rejected(check(&p, &tampered).await, ErrorKind::InvalidToken, "signature invalid (alg EdDSA, key \"ed1\")");
 
     let not_b64 = format!("{}.{}.%%%", parts[0], parts[1]);
-    assert_rejected(
-        check(&p, &not_b64).await,
-        ErrorKind::InvalidToken,
-        "signature is not base64url",
-    );
+    assert_rejected(check(&p, &not_b64).await, ErrorKind::InvalidToken, "signature is not base64url");
 }
 
 #[tokio::test]
@@ -452,11 +379,7 @@ async fn alg_none_is_refused_in_any_spelling() {
         let header = b64url(json!({"alg": alg, "kid": "rsa1"}).to_string().as_bytes());
         let payload = b64url(claims().to_string().as_bytes());
         let unsigned = format!("{header}.{payload}.");
-        assert_rejected(
-            check(&p, &unsigned).await,
-            ErrorKind::InvalidToken,
-            "(an unsigned token) is never accepted",
-        );
+        assert_rejected(check(&p, &unsigned).await, ErrorKind::InvalidToken, "(an unsigned token) is never accepted");
     }
     assert_eq!(idp.fetches(), 0, "refused before any key lookup");
 }
@@ -474,19 +397,11 @@ async fn alg_must_match_the_key_not_just_the_header() {
     );
     // The JWK pins RS256: a PS256 signature by the same key is still refused.
     let t = token_alg(&KEYS.rsa, Algorithm::PS256, "rsa1", &claims());
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "restricts to RS256",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "restricts to RS256");
     // Outside the configured allowlist.
     let narrow = provider(config(&idp, json!({"algorithms": ["ES256"]})));
     let t = token(&KEYS.rsa, "rsa1", &claims());
-    assert_rejected(
-        check(&narrow, &t).await,
-        ErrorKind::InvalidToken,
-        "alg RS256 is not allowed (allowed: ES256)",
-    );
+    assert_rejected(check(&narrow, &t).await, ErrorKind::InvalidToken, "alg RS256 is not allowed (allowed: ES256)");
 }
 
 #[tokio::test]
@@ -496,17 +411,8 @@ async fn hs256_against_a_key_set_is_key_confusion() {
     // The classic attack: HMAC keyed with the public key's bytes.
     let n = KEYS.rsa.jwk["n"].as_str().unwrap();
     let enc = EncodingKey::from_secret(n.as_bytes()).unwrap();
-    let t = sign_raw(
-        &enc,
-        Algorithm::HS256,
-        &json!({"alg": "HS256", "kid": "rsa1"}),
-        &claims(),
-    );
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "key confusion",
-    );
+    let t = sign_raw(&enc, Algorithm::HS256, &json!({"alg": "HS256", "kid": "rsa1"}), &claims());
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "key confusion");
 }
 
 #[tokio::test]
@@ -519,17 +425,8 @@ async fn shared_secret_mode_verifies_hs_tokens_only() {
         assert_eq!(check(&p, &t).await.unwrap().principal, "alice");
     }
     let wrong = EncodingKey::from_secret(b"another-secret-another-secret-another").unwrap();
-    let t = sign_raw(
-        &wrong,
-        Algorithm::HS256,
-        &json!({"alg": "HS256"}),
-        &claims(),
-    );
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "signature invalid (alg HS256)",
-    );
+    let t = sign_raw(&wrong, Algorithm::HS256, &json!({"alg": "HS256"}), &claims());
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "signature invalid (alg HS256)");
     let t = token(&KEYS.rsa, "rsa1", &claims());
     assert_rejected(
         check(&p, &t).await,
@@ -548,57 +445,27 @@ async fn malformed_tokens_say_what_is_wrong() {
     let good = token(&KEYS.rsa, "rsa1", &claims());
     let parts: Vec<&str> = good.split('.').collect();
     let cases = [
-        (
-            "opaque-token".to_string(),
-            "expected 3 dot-separated segments, found 1",
-        ),
+        ("opaque-token".to_string(), "expected 3 dot-separated segments, found 1"),
         ("a.b".to_string(), "found 2"),
         ("a.b.c.d".to_string(), "found 4"),
-        (
-            "eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d".to_string(),
-            "JWE (encrypted JWT) is not supported",
-        ),
-        (
-            format!("!!!.{}.{}", parts[1], parts[2]),
-            "the header is not base64url",
-        ),
-        (
-            format!("{}.{}.{}", b64url(b"not json"), parts[1], parts[2]),
-            "the header is not a JSON object",
-        ),
-        (
-            format!("{}.{}.{}", b64url(b"{\"alg\":"), parts[1], parts[2]),
-            "the header is not valid JSON",
-        ),
-        (
-            format!(".{}.{}", parts[1], parts[2]),
-            "empty header or payload",
-        ),
-        (
-            format!("{}.{}.", parts[0], parts[1]),
-            "the token has no signature",
-        ),
+        ("eyJhbGciOiJSU0EtT0FFUCJ9.a.b.c.d".to_string(), "JWE (encrypted JWT) is not supported"),
+        (format!("!!!.{}.{}", parts[1], parts[2]), "the header is not base64url"),
+        (format!("{}.{}.{}", b64url(b"not json"), parts[1], parts[2]), "the header is not a JSON object"),
+        (format!("{}.{}.{}", b64url(b"{\"alg\":"), parts[1], parts[2]), "the header is not valid JSON"),
+        (format!(".{}.{}", parts[1], parts[2]), "empty header or payload"),
+        (format!("{}.{}.", parts[0], parts[1]), "the token has no signature"),
     ];
     for (t, needle) in cases {
         assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, needle);
     }
     // A correctly signed token whose payload is not a JSON object.
     let t = {
-        let header = b64url(
-            json!({"alg": "RS256", "kid": "rsa1"})
-                .to_string()
-                .as_bytes(),
-        );
+        let header = b64url(json!({"alg": "RS256", "kid": "rsa1"}).to_string().as_bytes());
         let message = format!("{header}.{}", b64url(b"[1,2]"));
-        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &KEYS.rsa.enc, Algorithm::RS256)
-            .unwrap();
+        let sig = jsonwebtoken::crypto::sign(message.as_bytes(), &KEYS.rsa.enc, Algorithm::RS256).unwrap();
         format!("{message}.{sig}")
     };
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "the payload is not a JSON object",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "the payload is not a JSON object");
 }
 
 #[tokio::test]
@@ -607,11 +474,7 @@ async fn oversize_tokens_are_refused_before_parsing() {
     let p = provider(config(&idp, json!({"max_token_bytes": 1024})));
     let big = with(claims(), json!({"pad": "x".repeat(2000)}));
     let t = token(&KEYS.rsa, "rsa1", &big);
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "more than the 1024-byte limit",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "more than the 1024-byte limit");
     assert_eq!(idp.fetches(), 0, "no key set fetched for an oversize token");
 }
 
@@ -621,11 +484,7 @@ async fn crit_header_is_refused() {
     let p = provider(config(&idp, json!({})));
     let header = json!({"alg": "RS256", "kid": "rsa1", "crit": ["b64"], "b64": false});
     let t = sign_raw(&KEYS.rsa.enc, Algorithm::RS256, &header, &claims());
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "critical ([\"b64\"]) and tokengate supports none",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "critical ([\"b64\"]) and tokengate supports none");
 }
 
 #[tokio::test]
@@ -640,28 +499,15 @@ async fn keys_named_by_the_token_itself_are_never_used() {
         "jwk": KEYS.rsa_other.jwk("attacker"),
     });
     let t = sign_raw(&KEYS.rsa_other.enc, Algorithm::RS256, &header, &claims());
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "unknown key id \"attacker\"",
-    );
-    assert_eq!(
-        idp.shared.evil_fetches.load(SeqCst),
-        0,
-        "jku/x5u never fetched"
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "unknown key id \"attacker\"");
+    assert_eq!(idp.shared.evil_fetches.load(SeqCst), 0, "jku/x5u never fetched");
 }
 
 #[tokio::test]
 async fn token_without_kid_needs_exactly_one_fitting_key() {
     let idp = Idp::start(json!([KEYS.rsa.jwk("rsa1"), KEYS.ec.jwk("ec1")])).await;
     let p = provider(config(&idp, json!({})));
-    let no_kid = sign_raw(
-        &KEYS.rsa.enc,
-        Algorithm::RS256,
-        &json!({"alg": "RS256"}),
-        &claims(),
-    );
+    let no_kid = sign_raw(&KEYS.rsa.enc, Algorithm::RS256, &json!({"alg": "RS256"}), &claims());
     assert_eq!(check(&p, &no_kid).await.unwrap().principal, "alice");
 
     let idp2 = Idp::start(json!([KEYS.rsa.jwk("rsa1"), KEYS.rsa2.jwk("rsa2")])).await;
@@ -671,17 +517,48 @@ async fn token_without_kid_needs_exactly_one_fitting_key() {
         ErrorKind::InvalidToken,
         "token has no kid and 2 keys in the key set fit alg RS256",
     );
-    let es = sign_raw(
-        &KEYS.ec.enc,
-        Algorithm::ES256,
-        &json!({"alg": "ES256"}),
-        &claims(),
-    );
+    let es = sign_raw(&KEYS.ec.enc, Algorithm::ES256, &json!({"alg": "ES256"}), &claims());
     assert_rejected(
         check(&p2, &es).await,
         ErrorKind::InvalidToken,
         "token has no kid and the key set has no key for alg ES256",
     );
+}
+
+#[tokio::test]
+async fn mutated_tokens_are_always_rejected_never_panic() {
+    let idp = Idp::start(standard_keys()).await;
+    let p = provider(config(&idp, json!({})));
+    let good = token(&KEYS.ed, "ed1", &claims());
+    assert!(check(&p, &good).await.is_ok());
+    let alphabet = b"ABCxyz019-_.=+/ \"{}";
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for _ in 0..600 {
+        let mut bytes = good.clone().into_bytes();
+        for _ in 0..=(next() % 3) {
+            let at = (next() as usize) % bytes.len();
+            match next() % 3 {
+                0 => bytes[at] = alphabet[(next() as usize) % alphabet.len()],
+                1 => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+            }
+        }
+        let mutated = String::from_utf8(bytes).unwrap();
+        if mutated == good {
+            continue;
+        }
+        let err = check(&p, &mutated).await.expect_err("a mutated token was accepted");
+        assert_eq!(err.kind(), ErrorKind::InvalidToken, "{err:?}");
+        assert!(!err.detail().contains(&mutated), "the token leaked into {err:?}");
+    }
 }
 
 // ---------------------------------------------------------------- claims
@@ -690,16 +567,9 @@ async fn token_without_kid_needs_exactly_one_fitting_key() {
 async fn expired_token_names_the_time() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({})));
-    let c = with(
-        claims(),
-        json!({"exp": 1_700_000_000, "iat": 1_699_990_000}),
-    );
+    let c = with(claims(), json!({"exp": 1_700_000_000, "iat": 1_699_990_000}));
     let t = token(&KEYS.rsa, "rsa1", &c);
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "token expired at 2023-11-14T22:13:20Z",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token expired at 2023-11-14T22:13:20Z");
     // Within leeway (30s by default) is still accepted.
     let c = with(claims(), json!({"exp": now() - 10}));
     assert!(check(&p, &token(&KEYS.rsa, "rsa1", &c)).await.is_ok());
@@ -710,21 +580,9 @@ async fn exp_is_required_and_numeric() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({})));
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": null})));
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "token has no exp claim",
-    );
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"exp": "9999999999"})),
-    );
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "the exp claim is not a number",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token has no exp claim");
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": "9999999999"})));
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "the exp claim is not a number");
 
     let lenient = provider(config(&idp, json!({"allow_missing_exp": true})));
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": null})));
@@ -735,32 +593,12 @@ async fn exp_is_required_and_numeric() {
 async fn not_yet_valid_and_issued_in_the_future() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({})));
-    let t = token(
-        &KEYS.ec,
-        "ec1",
-        &with(claims(), json!({"nbf": now() + 3600})),
-    );
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "token not valid before 2",
-    );
-    let t = token(
-        &KEYS.ec,
-        "ec1",
-        &with(claims(), json!({"iat": now() + 3600})),
-    );
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "token issued in the future (iat 2",
-    );
+    let t = token(&KEYS.ec, "ec1", &with(claims(), json!({"nbf": now() + 3600})));
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token not valid before 2");
+    let t = token(&KEYS.ec, "ec1", &with(claims(), json!({"iat": now() + 3600})));
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token issued in the future (iat 2");
     // Clock skew within leeway is tolerated.
-    let t = token(
-        &KEYS.ec,
-        "ec1",
-        &with(claims(), json!({"nbf": now() + 10, "iat": now() + 10})),
-    );
+    let t = token(&KEYS.ec, "ec1", &with(claims(), json!({"nbf": now() + 10, "iat": now() + 10})));
     assert!(check(&p, &t).await.is_ok());
 }
 
@@ -768,11 +606,7 @@ async fn not_yet_valid_and_issued_in_the_future() {
 async fn wrong_issuer_names_expected_and_got() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({})));
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"iss": "https://evil.test"})),
-    );
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"iss": "https://evil.test"})));
     assert_rejected(
         check(&p, &t).await,
         ErrorKind::InvalidToken,
@@ -796,42 +630,23 @@ async fn wrong_audience_as_string_and_as_list() {
         ErrorKind::InvalidToken,
         "audience [\"x\"] is not one of [\"tokengate-test\"]",
     );
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"aud": ["x", "y"]})),
-    );
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": ["x", "y"]})));
     assert_rejected(
         check(&p, &t).await,
         ErrorKind::InvalidToken,
         "audience [\"x\", \"y\"] is not one of [\"tokengate-test\"]",
     );
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": null})));
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "token has no aud claim",
-    );
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"aud": ["x", AUD]})),
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token has no aud claim");
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": ["x", AUD]})));
     assert!(check(&p, &t).await.is_ok());
 
     // Several accepted audiences: any one matching is enough.
     let multi = provider(config(&idp, json!({"audience": ["a", "b"]})));
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": "b"})));
     assert!(check(&multi, &t).await.is_ok());
-    let any = provider(config(
-        &idp,
-        json!({"audience": null, "allow_any_audience": true}),
-    ));
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"aud": "whatever"})),
-    );
+    let any = provider(config(&idp, json!({"audience": null, "allow_any_audience": true})));
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": "whatever"})));
     assert!(check(&any, &t).await.is_ok());
 }
 
@@ -839,21 +654,11 @@ async fn wrong_audience_as_string_and_as_list() {
 async fn llama_stack_defaults_supply_the_audience() {
     let idp = Idp::start(standard_keys()).await;
     let cfg = config(&idp, json!({"audience": null}));
-    let ctx = BuildContext {
-        llama_stack_defaults: true,
-        ..Default::default()
-    };
+    let ctx = BuildContext { llama_stack_defaults: true, ..Default::default() };
     let p = OAuth2Builder.build(cfg.clone(), &ctx).unwrap();
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"aud": "llama-stack"})),
-    );
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": "llama-stack"})));
     assert!(p.validate(&t, &RequestContext::default()).await.is_ok());
-    let err = OAuth2Builder
-        .build(cfg, &BuildContext::default())
-        .err()
-        .unwrap();
+    let err = OAuth2Builder.build(cfg, &BuildContext::default()).err().unwrap();
     assert_eq!(err.field, "audience");
 }
 
@@ -869,16 +674,14 @@ async fn discovery_finds_the_key_set() {
     assert_eq!(idp.fetches(), 1);
 
     // `jwks` without `uri` also means discovery, with the jwks settings applied.
-    let p =
-        provider(json!({"issuer": idp.base, "audience": AUD, "jwks": {"refresh_cooldown": "1s"}}));
+    let p = provider(json!({"issuer": idp.base, "audience": AUD, "jwks": {"refresh_cooldown": "1s"}}));
     assert!(check(&p, &t).await.is_ok());
 }
 
 #[tokio::test]
 async fn discovery_for_another_issuer_is_unavailable() {
     let idp = Idp::start(standard_keys()).await;
-    *idp.shared.discovery.lock().unwrap() =
-        json!({"issuer": "https://evil.test", "jwks_uri": idp.jwks_uri()});
+    *idp.shared.discovery.lock().unwrap() = json!({"issuer": "https://evil.test", "jwks_uri": idp.jwks_uri()});
     let p = provider(json!({"issuer": idp.base, "audience": AUD}));
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"iss": idp.base})));
     assert_rejected(
@@ -886,11 +689,7 @@ async fn discovery_for_another_issuer_is_unavailable() {
         ErrorKind::Unavailable,
         "names issuer \"https://evil.test\", not the configured",
     );
-    assert_eq!(
-        idp.fetches(),
-        0,
-        "keys from an impersonating document are never fetched"
-    );
+    assert_eq!(idp.fetches(), 0, "keys from an impersonating document are never fetched");
 }
 
 #[tokio::test]
@@ -914,9 +713,7 @@ async fn rotation_accepts_a_new_kid_after_exactly_one_fetch() {
 async fn a_flood_of_made_up_kids_costs_at_most_one_fetch() {
     let idp = Idp::start(standard_keys()).await;
     let p = Arc::new(provider(config(&idp, json!({}))));
-    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims()))
-        .await
-        .is_ok());
+    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims())).await.is_ok());
     assert_eq!(idp.fetches(), 1);
 
     let mut tasks = Vec::new();
@@ -926,26 +723,14 @@ async fn a_flood_of_made_up_kids_costs_at_most_one_fetch() {
         tasks.push(tokio::spawn(async move { check(&p, &t).await }));
     }
     for (i, task) in tasks.into_iter().enumerate() {
-        assert_rejected(
-            task.await.unwrap(),
-            ErrorKind::InvalidToken,
-            &format!("unknown key id \"bogus-{i}\""),
-        );
+        assert_rejected(task.await.unwrap(), ErrorKind::InvalidToken, &format!("unknown key id \"bogus-{i}\""));
     }
-    assert!(
-        idp.fetches() <= 2,
-        "{} fetches for 100 bogus kids",
-        idp.fetches()
-    );
+    assert!(idp.fetches() <= 2, "{} fetches for 100 bogus kids", idp.fetches());
     // More made-up kids within the cooldown: no fetch at all.
     let before = idp.fetches();
     for i in 0..20 {
         let t = token(&KEYS.rsa_other, &format!("later-{i}"), &claims());
-        assert_rejected(
-            check(&p, &t).await,
-            ErrorKind::InvalidToken,
-            "unknown key id",
-        );
+        assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "unknown key id");
     }
     assert_eq!(idp.fetches(), before);
 }
@@ -973,11 +758,7 @@ async fn outage_keeps_known_keys_and_makes_unknown_kids_unavailable() {
         "key id \"new-key\" is not among the cached keys",
     );
     // Still unavailable within the cooldown, without a new fetch being possible.
-    assert_rejected(
-        check(&p, &unknown).await,
-        ErrorKind::Unavailable,
-        "connection failed",
-    );
+    assert_rejected(check(&p, &unknown).await, ErrorKind::Unavailable, "connection failed");
     assert!(check(&p, &known).await.is_ok());
 }
 
@@ -992,17 +773,10 @@ async fn keys_past_their_stale_grace_are_not_trusted() {
     assert!(check(&p, &known).await.is_ok());
     idp.set_behaviour(Behaviour::Fail500);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_rejected(
-        check(&p, &known).await,
-        ErrorKind::Unavailable,
-        "answered HTTP 500",
-    );
+    assert_rejected(check(&p, &known).await, ErrorKind::Unavailable, "answered HTTP 500");
     idp.set_behaviour(Behaviour::Serve);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert!(
-        check(&p, &known).await.is_ok(),
-        "recovers once the provider answers"
-    );
+    assert!(check(&p, &known).await.is_ok(), "recovers once the provider answers");
 }
 
 #[tokio::test]
@@ -1012,11 +786,7 @@ async fn broken_key_set_with_no_keys_is_unavailable() {
     let idp = Idp::start(standard_keys()).await;
     idp.set_behaviour(Behaviour::Fail500);
     let p = provider(config(&idp, json!({})));
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::Unavailable,
-        "answered HTTP 500",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::Unavailable, "answered HTTP 500");
 
     idp.set_behaviour(Behaviour::Garbage);
     let p = provider(config(&idp, json!({})));
@@ -1025,41 +795,19 @@ async fn broken_key_set_with_no_keys_is_unavailable() {
     idp.set_behaviour(Behaviour::Serve);
     idp.set_keys(json!([{"kty": "RSA", "kid": "rsa1", "n": "AQAB", "e": "AQAB"}, {"kty": "oct", "k": "c2VjcmV0"}]));
     let p = provider(config(&idp, json!({})));
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::Unavailable,
-        "has no usable key",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::Unavailable, "has no usable key");
 
-    idp.set_keys(json!([
-        KEYS.rsa.jwk("a"),
-        KEYS.rsa.jwk("b"),
-        KEYS.rsa.jwk("c")
-    ]));
-    let p = provider(config(
-        &idp,
-        json!({"jwks": {"uri": idp.jwks_uri(), "max_keys": 2}}),
-    ));
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::Unavailable,
-        "more than max_keys (2)",
-    );
+    idp.set_keys(json!([KEYS.rsa.jwk("a"), KEYS.rsa.jwk("b"), KEYS.rsa.jwk("c")]));
+    let p = provider(config(&idp, json!({"jwks": {"uri": idp.jwks_uri(), "max_keys": 2}})));
+    assert_rejected(check(&p, &t).await, ErrorKind::Unavailable, "more than max_keys (2)");
 
     idp.set_keys(standard_keys());
     idp.set_delay(Duration::from_secs(3));
     let p = provider(config(&idp, json!({"timeout": "300ms"})));
     assert_rejected(check(&p, &t).await, ErrorKind::Unavailable, "timed out");
 
-    let p = provider(config(
-        &idp,
-        json!({"jwks": {"uri": "http://127.0.0.1:9/jwks"}}),
-    ));
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::Unavailable,
-        "connection failed",
-    );
+    let p = provider(config(&idp, json!({"jwks": {"uri": "http://127.0.0.1:9/jwks"}})));
+    assert_rejected(check(&p, &t).await, ErrorKind::Unavailable, "connection failed");
 }
 
 #[tokio::test]
@@ -1072,9 +820,7 @@ async fn unusable_jwks_entries_are_skipped() {
     ]))
     .await;
     let p = provider(config(&idp, json!({})));
-    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims()))
-        .await
-        .is_ok());
+    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims())).await.is_ok());
     assert_rejected(
         check(&p, &token(&KEYS.rsa2, "enc", &claims())).await,
         ErrorKind::InvalidToken,
@@ -1102,17 +848,9 @@ async fn concurrent_first_requests_share_one_fetch() {
 #[tokio::test]
 async fn jwks_token_is_sent_as_bearer() {
     let idp = Idp::start(standard_keys()).await;
-    let p = provider(config(
-        &idp,
-        json!({"jwks": {"uri": idp.jwks_uri(), "token": "sa-token-123"}}),
-    ));
-    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims()))
-        .await
-        .is_ok());
-    assert_eq!(
-        idp.shared.last_authorization.lock().unwrap().as_deref(),
-        Some("Bearer sa-token-123")
-    );
+    let p = provider(config(&idp, json!({"jwks": {"uri": idp.jwks_uri(), "token": "sa-token-123"}})));
+    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims())).await.is_ok());
+    assert_eq!(idp.shared.last_authorization.lock().unwrap().as_deref(), Some("Bearer sa-token-123"));
     assert!(!format!("{p:?}").contains("sa-token-123"));
 }
 
@@ -1123,17 +861,12 @@ async fn warm_up_fetches_once_and_reports_outages() {
     p.warm_up().await.unwrap();
     p.warm_up().await.unwrap();
     assert_eq!(idp.fetches(), 1);
-    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims()))
-        .await
-        .is_ok());
+    assert!(check(&p, &token(&KEYS.rsa, "rsa1", &claims())).await.is_ok());
     assert_eq!(idp.fetches(), 1);
 
     idp.set_behaviour(Behaviour::Fail500);
     let p = provider(config(&idp, json!({})));
-    assert_eq!(
-        p.warm_up().await.unwrap_err().kind(),
-        ErrorKind::Unavailable
-    );
+    assert_eq!(p.warm_up().await.unwrap_err().kind(), ErrorKind::Unavailable);
 }
 
 // ---------------------------------------------------------------- verified-token cache
@@ -1153,11 +886,7 @@ async fn verified_tokens_are_reused_until_their_key_leaves_the_set() {
     idp.set_keys(json!([KEYS.rsa2.jwk("k2")]));
     assert!(check(&p, &token(&KEYS.rsa2, "k2", &claims())).await.is_ok());
     assert_eq!(idp.fetches(), 2);
-    assert_rejected(
-        check(&p, &t1).await,
-        ErrorKind::InvalidToken,
-        "unknown key id \"k1\"",
-    );
+    assert_rejected(check(&p, &t1).await, ErrorKind::InvalidToken, "unknown key id \"k1\"");
     assert_eq!(idp.fetches(), 2, "within the cooldown, no further fetch");
 }
 
@@ -1165,19 +894,11 @@ async fn verified_tokens_are_reused_until_their_key_leaves_the_set() {
 async fn cached_tokens_still_expire() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({"leeway": 0})));
-    let t = token(
-        &KEYS.rsa,
-        "rsa1",
-        &with(claims(), json!({"exp": now() + 1})),
-    );
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": now() + 1})));
     assert!(check(&p, &t).await.is_ok());
     assert!(check(&p, &t).await.is_ok());
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_rejected(
-        check(&p, &t).await,
-        ErrorKind::InvalidToken,
-        "token expired at",
-    );
+    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token expired at");
 
     let uncached = provider(config(&idp, json!({"cache": {"enabled": false}})));
     let t = token(&KEYS.rsa, "rsa1", &claims());
@@ -1189,10 +910,7 @@ async fn cached_tokens_still_expire() {
 
 #[test]
 fn config_errors_name_the_field() {
-    let ctx = BuildContext {
-        base_dir: Some("/nonexistent-dir".into()),
-        llama_stack_defaults: false,
-    };
+    let ctx = BuildContext { base_dir: Some("/nonexistent-dir".into()), llama_stack_defaults: false };
     let jwks = json!({"uri": "https://idp.test/jwks"});
     let secret = "a-secret-value-that-is-long-enough-1234";
     let cases = [
@@ -1204,96 +922,38 @@ fn config_errors_name_the_field() {
         ),
         (json!({"jwks": jwks}), "audience"),
         (json!({"jwks": jwks, "audience": []}), "audience"),
-        (
-            json!({"jwks": jwks, "audience": "a", "allow_any_audience": true}),
-            "allow_any_audience",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "leeway": "10m"}),
-            "leeway",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "algorithms": ["RS256", "RS257"]}),
-            "algorithms[1]",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "algorithms": ["none"]}),
-            "algorithms[0]",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "algorithms": ["HS256"]}),
-            "algorithms[0]",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "algorithms": []}),
-            "algorithms",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "secret": secret}),
-            "secret",
-        ),
+        (json!({"jwks": jwks, "audience": "a", "allow_any_audience": true}), "allow_any_audience"),
+        (json!({"jwks": jwks, "audience": "a", "leeway": "10m"}), "leeway"),
+        (json!({"jwks": jwks, "audience": "a", "algorithms": ["RS256", "RS257"]}), "algorithms[1]"),
+        (json!({"jwks": jwks, "audience": "a", "algorithms": ["none"]}), "algorithms[0]"),
+        (json!({"jwks": jwks, "audience": "a", "algorithms": ["HS256"]}), "algorithms[0]"),
+        (json!({"jwks": jwks, "audience": "a", "algorithms": []}), "algorithms"),
+        (json!({"jwks": jwks, "audience": "a", "secret": secret}), "secret"),
         (json!({"audience": "a", "secret": "short"}), "secret"),
-        (
-            json!({"audience": "a", "secret": secret, "algorithms": ["RS256"]}),
-            "algorithms[0]",
-        ),
-        (
-            json!({"jwks": {"uri": "not a url"}, "audience": "a"}),
-            "jwks.uri",
-        ),
-        (
-            json!({"jwks": {"uri": "file:///etc/jwks"}, "audience": "a"}),
-            "jwks.uri",
-        ),
+        (json!({"audience": "a", "secret": secret, "algorithms": ["RS256"]}), "algorithms[0]"),
+        (json!({"jwks": {"uri": "not a url"}, "audience": "a"}), "jwks.uri"),
+        (json!({"jwks": {"uri": "file:///etc/jwks"}, "audience": "a"}), "jwks.uri"),
         (json!({"jwks": {}, "audience": "a"}), "jwks.uri"),
         (json!({"issuer": "not a url", "audience": "a"}), "issuer"),
         (
             json!({"jwks": {"uri": "https://idp.test/jwks", "refresh_cooldown": 0}, "audience": "a"}),
             "jwks.refresh_cooldown",
         ),
-        (
-            json!({"jwks": {"uri": "https://idp.test/jwks", "max_keys": 0}, "audience": "a"}),
-            "jwks.max_keys",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "tls_cafile": "ca.pem"}),
-            "tls_cafile",
-        ),
-        (
-            json!({"jwks": jwks, "audience": "a", "max_token_bytes": 0}),
-            "max_token_bytes",
-        ),
+        (json!({"jwks": {"uri": "https://idp.test/jwks", "max_keys": 0}, "audience": "a"}), "jwks.max_keys"),
+        (json!({"jwks": jwks, "audience": "a", "tls_cafile": "ca.pem"}), "tls_cafile"),
+        (json!({"jwks": jwks, "audience": "a", "max_token_bytes": 0}), "max_token_bytes"),
     ];
     for (cfg, field) in cases {
-        let err = OAuth2Builder
-            .build(cfg.clone(), &ctx)
-            .err()
-            .unwrap_or_else(|| panic!("{cfg} was accepted"));
+        let err = OAuth2Builder.build(cfg.clone(), &ctx).err().unwrap_or_else(|| panic!("{cfg} was accepted"));
         assert_eq!(err.field, field, "{cfg}: {err}");
         assert!(!err.message.contains(secret), "secret leaked: {err}");
     }
     // tls_cafile is resolved against the config file's directory.
-    let err = OAuth2Builder
-        .build(
-            json!({"jwks": jwks, "audience": "a", "tls_cafile": "ca.pem"}),
-            &ctx,
-        )
-        .err()
-        .unwrap();
+    let err = OAuth2Builder.build(json!({"jwks": jwks, "audience": "a", "tls_cafile": "ca.pem"}), &ctx).err().unwrap();
     assert!(err.message.contains("/nonexistent-dir/ca.pem"), "{err}");
     // Unknown algorithm names are listed with the supported ones.
-    let err = OAuth2Builder
-        .build(
-            json!({"jwks": jwks, "audience": "a", "algorithms": ["RS257"]}),
-            &ctx,
-        )
-        .err()
-        .unwrap();
-    assert!(
-        err.message
-            .contains("\"RS257\" is not a supported algorithm"),
-        "{err}"
-    );
+    let err = OAuth2Builder.build(json!({"jwks": jwks, "audience": "a", "algorithms": ["RS257"]}), &ctx).err().unwrap();
+    assert!(err.message.contains("\"RS257\" is not a supported algorithm"), "{err}");
     assert_eq!(OAuth2Builder.type_name(), "oauth2_token");
 }
 
@@ -1301,8 +961,7 @@ fn config_errors_name_the_field() {
 async fn error_messages_ownership_and_accepts() {
     let ctx = BuildContext::default();
     let build = |cfg: Value| OAuth2Builder.build(cfg, &ctx).unwrap();
-    let with_issuer =
-        build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "issuer": ISS, "audience": "a"}));
+    let with_issuer = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "issuer": ISS, "audience": "a"}));
     assert_eq!(
         with_issuer.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token from https://issuer.test"
@@ -1315,32 +974,19 @@ async fn error_messages_ownership_and_accepts() {
         without.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token in the Authorization header"
     );
-    let introspection = build(
-        json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}}),
-    );
+    let introspection =
+        build(json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}}));
     assert_eq!(
         introspection.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token validated by idp.test"
     );
 
     let ours = token(&KEYS.ed, "ed1", &claims());
-    let theirs = token(
-        &KEYS.ed,
-        "ed1",
-        &with(claims(), json!({"iss": "https://other.test"})),
-    );
+    let theirs = token(&KEYS.ed, "ed1", &with(claims(), json!({"iss": "https://other.test"})));
     assert_eq!(with_issuer.ownership(&ours), Ownership::Mine);
     assert_eq!(with_issuer.ownership(&theirs), Ownership::NotMine);
     assert_eq!(with_issuer.ownership("ghp_opaque"), Ownership::NotMine);
-    assert_eq!(
-        with_issuer.ownership("a.b.c"),
-        Ownership::NotMine,
-        "undecodable header"
-    );
-    assert_eq!(
-        without.ownership(&theirs),
-        Ownership::Mine,
-        "no issuer configured: any JWT"
-    );
+    assert_eq!(with_issuer.ownership("a.b.c"), Ownership::NotMine, "undecodable header");
+    assert_eq!(without.ownership(&theirs), Ownership::Mine, "no issuer configured: any JWT");
     assert_eq!(introspection.ownership("opaque-token"), Ownership::Mine);
 }

@@ -1,0 +1,330 @@
+//! Issue #4: what tokengate's `oauth2_token` validation costs next to raw
+//! `jsonwebtoken` verification, measured in one process so the ratios hold on
+//! a noisy machine.
+//!
+//! ```text
+//! taskset -c 1 cargo bench --bench validate
+//! taskset -c 1 cargo bench --bench validate -- 'jwt/ES256'   # one algorithm
+//! ```
+//!
+//! Groups (throughput is one token per iteration):
+//! - `jwt/<ALG>/raw_jsonwebtoken`: `jsonwebtoken::decode::<serde_json::Value>`
+//!   with a `DecodingKey` (from the JWK) and a `Validation` (alg, iss, aud,
+//!   exp) prepared once: the bar. `Value` because that is what the provider
+//!   needs too (the whole claim set, for the claims mapping).
+//! - `jwt/<ALG>/tokengate_distinct`: `OAuth2Provider::validate` (the real
+//!   `AuthProvider` entry point, async-trait box and all) with a claims mapping
+//!   and the verified-token cache ON, over a pool of distinct tokens (distinct
+//!   `sub` and `jti`). A provider never sees a token twice: when the pool wraps,
+//!   a fresh provider is built and warmed up outside the timed region, so every
+//!   timed call is a cache miss (hash + verify + claims + mapping + insert).
+//! - `jwt/<ALG>/tokengate_repeated`: one token over and over: the cache hit path.
+//! - `jwt/<ALG>/aws_lc_verify_only`: base64 + signature check with an
+//!   aws-lc-rs `ParsedPublicKey`, nothing else: the cryptographic floor, for
+//!   reference (not a target).
+//! - `runtime/block_on_batch_empty_future`: the harness's per-call overhead
+//!   (an empty future polled in the same batched `block_on` loop), so runtime
+//!   cost is not mistaken for provider cost.
+//! - `introspection/cold_distinct`: RFC 7662 introspection against an axum mock
+//!   on 127.0.0.1 (its own thread), every token distinct (fresh provider per
+//!   pool wrap): one HTTP round trip per call.
+//! - `introspection/warm_repeated`: the same token, answered by the result cache.
+//!
+//! Every async call runs inside one `block_on` per batch on a current-thread
+//! tokio runtime; tokens are checked to validate before anything is timed.
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokengate_api::{AuthProvider, BuildContext, RequestContext};
+use tokengate_oauth2::config::OAuth2Config;
+use tokengate_oauth2::OAuth2Provider;
+
+const ISSUER: &str = "https://issuer.bench";
+const AUDIENCE: &str = "bench-api";
+
+/// Distinct tokens per algorithm (`TOKENGATE_BENCH_TOKENS` overrides).
+fn pool_size() -> usize {
+    std::env::var("TOKENGATE_BENCH_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+}
+
+/// A signing key, its public JWK (with `kid`), and the raw public key bytes
+/// aws-lc-rs wants for the verify-only floor.
+struct Signer {
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+    floor: ParsedPublicKey,
+}
+
+fn signer(alg: Algorithm) -> Signer {
+    let (encoding, mut jwk, floor) = match alg {
+        Algorithm::RS256 => {
+            let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa keygen");
+            let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("pkcs8");
+            let pem = format!(
+                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+                STANDARD.encode(der.as_ref())
+            );
+            let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("pem");
+            let jwk = serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).expect("jwk")).expect("json");
+            let spki = pair.public_key().as_ref().to_vec(); // PKCS#1 RSAPublicKey
+            let floor = ParsedPublicKey::new(&sig::RSA_PKCS1_2048_8192_SHA256, spki).expect("rsa public key");
+            (encoding, jwk, floor)
+        }
+        Algorithm::ES256 => {
+            let doc = EcdsaKeyPair::generate_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+                .expect("ec keygen");
+            let pair = EcdsaKeyPair::from_pkcs8(&sig::ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).expect("ec");
+            let point = pair.public_key().as_ref().to_vec();
+            let jwk = json!({"kty": "EC", "crv": "P-256",
+                "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+            let floor = ParsedPublicKey::new(&sig::ECDSA_P256_SHA256_FIXED, point).expect("ec public key");
+            (EncodingKey::from_ec_der(doc.as_ref()), jwk, floor)
+        }
+        Algorithm::EdDSA => {
+            let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("ed keygen");
+            let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("ed");
+            let x = pair.public_key().as_ref().to_vec();
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(&x)});
+            let floor = ParsedPublicKey::new(&sig::ED25519, x).expect("ed public key");
+            (EncodingKey::from_ed_der(doc.as_ref()), jwk, floor)
+        }
+        other => panic!("no bench for {other:?}"),
+    };
+    jwk["kid"] = json!("bench-key");
+    jwk["use"] = json!("sig");
+    Signer { alg, encoding, jwk, floor }
+}
+
+/// Realistic access-token claims: what the raw decode and tokengate both get.
+fn mint(s: &Signer, i: usize, iat: u64) -> String {
+    let header = Header { kid: Some("bench-key".into()), ..Header::new(s.alg) };
+    let claims = json!({
+        "iss": ISSUER, "aud": AUDIENCE, "sub": format!("user-{i:06}"), "jti": format!("jti-{i:08x}"),
+        "iat": iat, "nbf": iat, "exp": iat + 4 * 3600,
+        "scope": "openid profile models:read", "groups": ["ml-team", "infra"], "azp": "bench-client",
+    });
+    jsonwebtoken::encode(&header, &claims, &s.encoding).expect("sign")
+}
+
+/// Serves `router` on 127.0.0.1 from its own thread and runtime, so the bench
+/// runtime only ever runs the client side.
+fn serve(router: axum::Router) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            tx.send(listener.local_addr().expect("addr")).expect("send");
+            axum::serve(listener, router).await.expect("serve");
+        });
+    });
+    rx.recv().expect("server address")
+}
+
+fn jwks_server(jwk: &Value) -> String {
+    let body = json!({ "keys": [jwk] }).to_string();
+    let router = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let body = body.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+        }),
+    );
+    format!("http://{}/jwks", serve(router))
+}
+
+fn provider(rt: &tokio::runtime::Runtime, cfg: &Value) -> OAuth2Provider {
+    let cfg: OAuth2Config = serde_json::from_value(cfg.clone()).expect("config");
+    let p = OAuth2Provider::new(cfg, &BuildContext::default()).expect("provider");
+    rt.block_on(p.warm_up()).expect("warm up");
+    p
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
+}
+
+/// Times `iters` calls of `provider.validate` over `tokens`, never showing a
+/// provider the same token twice: a fresh (warmed-up) provider replaces it,
+/// untimed, whenever the pool wraps.
+struct Distinct<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    cfg: Value,
+    tokens: &'a [String],
+    provider: OAuth2Provider,
+    next: usize,
+}
+
+impl<'a> Distinct<'a> {
+    fn new(rt: &'a tokio::runtime::Runtime, cfg: Value, tokens: &'a [String]) -> Self {
+        let provider = provider(rt, &cfg);
+        Distinct { rt, cfg, tokens, provider, next: 0 }
+    }
+
+    fn run(&mut self, iters: u64) -> Duration {
+        let ctx = RequestContext::default();
+        let mut left = iters as usize;
+        let mut total = Duration::ZERO;
+        while left > 0 {
+            if self.next == self.tokens.len() {
+                self.provider = provider(self.rt, &self.cfg);
+                self.next = 0;
+            }
+            let n = left.min(self.tokens.len() - self.next);
+            let batch = &self.tokens[self.next..self.next + n];
+            let p = &self.provider;
+            let start = Instant::now();
+            self.rt.block_on(async {
+                for t in batch {
+                    let _ = black_box(p.validate(black_box(t), &ctx).await);
+                }
+            });
+            total += start.elapsed();
+            self.next += n;
+            left -= n;
+        }
+        total
+    }
+}
+
+fn jwt_benches(c: &mut Criterion) {
+    let rt = runtime();
+    let n = pool_size();
+    let iat = now();
+    for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
+        let name = format!("{alg:?}");
+        let s = signer(alg);
+        let started = Instant::now();
+        let tokens: Vec<String> = (0..n).map(|i| mint(&s, i, iat)).collect();
+        eprintln!("{name}: minted {n} distinct tokens in {:.1}s", started.elapsed().as_secs_f64());
+
+        let decoding = DecodingKey::from_jwk(&serde_json::from_value(s.jwk.clone()).expect("jwk")).expect("key");
+        let mut validation = Validation::new(alg);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+
+        let cfg = json!({
+            "jwks": {"uri": jwks_server(&s.jwk)},
+            "issuer": ISSUER,
+            "audience": AUDIENCE,
+            "claims_mapping": {"sub": "roles", "groups": "teams", "scope": "scopes"},
+            "cache": {"enabled": true, "max_entries": 10_000, "ttl": "60s"},
+        });
+
+        // Both sides must accept every token before anything is timed.
+        let check = provider(&rt, &cfg);
+        let ctx = RequestContext::default();
+        for t in tokens.iter().step_by((n / 200).max(1)) {
+            jsonwebtoken::decode::<Value>(t, &decoding, &validation).expect("raw decode");
+            let p = rt.block_on(check.validate(t, &ctx)).expect("tokengate validate");
+            assert_eq!(p.attributes["teams"], vec!["ml-team", "infra"]);
+        }
+        drop(check);
+
+        let mut group = c.benchmark_group(format!("jwt/{name}"));
+        group.throughput(Throughput::Elements(1));
+        group.measurement_time(Duration::from_secs(if alg == Algorithm::RS256 { 8 } else { 5 }));
+
+        let mut i = 0usize;
+        group.bench_function("raw_jsonwebtoken", |b| {
+            b.iter(|| {
+                let t = &tokens[i % n];
+                i = i.wrapping_add(1);
+                black_box(jsonwebtoken::decode::<Value>(black_box(t), &decoding, &validation)).ok()
+            })
+        });
+
+        let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
+        group.bench_function("tokengate_distinct", |b| b.iter_custom(|iters| distinct.run(iters)));
+        drop(distinct);
+
+        let repeated = provider(&rt, &cfg);
+        let one = tokens[0].clone();
+        group.bench_function("tokengate_repeated", |b| {
+            b.to_async(&rt).iter(|| repeated.validate(black_box(&one), &ctx))
+        });
+
+        let mut i = 0usize;
+        group.bench_function("aws_lc_verify_only", |b| {
+            b.iter(|| {
+                let t = &tokens[i % n];
+                i = i.wrapping_add(1);
+                let dot = t.rfind('.').expect("jws");
+                let mut buf = [0u8; 512];
+                let len = URL_SAFE_NO_PAD.decode_slice(&t[dot + 1..], &mut buf).expect("b64");
+                black_box(s.floor.verify_sig(t[..dot].as_bytes(), &buf[..len]).is_ok())
+            })
+        });
+        group.finish();
+    }
+
+    let mut group = c.benchmark_group("runtime");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function(BenchmarkId::from_parameter("block_on_batch_empty_future"), |b| {
+        b.to_async(&rt).iter(|| async { black_box(0u8) })
+    });
+    group.finish();
+}
+
+fn introspection_benches(c: &mut Criterion) {
+    use axum::extract::Form;
+    use std::collections::HashMap;
+
+    let rt = runtime();
+    let exp = now() + 4 * 3600;
+    // An RFC 7662 endpoint that answers every token active, as a real one would
+    // after its own lookup: `sub` derived from the token, the usual fields.
+    let router = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move |Form(form): Form<HashMap<String, String>>| async move {
+            let token = form.get("token").cloned().unwrap_or_default();
+            axum::Json(json!({
+                "active": true, "sub": format!("user-{}", &token[token.len().saturating_sub(6)..]),
+                "iss": ISSUER, "aud": AUDIENCE, "exp": exp, "client_id": "bench-client",
+                "scope": "openid models:read", "groups": ["ml-team", "infra"],
+            }))
+        }),
+    );
+    let url = format!("http://{}/introspect", serve(router));
+    let cfg = json!({
+        "introspection": {"url": url, "client_id": "tokengate", "client_secret": "bench-secret-bench-secret"},
+        "issuer": ISSUER, "audience": AUDIENCE,
+        "claims_mapping": {"sub": "roles", "groups": "teams", "scope": "scopes"},
+        "cache": {"enabled": true, "max_entries": 10_000, "ttl": "60s"},
+    });
+    let tokens: Vec<String> = (0..pool_size()).map(|i| format!("opaque-bench-token-{i:012}")).collect();
+    let ctx = RequestContext::default();
+    {
+        let check = provider(&rt, &cfg);
+        let p = rt.block_on(check.validate(&tokens[7], &ctx)).expect("introspection");
+        assert_eq!(p.principal, "user-000007");
+    }
+
+    let mut group = c.benchmark_group("introspection");
+    group.throughput(Throughput::Elements(1));
+    let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
+    group.bench_function("cold_distinct", |b| b.iter_custom(|iters| distinct.run(iters)));
+    drop(distinct);
+
+    let warm = provider(&rt, &cfg);
+    rt.block_on(warm.validate(&tokens[0], &ctx)).expect("warm");
+    group.bench_function("warm_repeated", |b| b.to_async(&rt).iter(|| warm.validate(black_box(&tokens[0]), &ctx)));
+    group.finish();
+}
+
+criterion_group!(benches, jwt_benches, introspection_benches);
+criterion_main!(benches);

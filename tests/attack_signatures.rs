@@ -1,0 +1,209 @@
+//! Attack class: forged, malleated and malformed signatures.
+//!
+//! "Psychic signatures" (CVE-2022-21449: ECDSA with r = 0 or s = 0, r = s = n),
+//! out-of-range scalars, DER instead of the fixed JWS encoding, truncated and
+//! padded signatures, a signature from another key, a signature moved to
+//! another payload, and non-canonical Ed25519 scalars — each refused as an
+//! invalid signature, never a panic.
+
+#[path = "common/attack.rs"]
+mod attack;
+
+use attack::*;
+use jsonwebtoken::Algorithm;
+use serde_json::json;
+
+/// The order n of P-256, big-endian.
+const P256_N: [u8; 32] = [
+    0xFF, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xBC, 0xE6, 0xFA,
+    0xAD, 0xA7, 0x17, 0x9E, 0x84, 0xF3, 0xB9, 0xCA, 0xC2, 0xFC, 0x63, 0x25, 0x51,
+];
+
+/// The order L of the Ed25519 group, little-endian (as the scalar is encoded).
+const ED25519_L: [u8; 32] = [
+    0xED, 0xD3, 0xF5, 0x5C, 0x1A, 0x63, 0x12, 0x58, 0xD6, 0x9C, 0xF7, 0xA2, 0xDE, 0xF9, 0xDE, 0x14, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10,
+];
+
+fn concat(r: &[u8], s: &[u8]) -> Vec<u8> {
+    [r, s].concat()
+}
+
+/// Big-endian a + b for 32-byte numbers (carry dropped).
+fn add_be(a: &[u8; 32], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut carry = 0u16;
+    for i in (0..32).rev() {
+        let sum = a[i] as u16 + b[i] as u16 + carry;
+        out[i] = sum as u8;
+        carry = sum >> 8;
+    }
+    out
+}
+
+/// Little-endian a + b for 32-byte numbers.
+fn add_le(a: &[u8], b: &[u8; 32]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let mut carry = 0u16;
+    for i in 0..32 {
+        let sum = a[i] as u16 + b[i] as u16 + carry;
+        out[i] = sum as u8;
+        carry = sum >> 8;
+    }
+    out
+}
+
+/// ASN.1 DER `SEQUENCE { INTEGER r, INTEGER s }`, as OpenSSL-style ECDSA produces.
+fn der_signature(r: &[u8], s: &[u8]) -> Vec<u8> {
+    fn int(v: &[u8]) -> Vec<u8> {
+        let mut v: Vec<u8> = v.iter().copied().skip_while(|b| *b == 0).collect();
+        if v.first().is_none_or(|b| b & 0x80 != 0) {
+            v.insert(0, 0);
+        }
+        let mut out = vec![0x02, v.len() as u8];
+        out.extend(v);
+        out
+    }
+    let body = [int(r), int(s)].concat();
+    let mut out = vec![0x30, body.len() as u8];
+    out.extend(body);
+    out
+}
+
+#[tokio::test]
+async fn psychic_signatures_cve_2022_21449_are_refused() {
+    let server = Server::jwks().await;
+    let provider = build_ok(jwt_config(&server));
+    let good = token(&KEYS.ec, "ec-1", &claims());
+    accepted(&provider, &good).await;
+    let (_, _, sig) = segments(&good);
+    let sig = unb64(&sig);
+    let (r, s) = sig.split_at(32);
+    let zero = [0u8; 32];
+    let one = {
+        let mut one = [0u8; 32];
+        one[31] = 1;
+        one
+    };
+    let n_plus_1 = add_be(&P256_N, &one);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("all-zero 64 bytes (r = s = 0)", vec![0u8; 64]),
+        ("r = 0", concat(&zero, s)),
+        ("s = 0", concat(r, &zero)),
+        ("r = s = n", concat(&P256_N, &P256_N)),
+        ("r = n", concat(&P256_N, s)),
+        ("s = n", concat(r, &P256_N)),
+        ("r = n + 1", concat(&n_plus_1, s)),
+        ("r = s = 2^256 - 1", vec![0xFF; 64]),
+        ("r = s = 1", concat(&one, &one)),
+    ];
+    for (what, signature) in cases {
+        let e = invalid(&provider, &with_signature(&good, &signature), &["signature invalid", "alg ES256"]).await;
+        assert!(e.detail().contains("\"ec-1\""), "{what}: {e}");
+    }
+    // The same for P-384.
+    let good384 = token(&KEYS.ec384, "ec384-1", &claims());
+    accepted(&provider, &good384).await;
+    invalid(&provider, &with_signature(&good384, &[0u8; 96]), &["signature invalid", "alg ES384"]).await;
+}
+
+#[tokio::test]
+async fn der_encoded_ecdsa_signatures_are_refused() {
+    let server = Server::jwks().await;
+    let provider = build_ok(jwt_config(&server));
+    let good = token(&KEYS.ec, "ec-1", &claims());
+    let sig = unb64(&segments(&good).2);
+    let der = der_signature(&sig[..32], &sig[32..]);
+    // Same r and s, wrong encoding (RFC 7518 §3.4 requires the fixed 64-byte R || S).
+    invalid(&provider, &with_signature(&good, &der), &["signature invalid"]).await;
+}
+
+#[tokio::test]
+async fn truncated_and_padded_signatures_are_refused() {
+    let server = Server::jwks().await;
+    let provider = build_ok(jwt_config(&server));
+    for (key, kid) in [(&KEYS.ec, "ec-1"), (&KEYS.rsa.key, "rsa-1"), (&KEYS.ed, "ed-1"), (&KEYS.ec384, "ec384-1")] {
+        let good = token(key, kid, &claims());
+        accepted(&provider, &good).await;
+        let sig = unb64(&segments(&good).2);
+        let n = sig.len();
+        let variants: Vec<(&str, Vec<u8>)> = vec![
+            ("last byte dropped", sig[..n - 1].to_vec()),
+            ("half", sig[..n / 2].to_vec()),
+            ("one byte", sig[..1].to_vec()),
+            ("zero byte appended", [&sig[..], &[0]].concat()),
+            ("zero byte prepended", [&[0], &sig[..]].concat()),
+            ("doubled", [&sig[..], &sig[..]].concat()),
+            ("last byte flipped", {
+                let mut v = sig.clone();
+                v[n - 1] ^= 1;
+                v
+            }),
+        ];
+        for (what, bad) in variants {
+            let e = invalid(&provider, &with_signature(&good, &bad), &["signature invalid"]).await;
+            assert!(e.detail().contains(&format!("\"{kid}\"")), "{kid} {what}: {e}");
+        }
+        // An empty signature segment.
+        let (h, p, _) = segments(&good);
+        invalid(&provider, &format!("{h}.{p}."), &["no signature"]).await;
+    }
+    // A signature longer than any supported key can produce is refused before any verification.
+    let good = token(&KEYS.rsa.key, "rsa-1", &claims());
+    invalid(&provider, &with_signature(&good, &vec![7u8; 4096]), &["signature invalid", "longer than any supported key"]).await;
+}
+
+#[tokio::test]
+async fn signatures_from_other_keys_or_for_other_content_are_refused() {
+    let server = Server::jwks().await;
+    let provider = build_ok(jwt_config(&server));
+    let keys = &*KEYS;
+    // The attacker's own key, under the real kid.
+    invalid(&provider, &token(&keys.ec_attacker, "ec-1", &claims()), &["signature invalid", "\"ec-1\""]).await;
+    invalid(&provider, &token(&keys.rsa_attacker, "rsa-1", &claims()), &["signature invalid", "\"rsa-1\""]).await;
+    // A genuine signature moved onto other claims (privilege escalation attempt).
+    let genuine = token(&keys.ec, "ec-1", &claims());
+    let forged_claims = with(claims(), json!({"sub": "admin", "groups": ["root"]}));
+    let forged = token(&keys.ec, "ec-1", &forged_claims);
+    let (h, p_forged, _) = segments(&forged);
+    let (_, _, genuine_sig) = segments(&genuine);
+    invalid(&provider, &format!("{h}.{p_forged}.{genuine_sig}"), &["signature invalid"]).await;
+    // A genuine signature under a changed header (kid moved to another key of the same type).
+    let moved = sign_with(&keys.ec2, Algorithm::ES256, &json!({"alg": "ES256", "kid": "ec-1"}), &claims());
+    invalid(&provider, &moved, &["signature invalid"]).await;
+    // PS256 signature presented as RS256 under an unpinned key (and vice versa).
+    let unpinned = Server::start().await;
+    unpinned.route("/jwks", Reply::Json(200, json!({"keys": [keys.rsa.key.jwk_unpinned("rsa-any")]})));
+    let p2 = build_ok(jwt_config(&unpinned));
+    let ps = sign_with(&keys.rsa.key, Algorithm::PS256, &json!({"alg": "PS256", "kid": "rsa-any"}), &claims());
+    let (_, _, ps_sig) = segments(&ps);
+    let rs_input = signing_input(&json!({"alg": "RS256", "kid": "rsa-any"}).to_string(), &claims().to_string());
+    invalid(&p2, &format!("{rs_input}.{ps_sig}"), &["signature invalid", "alg RS256"]).await;
+}
+
+#[tokio::test]
+async fn non_canonical_ed25519_scalars_are_refused() {
+    let server = Server::jwks().await;
+    let provider = build_ok(jwt_config(&server));
+    let good = token(&KEYS.ed, "ed-1", &claims());
+    accepted(&provider, &good).await;
+    let sig = unb64(&segments(&good).2);
+    // S + L verifies under a lax implementation (signature malleability); RFC 8032 §5.1.7 requires S < L.
+    let s_plus_l = add_le(&sig[32..], &ED25519_L);
+    invalid(&provider, &with_signature(&good, &concat(&sig[..32], &s_plus_l)), &["signature invalid", "alg EdDSA"]).await;
+    invalid(&provider, &with_signature(&good, &[0u8; 64]), &["signature invalid"]).await;
+    // The small-order "identity" forgery: R = identity point, S = 0.
+    let mut identity = [0u8; 64];
+    identity[0] = 1;
+    invalid(&provider, &with_signature(&good, &identity), &["signature invalid"]).await;
+}
+
+#[tokio::test]
+async fn rsa_signatures_with_wrong_length_or_zero_are_refused() {
+    let server = Server::jwks().await;
+    let provider = build_ok(jwt_config(&server));
+    let good = token(&KEYS.rsa.key, "rsa-1", &claims());
+    for bad in [vec![0u8; 256], vec![0xFFu8; 256], vec![1u8; 255], vec![1u8; 257]] {
+        invalid(&provider, &with_signature(&good, &bad), &["signature invalid", "alg RS256"]).await;
+    }
+}
