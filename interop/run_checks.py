@@ -51,7 +51,7 @@ COOLDOWN = 1.0  # jwks.refresh_cooldown given to `tokengate serve`
 # and not counted as failures (INTEROP_STRICT=1 counts them). When one passes,
 # it says so: take it out of this list.
 KNOWN_ISSUES = {
-    "2.5": "the introspection endpoint's 400 for a JWT-shaped token is reported as 503 (unavailable)",
+    "2.7": "the introspection endpoint's 400 for a JWT-shaped token is reported as 503 (unavailable)",
 }
 STRICT = os.environ.get("INTEROP_STRICT") == "1"
 
@@ -548,6 +548,23 @@ class Suite:
 
         self.expect("2.4", "introspection endpoint unreachable: exit 3, temporarily_unavailable", dead)
 
+        def mismatch(field, value):
+            def run():
+                intro = {"url": url, "client_id": "introspector-basic", "client_secret": self.secret("introspector-basic")}
+                config = self.write_config(f"introspection-wrong-{field}.json",
+                                           {**base, field: value, "introspection": intro})
+                rc, out, p = self.tg_check(config, self.token("svc-es256", resource=OPAQUE, scope="read"))
+                err = (out or {}).get("error", {}) if isinstance(out, dict) else {}
+                return rc == 1 and err.get("code") == "invalid_token", \
+                    f"want rc=1 invalid_token, got rc={rc} stdout={p.stdout.strip()[:300]} stderr={p.stderr.strip()[:300]}", \
+                    f"tokengate: {str(err.get('detail'))[:100]}"
+            return run
+
+        self.expect("2.5", "active token whose introspected aud is not the configured audience: exit 1",
+                    mismatch("audience", API))
+        self.expect("2.6", "active token whose introspected iss is not the configured issuer: exit 1",
+                    mismatch("issuer", "http://127.0.0.1:1"))
+
         def jwt_shaped():
             # oidc-provider answers 400 unsupported_token_type for anything whose first segment
             # decodes as a JWS header. The token is bad, the provider is fine: 1, not 3 -- else any
@@ -564,7 +581,7 @@ class Suite:
             return ok, "want rc=1 invalid_token for each, got:\n" + "\n".join(
                 f"  {what}: rc={rc} code={code} detail={detail}" for what, rc, code, detail in got)
 
-        self.expect("2.5", "JWT-shaped token sent to the introspection provider (it answers 400): exit 1, not 3", jwt_shaped)
+        self.expect("2.7", "JWT-shaped token sent to the introspection provider (it answers 400): exit 1, not 3", jwt_shaped)
 
     # ------------------------------------------------------------- check 3
 

@@ -17,6 +17,7 @@
 #   TOKENGATE_INTEROP_PROFILE  debug (default) or release
 #   INTEROP_TIMEOUT            seconds the checks may take (default 600)
 #   KEEP_INTEROP_ROOT=1        keep the scratch directory (configs, logs) for a look
+#   INTEROP_STRICT=1           count known tokengate issues (XFAIL) as failures
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -2,11 +2,14 @@
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use tokengate_api::{AuthError, AuthProvider, DynProvider, Ownership, Principal, RequestContext};
+use tokengate_api::{AuthError, AuthProvider, ClaimsMapping, DynProvider, Ownership, Principal, RequestContext};
 
 /// Tries providers in order. A provider that says [`Ownership::NotMine`] is
 /// skipped; the first that owns the token decides, and its rejection is final
 /// (falling through on rejection would let the weakest provider decide).
+///
+/// A request without a token (empty `token`) belongs to the first member that
+/// does not need one ([`AuthProvider::needs_token`], e.g. `upstream_header`).
 pub struct Chain {
     providers: Vec<DynProvider>,
 }
@@ -26,9 +29,18 @@ impl Chain {
         Arc::new(self)
     }
 
+    /// The provider that owns `token`, with its position, if any.
+    pub fn owner_at(&self, token: &str) -> Option<(usize, &DynProvider)> {
+        if token.is_empty() {
+            // No token has a shape to look at; only tokenless providers can judge the request.
+            return self.providers.iter().enumerate().find(|(_, p)| !p.needs_token());
+        }
+        self.providers.iter().enumerate().find(|(_, p)| p.ownership(token) == Ownership::Mine)
+    }
+
     /// The provider that owns `token`, if any.
     pub fn owner(&self, token: &str) -> Option<&DynProvider> {
-        self.providers.iter().find(|p| p.ownership(token) == Ownership::Mine)
+        self.owner_at(token).map(|(_, p)| p)
     }
 
     pub fn providers(&self) -> &[DynProvider] {
@@ -45,6 +57,10 @@ impl AuthProvider for Chain {
     async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         match self.owner(token) {
             Some(p) => p.validate(token, ctx).await,
+            None if token.is_empty() => Err(AuthError::invalid_token(format!(
+                "no token, and every configured provider needs one; accepted: {}",
+                self.accepts()
+            ))),
             None => Err(AuthError::invalid_token(format!(
                 "no configured provider accepts this kind of token; accepted: {}",
                 self.accepts()
@@ -66,6 +82,20 @@ impl AuthProvider for Chain {
 
     fn accepts(&self) -> String {
         self.providers.iter().map(|p| p.accepts()).collect::<Vec<_>>().join("; ")
+    }
+
+    /// Only one member can own a token; its mapping is the one that applies.
+    /// Without a token to look at there is no telling which, so `None`.
+    fn claims_mapping(&self) -> Option<&ClaimsMapping> {
+        None
+    }
+
+    fn needs_token(&self) -> bool {
+        self.providers.iter().all(|p| p.needs_token())
+    }
+
+    fn chain_owner(&self, token: &str) -> Option<(usize, String)> {
+        self.owner_at(token).map(|(i, p)| (i, p.type_name().to_string()))
     }
 
     async fn close(&self) {

@@ -8,7 +8,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokengate_api::{BuildContext, ConfigError, DynProvider};
 
+use crate::audit::{AuditConfig, AuditLog};
+use crate::guard::Guarded;
+use crate::policy::RoutePolicy;
 use crate::registry::Registry;
+use crate::revocation::{Revocation, RevocationConfig};
 
 /// A parsed config file, providers not yet built.
 #[derive(Debug, Clone)]
@@ -20,7 +24,9 @@ pub struct Config {
 }
 
 /// The top level of a tokengate config file.
-#[derive(Debug, Clone, Deserialize, Default)]
+///
+/// `Debug` redacts secrets in the provider sections (see [`redacted`]).
+#[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// One provider, Llama Stack style: `{type: oauth2_token, ...}`.
@@ -41,18 +47,71 @@ pub struct Settings {
     /// Llama Stack's `server.auth.access_policy`: accepted so a pasted section loads; not enforced.
     #[serde(default)]
     pub access_policy: Option<Value>,
-    /// Llama Stack's `server.auth.route_policy`, and tokengate's route rules.
+    /// Route rules checked after authentication: tokengate's `{default, rules}`
+    /// or Llama Stack's `server.auth.route_policy` list (see [`crate::policy`]).
     #[serde(default)]
-    pub route_policy: Option<Value>,
-    /// Revoked JWT `jti`s and token hashes, from a file that reloads on change.
+    pub route_policy: Option<RoutePolicy>,
+    /// Revoked JWT `jti`s and token hashes, from a file that reloads on change (see [`crate::revocation`]).
     #[serde(default)]
-    pub revocation: Option<Value>,
-    /// One JSON line per decision, to a file or standard output.
+    pub revocation: Option<RevocationConfig>,
+    /// One JSON line per decision, to a file or standard output (see [`crate::audit`]).
     #[serde(default)]
-    pub audit: Option<Value>,
+    pub audit: Option<AuditConfig>,
     /// State shared by replicas (revocation list, remote-result cache): `{url, key_prefix}`.
     #[serde(default)]
     pub redis: Option<Value>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("provider_config", &self.provider_config.as_ref().map(redacted))
+            .field("providers", &self.providers.as_ref().map(|list| list.iter().map(redacted).collect::<Vec<_>>()))
+            .field("listen", &self.listen)
+            .field("realm", &self.realm)
+            .field("open_paths", &self.open_paths)
+            .field("access_policy", &self.access_policy)
+            .field("route_policy", &self.route_policy)
+            .field("revocation", &self.revocation)
+            .field("audit", &self.audit)
+            .field("redis", &self.redis.as_ref().map(redacted))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A copy of a config section fit for logs and `{:?}`: string values of
+/// members whose name mentions a secret, token or password become
+/// `"<redacted>"`, and passwords in URLs are masked.
+pub fn redacted(value: &Value) -> Value {
+    fn sensitive(name: &str) -> bool {
+        let name = name.to_ascii_lowercase();
+        ["secret", "token", "password", "passwd", "credential", "private"].iter().any(|s| name.contains(s))
+    }
+    fn mask_url(text: &str) -> Option<String> {
+        let mut url = url::Url::parse(text).ok()?;
+        if url.password().is_none() && url.username().is_empty() {
+            return None;
+        }
+        let _ = url.set_username("<redacted>");
+        let _ = url.set_password(None);
+        Some(url.to_string())
+    }
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let shown = match v {
+                        Value::String(_) if sensitive(k) => Value::String("<redacted>".into()),
+                        other => redacted(other),
+                    };
+                    (k.clone(), shown)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
+        Value::String(text) => mask_url(text).map(Value::String).unwrap_or_else(|| value.clone()),
+        other => other.clone(),
+    }
 }
 
 /// Formats a config file can be written in.
@@ -141,28 +200,85 @@ impl Config {
         BuildContext {
             base_dir: self.file.as_ref().and_then(|f| f.parent().map(Path::to_path_buf)),
             llama_stack_defaults: self.from_llama_stack,
+            ..Default::default()
         }
     }
 
-    /// Builds the configured provider (a chain when `providers` lists several).
+    /// Builds the configured provider (a chain when `providers` lists several),
+    /// with revocation and route policy applied after it (see [`crate::guard`]).
     pub fn build(&self, registry: &Registry) -> Result<DynProvider, ConfigError> {
+        // The revocation file first: a bad one fails before providers start background work.
+        let revocation = self.revocation()?;
+        let mut guarded = Guarded::new(self.build_unguarded(registry)?);
+        if let Some(revocation) = revocation {
+            guarded = guarded.with_revocation(revocation);
+        }
+        if let Some(policy) = &self.settings.route_policy {
+            guarded = guarded.with_route_policy(policy.clone());
+        }
+        Ok(guarded.into_dyn())
+    }
+
+    /// The provider (or chain) alone: no revocation, no route policy.
+    pub fn build_unguarded(&self, registry: &Registry) -> Result<DynProvider, ConfigError> {
+        Ok(crate::chain::Chain::new(self.build_members(registry)?).into_dyn())
+    }
+
+    /// Each configured provider, in order: the one `provider_config`, or every `providers` entry.
+    pub fn build_members(&self, registry: &Registry) -> Result<Vec<DynProvider>, ConfigError> {
         let ctx = self.build_context();
-        let prefix = if self.from_llama_stack { "server.auth." } else { "" };
-        let file = self.file.as_ref().map(|f| f.display().to_string());
+        let prefix = self.field_prefix();
         let result = if let Some(single) = &self.settings.provider_config {
-            registry.build(single, &ctx).map_err(|e| e.within(&format!("{prefix}provider_config")))
+            registry.build(single, &ctx).map(|p| vec![p]).map_err(|e| e.within(&format!("{prefix}provider_config")))
         } else {
             let list = self.settings.providers.as_deref().unwrap_or_default();
             let mut providers = Vec::with_capacity(list.len());
             for (i, section) in list.iter().enumerate() {
                 providers.push(registry.build(section, &ctx).map_err(|e| e.within(&format!("{prefix}providers[{i}]")))?);
             }
-            Ok(crate::chain::Chain::new(providers).into_dyn())
+            Ok(providers)
         };
-        result.map_err(|e| match &file {
-            Some(f) => e.in_file(f),
+        result.map_err(|e| self.located(e))
+    }
+
+    /// The config sections of [`Config::build_members`], in the same order.
+    pub fn member_sections(&self) -> Vec<&Value> {
+        match &self.settings.provider_config {
+            Some(single) => vec![single],
+            None => self.settings.providers.iter().flatten().collect(),
+        }
+    }
+
+    /// The revocation checker, its file loaded now; `None` without `revocation:`.
+    pub fn revocation(&self) -> Result<Option<Revocation>, ConfigError> {
+        let Some(cfg) = &self.settings.revocation else { return Ok(None) };
+        let base = self.build_context().base_dir;
+        Revocation::from_config(cfg, base.as_deref())
+            .map(Some)
+            .map_err(|m| self.located(ConfigError::new(format!("{}revocation.file", self.field_prefix()), m)))
+    }
+
+    /// The audit log, its output opened now; `None` without `audit:`.
+    pub fn audit_log(&self) -> Result<Option<AuditLog>, ConfigError> {
+        let Some(cfg) = &self.settings.audit else { return Ok(None) };
+        let base = self.build_context().base_dir;
+        AuditLog::from_config(cfg, base.as_deref()).map(Some).map_err(|e| self.located(e.within(self.field_prefix().trim_end_matches('.'))))
+    }
+
+    fn field_prefix(&self) -> &'static str {
+        if self.from_llama_stack {
+            "server.auth."
+        } else {
+            ""
+        }
+    }
+
+    /// Names the file in `e`, when there is one.
+    fn located(&self, e: ConfigError) -> ConfigError {
+        match &self.file {
+            Some(f) => e.in_file(f.display().to_string()),
             None => e,
-        })
+        }
     }
 }
 

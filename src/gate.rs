@@ -1,6 +1,15 @@
 //! The HTTP side of an authentication decision, shared by the tower layer
 //! ([`crate::layer`]) and the forward-auth server ([`crate::server`]): reading
-//! `Authorization`, asking the provider, and answering refusals the RFC 6750 way.
+//! the credential, asking the provider, and answering refusals the RFC 6750 way.
+//!
+//! The credential is the `Authorization: Bearer` token or, when there is no
+//! `Authorization` header at all, the value of `X-API-Key` (as API-key clients
+//! send it); `Authorization` wins when both are present. A provider that needs
+//! no token ([`AuthProvider::needs_token`](tokengate_api::AuthProvider::needs_token),
+//! e.g. `upstream_header`) is asked even when there is neither, with an empty token.
+//!
+//! With an [`AuditLog`] attached, every decision is also one JSON line there
+//! (see [`crate::audit`]).
 //!
 //! Every decision is counted in `tokengate_decisions_total{outcome, provider}`,
 //! timed in `tokengate_decision_duration_seconds{outcome, provider}` and logged
@@ -15,6 +24,11 @@ use http::StatusCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokengate_api::{AuthError, DynProvider, ErrorKind, Principal, RequestContext};
+
+use crate::audit::{token_hash_prefix, AuditLog, AuditRecord};
+
+/// The header API keys travel in when there is no `Authorization` header.
+pub const API_KEY_HEADER: &str = tokengate_api_key::API_KEY_HEADER;
 
 /// `WWW-Authenticate` realm when none is configured.
 pub const DEFAULT_REALM: &str = "tokengate";
@@ -37,11 +51,22 @@ pub struct Gate {
     provider: DynProvider,
     realm: Arc<str>,
     open_paths: OpenPaths,
+    audit: Option<AuditLog>,
 }
 
 impl Gate {
     pub fn new(provider: DynProvider) -> Self {
-        Gate { provider, realm: Arc::from(DEFAULT_REALM), open_paths: OpenPaths::default() }
+        Gate { provider, realm: Arc::from(DEFAULT_REALM), open_paths: OpenPaths::default(), audit: None }
+    }
+
+    /// Writes one audit line per decision to `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
     }
 
     pub fn with_realm(mut self, realm: impl AsRef<str>) -> Self {
@@ -67,23 +92,31 @@ impl Gate {
         self.open_paths.matches(path)
     }
 
-    /// Reads the bearer token from `headers` and validates it against the
-    /// provider with `ctx`; records the decision (metrics and one log event).
+    /// Reads the credential from `headers` and validates it against the
+    /// provider with `ctx`; records the decision (metrics, one log event, and
+    /// the audit line).
     pub async fn authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Principal, Rejection> {
         let started = Instant::now();
-        let outcome = match bearer_token(headers) {
-            Ok(Some(token)) => self.provider.validate(token, ctx).await.map_err(|e| self.reject(e)),
-            Ok(None) => Err(self.reject_missing()),
-            Err(e) => Err(self.reject(e)),
+        let (outcome, token) = match credential(headers) {
+            Ok(Some(token)) => (self.provider.validate(token, ctx).await.map_err(|e| self.reject(e)), token),
+            Ok(None) if !self.provider.needs_token() => {
+                (self.provider.validate("", ctx).await.map_err(|e| self.reject(e)), "")
+            }
+            Ok(None) => (Err(self.reject_missing()), ""),
+            Err(e) => (Err(self.reject(e)), ""),
         };
-        self.record(&outcome, ctx, started.elapsed());
+        self.record(&outcome, ctx, token, started.elapsed());
         outcome
     }
 
     /// For open paths: the principal when the request carries a valid token,
     /// else `None`; never refuses (and so is not counted as a decision).
     pub async fn try_authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Option<Principal> {
-        let token = bearer_token(headers).ok().flatten()?;
+        let token = match credential(headers).ok()? {
+            Some(token) => token,
+            None if !self.provider.needs_token() => "",
+            None => return None,
+        };
         match self.provider.validate(token, ctx).await {
             Ok(p) => Some(p),
             Err(e) => {
@@ -110,12 +143,17 @@ impl Gate {
 
     /// The refusal for a request without credentials: RFC 6750 §3.1 says no `error` attribute then.
     pub fn reject_missing(&self) -> Rejection {
-        let mut r = self.reject(AuthError::invalid_token("no Bearer token in the Authorization header"));
+        let mut r = self.reject(AuthError::invalid_token(
+            "no credentials: neither an Authorization: Bearer header nor an X-API-Key header",
+        ));
         r.missing_token = true;
         r
     }
 
-    fn record(&self, outcome: &Result<Principal, Rejection>, ctx: &RequestContext, elapsed: Duration) {
+    fn record(&self, outcome: &Result<Principal, Rejection>, ctx: &RequestContext, token: &str, elapsed: Duration) {
+        if let Some(audit) = &self.audit {
+            audit.record(&self.audit_record(outcome, ctx, token));
+        }
         let provider = self.provider.type_name().to_string();
         let label = match outcome {
             Ok(_) => "allow",
@@ -158,6 +196,44 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// The audit line for a decision; public so `tokengate check` writes the same shape.
+    pub fn audit_record(&self, outcome: &Result<Principal, Rejection>, ctx: &RequestContext, token: &str) -> AuditRecord {
+        audit_record(&self.provider, outcome.as_ref().map_err(|r| (r.error(), r.status().as_u16(), r.outcome())), ctx, token)
+    }
+}
+
+/// The audit line for `outcome`: `Ok(principal)` or `Err((error, status, outcome label))`.
+pub fn audit_record(
+    provider: &DynProvider,
+    outcome: Result<&Principal, (&AuthError, u16, &str)>,
+    ctx: &RequestContext,
+    token: &str,
+) -> AuditRecord {
+    let (name, index) = match provider.chain_owner(token) {
+        Some((i, name)) => (name, Some(i)),
+        None => (provider.type_name().to_string(), None),
+    };
+    let (outcome, status, code, principal, reason) = match outcome {
+        Ok(p) => ("allow", 200, None, Some(p.principal.clone()), None),
+        Err((e, status, label)) => (label, status, Some(e.code().to_string()), None, Some(e.detail().to_string())),
+    };
+    AuditRecord {
+        time: AuditRecord::now(),
+        outcome: outcome.to_string(),
+        status,
+        code,
+        principal,
+        provider: name,
+        provider_index: index,
+        method: ctx.method.clone(),
+        // Never the query: tokens sometimes travel there (`?access_token=`).
+        route: ctx.path.clone(),
+        reason,
+        token_sha256_prefix: token_hash_prefix(token),
+    }
+}
+
 /// Paths that skip authentication: exact (`/healthz`) or prefix (`/public/*`, `/docs*`).
 #[derive(Clone, Debug, Default)]
 pub struct OpenPaths {
@@ -188,7 +264,9 @@ impl OpenPaths {
     }
 }
 
-fn is_plain_path(path: &str) -> bool {
+/// No `.`/`..` segments and no encoded dots, slashes or backslashes: what
+/// open paths and route rules may be matched against.
+pub(crate) fn is_plain_path(path: &str) -> bool {
     let lower = path.to_ascii_lowercase();
     let encoded = ["%2e", "%2f", "%5c", "\\"].iter().any(|s| lower.contains(s));
     let dot_segment = path.split('/').any(|seg| seg == "." || seg == "..");
@@ -289,6 +367,33 @@ impl IntoResponse for Rejection {
     }
 }
 
+/// The credential in `headers`: the bearer token of `Authorization`, else the
+/// `X-API-Key` value; `Ok(None)` when there is neither.
+///
+/// `X-API-Key` must be exactly one header of visible ASCII without spaces;
+/// errors never quote it.
+pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    if headers.contains_key(AUTHORIZATION) {
+        return bearer_token(headers);
+    }
+    let mut values = headers.get_all(API_KEY_HEADER).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(AuthError::invalid_request("several X-API-Key headers"));
+    }
+    let key = value
+        .to_str()
+        .map_err(|_| AuthError::invalid_request("the X-API-Key header has characters outside visible ASCII"))?
+        .trim_matches([' ', '\t']);
+    if key.is_empty() {
+        return Err(AuthError::invalid_request("the X-API-Key header is empty"));
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(AuthError::invalid_request("the X-API-Key header has spaces or control characters inside the key"));
+    }
+    Ok(Some(key))
+}
+
 /// The bearer token in `headers`: `Ok(None)` when there is no `Authorization`
 /// header, an `invalid_request` error when it is not exactly one well-formed
 /// `Bearer <token68>` (scheme case-insensitive, RFC 6750 §2.1).
@@ -370,6 +475,27 @@ mod tests {
             assert_eq!(e.code(), "invalid_request", "{bad:?}");
         }
         assert_eq!(bearer_token(&auth(&["Bearer a", "Bearer b"])).unwrap_err().code(), "invalid_request");
+    }
+
+    #[test]
+    fn x_api_key_when_no_authorization() {
+        let mut h = HeaderMap::new();
+        h.insert(API_KEY_HEADER, HeaderValue::from_static("tg_key-1"));
+        assert_eq!(credential(&h).unwrap(), Some("tg_key-1"));
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer other"));
+        assert_eq!(credential(&h).unwrap(), Some("other"), "Authorization wins");
+        let mut h = HeaderMap::new();
+        h.append(API_KEY_HEADER, HeaderValue::from_static("a"));
+        h.append(API_KEY_HEADER, HeaderValue::from_static("b"));
+        assert_eq!(credential(&h).unwrap_err().detail(), "several X-API-Key headers");
+        for bad in ["", "  ", "a b"] {
+            let mut h = HeaderMap::new();
+            h.insert(API_KEY_HEADER, HeaderValue::from_str(bad).unwrap());
+            let e = credential(&h).unwrap_err();
+            assert_eq!(e.code(), "invalid_request", "{bad:?}");
+            assert!(bad.trim().is_empty() || !e.detail().contains(bad), "{e}");
+        }
+        assert_eq!(credential(&HeaderMap::new()).unwrap(), None);
     }
 
     #[test]

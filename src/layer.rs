@@ -31,7 +31,9 @@
 //!
 //! On success the [`Principal`] is in the request's extensions; axum handlers
 //! take it with [`Authenticated`], [`MaybeAuthenticated`] or
-//! `Option<Authenticated>`. The provider's [`RequestContext`] carries the
+//! `Option<Authenticated>`. The credential is the `Authorization: Bearer`
+//! token or, without an `Authorization` header, the `X-API-Key` value; a
+//! provider that needs no token (`upstream_header`) is asked even without one. The provider's [`RequestContext`] carries the
 //! method, path, query parameters, headers (without `Authorization`,
 //! `Proxy-Authorization` and `Cookie`) and the peer address when the server
 //! recorded one (`axum::extract::ConnectInfo<SocketAddr>`, or a plain
@@ -69,10 +71,15 @@ impl AuthLayer {
         AuthLayer { gate: Gate::new(provider) }
     }
 
-    /// Builds the provider from `config` and takes its `realm` and `open_paths`.
+    /// Builds the provider from `config` (with its `revocation` and
+    /// `route_policy`) and takes its `realm`, `open_paths` and `audit` log.
     pub fn from_config(config: &Config, registry: &Registry) -> Result<Self, ConfigError> {
+        let audit = config.audit_log()?;
         let provider = config.build(registry)?;
         let mut layer = AuthLayer::new(provider);
+        if let Some(audit) = audit {
+            layer = layer.audit(audit);
+        }
         if let Some(realm) = &config.settings.realm {
             layer = layer.realm(realm);
         }
@@ -96,6 +103,12 @@ impl AuthLayer {
     /// slashes never match.
     pub fn open_path(mut self, pattern: impl Into<String>) -> Self {
         self.gate = self.gate.with_open_path(pattern);
+        self
+    }
+
+    /// Writes one JSON line per decision to `audit` (see [`crate::audit`]).
+    pub fn audit(mut self, audit: crate::audit::AuditLog) -> Self {
+        self.gate = self.gate.with_audit(audit);
         self
     }
 

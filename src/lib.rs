@@ -17,16 +17,22 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 pub mod chain;
 pub mod config;
 pub mod dev;
+pub mod explain;
 pub mod gate;
+pub mod guard;
 pub mod layer;
+pub mod policy;
 pub mod registry;
+pub mod revocation;
 pub mod server;
 
 pub use config::{Config, Format, Settings};
 pub use layer::{AuthLayer, Authenticated, MaybeAuthenticated};
+pub use revocation::RevocationStore;
 pub use registry::Registry;
 pub use tokengate_api::{
     AuthError, AuthProvider, Attributes, BuildContext, ClaimsMapping, ConfigError, DynProvider, ErrorKind, Ownership,

@@ -5,6 +5,7 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use tokengate::{AuthError, Config, ErrorKind, Registry, RequestContext};
 
 /// Exit codes operators script against.
@@ -32,6 +33,27 @@ enum Command {
         /// The token; without it, the first line of standard input.
         #[arg(long, short)]
         token: Option<String>,
+        #[command(flatten)]
+        route: RouteArgs,
+    },
+    /// Like `check`, but show which provider owned the token, every check, and where each attribute came from.
+    Explain {
+        /// Config file (as for `check`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The token; without it, the first line of standard input.
+        #[arg(long, short)]
+        token: Option<String>,
+        #[command(flatten)]
+        route: RouteArgs,
+        /// `json` (default) or `text`.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
+        format: OutputFormat,
+    },
+    /// Manage API keys for the `api_key` provider.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
     },
     /// Serve forward-auth decisions (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz HTTP).
     Serve {
@@ -65,6 +87,54 @@ enum Command {
     },
 }
 
+/// The request a one-shot check pretends to be, for `route_policy`.
+#[derive(clap::Args)]
+struct RouteArgs {
+    /// The request method route_policy sees.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The request path route_policy sees.
+    #[arg(long, default_value = "/")]
+    path: String,
+}
+
+impl RouteArgs {
+    fn context(&self) -> RequestContext {
+        RequestContext::new(self.method.to_ascii_uppercase(), self.path.clone())
+    }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OutputFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Print a fresh high-entropy key (once) and the config entry holding only its hash.
+    New {
+        /// Every key starts with this; match the provider's `prefix`.
+        #[arg(long, default_value = "tg_")]
+        prefix: String,
+        /// Whom the key authenticates as (default: `api-key-` and the first 8 hex digits of its hash).
+        #[arg(long)]
+        principal: Option<String>,
+        /// A label shown in logs, to tell one principal's keys apart.
+        #[arg(long)]
+        id: Option<String>,
+        /// An attribute value, NAME=VALUE; repeat for more (`--attr roles=admin --attr roles=dev`).
+        #[arg(long = "attr", value_name = "NAME=VALUE")]
+        attrs: Vec<String>,
+        /// When the key stops working: an RFC 3339 time (2027-01-01T00:00:00Z) or a lifetime (90d).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Print one JSON object {key, hash, config_entry} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server's decisions are logged at INFO; one-shot commands only say when something is wrong.
@@ -78,7 +148,11 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Check { config, token } => check(config, token).await,
+            Command::Check { config, token, route } => check(config, token, route).await,
+            Command::Explain { config, token, route, format } => explain(config, token, route, format).await,
+            Command::Key { command: KeyCommand::New { prefix, principal, id, attrs, expires, json } } => {
+                key_new(prefix, principal, id, attrs, expires, json)
+            }
             Command::Serve { config, listen, dev, path_prefix } => serve(config, listen, dev, path_prefix).await,
             Command::Token { url, sub, claims, ttl } => token(url, sub, claims, ttl).await,
         }
@@ -118,7 +192,30 @@ fn read_token(token: Option<String>) -> Result<String, String> {
     Ok(token.to_string())
 }
 
-async fn check(config_path: PathBuf, token: Option<String>) -> u8 {
+/// How long a one-shot command waits for its audit line to be written.
+const AUDIT_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn exit_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Unavailable => exit::UNAVAILABLE,
+        ErrorKind::Config => exit::USAGE,
+        _ => exit::REJECTED,
+    }
+}
+
+/// The config's audit log for a one-shot command: `stdout` goes to standard
+/// error instead, so standard output stays exactly one JSON document.
+fn cli_audit(config: &Config) -> Result<Option<tokengate::audit::AuditLog>, tokengate::ConfigError> {
+    use tokengate::audit::{AuditLog, AuditOutput};
+    let Some(cfg) = &config.settings.audit else { return Ok(None) };
+    let base = config.build_context().base_dir;
+    match AuditOutput::parse(&cfg.output, base.as_deref()) {
+        Ok(AuditOutput::Stdout) => AuditLog::open(AuditOutput::Stderr).map(Some),
+        _ => config.audit_log(),
+    }
+}
+
+async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs) -> u8 {
     let token = match read_token(token) {
         Ok(t) => t,
         Err(e) => {
@@ -126,15 +223,38 @@ async fn check(config_path: PathBuf, token: Option<String>) -> u8 {
             return exit::USAGE;
         }
     };
-    let provider = match Config::load(&config_path).and_then(|c| c.build(&Registry::with_builtins())) {
+    let registry = Registry::with_builtins();
+    let loaded = Config::load(&config_path).and_then(|c| {
+        let audit = cli_audit(&c)?;
+        Ok((c.build(&registry)?, audit))
+    });
+    let (provider, audit) = match loaded {
         Ok(p) => p,
         Err(e) => {
             eprintln!("tokengate check: config error: {e}");
             return exit::USAGE;
         }
     };
-    let ctx = RequestContext::new("GET", "/");
+    let ctx = route.context();
     let outcome = provider.validate(&token, &ctx).await;
+    if let Some(audit) = &audit {
+        let status = |e: &AuthError| e.kind().http_status();
+        let label = |e: &AuthError| match e.kind() {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Config => "error",
+            _ => "deny",
+        };
+        let record = tokengate::gate::audit_record(
+            &provider,
+            outcome.as_ref().map_err(|e| (e, status(e), label(e))),
+            &ctx,
+            &token,
+        );
+        audit.record(&record);
+        let log = audit.clone();
+        // Waiting for the writer thread blocks; not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || log.flush(AUDIT_FLUSH_TIMEOUT)).await;
+    }
     let code = match &outcome {
         Ok(principal) => {
             println!("{}", serde_json::to_string(principal).unwrap_or_else(|_| "{}".into()));
@@ -142,15 +262,106 @@ async fn check(config_path: PathBuf, token: Option<String>) -> u8 {
         }
         Err(err) => {
             println!("{}", error_json(err, &provider.error_message()));
-            match err.kind() {
-                ErrorKind::Unavailable => exit::UNAVAILABLE,
-                ErrorKind::Config => exit::USAGE,
-                _ => exit::REJECTED,
-            }
+            exit_code(err.kind())
         }
     };
     provider.close().await;
     code
+}
+
+async fn explain(config_path: PathBuf, token: Option<String>, route: RouteArgs, format: OutputFormat) -> u8 {
+    let token = match read_token(token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokengate explain: {e}");
+            return exit::USAGE;
+        }
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokengate explain: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let explained = match tokengate::explain::explain(&config, &Registry::with_builtins(), &token, &route.context()).await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tokengate explain: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    match format {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&explained).unwrap_or_else(|_| "{}".into()))
+        }
+        OutputFormat::Text => print!("{}", explained.to_text()),
+    }
+    explained.error_kind.map_or(exit::OK, exit_code)
+}
+
+fn key_new(
+    prefix: String,
+    principal: Option<String>,
+    id: Option<String>,
+    attrs: Vec<String>,
+    expires: Option<String>,
+    json: bool,
+) -> u8 {
+    use tokengate_api_key::{config_line, generate_key, KeyEntry};
+    let fail = |e: String| {
+        eprintln!("tokengate key new: {e}");
+        exit::USAGE
+    };
+    let mut attributes = tokengate::Attributes::new();
+    for arg in &attrs {
+        let Some((name, value)) = arg.split_once('=') else {
+            return fail(format!("--attr {arg:?}: write NAME=VALUE"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.is_empty() || value.is_empty() {
+            return fail(format!("--attr {arg:?}: both NAME and VALUE must be non-empty"));
+        }
+        let values = attributes.entry(name.to_string()).or_default();
+        if !values.iter().any(|v| v == value) {
+            values.push(value.to_string());
+        }
+    }
+    let (key, hash) = match generate_key(&prefix) {
+        Ok(k) => k,
+        Err(e) => return fail(e.to_string()),
+    };
+    let principal = principal.unwrap_or_else(|| format!("api-key-{}", &hash[..8]));
+    let mut entry = KeyEntry::new(format!("sha256:{hash}"), principal).with_attributes(attributes);
+    if let Some(id) = id {
+        entry = entry.with_id(id);
+    }
+    if let Some(text) = expires {
+        // A lifetime (`90d`) is turned into the time it ends; anything else must be RFC 3339.
+        entry = match humantime::parse_duration(text.trim()) {
+            Ok(d) => entry.expiring_at(std::time::SystemTime::now() + d),
+            Err(_) => {
+                entry.expires_at = Some(text.trim().to_string());
+                entry
+            }
+        };
+    }
+    let line = match config_line(&entry) {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string().replace("`expires_at`", "--expires")),
+    };
+    if json {
+        let out = serde_json::json!({"key": key, "hash": format!("sha256:{hash}"), "config_entry": line});
+        println!("{out}");
+    } else {
+        println!("{key}");
+        println!();
+        println!("# The key above is shown only now: give it to its owner. tokengate stores only its hash.");
+        println!("# Paste this into the keys_file, or (indented) under `keys:` of the api_key provider:");
+        print!("{line}");
+    }
+    exit::OK
 }
 
 fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
@@ -185,6 +396,15 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, dev: bo
     let local = listener.local_addr().unwrap_or(addr);
     let mut options = config.as_ref().map(tokengate::server::ServeOptions::from_config).unwrap_or_default();
     options.path_prefix = path_prefix;
+    if let Some(config) = &config {
+        match config.audit_log() {
+            Ok(audit) => options.audit = audit,
+            Err(e) => {
+                eprintln!("tokengate serve: config error: {e}");
+                return exit::USAGE;
+            }
+        }
+    }
     let registry = Registry::with_builtins();
     let (app, provider) = if dev {
         eprintln!("{}", tokengate::dev::BANNER);

@@ -63,6 +63,7 @@ impl Registry {
         };
         let mut rest = object.clone();
         rest.remove("type");
-        builder.build(Value::Object(rest), ctx)
+        // Each provider gets its own scope in the shared result store (see `BuildContext::for_section`).
+        builder.build(Value::Object(rest), &ctx.for_section(type_name, section))
     }
 }

@@ -14,7 +14,12 @@
 //!   is an attribute whose name is not a header token; `X-Auth-Attributes`
 //!   always has everything.
 //! * Denied: 401 (400 for a malformed `Authorization`, 403 for insufficient
-//!   scope) with the RFC 6750 `WWW-Authenticate` and `{"error": {"code", "message"}}`.
+//!   scope, e.g. a `route_policy` refusal of the original method and path)
+//!   with the RFC 6750 `WWW-Authenticate` and `{"error": {"code", "message"}}`.
+//!
+//! The credential is the `Authorization: Bearer` token or, without an
+//! `Authorization` header, the `X-API-Key` value (have the proxy pass that
+//! header to tokengate too). With `upstream_header` no token is needed at all.
 //! * Identity service unavailable: 503 with `Retry-After`.
 //!
 //! Proxy notes: nginx `auth_request` only understands 2xx/401/403 (a 503 becomes
@@ -64,6 +69,9 @@ pub struct ServeOptions {
     pub open_paths: Vec<String>,
     /// Envoy `ext_authz` `path_prefix`, removed from the decision request's path.
     pub path_prefix: Option<String>,
+    /// One JSON line per decision (see [`crate::audit`]); from the config's
+    /// `audit:` via [`crate::Config::audit_log`].
+    pub audit: Option<crate::audit::AuditLog>,
 }
 
 impl ServeOptions {
@@ -72,6 +80,8 @@ impl ServeOptions {
             realm: config.settings.realm.clone(),
             open_paths: config.settings.open_paths.clone(),
             path_prefix: None,
+            // Opening the output can fail; `Config::audit_log` reports that, and the caller sets it.
+            audit: None,
         }
     }
 }
@@ -112,6 +122,9 @@ pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
     }
     for path in &options.open_paths {
         gate = gate.with_open_path(path.clone());
+    }
+    if let Some(audit) = options.audit {
+        gate = gate.with_audit(audit);
     }
     let path_prefix = options.path_prefix.filter(|p| !p.is_empty() && p != "/");
     let state = Arc::new(AppState { gate, path_prefix, metrics: metrics_handle() });

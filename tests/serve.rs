@@ -28,7 +28,12 @@ async fn start(provider: DynProvider, options: ServeOptions) -> Running {
 async fn start_recording(name: &'static str) -> (Arc<Recording>, Running) {
     let p = Recording::new(name);
     let provider: DynProvider = p.clone();
-    let options = ServeOptions { realm: Some("test".into()), open_paths: vec!["/public/*".into()], path_prefix: None };
+    let options = ServeOptions {
+        realm: Some("test".into()),
+        open_paths: vec!["/public/*".into()],
+        path_prefix: None,
+        ..Default::default()
+    };
     (p, start(provider, options).await)
 }
 

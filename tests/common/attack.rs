@@ -431,6 +431,14 @@ pub fn build(section: Value) -> Result<DynProvider, ConfigError> {
     tokengate::Config::parse(&yaml, Format::Yaml)?.build(&Registry::with_builtins())
 }
 
+/// The error building `section` gives (it must fail).
+pub fn build_err(section: Value) -> ConfigError {
+    match build(section) {
+        Ok(p) => panic!("config accepted ({})", p.accepts()),
+        Err(e) => e,
+    }
+}
+
 pub fn build_ok(section: Value) -> DynProvider {
     build(section).unwrap_or_else(|e| panic!("config refused: {e}"))
 }

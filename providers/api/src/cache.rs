@@ -4,8 +4,15 @@
 //! `min(ttl, token's remaining lifetime)` and is not extended by hits; rejected
 //! tokens are remembered for a short `negative_ttl`; concurrent requests with
 //! the same token share one upstream call (moka's `try_get_with` coalesces them).
+//!
+//! With a [`SharedResultStore`] (Redis, when configured) positive results are
+//! also shared by replicas: a local miss looks there, inside the single-flight
+//! load, before calling upstream, and an upstream success is written there with
+//! the same TTL. Rejections stay local: a shared negative entry would let one
+//! replica's transient view refuse a token everywhere.
 
-use crate::{AuthError, ErrorKind, Principal};
+use crate::shared::{SharedResultStore, SharedResults};
+use crate::{AuthError, BuildContext, ErrorKind, Principal};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::future::Future;
@@ -94,6 +101,51 @@ pub struct RemoteResultCache {
     config: CacheConfig,
     positive: Option<moka::future::Cache<TokenHash, Entry<Principal>>>,
     negative: Option<moka::future::Cache<TokenHash, Entry<AuthError>>>,
+    shared: Option<Shared>,
+}
+
+/// The shared store and this provider's scope in it.
+#[derive(Clone)]
+struct Shared {
+    store: Arc<dyn SharedResultStore>,
+    scope: Arc<str>,
+}
+
+impl Shared {
+    /// A usable entry, or `None` for a miss, a store failure (the store logged
+    /// and counted it) or an entry this version cannot read.
+    async fn lookup(&self, key: &TokenHash, max_ttl: Duration) -> Option<Entry<Principal>> {
+        let hit = match self.store.get(&self.scope, key).await {
+            Ok(Some(hit)) => hit,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, "shared result store failed; asking upstream");
+                return None;
+            }
+        };
+        let ttl = hit.ttl.map_or(max_ttl, |t| t.min(max_ttl));
+        if ttl.is_zero() {
+            return None;
+        }
+        match serde_json::from_slice::<Principal>(&hit.value) {
+            Ok(principal) => Some(Entry { value: principal, ttl }),
+            Err(e) => {
+                tracing::debug!(error = %e, "unreadable shared result; asking upstream");
+                None
+            }
+        }
+    }
+
+    async fn store(&self, key: &TokenHash, entry: &Entry<Principal>) {
+        // Redis `PX` wants at least 1ms; shorter-lived results are not worth sharing.
+        if entry.ttl < Duration::from_millis(1) {
+            return;
+        }
+        let Ok(bytes) = serde_json::to_vec(&entry.value) else { return };
+        if let Err(e) = self.store.put(&self.scope, key, bytes, entry.ttl).await {
+            tracing::debug!(error = %e, "could not share a result; it stays local");
+        }
+    }
 }
 
 impl RemoteResultCache {
@@ -107,7 +159,29 @@ impl RemoteResultCache {
             negative: build(config.negative_ttl).then(|| {
                 moka::future::Cache::builder().max_capacity(config.max_entries).expire_after(PerEntryTtl).build()
             }),
+            shared: None,
         }
+    }
+
+    /// Shares positive results through the store in `ctx` (Redis, when
+    /// configured), under the provider's scope that the registry set.
+    ///
+    /// No-op when `ctx` has no store or no scope (a provider built outside the
+    /// registry cannot be told apart from others), and when the positive cache
+    /// is off: a provider whose verdict depends on the request must not reuse
+    /// results, locally or otherwise.
+    pub fn with_shared(mut self, ctx: &BuildContext) -> Self {
+        if let (Some(SharedResults(store)), Some(scope), true) =
+            (&ctx.shared_results, &ctx.shared_scope, self.positive.is_some())
+        {
+            self.shared = Some(Shared { store: store.clone(), scope: Arc::from(scope.as_str()) });
+        }
+        self
+    }
+
+    /// Whether results are shared with other replicas.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
     }
 
     /// Returns the cached result for `token`, or runs `validate` once for all
@@ -129,18 +203,34 @@ impl RemoteResultCache {
         };
         let ttl = self.config.ttl;
         let mut loaded = false;
+        let mut from_shared = false;
         let outcome = positive
             .try_get_with(key, async {
                 loaded = true;
+                if let Some(shared) = &self.shared {
+                    if let Some(entry) = shared.lookup(&key, ttl).await {
+                        from_shared = true;
+                        return Ok(entry);
+                    }
+                }
                 let v = validate().await?;
                 let ttl = match v.expires_at {
                     Some(at) => at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).min(ttl),
                     None => ttl,
                 };
-                Ok::<_, AuthError>(Entry { value: v.principal, ttl })
+                let entry = Entry { value: v.principal, ttl };
+                if let Some(shared) = &self.shared {
+                    shared.store(&key, &entry).await;
+                }
+                Ok::<_, AuthError>(entry)
             })
             .await;
-        metrics::counter!("tokengate_result_cache_total", "result" => if loaded { "miss" } else { "hit" }).increment(1);
+        let result = match (loaded, from_shared) {
+            (false, _) => "hit",
+            (true, true) => "shared_hit",
+            (true, false) => "miss",
+        };
+        metrics::counter!("tokengate_result_cache_total", "result" => result).increment(1);
         match outcome {
             Ok(entry) => Ok(entry.value),
             Err(shared) => {
@@ -163,6 +253,11 @@ impl RemoteResultCache {
         }
         if let Some(n) = &self.negative {
             n.invalidate(&key).await;
+        }
+        if let Some(shared) = &self.shared {
+            if let Err(e) = shared.store.remove(&shared.scope, &key).await {
+                tracing::debug!(error = %e, "could not drop a shared result");
+            }
         }
     }
 }
@@ -249,6 +344,113 @@ mod tests {
                 .await;
         }
         assert_eq!(calls.load(Ordering::SeqCst), 4, "unavailable results are never cached");
+    }
+
+    /// An in-memory stand-in for Redis: counts calls, can be made to fail.
+    #[derive(Default)]
+    struct FakeStore {
+        entries: std::sync::Mutex<std::collections::HashMap<(String, TokenHash), (Vec<u8>, Duration)>>,
+        failing: std::sync::atomic::AtomicBool,
+        puts: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl SharedResultStore for FakeStore {
+        async fn get(&self, scope: &str, token: &TokenHash) -> Result<Option<crate::SharedHit>, String> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err("down".into());
+            }
+            let entries = self.entries.lock().map_err(|_| "poisoned".to_string())?;
+            Ok(entries
+                .get(&(scope.to_string(), *token))
+                .map(|(value, ttl)| crate::SharedHit { value: value.clone(), ttl: Some(*ttl) }))
+        }
+        async fn put(&self, scope: &str, token: &TokenHash, value: Vec<u8>, ttl: Duration) -> Result<(), String> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err("down".into());
+            }
+            self.puts.fetch_add(1, Ordering::SeqCst);
+            self.entries.lock().map_err(|_| "poisoned".to_string())?.insert((scope.to_string(), *token), (value, ttl));
+            Ok(())
+        }
+    }
+
+    fn shared_ctx(store: &Arc<FakeStore>, scope: &str) -> BuildContext {
+        BuildContext {
+            shared_results: Some(SharedResults(store.clone())),
+            shared_scope: Some(scope.to_string()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_share_positive_results_only() {
+        let store = Arc::new(FakeStore::default());
+        let a = RemoteResultCache::new(&CacheConfig::default()).with_shared(&shared_ctx(&store, "s"));
+        let b = RemoteResultCache::new(&CacheConfig::default()).with_shared(&shared_ctx(&store, "s"));
+        assert!(a.is_shared());
+        let calls = AtomicUsize::new(0);
+        let upstream = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            ok("alice", Some(Duration::from_secs(30)))
+        };
+        assert_eq!(a.get_or_validate("tok", upstream).await.unwrap().principal, "alice");
+        assert_eq!(b.get_or_validate("tok", upstream).await.unwrap().principal, "alice");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "replica b was served by the store");
+        let stored = store.entries.lock().unwrap().get(&("s".to_string(), token_hash("tok"))).unwrap().1;
+        assert!(stored <= Duration::from_secs(30), "shared ttl bounded by exp: {stored:?}");
+
+        let rejecting = || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(AuthError::invalid_token("inactive"))
+        };
+        a.get_or_validate("bad", rejecting).await.unwrap_err();
+        b.get_or_validate("bad", rejecting).await.unwrap_err();
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "rejections are not shared");
+        assert_eq!(store.puts.load(Ordering::SeqCst), 1);
+
+        // Another provider (another scope) never sees this one's results.
+        let other = RemoteResultCache::new(&CacheConfig::default()).with_shared(&shared_ctx(&store, "t"));
+        other.get_or_validate("tok", upstream).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_falls_through_to_upstream() {
+        let store = Arc::new(FakeStore::default());
+        store.failing.store(true, Ordering::SeqCst);
+        let cache = RemoteResultCache::new(&CacheConfig::default()).with_shared(&shared_ctx(&store, "s"));
+        let calls = AtomicUsize::new(0);
+        let p = cache
+            .get_or_validate("tok", || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                ok("alice", None)
+            })
+            .await
+            .unwrap();
+        assert_eq!(p.principal, "alice");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn garbage_in_the_store_is_a_miss() {
+        let store = Arc::new(FakeStore::default());
+        store.put("s", &token_hash("tok"), b"not json".to_vec(), Duration::from_secs(60)).await.unwrap();
+        let cache = RemoteResultCache::new(&CacheConfig::default()).with_shared(&shared_ctx(&store, "s"));
+        let p = cache.get_or_validate("tok", || async { ok("alice", None) }).await.unwrap();
+        assert_eq!(p.principal, "alice");
+    }
+
+    #[test]
+    fn no_sharing_without_scope_or_without_a_positive_cache() {
+        let store = Arc::new(FakeStore::default());
+        let mut ctx = shared_ctx(&store, "s");
+        assert!(!RemoteResultCache::new(&CacheConfig::disabled()).with_shared(&ctx).is_shared());
+        ctx.shared_scope = None;
+        assert!(!RemoteResultCache::new(&CacheConfig::default()).with_shared(&ctx).is_shared());
+        assert!(!RemoteResultCache::new(&CacheConfig::default()).with_shared(&BuildContext::default()).is_shared());
+        let scoped = ctx.for_section("custom", &serde_json::json!({"endpoint": "http://x"}));
+        assert!(RemoteResultCache::new(&CacheConfig::default()).with_shared(&scoped).is_shared());
     }
 
     #[tokio::test]

@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 
 /// What a provider may know about the request that carried the token.
 ///
-/// `headers` never contains `Authorization` (nor `Proxy-Authorization` or
-/// cookies): a provider that forwards the context, such as `custom`, must not
-/// forward credentials it was not given.
+/// `headers` never contains `Authorization` (nor `Proxy-Authorization`,
+/// `X-API-Key` or cookies): a provider that forwards the context, such as
+/// `custom`, must not forward credentials it was not given.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RequestContext {
     pub method: String,
@@ -21,7 +21,11 @@ pub struct RequestContext {
 }
 
 /// Header names that carry credentials and never reach a provider's context.
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+///
+/// `x-api-key` is here because servers read API keys from it (see
+/// `tokengate_api_key::API_KEY_HEADER`) and pass them as the token: a provider
+/// that forwards its context (`custom`) must not forward the key a second way.
+pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "x-api-key"];
 
 impl RequestContext {
     pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {

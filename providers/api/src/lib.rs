@@ -13,6 +13,7 @@ mod context;
 mod error;
 mod http;
 mod secret;
+mod shared;
 pub mod duration;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
@@ -22,6 +23,7 @@ pub use context::{RequestContext, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind};
 pub use http::{read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
 pub use secret::Secret;
+pub use shared::{shared_scope, SharedHit, SharedResultStore, SharedResults};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -94,6 +96,23 @@ pub trait AuthProvider: Send + Sync + 'static {
     /// The claims mapping this provider applies, so `tokengate explain` can say
     /// which claim and rule produced each attribute value.
     fn claims_mapping(&self) -> Option<&ClaimsMapping> {
+        None
+    }
+
+    /// Whether a request must carry a token for this provider to judge it.
+    ///
+    /// `false` for providers that read the identity elsewhere (`upstream_header`
+    /// takes it from a trusted proxy's headers): servers then call
+    /// [`AuthProvider::validate`] with an empty token instead of refusing a
+    /// request that carries none.
+    fn needs_token(&self) -> bool {
+        true
+    }
+
+    /// For a provider chain: the position and `type` of the member that decides
+    /// `token` (`None` for a single provider, or when no member owns the token),
+    /// so audit logs and `tokengate explain` can say who decided.
+    fn chain_owner(&self, _token: &str) -> Option<(usize, String)> {
         None
     }
 

@@ -196,7 +196,7 @@ impl CustomProvider {
             host,
             client,
             max_response_bytes: cfg.max_response_bytes,
-            cache: RemoteResultCache::new(&cfg.cache),
+            cache: RemoteResultCache::new(&cfg.cache).with_shared(ctx),
         })
     }
 

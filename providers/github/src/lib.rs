@@ -227,7 +227,7 @@ impl GitHubProvider {
             claims_mapping: cfg.claims_mapping,
             max_response_bytes: cfg.max_response_bytes,
             max_org_pages: cfg.max_org_pages,
-            cache: CacheHandle(RemoteResultCache::new(&cfg.cache)),
+            cache: CacheHandle(RemoteResultCache::new(&cfg.cache).with_shared(ctx)),
         })
     }
 

@@ -296,7 +296,7 @@ impl KubernetesProvider {
             mapping: config.claims_mapping.unwrap_or_else(default_claims_mapping),
             client,
             max_response_bytes: config.max_response_bytes,
-            cache: RemoteResultCache::new(&config.cache),
+            cache: RemoteResultCache::new(&config.cache).with_shared(ctx),
         })
     }
 

@@ -36,8 +36,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    claim_at_path, read_body_limited, AuthError, ClaimsMapping, ConfigError, HttpFailure, Principal, RemoteResultCache,
-    Secret, Validated,
+    claim_at_path, read_body_limited, AuthError, BuildContext, ClaimsMapping, ConfigError, HttpFailure, Principal,
+    RemoteResultCache, Secret, Validated,
 };
 
 /// Validates tokens by asking an RFC 7662 introspection endpoint.
@@ -103,8 +103,9 @@ impl fmt::Debug for Inner {
 
 impl Introspector {
     /// Prepares introspection from `cfg.introspection`; `client` carries the
-    /// transport settings (TLS, timeouts) the caller built from the same config.
-    pub fn new(cfg: &OAuth2Config, client: reqwest::Client) -> Result<Self, ConfigError> {
+    /// transport settings (TLS, timeouts) the caller built from the same config;
+    /// `ctx` may carry a store that shares results with other replicas.
+    pub fn new(cfg: &OAuth2Config, client: reqwest::Client, ctx: &BuildContext) -> Result<Self, ConfigError> {
         let Some(ic) = &cfg.introspection else {
             return Err(ConfigError::new(
                 "introspection",
@@ -169,7 +170,7 @@ impl Introspector {
                 timeout: cfg.timeout,
                 max_token_bytes: cfg.max_token_bytes,
                 max_response_bytes: cfg.max_response_bytes,
-                cache: RemoteResultCache::new(&cfg.cache),
+                cache: RemoteResultCache::new(&cfg.cache).with_shared(ctx),
             }),
         })
     }

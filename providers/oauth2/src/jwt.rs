@@ -669,6 +669,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn huge_cache_sizes_do_not_allocate_or_panic() {
+        let cache = VerifiedCache::new(u64::MAX, std::time::Duration::from_secs(60));
+        cache.insert([7; 32], Principal::new("a"), f64::INFINITY, None, 1);
+        assert!(cache.entries.get(&[7; 32]).is_some());
+    }
+
+    #[test]
     fn rfc3339_formatting() {
         assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(1_700_000_000.9), "2023-11-14T22:13:20Z");

@@ -193,10 +193,13 @@ impl KeySet {
 
     /// Waits for a fetch (or for the one in flight) and returns the resulting state.
     pub(crate) async fn refresh(self: &Arc<Self>, why: Why, observed: u64) -> Arc<State> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return self.refresh_locked(why, observed).await;
+        };
         let this = self.clone();
         // The fetch runs in its own task: a client hanging up must not cancel it
         // halfway and make the next queued request start another one.
-        let task = tokio::spawn(async move { this.refresh_locked(why, observed).await });
+        let task = runtime.spawn(async move { this.refresh_locked(why, observed).await });
         match task.await {
             Ok(state) => state,
             Err(_) => self.state.load_full(),

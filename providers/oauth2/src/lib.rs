@@ -174,7 +174,7 @@ impl OAuth2Provider {
             return Err(ConfigError::new("secret", "applies to JWTs only and cannot be combined with `introspection`"));
         }
         let client = http_client(&cfg, ctx)?;
-        let introspector = Introspector::new(&cfg, client)?;
+        let introspector = Introspector::new(&cfg, client, ctx)?;
         let accepts = format!("OAuth2 tokens validated by {}", introspector.host());
         Ok(Self::assemble(&cfg, Mode::Introspection(introspector), accepts))
     }
@@ -256,6 +256,15 @@ impl AuthProvider for OAuth2Provider {
 
     fn accepts(&self) -> String {
         self.accepts.clone()
+    }
+
+    /// JWT mode only: there the attributes come from the token's own payload,
+    /// which `tokengate explain` can trace; introspection answers are not seen.
+    fn claims_mapping(&self) -> Option<&ClaimsMapping> {
+        match &self.mode {
+            Mode::Jwt(v) => Some(&v.rules.claims_mapping),
+            Mode::Introspection(_) => None,
+        }
     }
 }
 

@@ -910,7 +910,7 @@ async fn cached_tokens_still_expire() {
 
 #[test]
 fn config_errors_name_the_field() {
-    let ctx = BuildContext { base_dir: Some("/nonexistent-dir".into()), llama_stack_defaults: false };
+    let ctx = BuildContext { base_dir: Some("/nonexistent-dir".into()), llama_stack_defaults: false, ..Default::default() };
     let jwks = json!({"uri": "https://idp.test/jwks"});
     let secret = "a-secret-value-that-is-long-enough-1234";
     let cases = [

@@ -7,10 +7,10 @@
 //! `trusted_proxy_cidrs`; from anyone else they are ignored and the request is
 //! refused with 403, since anyone can send such headers.
 //!
-//! This provider does not use the bearer token at all, so the layer/server must
-//! call [`AuthProvider::validate`] even when a request carries no
-//! `Authorization` header (with an empty token), and must fill
-//! [`RequestContext::peer`]. The proxy must *set* (overwrite) the identity
+//! This provider does not use the bearer token at all: it says so with
+//! [`AuthProvider::needs_token`], and the layer/server then call
+//! [`AuthProvider::validate`] even when a request carries no token (with an
+//! empty one), and fill [`RequestContext::peer`]. The proxy must *set* (overwrite) the identity
 //! headers, never pass a client's own copies through.
 
 use async_trait::async_trait;
@@ -222,6 +222,11 @@ impl AuthProvider for UpstreamHeaderProvider {
             "the `{}` header from a trusted proxy",
             self.principal_header
         )
+    }
+
+    /// The identity is in the proxy's headers; requests without a token are ours to judge.
+    fn needs_token(&self) -> bool {
+        false
     }
 }
 

@@ -1,0 +1,285 @@
+//! The audit log: one JSON line per authentication decision.
+//!
+//! ```yaml
+//! audit:
+//!   output: stdout            # or stderr, or a file path (appended to; relative to the config file)
+//! ```
+//!
+//! Each line:
+//!
+//! ```json
+//! {"time":"2026-05-01T12:00:00.123Z","outcome":"deny","status":401,"code":"invalid_token",
+//!  "principal":null,"provider":"oauth2_token","provider_index":1,"method":"GET","route":"/v1/models",
+//!  "reason":"token expired at 2026-05-01T11:00:00Z","token_sha256_prefix":"9f86d081884c"}
+//! ```
+//!
+//! `route` is the path without its query (where tokens sometimes travel);
+//! `token_sha256_prefix` is the first 12 hex digits of the token's SHA-256,
+//! enough to correlate lines with a known token, never the token.
+//!
+//! Lines are handed to a writer thread through a bounded queue and written
+//! and flushed one by one, so a slow disk never stalls request handling. If
+//! the queue is full (the disk has stalled for thousands of decisions) lines
+//! are dropped, counted in `tokengate_audit_dropped_total` and reported.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokengate_api::{token_hash, ConfigError};
+
+/// Lines waiting for the writer before new ones are dropped.
+const QUEUE_LINES: usize = 16_384;
+
+/// Hex digits of the token hash written.
+pub const TOKEN_HASH_PREFIX_CHARS: usize = 12;
+
+/// `audit:` in the config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// `stdout`, `stderr`, or a file path.
+    pub output: String,
+}
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditOutput {
+    Stdout,
+    Stderr,
+    File(PathBuf),
+}
+
+impl AuditOutput {
+    /// `stdout`, `stderr`, or a path (relative paths resolve against `base_dir`).
+    pub fn parse(text: &str, base_dir: Option<&Path>) -> Result<Self, String> {
+        match text.trim() {
+            "" => Err("is empty; write `stdout`, `stderr` or a file path".into()),
+            "stdout" | "-" => Ok(AuditOutput::Stdout),
+            "stderr" => Ok(AuditOutput::Stderr),
+            path => {
+                let path = PathBuf::from(path);
+                Ok(AuditOutput::File(match base_dir {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path,
+                }))
+            }
+        }
+    }
+}
+
+/// One decision, as written.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// `allow`, `deny`, `unavailable` or `error`.
+    pub outcome: String,
+    /// The HTTP status the request got.
+    pub status: u16,
+    /// The error code (`invalid_token`, `insufficient_scope`…); `null` when allowed.
+    pub code: Option<String>,
+    pub principal: Option<String>,
+    /// The provider that decided (in a chain, the member that owned the token).
+    pub provider: String,
+    /// Its position in `providers`, for chains.
+    pub provider_index: Option<usize>,
+    pub method: String,
+    pub route: String,
+    /// Why it was refused; `null` when allowed.
+    pub reason: Option<String>,
+    pub token_sha256_prefix: Option<String>,
+}
+
+impl AuditRecord {
+    /// The current time as written in `time`.
+    pub fn now() -> String {
+        humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+    }
+}
+
+/// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's SHA-256; `None` for no token.
+pub fn token_hash_prefix(token: &str) -> Option<String> {
+    if token.is_empty() {
+        return None;
+    }
+    let mut hex = hex::encode(token_hash(token));
+    hex.truncate(TOKEN_HASH_PREFIX_CHARS);
+    Some(hex)
+}
+
+enum Message {
+    Line(String),
+    Flush(SyncSender<()>),
+}
+
+/// The audit log handle. Cheap to clone; the writer thread ends when the last clone is dropped.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: SyncSender<Message>,
+    output: Arc<AuditOutput>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("output", &self.output).finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens `output` now (so a bad path is a start-up error, not a silent
+    /// loss) and starts the writer thread.
+    pub fn open(output: AuditOutput) -> Result<Self, ConfigError> {
+        let sink: Box<dyn Write + Send> = match &output {
+            AuditOutput::Stdout => Box::new(std::io::stdout()),
+            AuditOutput::Stderr => Box::new(std::io::stderr()),
+            AuditOutput::File(path) => {
+                let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| {
+                    ConfigError::new("audit.output", format!("cannot open {} for appending: {e}", path.display()))
+                })?;
+                Box::new(std::io::BufWriter::new(file))
+            }
+        };
+        let (tx, rx) = mpsc::sync_channel::<Message>(QUEUE_LINES);
+        let shown = match &output {
+            AuditOutput::File(p) => p.display().to_string(),
+            other => format!("{other:?}").to_lowercase(),
+        };
+        std::thread::Builder::new()
+            .name("tokengate-audit".into())
+            .spawn(move || writer(sink, rx, shown))
+            .map_err(|e| ConfigError::new("audit", format!("cannot start the audit writer thread: {e}")))?;
+        Ok(AuditLog { tx, output: Arc::new(output), dropped: Arc::new(AtomicU64::new(0)) })
+    }
+
+    /// From the config section; `base_dir` resolves a relative path.
+    pub fn from_config(config: &AuditConfig, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
+        let output = AuditOutput::parse(&config.output, base_dir).map_err(|m| ConfigError::new("audit.output", m))?;
+        Self::open(output)
+    }
+
+    pub fn output(&self) -> &AuditOutput {
+        &self.output
+    }
+
+    /// Queues one line; never blocks.
+    pub fn record(&self, record: &AuditRecord) {
+        let line = match serde_json::to_string(record) {
+            Ok(line) => line,
+            Err(e) => {
+                tracing::error!("cannot serialize an audit record: {e}");
+                return;
+            }
+        };
+        match self.tx.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("tokengate_audit_dropped_total").increment(1);
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                // Once per thousand, or the log would drown in its own reports.
+                if n % 1000 == 0 {
+                    tracing::error!(dropped = n + 1, "audit queue full (output stalled?); audit lines dropped");
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                metrics::counter!("tokengate_audit_dropped_total").increment(1);
+                tracing::error!("the audit writer has stopped; audit line dropped");
+            }
+        }
+    }
+
+    /// Waits (blocking, at most `timeout`) until every line queued so far is
+    /// written and flushed. For tests and one-shot commands before they exit.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        if self.tx.send(Message::Flush(ack_tx)).is_err() {
+            return false;
+        }
+        ack_rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+fn writer(mut sink: Box<dyn Write + Send>, rx: mpsc::Receiver<Message>, shown: String) {
+    let mut failing = false;
+    for message in rx {
+        match message {
+            Message::Line(mut line) => {
+                line.push('\n');
+                let result = sink.write_all(line.as_bytes()).and_then(|()| sink.flush());
+                match (result, failing) {
+                    (Ok(()), true) => {
+                        tracing::info!(output = %shown, "audit output writable again");
+                        failing = false;
+                    }
+                    (Err(e), false) => {
+                        metrics::counter!("tokengate_audit_write_errors_total").increment(1);
+                        tracing::error!(output = %shown, "cannot write the audit log: {e}");
+                        failing = true;
+                    }
+                    (Err(_), true) => {
+                        metrics::counter!("tokengate_audit_write_errors_total").increment(1);
+                    }
+                    (Ok(()), false) => {}
+                }
+            }
+            Message::Flush(ack) => {
+                let _ = sink.flush();
+                let _ = ack.send(());
+            }
+        }
+    }
+    let _ = sink.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(reason: Option<&str>) -> AuditRecord {
+        AuditRecord {
+            time: AuditRecord::now(),
+            outcome: "deny".into(),
+            status: 401,
+            code: Some("invalid_token".into()),
+            principal: None,
+            provider: "api_key".into(),
+            provider_index: None,
+            method: "GET".into(),
+            route: "/x".into(),
+            reason: reason.map(Into::into),
+            token_sha256_prefix: token_hash_prefix("tok"),
+        }
+    }
+
+    #[test]
+    fn lines_are_json_and_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, "{\"earlier\":true}\n").unwrap();
+        let log = AuditLog::from_config(&AuditConfig { output: "audit.jsonl".into() }, Some(dir.path())).unwrap();
+        log.record(&record(Some("unknown \"key\"\nnext")));
+        log.record(&record(None));
+        assert!(log.flush(Duration::from_secs(5)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[1]["reason"], "unknown \"key\"\nnext");
+        assert_eq!(lines[1]["token_sha256_prefix"], &hex::encode(token_hash("tok"))[..12]);
+        assert!(lines[2]["reason"].is_null());
+        let t = lines[1]["time"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");
+    }
+
+    #[test]
+    fn unopenable_output_is_a_config_error() {
+        let e = AuditLog::open(AuditOutput::File("/nonexistent-dir/x/audit.jsonl".into())).unwrap_err();
+        assert_eq!(e.field, "audit.output");
+        assert!(e.message.contains("cannot open /nonexistent-dir/x/audit.jsonl"), "{e}");
+        assert!(AuditOutput::parse(" ", None).is_err());
+        assert_eq!(AuditOutput::parse("stdout", None).unwrap(), AuditOutput::Stdout);
+    }
+}

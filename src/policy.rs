@@ -1,0 +1,684 @@
+//! `route_policy`: which authenticated principals may use which routes.
+//!
+//! Evaluated after authentication (and revocation), for the tower layer,
+//! `tokengate serve` and `tokengate check` alike (see [`crate::guard`]). Rules
+//! are tried in order and the first whose path, method and conditions all
+//! match decides; a refusal is `insufficient_scope` (403).
+//!
+//! Two spellings of a rule are accepted, and may be mixed:
+//!
+//! ```yaml
+//! route_policy:
+//!   default: forbid                  # when no rule matches (default: forbid)
+//!   rules:
+//!     - path: /admin*                # exact path, `prefix*`, `*`, or `regex:<pattern>`
+//!       methods: [GET, POST]         # optional; any method when absent
+//!       permit: {attribute: roles, any_of: [admin]}
+//!     - paths: [/v1/models, /v1/chat/*]
+//!       forbid: {attribute: teams, all_of: [contractors]}
+//!     - path: /v1/*
+//!       permit: all
+//! ```
+//!
+//! and Llama Stack / OGX's `server.auth.route_policy` (`RouteAccessRule`),
+//! pasted as is:
+//!
+//! ```yaml
+//! route_policy:
+//!   - permit: {paths: [/v1/files*, /v1/models*]}
+//!     when: user with developer in roles
+//!   - forbid: {paths: "*"}
+//!     unless: user with admin in roles
+//!     description: only admins elsewhere
+//! ```
+//!
+//! As in Llama Stack, a bare list denies requests no rule matches, and an
+//! empty list allows everything. Request paths are normalized the way Llama
+//! Stack does (trailing slash removed) and, beyond that, repeated slashes are
+//! collapsed and percent-encoding decoded; paths with `.`/`..` segments or
+//! encoded `/`, `\` or `.` are refused outright, since a backend that
+//! normalizes them later could otherwise reach a route the policy never saw.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::fmt;
+use tokengate_api::{AuthError, Principal};
+
+/// What happens to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    Permit,
+    Forbid,
+}
+
+impl Effect {
+    fn as_str(self) -> &'static str {
+        match self {
+            Effect::Permit => "permit",
+            Effect::Forbid => "forbid",
+        }
+    }
+}
+
+/// A compiled `route_policy`.
+#[derive(Clone)]
+pub struct RoutePolicy {
+    default: Effect,
+    rules: Vec<Rule>,
+}
+
+#[derive(Clone)]
+struct Rule {
+    effect: Effect,
+    paths: Vec<PathPattern>,
+    /// Upper-cased; `None` for any method.
+    methods: Option<Vec<String>>,
+    /// All must hold.
+    conditions: Vec<Condition>,
+    description: Option<String>,
+}
+
+#[derive(Clone)]
+enum PathPattern {
+    Any,
+    Exact(String),
+    Prefix(String),
+    Regex(regex::Regex),
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Quantifier {
+    Any,
+    All,
+}
+
+/// `attribute` has any (or all) of `values`; `negated` turns it around.
+#[derive(Clone)]
+struct Condition {
+    attribute: String,
+    values: Vec<String>,
+    quantifier: Quantifier,
+    negated: bool,
+}
+
+impl Condition {
+    fn holds(&self, principal: &Principal) -> bool {
+        let have = principal.attributes.get(&self.attribute).map(Vec::as_slice).unwrap_or_default();
+        let has = |v: &String| have.iter().any(|h| h == v);
+        let positive = match self.quantifier {
+            Quantifier::Any => self.values.iter().any(has),
+            Quantifier::All => self.values.iter().all(has),
+        };
+        positive != self.negated
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let values = self.values.join(", ");
+        match (&self.quantifier, self.negated) {
+            (Quantifier::Any, false) => write!(f, "{} any of [{values}]", self.attribute),
+            (Quantifier::All, false) => write!(f, "{} all of [{values}]", self.attribute),
+            (Quantifier::Any, true) => write!(f, "{} none of [{values}]", self.attribute),
+            (Quantifier::All, true) => write!(f, "{} not all of [{values}]", self.attribute),
+        }
+    }
+}
+
+impl fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathPattern::Any => f.write_str("*"),
+            PathPattern::Exact(p) => f.write_str(p),
+            PathPattern::Prefix(p) => write!(f, "{p}*"),
+            PathPattern::Regex(r) => write!(f, "regex:{}", r.as_str()),
+        }
+    }
+}
+
+impl Rule {
+    fn matches_route(&self, method: &str, path: &str) -> bool {
+        let method_ok = self.methods.as_ref().is_none_or(|m| m.iter().any(|m| m == "*" || m == method));
+        method_ok
+            && self.paths.iter().any(|p| match p {
+                PathPattern::Any => true,
+                PathPattern::Exact(e) => e == path,
+                PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()),
+                PathPattern::Regex(r) => r.is_match(path),
+            })
+    }
+
+    fn conditions_text(&self) -> String {
+        self.conditions.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
+    }
+
+    /// `rule 2 ("only admins")`.
+    fn name(&self, index: usize) -> String {
+        match &self.description {
+            Some(d) => format!("rule {} ({d:?})", index + 1),
+            None => format!("rule {}", index + 1),
+        }
+    }
+}
+
+/// The outcome of evaluating the policy for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub effect: Effect,
+    /// The zero-based index of the rule that decided; `None` for the default.
+    pub rule: Option<usize>,
+    /// Why, for people: which rule (or the default) decided, and on what.
+    pub reason: String,
+}
+
+impl Decision {
+    pub fn is_permit(&self) -> bool {
+        self.effect == Effect::Permit
+    }
+}
+
+impl RoutePolicy {
+    /// A policy that permits everything (what an empty Llama Stack list means).
+    pub fn permit_all() -> Self {
+        RoutePolicy { default: Effect::Permit, rules: Vec::new() }
+    }
+
+    /// Whether the policy can refuse anything at all.
+    pub fn is_permit_all(&self) -> bool {
+        self.default == Effect::Permit && self.rules.iter().all(|r| r.effect == Effect::Permit)
+    }
+
+    pub fn default_effect(&self) -> Effect {
+        self.default
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Parses a `route_policy` value: a list of rules, or `{default, rules}`.
+    pub fn from_value(value: &Value) -> Result<Self, String> {
+        match value {
+            Value::Null => Ok(Self::permit_all()),
+            // Llama Stack: an empty list means no route-level authorization at all.
+            Value::Array(items) if items.is_empty() => Ok(Self::permit_all()),
+            Value::Array(items) => Ok(RoutePolicy { default: Effect::Forbid, rules: compile_rules(items, "")? }),
+            Value::Object(map) => {
+                if let Some(unknown) = map.keys().find(|k| !matches!(k.as_str(), "default" | "rules")) {
+                    return Err(format!(
+                        "unknown field `{unknown}`: write a list of rules, or a mapping with `default` and `rules`"
+                    ));
+                }
+                let default = match map.get("default") {
+                    None => Effect::Forbid,
+                    Some(Value::String(s)) if s == "permit" => Effect::Permit,
+                    Some(Value::String(s)) if s == "forbid" => Effect::Forbid,
+                    Some(_) => return Err("`default` must be `permit` or `forbid`".into()),
+                };
+                let rules = match map.get("rules") {
+                    None => Vec::new(),
+                    Some(Value::Array(items)) => compile_rules(items, "rules")?,
+                    Some(_) => return Err("`rules` must be a list of rules".into()),
+                };
+                Ok(RoutePolicy { default, rules })
+            }
+            _ => Err("must be a list of rules, or a mapping with `default` and `rules`".into()),
+        }
+    }
+
+    /// Decides on `method path` for `principal`.
+    pub fn evaluate(&self, method: &str, path: &str, principal: &Principal) -> Decision {
+        let method = method.to_ascii_uppercase();
+        let route = match normalize_path(path) {
+            Ok(route) => route,
+            Err(why) => {
+                return Decision {
+                    effect: Effect::Forbid,
+                    rule: None,
+                    reason: format!("route {method} {} cannot be checked against route_policy: {why}", shown(path)),
+                }
+            }
+        };
+        let mut unmet = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.matches_route(&method, &route) {
+                continue;
+            }
+            if rule.conditions.iter().all(|c| c.holds(principal)) {
+                let on = if rule.conditions.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", rule.conditions_text())
+                };
+                let reason = match rule.effect {
+                    Effect::Permit => format!("route {method} {route} is permitted by route_policy {}{on}", rule.name(i)),
+                    Effect::Forbid => format!("route {method} {route} is forbidden by route_policy {}{on}", rule.name(i)),
+                };
+                return Decision { effect: rule.effect, rule: Some(i), reason };
+            }
+            if rule.effect == Effect::Permit {
+                unmet.push(rule.conditions_text());
+            }
+        }
+        let reason = match (self.default, unmet.is_empty()) {
+            (Effect::Permit, _) => format!("route {method} {route}: no route_policy rule matches; the default permits it"),
+            (Effect::Forbid, false) => format!("route {method} {route} requires {}", unmet.join(", or ")),
+            (Effect::Forbid, true) => format!("route {method} {route} is not permitted by any route_policy rule"),
+        };
+        Decision { effect: self.default, rule: None, reason }
+    }
+
+    /// [`RoutePolicy::evaluate`] as the provider pipeline needs it: a refusal is `insufficient_scope`.
+    pub fn authorize(&self, method: &str, path: &str, principal: &Principal) -> Result<(), AuthError> {
+        let decision = self.evaluate(method, path, principal);
+        match decision.effect {
+            Effect::Permit => Ok(()),
+            Effect::Forbid => Err(AuthError::insufficient_scope(decision.reason)),
+        }
+    }
+}
+
+impl fmt::Debug for RoutePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rules: Vec<String> = self
+            .rules
+            .iter()
+            .map(|r| {
+                let paths = r.paths.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                let methods = r.methods.as_ref().map(|m| m.join(",")).unwrap_or_else(|| "*".into());
+                format!("{} {methods} [{paths}] when [{}]", r.effect.as_str(), r.conditions_text())
+            })
+            .collect();
+        f.debug_struct("RoutePolicy").field("default", &self.default).field("rules", &rules).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for RoutePolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(d)?;
+        RoutePolicy::from_value(&value).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The path as shown in messages: control characters and overlong paths tamed.
+fn shown(path: &str) -> String {
+    let mut s: String = path.chars().filter(|c| !c.is_control()).take(200).collect();
+    if path.chars().count() > 200 {
+        s.push_str("...");
+    }
+    s
+}
+
+/// The path rules are matched against, or why there is none.
+pub fn normalize_path(path: &str) -> Result<String, &'static str> {
+    const REFUSED: &str = "the path has dot segments or encoded separators";
+    if !crate::gate::is_plain_path(path) {
+        return Err(REFUSED);
+    }
+    let decoded: String = percent_decode(path).ok_or("the path's percent-encoding is not UTF-8")?;
+    // Decoding once more must not reveal separators either (`%252e` → `%2e`).
+    if !crate::gate::is_plain_path(&decoded) || decoded.chars().any(char::is_control) {
+        return Err(REFUSED);
+    }
+    let mut out = String::with_capacity(decoded.len() + 1);
+    for c in decoded.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    if !out.starts_with('/') {
+        out.insert(0, '/');
+    }
+    if out.len() > 1 && out.ends_with('/') {
+        out.pop();
+    }
+    Ok(out)
+}
+
+fn percent_decode(path: &str) -> Option<String> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+fn compile_rules(items: &[Value], list: &str) -> Result<Vec<Rule>, String> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let at = if list.is_empty() { format!("[{i}]") } else { format!("{list}[{i}]") };
+            compile_rule(item).map_err(|(field, m)| {
+                if field.is_empty() {
+                    format!("{at}: {m}")
+                } else {
+                    format!("{at}.{field}: {m}")
+                }
+            })
+        })
+        .collect()
+}
+
+type FieldError = (String, String);
+
+fn err(field: &str, message: impl Into<String>) -> FieldError {
+    (field.to_string(), message.into())
+}
+
+const RULE_FIELDS: &[&str] = &["path", "paths", "methods", "permit", "forbid", "when", "unless", "description"];
+
+fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
+    let Some(map) = item.as_object() else {
+        return Err(err("", "a rule must be a mapping with `permit` or `forbid`"));
+    };
+    if let Some(unknown) = map.keys().find(|k| !RULE_FIELDS.contains(&k.as_str())) {
+        return Err(err(unknown, format!("unknown field; a rule has {}", RULE_FIELDS.join(", "))));
+    }
+    let (effect, scope_field, scope) = match (map.get("permit"), map.get("forbid")) {
+        (Some(_), Some(_)) => return Err(err("", "`permit` and `forbid` are mutually exclusive")),
+        (Some(s), None) => (Effect::Permit, "permit", s),
+        (None, Some(s)) => (Effect::Forbid, "forbid", s),
+        (None, None) => return Err(err("", "one of `permit` or `forbid` is required")),
+    };
+    let mut conditions = Vec::new();
+    let mut scope_paths = None;
+    match scope {
+        Value::String(s) if s == "all" => {}
+        Value::Object(m) => {
+            const SCOPE_FIELDS: &[&str] = &["paths", "attribute", "any_of", "all_of"];
+            if let Some(unknown) = m.keys().find(|k| !SCOPE_FIELDS.contains(&k.as_str())) {
+                return Err(err(
+                    &format!("{scope_field}.{unknown}"),
+                    format!("unknown field; `{scope_field}` has {}", SCOPE_FIELDS.join(", ")),
+                ));
+            }
+            if let Some(p) = m.get("paths") {
+                scope_paths = Some(strings(p).map_err(|e| err(&format!("{scope_field}.paths"), e))?);
+            }
+            let any = m.get("any_of").map(strings).transpose();
+            let all = m.get("all_of").map(strings).transpose();
+            let any = any.map_err(|e| err(&format!("{scope_field}.any_of"), e))?;
+            let all = all.map_err(|e| err(&format!("{scope_field}.all_of"), e))?;
+            let (values, quantifier, which) = match (any, all) {
+                (Some(_), Some(_)) => {
+                    return Err(err(scope_field, "`any_of` and `all_of` are mutually exclusive; write two rules"))
+                }
+                (Some(v), None) => (Some(v), Quantifier::Any, "any_of"),
+                (None, Some(v)) => (Some(v), Quantifier::All, "all_of"),
+                (None, None) => (None, Quantifier::Any, ""),
+            };
+            match (m.get("attribute"), values) {
+                (None, None) => {}
+                (None, Some(_)) => return Err(err(scope_field, "`any_of`/`all_of` need an `attribute` to look in")),
+                (Some(_), None) => return Err(err(scope_field, "`attribute` needs `any_of` or `all_of`")),
+                (Some(a), Some(values)) => {
+                    let Some(attribute) = a.as_str().map(str::trim).filter(|a| !a.is_empty()) else {
+                        return Err(err(&format!("{scope_field}.attribute"), "must be a non-empty attribute name"));
+                    };
+                    if values.is_empty() {
+                        return Err(err(&format!("{scope_field}.{which}"), "is empty; list at least one value"));
+                    }
+                    conditions.push(Condition { attribute: attribute.to_string(), values, quantifier, negated: false });
+                }
+            }
+        }
+        _ => {
+            return Err(err(
+                scope_field,
+                "must be `all`, or a mapping such as {attribute: roles, any_of: [admin]} or {paths: [...]}",
+            ))
+        }
+    }
+    let rule_paths = match (map.get("path"), map.get("paths")) {
+        (Some(_), Some(_)) => return Err(err("path", "`path` and `paths` are mutually exclusive")),
+        (Some(p), None) => Some(("path", strings(p).map_err(|e| err("path", e))?)),
+        (None, Some(p)) => Some(("paths", strings(p).map_err(|e| err("paths", e))?)),
+        (None, None) => None,
+    };
+    let (paths_field, raw_paths) = match (rule_paths, scope_paths) {
+        (Some(_), Some(_)) => {
+            return Err(err(&format!("{scope_field}.paths"), "paths are given twice (here and in `path`/`paths`)"))
+        }
+        (Some((f, p)), None) => (f.to_string(), p),
+        (None, Some(p)) => (format!("{scope_field}.paths"), p),
+        (None, None) => {
+            return Err(err("", "no paths: set `path`, `paths` or (Llama Stack style) `permit: {paths: ...}`"))
+        }
+    };
+    if raw_paths.is_empty() {
+        return Err(err(&paths_field, "is empty; list at least one path (`*` for every path)"));
+    }
+    let paths = raw_paths
+        .iter()
+        .enumerate()
+        .map(|(i, p)| compile_path(p).map_err(|m| err(&format!("{paths_field}[{i}]"), m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let methods = match map.get("methods") {
+        None => None,
+        Some(m) => {
+            let list = strings(m).map_err(|e| err("methods", e))?;
+            if list.is_empty() {
+                return Err(err("methods", "is empty; omit it to match every method"));
+            }
+            let mut out = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                let upper = name.trim().to_ascii_uppercase();
+                if upper != "*" && http::Method::from_bytes(upper.as_bytes()).is_err() {
+                    return Err(err(&format!("methods[{i}]"), format!("{name:?} is not an HTTP method")));
+                }
+                out.push(upper);
+            }
+            Some(out)
+        }
+    };
+    for (field, negate) in [("when", false), ("unless", true)] {
+        let Some(v) = map.get(field) else { continue };
+        let texts = strings(v).map_err(|e| err(field, e))?;
+        for (i, text) in texts.iter().enumerate() {
+            let mut c = parse_condition(text).map_err(|m| err(&format!("{field}[{i}]"), m))?;
+            c.negated ^= negate;
+            conditions.push(c);
+        }
+    }
+    if map.contains_key("when") && map.contains_key("unless") {
+        return Err(err("unless", "`when` and `unless` are mutually exclusive"));
+    }
+    let description = match map.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(err("description", "must be text")),
+    };
+    Ok(Rule { effect, paths, methods, conditions, description })
+}
+
+/// A string or a list of strings.
+fn strings(v: &Value) -> Result<Vec<String>, String> {
+    match v {
+        Value::String(s) => Ok(vec![s.clone()]),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                Value::Number(n) => Ok(n.to_string()),
+                Value::Bool(b) => Ok(b.to_string()),
+                _ => Err("must be a string or a list of strings".to_string()),
+            })
+            .collect(),
+        _ => Err("must be a string or a list of strings".into()),
+    }
+}
+
+fn compile_path(p: &str) -> Result<PathPattern, String> {
+    let p = p.trim();
+    if p == "*" {
+        return Ok(PathPattern::Any);
+    }
+    if let Some(pattern) = p.strip_prefix("regex:") {
+        // Python's re.match, which Llama Stack uses: anchored at the start only.
+        return regex::Regex::new(&format!("^(?:{pattern})"))
+            .map(PathPattern::Regex)
+            .map_err(|e| format!("`{pattern}` is not a valid regular expression: {e}"));
+    }
+    if !p.starts_with('/') {
+        return Err(format!("`{p}` must start with `/` (or be `*`, or `regex:<pattern>`)"));
+    }
+    if let Some(prefix) = p.strip_suffix('*') {
+        if prefix.contains('*') {
+            return Err(format!("`{p}`: `*` is allowed only at the end"));
+        }
+        return Ok(PathPattern::Prefix(prefix.to_string()));
+    }
+    if p.contains('*') {
+        return Err(format!("`{p}`: `*` is allowed only at the end"));
+    }
+    let normalized = normalize_path(p).map_err(|why| format!("`{p}`: {why}"))?;
+    Ok(PathPattern::Exact(normalized))
+}
+
+/// Llama Stack's route conditions: `user with <value> in <attribute>` and
+/// `user with <value> not in <attribute>`. Owner conditions need a resource,
+/// which routes do not have, so they are refused rather than never matching.
+fn parse_condition(text: &str) -> Result<Condition, String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (value, negated, attribute) = match words.as_slice() {
+        ["user", "with", value, "in", attribute] => (*value, false, *attribute),
+        ["user", "with", value, "not", "in", attribute] => (*value, true, *attribute),
+        ["user", "is", ..] | ["user", "in", "owners", ..] | ["user", "not", "in", "owners", ..] => {
+            return Err(format!(
+                "{text:?}: owner conditions apply to resources (access_policy), not to routes; \
+                 use `user with <value> in <attribute>`"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "{text:?} is not a route condition; write `user with <value> in <attribute>` or \
+                 `user with <value> not in <attribute>`"
+            ))
+        }
+    };
+    Ok(Condition {
+        attribute: attribute.to_string(),
+        values: vec![value.to_string()],
+        quantifier: Quantifier::Any,
+        negated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn who(attrs: &[(&str, &[&str])]) -> Principal {
+        Principal::new("p").with_attributes(
+            attrs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+        )
+    }
+
+    fn policy(v: Value) -> RoutePolicy {
+        RoutePolicy::from_value(&v).unwrap()
+    }
+
+    #[test]
+    fn first_match_wins_with_conditions() {
+        let p = policy(json!({"rules": [
+            {"path": "/admin*", "methods": ["GET"], "permit": {"attribute": "roles", "any_of": ["admin", "ops"]}},
+            {"paths": ["/v1/*"], "forbid": {"attribute": "teams", "all_of": ["contractors"]}},
+            {"path": "/v1/*", "permit": "all"},
+        ]}));
+        let admin = who(&[("roles", &["admin"])]);
+        let nobody = who(&[]);
+        assert!(p.evaluate("GET", "/admin/users", &admin).is_permit());
+        let d = p.evaluate("GET", "/admin", &nobody);
+        assert_eq!(d.reason, "route GET /admin requires roles any of [admin, ops]");
+        assert!(!p.evaluate("POST", "/admin", &admin).is_permit(), "methods restrict the rule");
+        let contractor = who(&[("teams", &["contractors", "ml"])]);
+        let d = p.evaluate("GET", "/v1/models", &contractor);
+        assert_eq!((d.effect, d.rule), (Effect::Forbid, Some(1)));
+        assert!(p.evaluate("get", "/v1/models", &nobody).is_permit());
+        let d = p.evaluate("GET", "/other", &admin);
+        assert_eq!(d.reason, "route GET /other is not permitted by any route_policy rule");
+    }
+
+    #[test]
+    fn llama_stack_shape() {
+        let p = policy(json!([
+            {"permit": {"paths": "/v1/chat/completions"}, "when": "user with developer in roles"},
+            {"permit": {"paths": ["/v1/files*", "/v1/models*"]}, "when": ["user with user in roles"]},
+            {"forbid": {"paths": "*"}, "unless": "user with admin in roles", "description": "admins only"},
+            {"permit": {"paths": "regex:/v1/(a|b)/"}},
+        ]));
+        assert!(p.evaluate("POST", "/v1/chat/completions/", &who(&[("roles", &["developer"])])).is_permit());
+        assert!(p.evaluate("GET", "/v1/files/x", &who(&[("roles", &["user"])])).is_permit());
+        let d = p.evaluate("GET", "/v1/files/x", &who(&[]));
+        assert_eq!(d.reason, "route GET /v1/files/x is forbidden by route_policy rule 3 (\"admins only\") (roles none of [admin])");
+        assert!(p.evaluate("GET", "/v1/a/x", &who(&[("roles", &["admin"])])).is_permit());
+        assert!(!p.evaluate("GET", "/elsewhere", &who(&[("roles", &["admin"])])).is_permit(), "bare list: default deny");
+        assert!(RoutePolicy::from_value(&json!([])).unwrap().is_permit_all());
+    }
+
+    #[test]
+    fn not_in_and_unless_not_in() {
+        let p = policy(json!([{"permit": {"paths": "*"}, "when": "user with banned not in roles"}]));
+        assert!(p.evaluate("GET", "/", &who(&[])).is_permit());
+        assert!(!p.evaluate("GET", "/", &who(&[("roles", &["banned"])])).is_permit());
+    }
+
+    #[test]
+    fn default_permit() {
+        let p = policy(json!({"default": "permit", "rules": [{"path": "/admin", "forbid": "all"}]}));
+        assert!(p.evaluate("GET", "/x", &who(&[])).is_permit());
+        assert!(!p.evaluate("GET", "/admin/", &who(&[])).is_permit());
+    }
+
+    #[test]
+    fn normalization_and_traversal() {
+        assert_eq!(normalize_path("//admin//x/").unwrap(), "/admin/x");
+        assert_eq!(normalize_path("/adm%69n").unwrap(), "/admin");
+        assert!(normalize_path("/v1/../admin").is_err());
+        assert!(normalize_path("/v1/%2e%2e/admin").is_err());
+        assert!(normalize_path("/v1/%252e%252e/admin").is_err());
+        assert!(normalize_path("/v1%2fadmin").is_err());
+        let p = policy(json!({"default": "permit", "rules": [{"path": "/admin*", "forbid": "all"}]}));
+        assert!(!p.evaluate("GET", "//admin", &who(&[])).is_permit());
+        assert!(!p.evaluate("GET", "/adm%69n", &who(&[])).is_permit());
+        let d = p.evaluate("GET", "/x/../admin", &who(&[]));
+        assert!(!d.is_permit() && d.reason.contains("dot segments"), "{}", d.reason);
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let cases = [
+            (json!([{"path": "/x"}]), "[0]: one of `permit` or `forbid` is required"),
+            (json!([{"path": "/x", "permit": "all", "forbid": "all"}]), "[0]: `permit` and `forbid` are mutually exclusive"),
+            (json!({"rules": [{"path": "x", "permit": "all"}]}), "rules[0].path[0]: `x` must start with `/`"),
+            (json!([{"path": "/x", "permit": {"attribute": "roles"}}]), "[0].permit: `attribute` needs `any_of` or `all_of`"),
+            (json!([{"path": "/x", "permit": {"attribute": "roles", "any_of": []}}]), "[0].permit.any_of: is empty"),
+            (json!([{"path": "/x", "methods": ["GE T"], "permit": "all"}]), "[0].methods[0]: \"GE T\" is not an HTTP method"),
+            (json!([{"permit": {"paths": "*"}, "when": "user is owner"}]), "[0].when[0]: \"user is owner\": owner conditions"),
+            (json!([{"permit": {"paths": "*"}, "when": "admins only"}]), "[0].when[0]: \"admins only\" is not a route condition"),
+            (json!([{"permit": "all"}]), "[0]: no paths"),
+            (json!([{"path": "/x", "permit": "all", "role": "x"}]), "[0].role: unknown field"),
+            (json!({"default": "allow"}), "`default` must be `permit` or `forbid`"),
+            (json!([{"path": "/a*b", "permit": "all"}]), "`*` is allowed only at the end"),
+            (json!([{"path": "regex:(", "permit": "all"}]), "is not a valid regular expression"),
+        ];
+        for (value, expected) in cases {
+            let e = RoutePolicy::from_value(&value).err().unwrap_or_else(|| panic!("{value} should fail"));
+            assert!(e.starts_with(expected) || e.contains(expected), "{value}: {e}");
+        }
+    }
+}

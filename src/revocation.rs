@@ -1,0 +1,518 @@
+//! Revocation: tokens refused even though they still validate.
+//!
+//! ```yaml
+//! revocation:
+//!   file: revoked.yaml      # relative to the config file
+//!   reload_interval: 2s     # how often the file is checked for changes (default 2s)
+//! ```
+//!
+//! The file lists JWT IDs and SHA-256 digests of tokens (any kind: JWTs,
+//! opaque tokens, API keys), never tokens themselves:
+//!
+//! ```yaml
+//! jti: [4f1c2b7e-revoked-id]
+//! token_sha256:
+//!   - sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08   # `printf %s "$TOKEN" | sha256sum`
+//! ```
+//!
+//! It is checked after the provider accepted a token, so also after the
+//! provider's cache hits; a `jti` is read from the (by then verified) JWT
+//! payload only when the list has any. The file is re-read when its
+//! modification time or size changes; a file that cannot be read or parsed
+//! keeps the previous list in force and logs an error (once per version).
+//!
+//! A shared [`RevocationStore`] (Redis) may be consulted as well: a token is
+//! revoked when either says so, and a store that cannot answer leaves the
+//! decision to the file.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+use tokengate_api::{token_hash, AuthError, TokenHash};
+
+/// The detail of a refusal for a revoked token.
+pub const REVOKED: &str = "token has been revoked";
+
+/// A revocation file this large is a mistake, not a list.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Longest a shared store may take before its answer is ignored.
+const SHARED_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// `revocation:` in the config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    /// The list (YAML, or JSON by a `.json` extension), relative to the config file.
+    pub file: PathBuf,
+    /// How often the file is checked for changes (default 2s).
+    #[serde(default = "default_reload_interval", with = "tokengate_api::duration")]
+    pub reload_interval: Duration,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// Revocations shared by every replica (Redis), next to the local file.
+#[async_trait::async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Ok(true) when revoked; Err when the store cannot answer (callers fall back to local state).
+    async fn is_revoked(&self, jti: Option<&str>, token_sha256: &[u8; 32]) -> Result<bool, String>;
+}
+
+/// The parsed revocation file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevocationFile {
+    #[serde(default)]
+    jti: Vec<String>,
+    #[serde(default)]
+    token_sha256: Vec<String>,
+}
+
+/// What is revoked right now.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RevokedList {
+    jtis: HashSet<String>,
+    hashes: HashSet<TokenHash>,
+}
+
+impl RevokedList {
+    pub fn jti_count(&self) -> usize {
+        self.jtis.len()
+    }
+
+    pub fn hash_count(&self) -> usize {
+        self.hashes.len()
+    }
+
+    fn contains(&self, jti: Option<&str>, hash: &TokenHash) -> bool {
+        self.hashes.contains(hash) || jti.is_some_and(|j| self.jtis.contains(j))
+    }
+}
+
+fn parse_digest(text: &str) -> Result<TokenHash, String> {
+    let hex_part = text.trim();
+    let hex_part = hex_part.strip_prefix("sha256:").unwrap_or(hex_part);
+    // Never echoed: a value that is not a digest may be the token itself.
+    if hex_part.len() != 64 {
+        return Err(format!(
+            "is not a SHA-256 digest: expected 64 hex digits, optionally prefixed `sha256:`, got {} characters \
+             (list the token's hash, never the token: `printf %s \"$TOKEN\" | sha256sum`)",
+            hex_part.chars().count()
+        ));
+    }
+    let mut digest = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut digest)
+        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
+    Ok(digest)
+}
+
+/// Reads and checks the file; errors name the file and the entry.
+fn read_list(path: &Path) -> Result<RevokedList, String> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(format!("{shown} is {} bytes; a revocation file may hold at most {MAX_FILE_BYTES}", meta.len()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if text.trim().is_empty() {
+        // What a half-done `>` redirect leaves behind; taking it as "nothing is
+        // revoked" would un-revoke every token until the write finishes.
+        return Err(format!("{shown} is empty; write `{{}}` to clear the list on purpose"));
+    }
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let located = |at: String, message: String| {
+        let at = if at == "." { String::new() } else { format!(" at `{at}`") };
+        format!("{shown}{at}: {message}")
+    };
+    let file: RevocationFile = if is_json {
+        let de = &mut serde_json::Deserializer::from_str(&text);
+        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
+    } else {
+        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
+            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
+    };
+    let mut list = RevokedList::default();
+    for (i, jti) in file.jti.iter().enumerate() {
+        if jti.trim().is_empty() {
+            return Err(format!("{shown} at `jti[{i}]`: is empty"));
+        }
+        list.jtis.insert(jti.clone());
+    }
+    for (i, text) in file.token_sha256.iter().enumerate() {
+        let digest = parse_digest(text).map_err(|m| format!("{shown} at `token_sha256[{i}]`: {m}"))?;
+        list.hashes.insert(digest);
+    }
+    Ok(list)
+}
+
+/// The `jti` of a JWT, read without verifying: call only on tokens a provider accepted.
+fn jwt_jti(token: &str) -> Option<String> {
+    let mut parts = token.split('.');
+    let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    #[derive(Deserialize)]
+    struct Jti {
+        #[serde(default)]
+        jti: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<Jti>(&bytes).ok()?.jti? {
+        serde_json::Value::String(s) => Some(s),
+        // Some issuers write numeric IDs; the list holds them as text.
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// What identifies one version of the file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path).ok().map(|m| Stamp { modified: m.modified().ok(), len: m.len() })
+}
+
+#[derive(Default)]
+struct FileState {
+    loaded: Option<Stamp>,
+    /// The last failure logged, so a broken file is reported once per version.
+    reported: Option<(Option<Stamp>, String)>,
+}
+
+struct Inner {
+    path: Option<PathBuf>,
+    list: RwLock<Arc<RevokedList>>,
+    state: Mutex<FileState>,
+    reload_interval: Duration,
+}
+
+/// Whether the last look at the file changed anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded,
+    /// The file is unreadable or invalid; the previous list stays in force.
+    Failed,
+}
+
+impl Inner {
+    fn current(&self) -> Arc<RevokedList> {
+        self.list.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn check_file(&self) -> Reload {
+        let Some(path) = &self.path else { return Reload::Unchanged };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = stamp_of(path);
+        if stamp.is_some() && stamp == state.loaded {
+            return Reload::Unchanged;
+        }
+        match read_list(path) {
+            Ok(list) => {
+                let (jtis, hashes) = (list.jti_count(), list.hash_count());
+                *self.list.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(list);
+                state.loaded = stamp;
+                state.reported = None;
+                metrics::counter!("tokengate_revocation_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(file = %path.display(), jti = jtis, token_sha256 = hashes, "revocation list reloaded");
+                Reload::Reloaded
+            }
+            Err(message) => {
+                let failure = (stamp, message);
+                if state.reported.as_ref() != Some(&failure) {
+                    metrics::counter!("tokengate_revocation_reloads_total", "result" => "error").increment(1);
+                    let kept = self.current();
+                    tracing::error!(
+                        error = %failure.1,
+                        jti_in_force = kept.jti_count(),
+                        token_sha256_in_force = kept.hash_count(),
+                        "revocation file is invalid; keeping the list loaded before"
+                    );
+                    state.reported = Some(failure);
+                }
+                Reload::Failed
+            }
+        }
+    }
+}
+
+/// The revocation check: a reloading file and, optionally, a shared store. Cheap to clone.
+#[derive(Clone)]
+pub struct Revocation {
+    inner: Arc<Inner>,
+    shared: Option<Arc<dyn RevocationStore>>,
+    watcher: Arc<Watcher>,
+}
+
+#[derive(Default)]
+struct Watcher {
+    running: Arc<AtomicBool>,
+    closed: AtomicBool,
+    handle: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(task) = self.handle.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Clears the `running` flag when the poller's future is dropped.
+struct RunningFlag(Arc<AtomicBool>);
+
+impl Drop for RunningFlag {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl fmt::Debug for Revocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = self.inner.current();
+        f.debug_struct("Revocation")
+            .field("file", &self.inner.path)
+            .field("jti", &list.jti_count())
+            .field("token_sha256", &list.hash_count())
+            .field("shared_store", &self.shared.is_some())
+            .finish()
+    }
+}
+
+impl Revocation {
+    /// Loads `file` now (the first load must succeed: there is no old list to
+    /// fall back on) and re-reads it every `reload_interval` once a tokio
+    /// runtime is running.
+    pub fn from_file(file: impl Into<PathBuf>, reload_interval: Duration) -> Result<Self, String> {
+        if reload_interval.is_zero() {
+            return Err("reload_interval must be longer than 0s".into());
+        }
+        let path = file.into();
+        // The stamp is taken before reading so a write racing this read is picked up by the first poll.
+        let stamp = stamp_of(&path);
+        let list = read_list(&path)?;
+        Ok(Revocation {
+            inner: Arc::new(Inner {
+                path: Some(path),
+                list: RwLock::new(Arc::new(list)),
+                state: Mutex::new(FileState { loaded: stamp, reported: None }),
+                reload_interval,
+            }),
+            shared: None,
+            watcher: Arc::new(Watcher::default()),
+        })
+    }
+
+    /// From the config section; `base_dir` resolves a relative `file`.
+    pub fn from_config(config: &RevocationConfig, base_dir: Option<&Path>) -> Result<Self, String> {
+        let path = match base_dir {
+            Some(base) if config.file.is_relative() => base.join(&config.file),
+            _ => config.file.clone(),
+        };
+        Self::from_file(path, config.reload_interval)
+    }
+
+    /// No local list: only a shared store (added with [`Revocation::with_shared_store`]) decides.
+    pub fn without_file() -> Self {
+        Revocation {
+            inner: Arc::new(Inner {
+                path: None,
+                list: RwLock::new(Arc::new(RevokedList::default())),
+                state: Mutex::new(FileState::default()),
+                reload_interval: default_reload_interval(),
+            }),
+            shared: None,
+            watcher: Arc::new(Watcher::default()),
+        }
+    }
+
+    /// Also consults `store`; a token is revoked when either says so.
+    pub fn with_shared_store(mut self, store: Arc<dyn RevocationStore>) -> Self {
+        self.shared = Some(store);
+        self
+    }
+
+    /// The list in force.
+    pub fn list(&self) -> Arc<RevokedList> {
+        self.inner.current()
+    }
+
+    /// Looks at the file now instead of waiting for the poller (blocking file I/O).
+    pub fn reload_now(&self) -> Reload {
+        self.inner.check_file()
+    }
+
+    /// `Err(invalid_token "token has been revoked")` when `token` is revoked.
+    /// Call only for tokens a provider accepted.
+    pub async fn check(&self, token: &str) -> Result<(), AuthError> {
+        self.ensure_watcher();
+        let list = self.inner.current();
+        let hash = token_hash(token);
+        // Decoding the payload costs; do it only when a jti could matter.
+        let jti = if list.jti_count() > 0 || self.shared.is_some() { jwt_jti(token) } else { None };
+        if list.contains(jti.as_deref(), &hash) {
+            return Err(revoked());
+        }
+        let Some(store) = &self.shared else { return Ok(()) };
+        let answer = tokio::time::timeout(SHARED_STORE_TIMEOUT, store.is_revoked(jti.as_deref(), &hash)).await;
+        match answer {
+            Ok(Ok(true)) => Err(revoked()),
+            Ok(Ok(false)) => Ok(()),
+            Ok(Err(e)) => {
+                metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
+                tracing::warn!(error = %e, "shared revocation store cannot answer; the local list decides");
+                Ok(())
+            }
+            Err(_) => {
+                metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
+                tracing::warn!(
+                    timeout_ms = SHARED_STORE_TIMEOUT.as_millis() as u64,
+                    "shared revocation store did not answer in time; the local list decides"
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops watching the file.
+    pub fn close(&self) {
+        self.watcher.closed.store(true, Ordering::Release);
+        if let Some(task) = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            task.abort();
+        }
+    }
+
+    /// Starts the file poller when there is a file, a runtime, and no poller.
+    ///
+    /// Called on every check, not once: a poller dies with the runtime it was
+    /// spawned on (a config built by one runtime and served by another).
+    fn ensure_watcher(&self) {
+        let w = &self.watcher;
+        if self.inner.path.is_none() || w.closed.load(Ordering::Acquire) || w.running.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut handle = w.handle.lock().unwrap_or_else(|p| p.into_inner());
+        if w.running.swap(true, Ordering::AcqRel) || w.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let running = RunningFlag(w.running.clone());
+        // Weak, so a dropped checker stops its poller too.
+        let weak = Arc::downgrade(&self.inner);
+        let period = self.inner.reload_interval;
+        let task = runtime.spawn(async move {
+            let _running = running;
+            let mut ticker = tokio::time::interval(period);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticker.tick().await; // immediate; the file was just loaded
+            loop {
+                ticker.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                // File I/O blocks; keep it off the async workers.
+                if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        *handle = Some(task.abort_handle());
+    }
+}
+
+fn revoked() -> AuthError {
+    AuthError::invalid_token(REVOKED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn jwt(payload: &str) -> String {
+        format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
+    }
+
+    #[tokio::test]
+    async fn jti_and_hash_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let opaque_hash = hex::encode(token_hash("opaque-token"));
+        let path = write(dir.path(), "r.yaml", &format!("jti: [gone, 42]\ntoken_sha256: [\"sha256:{opaque_hash}\"]\n"));
+        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
+        assert_eq!(r.check(&jwt(r#"{"jti":"gone"}"#)).await.unwrap_err().detail(), REVOKED);
+        assert_eq!(r.check(&jwt(r#"{"jti":42}"#)).await.unwrap_err().detail(), REVOKED);
+        assert!(r.check(&jwt(r#"{"jti":"live"}"#)).await.is_ok());
+        assert!(r.check(&jwt(r#"{"sub":"x"}"#)).await.is_ok());
+        assert_eq!(r.check("opaque-token").await.unwrap_err().code(), "invalid_token");
+        assert!(r.check("other-token").await.is_ok());
+    }
+
+    #[test]
+    fn bad_entries_name_the_entry_and_never_echo_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "r.yaml", "token_sha256: [\"sha256:ab\", \"secret-token-value\"]\n");
+        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("token_sha256[0]") && e.contains("not a SHA-256 digest"), "{e}");
+        let path = write(dir.path(), "r2.yaml", "token_sha256: [\"secret-token-value\"]\n");
+        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
+        assert!(!e.contains("secret-token-value"), "{e}");
+        let path = write(dir.path(), "r3.yaml", "jtis: []\n");
+        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("unknown field `jtis`"), "{e}");
+        let path = write(dir.path(), "r4.yaml", "  \n");
+        assert!(Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err().contains("is empty"));
+        assert!(Revocation::from_file(dir.path().join("missing.yaml"), Duration::from_secs(1)).is_err());
+    }
+
+    #[tokio::test]
+    async fn invalid_new_file_keeps_old_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "r.json", r#"{"jti": ["a"]}"#);
+        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
+        std::fs::write(&path, r#"{"jti": ["a", "b"], "oops": 1}"#).unwrap();
+        assert_eq!(r.reload_now(), Reload::Failed);
+        assert_eq!(r.list().jti_count(), 1);
+        std::fs::write(&path, r#"{"jti": ["a", "b", "c"]}"#).unwrap();
+        assert_eq!(r.reload_now(), Reload::Reloaded);
+        assert_eq!(r.list().jti_count(), 3);
+        assert_eq!(r.reload_now(), Reload::Unchanged);
+    }
+
+    struct Store(Result<bool, String>);
+    #[async_trait::async_trait]
+    impl RevocationStore for Store {
+        async fn is_revoked(&self, jti: Option<&str>, _: &[u8; 32]) -> Result<bool, String> {
+            match jti {
+                Some("store-revoked") => Ok(true),
+                _ => self.0.clone(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_store_is_consulted_and_failures_fall_back() {
+        let r = Revocation::without_file().with_shared_store(Arc::new(Store(Ok(false))));
+        assert!(r.check(&jwt(r#"{"jti":"store-revoked"}"#)).await.is_err(), "jti read for the store");
+        assert!(r.check(&jwt(r#"{"jti":"x"}"#)).await.is_ok());
+        let r = Revocation::without_file().with_shared_store(Arc::new(Store(Err("down".into()))));
+        assert!(r.check("t").await.is_ok(), "a store that cannot answer leaves it to the (empty) file");
+    }
+}
