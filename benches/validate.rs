@@ -30,6 +30,12 @@
 //!   pool wrap): one HTTP round trip per call.
 //! - `introspection/warm_repeated`: the same token, answered by the result cache.
 //!
+//! - `paired <ALG> distinct|repeated` (printed, and appended to
+//!   `target/tmp/tokengate-paired.txt`): raw and tokengate batches timed back
+//!   to back in alternating order, the ratio taken per round, median reported.
+//!   On a shared machine this is the ratio to quote; criterion's separate runs
+//!   can see different background load.
+//!
 //! Every async call runs inside one `block_on` per batch on a current-thread
 //! tokio runtime; tokens are checked to validate before anything is timed.
 
@@ -38,7 +44,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, ParsedPublicKey};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{black_box, BenchmarkId, Criterion, Throughput};
 use jsonwebtoken::jwk::Jwk;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{json, Value};
@@ -207,6 +213,9 @@ fn jwt_benches(c: &mut Criterion) {
     let iat = now();
     for alg in [Algorithm::RS256, Algorithm::ES256, Algorithm::EdDSA] {
         let name = format!("{alg:?}");
+        if !wanted(&format!("jwt/{name}")) {
+            continue;
+        }
         let s = signer(alg);
         let started = Instant::now();
         let tokens: Vec<String> = (0..n).map(|i| mint(&s, i, iat)).collect();
@@ -270,8 +279,41 @@ fn jwt_benches(c: &mut Criterion) {
             })
         });
         group.finish();
+
+        if paired_enabled() {
+            let (pool, decoding, validation) = (&tokens, &decoding, &validation);
+            let raw = || {
+                let mut i = 0usize;
+                move |iters: u64| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let t = &pool[i % n];
+                        i = i.wrapping_add(1);
+                        let _ = black_box(jsonwebtoken::decode::<Value>(black_box(t), &decoding, &validation));
+                    }
+                    start.elapsed()
+                }
+            };
+            let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
+            let batch = if alg == Algorithm::RS256 { 1000 } else { 2000 };
+            paired(&format!("{name} distinct"), batch, raw(), |iters| distinct.run(iters));
+            drop(distinct);
+            let repeated = provider(&rt, &cfg);
+            paired(&format!("{name} repeated"), batch, raw(), |iters| {
+                let start = Instant::now();
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        let _ = black_box(repeated.validate(black_box(&one), &ctx).await);
+                    }
+                });
+                start.elapsed()
+            });
+        }
     }
 
+    if !wanted("runtime/block_on_batch_empty_future") {
+        return;
+    }
     let mut group = c.benchmark_group("runtime");
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::from_parameter("block_on_batch_empty_future"), |b| {
@@ -326,5 +368,76 @@ fn introspection_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, jwt_benches, introspection_benches);
-criterion_main!(benches);
+/// Interleaved A/B rounds: criterion runs one benchmark after another, so on a
+/// shared machine a change of load between the raw and the tokengate run
+/// skews their ratio. Here each round times a batch of raw decodes and a
+/// batch of tokengate validations back to back (order alternating, ABBA), and
+/// the ratio is taken per round; the median of the rounds is reported.
+/// `TOKENGATE_BENCH_PAIRED=0` skips it, `TOKENGATE_BENCH_ROUNDS` sets the rounds (31).
+fn paired(label: &str, batch: u64, mut raw: impl FnMut(u64) -> Duration, mut ours: impl FnMut(u64) -> Duration) {
+    let rounds: usize = std::env::var("TOKENGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
+    // One untimed round each to warm caches and branch predictors.
+    raw(batch);
+    ours(batch);
+    let (mut ratios, mut raw_total, mut our_total) = (Vec::with_capacity(rounds), Duration::ZERO, Duration::ZERO);
+    for round in 0..rounds {
+        let (r, o) = if round % 4 == 0 || round % 4 == 3 {
+            let r = raw(batch);
+            (r, ours(batch))
+        } else {
+            let o = ours(batch);
+            (raw(batch), o)
+        };
+        raw_total += r;
+        our_total += o;
+        ratios.push(r.as_secs_f64() / o.as_secs_f64());
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios[ratios.len() / 2];
+    let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds as f64 * batch as f64);
+    let line = format!(
+        "paired {label:<16} raw {:>8.2} µs/token  tokengate {:>8.2} µs/token  ratio (tokengate/raw throughput) median {median:.3}  IQR {q1:.3}..{q3:.3}  ({rounds} rounds x {batch})",
+        per(raw_total),
+        per(our_total),
+    );
+    println!("{line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tokengate-paired.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+fn paired_enabled() -> bool {
+    std::env::var("TOKENGATE_BENCH_PAIRED").map_or(true, |v| v != "0")
+}
+
+/// Whether a criterion filter on the command line selects anything under `id`
+/// (so that `cargo bench --bench validate -- introspection` mints no JWTs).
+fn wanted(id: &str) -> bool {
+    const WITH_VALUE: &[&str] = &[
+        "--warm-up-time", "--measurement-time", "--sample-size", "--save-baseline", "--baseline",
+        "--baseline-lenient", "--load-baseline", "--profile-time", "--nresamples", "--noise-threshold",
+        "--confidence-level", "--significance-level", "--plotting-backend", "--output-format", "--format", "--color",
+    ];
+    let mut filters = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if WITH_VALUE.contains(&arg.as_str()) {
+            args.next();
+        } else if !arg.starts_with('-') {
+            filters.push(arg);
+        }
+    }
+    filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()) || f.contains(id))
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    jwt_benches(&mut c);
+    if wanted("introspection") {
+        introspection_benches(&mut c);
+    }
+    c.final_summary();
+}

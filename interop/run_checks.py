@@ -50,9 +50,7 @@ COOLDOWN = 1.0  # jwks.refresh_cooldown given to `tokengate serve`
 # Checks that fail because of a tokengate bug already reported: shown as XFAIL
 # and not counted as failures (INTEROP_STRICT=1 counts them). When one passes,
 # it says so: take it out of this list.
-KNOWN_ISSUES = {
-    "2.7": "the introspection endpoint's 400 for a JWT-shaped token is reported as 503 (unavailable)",
-}
+KNOWN_ISSUES: dict = {}
 STRICT = os.environ.get("INTEROP_STRICT") == "1"
 
 # Requests to 127.0.0.1 only, never through a proxy from the environment.

@@ -6,11 +6,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokengate_api::{BuildContext, ConfigError, DynProvider};
 
 use crate::audit::{AuditConfig, AuditLog};
 use crate::guard::Guarded;
 use crate::policy::RoutePolicy;
+use crate::redis::{RedisConfig, RedisStore};
 use crate::registry::Registry;
 use crate::revocation::{Revocation, RevocationConfig};
 
@@ -57,9 +59,9 @@ pub struct Settings {
     /// One JSON line per decision, to a file or standard output (see [`crate::audit`]).
     #[serde(default)]
     pub audit: Option<AuditConfig>,
-    /// State shared by replicas (revocation list, remote-result cache): `{url, key_prefix}`.
+    /// State shared by replicas (revocation list, remote-result cache) in Redis (see [`crate::redis`]).
     #[serde(default)]
-    pub redis: Option<Value>,
+    pub redis: Option<RedisConfig>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -74,7 +76,7 @@ impl std::fmt::Debug for Settings {
             .field("route_policy", &self.route_policy)
             .field("revocation", &self.revocation)
             .field("audit", &self.audit)
-            .field("redis", &self.redis.as_ref().map(redacted))
+            .field("redis", &self.redis)
             .finish_non_exhaustive()
     }
 }
@@ -208,8 +210,19 @@ impl Config {
     /// with revocation and route policy applied after it (see [`crate::guard`]).
     pub fn build(&self, registry: &Registry) -> Result<DynProvider, ConfigError> {
         // The revocation file first: a bad one fails before providers start background work.
-        let revocation = self.revocation()?;
-        let mut guarded = Guarded::new(self.build_unguarded(registry)?);
+        let mut revocation = self.revocation()?;
+        // One store per build, so shared results and revocation checks share a connection and its health.
+        let redis = self.redis_store()?;
+        let mut ctx = self.build_context();
+        if let Some(store) = redis.as_ref().filter(|s| s.shares_results()) {
+            ctx.shared_results = Some(store.shared_results());
+        }
+        if let Some(store) = &redis {
+            // With Redis, revocations there count even without a local file.
+            let local = revocation.unwrap_or_else(Revocation::without_file);
+            revocation = Some(local.with_shared_store(store.clone()));
+        }
+        let mut guarded = Guarded::new(crate::chain::Chain::new(self.build_members_in(registry, &ctx)?).into_dyn());
         if let Some(revocation) = revocation {
             guarded = guarded.with_revocation(revocation);
         }
@@ -226,15 +239,18 @@ impl Config {
 
     /// Each configured provider, in order: the one `provider_config`, or every `providers` entry.
     pub fn build_members(&self, registry: &Registry) -> Result<Vec<DynProvider>, ConfigError> {
-        let ctx = self.build_context();
+        self.build_members_in(registry, &self.build_context())
+    }
+
+    fn build_members_in(&self, registry: &Registry, ctx: &BuildContext) -> Result<Vec<DynProvider>, ConfigError> {
         let prefix = self.field_prefix();
         let result = if let Some(single) = &self.settings.provider_config {
-            registry.build(single, &ctx).map(|p| vec![p]).map_err(|e| e.within(&format!("{prefix}provider_config")))
+            registry.build(single, ctx).map(|p| vec![p]).map_err(|e| e.within(&format!("{prefix}provider_config")))
         } else {
             let list = self.settings.providers.as_deref().unwrap_or_default();
             let mut providers = Vec::with_capacity(list.len());
             for (i, section) in list.iter().enumerate() {
-                providers.push(registry.build(section, &ctx).map_err(|e| e.within(&format!("{prefix}providers[{i}]")))?);
+                providers.push(registry.build(section, ctx).map_err(|e| e.within(&format!("{prefix}providers[{i}]")))?);
             }
             Ok(providers)
         };
@@ -256,6 +272,13 @@ impl Config {
         Revocation::from_config(cfg, base.as_deref())
             .map(Some)
             .map_err(|m| self.located(ConfigError::new(format!("{}revocation.file", self.field_prefix()), m)))
+    }
+
+    /// The Redis store for shared state, not yet connected (it connects on
+    /// first use, so an unreachable Redis delays and fails nothing); `None` without `redis:`.
+    pub fn redis_store(&self) -> Result<Option<Arc<RedisStore>>, ConfigError> {
+        let Some(cfg) = &self.settings.redis else { return Ok(None) };
+        RedisStore::new(cfg).map(|s| Some(Arc::new(s))).map_err(|e| self.located(e.within(&format!("{}redis", self.field_prefix()))))
     }
 
     /// The audit log, its output opened now; `None` without `audit:`.

@@ -26,6 +26,7 @@ pub mod gate;
 pub mod guard;
 pub mod layer;
 pub mod policy;
+pub mod redis;
 pub mod registry;
 pub mod revocation;
 pub mod server;

@@ -31,7 +31,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// The token; without it, the first line of standard input.
-        #[arg(long, short)]
+        // Opaque tokens may start with `-`; they are values, not flags.
+        #[arg(long, short, allow_hyphen_values = true)]
         token: Option<String>,
         #[command(flatten)]
         route: RouteArgs,
@@ -42,7 +43,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
         /// The token; without it, the first line of standard input.
-        #[arg(long, short)]
+        // Opaque tokens may start with `-`; they are values, not flags.
+        #[arg(long, short, allow_hyphen_values = true)]
         token: Option<String>,
         #[command(flatten)]
         route: RouteArgs,

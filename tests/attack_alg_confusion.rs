@@ -73,7 +73,10 @@ async fn hmac_signed_with_the_public_key_is_key_confusion() {
     // A symmetric key published in the set does not open the door either: it is skipped.
     let with_oct = Server::start().await;
     let mut jwks = standard_jwks();
-    jwks["keys"].as_array_mut().unwrap().push(json!({"kty": "oct", "kid": "oct-1", "k": b64(b"0123456789abcdef0123456789abcdef")}));
+    jwks["keys"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"kty": "oct", "kid": "oct-1", "k": b64(b"0123456789abcdef0123456789abcdef")}));
     with_oct.route("/jwks", Reply::Json(200, jwks));
     let provider = build_ok(jwt_config(&with_oct));
     let token = hmac_token("HS256", b"0123456789abcdef0123456789abcdef", r#"{"alg":"HS256","kid":"oct-1"}"#, &claims());
@@ -94,7 +97,11 @@ fn token_for_rsa() -> String {
 #[tokio::test]
 async fn hmac_algorithms_cannot_be_configured_beside_a_key_set() {
     let server = Server::jwks().await;
-    config_refused(with(jwt_config(&server), json!({"algorithms": ["HS256"]})), "provider_config.algorithms[0]", "needs `secret`");
+    config_refused(
+        with(jwt_config(&server), json!({"algorithms": ["HS256"]})),
+        "provider_config.algorithms[0]",
+        "needs `secret`",
+    );
     config_refused(
         with(jwt_config(&server), json!({"secret": "0123456789abcdef0123456789abcdef-long"})),
         "provider_config.secret",
@@ -124,7 +131,13 @@ async fn algorithm_must_fit_the_key_type_curve_and_pinned_alg() {
     let c = claims();
 
     // Positive controls: each key with its own algorithm.
-    for (key, kid) in [(&keys.rsa.key, "rsa-any"), (&keys.rsa.key, "rsa-pinned"), (&keys.ec, "ec-1"), (&keys.ec384, "ec384-1"), (&keys.ed, "ed-1")] {
+    for (key, kid) in [
+        (&keys.rsa.key, "rsa-any"),
+        (&keys.rsa.key, "rsa-pinned"),
+        (&keys.ec, "ec-1"),
+        (&keys.ec384, "ec384-1"),
+        (&keys.ed, "ed-1"),
+    ] {
         assert_eq!(accepted(&provider, &token(key, kid, &c)).await.principal, "alice");
     }
     // An unpinned RSA key serves PS256 as well.
@@ -173,7 +186,9 @@ async fn algorithms_outside_the_allowlist_are_refused() {
     let c = claims();
     let es_only = build_ok(with(jwt_config(&server), json!({"algorithms": ["ES256"]})));
     accepted(&es_only, &token(&keys.ec, "ec-1", &c)).await;
-    for (key, kid, name) in [(&keys.rsa.key, "rsa-1", "RS256"), (&keys.ed, "ed-1", "EdDSA"), (&keys.ec384, "ec384-1", "ES384")] {
+    for (key, kid, name) in
+        [(&keys.rsa.key, "rsa-1", "RS256"), (&keys.ed, "ed-1", "EdDSA"), (&keys.ec384, "ec384-1", "ES384")]
+    {
         invalid(&es_only, &token(key, kid, &c), &[&format!("alg {name} is not allowed"), "allowed: ES256"]).await;
     }
     // The default allowlist is the asymmetric algorithms: all of these pass, no HS*.
@@ -184,14 +199,33 @@ async fn algorithms_outside_the_allowlist_are_refused() {
     // Names are case-sensitive (RFC 7515 §4.1.1) and unknown ones are named.
     for name in ["rs256", "Rs256", "RS1", "ES256K", "XYZ"] {
         let header = json!({"alg": name, "kid": "rsa-1"}).to_string();
-        invalid(&default, &format!("{}.c2ln", signing_input(&header, &c.to_string())), &[&format!("unsupported alg \"{name}\"")]).await;
+        invalid(
+            &default,
+            &format!("{}.c2ln", signing_input(&header, &c.to_string())),
+            &[&format!("unsupported alg \"{name}\"")],
+        )
+        .await;
     }
     // A missing or non-string alg.
     invalid(&default, &format!("{}.c2ln", signing_input(r#"{"kid":"rsa-1"}"#, &c.to_string())), &["no alg"]).await;
-    invalid(&default, &format!("{}.c2ln", signing_input(r#"{"alg":256}"#, &c.to_string())), &["header is not valid JSON"]).await;
-    invalid(&default, &format!("{}.c2ln", signing_input(r#"{"alg":["RS256"]}"#, &c.to_string())), &["header is not valid JSON"]).await;
+    invalid(
+        &default,
+        &format!("{}.c2ln", signing_input(r#"{"alg":256}"#, &c.to_string())),
+        &["header is not valid JSON"],
+    )
+    .await;
+    invalid(
+        &default,
+        &format!("{}.c2ln", signing_input(r#"{"alg":["RS256"]}"#, &c.to_string())),
+        &["header is not valid JSON"],
+    )
+    .await;
     // Unknown names in the config are refused with the list of supported ones.
-    config_refused(with(jwt_config(&server), json!({"algorithms": ["RS256", "RS1"]})), "provider_config.algorithms[1]", "not a supported algorithm");
+    config_refused(
+        with(jwt_config(&server), json!({"algorithms": ["RS256", "RS1"]})),
+        "provider_config.algorithms[1]",
+        "not a supported algorithm",
+    );
     config_refused(with(jwt_config(&server), json!({"algorithms": []})), "provider_config.algorithms", "is empty");
 }
 
@@ -200,7 +234,11 @@ async fn duplicate_alg_members_are_refused() {
     let server = Server::jwks().await;
     let provider = build_ok(jwt_config(&server));
     // Parsers disagree about which duplicate wins; tokengate refuses both orders.
-    for header in [r#"{"alg":"ES256","alg":"none","kid":"ec-1"}"#, r#"{"alg":"none","alg":"ES256","kid":"ec-1"}"#, r#"{"alg":"ES256","kid":"ec-1","kid":"rsa-1"}"#] {
+    for header in [
+        r#"{"alg":"ES256","alg":"none","kid":"ec-1"}"#,
+        r#"{"alg":"none","alg":"ES256","kid":"ec-1"}"#,
+        r#"{"alg":"ES256","kid":"ec-1","kid":"rsa-1"}"#,
+    ] {
         let input = signing_input(header, &claims().to_string());
         let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, Algorithm::ES256).unwrap();
         invalid(&provider, &format!("{input}.{sig}"), &["duplicate"]).await;

@@ -82,7 +82,11 @@ async fn time_claims_honour_the_leeway_and_no_more() {
 async fn leeway_above_five_minutes_is_refused_by_config() {
     let server = Server::jwks().await;
     for leeway in [json!("6m"), json!(301), json!("1h"), json!(86400)] {
-        config_refused(with(jwt_config(&server), json!({ "leeway": leeway })), "provider_config.leeway", "more than the allowed");
+        config_refused(
+            with(jwt_config(&server), json!({ "leeway": leeway })),
+            "provider_config.leeway",
+            "more than the allowed",
+        );
     }
     build_ok(with(jwt_config(&server), json!({"leeway": "5m"})));
     build_ok(with(jwt_config(&server), json!({"leeway": 300})));
@@ -98,8 +102,18 @@ async fn audience_as_string_or_array() {
     let (server, provider) = setup().await;
     accepted(&provider, &signed(&with(claims(), json!({"aud": AUD})))).await;
     accepted(&provider, &signed(&with(claims(), json!({"aud": ["other", AUD]})))).await;
-    invalid(&provider, &signed(&with(claims(), json!({"aud": "other"}))), &["audience [\"other\"] is not one of [\"attack-aud\"]"]).await;
-    invalid(&provider, &signed(&with(claims(), json!({"aud": ["a", "b"]}))), &["audience [\"a\", \"b\"] is not one of"]).await;
+    invalid(
+        &provider,
+        &signed(&with(claims(), json!({"aud": "other"}))),
+        &["audience [\"other\"] is not one of [\"attack-aud\"]"],
+    )
+    .await;
+    invalid(
+        &provider,
+        &signed(&with(claims(), json!({"aud": ["a", "b"]}))),
+        &["audience [\"a\", \"b\"] is not one of"],
+    )
+    .await;
     invalid(&provider, &signed(&with(claims(), json!({"aud": []}))), &["audience [] is not one of"]).await;
     invalid(&provider, &signed(&with(claims(), json!({"aud": null}))), &["token has no aud claim"]).await;
     invalid(&provider, &signed(&with(claims(), json!({"aud": 7}))), &["neither a string nor a list"]).await;
@@ -140,7 +154,12 @@ async fn issuer_must_match_exactly() {
         "https://issuer.attack.test\u{0}",
         "",
     ] {
-        let e = invalid(&provider, &signed(&with(claims(), json!({ "iss": iss }))), &["is not the expected \"https://issuer.attack.test\""]).await;
+        let e = invalid(
+            &provider,
+            &signed(&with(claims(), json!({ "iss": iss }))),
+            &["is not the expected \"https://issuer.attack.test\""],
+        )
+        .await;
         assert!(e.detail().starts_with("issuer "), "{e}");
     }
     invalid(&provider, &signed(&with(claims(), json!({"iss": null}))), &["token has no iss claim"]).await;

@@ -197,7 +197,8 @@ async fn jwe_where_jws_is_expected_is_refused() {
     let jwe = format!("{jwe_header}.{}.{}.{}.{}", b64(&[1; 256]), b64(&[2; 12]), b64(b"ciphertext"), b64(&[3; 16]));
     invalid(&provider, &jwe, &["JWE (encrypted JWT) is not supported", "3 segments"]).await;
     // "dir" JWE has an empty encrypted-key segment.
-    let dir = format!("{}..{}.{}.{}", b64(br#"{"alg":"dir","enc":"A128GCM"}"#), b64(&[2; 12]), b64(b"x"), b64(&[3; 16]));
+    let dir =
+        format!("{}..{}.{}.{}", b64(br#"{"alg":"dir","enc":"A128GCM"}"#), b64(&[2; 12]), b64(b"x"), b64(&[3; 16]));
     invalid(&provider, &dir, &["JWE"]).await;
     // A JWE header squeezed into three segments names its alg as unsupported.
     let three = format!("{jwe_header}.{}.{}", payload(), b64(&[0; 64]));
@@ -260,7 +261,13 @@ async fn refusals_never_quote_the_token() {
     let provider = build_ok(jwt_config(&server));
     let good = token(&KEYS.ec, "ec-1", &claims());
     let (h, p, s) = segments(&good);
-    for bad in [format!("{h}.{p}.{s}x"), format!("{h}x.{p}.{s}"), format!("{h}.{p}x.{s}"), format!("{h}.{p}"), good.replace('.', ",")] {
+    for bad in [
+        format!("{h}.{p}.{s}x"),
+        format!("{h}x.{p}.{s}"),
+        format!("{h}.{p}x.{s}"),
+        format!("{h}.{p}"),
+        good.replace('.', ","),
+    ] {
         let e = provider.validate(&bad, &ctx()).await.unwrap_err();
         for part in [&h, &p, &s] {
             assert!(!e.detail().contains(part.as_str()), "{e} quotes a token segment");

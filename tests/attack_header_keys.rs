@@ -22,7 +22,10 @@ fn only_jwks_fetches(server: &Server, max: usize) {
 fn evil_routes(server: &Server) {
     let attacker_jwks = json!({"keys": [KEYS.ec_attacker.jwk("ec-1"), KEYS.ec_attacker.jwk("attacker-1")]});
     server.route("/evil/jwks", Reply::Json(200, attacker_jwks));
-    server.route("/evil/cert.pem", Reply::Raw { status: 200, body: b"-----BEGIN CERTIFICATE-----".to_vec(), chunked: false });
+    server.route(
+        "/evil/cert.pem",
+        Reply::Raw { status: 200, body: b"-----BEGIN CERTIFICATE-----".to_vec(), chunked: false },
+    );
 }
 
 #[tokio::test]
@@ -32,13 +35,15 @@ async fn embedded_jwk_is_never_trusted() {
     let attacker = &KEYS.ec_attacker;
     // The attacker's key embedded in the header, under the kid of the real set's key.
     let header = json!({"alg": "ES256", "kid": "ec-1", "jwk": attacker.jwk("ec-1")});
-    invalid(&provider, &sign_with(attacker, Algorithm::ES256, &header, &claims()), &["signature invalid", "\"ec-1\""]).await;
+    invalid(&provider, &sign_with(attacker, Algorithm::ES256, &header, &claims()), &["signature invalid", "\"ec-1\""])
+        .await;
     // Without a kid: the set's only P-256 key is used, not the embedded one.
     let header = json!({"alg": "ES256", "jwk": attacker.public_jwk});
     invalid(&provider, &sign_with(attacker, Algorithm::ES256, &header, &claims()), &["signature invalid"]).await;
     // A kid that only the embedded key has is simply unknown.
     let header = json!({"alg": "ES256", "kid": "attacker-1", "jwk": attacker.jwk("attacker-1")});
-    invalid(&provider, &sign_with(attacker, Algorithm::ES256, &header, &claims()), &["unknown key id \"attacker-1\""]).await;
+    invalid(&provider, &sign_with(attacker, Algorithm::ES256, &header, &claims()), &["unknown key id \"attacker-1\""])
+        .await;
     // The same embedded key next to a *genuine* signature changes nothing: header members are ignored.
     let header = json!({"alg": "ES256", "kid": "ec-1", "jwk": attacker.jwk("ec-1")});
     accepted(&provider, &sign_with(&KEYS.ec, Algorithm::ES256, &header, &claims())).await;
@@ -56,7 +61,12 @@ async fn jku_and_x5u_are_never_fetched() {
         let real_kid = json!({"alg": "ES256", "kid": "ec-1", member: url});
         invalid(&provider, &sign_with(attacker, Algorithm::ES256, &real_kid, &claims()), &["signature invalid"]).await;
         let own_kid = json!({"alg": "ES256", "kid": "attacker-1", member: url});
-        invalid(&provider, &sign_with(attacker, Algorithm::ES256, &own_kid, &claims()), &["unknown key id \"attacker-1\""]).await;
+        invalid(
+            &provider,
+            &sign_with(attacker, Algorithm::ES256, &own_kid, &claims()),
+            &["unknown key id \"attacker-1\""],
+        )
+        .await;
     }
     assert_eq!(server.count("/evil/jwks"), 0, "the jku URL was fetched");
     assert_eq!(server.count("/evil/cert.pem"), 0, "the x5u URL was fetched");
@@ -94,7 +104,10 @@ async fn crit_is_refused_in_any_form() {
     let cases: Vec<(Value, &str)> = vec![
         (json!({"alg": "ES256", "kid": "ec-1", "crit": ["exp"], "exp": 1}), "critical ([\"exp\"])"),
         (json!({"alg": "ES256", "kid": "ec-1", "b64": false, "crit": ["b64"]}), "critical ([\"b64\"])"),
-        (json!({"alg": "ES256", "kid": "ec-1", "crit": ["http://example.com/ext"], "http://example.com/ext": true}), "critical"),
+        (
+            json!({"alg": "ES256", "kid": "ec-1", "crit": ["http://example.com/ext"], "http://example.com/ext": true}),
+            "critical",
+        ),
         (json!({"alg": "ES256", "kid": "ec-1", "crit": ["x-unknown"]}), "critical ([\"x-unknown\"])"),
         (json!({"alg": "ES256", "kid": "ec-1", "crit": []}), "critical ([])"),
         (json!({"alg": "ES256", "kid": "ec-1", "crit": "b64"}), "critical"),
@@ -174,7 +187,8 @@ async fn missing_kid_needs_an_unambiguous_key() {
     let provider = build_ok(jwt_config(&server));
     // Two P-256 keys: a kid-less ES256 token cannot pick one, even if it would verify under either.
     let no_kid = sign_with(&k.ec, Algorithm::ES256, &json!({"alg": "ES256"}), &claims());
-    invalid(&provider, &no_kid, &["token has no kid", "2 keys in the key set fit alg ES256", "a kid is required"]).await;
+    invalid(&provider, &no_kid, &["token has no kid", "2 keys in the key set fit alg ES256", "a kid is required"])
+        .await;
     // One RSA key: unambiguous, so a kid-less RS256 token is fine.
     let rs = sign_with(&k.rsa.key, Algorithm::RS256, &json!({"alg": "RS256"}), &claims());
     accepted(&provider, &rs).await;

@@ -26,7 +26,8 @@ async fn hs256_384_512_with_the_shared_secret_work() {
         assert_eq!(accepted(&provider, &t).await.principal, "alice");
     }
     // Claims are still checked.
-    let expired = hmac_token("HS256", SECRET.as_bytes(), r#"{"alg":"HS256"}"#, &with(claims(), json!({"exp": now() - 3600})));
+    let expired =
+        hmac_token("HS256", SECRET.as_bytes(), r#"{"alg":"HS256"}"#, &with(claims(), json!({"exp": now() - 3600})));
     invalid(&provider, &expired, &["token expired"]).await;
     let wrong_aud = hmac_token("HS256", SECRET.as_bytes(), r#"{"alg":"HS256"}"#, &with(claims(), json!({"aud": "x"})));
     invalid(&provider, &wrong_aud, &["audience"]).await;
@@ -36,14 +37,20 @@ async fn hs256_384_512_with_the_shared_secret_work() {
 async fn wrong_secrets_and_tampering_are_refused() {
     let provider = build_ok(secret_config(json!({})));
     let header = r#"{"alg":"HS256"}"#;
-    for wrong in [&b"an-hmac-secret-of-forty-bytes-012345678"[..], b"an-hmac-secret-of-forty-bytes-01234567890", b"AN-HMAC-SECRET-OF-FORTY-BYTES-0123456789", b""] {
+    for wrong in [
+        &b"an-hmac-secret-of-forty-bytes-012345678"[..],
+        b"an-hmac-secret-of-forty-bytes-01234567890",
+        b"AN-HMAC-SECRET-OF-FORTY-BYTES-0123456789",
+        b"",
+    ] {
         let t = hmac_token("HS256", wrong, header, &claims());
         invalid(&provider, &t, &["signature invalid (alg HS256)"]).await;
     }
     let good = hmac_token("HS256", SECRET.as_bytes(), header, &claims());
     let mac = unb64(&segments(&good).2);
     for bad in [vec![0u8; 32], mac[..31].to_vec(), [&mac[..], &[0]].concat(), mac[..16].to_vec(), vec![]] {
-        let t = if bad.is_empty() { format!("{}.", good.rsplit_once('.').unwrap().0) } else { with_signature(&good, &bad) };
+        let t =
+            if bad.is_empty() { format!("{}.", good.rsplit_once('.').unwrap().0) } else { with_signature(&good, &bad) };
         invalid(&provider, &t, &[]).await;
     }
     // An HS512 MAC presented as HS256 (truncation attack) is refused.
@@ -94,20 +101,34 @@ async fn secret_configuration_is_checked() {
     }
     build_ok(secret_config(json!({"secret": "0123456789abcdef0123456789abcdef"})));
     // Never beside a key set, nor with introspection.
-    config_refused(secret_config(json!({"jwks": {"uri": "https://idp.example/jwks"}})), "provider_config.secret", "cannot be combined with `jwks`");
     config_refused(
-        secret_config(json!({"introspection": {"url": "https://idp.example/introspect", "client_id": "a", "client_secret": "b"}})),
+        secret_config(json!({"jwks": {"uri": "https://idp.example/jwks"}})),
+        "provider_config.secret",
+        "cannot be combined with `jwks`",
+    );
+    config_refused(
+        secret_config(
+            json!({"introspection": {"url": "https://idp.example/introspect", "client_id": "a", "client_secret": "b"}}),
+        ),
         "provider_config.secret",
         "cannot be combined with `introspection`",
     );
     // Only HMAC algorithms with a secret; never none.
     config_refused(secret_config(json!({"algorithms": ["RS256"]})), "provider_config.algorithms[0]", "needs a key set");
-    config_refused(secret_config(json!({"algorithms": ["HS256", "none"]})), "provider_config.algorithms[1]", "never accepted");
+    config_refused(
+        secret_config(json!({"algorithms": ["HS256", "none"]})),
+        "provider_config.algorithms[1]",
+        "never accepted",
+    );
     // And the secret never shows in errors or Debug output.
     let e = build_err(secret_config(json!({"secret": "tiny-secret-value"})));
     assert!(!e.to_string().contains("tiny-secret-value") && !format!("{e:?}").contains("tiny-secret-value"));
     let provider = build_ok(secret_config(json!({})));
     assert!(!provider.error_message().contains(SECRET) && !provider.accepts().contains(SECRET));
-    let config = tokengate::Config::parse(&serde_yaml::to_string(&json!({"provider_config": secret_config(json!({}))})).unwrap(), tokengate::Format::Yaml).unwrap();
+    let config = tokengate::Config::parse(
+        &serde_yaml::to_string(&json!({"provider_config": secret_config(json!({}))})).unwrap(),
+        tokengate::Format::Yaml,
+    )
+    .unwrap();
     assert!(!format!("{config:?}").contains(SECRET), "Config's Debug shows the secret");
 }

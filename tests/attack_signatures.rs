@@ -150,7 +150,12 @@ async fn truncated_and_padded_signatures_are_refused() {
     }
     // A signature longer than any supported key can produce is refused before any verification.
     let good = token(&KEYS.rsa.key, "rsa-1", &claims());
-    invalid(&provider, &with_signature(&good, &vec![7u8; 4096]), &["signature invalid", "longer than any supported key"]).await;
+    invalid(
+        &provider,
+        &with_signature(&good, &vec![7u8; 4096]),
+        &["signature invalid", "longer than any supported key"],
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -190,7 +195,8 @@ async fn non_canonical_ed25519_scalars_are_refused() {
     let sig = unb64(&segments(&good).2);
     // S + L verifies under a lax implementation (signature malleability); RFC 8032 §5.1.7 requires S < L.
     let s_plus_l = add_le(&sig[32..], &ED25519_L);
-    invalid(&provider, &with_signature(&good, &concat(&sig[..32], &s_plus_l)), &["signature invalid", "alg EdDSA"]).await;
+    invalid(&provider, &with_signature(&good, &concat(&sig[..32], &s_plus_l)), &["signature invalid", "alg EdDSA"])
+        .await;
     invalid(&provider, &with_signature(&good, &[0u8; 64]), &["signature invalid"]).await;
     // The small-order "identity" forgery: R = identity point, S = 0.
     let mut identity = [0u8; 64];

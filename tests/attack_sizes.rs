@@ -57,7 +57,8 @@ async fn oversized_tokens_are_refused_before_parsing_or_fetching() {
     // Garbage of the same size is refused the same way: the size check comes first.
     let garbage = "A".repeat(8193);
     invalid(&jwt, &garbage, &["8193 bytes", "max_token_bytes"]).await;
-    invalid(&jwt, &format!("{}.{}.{}", "A".repeat(4000), "B".repeat(4000), "C".repeat(200)), &["max_token_bytes"]).await;
+    invalid(&jwt, &format!("{}.{}.{}", "A".repeat(4000), "B".repeat(4000), "C".repeat(200)), &["max_token_bytes"])
+        .await;
     invalid(&secret, &garbage, &["max_token_bytes"]).await;
     invalid(&introspection, &garbage, &["max_token_bytes"]).await;
     // Exactly at the limit is parsed (and refused for what it is, not for its size).
@@ -70,8 +71,16 @@ async fn oversized_tokens_are_refused_before_parsing_or_fetching() {
     // A raised limit lets the big token through; the limit itself is bounded.
     let raised = build_ok(with(jwt_config(&server), json!({"max_token_bytes": 65536})));
     accepted(&raised, &big).await;
-    config_refused(with(jwt_config(&server), json!({"max_token_bytes": 2 * 1024 * 1024})), "provider_config.max_token_bytes", "between 1 and 1048576");
-    config_refused(with(jwt_config(&server), json!({"max_token_bytes": 0})), "provider_config.max_token_bytes", "between 1 and 1048576");
+    config_refused(
+        with(jwt_config(&server), json!({"max_token_bytes": 2 * 1024 * 1024})),
+        "provider_config.max_token_bytes",
+        "between 1 and 1048576",
+    );
+    config_refused(
+        with(jwt_config(&server), json!({"max_token_bytes": 0})),
+        "provider_config.max_token_bytes",
+        "between 1 and 1048576",
+    );
 }
 
 #[tokio::test]
@@ -83,7 +92,13 @@ async fn key_set_answers_are_capped_in_bytes_and_keys() {
         let server = Server::start().await;
         server.route("/jwks", Reply::Raw { status: 200, body: padded.to_string().into_bytes(), chunked });
         let provider = build_ok(with(jwt_config(&server), json!({"max_response_bytes": 16 * 1024})));
-        let e = refused(&provider, &token(&KEYS.ec, "ec-1", &claims()), ErrorKind::Unavailable, &["key set at", "16384-byte limit"]).await;
+        let e = refused(
+            &provider,
+            &token(&KEYS.ec, "ec-1", &claims()),
+            ErrorKind::Unavailable,
+            &["key set at", "16384-byte limit"],
+        )
+        .await;
         assert!(e.detail().contains("exceeds"), "{e}");
         // The default (1 MiB) takes it.
         let default = build_ok(jwt_config(&server));
@@ -94,16 +109,33 @@ async fn key_set_answers_are_capped_in_bytes_and_keys() {
     let many: Vec<Value> = (0..101).map(|i| KEYS.ec.jwk(&format!("k{i}"))).collect();
     server.route("/jwks", Reply::Json(200, json!({ "keys": many })));
     let provider = build_ok(jwt_config(&server));
-    refused(&provider, &token(&KEYS.ec, "k1", &claims()), ErrorKind::Unavailable, &["101 keys", "more than max_keys (100)"]).await;
-    config_refused(with(jwt_config(&server), json!({"jwks": {"uri": server.url("/jwks"), "max_keys": 0}})), "provider_config.jwks.max_keys", "at least 1");
-    config_refused(with(jwt_config(&server), json!({"max_response_bytes": 0})), "provider_config.max_response_bytes", "more than 0");
+    refused(
+        &provider,
+        &token(&KEYS.ec, "k1", &claims()),
+        ErrorKind::Unavailable,
+        &["101 keys", "more than max_keys (100)"],
+    )
+    .await;
+    config_refused(
+        with(jwt_config(&server), json!({"jwks": {"uri": server.url("/jwks"), "max_keys": 0}})),
+        "provider_config.jwks.max_keys",
+        "at least 1",
+    );
+    config_refused(
+        with(jwt_config(&server), json!({"max_response_bytes": 0})),
+        "provider_config.max_response_bytes",
+        "more than 0",
+    );
 }
 
 #[tokio::test]
 async fn discovery_documents_are_capped() {
     let server = Server::start().await;
     let doc = json!({"issuer": server.url(""), "jwks_uri": server.url("/jwks"), "padding": "x".repeat(64 * 1024)});
-    server.route("/.well-known/openid-configuration", Reply::Raw { status: 200, body: doc.to_string().into_bytes(), chunked: true });
+    server.route(
+        "/.well-known/openid-configuration",
+        Reply::Raw { status: 200, body: doc.to_string().into_bytes(), chunked: true },
+    );
     server.route("/jwks", Reply::Json(200, standard_jwks()));
     let cfg = json!({"type": "oauth2_token", "issuer": server.url(""), "audience": AUD, "max_response_bytes": 8192});
     let provider = build_ok(cfg);
@@ -124,7 +156,13 @@ async fn introspection_custom_and_github_answers_are_capped() {
         server.route("/user", Reply::Raw { status: 200, body: big_user.to_string().into_bytes(), chunked });
         let limit = json!({"max_response_bytes": 4096});
         let introspection = build_ok(introspection_config(&server, limit.clone()));
-        refused(&introspection, "opaque-token-1", ErrorKind::Unavailable, &["introspection endpoint", "4096-byte limit"]).await;
+        refused(
+            &introspection,
+            "opaque-token-1",
+            ErrorKind::Unavailable,
+            &["introspection endpoint", "4096-byte limit"],
+        )
+        .await;
         let custom = build_ok(custom_config(&server, limit.clone()));
         refused(&custom, "api-key-1", ErrorKind::Unavailable, &["custom endpoint", "4096-byte limit"]).await;
         let github = build_ok(github_config(&server, limit.clone()));
@@ -132,7 +170,10 @@ async fn introspection_custom_and_github_answers_are_capped() {
         // Organization pages are capped too.
         server.route("/user", Reply::Json(200, json!({"login": "alice", "id": 1})));
         let orgs: Vec<Value> = (0..200).map(|i| json!({"login": format!("org-{i}-{}", "x".repeat(40))})).collect();
-        server.route("/user/orgs", Reply::Raw { status: 200, body: Value::Array(orgs).to_string().into_bytes(), chunked });
+        server.route(
+            "/user/orgs",
+            Reply::Raw { status: 200, body: Value::Array(orgs).to_string().into_bytes(), chunked },
+        );
         refused(&github, "ghp_token2", ErrorKind::Unavailable, &["GitHub /user/orgs", "4096-byte limit"]).await;
     }
 }
@@ -141,7 +182,9 @@ async fn introspection_custom_and_github_answers_are_capped() {
 async fn deeply_nested_claims_do_not_overflow_the_stack() {
     let server = Server::jwks().await;
     let provider = build_ok(with(jwt_config(&server), json!({"max_token_bytes": 1_048_576})));
-    let secret = build_ok(json!({"type": "oauth2_token", "issuer": ISS, "audience": AUD, "secret": SECRET, "max_token_bytes": 1_048_576}));
+    let secret = build_ok(
+        json!({"type": "oauth2_token", "issuer": ISS, "audience": AUD, "secret": SECRET, "max_token_bytes": 1_048_576}),
+    );
     let header = r#"{"alg":"ES256","kid":"ec-1"}"#;
     let base = claims().to_string();
     for nested in [nested_arrays(10_000), nested_objects(10_000), nested_arrays(129)] {
@@ -154,7 +197,8 @@ async fn deeply_nested_claims_do_not_overflow_the_stack() {
         invalid(&secret, &t, &["the payload is not valid JSON"]).await;
         // In the header, where the alg is looked for.
         let deep_header = format!(r#"{{"alg":{nested},"kid":"ec-1"}}"#);
-        invalid(&provider, &format!("{}.c2ln", signing_input(&deep_header, &base)), &["the header is not valid JSON"]).await;
+        invalid(&provider, &format!("{}.c2ln", signing_input(&deep_header, &base)), &["the header is not valid JSON"])
+            .await;
     }
     // Nesting inside a header member tokengate does not read is skipped without recursion:
     // the token stays valid (and the chain's ownership peek survives it too).
@@ -187,7 +231,14 @@ async fn deeply_nested_upstream_answers_are_unavailable_not_crashes() {
     let server = Server::start().await;
     let deep = nested_arrays(10_000).into_bytes();
     let deep_in_object = format!(r#"{{"active":true,"sub":"alice","x":{}}}"#, nested_arrays(10_000)).into_bytes();
-    server.route("/jwks", Reply::Raw { status: 200, body: format!(r#"{{"keys":{}}}"#, nested_arrays(10_000)).into_bytes(), chunked: false });
+    server.route(
+        "/jwks",
+        Reply::Raw {
+            status: 200,
+            body: format!(r#"{{"keys":{}}}"#, nested_arrays(10_000)).into_bytes(),
+            chunked: false,
+        },
+    );
     server.route("/introspect", Reply::Raw { status: 200, body: deep_in_object.clone(), chunked: false });
     server.route("/auth", Reply::Raw { status: 200, body: deep.clone(), chunked: false });
     server.route("/user", Reply::Raw { status: 200, body: deep.clone(), chunked: false });

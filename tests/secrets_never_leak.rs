@@ -53,7 +53,11 @@ impl Observed {
 
 /// Runs `token` through the provider directly and through the gate (which logs
 /// decisions and counts them in metrics), recording everything visible.
-async fn run(seen: &mut Observed, provider: &DynProvider, token: &str) -> Result<tokengate::Principal, tokengate::AuthError> {
+async fn run(
+    seen: &mut Observed,
+    provider: &DynProvider,
+    token: &str,
+) -> Result<tokengate::Principal, tokengate::AuthError> {
     let ctx = RequestContext::new("GET", "/v1/models");
     let direct = provider.validate(token, &ctx).await;
     seen.result(&direct);
@@ -107,11 +111,15 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
         assert!(run(&mut seen, &jwt, t).await.is_err());
     }
     let sent = server.seen().into_iter().find(|s| s.target == "/jwks").unwrap();
-    assert!(sent.headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {JWKS_BEARER}")), "jwks.token is sent");
+    assert!(
+        sent.headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {JWKS_BEARER}")),
+        "jwks.token is sent"
+    );
     // A key set endpoint that fails while echoing the request (bearer included).
     for status in [500, 401, 200] {
         echo.route("/jwks", Reply::Echo(status));
-        let failing = build_ok(with(jwt_config(&echo), json!({"jwks": {"uri": echo.url("/jwks"), "token": JWKS_BEARER}})));
+        let failing =
+            build_ok(with(jwt_config(&echo), json!({"jwks": {"uri": echo.url("/jwks"), "token": JWKS_BEARER}})));
         let r = run(&mut seen, &failing, &good_jwt).await;
         assert!(r.unwrap_err().is_unavailable());
     }
@@ -165,7 +173,8 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     }
     // An unreachable custom endpoint (connection refused) with the password in its URL.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let unreachable = build_ok(json!({"type": "custom", "endpoint": format!("http://gate:{ENDPOINT_PASSWORD}@{closed}/auth")}));
+    let unreachable =
+        build_ok(json!({"type": "custom", "endpoint": format!("http://gate:{ENDPOINT_PASSWORD}@{closed}/auth")}));
     assert!(run(&mut seen, &unreachable, CUSTOM_KEY).await.unwrap_err().is_unavailable());
     // An invalid endpoint with a password is refused without quoting it.
     if let Err(e) = build(json!({"type": "custom", "endpoint": format!("ftp://gate:{ENDPOINT_PASSWORD}@host/auth")})) {
@@ -173,7 +182,8 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     }
 
     // ---- github_token.
-    let gh_section = json!({"type": "github_token", "github_api_base_url": server.url(""), "cache": {"enabled": false}});
+    let gh_section =
+        json!({"type": "github_token", "github_api_base_url": server.url(""), "cache": {"enabled": false}});
     config_debug(&mut seen, &gh_section);
     let github = build_ok(gh_section);
     seen.provider(&github);
@@ -212,7 +222,13 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
         ("GitHub token".into(), GITHUB_TOKEN.into()),
         ("short secret".into(), "short-SECRET-x".into()),
     ];
-    for (name, t) in [("JWT", &good_jwt), ("expired JWT", &expired_jwt), ("forged JWT", &forged_jwt), ("HS256 JWT", &hmac_jwt), ("unknown-kid JWT", &unknown_kid_jwt)] {
+    for (name, t) in [
+        ("JWT", &good_jwt),
+        ("expired JWT", &expired_jwt),
+        ("forged JWT", &forged_jwt),
+        ("HS256 JWT", &hmac_jwt),
+        ("unknown-kid JWT", &unknown_kid_jwt),
+    ] {
         secrets.push((name.to_string(), t.to_string()));
         secrets.push((format!("{name} signature"), segments(t).2));
     }

@@ -218,7 +218,11 @@ pub fn with_signature(token: &str, signature: &[u8]) -> String {
 pub enum Reply {
     Json(u16, Value),
     /// Raw bytes; `chunked` streams them without a Content-Length.
-    Raw { status: u16, body: Vec<u8>, chunked: bool },
+    Raw {
+        status: u16,
+        body: Vec<u8>,
+        chunked: bool,
+    },
     /// Repeats what the client sent (Authorization header and body) in every
     /// message field providers might quote: an upstream that echoes the token.
     Echo(u16),
@@ -267,11 +271,7 @@ async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Resp
     let path = parts.uri.path().to_string();
     let reply = state.routes.lock().unwrap().get(&path).cloned();
     let json_response = |status: u16, body: Vec<u8>| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(body))
-            .unwrap()
+        Response::builder().status(status).header("content-type", "application/json").body(Body::from(body)).unwrap()
     };
     match reply {
         None => json_response(404, br#"{"message":"Not Found"}"#.to_vec()),
@@ -289,7 +289,8 @@ async fn handle(State(state): State<Arc<ServerState>>, request: Request) -> Resp
         Some(Reply::Echo(status)) => {
             let auth = headers.iter().find(|(k, _)| k == "authorization").map(|(_, v)| v.clone()).unwrap_or_default();
             let echoed = format!("you sent {auth} with {}", seen.body);
-            let value = json!({"message": echoed, "detail": echoed, "error": {"message": echoed}, "error_description": echoed});
+            let value =
+                json!({"message": echoed, "detail": echoed, "error": {"message": echoed}, "error_description": echoed});
             json_response(status, value.to_string().into_bytes())
         }
     }
@@ -393,8 +394,11 @@ pub fn test_pki(names: &[&str]) -> TestPki {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "tokengate test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    static SERIAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let serial = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ca_params.distinguished_name.push(DnType::CommonName, format!("tokengate test CA {serial}"));
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = Issuer::from_params(&ca_params, &ca_key);
 

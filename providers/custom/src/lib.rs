@@ -205,6 +205,17 @@ impl CustomProvider {
         &self.host
     }
 
+    /// What must never be quoted from the endpoint's replies: the token and
+    /// the endpoint's password (as written in the URL, and decoded).
+    fn secrets_for(&self, token: &str) -> Vec<String> {
+        let mut secrets = vec![token.to_string()];
+        if let Some(password) = self.endpoint.password() {
+            secrets.push(password.to_string());
+            secrets.push(percent_decoded(password));
+        }
+        secrets
+    }
+
     /// One call to the endpoint, counted in the fetch metric.
     async fn ask(&self, token: &str, ctx: &RequestContext) -> Result<Validated, AuthError> {
         let outcome = self.exchange(token, ctx).await;
@@ -269,7 +280,7 @@ impl CustomProvider {
         )
         .await
         .ok()
-        .and_then(|body| endpoint_message(&body, token));
+        .and_then(|body| endpoint_message_redacting(&body, &self.secrets_for(token)));
         let code = status.as_u16();
         if status.is_server_error()
             || status == StatusCode::TOO_MANY_REQUESTS
@@ -409,7 +420,13 @@ fn parse_reply(body: &[u8]) -> Result<Principal, String> {
 
 /// The human message of an error reply: `message`, `error.message`, `detail`
 /// (FastAPI's `HTTPException`) or a string `error`, made safe to quote.
+#[cfg(test)]
 fn endpoint_message(body: &[u8], token: &str) -> Option<String> {
+    endpoint_message_redacting(body, &[token])
+}
+
+/// [`endpoint_message`] with every one of `secrets` redacted.
+fn endpoint_message_redacting<S: AsRef<str>>(body: &[u8], secrets: &[S]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = value
         .get("message")
@@ -422,17 +439,17 @@ fn endpoint_message(body: &[u8], token: &str) -> Option<String> {
         })
         .or_else(|| value.get("detail").and_then(Value::as_str))
         .or_else(|| value.get("error").and_then(Value::as_str))?;
-    sanitize_message(text, token)
+    sanitize_message(text, secrets)
 }
 
-/// Makes an upstream message fit for an error detail: the token redacted if
-/// the endpoint echoed it, control characters flattened, length bounded.
-fn sanitize_message(text: &str, token: &str) -> Option<String> {
-    let redacted = if token.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(token, "<redacted>")
-    };
+/// Makes an upstream message fit for an error detail: the token (and
+/// tokengate's own endpoint credentials) redacted if the endpoint echoed them,
+/// `Basic …` credentials masked, control characters flattened, length bounded.
+fn sanitize_message<S: AsRef<str>>(text: &str, secrets: &[S]) -> Option<String> {
+    let mut redacted = redact_basic(text);
+    for secret in secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()) {
+        redacted = redacted.replace(secret, "<redacted>");
+    }
     let mut out: String = redacted
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
@@ -444,6 +461,47 @@ fn sanitize_message(text: &str, token: &str) -> Option<String> {
     }
     let trimmed = out.trim();
     (!trimmed.is_empty()).then(|| trimmed.to_string())
+}
+
+/// Masks the credentials after every `Basic ` (any case): an endpoint that
+/// echoes request headers would otherwise repeat tokengate's own password.
+fn redact_basic(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.to_ascii_lowercase().find("basic ") {
+        let (before, after) = rest.split_at(at + "basic ".len());
+        out.push_str(before);
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_')))
+            .unwrap_or(after.len());
+        if end > 0 {
+            out.push_str("<redacted>");
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `%XX` sequences decoded, as HTTP clients do with URL userinfo.
+fn percent_decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {

@@ -270,6 +270,16 @@ impl Inner {
             .await
             .ok()
             .and_then(|body| oauth_error_code(&body));
+        // Some servers (oidc-provider among them) refuse to introspect a token they
+        // cannot even parse with 400 `invalid_request` / `unsupported_token_type`
+        // instead of `{"active": false}`. That is a verdict on the token, not an
+        // outage: reporting it as 503 would let any client trip "IdP down" alarms.
+        if status == StatusCode::BAD_REQUEST
+            && matches!(oauth_error.as_deref(), Some("invalid_request" | "unsupported_token_type" | "invalid_token"))
+        {
+            let code = oauth_error.as_deref().unwrap_or_default();
+            return AuthError::invalid_token(format!("{what} refused to introspect the token (400 `{code}`)"));
+        }
         let mut detail = format!("{what} answered {}", status.as_u16());
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             detail.push_str(

@@ -200,6 +200,26 @@ async fn server_error_is_unavailable() {
 }
 
 #[tokio::test]
+async fn unparsable_token_400_is_a_rejection_not_an_outage() {
+    // oidc-provider answers 400 unsupported_token_type for JWT-shaped garbage.
+    for code in ["unsupported_token_type", "invalid_request"] {
+        let server = MockServer::start().await;
+        answer(&server, ResponseTemplate::new(400).set_body_json(json!({"error": code}))).await;
+        let err = validate(&provider(&server, json!({}))).await.unwrap_err();
+        assert_kind(&err, ErrorKind::InvalidToken);
+        assert_eq!(
+            err.detail(),
+            format!("introspection endpoint {} refused to introspect the token (400 `{code}`)", host(&server))
+        );
+    }
+    // A 400 about our own client is still the service's (or our config's) problem.
+    let server = MockServer::start().await;
+    answer(&server, ResponseTemplate::new(400).set_body_json(json!({"error": "invalid_client"}))).await;
+    let err = validate(&provider(&server, json!({}))).await.unwrap_err();
+    assert_kind(&err, ErrorKind::Unavailable);
+}
+
+#[tokio::test]
 async fn our_rejected_client_credentials_are_unavailable_and_say_so() {
     let server = MockServer::start().await;
     answer(

@@ -1,0 +1,569 @@
+//! State shared by replicas, in Redis: the revocation list and, optionally,
+//! the remote-result cache (so an introspection answer one replica fetched
+//! serves them all).
+//!
+//! ```yaml
+//! redis:
+//!   url: redis://redis.internal:6379/0   # rediss:// for TLS; a password may go in the URL
+//!   key_prefix: "tokengate:"             # default
+//!   share_results: true                  # default: share positive remote results
+//!   connect_timeout: 1s                  # default
+//!   command_timeout: 200ms               # default: a slow Redis must not slow authentication much
+//! ```
+//!
+//! Keys (token material appears only as SHA-256, hex):
+//! - `{prefix}result:{scope}:{sha256}`: a principal as JSON, `PX` = the local TTL
+//!   (never beyond the token's `exp`); `scope` tells providers apart
+//!   ([`tokengate_api::shared_scope`]);
+//! - `{prefix}revoked:jti:{jti}` and `{prefix}revoked:sha256:{sha256}`: any
+//!   value; the key existing revokes (give it a TTL of the token's remaining
+//!   life, or none). `tokengate revoke` writes them.
+//!
+//! Redis being down never turns a valid token away: a lookup that fails is a
+//! miss (the upstream is asked; the local revocation file decides). Each
+//! command is bounded by `command_timeout`; after a connection failure Redis
+//! is left alone for [`RETRY_AFTER_FAILURE`], so an outage costs one slow
+//! request a second, not every request. Metrics:
+//! `tokengate_redis_errors_total{op}` (commands that failed or timed out) and
+//! `tokengate_redis_fallbacks_total{op}` (lookups answered without Redis,
+//! including those skipped while it is down). Warnings are logged at most once
+//! per [`WARN_INTERVAL`], with the count of those held back.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, TokenHash};
+
+use crate::revocation::RevocationStore;
+
+/// Counter of failed Redis commands, by `op`.
+pub const REDIS_ERRORS_TOTAL: &str = "tokengate_redis_errors_total";
+/// Counter of lookups answered without Redis (local state decided), by `op`.
+pub const REDIS_FALLBACKS_TOTAL: &str = "tokengate_redis_fallbacks_total";
+
+/// How long Redis is left alone after it could not be reached.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Least time between two warnings about Redis.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest a stored error message gets (Redis replies can be long).
+const MAX_ERROR_CHARS: usize = 200;
+
+/// `redis:` in the config.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Prepended to every key, so several deployments can share one Redis (default `tokengate:`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Share positive remote results (introspection, custom, GitHub, Kubernetes) between replicas (default true).
+    #[serde(default = "default_true")]
+    pub share_results: bool,
+    /// Time allowed to (re)connect (default 1s).
+    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one command, after which local state decides (default 200ms).
+    #[serde(default = "default_command_timeout", with = "tokengate_api::duration")]
+    pub command_timeout: Duration,
+}
+
+fn default_key_prefix() -> String {
+    "tokengate:".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+
+impl RedisConfig {
+    /// A config for `url` with every other field at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            key_prefix: default_key_prefix(),
+            share_results: true,
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("key_prefix", &self.key_prefix)
+            .field("share_results", &self.share_results)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// `scheme://host:port/db` without user or password, for logs, errors and `Debug`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        // Unparseable text may be anything, a password included: say nothing of it.
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+/// What `tokengate revoke` revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// A JWT ID.
+    Jti(String),
+    /// The SHA-256 of a token.
+    TokenSha256(TokenHash),
+}
+
+/// Whether a failure means Redis is unreachable (so back off and reconnect)
+/// or only that it refused one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Unreachable,
+    Refused,
+}
+
+/// Backoff and log rate limiting, shared by every command of one store.
+struct Health {
+    epoch: Instant,
+    /// Milliseconds since `epoch` until which Redis is not tried (0: try).
+    skip_until_ms: AtomicU64,
+    last_warn_ms: AtomicU64,
+    /// Warnings held back since the last one logged.
+    held_back: AtomicU64,
+    /// Whether the last command failed, so recovery is logged once.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Health {
+    fn new() -> Self {
+        Health {
+            epoch: Instant::now(),
+            skip_until_ms: AtomicU64::new(0),
+            last_warn_ms: AtomicU64::new(0),
+            held_back: AtomicU64::new(0),
+            failing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so "never" (0) differs from the first millisecond.
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX).saturating_add(1)
+    }
+
+    fn backing_off(&self) -> bool {
+        self.now_ms() < self.skip_until_ms.load(Ordering::Acquire)
+    }
+
+    fn back_off(&self) {
+        let until = self.now_ms().saturating_add(RETRY_AFTER_FAILURE.as_millis() as u64);
+        self.skip_until_ms.store(until, Ordering::Release);
+    }
+
+    /// Whether to log a warning now; the count held back since the last one otherwise.
+    fn may_warn(&self) -> Option<u64> {
+        let now = self.now_ms();
+        let last = self.last_warn_ms.load(Ordering::Acquire);
+        if last != 0 && now.saturating_sub(last) < WARN_INTERVAL.as_millis() as u64 {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // One winner per interval when many requests fail at once.
+        if self.last_warn_ms.compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            self.held_back.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.held_back.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// The Redis side of shared state: a [`SharedResultStore`] and a
+/// [`RevocationStore`]. Connects lazily, on first use, so a Redis that is down
+/// when tokengate starts delays nothing and fails nothing. Cheap to share
+/// (hold it in an `Arc`).
+pub struct RedisStore {
+    client: redis::Client,
+    /// Created on first use (it needs a tokio runtime), dropped after a
+    /// connection failure so the next try starts afresh.
+    connection: Mutex<Option<ConnectionManager>>,
+    prefix: String,
+    share_results: bool,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    /// `redis://host:port/db`, without credentials.
+    shown: String,
+    health: Health,
+}
+
+impl fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.shown)
+            .field("key_prefix", &self.prefix)
+            .field("share_results", &self.share_results)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Checks `config`; no connection is made until the first command.
+    /// Errors name the field (relative to `redis`) and never quote the URL.
+    pub fn new(config: &RedisConfig) -> Result<Self, ConfigError> {
+        let url = config.url.trim();
+        let parsed = url::Url::parse(url)
+            .map_err(|e| ConfigError::new("url", format!("is not a valid URL ({e}); expected redis://host:port/db")))?;
+        match parsed.scheme() {
+            "redis" | "rediss" => {}
+            other => {
+                return Err(ConfigError::new(
+                    "url",
+                    format!("has scheme `{other}`; use redis:// (or rediss:// for TLS)"),
+                ))
+            }
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::new("url", "has no host"));
+        }
+        if parsed.scheme() == "rediss" {
+            // rustls needs a process-wide crypto provider; install the one the
+            // rest of tokengate uses (a no-op when one is already installed).
+            let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        }
+        // The redis crate's own message could quote the URL, password and all.
+        let client = redis::Client::open(url).map_err(|e| {
+            ConfigError::new("url", format!("is not a usable Redis URL ({})", e.category()))
+        })?;
+        if config.connect_timeout.is_zero() {
+            return Err(ConfigError::new("connect_timeout", "must be more than 0"));
+        }
+        if config.command_timeout.is_zero() {
+            return Err(ConfigError::new("command_timeout", "must be more than 0"));
+        }
+        if config.key_prefix.chars().any(char::is_control) {
+            return Err(ConfigError::new("key_prefix", "must not contain control characters"));
+        }
+        let shown = redacted_url(url);
+        if parsed.scheme() == "redis" && parsed.password().is_some() && !is_loopback(&parsed) {
+            tracing::warn!(url = %shown, "Redis URL has a password but plain redis://: it crosses the network unencrypted");
+        }
+        Ok(RedisStore {
+            client,
+            connection: Mutex::new(None),
+            prefix: config.key_prefix.clone(),
+            share_results: config.share_results,
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            shown,
+            health: Health::new(),
+        })
+    }
+
+    /// Whether positive remote results are shared through this store.
+    pub fn shares_results(&self) -> bool {
+        self.share_results
+    }
+
+    /// This store as a [`SharedResults`] for [`tokengate_api::BuildContext`].
+    pub fn shared_results(self: &Arc<Self>) -> SharedResults {
+        SharedResults(self.clone())
+    }
+
+    /// `redis://host:port/db`, without credentials.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    /// The key of a shared result.
+    pub fn result_key(&self, scope: &str, token: &TokenHash) -> String {
+        format!("{}result:{scope}:{}", self.prefix, hex::encode(token))
+    }
+
+    /// The key whose existence revokes `target`.
+    pub fn revocation_key(&self, target: &RevokeTarget) -> String {
+        match target {
+            RevokeTarget::Jti(jti) => format!("{}revoked:jti:{jti}", self.prefix),
+            RevokeTarget::TokenSha256(hash) => format!("{}revoked:sha256:{}", self.prefix, hex::encode(hash)),
+        }
+    }
+
+    /// Writes the revocation key for `target` (value: the time of revocation,
+    /// Unix seconds), expiring after `ttl` when given. Bounded by `timeout`
+    /// rather than `command_timeout`: an operator at a terminal can wait.
+    pub async fn revoke(&self, target: &RevokeTarget, ttl: Option<Duration>, timeout: Duration) -> Result<String, String> {
+        let key = self.revocation_key(target);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(&key).arg(now);
+        if let Some(ttl) = ttl {
+            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            cmd.arg("PX").arg(ms);
+        }
+        self.run_with("revoke", timeout, move |mut conn| async move { cmd.query_async::<()>(&mut conn).await })
+            .await?;
+        Ok(key)
+    }
+
+    /// Runs one command under `command_timeout`; see [`RedisStore::run_with`].
+    async fn run<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.run_with(op, self.command_timeout, command).await
+    }
+
+    /// Runs one command: skipped while backing off, bounded by `timeout`,
+    /// failures counted, logged (rate-limited) and returned as text.
+    async fn run_with<T, F, Fut>(&self, op: &'static str, timeout: Duration, command: F) -> Result<T, String>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if self.health.backing_off() {
+            return Err(format!("Redis at {} is unreachable; retrying within {RETRY_AFTER_FAILURE:?}", self.shown));
+        }
+        let conn = self.connection()?;
+        match tokio::time::timeout(timeout, command(conn)).await {
+            Ok(Ok(value)) => {
+                if self.health.failing.swap(false, Ordering::AcqRel) {
+                    tracing::info!(url = %self.shown, "Redis answers again");
+                }
+                Ok(value)
+            }
+            Ok(Err(e)) => {
+                let failure = classify(&e);
+                Err(self.failed(op, failure, format!("{}: {}", e.category(), clip(&e.to_string()))))
+            }
+            Err(_) => Err(self.failed(op, Failure::Unreachable, format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    fn connection(&self) -> Result<ConnectionManager, String> {
+        let mut slot = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(conn) = slot.as_ref() {
+            return Ok(conn.clone());
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            // Few, quick retries: while Redis is down, local state answers anyway,
+            // and a fresh manager is made after the backoff.
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+            .map_err(|e| self.failed("connect", Failure::Unreachable, format!("{}: {}", e.category(), clip(&e.to_string()))))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn failed(&self, op: &'static str, failure: Failure, message: String) -> String {
+        metrics::counter!(REDIS_ERRORS_TOTAL, "op" => op).increment(1);
+        self.health.failing.store(true, Ordering::Release);
+        if failure == Failure::Unreachable {
+            self.health.back_off();
+            // A connection that timed out may be wedged (a half-open socket
+            // never errors); the next try after the backoff starts afresh.
+            *self.connection.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        if let Some(held_back) = self.health.may_warn() {
+            tracing::warn!(
+                url = %self.shown, op, error = %message, similar_warnings_held_back = held_back,
+                "Redis command failed; local state decides"
+            );
+        }
+        format!("Redis at {}: {op} failed: {message}", self.shown)
+    }
+
+    fn fallback(op: &'static str) {
+        metrics::counter!(REDIS_FALLBACKS_TOTAL, "op" => op).increment(1);
+    }
+}
+
+/// Replies Redis gave (wrong type, no permission…) concern one command;
+/// anything else means the connection is not usable.
+fn classify(e: &redis::RedisError) -> Failure {
+    use redis::ErrorKind;
+    match e.kind() {
+        ErrorKind::Server(_) | ErrorKind::Parse | ErrorKind::UnexpectedReturnType | ErrorKind::Extension => {
+            Failure::Refused
+        }
+        _ => Failure::Unreachable,
+    }
+}
+
+fn clip(text: &str) -> String {
+    if text.chars().count() <= MAX_ERROR_CHARS {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(MAX_ERROR_CHARS).collect();
+    out.push_str("...");
+    out
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedResultStore for RedisStore {
+    async fn get(&self, scope: &str, token: &TokenHash) -> Result<Option<SharedHit>, String> {
+        let key = self.result_key(scope, token);
+        // GET and PTTL in one round trip: the remaining life comes from Redis's
+        // clock, so replicas' clock skew cannot stretch an entry past `exp`.
+        let answer = self
+            .run("result_get", |mut conn| async move {
+                redis::pipe().get(&key).pttl(&key).query_async::<(Option<Vec<u8>>, i64)>(&mut conn).await
+            })
+            .await;
+        match answer {
+            Ok((Some(value), pttl)) => {
+                let ttl = match pttl {
+                    // -1: no expiry (written by hand); the reader's `cache.ttl` bounds it.
+                    -1 => None,
+                    // Expired between GET and PTTL (-2), or about to.
+                    ms if ms <= 0 => return Ok(None),
+                    ms => Some(Duration::from_millis(ms.unsigned_abs())),
+                };
+                Ok(Some(SharedHit { value, ttl }))
+            }
+            Ok((None, _)) => Ok(None),
+            Err(e) => {
+                Self::fallback("result_get");
+                Err(e)
+            }
+        }
+    }
+
+    async fn put(&self, scope: &str, token: &TokenHash, value: Vec<u8>, ttl: Duration) -> Result<(), String> {
+        let key = self.result_key(scope, token);
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run("result_put", |mut conn| async move {
+            redis::cmd("SET").arg(&key).arg(value).arg("PX").arg(ms).query_async::<()>(&mut conn).await
+        })
+        .await
+    }
+
+    async fn remove(&self, scope: &str, token: &TokenHash) -> Result<(), String> {
+        let key = self.result_key(scope, token);
+        self.run("result_delete", |mut conn| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await })
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for RedisStore {
+    async fn is_revoked(&self, jti: Option<&str>, token_sha256: &[u8; 32]) -> Result<bool, String> {
+        let mut cmd = redis::cmd("EXISTS");
+        cmd.arg(self.revocation_key(&RevokeTarget::TokenSha256(*token_sha256)));
+        if let Some(jti) = jti {
+            cmd.arg(self.revocation_key(&RevokeTarget::Jti(jti.to_string())));
+        }
+        // One round trip: EXISTS counts how many of the keys exist.
+        let answer = self.run("revocation_check", |mut conn| async move { cmd.query_async::<i64>(&mut conn).await }).await;
+        match answer {
+            Ok(count) => Ok(count > 0),
+            Err(e) => {
+                Self::fallback("revocation_check");
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<RedisConfig, ConfigError> {
+        tokengate_api::parse_provider_config(serde_yaml::from_str::<serde_json::Value>(yaml).unwrap())
+    }
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let c = parse("url: redis://127.0.0.1:6379/0\n").unwrap();
+        assert_eq!(c.key_prefix, "tokengate:");
+        assert!(c.share_results);
+        assert_eq!(c.command_timeout, Duration::from_millis(200));
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        let e = parse("url: redis://x\nprefix: a\n").unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+        let c = parse("url: redis://x\ncommand_timeout: 50ms\nshare_results: false\nkey_prefix: app1:\n").unwrap();
+        assert_eq!(c.command_timeout, Duration::from_millis(50));
+        assert!(!c.share_results);
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let c = RedisConfig::new("redis://user:hunter2@10.0.0.5:6379/1");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let store = RedisStore::new(&c).unwrap();
+        assert!(!format!("{store:?}").contains("hunter2"));
+        assert_eq!(store.url(), "redis://10.0.0.5:6379/1");
+        for bad in ["http://:hunter2@x", "redis://:hunter2@", "not a url hunter2"] {
+            let e = RedisStore::new(&RedisConfig::new(bad)).unwrap_err();
+            assert_eq!(e.field, "url");
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        assert_eq!(redacted_url("::hunter2"), "<unparseable URL>");
+    }
+
+    #[test]
+    fn keys_hold_hashes_not_tokens() {
+        let mut c = RedisConfig::new("redis://127.0.0.1");
+        c.key_prefix = "p:".into();
+        let store = RedisStore::new(&c).unwrap();
+        let hash = tokengate_api::token_hash("secret-token");
+        let hex_hash = hex::encode(hash);
+        assert_eq!(store.result_key("abc", &hash), format!("p:result:abc:{hex_hash}"));
+        assert_eq!(store.revocation_key(&RevokeTarget::TokenSha256(hash)), format!("p:revoked:sha256:{hex_hash}"));
+        assert_eq!(store.revocation_key(&RevokeTarget::Jti("j1".into())), "p:revoked:jti:j1");
+    }
+
+    #[test]
+    fn bad_timeouts_and_prefix() {
+        let mut c = RedisConfig::new("redis://127.0.0.1");
+        c.command_timeout = Duration::ZERO;
+        assert_eq!(RedisStore::new(&c).unwrap_err().field, "command_timeout");
+        let mut c = RedisConfig::new("redis://127.0.0.1");
+        c.key_prefix = "a\nb".into();
+        assert_eq!(RedisStore::new(&c).unwrap_err().field, "key_prefix");
+    }
+
+    #[test]
+    fn warnings_are_rate_limited() {
+        let h = Health::new();
+        assert_eq!(h.may_warn(), Some(0));
+        assert_eq!(h.may_warn(), None);
+        assert_eq!(h.may_warn(), None);
+        assert_eq!(h.held_back.load(Ordering::Relaxed), 2);
+        assert!(!h.backing_off());
+        h.back_off();
+        assert!(h.backing_off());
+    }
+}
