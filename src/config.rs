@@ -148,9 +148,12 @@ impl Config {
     /// Parses config text in the given format.
     pub fn parse(text: &str, format: Format) -> Result<Config, ConfigError> {
         let value: Value = match format {
-            Format::Json => serde_json::from_str(text).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?,
+            Format::Json => {
+                serde_json::from_str(text).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?
+            }
             Format::Toml => {
-                let t: toml::Value = toml::from_str(text).map_err(|e| ConfigError::new("", format!("invalid TOML: {e}")))?;
+                let t: toml::Value =
+                    toml::from_str(text).map_err(|e| ConfigError::new("", format!("invalid TOML: {e}")))?;
                 serde_json::to_value(t).map_err(|e| ConfigError::new("", format!("unsupported TOML value: {e}")))?
             }
             Format::Yaml => {
@@ -278,14 +281,19 @@ impl Config {
     /// first use, so an unreachable Redis delays and fails nothing); `None` without `redis:`.
     pub fn redis_store(&self) -> Result<Option<Arc<RedisStore>>, ConfigError> {
         let Some(cfg) = &self.settings.redis else { return Ok(None) };
-        RedisStore::new(cfg).map(|s| Some(Arc::new(s))).map_err(|e| self.located(e.within(&format!("{}redis", self.field_prefix()))))
+        let base = self.build_context().base_dir;
+        RedisStore::new(cfg, base.as_deref())
+            .map(|s| Some(Arc::new(s)))
+            .map_err(|e| self.located(e.within(&format!("{}redis", self.field_prefix()))))
     }
 
     /// The audit log, its output opened now; `None` without `audit:`.
     pub fn audit_log(&self) -> Result<Option<AuditLog>, ConfigError> {
         let Some(cfg) = &self.settings.audit else { return Ok(None) };
         let base = self.build_context().base_dir;
-        AuditLog::from_config(cfg, base.as_deref()).map(Some).map_err(|e| self.located(e.within(self.field_prefix().trim_end_matches('.'))))
+        AuditLog::from_config(cfg, base.as_deref())
+            .map(Some)
+            .map_err(|e| self.located(e.within(self.field_prefix().trim_end_matches('.'))))
     }
 
     fn field_prefix(&self) -> &'static str {

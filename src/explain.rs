@@ -50,7 +50,7 @@ pub struct AttributeSource {
     /// The claim it was read from; `null` when the provider set it otherwise
     /// (an API key's entry, a proxy header, an introspection answer).
     pub claim: Option<String>,
-    /// The rule that produced it (`claims_mapping[1] groups -> teams`), or how the provider set it.
+    /// The rule that produced it (`claims_mapping: groups -> teams`), or how the provider set it.
     pub rule: String,
 }
 
@@ -170,11 +170,7 @@ pub async fn explain(
                     checks.push(check(
                         "revocation",
                         true,
-                        format!(
-                            "not revoked (list: {} jti, {} token hashes)",
-                            list.jti_count(),
-                            list.hash_count()
-                        ),
+                        format!("not revoked (list: {} jti, {} token hashes)", list.jti_count(), list.hash_count()),
                     ));
                 }
                 Err(e) => {
@@ -480,23 +476,19 @@ fn attribute_sources(
 ) -> Vec<AttributeSource> {
     let mut out: Vec<AttributeSource> = Vec::new();
     if let (Some(mapping), Some(Some(payload))) = (member.and_then(|m| m.claims_mapping()), jwt.map(|j| &j.payload)) {
-        let rules: Vec<(&str, &str)> = mapping.rules().collect();
         let claims = Value::Object(payload.clone());
         mapping.apply_traced(&claims, |attribute, value, claim| {
             // The first rule to yield a value is the one that put it there; `apply` drops repeats.
             if out.iter().any(|a| a.attribute == attribute && a.value == value) {
                 return;
             }
-            let index = rules.iter().position(|(c, a)| *c == claim && *a == attribute);
-            let rule = match index {
-                Some(i) => format!("claims_mapping[{i}] {claim} -> {attribute}"),
-                None => format!("claims_mapping {claim} -> {attribute}"),
-            };
+            // Named by the mapping line itself: positions would not match the file,
+            // whose key order the parsed config does not keep.
             out.push(AttributeSource {
                 attribute: attribute.to_string(),
                 value: value.to_string(),
                 claim: Some(claim.to_string()),
-                rule,
+                rule: format!("claims_mapping: {claim} -> {attribute}"),
             });
         });
     }

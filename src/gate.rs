@@ -198,8 +198,18 @@ impl Gate {
 
 impl Gate {
     /// The audit line for a decision; public so `tokengate check` writes the same shape.
-    pub fn audit_record(&self, outcome: &Result<Principal, Rejection>, ctx: &RequestContext, token: &str) -> AuditRecord {
-        audit_record(&self.provider, outcome.as_ref().map_err(|r| (r.error(), r.status().as_u16(), r.outcome())), ctx, token)
+    pub fn audit_record(
+        &self,
+        outcome: &Result<Principal, Rejection>,
+        ctx: &RequestContext,
+        token: &str,
+    ) -> AuditRecord {
+        audit_record(
+            &self.provider,
+            outcome.as_ref().map_err(|r| (r.error(), r.status().as_u16(), r.outcome())),
+            ctx,
+            token,
+        )
     }
 }
 

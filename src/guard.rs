@@ -35,6 +35,14 @@ impl Guarded {
     }
 
     pub fn with_route_policy(mut self, policy: RoutePolicy) -> Self {
+        if policy.is_permit_all() && policy.rule_count() > 0 {
+            // First match wins and the default permits: permit rules without a
+            // later forbid rule change nothing, which is surely not what was meant.
+            tracing::warn!(
+                "route_policy permits every request: with `default: permit`, only `forbid` rules can refuse; \
+                 add forbid rules (e.g. `forbid: {{attribute: roles, none_of: [admin]}}`) or use `default: forbid`"
+            );
+        }
         // A policy that permits everything is no policy: skip the work.
         self.policy = (!policy.is_permit_all()).then_some(policy);
         self

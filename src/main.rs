@@ -17,7 +17,11 @@ mod exit {
 }
 
 #[derive(Parser)]
-#[command(name = "tokengate", version, about = "Bearer-token authentication: check tokens, or serve forward-auth decisions")]
+#[command(
+    name = "tokengate",
+    version,
+    about = "Bearer-token authentication: check tokens, or serve forward-auth decisions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -71,6 +75,26 @@ enum Command {
         /// Envoy ext_authz `path_prefix` to strip from decision request paths.
         #[arg(long)]
         path_prefix: Option<String>,
+    },
+    /// Revoke a token on every replica: write its key to the config's Redis (exit 0 done, 2 usage/config, 3 Redis unavailable).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["jti", "token_sha256", "token"])))]
+    Revoke {
+        /// Config file with a `redis` section (as for `check`).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A JWT ID (the `jti` claim).
+        #[arg(long)]
+        jti: Option<String>,
+        /// The token's SHA-256, 64 hex digits (`printf %s "$TOKEN" | sha256sum`), optionally `sha256:`-prefixed.
+        #[arg(long)]
+        token_sha256: Option<String>,
+        /// The token itself, or `-` to read it from standard input; only its SHA-256 leaves this process.
+        // Opaque tokens may start with `-`; they are values, not flags.
+        #[arg(long, allow_hyphen_values = true)]
+        token: Option<String>,
+        /// Let the revocation lapse after this long (30m, 24h, 7d), e.g. the token's remaining lifetime (default: never).
+        #[arg(long)]
+        ttl: Option<String>,
     },
     /// Mint a token from a running `tokengate serve --dev` and print only the token.
     Token {
@@ -157,6 +181,9 @@ fn main() -> ExitCode {
             }
             Command::Serve { config, listen, dev, path_prefix } => serve(config, listen, dev, path_prefix).await,
             Command::Token { url, sub, claims, ttl } => token(url, sub, claims, ttl).await,
+            Command::Revoke { config, jti, token_sha256, token, ttl } => {
+                revoke(config, jti, token_sha256, token, ttl).await
+            }
         }
     });
     ExitCode::from(code)
@@ -286,14 +313,14 @@ async fn explain(config_path: PathBuf, token: Option<String>, route: RouteArgs, 
             return exit::USAGE;
         }
     };
-    let explained = match tokengate::explain::explain(&config, &Registry::with_builtins(), &token, &route.context()).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("tokengate explain: config error: {e}");
-            return exit::USAGE;
-        }
-    };
+    let explained =
+        match tokengate::explain::explain(&config, &Registry::with_builtins(), &token, &route.context()).await {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("tokengate explain: config error: {e}");
+                return exit::USAGE;
+            }
+        };
     match format {
         OutputFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&explained).unwrap_or_else(|_| "{}".into()))
@@ -450,6 +477,95 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, dev: bo
             exit::REJECTED
         }
     }
+}
+
+/// `tokengate revoke`: see [`tokengate::redis`] for the keys it writes.
+async fn revoke(
+    config_path: PathBuf,
+    jti: Option<String>,
+    token_sha256: Option<String>,
+    token: Option<String>,
+    ttl: Option<String>,
+) -> u8 {
+    use tokengate::redis::RevokeTarget;
+    let target = match (jti, token_sha256, token) {
+        (Some(jti), _, _) if jti.trim().is_empty() => Err("--jti is empty".to_string()),
+        (Some(jti), _, _) => Ok(RevokeTarget::Jti(jti)),
+        (_, Some(hex), _) => parse_sha256(&hex).map(RevokeTarget::TokenSha256),
+        (_, _, Some(t)) => {
+            read_token((t != "-").then_some(t)).map(|t| RevokeTarget::TokenSha256(tokengate_api::token_hash(&t)))
+        }
+        (None, None, None) => Err("name what to revoke: --jti, --token-sha256 or --token".to_string()),
+    };
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokengate revoke: {e}");
+            return exit::USAGE;
+        }
+    };
+    let ttl = match ttl.as_deref().map(humantime::parse_duration).transpose() {
+        Ok(Some(d)) if d.is_zero() => {
+            eprintln!("tokengate revoke: --ttl must be longer than 0s");
+            return exit::USAGE;
+        }
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokengate revoke: --ttl: {e} (use e.g. 30m, 24h, 7d)");
+            return exit::USAGE;
+        }
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokengate revoke: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let store = match config.redis_store() {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "tokengate revoke: {} has no `redis` section; list the token in the revocation file instead",
+                config_path.display()
+            );
+            return exit::USAGE;
+        }
+        Err(e) => {
+            eprintln!("tokengate revoke: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    // An operator can wait longer than a request: the connect timeout plus a few seconds.
+    let timeout = config.settings.redis.as_ref().map_or(Duration::ZERO, |r| r.connect_timeout) + Duration::from_secs(5);
+    match store.revoke(&target, ttl, timeout).await {
+        Ok(key) => {
+            match ttl {
+                Some(ttl) => println!("revoked: {key} (lapses in {})", humantime::format_duration(ttl)),
+                None => println!("revoked: {key}"),
+            }
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("tokengate revoke: {e}");
+            exit::UNAVAILABLE
+        }
+    }
+}
+
+/// 64 hex digits, optionally `sha256:`-prefixed; never echoed (it might be a token pasted by mistake).
+fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
+    let hex_part = text.trim();
+    let hex_part = hex_part.strip_prefix("sha256:").unwrap_or(hex_part);
+    let mut digest = [0u8; 32];
+    if hex_part.len() != 64 || hex::decode_to_slice(hex_part, &mut digest).is_err() {
+        return Err(format!(
+            "--token-sha256 is not a SHA-256 digest (64 hex digits expected, got {} characters); \
+             to revoke by the token itself use --token -",
+            hex_part.chars().count()
+        ));
+    }
+    Ok(digest)
 }
 
 async fn token(url: String, sub: Option<String>, claim_args: Vec<String>, ttl: Option<String>) -> u8 {

@@ -229,6 +229,14 @@ impl RoutePolicy {
     /// Decides on `method path` for `principal`.
     pub fn evaluate(&self, method: &str, path: &str, principal: &Principal) -> Decision {
         let method = method.to_ascii_uppercase();
+        if self.is_permit_all() {
+            // Nothing to protect, so nothing to refuse (not even paths that cannot be normalized).
+            return Decision {
+                effect: Effect::Permit,
+                rule: None,
+                reason: format!("route {method} {}: route_policy permits every request", shown(path)),
+            };
+        }
         let route = match normalize_path(path) {
             Ok(route) => route,
             Err(why) => {
@@ -245,14 +253,15 @@ impl RoutePolicy {
                 continue;
             }
             if rule.conditions.iter().all(|c| c.holds(principal)) {
-                let on = if rule.conditions.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", rule.conditions_text())
-                };
+                let on =
+                    if rule.conditions.is_empty() { String::new() } else { format!(" ({})", rule.conditions_text()) };
                 let reason = match rule.effect {
-                    Effect::Permit => format!("route {method} {route} is permitted by route_policy {}{on}", rule.name(i)),
-                    Effect::Forbid => format!("route {method} {route} is forbidden by route_policy {}{on}", rule.name(i)),
+                    Effect::Permit => {
+                        format!("route {method} {route} is permitted by route_policy {}{on}", rule.name(i))
+                    }
+                    Effect::Forbid => {
+                        format!("route {method} {route} is forbidden by route_policy {}{on}", rule.name(i))
+                    }
                 };
                 return Decision { effect: rule.effect, rule: Some(i), reason };
             }
@@ -261,7 +270,9 @@ impl RoutePolicy {
             }
         }
         let reason = match (self.default, unmet.is_empty()) {
-            (Effect::Permit, _) => format!("route {method} {route}: no route_policy rule matches; the default permits it"),
+            (Effect::Permit, _) => {
+                format!("route {method} {route}: no route_policy rule matches; the default permits it")
+            }
             (Effect::Forbid, false) => format!("route {method} {route} requires {}", unmet.join(", or ")),
             (Effect::Forbid, true) => format!("route {method} {route} is not permitted by any route_policy rule"),
         };
@@ -398,7 +409,7 @@ fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
     match scope {
         Value::String(s) if s == "all" => {}
         Value::Object(m) => {
-            const SCOPE_FIELDS: &[&str] = &["paths", "attribute", "any_of", "all_of"];
+            const SCOPE_FIELDS: &[&str] = &["paths", "attribute", "any_of", "all_of", "none_of"];
             if let Some(unknown) = m.keys().find(|k| !SCOPE_FIELDS.contains(&k.as_str())) {
                 return Err(err(
                     &format!("{scope_field}.{unknown}"),
@@ -408,30 +419,37 @@ fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
             if let Some(p) = m.get("paths") {
                 scope_paths = Some(strings(p).map_err(|e| err(&format!("{scope_field}.paths"), e))?);
             }
-            let any = m.get("any_of").map(strings).transpose();
-            let all = m.get("all_of").map(strings).transpose();
-            let any = any.map_err(|e| err(&format!("{scope_field}.any_of"), e))?;
-            let all = all.map_err(|e| err(&format!("{scope_field}.all_of"), e))?;
-            let (values, quantifier, which) = match (any, all) {
-                (Some(_), Some(_)) => {
-                    return Err(err(scope_field, "`any_of` and `all_of` are mutually exclusive; write two rules"))
+            let mut given = Vec::new();
+            for (which, quantifier, negated) in [
+                ("any_of", Quantifier::Any, false),
+                ("all_of", Quantifier::All, false),
+                ("none_of", Quantifier::Any, true),
+            ] {
+                if let Some(v) = m.get(which) {
+                    let values = strings(v).map_err(|e| err(&format!("{scope_field}.{which}"), e))?;
+                    given.push((values, quantifier, negated, which));
                 }
-                (Some(v), None) => (Some(v), Quantifier::Any, "any_of"),
-                (None, Some(v)) => (Some(v), Quantifier::All, "all_of"),
-                (None, None) => (None, Quantifier::Any, ""),
-            };
-            match (m.get("attribute"), values) {
+            }
+            if given.len() > 1 {
+                return Err(err(
+                    scope_field,
+                    "`any_of`, `all_of` and `none_of` are mutually exclusive; write one rule for each",
+                ));
+            }
+            match (m.get("attribute"), given.pop()) {
                 (None, None) => {}
-                (None, Some(_)) => return Err(err(scope_field, "`any_of`/`all_of` need an `attribute` to look in")),
-                (Some(_), None) => return Err(err(scope_field, "`attribute` needs `any_of` or `all_of`")),
-                (Some(a), Some(values)) => {
+                (None, Some(_)) => {
+                    return Err(err(scope_field, "`any_of`/`all_of`/`none_of` need an `attribute` to look in"))
+                }
+                (Some(_), None) => return Err(err(scope_field, "`attribute` needs `any_of`, `all_of` or `none_of`")),
+                (Some(a), Some((values, quantifier, negated, which))) => {
                     let Some(attribute) = a.as_str().map(str::trim).filter(|a| !a.is_empty()) else {
                         return Err(err(&format!("{scope_field}.attribute"), "must be a non-empty attribute name"));
                     };
                     if values.is_empty() {
                         return Err(err(&format!("{scope_field}.{which}"), "is empty; list at least one value"));
                     }
-                    conditions.push(Condition { attribute: attribute.to_string(), values, quantifier, negated: false });
+                    conditions.push(Condition { attribute: attribute.to_string(), values, quantifier, negated });
                 }
             }
         }
@@ -624,9 +642,15 @@ mod tests {
         assert!(p.evaluate("POST", "/v1/chat/completions/", &who(&[("roles", &["developer"])])).is_permit());
         assert!(p.evaluate("GET", "/v1/files/x", &who(&[("roles", &["user"])])).is_permit());
         let d = p.evaluate("GET", "/v1/files/x", &who(&[]));
-        assert_eq!(d.reason, "route GET /v1/files/x is forbidden by route_policy rule 3 (\"admins only\") (roles none of [admin])");
+        assert_eq!(
+            d.reason,
+            "route GET /v1/files/x is forbidden by route_policy rule 3 (\"admins only\") (roles none of [admin])"
+        );
         assert!(p.evaluate("GET", "/v1/a/x", &who(&[("roles", &["admin"])])).is_permit());
-        assert!(!p.evaluate("GET", "/elsewhere", &who(&[("roles", &["admin"])])).is_permit(), "bare list: default deny");
+        assert!(
+            !p.evaluate("GET", "/elsewhere", &who(&[("roles", &["admin"])])).is_permit(),
+            "bare list: default deny"
+        );
         assert!(RoutePolicy::from_value(&json!([])).unwrap().is_permit_all());
     }
 
@@ -639,9 +663,20 @@ mod tests {
 
     #[test]
     fn default_permit() {
-        let p = policy(json!({"default": "permit", "rules": [{"path": "/admin", "forbid": "all"}]}));
+        let p = policy(json!({"default": "permit", "rules": [
+            {"path": "/admin", "forbid": "all"},
+            {"path": "/ops*", "forbid": {"attribute": "roles", "none_of": ["ops", "admin"]}},
+        ]}));
         assert!(p.evaluate("GET", "/x", &who(&[])).is_permit());
         assert!(!p.evaluate("GET", "/admin/", &who(&[])).is_permit());
+        assert!(p.evaluate("GET", "/ops/x", &who(&[("roles", &["admin"])])).is_permit());
+        let d = p.evaluate("GET", "/ops/x", &who(&[("roles", &["dev"])]));
+        assert_eq!(d.reason, "route GET /ops/x is forbidden by route_policy rule 2 (roles none of [ops, admin])");
+        // Under `default: permit`, permit rules alone cannot refuse anything.
+        let p = policy(
+            json!({"default": "permit", "rules": [{"path": "/a", "permit": {"attribute": "r", "any_of": ["x"]}}]}),
+        );
+        assert!(p.is_permit_all());
     }
 
     #[test]
@@ -663,13 +698,32 @@ mod tests {
     fn config_errors_name_the_field() {
         let cases = [
             (json!([{"path": "/x"}]), "[0]: one of `permit` or `forbid` is required"),
-            (json!([{"path": "/x", "permit": "all", "forbid": "all"}]), "[0]: `permit` and `forbid` are mutually exclusive"),
+            (
+                json!([{"path": "/x", "permit": "all", "forbid": "all"}]),
+                "[0]: `permit` and `forbid` are mutually exclusive",
+            ),
             (json!({"rules": [{"path": "x", "permit": "all"}]}), "rules[0].path[0]: `x` must start with `/`"),
-            (json!([{"path": "/x", "permit": {"attribute": "roles"}}]), "[0].permit: `attribute` needs `any_of` or `all_of`"),
+            (
+                json!([{"path": "/x", "permit": {"attribute": "roles"}}]),
+                "[0].permit: `attribute` needs `any_of`, `all_of` or `none_of`",
+            ),
+            (
+                json!([{"path": "/x", "permit": {"attribute": "r", "any_of": ["a"], "none_of": ["b"]}}]),
+                "mutually exclusive",
+            ),
             (json!([{"path": "/x", "permit": {"attribute": "roles", "any_of": []}}]), "[0].permit.any_of: is empty"),
-            (json!([{"path": "/x", "methods": ["GE T"], "permit": "all"}]), "[0].methods[0]: \"GE T\" is not an HTTP method"),
-            (json!([{"permit": {"paths": "*"}, "when": "user is owner"}]), "[0].when[0]: \"user is owner\": owner conditions"),
-            (json!([{"permit": {"paths": "*"}, "when": "admins only"}]), "[0].when[0]: \"admins only\" is not a route condition"),
+            (
+                json!([{"path": "/x", "methods": ["GE T"], "permit": "all"}]),
+                "[0].methods[0]: \"GE T\" is not an HTTP method",
+            ),
+            (
+                json!([{"permit": {"paths": "*"}, "when": "user is owner"}]),
+                "[0].when[0]: \"user is owner\": owner conditions",
+            ),
+            (
+                json!([{"permit": {"paths": "*"}, "when": "admins only"}]),
+                "[0].when[0]: \"admins only\" is not a route condition",
+            ),
             (json!([{"permit": "all"}]), "[0]: no paths"),
             (json!([{"path": "/x", "permit": "all", "role": "x"}]), "[0].role: unknown field"),
             (json!({"default": "allow"}), "`default` must be `permit` or `forbid`"),

@@ -5,6 +5,7 @@
 //! ```yaml
 //! redis:
 //!   url: redis://redis.internal:6379/0   # rediss:// for TLS; a password may go in the URL
+//!   tls_cafile: redis-ca.pem             # rediss:// only: trust this CA instead of the system's
 //!   key_prefix: "tokengate:"             # default
 //!   share_results: true                  # default: share positive remote results
 //!   connect_timeout: 1s                  # default
@@ -33,6 +34,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 use std::fmt;
 use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +61,9 @@ const MAX_ERROR_CHARS: usize = 200;
 pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
     pub url: String,
+    /// PEM CA bundle trusted for `rediss://` instead of the system roots; relative to the config file.
+    #[serde(default)]
+    pub tls_cafile: Option<PathBuf>,
     /// Prepended to every key, so several deployments can share one Redis (default `tokengate:`).
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
@@ -91,6 +96,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         RedisConfig {
             url: url.into(),
+            tls_cafile: None,
             key_prefix: default_key_prefix(),
             share_results: true,
             connect_timeout: default_connect_timeout(),
@@ -104,6 +110,7 @@ impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &redacted_url(&self.url))
+            .field("tls_cafile", &self.tls_cafile)
             .field("key_prefix", &self.key_prefix)
             .field("share_results", &self.share_results)
             .field("connect_timeout", &self.connect_timeout)
@@ -226,9 +233,10 @@ impl fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// Checks `config`; no connection is made until the first command.
+    /// Checks `config` and reads `tls_cafile` (relative to `base_dir`, the
+    /// config file's directory); no connection is made until the first command.
     /// Errors name the field (relative to `redis`) and never quote the URL.
-    pub fn new(config: &RedisConfig) -> Result<Self, ConfigError> {
+    pub fn new(config: &RedisConfig, base_dir: Option<&Path>) -> Result<Self, ConfigError> {
         let url = config.url.trim();
         let parsed = url::Url::parse(url)
             .map_err(|e| ConfigError::new("url", format!("is not a valid URL ({e}); expected redis://host:port/db")))?;
@@ -250,9 +258,29 @@ impl RedisStore {
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
         // The redis crate's own message could quote the URL, password and all.
-        let client = redis::Client::open(url).map_err(|e| {
-            ConfigError::new("url", format!("is not a usable Redis URL ({})", e.category()))
-        })?;
+        let unusable =
+            |e: redis::RedisError| ConfigError::new("url", format!("is not a usable Redis URL ({})", e.category()));
+        let client = match &config.tls_cafile {
+            None => redis::Client::open(url).map_err(unusable)?,
+            Some(_) if parsed.scheme() != "rediss" => {
+                return Err(ConfigError::new("tls_cafile", "applies to rediss:// URLs only"));
+            }
+            Some(file) => {
+                let path = match base_dir {
+                    Some(base) if file.is_relative() => base.join(file),
+                    _ => file.clone(),
+                };
+                let pem = std::fs::read(&path)
+                    .map_err(|e| ConfigError::new("tls_cafile", format!("cannot read {}: {e}", path.display())))?;
+                let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(pem) };
+                redis::Client::build_with_tls(url, certs).map_err(|e| {
+                    ConfigError::new(
+                        "tls_cafile",
+                        format!("{} holds no usable PEM certificate ({})", path.display(), e.category()),
+                    )
+                })?
+            }
+        };
         if config.connect_timeout.is_zero() {
             return Err(ConfigError::new("connect_timeout", "must be more than 0"));
         }
@@ -309,7 +337,12 @@ impl RedisStore {
     /// Writes the revocation key for `target` (value: the time of revocation,
     /// Unix seconds), expiring after `ttl` when given. Bounded by `timeout`
     /// rather than `command_timeout`: an operator at a terminal can wait.
-    pub async fn revoke(&self, target: &RevokeTarget, ttl: Option<Duration>, timeout: Duration) -> Result<String, String> {
+    pub async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        ttl: Option<Duration>,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let key = self.revocation_key(target);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
         let mut cmd = redis::cmd("SET");
@@ -318,8 +351,7 @@ impl RedisStore {
             let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             cmd.arg("PX").arg(ms);
         }
-        self.run_with("revoke", timeout, move |mut conn| async move { cmd.query_async::<()>(&mut conn).await })
-            .await?;
+        self.run_with("revoke", timeout, move |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await?;
         Ok(key)
     }
 
@@ -371,8 +403,9 @@ impl RedisStore {
             .set_number_of_retries(2)
             .set_min_delay(Duration::from_millis(50))
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|e| self.failed("connect", Failure::Unreachable, format!("{}: {}", e.category(), clip(&e.to_string()))))?;
+        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| {
+            self.failed("connect", Failure::Unreachable, format!("{}: {}", e.category(), clip(&e.to_string())))
+        })?;
         *slot = Some(conn.clone());
         Ok(conn)
     }
@@ -471,8 +504,11 @@ impl SharedResultStore for RedisStore {
 
     async fn remove(&self, scope: &str, token: &TokenHash) -> Result<(), String> {
         let key = self.result_key(scope, token);
-        self.run("result_delete", |mut conn| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await })
-            .await
+        self.run(
+            "result_delete",
+            |mut conn| async move { redis::cmd("DEL").arg(&key).query_async::<()>(&mut conn).await },
+        )
+        .await
     }
 }
 
@@ -485,7 +521,8 @@ impl RevocationStore for RedisStore {
             cmd.arg(self.revocation_key(&RevokeTarget::Jti(jti.to_string())));
         }
         // One round trip: EXISTS counts how many of the keys exist.
-        let answer = self.run("revocation_check", |mut conn| async move { cmd.query_async::<i64>(&mut conn).await }).await;
+        let answer =
+            self.run("revocation_check", |mut conn| async move { cmd.query_async::<i64>(&mut conn).await }).await;
         match answer {
             Ok(count) => Ok(count > 0),
             Err(e) => {
@@ -522,11 +559,11 @@ mod tests {
     fn passwords_never_show() {
         let c = RedisConfig::new("redis://user:hunter2@10.0.0.5:6379/1");
         assert!(!format!("{c:?}").contains("hunter2"));
-        let store = RedisStore::new(&c).unwrap();
+        let store = RedisStore::new(&c, None).unwrap();
         assert!(!format!("{store:?}").contains("hunter2"));
         assert_eq!(store.url(), "redis://10.0.0.5:6379/1");
         for bad in ["http://:hunter2@x", "redis://:hunter2@", "not a url hunter2"] {
-            let e = RedisStore::new(&RedisConfig::new(bad)).unwrap_err();
+            let e = RedisStore::new(&RedisConfig::new(bad), None).unwrap_err();
             assert_eq!(e.field, "url");
             assert!(!e.to_string().contains("hunter2"), "{e}");
         }
@@ -537,7 +574,7 @@ mod tests {
     fn keys_hold_hashes_not_tokens() {
         let mut c = RedisConfig::new("redis://127.0.0.1");
         c.key_prefix = "p:".into();
-        let store = RedisStore::new(&c).unwrap();
+        let store = RedisStore::new(&c, None).unwrap();
         let hash = tokengate_api::token_hash("secret-token");
         let hex_hash = hex::encode(hash);
         assert_eq!(store.result_key("abc", &hash), format!("p:result:abc:{hex_hash}"));
@@ -549,10 +586,10 @@ mod tests {
     fn bad_timeouts_and_prefix() {
         let mut c = RedisConfig::new("redis://127.0.0.1");
         c.command_timeout = Duration::ZERO;
-        assert_eq!(RedisStore::new(&c).unwrap_err().field, "command_timeout");
+        assert_eq!(RedisStore::new(&c, None).unwrap_err().field, "command_timeout");
         let mut c = RedisConfig::new("redis://127.0.0.1");
         c.key_prefix = "a\nb".into();
-        assert_eq!(RedisStore::new(&c).unwrap_err().field, "key_prefix");
+        assert_eq!(RedisStore::new(&c, None).unwrap_err().field, "key_prefix");
     }
 
     #[test]

@@ -81,7 +81,8 @@ async fn the_key_never_reaches_the_provider_context() {
     let done = tokio::spawn(server::serve(listener, provider, ServeOptions::default(), async move {
         let _ = rx.await;
     }));
-    let res = client().get(format!("{base}/x")).header("x-api-key", "good").header("x-trace", "1").send().await.unwrap();
+    let res =
+        client().get(format!("{base}/x")).header("x-api-key", "good").header("x-trace", "1").send().await.unwrap();
     assert_eq!(res.status(), 200, "the key is passed as the token");
     let ctx = p.last();
     assert!(!ctx.headers.contains_key("x-api-key"), "{:?}", ctx.headers);
@@ -122,7 +123,8 @@ async fn key_new_prints_a_working_key_and_entry() {
     // Pasted into a keys_file, it authenticates.
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "keys.yaml", &format!("{entry}\n"));
-    let config = load(&write(dir.path(), "c.yaml", "provider_config: {type: api_key, prefix: tg_, keys_file: keys.yaml}\n"));
+    let config =
+        load(&write(dir.path(), "c.yaml", "provider_config: {type: api_key, prefix: tg_, keys_file: keys.yaml}\n"));
     let provider = config.build(&tokengate::Registry::with_builtins()).unwrap();
     let p = provider.validate(&key, &tokengate::RequestContext::new("GET", "/")).await.unwrap();
     assert_eq!(p.principal, "deploy-bot");

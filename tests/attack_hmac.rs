@@ -1,7 +1,7 @@
 //! Attack class: shared-secret (HS256/384/512) tokens (RFC 8725 §3.5, RFC 7518 §3.2).
 //!
 //! HMAC stays available with an explicit `secret` — never beside a key set,
-//! never shorter than 32 bytes — and a secret-configured provider accepts
+//! never shorter than the hash (32, 48, 64 bytes for HS256/384/512) — and a secret-configured provider accepts
 //! only the HMAC algorithms it was given. The MAC is checked with
 //! aws-lc-rs' constant-time `hmac::verify`.
 
@@ -12,7 +12,8 @@ use attack::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
-const SECRET: &str = "an-hmac-secret-of-forty-bytes-0123456789";
+/// 64 bytes: long enough for HS512 (RFC 7518 §3.2).
+const SECRET: &str = "an-hmac-secret-of-sixty-four-bytes-0123456789abcdef0123456789abc";
 
 fn secret_config(extra: Value) -> Value {
     with(json!({"type": "oauth2_token", "issuer": ISS, "audience": AUD, "secret": SECRET}), extra)
@@ -37,12 +38,10 @@ async fn hs256_384_512_with_the_shared_secret_work() {
 async fn wrong_secrets_and_tampering_are_refused() {
     let provider = build_ok(secret_config(json!({})));
     let header = r#"{"alg":"HS256"}"#;
-    for wrong in [
-        &b"an-hmac-secret-of-forty-bytes-012345678"[..],
-        b"an-hmac-secret-of-forty-bytes-01234567890",
-        b"AN-HMAC-SECRET-OF-FORTY-BYTES-0123456789",
-        b"",
-    ] {
+    let shorter = &SECRET[..SECRET.len() - 1];
+    let longer = format!("{SECRET}0");
+    let upper = SECRET.to_uppercase();
+    for wrong in [shorter.as_bytes(), longer.as_bytes(), upper.as_bytes(), b""] {
         let t = hmac_token("HS256", wrong, header, &claims());
         invalid(&provider, &t, &["signature invalid (alg HS256)"]).await;
     }
@@ -131,4 +130,30 @@ async fn secret_configuration_is_checked() {
     )
     .unwrap();
     assert!(!format!("{config:?}").contains(SECRET), "Config's Debug shows the secret");
+}
+
+#[tokio::test]
+async fn each_hmac_algorithm_needs_a_secret_as_long_as_its_hash() {
+    let s32 = &SECRET[..32];
+    let s48 = &SECRET[..48];
+    let tok = |alg: &str, secret: &str| hmac_token(alg, secret.as_bytes(), &json!({"alg": alg}).to_string(), &claims());
+    // By default only the algorithms the secret is long enough for are allowed.
+    let p32 = build_ok(secret_config(json!({"secret": s32})));
+    accepted(&p32, &tok("HS256", s32)).await;
+    invalid(&p32, &tok("HS384", s32), &["alg HS384 is not allowed (allowed: HS256)"]).await;
+    invalid(&p32, &tok("HS512", s32), &["alg HS512 is not allowed (allowed: HS256)"]).await;
+    let p48 = build_ok(secret_config(json!({"secret": s48})));
+    accepted(&p48, &tok("HS384", s48)).await;
+    invalid(&p48, &tok("HS512", s48), &["alg HS512 is not allowed (allowed: HS256, HS384)"]).await;
+    // Asking for them explicitly with a short secret is a config error.
+    config_refused(
+        secret_config(json!({"secret": s32, "algorithms": ["HS256", "HS512"]})),
+        "provider_config.algorithms[1]",
+        "HS512 needs a secret of at least 64 bytes",
+    );
+    config_refused(
+        secret_config(json!({"secret": s32, "algorithms": ["HS384"]})),
+        "provider_config.algorithms[0]",
+        "at least 48 bytes",
+    );
 }

@@ -257,3 +257,34 @@ async fn deeply_nested_upstream_answers_are_unavailable_not_crashes() {
     server.route("/user", Reply::Raw { status: 401, body: deep, chunked: false });
     refused(&github, "ghp_deep2", ErrorKind::InvalidToken, &["GitHub rejected the token"]).await;
 }
+
+#[test]
+fn config_files_cannot_exhaust_memory_or_stack() {
+    use tokengate::{Config, Format};
+    // "Billion laughs": nine levels of ten aliases each would expand to 10^9 strings.
+    let mut yaml =
+        String::from("a0: &a0 [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+    for i in 1..9 {
+        let prev = format!("*a{}", i - 1);
+        yaml.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(",")));
+    }
+    yaml.push_str("provider_config: {type: custom, endpoint: 'http://127.0.0.1:9/x', bomb: *a8}\n");
+    let started = std::time::Instant::now();
+    let e = Config::parse(&yaml, Format::Yaml).unwrap_err();
+    assert!(e.message.contains("invalid YAML") && e.message.contains("repetition limit"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+
+    // 10,000-deep nesting in each format is refused, not a stack overflow.
+    let deep_yaml = format!("provider_config: {}\n", nested_arrays(10_000));
+    let e = Config::parse(&deep_yaml, Format::Yaml).unwrap_err();
+    assert!(e.message.contains("invalid YAML"), "{e}");
+    let deep_json = format!(r#"{{"provider_config": {}}}"#, nested_arrays(10_000));
+    let e = Config::parse(&deep_json, Format::Json).unwrap_err();
+    assert!(e.message.contains("invalid JSON") && e.message.contains("recursion limit"), "{e}");
+    let deep_toml = format!("provider_config = {}\n", nested_arrays(10_000));
+    let e = Config::parse(&deep_toml, Format::Toml).unwrap_err();
+    assert!(e.message.contains("invalid TOML"), "{e}");
+    let deep_inline_tables = format!("provider_config = {}\n", "{a = ".repeat(10_000) + "1" + &"}".repeat(10_000));
+    let e = Config::parse(&deep_inline_tables, Format::Toml).unwrap_err();
+    assert!(e.message.contains("invalid TOML"), "{e}");
+}

@@ -19,7 +19,7 @@ fn lines(path: &Path) -> Vec<Value> {
 
 fn chain_yaml(idp: &Idp) -> String {
     format!(
-        "realm: test\nproviders:\n{}{}audit:\n  output: audit.jsonl\nroute_policy:\n  default: permit\n  rules:\n    - path: /admin*\n      permit: {{attribute: roles, any_of: [admin]}}\n",
+        "realm: test\nproviders:\n{}{}audit:\n  output: audit.jsonl\nroute_policy:\n  default: permit\n  rules:\n    - path: /admin*\n      forbid: {{attribute: roles, none_of: [admin]}}\n",
         list_item(&api_key_yaml("    ", &[(KEY, "ci-bot", &["deployer"])])),
         list_item(&oauth2_yaml("    ", &idp.url(), &idp.issuer.jwks_uri(), &[("groups", "teams")])),
     )
@@ -86,7 +86,7 @@ async fn serve_writes_one_line_per_decision_without_tokens() {
     assert!(l[2]["reason"].as_str().unwrap().starts_with("token expired at "), "{}", l[2]);
 
     assert_eq!((l[3]["status"].as_u64(), l[3]["code"].as_str()), (Some(403), Some("insufficient_scope")));
-    assert_eq!(l[3]["reason"], "route GET /admin requires roles any of [admin]");
+    assert_eq!(l[3]["reason"], "route GET /admin is forbidden by route_policy rule 1 (roles none of [admin])");
 
     assert!(l[4]["token_sha256_prefix"].is_null());
     assert_eq!(l[4]["provider"], "chain");
@@ -126,7 +126,10 @@ async fn check_audits_to_the_file_or_to_stderr_instead_of_stdout() {
     let body: Value = serde_json::from_str(stdout(&out).trim()).expect("stdout is exactly one JSON object");
     assert_eq!(body["error"]["detail"], "unknown API key");
     let audit_line = stderr(&out).lines().find_map(|l| serde_json::from_str::<Value>(l).ok()).expect("audit on stderr");
-    assert_eq!((audit_line["outcome"].as_str(), audit_line["reason"].as_str()), (Some("deny"), Some("unknown API key")));
+    assert_eq!(
+        (audit_line["outcome"].as_str(), audit_line["reason"].as_str()),
+        (Some("deny"), Some("unknown API key"))
+    );
     assert!(!stderr(&out).contains("tg_wrong"));
 }
 

@@ -111,7 +111,8 @@ async fn served_401_lists_accepted_kinds() {
     let s = setup().await;
     let stranger = Idp::start().await;
     let server = serve_config(&s.config).await;
-    let res = client().get(format!("{}/v1/models", server.base)).bearer_auth(stranger.token("eve")).send().await.unwrap();
+    let res =
+        client().get(format!("{}/v1/models", server.base)).bearer_auth(stranger.token("eve")).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(
         header(&res, "www-authenticate").unwrap(),
@@ -127,10 +128,15 @@ async fn served_401_lists_accepted_kinds() {
     let res = client().get(format!("{}/v1/models", server.base)).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(header(&res, "www-authenticate").unwrap(), "Bearer realm=\"chain\"");
-    assert_eq!(json(res).await["error"]["message"], format!("Authentication required. Please provide one of: {}", accepted(&s)));
+    assert_eq!(
+        json(res).await["error"]["message"],
+        format!("Authentication required. Please provide one of: {}", accepted(&s))
+    );
 
     // And each owner still answers through the server.
-    for (token, principal) in [(KEY.to_string(), "ci-bot"), (s.a.token("a-user"), "a-user"), (s.b.token("b-user"), "b-user")] {
+    for (token, principal) in
+        [(KEY.to_string(), "ci-bot"), (s.a.token("a-user"), "a-user"), (s.b.token("b-user"), "b-user")]
+    {
         let res = client().get(format!("{}/v1/models", server.base)).bearer_auth(&token).send().await.unwrap();
         assert_eq!(res.status(), 200);
         assert_eq!(header(&res, "x-auth-principal").unwrap(), principal);

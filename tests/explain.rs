@@ -22,7 +22,7 @@ async fn setup() -> Setup {
     let idp = Idp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
-        "providers:\n{}{}route_policy:\n  default: permit\n  rules:\n    - path: /admin*\n      permit: {{attribute: roles, any_of: [admin]}}\n",
+        "providers:\n{}{}route_policy:\n  default: permit\n  rules:\n    - path: /admin*\n      forbid: {{attribute: roles, none_of: [admin]}}\n",
         list_item(&api_key_yaml("    ", &[(KEY, "ci-bot", &["deployer"])])),
         list_item(&oauth2_yaml("    ", &idp.url(), &idp.issuer.jwks_uri(), &[("sub", "roles"), ("groups", "teams"), ("team", "teams")])),
     );
@@ -45,7 +45,9 @@ fn checks(v: &Value) -> Vec<(String, bool, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|c| (c["check"].as_str().unwrap().into(), c["ok"].as_bool().unwrap(), c["detail"].as_str().unwrap().into()))
+        .map(|c| {
+            (c["check"].as_str().unwrap().into(), c["ok"].as_bool().unwrap(), c["detail"].as_str().unwrap().into())
+        })
         .collect()
 }
 
@@ -70,11 +72,29 @@ async fn a_valid_jwt_shows_owner_every_check_and_attribute_sources() {
     let names: Vec<&str> = c.iter().map(|c| c.0.as_str()).collect();
     assert_eq!(
         names,
-        ["ownership", "segments", "header", "payload", "key", "signature", "exp", "nbf", "iat", "iss", "aud", "principal", "route_policy"]
+        [
+            "ownership",
+            "segments",
+            "header",
+            "payload",
+            "key",
+            "signature",
+            "exp",
+            "nbf",
+            "iat",
+            "iss",
+            "aud",
+            "principal",
+            "route_policy"
+        ]
     );
     assert!(c.iter().all(|c| c.1), "{c:?}");
     let ownership = &find(&c, "ownership").unwrap().2;
-    assert!(ownership.starts_with("providers[0] api_key: not its kind of token") && ownership.ends_with("providers[1] oauth2_token owns it"), "{ownership}");
+    assert!(
+        ownership.starts_with("providers[0] api_key: not its kind of token")
+            && ownership.ends_with("providers[1] oauth2_token owns it"),
+        "{ownership}"
+    );
     assert!(find(&c, "header").unwrap().2.starts_with("alg ES256, kid "), "{c:?}");
     assert_eq!(find(&c, "iss").unwrap().2, format!("{} as configured", s.idp.url()));
     assert_eq!(find(&c, "aud").unwrap().2, "tokengate-dev is one of [tokengate-dev]");
@@ -83,9 +103,9 @@ async fn a_valid_jwt_shows_owner_every_check_and_attribute_sources() {
     assert_eq!(
         v["attributes"],
         json!([
-            {"attribute": "roles", "value": "alice", "claim": "sub", "rule": "claims_mapping[0] sub -> roles"},
-            {"attribute": "teams", "value": "ml", "claim": "groups", "rule": "claims_mapping[1] groups -> teams"},
-            {"attribute": "teams", "value": "ops", "claim": "groups", "rule": "claims_mapping[1] groups -> teams"},
+            {"attribute": "teams", "value": "ml", "claim": "groups", "rule": "claims_mapping: groups -> teams"},
+            {"attribute": "teams", "value": "ops", "claim": "groups", "rule": "claims_mapping: groups -> teams"},
+            {"attribute": "roles", "value": "alice", "claim": "sub", "rule": "claims_mapping: sub -> roles"},
         ]),
         "`team: ml` repeats a value `groups` already gave, so it is not listed again"
     );
@@ -119,7 +139,10 @@ async fn failures_show_where_validation_stopped() {
     let (code, v, _) = explain(&s, &s.idp.token("dave"), &["--path", "/admin/x", "--method", "POST"]).await;
     assert_eq!(code, Some(1));
     let rp = find(&checks(&v), "route_policy").unwrap().clone();
-    assert_eq!((rp.1, rp.2.as_str()), (false, "route POST /admin/x requires roles any of [admin]"));
+    assert_eq!(
+        (rp.1, rp.2.as_str()),
+        (false, "route POST /admin/x is forbidden by route_policy rule 1 (roles none of [admin])")
+    );
     assert_eq!(v["error"]["code"], "insufficient_scope");
     assert!(v["principal"].is_null());
     assert!(!v["attributes"].as_array().unwrap().is_empty(), "attributes still explained");
@@ -148,7 +171,10 @@ async fn api_keys_and_text_format() {
 
     let (code, _, text) = explain(&s, &s.idp.expired_token("erin"), &["--format", "text"]).await;
     assert_eq!(code, Some(1));
-    assert!(text.starts_with(&format!("provider: providers[1] (oauth2_token) - JWTs from {}\n", s.idp.url())), "{text}");
+    assert!(
+        text.starts_with(&format!("provider: providers[1] (oauth2_token) - JWTs from {}\n", s.idp.url())),
+        "{text}"
+    );
     assert!(text.contains("[FAIL] exp"), "{text}");
     assert!(text.contains("error: invalid_token: token expired at"), "{text}");
 }

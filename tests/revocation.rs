@@ -74,7 +74,8 @@ async fn an_invalid_new_file_keeps_the_old_list() {
 
     // Broken YAML, an unknown field, a token pasted where a hash belongs, an empty file, no file:
     // each keeps "gone" revoked (and does not revoke "next").
-    for broken in ["jti: [gone, next\n", "jti: [gone, next]\njtis: []\n", "token_sha256: [not-a-hash]\n", "", "DELETE"] {
+    for broken in ["jti: [gone, next\n", "jti: [gone, next]\njtis: []\n", "token_sha256: [not-a-hash]\n", "", "DELETE"]
+    {
         if broken == "DELETE" {
             std::fs::remove_file(dir.path().join("revoked.yaml")).unwrap();
         } else {

@@ -168,9 +168,21 @@ async fn policy_config_errors_name_the_rule_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let base = "provider_config: {type: custom, endpoint: 'http://127.0.0.1:1/'}\n";
     let cases = [
-        ("r1.yaml", "route_policy:\n  - path: /x\n    permit: {attribute: roles}\n", "[0].permit: `attribute` needs `any_of` or `all_of`"),
-        ("r2.yaml", "route_policy:\n  rules:\n    - path: admin\n      permit: all\n", "rules[0].path[0]: `admin` must start with `/`"),
-        ("r3.yaml", "route_policy:\n  - permit: {paths: '*'}\n    when: user is owner\n", "owner conditions apply to resources"),
+        (
+            "r1.yaml",
+            "route_policy:\n  - path: /x\n    permit: {attribute: roles}\n",
+            "[0].permit: `attribute` needs `any_of`, `all_of` or `none_of`",
+        ),
+        (
+            "r2.yaml",
+            "route_policy:\n  rules:\n    - path: admin\n      permit: all\n",
+            "rules[0].path[0]: `admin` must start with `/`",
+        ),
+        (
+            "r3.yaml",
+            "route_policy:\n  - permit: {paths: '*'}\n    when: user is owner\n",
+            "owner conditions apply to resources",
+        ),
         ("r4.yaml", "route_policy: {default: allow}\n", "`default` must be `permit` or `forbid`"),
     ];
     for (name, policy, expected) in cases {

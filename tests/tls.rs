@@ -73,14 +73,15 @@ async fn unknown_ca_is_unavailable_and_says_the_certificate_is_not_trusted() {
     let t = token(&KEYS.ec, "ec-1", &claims());
     // The system roots do not know the test CA.
     let system_roots = build_ok(jwt(&idp.server, json!({})));
-    let e = refused(&system_roots, &t, ErrorKind::Unavailable, &["key set at https://127.0.0.1"]).await;
+    let e =
+        refused(&system_roots, &t, ErrorKind::Unavailable, &["key set at https://127.0.0.1", "UnknownIssuer"]).await;
     says_not_trusted(&e);
     // Another CA in tls_cafile (instead of, not in addition to, the system roots).
     let other = test_pki(&["127.0.0.1"]);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("other.pem"), &other.ca_pem).unwrap();
     let wrong_ca = build_ok(jwt(&idp.server, json!({"tls_cafile": dir.path().join("other.pem")})));
-    says_not_trusted(&refused(&wrong_ca, &t, ErrorKind::Unavailable, &[]).await);
+    says_not_trusted(&refused(&wrong_ca, &t, ErrorKind::Unavailable, &["UnknownIssuer"]).await);
     // The gate answers 503, not 401.
     let gate = tokengate::gate::Gate::new(wrong_ca.clone());
     let mut headers = http::HeaderMap::new();
@@ -96,7 +97,7 @@ async fn unknown_ca_is_unavailable_and_says_the_certificate_is_not_trusted() {
 async fn certificate_for_another_name_is_not_trusted() {
     let idp = Https::start(&["idp.example.com"]).await;
     let provider = build_ok(jwt(&idp.server, json!({"tls_cafile": idp.ca_file()})));
-    let e = refused(&provider, &token(&KEYS.ec, "ec-1", &claims()), ErrorKind::Unavailable, &[]).await;
+    let e = refused(&provider, &token(&KEYS.ec, "ec-1", &claims()), ErrorKind::Unavailable, &["NotValidForName"]).await;
     says_not_trusted(&e);
 }
 

@@ -346,10 +346,13 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4, "unavailable results are never cached");
     }
 
+    /// (scope, token hash) → (value, ttl).
+    type FakeEntries = std::collections::HashMap<(String, TokenHash), (Vec<u8>, Duration)>;
+
     /// An in-memory stand-in for Redis: counts calls, can be made to fail.
     #[derive(Default)]
     struct FakeStore {
-        entries: std::sync::Mutex<std::collections::HashMap<(String, TokenHash), (Vec<u8>, Duration)>>,
+        entries: std::sync::Mutex<FakeEntries>,
         failing: std::sync::atomic::AtomicBool,
         puts: AtomicUsize,
     }

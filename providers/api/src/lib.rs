@@ -10,11 +10,11 @@ mod builder;
 mod cache;
 mod claims;
 mod context;
+pub mod duration;
 mod error;
 mod http;
 mod secret;
 mod shared;
-pub mod duration;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
 pub use cache::{token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};

@@ -134,8 +134,14 @@ mod tests {
         let b = shared_scope("custom", &json!({"cache": {"enabled": true, "ttl": "60s"}, "endpoint": "http://a"}));
         assert_eq!(a, b);
         assert_eq!(a.len(), 16);
-        assert_ne!(a, shared_scope("custom", &json!({"endpoint": "http://b", "cache": {"ttl": "60s", "enabled": true}})));
-        assert_ne!(a, shared_scope("github_token", &json!({"endpoint": "http://a", "cache": {"ttl": "60s", "enabled": true}})));
+        assert_ne!(
+            a,
+            shared_scope("custom", &json!({"endpoint": "http://b", "cache": {"ttl": "60s", "enabled": true}}))
+        );
+        assert_ne!(
+            a,
+            shared_scope("github_token", &json!({"endpoint": "http://a", "cache": {"ttl": "60s", "enabled": true}}))
+        );
         let s1 = shared_scope("oauth2_token", &json!({"introspection": {"url": "u", "client_secret": "one"}}));
         let s2 = shared_scope("oauth2_token", &json!({"introspection": {"url": "u", "client_secret": "two"}}));
         assert_eq!(s1, s2, "secrets do not feed the hash");

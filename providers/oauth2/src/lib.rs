@@ -340,10 +340,25 @@ fn claim_rules(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<ClaimRules, Con
     })
 }
 
+/// RFC 7518 §3.2: an HMAC key "of the same size as the hash output or larger MUST be used".
+fn hmac_min_secret_bytes(alg: Alg) -> usize {
+    match alg {
+        Alg::HS384 => 48,
+        Alg::HS512 => 64,
+        _ => MIN_SECRET_BYTES,
+    }
+}
+
 fn allowed_algorithms(cfg: &OAuth2Config) -> Result<AlgSet, ConfigError> {
     let with_secret = cfg.secret.is_some();
+    let secret_len = cfg.secret.as_ref().map_or(0, |s| s.expose().len());
     let Some(names) = &cfg.algorithms else {
-        return Ok(if with_secret { AlgSet::hmac() } else { AlgSet::asymmetric() });
+        return Ok(if with_secret {
+            // Only the HMAC algorithms the secret is long enough for.
+            AlgSet::hmac().iter().filter(|a| secret_len >= hmac_min_secret_bytes(*a)).collect()
+        } else {
+            AlgSet::asymmetric()
+        });
     };
     if names.is_empty() {
         return Err(ConfigError::new("algorithms", "is empty; omit it to accept every supported algorithm"));
@@ -368,6 +383,13 @@ fn allowed_algorithms(cfg: &OAuth2Config) -> Result<AlgSet, ConfigError> {
             return Err(ConfigError::new(
                 field,
                 format!("{alg} needs a key set; with `secret` only HS256, HS384 and HS512 apply"),
+            ));
+        }
+        let min = hmac_min_secret_bytes(alg);
+        if alg.is_hmac() && secret_len >= MIN_SECRET_BYTES && secret_len < min {
+            return Err(ConfigError::new(
+                field,
+                format!("{alg} needs a secret of at least {min} bytes (RFC 7518 §3.2); `secret` has {secret_len}"),
             ));
         }
         set.insert(alg);

@@ -417,7 +417,8 @@ async fn hs256_against_a_key_set_is_key_confusion() {
 
 #[tokio::test]
 async fn shared_secret_mode_verifies_hs_tokens_only() {
-    let secret = "0123456789abcdef0123456789abcdef-secret";
+    // 64+ bytes: RFC 7518 §3.2 wants HS512 keys at least as long as the hash.
+    let secret = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef-secret";
     let p = provider(json!({"secret": secret, "issuer": ISS, "audience": AUD}));
     let enc = EncodingKey::from_secret(secret.as_bytes()).unwrap();
     for alg in [Algorithm::HS256, Algorithm::HS512] {
@@ -910,7 +911,8 @@ async fn cached_tokens_still_expire() {
 
 #[test]
 fn config_errors_name_the_field() {
-    let ctx = BuildContext { base_dir: Some("/nonexistent-dir".into()), llama_stack_defaults: false, ..Default::default() };
+    let ctx =
+        BuildContext { base_dir: Some("/nonexistent-dir".into()), llama_stack_defaults: false, ..Default::default() };
     let jwks = json!({"uri": "https://idp.test/jwks"});
     let secret = "a-secret-value-that-is-long-enough-1234";
     let cases = [

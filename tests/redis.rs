@@ -1,0 +1,634 @@
+//! Issue #7, "Many replicas, one view": replicas share remote results and
+//! revocations through a real `redis-server` (Debian's package), which each
+//! test starts on 127.0.0.1 with a free port and kills when it ends (panics
+//! included). Redis stopped mid-run, or never there, must not turn a valid
+//! token away.
+//!
+//! Tests that need the binary say SKIPPED on standard error and pass when it
+//! is missing; `.ci/run` installs it, so CI always runs them.
+
+mod common;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Json;
+use serde_json::{json, Map, Value};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokengate::redis::RevokeTarget;
+use tokengate::{Config, DynProvider, Registry, RequestContext};
+
+// ---------------------------------------------------------------- redis-server
+
+/// A `redis-server` child process; killed on drop.
+struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: tempfile::TempDir,
+    /// PEM of the CA that signed the server's certificate, when it speaks TLS only.
+    tls_ca: Option<String>,
+}
+
+impl RedisServer {
+    /// Starts one on a free port, or `None` (after saying SKIPPED) when the binary is missing.
+    async fn start(test: &str) -> Option<RedisServer> {
+        Self::start_with(test, false).await
+    }
+
+    /// Like [`RedisServer::start`], TLS only (`rediss://`), with a certificate for 127.0.0.1 from a fresh CA.
+    async fn start_tls(test: &str) -> Option<RedisServer> {
+        Self::start_with(test, true).await
+    }
+
+    async fn start_with(test: &str, tls: bool) -> Option<RedisServer> {
+        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
+            eprintln!("SKIPPED {test}: `redis-server` is not installed (apt-get install redis-server)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let tls_ca = tls.then(|| write_pki(dir.path()));
+        let mut server = RedisServer { child: None, port: free_port(), dir, tls_ca };
+        server.restart().await;
+        Some(server)
+    }
+
+    fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// (Re)starts the server on its port and waits until it answers PING.
+    async fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).arg("--dir").arg(self.dir.path());
+        if self.tls_ca.is_some() {
+            let file = |name: &str| self.dir.path().join(name).display().to_string();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"])
+                .args(["--tls-cert-file", &file("server.pem"), "--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.pem")]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut conn) = self.try_connect().await {
+                if redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer on port {} within 10s", self.port);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients, like a crashed node).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        let scheme = if self.tls_ca.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn try_connect(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let client = match &self.tls_ca {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates { client_tls: None, root_cert: Some(ca.clone().into_bytes()) },
+            )?,
+            None => redis::Client::open(self.url())?,
+        };
+        client.get_multiplexed_async_connection().await
+    }
+
+    async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.try_connect().await.expect("connect to the test redis-server")
+    }
+
+    async fn keys(&self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS").arg(pattern).query_async(&mut self.conn().await).await.expect("KEYS")
+    }
+
+    async fn pttl(&self, key: &str) -> i64 {
+        redis::cmd("PTTL").arg(key).query_async(&mut self.conn().await).await.expect("PTTL")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and localhost) into `dir`; returns the CA's PEM.
+fn write_pki(dir: &Path) -> String {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, "tokengate redis test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let leaf_key = KeyPair::generate().expect("server key");
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
+    leaf_params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
+    leaf_params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("server certificate");
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
+    std::fs::write(dir.join("server.pem"), leaf.pem()).expect("write server.pem");
+    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).expect("write server.key");
+    ca_cert.pem()
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+// ------------------------------------------------------------ identity service
+
+/// Introspection (`/introspect`) and custom (`/auth`) endpoints on 127.0.0.1,
+/// counting calls: `good-*` tokens are valid, anything else is not.
+struct Upstream {
+    addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    calls: AtomicUsize,
+    /// Seconds from now to the `exp` introspection reports.
+    exp_in: AtomicU64,
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let state = Arc::new(UpstreamState { calls: AtomicUsize::new(0), exp_in: AtomicU64::new(3600) });
+        let app = axum::Router::new()
+            .route("/introspect", post(introspect))
+            .route("/auth", post(custom))
+            .route("/auth2", post(custom))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Upstream { addr, state, task }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn calls(&self) -> usize {
+        self.state.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
+}
+
+async fn introspect(State(state): State<Arc<UpstreamState>>, body: String) -> Json<Value> {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let token = url::form_urlencoded::parse(body.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    if !token.starts_with("good-") {
+        return Json(json!({"active": false}));
+    }
+    let exp = unix_now() + state.exp_in.load(Ordering::SeqCst);
+    Json(json!({"active": true, "sub": format!("user-{}", &token[5..]), "exp": exp, "scope": "read write"}))
+}
+
+async fn custom(State(state): State<Arc<UpstreamState>>, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
+    state.calls.fetch_add(1, Ordering::SeqCst);
+    let token = body["api_key"].as_str().unwrap_or_default();
+    match token.strip_prefix("good-") {
+        Some(who) => {
+            (StatusCode::OK, Json(json!({"principal": format!("user-{who}"), "attributes": {"roles": ["dev"]}})))
+        }
+        None => (StatusCode::UNAUTHORIZED, Json(json!({"message": "unknown key"}))),
+    }
+}
+
+// --------------------------------------------------------------------- helpers
+
+fn redis_section(url: &str, prefix: &str) -> Value {
+    json!({"url": url, "key_prefix": prefix})
+}
+
+fn introspection_config(upstream: &Upstream, redis: Value) -> Config {
+    Config::from_value(json!({
+        "provider_config": {
+            "type": "oauth2_token",
+            "introspection": {"url": upstream.url("/introspect"), "client_id": "tokengate", "client_secret": "s3cret"},
+            "cache": {"ttl": "300s"},
+        },
+        "redis": redis,
+    }))
+    .expect("config")
+}
+
+fn custom_config(upstream: &Upstream, path: &str, redis: Value, cache: Value) -> Config {
+    Config::from_value(json!({
+        "provider_config": {"type": "custom", "endpoint": upstream.url(path), "cache": cache},
+        "redis": redis,
+    }))
+    .expect("config")
+}
+
+/// One "replica": its own provider, caches and Redis connection, built from `config`.
+fn replica(config: &Config) -> DynProvider {
+    config.build(&Registry::with_builtins()).expect("build")
+}
+
+async fn validate(provider: &DynProvider, token: &str) -> Result<String, tokengate::AuthError> {
+    provider.validate(token, &RequestContext::new("GET", "/")).await.map(|p| p.principal)
+}
+
+/// The sum of every series of a counter in the process-wide recorder.
+fn counter(name: &str) -> f64 {
+    let Some(handle) = tokengate::server::metrics_handle() else { return 0.0 };
+    handle
+        .render()
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn sha256_hex(token: &str) -> String {
+    hex::encode(tokengate_api::token_hash(token))
+}
+
+// ----------------------------------------------------------------------- tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_b_is_served_from_redis_without_asking_upstream() {
+    let Some(redis) = RedisServer::start("replica_b_is_served_from_redis_without_asking_upstream").await else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    upstream.state.exp_in.store(30, Ordering::SeqCst);
+    let config = introspection_config(&upstream, redis_section(&redis.url(), "t1:"));
+    let (a, b) = (replica(&config), replica(&config));
+
+    assert_eq!(validate(&a, "good-alice").await.unwrap(), "user-alice");
+    assert_eq!(upstream.calls(), 1);
+    assert_eq!(validate(&b, "good-alice").await.unwrap(), "user-alice");
+    assert_eq!(upstream.calls(), 1, "replica b found replica a's answer in Redis");
+
+    // The key holds the token's hash, never the token; it lives no longer than the token (exp in 30s < ttl 300s).
+    let keys = redis.keys("t1:*").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0].starts_with("t1:result:") && keys[0].ends_with(&sha256_hex("good-alice")), "{keys:?}");
+    assert!(!keys[0].contains("good-alice"));
+    let pttl = redis.pttl(&keys[0]).await;
+    assert!(pttl > 0 && pttl <= 30_000, "PTTL {pttl} must not exceed the token's remaining 30s");
+    let value: Vec<u8> = redis::cmd("GET").arg(&keys[0]).query_async(&mut redis.conn().await).await.unwrap();
+    let stored: Value = serde_json::from_slice(&value).expect("a principal as JSON");
+    assert_eq!(stored["principal"], "user-alice");
+
+    // Rejections stay local: each replica asks for itself, and nothing is written.
+    assert!(validate(&a, "bad-mallory").await.is_err());
+    assert!(validate(&b, "bad-mallory").await.is_err());
+    assert_eq!(upstream.calls(), 3);
+    assert_eq!(redis.keys("t1:result:*").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_results_expire_with_the_token() {
+    let Some(redis) = RedisServer::start("shared_results_expire_with_the_token").await else { return };
+    let upstream = Upstream::start().await;
+    upstream.state.exp_in.store(2, Ordering::SeqCst);
+    let config = introspection_config(&upstream, redis_section(&redis.url(), "t2:"));
+    let (a, b) = (replica(&config), replica(&config));
+
+    validate(&a, "good-brief").await.unwrap();
+    let key = format!("t2:result:*:{}", sha256_hex("good-brief"));
+    let keys = redis.keys(&key).await;
+    assert_eq!(keys.len(), 1);
+    let pttl = redis.pttl(&keys[0]).await;
+    assert!(pttl > 0 && pttl <= 2_000, "PTTL {pttl} must not exceed the token's remaining 2s");
+
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    assert!(redis.keys(&key).await.is_empty(), "the shared entry expired with the token");
+    validate(&b, "good-brief").await.unwrap();
+    assert_eq!(upstream.calls(), 2, "after exp, replica b had to ask upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_are_shared_per_provider_config_and_not_when_caching_is_off() {
+    let Some(redis) = RedisServer::start("results_are_shared_per_provider_config_and_not_when_caching_is_off").await
+    else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let section = redis_section(&redis.url(), "t3:");
+    let one = custom_config(&upstream, "/auth", section.clone(), json!({}));
+    let other = custom_config(&upstream, "/auth2", section.clone(), json!({}));
+    let (a, b, c) = (replica(&one), replica(&one), replica(&other));
+
+    validate(&a, "good-carol").await.unwrap();
+    validate(&b, "good-carol").await.unwrap();
+    assert_eq!(upstream.calls(), 1, "same config: shared");
+    validate(&c, "good-carol").await.unwrap();
+    assert_eq!(upstream.calls(), 2, "another endpoint is another provider: never served another's result");
+    assert_eq!(redis.keys("t3:result:*").await.len(), 2);
+
+    // `cache.enabled: false` (the verdict depends on the request) shares nothing either.
+    let uncached = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t3off:"), json!({"enabled": false}));
+    let (d, e) = (replica(&uncached), replica(&uncached));
+    validate(&d, "good-dave").await.unwrap();
+    validate(&e, "good-dave").await.unwrap();
+    assert_eq!(upstream.calls(), 4);
+    assert!(redis.keys("t3off:result:*").await.is_empty());
+
+    // `share_results: false` keeps results local but still reads revocations.
+    let mut section = redis_section(&redis.url(), "t3local:");
+    section["share_results"] = json!(false);
+    let local = custom_config(&upstream, "/auth", section, json!({}));
+    let (f, g) = (replica(&local), replica(&local));
+    validate(&f, "good-erin").await.unwrap();
+    validate(&g, "good-erin").await.unwrap();
+    assert_eq!(upstream.calls(), 6);
+    assert!(redis.keys("t3local:*").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_key_rejects_the_token_on_every_replica() {
+    let Some(redis) = RedisServer::start("a_revocation_key_rejects_the_token_on_every_replica").await else { return };
+    let idp = common::Idp::start().await;
+    let mut claims = Map::new();
+    claims.insert("jti".into(), json!("jti-to-revoke"));
+    let by_jti = idp.issuer.mint("frank", &claims, Duration::from_secs(600)).unwrap();
+    claims.insert("jti".into(), json!("jti-kept"));
+    let by_hash = idp.issuer.mint("grace", &claims, Duration::from_secs(600)).unwrap();
+    let kept = idp.token("heidi");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokengate.json");
+    let doc = json!({"provider_config": idp.provider_config(), "redis": redis_section(&redis.url(), "t4:")});
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let config = Config::load(&file).unwrap();
+    let (a, b) = (replica(&config), replica(&config));
+    for token in [&by_jti, &by_hash, &kept] {
+        validate(&a, token).await.unwrap();
+        validate(&b, token).await.unwrap();
+    }
+
+    // Through the library…
+    let store = config.redis_store().unwrap().unwrap();
+    let key = store
+        .revoke(&RevokeTarget::Jti("jti-to-revoke".into()), Some(Duration::from_secs(600)), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(key, "t4:revoked:jti:jti-to-revoke");
+    for replica in [&a, &b] {
+        let e = validate(replica, &by_jti).await.unwrap_err();
+        assert_eq!((e.code(), e.detail()), ("invalid_token", "token has been revoked"));
+    }
+
+    // …and through `tokengate revoke`, the token read from standard input (only its hash leaves the process).
+    let output = revoke_cli(&file, &["--token", "-", "--ttl", "1h"], Some(&by_hash));
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let expected_key = format!("t4:revoked:sha256:{}", sha256_hex(&by_hash));
+    assert!(stdout.contains(&expected_key), "{stdout}");
+    assert!(!stdout.contains(&by_hash));
+    let pttl = redis.pttl(&expected_key).await;
+    assert!(pttl > 3_500_000 && pttl <= 3_600_000, "PTTL {pttl}");
+    for replica in [&a, &b] {
+        assert_eq!(validate(replica, &by_hash).await.unwrap_err().detail(), "token has been revoked");
+        assert_eq!(validate(replica, &kept).await.unwrap(), "heidi", "other tokens are unaffected");
+    }
+
+    // `--token-sha256` writes the same key; without `--ttl` it never lapses.
+    let hex = sha256_hex(&kept);
+    let output = revoke_cli(&file, &["--token-sha256", &format!("sha256:{hex}")], None);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(redis.pttl(&format!("t4:revoked:sha256:{hex}")).await, -1);
+    assert!(validate(&a, &kept).await.is_err());
+}
+
+fn revoke_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .arg("revoke")
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run tokengate revoke");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.unwrap_or_default().as_bytes());
+    }
+    child.wait_with_output().expect("tokengate revoke output")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_never_turns_valid_tokens_away() {
+    let Some(mut redis) = RedisServer::start("redis_killed_mid_run_never_turns_valid_tokens_away").await else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let config = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t5:"), json!({}));
+    let (a, b) = (replica(&config), replica(&config));
+    validate(&a, "good-ivan").await.unwrap();
+    validate(&b, "good-ivan").await.unwrap();
+    assert_eq!(upstream.calls(), 1);
+
+    let (errors, fallbacks) = (counter("tokengate_redis_errors_total"), counter("tokengate_redis_fallbacks_total"));
+    redis.stop();
+
+    // Every decision still comes, fast, from upstream or the local cache.
+    for (replica, token) in [(&b, "good-judy"), (&a, "good-judy"), (&a, "good-ivan"), (&b, "good-ivan")] {
+        let started = Instant::now();
+        assert!(validate(replica, token).await.is_ok(), "{token} refused while Redis is down");
+        assert!(started.elapsed() < Duration::from_secs(1), "{token} took {:?}", started.elapsed());
+    }
+    assert_eq!(upstream.calls(), 3, "judy asked by both replicas; ivan from local caches");
+    assert!(validate(&a, "bad-ken").await.is_err(), "invalid tokens are still refused");
+    assert!(counter("tokengate_redis_errors_total") > errors, "failed commands are counted");
+    assert!(counter("tokengate_redis_fallbacks_total") > fallbacks, "fallbacks to local state are counted");
+
+    // Redis back on the same port: after the backoff, sharing resumes without a restart of tokengate.
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut n = 0;
+    loop {
+        n += 1;
+        let token = format!("good-back{n}");
+        validate(&a, &token).await.unwrap();
+        if !redis.keys(&format!("t5:result:*:{}", sha256_hex(&token))).await.is_empty() {
+            let before = upstream.calls();
+            validate(&b, &token).await.unwrap();
+            assert_eq!(upstream.calls(), before, "replica b served from Redis again");
+            break;
+        }
+        assert!(Instant::now() < deadline, "sharing did not resume within 10s of Redis coming back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_from_the_start_still_serves() {
+    // Needs no redis-server: nothing listens on this port.
+    let url = format!("redis://127.0.0.1:{}/0", free_port());
+    let upstream = Upstream::start().await;
+    let config = custom_config(&upstream, "/auth", redis_section(&url, "t6:"), json!({}));
+    let errors = counter("tokengate_redis_errors_total");
+    let started = Instant::now();
+    let provider = replica(&config);
+    assert!(started.elapsed() < Duration::from_millis(500), "building does not wait for Redis");
+    for token in ["good-leo", "good-mia", "good-leo"] {
+        let started = Instant::now();
+        assert!(validate(&provider, token).await.is_ok());
+        assert!(started.elapsed() < Duration::from_secs(1), "{token} took {:?}", started.elapsed());
+    }
+    assert_eq!(upstream.calls(), 2);
+    assert!(counter("tokengate_redis_errors_total") > errors);
+
+    // The command line too: `check` answers, `revoke` says Redis is unavailable (exit 3).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokengate.json");
+    let doc = json!({
+        "provider_config": {"type": "custom", "endpoint": upstream.url("/auth")},
+        "redis": redis_section(&url, "t6:"),
+    });
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let check = tokio::task::spawn_blocking({
+        let file = file.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_tokengate"))
+                .args(["check", "--token", "good-nina", "--config"])
+                .arg(&file)
+                .output()
+                .expect("run tokengate check")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("user-nina"));
+    let revoke = tokio::task::spawn_blocking(move || revoke_cli(&file, &["--jti", "x"], None)).await.unwrap();
+    assert_eq!(revoke.status.code(), Some(3), "{revoke:?}");
+}
+
+#[test]
+fn revoke_cli_usage_errors_never_echo_what_was_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokengate.json");
+    std::fs::write(
+        &file,
+        json!({"provider_config": {"type": "custom", "endpoint": "http://127.0.0.1:1/"}}).to_string(),
+    )
+    .unwrap();
+    let out = revoke_cli(&file, &["--jti", "j"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `redis` section"), "{out:?}");
+
+    let with_redis = dir.path().join("redis.json");
+    let doc = json!({
+        "provider_config": {"type": "custom", "endpoint": "http://127.0.0.1:1/"},
+        "redis": {"url": "redis://:hunter2@127.0.0.1:1/0"},
+    });
+    std::fs::write(&with_redis, doc.to_string()).unwrap();
+    let out = revoke_cli(&with_redis, &["--token-sha256", "eyJ-a-token-pasted-by-mistake"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a SHA-256 digest") && !stderr.contains("eyJ-a-token"), "{stderr}");
+    let out = revoke_cli(&with_redis, &["--jti", "j", "--ttl", "soon"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = revoke_cli(&with_redis, &[], None);
+    assert_eq!(out.status.code(), Some(2), "one of --jti, --token-sha256, --token is required");
+
+    // A typo in the section is a config error naming the field; the password never shows.
+    let typo = dir.path().join("typo.json");
+    let doc = json!({
+        "provider_config": {"type": "custom", "endpoint": "http://127.0.0.1:1/"},
+        "redis": {"url": "redis://:hunter2@127.0.0.1:1/0", "prefix": "x"},
+    });
+    std::fs::write(&typo, doc.to_string()).unwrap();
+    let out = revoke_cli(&typo, &["--jti", "j"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("redis.prefix") && !stderr.contains("hunter2"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_never_answers_costs_at_most_the_command_timeout() {
+    // Connections are accepted (by the kernel's backlog) but nothing is ever answered: a wedged node.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("redis://127.0.0.1:{}/0", silent.local_addr().expect("address").port());
+    let upstream = Upstream::start().await;
+    let mut section = redis_section(&url, "t7:");
+    section["command_timeout"] = json!("100ms");
+    let provider = replica(&custom_config(&upstream, "/auth", section, json!({})));
+    let started = Instant::now();
+    for token in ["good-olga", "good-pete", "good-quinn"] {
+        assert!(validate(&provider, token).await.is_ok());
+    }
+    // The first lookup waits out its 100ms; then Redis is left alone for a while, costing nothing.
+    assert!(started.elapsed() < Duration::from_millis(800), "took {:?}", started.elapsed());
+    assert_eq!(upstream.calls(), 3);
+    drop(silent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallback() {
+    let Some(redis) =
+        RedisServer::start_tls("rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallback").await
+    else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let mut section = redis_section(&redis.url(), "t8:");
+    section["tls_cafile"] = json!(redis.ca_file());
+    let config = custom_config(&upstream, "/auth", section, json!({}));
+    let (a, b) = (replica(&config), replica(&config));
+    validate(&a, "good-rita").await.unwrap();
+    validate(&b, "good-rita").await.unwrap();
+    assert_eq!(upstream.calls(), 1, "shared over TLS");
+    assert_eq!(redis.keys("t8:result:*").await.len(), 1);
+
+    // Without the CA the certificate is not trusted: no connection, but tokens still pass.
+    let errors = counter("tokengate_redis_errors_total");
+    let untrusting = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t8:"), json!({}));
+    let c = replica(&untrusting);
+    assert_eq!(validate(&c, "good-rita").await.unwrap(), "user-rita");
+    assert_eq!(upstream.calls(), 2, "an untrusted Redis is never read");
+    assert!(counter("tokengate_redis_errors_total") > errors);
+
+    // `tls_cafile` makes no sense without TLS.
+    let mut plain = redis_section("redis://127.0.0.1:1/0", "t8:");
+    plain["tls_cafile"] = json!(redis.ca_file());
+    let e = custom_config(&upstream, "/auth", plain, json!({})).build(&Registry::with_builtins()).unwrap_err();
+    assert_eq!(e.field, "redis.tls_cafile", "{e}");
+}
