@@ -97,7 +97,13 @@ async fn unknown_ca_is_unavailable_and_says_the_certificate_is_not_trusted() {
 async fn certificate_for_another_name_is_not_trusted() {
     let idp = Https::start(&["idp.example.com"]).await;
     let provider = build_ok(jwt(&idp.server, json!({"tls_cafile": idp.ca_file()})));
-    let e = refused(&provider, &token(&KEYS.ec, "ec-1", &claims()), ErrorKind::Unavailable, &["NotValidForName"]).await;
+    let e = refused(
+        &provider,
+        &token(&KEYS.ec, "ec-1", &claims()),
+        ErrorKind::Unavailable,
+        &["certificate not valid for name \"127.0.0.1\""],
+    )
+    .await;
     says_not_trusted(&e);
 }
 

@@ -41,11 +41,24 @@ async fn serve(jwks: Value) -> String {
 async fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3000);
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
-    for (name, alg, key) in [("RS256", Algorithm::RS256, rsa()), ("ES256", Algorithm::ES256, ec())] {
-        let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).expect("jwk")).expect("json");
-        jwk["kid"] = json!("k1");
-        let decoding = DecodingKey::from_jwk(&serde_json::from_value(jwk.clone()).expect("jwk")).expect("key");
-        let uri = serve(json!({ "keys": [jwk] })).await;
+    // HS256 makes the signature nearly free, so its ratio exposes the
+    // non-cryptographic overhead alone.
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    let hs = EncodingKey::from_secret(SECRET).expect("secret");
+    for (name, alg, key) in
+        [("RS256", Algorithm::RS256, rsa()), ("ES256", Algorithm::ES256, ec()), ("HS256", Algorithm::HS256, hs)]
+    {
+        let (decoding, config) = if alg == Algorithm::HS256 {
+            let decoding = DecodingKey::from_secret(SECRET).expect("secret");
+            let secret = std::str::from_utf8(SECRET).expect("utf8");
+            (decoding, json!({"secret": secret, "issuer": "https://issuer.test", "audience": "bench"}))
+        } else {
+            let mut jwk = serde_json::to_value(Jwk::from_encoding_key(&key, alg).expect("jwk")).expect("json");
+            jwk["kid"] = json!("k1");
+            let decoding = DecodingKey::from_jwk(&serde_json::from_value(jwk.clone()).expect("jwk")).expect("key");
+            let uri = serve(json!({ "keys": [jwk] })).await;
+            (decoding, json!({"jwks": {"uri": uri}, "issuer": "https://issuer.test", "audience": "bench"}))
+        };
         let header = Header { kid: Some("k1".into()), ..Header::new(alg) };
         let tokens: Vec<String> = (0..n)
             .map(|i| {
@@ -65,10 +78,7 @@ async fn main() {
         let (mut raw_total, mut our_total) = (0f64, 0f64);
         for round in 0..3 {
             // A fresh provider per round keeps every token a cache miss.
-            let cfg: OAuth2Config = serde_json::from_value(
-                json!({"jwks": {"uri": uri}, "issuer": "https://issuer.test", "audience": "bench"}),
-            )
-            .expect("config");
+            let cfg: OAuth2Config = serde_json::from_value(config.clone()).expect("config");
             let provider = OAuth2Provider::new(cfg, &BuildContext::default()).expect("provider");
             provider.warm_up().await.expect("warm up");
             for (i, chunk) in tokens.chunks(50).enumerate() {
