@@ -30,7 +30,7 @@
 //!   pool wrap): one HTTP round trip per call.
 //! - `introspection/warm_repeated`: the same token, answered by the result cache.
 //!
-//! - `paired <ALG> distinct|repeated` (printed, and appended to
+//! - `paired <ALG> distinct|no-cache|repeated` (printed, and appended to
 //!   `target/tmp/tokengate-paired.txt`): raw and tokengate batches timed back
 //!   to back in alternating order, the ratio taken per round, median reported.
 //!   On a shared machine this is the ratio to quote; criterion's separate runs
@@ -297,6 +297,13 @@ fn jwt_benches(c: &mut Criterion) {
             let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
             let batch = if alg == Algorithm::RS256 { 1000 } else { 2000 };
             paired(&format!("{name} distinct"), batch, raw(), |iters| distinct.run(iters));
+            drop(distinct);
+            // The same with the verified-token cache off: what hashing and
+            // remembering each token costs on a miss.
+            let mut uncached = cfg.clone();
+            uncached["cache"] = json!({"enabled": false});
+            let mut distinct = Distinct::new(&rt, uncached, &tokens);
+            paired(&format!("{name} no-cache"), batch, raw(), |iters| distinct.run(iters));
             drop(distinct);
             let repeated = provider(&rt, &cfg);
             paired(&format!("{name} repeated"), batch, raw(), |iters| {

@@ -116,6 +116,34 @@ pub fn redacted(value: &Value) -> Value {
     }
 }
 
+/// The stages of the provider pipeline, built and ready (see [`Config::build_pipeline`]).
+pub struct Pipeline {
+    /// The configured providers, in order (one for `provider_config`).
+    pub members: Vec<DynProvider>,
+    /// The revocation check, with the shared store when Redis is configured.
+    pub revocation: Option<Revocation>,
+    pub route_policy: Option<RoutePolicy>,
+}
+
+impl Pipeline {
+    /// The providers as one (a chain when there are several).
+    pub fn provider(&self) -> DynProvider {
+        crate::chain::Chain::new(self.members.clone()).into_dyn()
+    }
+
+    /// The whole pipeline as one provider: members, then revocation, then route policy.
+    pub fn into_provider(self) -> DynProvider {
+        let mut guarded = Guarded::new(self.provider());
+        if let Some(revocation) = self.revocation {
+            guarded = guarded.with_revocation(revocation);
+        }
+        if let Some(policy) = self.route_policy {
+            guarded = guarded.with_route_policy(policy);
+        }
+        guarded.into_dyn()
+    }
+}
+
 /// Formats a config file can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -212,6 +240,12 @@ impl Config {
     /// Builds the configured provider (a chain when `providers` lists several),
     /// with revocation and route policy applied after it (see [`crate::guard`]).
     pub fn build(&self, registry: &Registry) -> Result<DynProvider, ConfigError> {
+        Ok(self.build_pipeline(registry)?.into_provider())
+    }
+
+    /// What [`Config::build`] assembles, stage by stage: `tokengate explain`
+    /// runs the stages one at a time, and must run exactly these.
+    pub fn build_pipeline(&self, registry: &Registry) -> Result<Pipeline, ConfigError> {
         // The revocation file first: a bad one fails before providers start background work.
         let mut revocation = self.revocation()?;
         // One store per build, so shared results and revocation checks share a connection and its health.
@@ -225,14 +259,11 @@ impl Config {
             let local = revocation.unwrap_or_else(Revocation::without_file);
             revocation = Some(local.with_shared_store(store.clone()));
         }
-        let mut guarded = Guarded::new(crate::chain::Chain::new(self.build_members_in(registry, &ctx)?).into_dyn());
-        if let Some(revocation) = revocation {
-            guarded = guarded.with_revocation(revocation);
-        }
-        if let Some(policy) = &self.settings.route_policy {
-            guarded = guarded.with_route_policy(policy.clone());
-        }
-        Ok(guarded.into_dyn())
+        Ok(Pipeline {
+            members: self.build_members_in(registry, &ctx)?,
+            revocation,
+            route_policy: self.settings.route_policy.clone(),
+        })
     }
 
     /// The provider (or chain) alone: no revocation, no route policy.

@@ -12,7 +12,6 @@
 //! keys). Checks the provider never reached (it stops at the first failure)
 //! are not listed. Nothing here prints the token or any part of it.
 
-use crate::chain::Chain;
 use crate::{Config, Registry};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -124,11 +123,11 @@ pub async fn explain(
     token: &str,
     ctx: &RequestContext,
 ) -> Result<Explanation, ConfigError> {
-    let revocation = config.revocation()?;
-    let members = config.build_members(registry)?;
+    let pipeline = config.build_pipeline(registry)?;
+    let provider: DynProvider = pipeline.provider();
+    let (members, revocation) = (pipeline.members, pipeline.revocation);
     let sections: Vec<Value> = config.member_sections().into_iter().cloned().collect();
     let single = config.settings.provider_config.is_some();
-    let provider: DynProvider = Chain::new(members.clone()).into_dyn();
 
     let mut checks = Vec::new();
     let owner = ownership(&members, single, token, &mut checks);
@@ -180,7 +179,7 @@ pub async fn explain(
             }
         }
     }
-    if let (Ok(p), Some(policy)) = (&outcome, &config.settings.route_policy) {
+    if let (Ok(p), Some(policy)) = (&outcome, &pipeline.route_policy) {
         let decision = policy.evaluate(&ctx.method, &ctx.path, p);
         checks.push(check("route_policy", decision.is_permit(), decision.reason.clone()));
         if !decision.is_permit() {

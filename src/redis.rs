@@ -550,7 +550,7 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
         let e = parse("url: redis://x\nprefix: a\n").unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
-        let c = parse("url: redis://x\ncommand_timeout: 50ms\nshare_results: false\nkey_prefix: app1:\n").unwrap();
+        let c = parse("url: redis://x\ncommand_timeout: 50ms\nshare_results: false\nkey_prefix: \"app1:\"\n").unwrap();
         assert_eq!(c.command_timeout, Duration::from_millis(50));
         assert!(!c.share_results);
     }

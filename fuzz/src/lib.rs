@@ -84,7 +84,7 @@ fn build(yaml: &str) -> DynProvider {
     Config::parse(yaml, Format::Yaml).expect("fixture config parses").build(&REGISTRY).expect("fixture config builds")
 }
 
-const MAPPING: &str = r#"{groups: teams, scope: scopes, "realm_access.roles": roles, "https://x\.test/claims.r": r}"#;
+const MAPPING: &str = r#"{groups: teams, scope: scopes, "realm_access.roles": roles, 'https://x\.test/claims.r': r}"#;
 
 /// `oauth2_token` against the in-process key set; no result cache, so every
 /// input runs the whole path.

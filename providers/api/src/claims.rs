@@ -128,8 +128,11 @@ fn for_each_value(value: &Value, mut f: impl FnMut(&str)) {
         Value::String(s) => s.split_whitespace().for_each(f),
         Value::Array(items) => {
             for item in items {
-                if let Value::String(s) = item {
-                    f(s);
+                // An empty or blank item names nothing: it must not become an
+                // attribute value (`teams: [""]`) that a policy could match.
+                match item {
+                    Value::String(s) if !s.trim().is_empty() => f(s),
+                    _ => {}
                 }
             }
         }
@@ -237,6 +240,14 @@ mod tests {
         assert!(ClaimsMapping::new([("a..b", "x")]).is_err());
         assert!(ClaimsMapping::new([("", "x")]).is_err());
         assert!(ClaimsMapping::new([("a", " ")]).is_err());
+    }
+
+    #[test]
+    fn blank_list_items_are_skipped() {
+        // Found by the claims_mapping fuzz target.
+        let a = map(&[("groups", "teams")]).apply(&json!({"groups": ["g1", "", " ", "\t", "g2"]}));
+        assert_eq!(a["teams"], vec!["g1", "g2"]);
+        assert!(map(&[("groups", "teams")]).apply(&json!({"groups": [""]})).is_empty());
     }
 
     #[test]

@@ -199,7 +199,9 @@ impl Inner {
                 self.max_token_bytes
             )));
         }
-        self.cache.get_or_validate(token, || self.introspect(token)).await
+        // The HTTP call's future is boxed only when a miss makes it: held
+        // inline it would make every cache hit allocate kilobytes.
+        self.cache.get_or_validate(token, || Box::pin(self.introspect(token))).await
     }
 
     /// One upstream introspection, counted in the fetch metric.

@@ -76,7 +76,11 @@ impl JwtValidator {
                     Step::Done(result) => return result,
                     Step::Refresh(why, observed) => (why, observed),
                 };
-                let state = set.refresh(why, observed).await;
+                // Boxed: the fetch future (reqwest and all) is kilobytes, and
+                // held inline it would make every call's future that big, so
+                // the hot path would pay a large allocation for a fetch it
+                // almost never makes.
+                let state = Box::pin(set.refresh(why, observed)).await;
                 match self.step(set, &state, token, hash.as_ref(), unix_now(), false) {
                     Step::Done(result) => result,
                     Step::Refresh(..) => Err(set.unavailable(&state)),

@@ -229,7 +229,10 @@ impl AuthProvider for OAuth2Provider {
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
         match &self.mode {
             Mode::Jwt(v) => v.validate(token).await,
-            Mode::Introspection(i) => i.validate(token).await,
+            // Boxed so that the (much larger) introspection future does not
+            // size the future of every JWT validation: async-trait boxes this
+            // whole body, and a multi-kilobyte box misses the allocator's fast path.
+            Mode::Introspection(i) => Box::pin(i.validate(token)).await,
         }
     }
 
