@@ -75,8 +75,13 @@ pub struct Explanation {
 }
 
 impl Explanation {
-    /// Readable text for `--format text`.
+    /// Readable text for `--format text`. Control characters (which a crafted
+    /// `kid` or claim could carry to a terminal) are shown as `?`.
     pub fn to_text(&self) -> String {
+        self.raw_text().chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
+    }
+
+    fn raw_text(&self) -> String {
         let mut out = String::new();
         match &self.provider {
             Some(o) => {

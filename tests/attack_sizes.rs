@@ -288,3 +288,31 @@ fn config_files_cannot_exhaust_memory_or_stack() {
     let e = Config::parse(&deep_inline_tables, Format::Toml).unwrap_err();
     assert!(e.message.contains("invalid TOML"), "{e}");
 }
+
+#[tokio::test]
+async fn extreme_durations_in_config_never_panic_at_request_time() {
+    let server = Server::jwks().await;
+    server.route("/introspect", Reply::Json(200, json!({"active": true, "sub": "alice"})));
+    server.route("/auth", Reply::Json(200, json!({"principal": "alice"})));
+    server.route("/user", Reply::Json(200, json!({"login": "alice", "id": 1})));
+    server.route("/user/orgs", Reply::Json(200, json!([])));
+    let huge = json!({
+        "timeout": u64::MAX, "connect_timeout": u64::MAX,
+        "cache": {"ttl": u64::MAX, "negative_ttl": u64::MAX},
+    });
+    let jwt = build_ok(with(jwt_config(&server), huge.clone()));
+    accepted(&jwt, &token(&KEYS.ec, "ec-1", &claims())).await;
+    accepted(&jwt, &token(&KEYS.ec, "ec-1", &claims())).await;
+    invalid(&jwt, &token(&KEYS.ec_attacker, "ec-1", &claims()), &["signature invalid"]).await;
+    let mut remote = vec![
+        introspection_config(&server, json!({})),
+        custom_config(&server, json!({})),
+        github_config(&server, json!({})),
+    ];
+    for section in remote.iter_mut() {
+        *section = with(section.clone(), huge.clone());
+        let p = build_ok(section.clone());
+        accepted(&p, "some-token").await;
+        accepted(&p, "some-token").await;
+    }
+}

@@ -63,6 +63,16 @@ static INSECURE_WARNED: AtomicBool = AtomicBool::new(false);
 impl HttpClientOptions {
     /// Builds the provider's client. `tls_cafile` is resolved by the caller.
     pub fn build_client(&self) -> Result<reqwest::Client, ConfigError> {
+        // A zero limit would fail every request and look like an outage; say so at startup.
+        for (field, is_zero) in [
+            ("timeout", self.timeout.is_zero()),
+            ("connect_timeout", self.connect_timeout.is_zero()),
+            ("max_response_bytes", self.max_response_bytes == 0),
+        ] {
+            if is_zero {
+                return Err(ConfigError::new(field, "must be more than 0"));
+            }
+        }
         let mut builder = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
@@ -177,4 +187,24 @@ pub async fn read_json_limited<T: DeserializeOwned>(
 ) -> Result<T, AuthError> {
     let body = read_body_limited(what, response, limit).await?;
     serde_json::from_slice(&body).map_err(|e| AuthError::unavailable(format!("{what}: answered with invalid JSON ({e})")))
+}
+
+/// `host[:port]` of a URL without userinfo: what 401 messages and logs name
+/// (Python's `urlparse(url).netloc`, as Llama Stack shows it, minus credentials).
+pub fn host_of(url: &url::Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// Whether a URL points at this machine, where plain http is not a network exposure.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }

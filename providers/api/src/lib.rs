@@ -21,7 +21,7 @@ pub use cache::{token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated
 pub use claims::{claim_at_path, ClaimsMapping};
 pub use context::{RequestContext, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind};
-pub use http::{read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
+pub use http::{host_of, is_loopback, read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
 pub use secret::Secret;
 pub use shared::{shared_scope, SharedHit, SharedResultStore, SharedResults};
 

@@ -41,7 +41,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokengate_api::{
+use tokengate_api::{host_of, is_loopback, 
     parse_provider_config, read_body_limited, Attributes, AuthError, AuthProvider, BuildContext,
     CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal,
     ProviderBuilder, RemoteResultCache, RequestContext, Validated,
@@ -170,18 +170,6 @@ impl CustomProvider {
                 endpoint = %host,
                 "custom endpoint is plain http: API keys cross the network unencrypted"
             );
-        }
-        if cfg.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be more than 0"));
-        }
-        if cfg.connect_timeout.is_zero() {
-            return Err(ConfigError::new("connect_timeout", "must be more than 0"));
-        }
-        if cfg.max_response_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_response_bytes",
-                "must be more than 0",
-            ));
         }
         let client = HttpClientOptions {
             verify_tls: cfg.verify_tls,
@@ -523,23 +511,6 @@ fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// `host[:port]`: Python's `urlparse(endpoint).netloc` without any userinfo.
-fn host_of(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
 
 fn redacted_url(raw: &str) -> String {
     match Url::parse(raw.trim()) {

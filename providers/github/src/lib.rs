@@ -200,18 +200,6 @@ impl GitHubProvider {
         if !base_url.username().is_empty() || base_url.password().is_some() {
             return Err(ConfigError::new(field, "must not contain credentials"));
         }
-        if cfg.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be more than 0"));
-        }
-        if cfg.connect_timeout.is_zero() {
-            return Err(ConfigError::new("connect_timeout", "must be more than 0"));
-        }
-        if cfg.max_response_bytes == 0 {
-            return Err(ConfigError::new(
-                "max_response_bytes",
-                "must be more than 0",
-            ));
-        }
         let client = HttpClientOptions {
             verify_tls: cfg.verify_tls,
             tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),

@@ -35,7 +35,7 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokengate_api::{
+use tokengate_api::{host_of, is_loopback, 
     claim_at_path, read_body_limited, AuthError, BuildContext, ClaimsMapping, ConfigError, HttpFailure, Principal,
     RemoteResultCache, Secret, Validated,
 };
@@ -410,23 +410,6 @@ fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
     Ok(url)
 }
 
-/// `host[:port]`, as Python's `urlparse(url).netloc` shows it minus any userinfo.
-fn host_of(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_string(),
-    }
-}
-
-fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`: RFC 6749 §2.3.1 requires
 /// the form-urlencoding first, so ids and secrets containing `:` or non-ASCII

@@ -9,7 +9,9 @@
 //! `ArcSwap`, the header is parsed once into borrowed fields, the claims are
 //! parsed once into a `serde_json::Value` that serves both the checks and the
 //! claims mapping, and verified tokens are remembered in a sharded
-//! `quick_cache` keyed by the token's SHA-256.
+//! `quick_cache` keyed by the token's SHA-256 — from their second
+//! verification on, so that a token used once costs no cache insert (see
+//! `VerifiedCache::admit`).
 
 use crate::alg::{Alg, AlgSet};
 use crate::keys::{HmacKeys, Key, KeyMap, Mismatch, Pick, TOKEN_B64};
@@ -20,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{claim_at_path, token_hash, AuthError, ClaimsMapping, Principal, TokenHash};
@@ -238,7 +241,9 @@ impl JwtValidator {
         let valid_until = check_claims(&claims, &self.rules, now)?;
         let principal = principal_from(&claims, &self.rules)?;
         if let (Some(cache), Some(hash)) = (&self.cache, hash) {
-            cache.insert(*hash, principal.clone(), valid_until.min(now + cache.ttl), kid, fingerprint);
+            if cache.admit(hash) {
+                cache.insert(*hash, principal.clone(), valid_until.min(now + cache.ttl), kid, fingerprint);
+            }
         }
         Ok(principal)
     }
@@ -260,6 +265,8 @@ impl JwtValidator {
 /// Verified tokens, by SHA-256 of the token.
 pub(crate) struct VerifiedCache {
     entries: quick_cache::sync::Cache<TokenHash, Arc<CacheEntry>>,
+    /// Doorkeeper: a direct-mapped table of tags of tokens verified once.
+    seen: Box<[AtomicU64]>,
     ttl: f64,
 }
 
@@ -271,10 +278,42 @@ struct CacheEntry {
     fingerprint: u64,
 }
 
+/// Doorkeeper slots: one per cache entry (rounded up to a power of two),
+/// within 1 Ki..=128 Ki (8 KiB..=1 MiB).
+const SEEN_SLOTS: (usize, usize) = (1 << 10, 1 << 17);
+
 impl VerifiedCache {
     pub(crate) fn new(max_entries: u64, ttl: std::time::Duration) -> VerifiedCache {
         let capacity = usize::try_from(max_entries).unwrap_or(usize::MAX).max(1);
-        VerifiedCache { entries: quick_cache::sync::Cache::new(capacity), ttl: ttl.as_secs_f64() }
+        let slots = capacity.clamp(SEEN_SLOTS.0, SEEN_SLOTS.1).next_power_of_two();
+        VerifiedCache {
+            entries: quick_cache::sync::Cache::new(capacity),
+            seen: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            ttl: ttl.as_secs_f64(),
+        }
+    }
+
+    /// Whether a just-verified token should be cached: true when it was
+    /// verified before (recently enough that no other token took its slot).
+    ///
+    /// Caching a verdict costs more than looking it up (a copy of the
+    /// principal, the insert, and evicting an older entry, whose memory is
+    /// cold by then): worth it for a token that comes back, pure overhead for
+    /// one that does not. A token's first verification only records a 64-bit
+    /// tag of its hash; the second caches it, and every later use is a hit.
+    /// A reused token thus costs one extra verification over its lifetime,
+    /// while tokens seen once (and floods of them) neither pay for the cache
+    /// nor evict the tokens that do come back. Relaxed atomics suffice: a lost
+    /// race only means one more verification.
+    fn admit(&self, hash: &TokenHash) -> bool {
+        let word = |i: usize| u64::from_le_bytes(hash[i..i + 8].try_into().unwrap_or_default());
+        let slot = &self.seen[word(0) as usize & (self.seen.len() - 1)];
+        let tag = word(8) | 1; // never 0, the empty slot
+        if slot.load(Ordering::Relaxed) == tag {
+            return true;
+        }
+        slot.store(tag, Ordering::Relaxed);
+        false
     }
 
     fn insert(&self, hash: TokenHash, principal: Principal, until: f64, kid: Option<Arc<str>>, fingerprint: u64) {
@@ -673,10 +712,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tokens_are_cached_from_their_second_verification() {
+        let cache = VerifiedCache::new(10_000, std::time::Duration::from_secs(60));
+        assert_eq!(cache.seen.len(), 16_384);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(!cache.admit(&a), "first sight: only remembered");
+        assert!(!cache.admit(&b));
+        assert!(cache.admit(&a), "second sight: cached");
+        assert!(cache.admit(&a));
+        // A token whose slot was taken by another starts over.
+        let mut c = a;
+        c[8] ^= 0xff;
+        assert!(!cache.admit(&c));
+        assert!(!cache.admit(&a));
+        assert!(cache.admit(&a));
+        assert_eq!(VerifiedCache::new(1, std::time::Duration::from_secs(1)).seen.len(), 1 << 10);
+    }
+
+    #[test]
     fn huge_cache_sizes_do_not_allocate_or_panic() {
         let cache = VerifiedCache::new(u64::MAX, std::time::Duration::from_secs(60));
         cache.insert([7; 32], Principal::new("a"), f64::INFINITY, None, 1);
         assert!(cache.entries.get(&[7; 32]).is_some());
+        assert_eq!(cache.seen.len(), 1 << 17);
     }
 
     #[test]
