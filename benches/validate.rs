@@ -80,10 +80,8 @@ fn signer(alg: Algorithm) -> Signer {
         Algorithm::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa keygen");
             let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("pkcs8");
-            let pem = format!(
-                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                STANDARD.encode(der.as_ref())
-            );
+            let pem =
+                format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(der.as_ref()));
             let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("pem");
             let jwk = serde_json::to_value(Jwk::from_encoding_key(&encoding, alg).expect("jwk")).expect("json");
             let spki = pair.public_key().as_ref().to_vec(); // PKCS#1 RSAPublicKey
@@ -275,7 +273,7 @@ fn jwt_benches(c: &mut Criterion) {
                 let dot = t.rfind('.').expect("jws");
                 let mut buf = [0u8; 512];
                 let len = URL_SAFE_NO_PAD.decode_slice(&t[dot + 1..], &mut buf).expect("b64");
-                black_box(s.floor.verify_sig(t[..dot].as_bytes(), &buf[..len]).is_ok())
+                black_box(s.floor.verify_sig(&t.as_bytes()[..dot], &buf[..len]).is_ok())
             })
         });
         group.finish();
@@ -289,7 +287,7 @@ fn jwt_benches(c: &mut Criterion) {
                     for _ in 0..iters {
                         let t = &pool[i % n];
                         i = i.wrapping_add(1);
-                        let _ = black_box(jsonwebtoken::decode::<Value>(black_box(t), &decoding, &validation));
+                        let _ = black_box(jsonwebtoken::decode::<Value>(black_box(t), decoding, validation));
                     }
                     start.elapsed()
                 }
@@ -424,9 +422,22 @@ fn paired_enabled() -> bool {
 /// (so that `cargo bench --bench validate -- introspection` mints no JWTs).
 fn wanted(id: &str) -> bool {
     const WITH_VALUE: &[&str] = &[
-        "--warm-up-time", "--measurement-time", "--sample-size", "--save-baseline", "--baseline",
-        "--baseline-lenient", "--load-baseline", "--profile-time", "--nresamples", "--noise-threshold",
-        "--confidence-level", "--significance-level", "--plotting-backend", "--output-format", "--format", "--color",
+        "--warm-up-time",
+        "--measurement-time",
+        "--sample-size",
+        "--save-baseline",
+        "--baseline",
+        "--baseline-lenient",
+        "--load-baseline",
+        "--profile-time",
+        "--nresamples",
+        "--noise-threshold",
+        "--confidence-level",
+        "--significance-level",
+        "--plotting-backend",
+        "--output-format",
+        "--format",
+        "--color",
     ];
     let mut filters = Vec::new();
     let mut args = std::env::args().skip(1);

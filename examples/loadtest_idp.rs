@@ -34,10 +34,8 @@ fn key(alg: Algorithm) -> (EncodingKey, Value) {
         Algorithm::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("rsa keygen");
             let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("pkcs8");
-            let pem = format!(
-                "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-                STANDARD.encode(der.as_ref())
-            );
+            let pem =
+                format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", STANDARD.encode(der.as_ref()));
             let encoding = EncodingKey::from_rsa_pem(pem.as_bytes()).expect("pem");
             let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, alg).expect("jwk");
             (encoding, serde_json::to_value(jwk).expect("json"))
@@ -109,7 +107,9 @@ async fn main() {
             .step_by(chunk)
             .map(|from| {
                 let encoding = &encoding;
-                s.spawn(move || (from..(from + chunk).min(count)).map(|i| mint(alg, encoding, i, iat)).collect::<Vec<_>>())
+                s.spawn(move || {
+                    (from..(from + chunk).min(count)).map(|i| mint(alg, encoding, i, iat)).collect::<Vec<_>>()
+                })
             })
             .collect();
         handles.into_iter().flat_map(|h| h.join().expect("mint thread")).collect()

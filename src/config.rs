@@ -392,8 +392,11 @@ server:
     #[test]
     fn claims_mapping_keeps_file_order() {
         // Rules apply in the order written, so attribute values come out in that order.
-        let c = Config::parse("provider_config:\n  type: x\n  claims_mapping:\n    zeta: roles\n    alpha: roles\n", Format::Yaml)
-            .unwrap();
+        let c = Config::parse(
+            "provider_config:\n  type: x\n  claims_mapping:\n    zeta: roles\n    alpha: roles\n",
+            Format::Yaml,
+        )
+        .unwrap();
         let mapping = c.settings.provider_config.unwrap()["claims_mapping"].clone();
         let keys: Vec<&String> = mapping.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["zeta", "alpha"]);

@@ -33,9 +33,9 @@ pub mod server;
 
 pub use config::{Config, Format, Settings};
 pub use layer::{AuthLayer, Authenticated, MaybeAuthenticated};
-pub use revocation::RevocationStore;
 pub use registry::Registry;
+pub use revocation::RevocationStore;
 pub use tokengate_api::{
-    AuthError, AuthProvider, Attributes, BuildContext, ClaimsMapping, ConfigError, DynProvider, ErrorKind, Ownership,
+    Attributes, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider, ErrorKind, Ownership,
     Principal, ProviderBuilder, RequestContext,
 };

@@ -59,7 +59,10 @@ impl Registry {
             None => return Err(ConfigError::new("type", format!("missing; one of: {}", allowed()))),
         };
         let Some(builder) = self.builders.get(type_name) else {
-            return Err(ConfigError::new("type", format!("unknown provider type `{type_name}`; one of: {}", allowed())));
+            return Err(ConfigError::new(
+                "type",
+                format!("unknown provider type `{type_name}`; one of: {}", allowed()),
+            ));
         };
         let mut rest = object.clone();
         rest.remove("type");

@@ -205,7 +205,10 @@ async fn llama_stack_run_yaml_applies_its_default_audience() {
     let out = run(args(&config, Some(&token)), None).await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Llama Stack's default claims_mapping: sub→roles, groups→teams.
-    assert_eq!(stdout_json(&out), json!({"principal": "gina", "attributes": {"roles": ["gina"], "teams": ["research"]}}));
+    assert_eq!(
+        stdout_json(&out),
+        json!({"principal": "gina", "attributes": {"roles": ["gina"], "teams": ["research"]}})
+    );
 
     // The dev audience is not Llama Stack's default: refused.
     let out = run(args(&config, Some(&idp.token("gina"))), None).await;

@@ -22,7 +22,9 @@ async fn every_example_config_builds() {
         }
         built.push(name);
     }
-    for expected in ["oauth2-jwks.yaml", "oauth2-introspection.yaml", "custom.yaml", "github.yaml", "llama-stack-run.yaml"] {
+    for expected in
+        ["oauth2-jwks.yaml", "oauth2-introspection.yaml", "custom.yaml", "github.yaml", "llama-stack-run.yaml"]
+    {
         assert!(built.iter().any(|b| b == expected), "{expected} missing from config/ (built: {built:?})");
     }
 }

@@ -19,9 +19,8 @@ pub const SECRET: &str = "fuzz-shared-secret-0123456789abcdef";
 pub const LEEWAY_SECS: f64 = 30.0;
 
 /// One runtime for the whole process (libFuzzer calls the target on one thread).
-pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime")
-});
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> =
+    LazyLock::new(|| tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"));
 
 /// Deterministic Ed25519 key, so corpus tokens signed in one run verify in the next.
 pub static ED25519: LazyLock<Ed25519KeyPair> =

@@ -48,7 +48,10 @@ impl AuthProvider for SharedSecretProvider {
     }
 
     fn error_message(&self) -> String {
-        format!("Authentication required. Please provide the shared secret issued to {} as a Bearer token", self.config.principal)
+        format!(
+            "Authentication required. Please provide the shared secret issued to {} as a Bearer token",
+            self.config.principal
+        )
     }
 }
 
@@ -63,7 +66,10 @@ impl ProviderBuilder for SharedSecretBuilder {
     fn build(&self, config: serde_json::Value, _ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
         let config: SharedSecretConfig = parse_provider_config(config)?;
         if config.secret.expose().len() < 32 {
-            return Err(ConfigError::new("secret", "must be at least 32 characters; generate one with `openssl rand -base64 32`"));
+            return Err(ConfigError::new(
+                "secret",
+                "must be at least 32 characters; generate one with `openssl rand -base64 32`",
+            ));
         }
         Ok(std::sync::Arc::new(SharedSecretProvider { config }))
     }

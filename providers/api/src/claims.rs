@@ -208,7 +208,8 @@ mod tests {
 
     #[test]
     fn scope_splits_scalars_stringify_objects_skip() {
-        let claims = json!({"scope": "read  write\tadmin", "n": 42, "b": true, "o": {"k": 1}, "l": ["x", 1, null, "y"]});
+        let claims =
+            json!({"scope": "read  write\tadmin", "n": 42, "b": true, "o": {"k": 1}, "l": ["x", 1, null, "y"]});
         let a = map(&[("scope", "scopes"), ("n", "num"), ("b", "flag"), ("o", "obj"), ("l", "list")]).apply(&claims);
         assert_eq!(a["scopes"], vec!["read", "write", "admin"]);
         assert_eq!(a["num"], vec!["42"]);

@@ -18,7 +18,9 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
         Raw::Float(f) if f.is_finite() && (0.0..1e12).contains(&f) => Ok(Duration::from_secs_f64(f)),
         Raw::Float(f) => Err(serde::de::Error::custom(format!("{f} is not a usable number of seconds"))),
         Raw::Text(t) => humantime::parse_duration(t.trim()).map_err(|e| {
-            serde::de::Error::custom(format!("`{t}` is not a duration ({e}); write seconds like 30 or text like \"30s\", \"5m\""))
+            serde::de::Error::custom(format!(
+                "`{t}` is not a duration ({e}); write seconds like 30 or text like \"30s\", \"5m\""
+            ))
         }),
     }
 }

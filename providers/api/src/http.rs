@@ -158,10 +158,16 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// Reads at most `limit` bytes of body; a larger body is an unavailable service,
 /// not something to buffer.
-pub async fn read_body_limited(what: &str, mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, AuthError> {
+pub async fn read_body_limited(
+    what: &str,
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, AuthError> {
     if let Some(len) = response.content_length() {
         if len > limit as u64 {
-            return Err(AuthError::unavailable(format!("{what}: response of {len} bytes exceeds the {limit}-byte limit")));
+            return Err(AuthError::unavailable(format!(
+                "{what}: response of {len} bytes exceeds the {limit}-byte limit"
+            )));
         }
     }
     let mut body = Vec::new();
@@ -186,7 +192,8 @@ pub async fn read_json_limited<T: DeserializeOwned>(
     limit: usize,
 ) -> Result<T, AuthError> {
     let body = read_body_limited(what, response, limit).await?;
-    serde_json::from_slice(&body).map_err(|e| AuthError::unavailable(format!("{what}: answered with invalid JSON ({e})")))
+    serde_json::from_slice(&body)
+        .map_err(|e| AuthError::unavailable(format!("{what}: answered with invalid JSON ({e})")))
 }
 
 /// `host[:port]` of a URL without userinfo: what 401 messages and logs name

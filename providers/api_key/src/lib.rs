@@ -44,8 +44,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokengate_api::{
-    parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext,
-    ConfigError, DynProvider, Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
+    parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider,
+    Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
 };
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
@@ -150,11 +150,7 @@ impl fmt::Debug for KeyEntry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A user may paste the key itself into `hash` by mistake; show the
         // field only when it really is a digest.
-        let hash = if parse_digest(&self.hash).is_ok() {
-            self.hash.as_str()
-        } else {
-            "<not a digest; hidden>"
-        };
+        let hash = if parse_digest(&self.hash).is_ok() { self.hash.as_str() } else { "<not a digest; hidden>" };
         f.debug_struct("KeyEntry")
             .field("hash", &hash)
             .field("principal", &self.principal)
@@ -244,16 +240,8 @@ impl ProviderBuilder for ApiKeyBuilder {
         "api_key"
     }
 
-    fn build(
-        &self,
-        config: serde_json::Value,
-        ctx: &BuildContext,
-    ) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(ApiKeyProvider::from_config(
-            self.type_name(),
-            parse_provider_config(config)?,
-            ctx,
-        )?))
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
     }
 }
 
@@ -262,16 +250,8 @@ impl ProviderBuilder for LocalApiKeyBuilder {
         "local_api_key"
     }
 
-    fn build(
-        &self,
-        config: serde_json::Value,
-        ctx: &BuildContext,
-    ) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(ApiKeyProvider::from_config(
-            self.type_name(),
-            parse_provider_config(config)?,
-            ctx,
-        )?))
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
     }
 }
 
@@ -302,9 +282,8 @@ fn parse_digest(text: &str) -> Result<TokenHash, String> {
         ));
     }
     let mut digest = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut digest).map_err(|_| {
-        "is not a SHA-256 digest: it contains characters other than hex digits".to_string()
-    })?;
+    hex::decode_to_slice(hex_part, &mut digest)
+        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
     Ok(digest)
 }
 
@@ -318,13 +297,8 @@ fn parse_expiry(text: &str) -> Result<SystemTime, String> {
 fn check_prefix(prefix: &str) -> Result<(), String> {
     // Keys travel in HTTP headers as RFC 6750 b64token material; keep the prefix
     // within the URL-safe part of that alphabet so a key never needs quoting.
-    if let Some(bad) = prefix
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')))
-    {
-        return Err(format!(
-            "contains {bad:?}; use only letters, digits and - _ . ~"
-        ));
+    if let Some(bad) = prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))) {
+        return Err(format!("contains {bad:?}; use only letters, digits and - _ . ~"));
     }
     Ok(())
 }
@@ -340,24 +314,17 @@ fn compile_entry(entry: &KeyEntry, field: &str) -> Result<(TokenHash, StoredKey)
     };
     let digest = parse_digest(&entry.hash).map_err(|m| ConfigError::new(at("hash"), m))?;
     if entry.principal.trim().is_empty() {
-        return Err(ConfigError::new(
-            at("principal"),
-            "is empty; name whom the key authenticates",
-        ));
+        return Err(ConfigError::new(at("principal"), "is empty; name whom the key authenticates"));
     }
     if entry.attributes.keys().any(|name| name.trim().is_empty()) {
-        return Err(ConfigError::new(
-            at("attributes"),
-            "has an empty attribute name",
-        ));
+        return Err(ConfigError::new(at("attributes"), "has an empty attribute name"));
     }
     let expires_at = match &entry.expires_at {
         Some(text) => Some(parse_expiry(text).map_err(|m| ConfigError::new(at("expires_at"), m))?),
         None => None,
     };
     let key = StoredKey {
-        principal: Principal::new(entry.principal.clone())
-            .with_attributes(entry.attributes.clone()),
+        principal: Principal::new(entry.principal.clone()).with_attributes(entry.attributes.clone()),
         id: entry.id.clone(),
         expires_at,
         disabled: entry.disabled,
@@ -393,34 +360,22 @@ fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     if meta.len() > MAX_KEYS_FILE_BYTES {
-        return Err(format!(
-            "{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}",
-            meta.len()
-        ));
+        return Err(format!("{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}", meta.len()));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
     if text.trim().is_empty() {
         // An empty file is what a half-done `>` redirect leaves behind; taking it
         // as "no keys" would lock every client out until the write finishes.
-        return Err(format!(
-            "{shown} is empty; write `[]` to revoke every key on purpose"
-        ));
+        return Err(format!("{shown} is empty; write `[]` to revoke every key on purpose"));
     }
-    let is_json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let located = |path: String, message: String| {
-        let at = if path == "." {
-            String::new()
-        } else {
-            format!(" at `{path}`")
-        };
+        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
         format!("{shown}{at}: {message}")
     };
     if is_json {
         let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de)
-            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
+        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
     } else {
         serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
             .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
@@ -432,8 +387,7 @@ fn load_file_keys(inline: &KeyMap, path: &Path) -> Result<KeyMap, String> {
     let entries = read_keys_file(path)?;
     let mut keys = inline.clone();
     // Entries are named `[i]` like the parse errors above, relative to the file.
-    compile_into(&mut keys, &entries, "")
-        .map_err(|e| format!("{} at `{}`: {}", path.display(), e.field, e.message))?;
+    compile_into(&mut keys, &entries, "").map_err(|e| format!("{} at `{}`: {}", path.display(), e.field, e.message))?;
     Ok(keys)
 }
 
@@ -471,10 +425,7 @@ struct Inner {
 }
 
 fn stamp_of(path: &Path) -> Option<Stamp> {
-    std::fs::metadata(path).ok().map(|m| Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-    })
+    std::fs::metadata(path).ok().map(|m| Stamp { modified: m.modified().ok(), len: m.len() })
 }
 
 /// What one look at the key file did.
@@ -495,10 +446,7 @@ impl Inner {
         let Some(file) = &self.file else {
             return Reload::Unchanged;
         };
-        let mut state = file
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = file.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         // Metadata follows symlinks, so a Kubernetes ConfigMap's `..data` swap
         // shows up as a new file with its own mtime.
         let stamp = stamp_of(&file.path);
@@ -518,8 +466,7 @@ impl Inner {
             Err(message) => {
                 let failure = (stamp, message);
                 if state.reported.as_ref() != Some(&failure) {
-                    metrics::counter!("tokengate_api_key_reloads_total", "result" => "error")
-                        .increment(1);
+                    metrics::counter!("tokengate_api_key_reloads_total", "result" => "error").increment(1);
                     tracing::error!(
                         provider = self.type_name,
                         error = %failure.1,
@@ -573,17 +520,10 @@ impl fmt::Debug for ApiKeyProvider {
 
 impl ApiKeyProvider {
     /// Builds the provider; `type_name` is the `type` it was configured under.
-    pub fn from_config(
-        type_name: &'static str,
-        config: ApiKeyConfig,
-        ctx: &BuildContext,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_config(type_name: &'static str, config: ApiKeyConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
         let prefix = match config.prefix {
             Some(p) if p.is_empty() => {
-                return Err(ConfigError::new(
-                    "prefix",
-                    "is empty; omit it for keys without one",
-                ))
+                return Err(ConfigError::new("prefix", "is empty; omit it for keys without one"))
             }
             Some(p) => {
                 check_prefix(&p).map_err(|m| ConfigError::new("prefix", m))?;
@@ -592,16 +532,10 @@ impl ApiKeyProvider {
             None => None,
         };
         if config.reload_interval.is_zero() {
-            return Err(ConfigError::new(
-                "reload_interval",
-                "must be longer than 0s",
-            ));
+            return Err(ConfigError::new("reload_interval", "must be longer than 0s"));
         }
         if config.keys.is_empty() && config.keys_file.is_none() {
-            return Err(ConfigError::new(
-                "",
-                "no keys: configure `keys` (inline entries) or `keys_file`",
-            ));
+            return Err(ConfigError::new("", "no keys: configure `keys` (inline entries) or `keys_file`"));
         }
         let mut inline = KeyMap::new();
         compile_into(&mut inline, &config.keys, "keys")?;
@@ -614,14 +548,8 @@ impl ApiKeyProvider {
             // picked up by the first poll.
             let stamp = stamp_of(&path);
             keys = load_file_keys(&inline, &path).map_err(|m| ConfigError::new("keys_file", m))?;
-            let state = FileState {
-                loaded: stamp,
-                reported: None,
-            };
-            file = Some(KeyFile {
-                path,
-                state: Mutex::new(state),
-            });
+            let state = FileState { loaded: stamp, reported: None };
+            file = Some(KeyFile { path, state: Mutex::new(state) });
         }
         let inner = Arc::new(Inner {
             type_name,
@@ -631,11 +559,7 @@ impl ApiKeyProvider {
             file,
             reload_interval: config.reload_interval,
         });
-        let provider = ApiKeyProvider {
-            inner,
-            watcher: Watcher::default(),
-            closed: AtomicBool::new(false),
-        };
+        let provider = ApiKeyProvider { inner, watcher: Watcher::default(), closed: AtomicBool::new(false) };
         // Built inside a runtime (the server), start watching now; otherwise the
         // first validation starts it.
         provider.ensure_watcher();
@@ -658,14 +582,9 @@ impl ApiKeyProvider {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let mut handle = self
-            .watcher
-            .handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut handle = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner());
         // Re-checked under the lock: concurrent validations start one poller.
-        if self.watcher.running.swap(true, Ordering::AcqRel) || self.closed.load(Ordering::Acquire)
-        {
+        if self.watcher.running.swap(true, Ordering::AcqRel) || self.closed.load(Ordering::Acquire) {
             return;
         }
         let running = RunningFlag(self.watcher.running.clone());
@@ -683,10 +602,7 @@ impl ApiKeyProvider {
                 ticker.tick().await;
                 let Some(inner) = weak.upgrade() else { break };
                 // File I/O blocks; keep it off the async workers.
-                if tokio::task::spawn_blocking(move || inner.check_file())
-                    .await
-                    .is_err()
-                {
+                if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
                     break; // the runtime is shutting down
                 }
             }
@@ -695,11 +611,7 @@ impl ApiKeyProvider {
     }
 
     fn stop_watcher(&self) {
-        let handle = self
-            .watcher
-            .handle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let handle = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(task) = handle.as_ref() {
             task.abort();
         }
@@ -718,9 +630,7 @@ impl ApiKeyProvider {
     fn lookup(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(prefix) = &self.inner.prefix {
             if !token.starts_with(prefix.as_str()) {
-                return Err(AuthError::invalid_token(format!(
-                    "not an API key: it does not start with `{prefix}`"
-                )));
+                return Err(AuthError::invalid_token(format!("not an API key: it does not start with `{prefix}`")));
             }
         }
         let keys = self.inner.keys.load();

@@ -18,22 +18,11 @@ fn build_err(config: serde_json::Value) -> ConfigError {
 }
 
 fn provider(config: serde_json::Value) -> ApiKeyProvider {
-    ApiKeyProvider::from_config(
-        "api_key",
-        parse_provider_config(config).unwrap(),
-        &BuildContext::default(),
-    )
-    .unwrap()
+    ApiKeyProvider::from_config("api_key", parse_provider_config(config).unwrap(), &BuildContext::default()).unwrap()
 }
 
 fn build_in(dir: &Path, config: serde_json::Value) -> Result<DynProvider, ConfigError> {
-    ApiKeyBuilder.build(
-        config,
-        &BuildContext {
-            base_dir: Some(dir.to_path_buf()),
-            ..Default::default()
-        },
-    )
+    ApiKeyBuilder.build(config, &BuildContext { base_dir: Some(dir.to_path_buf()), ..Default::default() })
 }
 
 /// A fresh key and its `sha256:` hash.
@@ -43,9 +32,7 @@ fn new_key(prefix: &str) -> (String, String) {
 }
 
 fn entry_yaml(hash: &str, principal: &str) -> String {
-    format!(
-        "- hash: {hash}\n  principal: {principal}\n  attributes:\n    roles: [{principal}-role]\n"
-    )
+    format!("- hash: {hash}\n  principal: {principal}\n  attributes:\n    roles: [{principal}-role]\n")
 }
 
 /// Polls `check` until it holds or `within` passes.
@@ -84,10 +71,7 @@ async fn inline_keys_authenticate_with_attributes() {
 async fn unknown_key_is_invalid_token() {
     let (_, hash) = new_key("");
     let p = build(json!({"keys": [{"hash": hash, "principal": "a"}]})).unwrap();
-    let e = p
-        .validate("not-a-configured-key", &ctx())
-        .await
-        .unwrap_err();
+    let e = p.validate("not-a-configured-key", &ctx()).await.unwrap_err();
     assert_eq!(e.kind(), tokengate_api::ErrorKind::InvalidToken);
     assert_eq!(e.detail(), "unknown API key");
     assert_eq!(e.kind().http_status(), 401);
@@ -112,8 +96,7 @@ async fn expired_key_is_rejected_with_its_expiry_and_future_expiry_accepted() {
 #[tokio::test]
 async fn disabled_key_is_rejected() {
     let (key, hash) = new_key("");
-    let p =
-        build(json!({"keys": [{"hash": hash, "principal": "gone", "disabled": true}]})).unwrap();
+    let p = build(json!({"keys": [{"hash": hash, "principal": "gone", "disabled": true}]})).unwrap();
     let e = p.validate(&key, &ctx()).await.unwrap_err();
     assert_eq!(e.code(), "invalid_token");
     assert_eq!(e.detail(), "API key is disabled");
@@ -126,10 +109,7 @@ async fn prefix_decides_ownership() {
     let p = build(json!({"prefix": "tg_", "keys": [{"hash": hash, "principal": "a"}]})).unwrap();
     assert_eq!(p.ownership(&key), Ownership::Mine);
     assert_eq!(p.ownership("tg_whatever"), Ownership::Mine);
-    assert_eq!(
-        p.ownership("eyJhbGciOiJSUzI1NiJ9.e30.sig"),
-        Ownership::NotMine
-    );
+    assert_eq!(p.ownership("eyJhbGciOiJSUzI1NiJ9.e30.sig"), Ownership::NotMine);
     assert_eq!(p.ownership(""), Ownership::NotMine);
     // Called directly anyway, a foreign token gets a precise 401.
     let e = p.validate("ghp_abc", &ctx()).await.unwrap_err();
@@ -147,11 +127,7 @@ async fn keys_file_yaml_and_json_merge_with_inline_keys() {
     let (inline_key, inline_hash) = new_key("");
     let (yaml_key, yaml_hash) = new_key("");
     let (json_key, json_hash) = new_key("");
-    std::fs::write(
-        dir.path().join("keys.yaml"),
-        entry_yaml(&yaml_hash, "from-yaml"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("keys.yaml"), entry_yaml(&yaml_hash, "from-yaml")).unwrap();
     std::fs::write(
         dir.path().join("keys.json"),
         serde_json::to_string(&json!([{"hash": json_hash, "principal": "from-json"}])).unwrap(),
@@ -159,24 +135,16 @@ async fn keys_file_yaml_and_json_merge_with_inline_keys() {
     .unwrap();
 
     // Relative paths resolve against the config file's directory.
-    let p = build_in(
-        dir.path(),
-        json!({"keys": [{"hash": inline_hash, "principal": "inline"}], "keys_file": "keys.yaml"}),
-    )
-    .unwrap();
-    assert_eq!(
-        p.validate(&inline_key, &ctx()).await.unwrap().principal,
-        "inline"
-    );
+    let p =
+        build_in(dir.path(), json!({"keys": [{"hash": inline_hash, "principal": "inline"}], "keys_file": "keys.yaml"}))
+            .unwrap();
+    assert_eq!(p.validate(&inline_key, &ctx()).await.unwrap().principal, "inline");
     let from_file = p.validate(&yaml_key, &ctx()).await.unwrap();
     assert_eq!(from_file.principal, "from-yaml");
     assert_eq!(from_file.attributes["roles"], vec!["from-yaml-role"]);
 
     let p = build_in(dir.path(), json!({"keys_file": "keys.json"})).unwrap();
-    assert_eq!(
-        p.validate(&json_key, &ctx()).await.unwrap().principal,
-        "from-json"
-    );
+    assert_eq!(p.validate(&json_key, &ctx()).await.unwrap().principal, "from-json");
     p.close().await;
 }
 
@@ -195,41 +163,17 @@ async fn keys_file_reloads_when_it_changes() {
     // Edit in place: alice's key removed, bob's added.
     std::fs::write(&path, entry_yaml(&b_hash, "bob-the-builder")).unwrap();
     assert!(
-        eventually(Duration::from_secs(5), async || p
-            .validate(&b, &ctx())
-            .await
-            .is_ok())
-        .await,
+        eventually(Duration::from_secs(5), async || p.validate(&b, &ctx()).await.is_ok()).await,
         "the new key was never picked up"
     );
-    assert_eq!(
-        p.validate(&b, &ctx()).await.unwrap().principal,
-        "bob-the-builder"
-    );
-    assert_eq!(
-        p.validate(&a, &ctx()).await.unwrap_err().detail(),
-        "unknown API key"
-    );
+    assert_eq!(p.validate(&b, &ctx()).await.unwrap().principal, "bob-the-builder");
+    assert_eq!(p.validate(&a, &ctx()).await.unwrap_err().detail(), "unknown API key");
 
     // Replace by rename, as editors and ConfigMap updates do.
     let staged = dir.path().join("keys.yaml.new");
-    std::fs::write(
-        &staged,
-        format!(
-            "{}{}",
-            entry_yaml(&b_hash, "bob"),
-            entry_yaml(&c_hash, "carol")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&staged, format!("{}{}", entry_yaml(&b_hash, "bob"), entry_yaml(&c_hash, "carol"))).unwrap();
     std::fs::rename(&staged, &path).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), async || p
-            .validate(&c, &ctx())
-            .await
-            .is_ok())
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), async || p.validate(&c, &ctx()).await.is_ok()).await);
     assert_eq!(p.validate(&b, &ctx()).await.unwrap().principal, "bob");
     p.close().await;
 }
@@ -244,48 +188,23 @@ async fn invalid_reload_keeps_old_keys_until_the_file_is_fixed() {
     let p = build(json!({"keys_file": path, "reload_interval": "50ms"})).unwrap();
 
     // Syntax error, a bad entry, an empty file, and no file: each keeps alice's key.
-    for broken in [
-        "- hash: [unterminated\n",
-        "- hash: abc\n  principal: x\n",
-        "",
-        "\n  \n",
-    ] {
+    for broken in ["- hash: [unterminated\n", "- hash: abc\n  principal: x\n", "", "\n  \n"] {
         std::fs::write(&path, broken).unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(
-            p.validate(&a, &ctx()).await.unwrap().principal,
-            "alice",
-            "after writing {broken:?}"
-        );
+        assert_eq!(p.validate(&a, &ctx()).await.unwrap().principal, "alice", "after writing {broken:?}");
     }
     std::fs::remove_file(&path).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        p.validate(&a, &ctx()).await.unwrap().principal,
-        "alice",
-        "after removing the file"
-    );
+    assert_eq!(p.validate(&a, &ctx()).await.unwrap().principal, "alice", "after removing the file");
 
     // A fixed file is picked up: the broken versions were retried, not forgotten.
     std::fs::write(&path, entry_yaml(&b_hash, "bob")).unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), async || p
-            .validate(&b, &ctx())
-            .await
-            .is_ok())
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), async || p.validate(&b, &ctx()).await.is_ok()).await);
     assert!(p.validate(&a, &ctx()).await.is_err());
 
     // An explicit empty list revokes everything.
     std::fs::write(&path, "[]\n").unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), async || p
-            .validate(&b, &ctx())
-            .await
-            .is_err())
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), async || p.validate(&b, &ctx()).await.is_err()).await);
     p.close().await;
 }
 
@@ -304,21 +223,10 @@ fn reload_now_reports_failures_and_names_the_entry() {
     .unwrap();
     assert!(!provider.watcher.running.load(Ordering::Acquire));
     assert_eq!(provider.key_count(), 1);
-    std::fs::write(
-        &path,
-        format!(
-            "{}{}",
-            entry_yaml(&a_hash, "alice"),
-            entry_yaml(&a_hash, "again")
-        ),
-    )
-    .unwrap();
+    std::fs::write(&path, format!("{}{}", entry_yaml(&a_hash, "alice"), entry_yaml(&a_hash, "again"))).unwrap();
     assert!(!provider.reload_now(), "a key listed twice must be refused");
     let err = load_file_keys(&KeyMap::new(), &path).unwrap_err();
-    assert!(
-        err.contains("at `[1].hash`") && err.contains("entry `[0]` of the key file"),
-        "{err}"
-    );
+    assert!(err.contains("at `[1].hash`") && err.contains("entry `[0]` of the key file"), "{err}");
     assert_eq!(provider.key_count(), 1);
 }
 
@@ -346,27 +254,14 @@ fn poller_restarts_on_the_runtime_that_serves() {
     let (b, b_hash) = new_key("");
     std::fs::write(&path, entry_yaml(&a_hash, "alice")).unwrap();
     let config = json!({"keys_file": path, "reload_interval": "30ms"});
-    let first = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let first = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let p = first.block_on(async { build(config).unwrap() });
     drop(first); // its poller goes with it
-    let serving = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let serving = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     serving.block_on(async {
         assert_eq!(p.validate(&a, &ctx()).await.unwrap().principal, "alice");
         std::fs::write(&path, entry_yaml(&b_hash, "bob-from-new-runtime")).unwrap();
-        assert!(
-            eventually(Duration::from_secs(5), async || p
-                .validate(&b, &ctx())
-                .await
-                .is_ok())
-            .await
-        );
+        assert!(eventually(Duration::from_secs(5), async || p.validate(&b, &ctx()).await.is_ok()).await);
         p.close().await;
     });
 }
@@ -377,17 +272,11 @@ async fn keys_never_appear_in_debug_errors_or_logs_of_config() {
     let secret_part = key.trim_start_matches("tg_").to_string();
     let p = provider(json!({"prefix": "tg_", "keys": [{"hash": hash, "principal": "a"}]}));
     let principal = p.validate(&key, &ctx()).await.unwrap();
-    let config: ApiKeyConfig =
-        parse_provider_config(json!({"keys": [{"hash": hash, "principal": "a"}]})).unwrap();
+    let config: ApiKeyConfig = parse_provider_config(json!({"keys": [{"hash": hash, "principal": "a"}]})).unwrap();
     let mut wrong = key.clone();
     wrong.push('x');
     let err = p.validate(&wrong, &ctx()).await.unwrap_err();
-    for shown in [
-        format!("{p:?}"),
-        format!("{principal:?}"),
-        format!("{config:?}"),
-        format!("{err:?} {err}"),
-    ] {
+    for shown in [format!("{p:?}"), format!("{principal:?}"), format!("{config:?}"), format!("{err:?} {err}")] {
         assert!(!shown.contains(&secret_part), "key leaked: {shown}");
     }
 
@@ -406,18 +295,14 @@ async fn generated_key_and_config_line_round_trip() {
     assert_eq!(hash_key(&key), format!("sha256:{hex}"));
     // 32 random bytes are 43 base64url characters without padding.
     assert_eq!(key.len(), 3 + 43);
-    assert!(key[3..]
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    assert!(key[3..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     assert_ne!(generate_key("tg_").unwrap().0, key);
 
     let mut attributes = Attributes::new();
     attributes.insert("roles".into(), vec!["admin".into(), "ops: on-call".into()]);
     let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(32_503_680_000); // year 3000
-    let entry = KeyEntry::new(&hex, "alice: the admin")
-        .with_id("alice-laptop")
-        .with_attributes(attributes)
-        .expiring_at(expiry);
+    let entry =
+        KeyEntry::new(&hex, "alice: the admin").with_id("alice-laptop").with_attributes(attributes).expiring_at(expiry);
     let line = config_line(&entry).unwrap();
     assert!(line.starts_with("- hash: sha256:"), "{line}");
     assert!(line.contains("expires_at: 3000-01-01T00:00:00Z"), "{line}");
@@ -425,11 +310,7 @@ async fn generated_key_and_config_line_round_trip() {
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("keys.yaml"), &line).unwrap();
-    let p = build_in(
-        dir.path(),
-        json!({"prefix": "tg_", "keys_file": "keys.yaml"}),
-    )
-    .unwrap();
+    let p = build_in(dir.path(), json!({"prefix": "tg_", "keys_file": "keys.yaml"})).unwrap();
     let principal = p.validate(&key, &ctx()).await.unwrap();
     assert_eq!(principal.principal, "alice: the admin");
     assert_eq!(principal.attributes["roles"], vec!["admin", "ops: on-call"]);
@@ -440,28 +321,11 @@ async fn generated_key_and_config_line_round_trip() {
     let doc: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
     let mut section = doc["provider_config"].clone();
     section.as_object_mut().unwrap().remove("type");
-    assert_eq!(
-        build(section)
-            .unwrap()
-            .validate(&key, &ctx())
-            .await
-            .unwrap()
-            .principal,
-        "alice: the admin"
-    );
+    assert_eq!(build(section).unwrap().validate(&key, &ctx()).await.unwrap().principal, "alice: the admin");
 
-    assert!(matches!(
-        generate_key("tg "),
-        Err(KeyGenError::InvalidPrefix(..))
-    ));
-    assert!(matches!(
-        config_line(&KeyEntry::new("abc", "x")),
-        Err(KeyGenError::InvalidEntry(_))
-    ));
-    assert!(matches!(
-        config_line(&KeyEntry::new(&hex, "")),
-        Err(KeyGenError::InvalidEntry(_))
-    ));
+    assert!(matches!(generate_key("tg "), Err(KeyGenError::InvalidPrefix(..))));
+    assert!(matches!(config_line(&KeyEntry::new("abc", "x")), Err(KeyGenError::InvalidEntry(_))));
+    assert!(matches!(config_line(&KeyEntry::new(&hex, "")), Err(KeyGenError::InvalidEntry(_))));
 }
 
 #[test]
@@ -470,66 +334,30 @@ fn config_errors_name_the_field() {
     let cases = [
         (json!({}), "", "no keys"),
         (json!({"keys": []}), "", "no keys"),
-        (
-            json!({"keys": [{"hash": hash, "principal": "a"}], "prefx": "tg_"}),
-            "prefx",
-            "unknown field",
-        ),
-        (
-            json!({"keys": [{"hash": "sha256:zz", "principal": "a"}]}),
-            "keys[0].hash",
-            "64 hex digits",
-        ),
-        (
-            json!({"keys": [{"hash": "g".repeat(64), "principal": "a"}]}),
-            "keys[0].hash",
-            "hex digits",
-        ),
-        (
-            json!({"keys": [{"hash": hash, "principal": " "}]}),
-            "keys[0].principal",
-            "empty",
-        ),
+        (json!({"keys": [{"hash": hash, "principal": "a"}], "prefx": "tg_"}), "prefx", "unknown field"),
+        (json!({"keys": [{"hash": "sha256:zz", "principal": "a"}]}), "keys[0].hash", "64 hex digits"),
+        (json!({"keys": [{"hash": "g".repeat(64), "principal": "a"}]}), "keys[0].hash", "hex digits"),
+        (json!({"keys": [{"hash": hash, "principal": " "}]}), "keys[0].principal", "empty"),
         (
             json!({"keys": [{"hash": hash, "principal": "a", "expires_at": "2027-01-01"}]}),
             "keys[0].expires_at",
             "RFC 3339",
         ),
-        (
-            json!({"keys": [{"hash": hash, "principal": "a", "attributes": {"": ["x"]}}]}),
-            "keys[0].attributes",
-            "empty",
-        ),
-        (
-            json!({"keys": [{"hash": hash, "principal": "a", "role": "x"}]}),
-            "keys[0].role",
-            "unknown field `role`",
-        ),
+        (json!({"keys": [{"hash": hash, "principal": "a", "attributes": {"": ["x"]}}]}), "keys[0].attributes", "empty"),
+        (json!({"keys": [{"hash": hash, "principal": "a", "role": "x"}]}), "keys[0].role", "unknown field `role`"),
         (
             json!({"keys": [{"hash": hash, "principal": "a"}, {"hash": hash, "principal": "b"}]}),
             "keys[1].hash",
             "`keys[0]`",
         ),
-        (
-            json!({"keys": [{"hash": hash, "principal": "a"}], "prefix": ""}),
-            "prefix",
-            "empty",
-        ),
-        (
-            json!({"keys": [{"hash": hash, "principal": "a"}], "prefix": "tg/"}),
-            "prefix",
-            "'/'",
-        ),
+        (json!({"keys": [{"hash": hash, "principal": "a"}], "prefix": ""}), "prefix", "empty"),
+        (json!({"keys": [{"hash": hash, "principal": "a"}], "prefix": "tg/"}), "prefix", "'/'"),
         (
             json!({"keys": [{"hash": hash, "principal": "a"}], "reload_interval": 0}),
             "reload_interval",
             "longer than 0s",
         ),
-        (
-            json!({"keys_file": "/nonexistent/keys.yaml"}),
-            "keys_file",
-            "cannot read /nonexistent/keys.yaml",
-        ),
+        (json!({"keys_file": "/nonexistent/keys.yaml"}), "keys_file", "cannot read /nonexistent/keys.yaml"),
     ];
     for (config, field, needle) in cases {
         let e = build_err(config.clone());
@@ -545,28 +373,19 @@ fn key_file_errors_name_file_and_entry() {
     std::fs::write(&path, "- hash: sha256:abc\n  principal: a\n").unwrap();
     let e = build_err(json!({"keys_file": path}));
     assert_eq!(e.field, "keys_file");
-    assert!(
-        e.message
-            .contains(&format!("{} at `[0].hash`", path.display())),
-        "{e}"
-    );
+    assert!(e.message.contains(&format!("{} at `[0].hash`", path.display())), "{e}");
     std::fs::write(&path, "- hash: x\n  principal: a\n  disabled: maybe\n").unwrap();
     let e = build_err(json!({"keys_file": path}));
     assert!(e.message.contains("[0].disabled"), "{e}");
     std::fs::write(&path, "").unwrap();
-    assert!(build_err(json!({"keys_file": path}))
-        .message
-        .contains("is empty"));
+    assert!(build_err(json!({"keys_file": path})).message.contains("is empty"));
 }
 
 #[tokio::test]
 async fn local_api_key_is_the_same_provider_under_the_ogx_name() {
     let (key, hash) = new_key("");
     let p = LocalApiKeyBuilder
-        .build(
-            json!({"keys": [{"hash": hash, "principal": "a"}]}),
-            &BuildContext::default(),
-        )
+        .build(json!({"keys": [{"hash": hash, "principal": "a"}]}), &BuildContext::default())
         .unwrap();
     assert_eq!(LocalApiKeyBuilder.type_name(), "local_api_key");
     assert_eq!(p.type_name(), "local_api_key");
@@ -580,40 +399,19 @@ async fn example_configs_build() {
     let config_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
     for (file, builder) in [
         ("api_key.yaml", &ApiKeyBuilder as &dyn ProviderBuilder),
-        (
-            "local_api_key.yaml",
-            &LocalApiKeyBuilder as &dyn ProviderBuilder,
-        ),
+        ("local_api_key.yaml", &LocalApiKeyBuilder as &dyn ProviderBuilder),
     ] {
         let text = std::fs::read_to_string(config_dir.join(file)).unwrap();
         let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
         let mut section = doc["provider_config"].clone();
         let object = section.as_object_mut().unwrap();
-        assert_eq!(
-            object.remove("type"),
-            Some(json!(builder.type_name())),
-            "{file}"
-        );
-        let build_ctx = BuildContext {
-            base_dir: Some(config_dir.clone()),
-            ..Default::default()
-        };
-        let p = builder
-            .build(section, &build_ctx)
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(object.remove("type"), Some(json!(builder.type_name())), "{file}");
+        let build_ctx = BuildContext { base_dir: Some(config_dir.clone()), ..Default::default() };
+        let p = builder.build(section, &build_ctx).unwrap_or_else(|e| panic!("{file}: {e}"));
         // The documented demo key works, so users can try the example as is.
-        assert_eq!(
-            p.validate("tg_example-key-do-not-use-in-production", &ctx())
-                .await
-                .unwrap()
-                .principal,
-            "demo"
-        );
+        assert_eq!(p.validate("tg_example-key-do-not-use-in-production", &ctx()).await.unwrap().principal, "demo");
         if file == "api_key.yaml" {
-            let from_file = p
-                .validate("tg_example-file-key-do-not-use-in-production", &ctx())
-                .await
-                .unwrap();
+            let from_file = p.validate("tg_example-file-key-do-not-use-in-production", &ctx()).await.unwrap();
             assert_eq!(from_file.principal, "file-demo");
         }
         p.close().await;

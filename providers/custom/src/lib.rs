@@ -41,10 +41,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokengate_api::{host_of, is_loopback, 
-    parse_provider_config, read_body_limited, Attributes, AuthError, AuthProvider, BuildContext,
-    CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal,
-    ProviderBuilder, RemoteResultCache, RequestContext, Validated,
+use tokengate_api::{
+    host_of, is_loopback, parse_provider_config, read_body_limited, Attributes, AuthError, AuthProvider, BuildContext,
+    CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder,
+    RemoteResultCache, RequestContext, Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -255,24 +255,17 @@ impl CustomProvider {
         let status = response.status();
         if status == StatusCode::OK {
             let body = read_body_limited(&what, response, self.max_response_bytes).await?;
-            return parse_reply(&body).map_err(|why| {
-                AuthError::unavailable(format!("{what} answered 200 with a malformed reply: {why}"))
-            });
+            return parse_reply(&body)
+                .map_err(|why| AuthError::unavailable(format!("{what} answered 200 with a malformed reply: {why}")));
         }
 
         let retry_after = retry_after(response.headers());
-        let message = read_body_limited(
-            &what,
-            response,
-            self.max_response_bytes.min(MAX_ERROR_BODY_BYTES),
-        )
-        .await
-        .ok()
-        .and_then(|body| endpoint_message_redacting(&body, &self.secrets_for(token)));
+        let message = read_body_limited(&what, response, self.max_response_bytes.min(MAX_ERROR_BODY_BYTES))
+            .await
+            .ok()
+            .and_then(|body| endpoint_message_redacting(&body, &self.secrets_for(token)));
         let code = status.as_u16();
-        if status.is_server_error()
-            || status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
+        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
         {
             let detail = match &message {
                 Some(m) => format!("{what} answered {code}: {m}"),
@@ -301,17 +294,12 @@ impl AuthProvider for CustomProvider {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the bearer token is empty"));
         }
-        self.cache
-            .get_or_validate(token, || self.ask(token, ctx))
-            .await
+        self.cache.get_or_validate(token, || self.ask(token, ctx)).await
     }
 
     fn error_message(&self) -> String {
         // Llama Stack's wording; `host` is never empty (checked at build time).
-        format!(
-            "Authentication required. Please provide your API key as a Bearer token (validated by {})",
-            self.host
-        )
+        format!("Authentication required. Please provide your API key as a Bearer token (validated by {})", self.host)
     }
 
     fn accepts(&self) -> String {
@@ -340,11 +328,7 @@ fn llama_stack_params(params: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, 
     params
         .iter()
         .filter_map(|(name, values)| {
-            let kept: Vec<&str> = values
-                .iter()
-                .map(String::as_str)
-                .filter(|v| !v.is_empty())
-                .collect();
+            let kept: Vec<&str> = values.iter().map(String::as_str).filter(|v| !v.is_empty()).collect();
             (!kept.is_empty()).then_some((name.as_str(), kept))
         })
         .collect()
@@ -355,10 +339,7 @@ fn llama_stack_params(params: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, 
 fn parse_reply(body: &[u8]) -> Result<Principal, String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("it is not JSON ({e})"))?;
     let Value::Object(fields) = value else {
-        return Err(format!(
-            "it is {} in JSON, not an object",
-            json_type(&value)
-        ));
+        return Err(format!("it is {} in JSON, not an object", json_type(&value)));
     };
     let principal = match fields.get("principal") {
         Some(Value::String(p)) if !p.trim().is_empty() => p.clone(),
@@ -372,32 +353,21 @@ fn parse_reply(body: &[u8]) -> Result<Principal, String> {
         Some(Value::Object(map)) => {
             for (name, values) in map {
                 let Value::Array(items) = values else {
-                    return Err(format!(
-                        "`attributes.{name}` is {}, not a list of strings",
-                        json_type(values)
-                    ));
+                    return Err(format!("`attributes.{name}` is {}, not a list of strings", json_type(values)));
                 };
                 let mut list = Vec::with_capacity(items.len());
                 for item in items {
                     match item {
                         Value::String(s) => list.push(s.clone()),
                         other => {
-                            return Err(format!(
-                                "`attributes.{name}` holds {}, not only strings",
-                                json_type(other)
-                            ))
+                            return Err(format!("`attributes.{name}` holds {}, not only strings", json_type(other)))
                         }
                     }
                 }
                 attributes.insert(name.clone(), list);
             }
         }
-        Some(other) => {
-            return Err(format!(
-                "`attributes` is {}, not an object of string lists",
-                json_type(other)
-            ))
-        }
+        Some(other) => return Err(format!("`attributes` is {}, not an object of string lists", json_type(other))),
     }
     match fields.get("message") {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
@@ -419,12 +389,7 @@ fn endpoint_message_redacting<S: AsRef<str>>(body: &[u8], secrets: &[S]) -> Opti
     let text = value
         .get("message")
         .and_then(Value::as_str)
-        .or_else(|| {
-            value
-                .get("error")
-                .and_then(|e| e.get("message"))
-                .and_then(Value::as_str)
-        })
+        .or_else(|| value.get("error").and_then(|e| e.get("message")).and_then(Value::as_str))
         .or_else(|| value.get("detail").and_then(Value::as_str))
         .or_else(|| value.get("error").and_then(Value::as_str))?;
     sanitize_message(text, secrets)
@@ -438,11 +403,8 @@ fn sanitize_message<S: AsRef<str>>(text: &str, secrets: &[S]) -> Option<String> 
     for secret in secrets.iter().map(AsRef::as_ref).filter(|s| !s.is_empty()) {
         redacted = redacted.replace(secret, "<redacted>");
     }
-    let mut out: String = redacted
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE_CHARS + 1)
-        .collect();
+    let mut out: String =
+        redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_MESSAGE_CHARS + 1).collect();
     if out.chars().count() > MAX_MESSAGE_CHARS {
         out = out.chars().take(MAX_MESSAGE_CHARS).collect();
         out.push('…');
@@ -494,15 +456,11 @@ fn percent_decoded(text: &str) -> String {
 
 fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
     // Never echo `raw`: it may hold a password.
-    let url = Url::parse(raw.trim())
-        .map_err(|e| ConfigError::new("endpoint", format!("is not a valid URL ({e})")))?;
+    let url = Url::parse(raw.trim()).map_err(|e| ConfigError::new("endpoint", format!("is not a valid URL ({e})")))?;
     if url.scheme() != "https" && url.scheme() != "http" {
         return Err(ConfigError::new(
             "endpoint",
-            format!(
-                "has scheme `{}`; only https (or http) is supported",
-                url.scheme()
-            ),
+            format!("has scheme `{}`; only https (or http) is supported", url.scheme()),
         ));
     }
     if url.host_str().is_none_or(str::is_empty) {
@@ -510,7 +468,6 @@ fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
     }
     Ok(url)
 }
-
 
 fn redacted_url(raw: &str) -> String {
     match Url::parse(raw.trim()) {
@@ -526,13 +483,7 @@ fn redacted_url(raw: &str) -> String {
 
 /// `Retry-After` in delta-seconds form.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let secs: u64 = headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
 }
 
@@ -565,16 +516,11 @@ mod tests {
 
     #[test]
     fn reply_parsing_is_strict() {
-        let ok = parse_reply(
-            br#"{"principal":"alice","attributes":{"roles":["a","b"]},"message":null,"extra":1}"#,
-        )
-        .unwrap();
+        let ok =
+            parse_reply(br#"{"principal":"alice","attributes":{"roles":["a","b"]},"message":null,"extra":1}"#).unwrap();
         assert_eq!(ok.principal, "alice");
         assert_eq!(ok.attributes["roles"], vec!["a", "b"]);
-        assert!(parse_reply(br#"{"principal":"bob"}"#)
-            .unwrap()
-            .attributes
-            .is_empty());
+        assert!(parse_reply(br#"{"principal":"bob"}"#).unwrap().attributes.is_empty());
         assert!(parse_reply(br#"{"principal":"bob","attributes":null}"#).is_ok());
         for (body, needle) in [
             (&b"not json"[..], "not JSON"),
@@ -582,22 +528,10 @@ mod tests {
             (br#"{}"#, "no `principal`"),
             (br#"{"principal":""}"#, "`principal` is empty"),
             (br#"{"principal":7}"#, "`principal` is a number"),
-            (
-                br#"{"principal":"a","attributes":["x"]}"#,
-                "`attributes` is a list",
-            ),
-            (
-                br#"{"principal":"a","attributes":{"r":"x"}}"#,
-                "`attributes.r` is a string",
-            ),
-            (
-                br#"{"principal":"a","attributes":{"r":[1]}}"#,
-                "`attributes.r` holds a number",
-            ),
-            (
-                br#"{"principal":"a","message":{}}"#,
-                "`message` is an object",
-            ),
+            (br#"{"principal":"a","attributes":["x"]}"#, "`attributes` is a list"),
+            (br#"{"principal":"a","attributes":{"r":"x"}}"#, "`attributes.r` is a string"),
+            (br#"{"principal":"a","attributes":{"r":[1]}}"#, "`attributes.r` holds a number"),
+            (br#"{"principal":"a","message":{}}"#, "`message` is an object"),
         ] {
             let err = parse_reply(body).unwrap_err();
             assert!(err.contains(needle), "{err} should mention {needle}");
@@ -607,34 +541,16 @@ mod tests {
     #[test]
     fn messages_are_found_redacted_and_bounded() {
         let tok = "sk-secret-123";
-        assert_eq!(
-            endpoint_message(br#"{"message":"nope"}"#, tok).as_deref(),
-            Some("nope")
-        );
-        assert_eq!(
-            endpoint_message(br#"{"error":{"message":"bad key"}}"#, tok).as_deref(),
-            Some("bad key")
-        );
-        assert_eq!(
-            endpoint_message(br#"{"detail":"expired"}"#, tok).as_deref(),
-            Some("expired")
-        );
+        assert_eq!(endpoint_message(br#"{"message":"nope"}"#, tok).as_deref(), Some("nope"));
+        assert_eq!(endpoint_message(br#"{"error":{"message":"bad key"}}"#, tok).as_deref(), Some("bad key"));
+        assert_eq!(endpoint_message(br#"{"detail":"expired"}"#, tok).as_deref(), Some("expired"));
         assert_eq!(endpoint_message(br#"{"detail":[{"loc":1}]}"#, tok), None);
         assert_eq!(endpoint_message(b"<html>", tok), None);
         assert_eq!(endpoint_message(br#"{"message":"  "}"#, tok), None);
         let echoed = json!({"message": format!("key {tok} unknown\nbye")}).to_string();
-        assert_eq!(
-            endpoint_message(echoed.as_bytes(), tok).as_deref(),
-            Some("key <redacted> unknown bye")
-        );
+        assert_eq!(endpoint_message(echoed.as_bytes(), tok).as_deref(), Some("key <redacted> unknown bye"));
         let long = json!({"message": "x".repeat(5000)}).to_string();
-        assert_eq!(
-            endpoint_message(long.as_bytes(), tok)
-                .unwrap()
-                .chars()
-                .count(),
-            MAX_MESSAGE_CHARS + 1
-        );
+        assert_eq!(endpoint_message(long.as_bytes(), tok).unwrap().chars().count(), MAX_MESSAGE_CHARS + 1);
     }
 
     #[test]
@@ -654,13 +570,9 @@ mod tests {
             "Authentication required. Please provide your API key as a Bearer token (validated by auth.example.com:8443)"
         );
         let typo = json!({"endpoint": "https://a", "endpiont": "typo"});
-        let Err(err) = CustomBuilder.build(typo, &ctx) else {
-            panic!("unknown field accepted")
-        };
+        let Err(err) = CustomBuilder.build(typo, &ctx) else { panic!("unknown field accepted") };
         assert!(err.message.contains("endpiont"), "{err}");
-        let Err(err) = CustomBuilder.build(json!({}), &ctx) else {
-            panic!("missing endpoint accepted")
-        };
+        let Err(err) = CustomBuilder.build(json!({}), &ctx) else { panic!("missing endpoint accepted") };
         assert!(err.message.contains("endpoint"), "{err}");
     }
 }

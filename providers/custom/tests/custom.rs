@@ -3,9 +3,7 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
-use tokengate_api::{
-    AuthError, AuthProvider, BuildContext, DynProvider, ErrorKind, ProviderBuilder, RequestContext,
-};
+use tokengate_api::{AuthError, AuthProvider, BuildContext, DynProvider, ErrorKind, ProviderBuilder, RequestContext};
 use tokengate_custom::{CustomBuilder, CustomConfig, CustomProvider};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -39,50 +37,29 @@ fn context() -> RequestContext {
 }
 
 async fn mount(server: &MockServer, response: ResponseTemplate) {
-    Mock::given(method("POST"))
-        .and(path("/auth"))
-        .respond_with(response)
-        .mount(server)
-        .await;
+    Mock::given(method("POST")).and(path("/auth")).respond_with(response).mount(server).await;
 }
 
 async fn requests(server: &MockServer) -> usize {
-    server
-        .received_requests()
-        .await
-        .map(|r| r.len())
-        .unwrap_or(0)
+    server.received_requests().await.map(|r| r.len()).unwrap_or(0)
 }
 
 fn assert_kind(err: &AuthError, kind: ErrorKind) {
     assert_eq!(err.kind(), kind, "unexpected error: {err}");
-    assert!(
-        !err.detail().contains(TOKEN),
-        "the token leaked into: {err}"
-    );
+    assert!(!err.detail().contains(TOKEN), "the token leaked into: {err}");
 }
 
 #[tokio::test]
 async fn sends_llama_stack_request_shape() {
     let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})),
-    )
-    .await;
+    mount(&server, ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"}))).await;
     let p = provider(&server, json!({}));
     p.validate(TOKEN, &context()).await.unwrap();
 
     let received = server.received_requests().await.unwrap();
     assert_eq!(received.len(), 1);
     let request = &received[0];
-    assert_eq!(
-        request
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok()),
-        Some("application/json")
-    );
+    assert_eq!(request.headers.get("content-type").and_then(|v| v.to_str().ok()), Some("application/json"));
     assert!(
         request.headers.get("authorization").is_none(),
         "tokengate must not authenticate to the endpoint unless the URL says so"
@@ -125,14 +102,10 @@ async fn success_with_null_attributes() {
     let server = MockServer::start().await;
     mount(
         &server,
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"principal": "bob", "attributes": null, "message": null})),
+        ResponseTemplate::new(200).set_body_json(json!({"principal": "bob", "attributes": null, "message": null})),
     )
     .await;
-    let who = provider(&server, json!({}))
-        .validate(TOKEN, &context())
-        .await
-        .unwrap();
+    let who = provider(&server, json!({})).validate(TOKEN, &context()).await.unwrap();
     assert_eq!(who.principal, "bob");
     assert!(who.attributes.is_empty());
 }
@@ -140,22 +113,12 @@ async fn success_with_null_attributes() {
 #[tokio::test]
 async fn rejection_401_carries_the_endpoint_message() {
     let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(401).set_body_json(json!({"message": "API key revoked"})),
-    )
-    .await;
-    let err = provider(&server, json!({}))
-        .validate(TOKEN, &context())
-        .await
-        .unwrap_err();
+    mount(&server, ResponseTemplate::new(401).set_body_json(json!({"message": "API key revoked"}))).await;
+    let err = provider(&server, json!({})).validate(TOKEN, &context()).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
     assert_eq!(
         err.detail(),
-        format!(
-            "custom endpoint {} rejected the token (HTTP 401): API key revoked",
-            host(&server)
-        )
+        format!("custom endpoint {} rejected the token (HTTP 401): API key revoked", host(&server))
     );
 }
 
@@ -167,10 +130,7 @@ async fn rejection_messages_from_error_message_and_detail() {
     ] {
         let server = MockServer::start().await;
         mount(&server, ResponseTemplate::new(401).set_body_json(body)).await;
-        let err = provider(&server, json!({}))
-            .validate(TOKEN, &context())
-            .await
-            .unwrap_err();
+        let err = provider(&server, json!({})).validate(TOKEN, &context()).await.unwrap_err();
         assert_kind(&err, ErrorKind::InvalidToken);
         assert!(err.detail().ends_with(expected), "{err}");
     }
@@ -179,16 +139,8 @@ async fn rejection_messages_from_error_message_and_detail() {
 #[tokio::test]
 async fn echoed_token_is_redacted_from_the_message() {
     let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(401)
-            .set_body_json(json!({"message": format!("unknown key {TOKEN}")})),
-    )
-    .await;
-    let err = provider(&server, json!({}))
-        .validate(TOKEN, &context())
-        .await
-        .unwrap_err();
+    mount(&server, ResponseTemplate::new(401).set_body_json(json!({"message": format!("unknown key {TOKEN}")}))).await;
+    let err = provider(&server, json!({})).validate(TOKEN, &context()).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
     assert!(err.detail().ends_with("unknown key <redacted>"), "{err}");
 }
@@ -200,13 +152,7 @@ async fn rejection_403_without_message() {
     let p = provider(&server, json!({}));
     let err = p.validate(TOKEN, &context()).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert_eq!(
-        err.detail(),
-        format!(
-            "custom endpoint {} rejected the token (HTTP 403)",
-            host(&server)
-        )
-    );
+    assert_eq!(err.detail(), format!("custom endpoint {} rejected the token (HTTP 403)", host(&server)));
     assert_eq!(
         p.error_message(),
         format!(
@@ -220,37 +166,23 @@ async fn rejection_403_without_message() {
 async fn malformed_200_replies_are_unavailable_never_a_pass() {
     let cases = [
         (ResponseTemplate::new(200).set_body_string("OK"), "not JSON"),
+        (ResponseTemplate::new(200).set_body_json(json!({"user": "alice"})), "no `principal`"),
+        (ResponseTemplate::new(200).set_body_json(json!({"principal": ""})), "`principal` is empty"),
         (
-            ResponseTemplate::new(200).set_body_json(json!({"user": "alice"})),
-            "no `principal`",
-        ),
-        (
-            ResponseTemplate::new(200).set_body_json(json!({"principal": ""})),
-            "`principal` is empty",
-        ),
-        (
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"principal": "a", "attributes": {"roles": "admin"}})),
+            ResponseTemplate::new(200).set_body_json(json!({"principal": "a", "attributes": {"roles": "admin"}})),
             "`attributes.roles` is a string, not a list of strings",
         ),
         (
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"principal": "a", "attributes": {"roles": [1]}})),
+            ResponseTemplate::new(200).set_body_json(json!({"principal": "a", "attributes": {"roles": [1]}})),
             "`attributes.roles` holds a number",
         ),
     ];
     for (response, why) in cases {
         let server = MockServer::start().await;
         mount(&server, response).await;
-        let err = provider(&server, json!({}))
-            .validate(TOKEN, &context())
-            .await
-            .unwrap_err();
+        let err = provider(&server, json!({})).validate(TOKEN, &context()).await.unwrap_err();
         assert_kind(&err, ErrorKind::Unavailable);
-        let prefix = format!(
-            "custom endpoint {} answered 200 with a malformed reply: ",
-            host(&server)
-        );
+        let prefix = format!("custom endpoint {} answered 200 with a malformed reply: ", host(&server));
         assert!(err.detail().starts_with(&prefix), "{err}");
         assert!(err.detail().contains(why), "{err} should say {why}");
     }
@@ -261,10 +193,7 @@ async fn oversize_reply_is_unavailable() {
     let server = MockServer::start().await;
     let big = json!({"principal": "a", "attributes": {"x": vec!["y".repeat(100); 100]}});
     mount(&server, ResponseTemplate::new(200).set_body_json(big)).await;
-    let err = provider(&server, json!({"max_response_bytes": 1024}))
-        .validate(TOKEN, &context())
-        .await
-        .unwrap_err();
+    let err = provider(&server, json!({"max_response_bytes": 1024})).validate(TOKEN, &context()).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert!(err.detail().contains("1024-byte limit"), "{err}");
 }
@@ -274,16 +203,11 @@ async fn slow_endpoint_beyond_timeout_is_unavailable() {
     let server = MockServer::start().await;
     mount(
         &server,
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"principal": "alice"}))
-            .set_delay(Duration::from_secs(2)),
+        ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})).set_delay(Duration::from_secs(2)),
     )
     .await;
     let started = std::time::Instant::now();
-    let err = provider(&server, json!({"timeout": "200ms"}))
-        .validate(TOKEN, &context())
-        .await
-        .unwrap_err();
+    let err = provider(&server, json!({"timeout": "200ms"})).validate(TOKEN, &context()).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert!(err.detail().contains("timed out"), "{err}");
     assert!(started.elapsed() < Duration::from_millis(1500));
@@ -298,15 +222,9 @@ async fn server_errors_and_rate_limits_are_unavailable() {
             response = response.insert_header("Retry-After", secs.to_string().as_str());
         }
         mount(&server, response).await;
-        let err = provider(&server, json!({}))
-            .validate(TOKEN, &context())
-            .await
-            .unwrap_err();
+        let err = provider(&server, json!({})).validate(TOKEN, &context()).await.unwrap_err();
         assert_kind(&err, ErrorKind::Unavailable);
-        assert_eq!(
-            err.detail(),
-            format!("custom endpoint {} answered {status}", host(&server))
-        );
+        assert_eq!(err.detail(), format!("custom endpoint {} answered {status}", host(&server)));
         assert_eq!(err.retry_after(), retry.map(Duration::from_secs));
     }
 }
@@ -322,11 +240,7 @@ async fn connection_refused_is_unavailable() {
     let p = CustomProvider::new(cfg, &BuildContext::default()).unwrap();
     let err = p.validate(TOKEN, &context()).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert!(
-        err.detail()
-            .starts_with(&format!("custom endpoint 127.0.0.1:{port}: ")),
-        "{err}"
-    );
+    assert!(err.detail().starts_with(&format!("custom endpoint 127.0.0.1:{port}: ")), "{err}");
 }
 
 #[tokio::test]
@@ -334,18 +248,14 @@ async fn concurrent_same_token_makes_one_upstream_call() {
     let server = MockServer::start().await;
     mount(
         &server,
-        ResponseTemplate::new(200)
-            .set_body_json(json!({"principal": "alice"}))
-            .set_delay(Duration::from_millis(200)),
+        ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})).set_delay(Duration::from_millis(200)),
     )
     .await;
     let p = provider(&server, json!({}));
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let p = Arc::clone(&p);
-        tasks.push(tokio::spawn(
-            async move { p.validate(TOKEN, &context()).await },
-        ));
+        tasks.push(tokio::spawn(async move { p.validate(TOKEN, &context()).await }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap().principal, "alice");
@@ -382,11 +292,7 @@ async fn outages_are_not_cached() {
 #[tokio::test]
 async fn cache_disabled_asks_every_time() {
     let server = MockServer::start().await;
-    mount(
-        &server,
-        ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})),
-    )
-    .await;
+    mount(&server, ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"}))).await;
     let p = provider(&server, json!({"cache": {"enabled": false}}));
     for _ in 0..3 {
         p.validate(TOKEN, &context()).await.unwrap();

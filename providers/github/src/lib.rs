@@ -38,9 +38,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig,
-    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal,
-    ProviderBuilder, RemoteResultCache, RequestContext, Validated,
+    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig, ClaimsMapping,
+    ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder, RemoteResultCache,
+    RequestContext, Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -179,16 +179,12 @@ impl GitHubProvider {
     pub fn new(cfg: GitHubConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
         let field = "github_api_base_url";
         let trimmed = cfg.github_api_base_url.trim().trim_end_matches('/');
-        let base_url = Url::parse(trimmed).map_err(|e| {
-            ConfigError::new(field, format!("`{trimmed}` is not a valid URL ({e})"))
-        })?;
+        let base_url = Url::parse(trimmed)
+            .map_err(|e| ConfigError::new(field, format!("`{trimmed}` is not a valid URL ({e})")))?;
         if base_url.scheme() != "https" && base_url.scheme() != "http" {
             return Err(ConfigError::new(
                 field,
-                format!(
-                    "has scheme `{}`; only https (or http) is supported",
-                    base_url.scheme()
-                ),
+                format!("has scheme `{}`; only https (or http) is supported", base_url.scheme()),
             ));
         }
         if base_url.host_str().is_none_or(str::is_empty) {
@@ -230,19 +226,13 @@ impl GitHubProvider {
             "organizations": organizations,
         });
         let attributes = self.claims_mapping.apply(&claims);
-        Ok(Validated {
-            principal: Principal::new(user.login).with_attributes(attributes),
-            expires_at,
-        })
+        Ok(Validated { principal: Principal::new(user.login).with_attributes(attributes), expires_at })
     }
 
     /// A GET carrying the token and GitHub's recommended headers.
     fn get(&self, url: Url, token: &str) -> Result<reqwest::RequestBuilder, AuthError> {
-        let mut auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            AuthError::invalid_token(
-                "the token contains characters that cannot be sent in a header",
-            )
-        })?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| AuthError::invalid_token("the token contains characters that cannot be sent in a header"))?;
         auth.set_sensitive(true);
         Ok(self
             .client
@@ -260,10 +250,8 @@ impl GitHubProvider {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, AuthError> {
         let what = format!("GitHub {endpoint}");
-        let result = request
-            .send()
-            .await
-            .map_err(|e| AuthError::from(HttpFailure::from_reqwest(&what, &e.without_url())));
+        let result =
+            request.send().await.map_err(|e| AuthError::from(HttpFailure::from_reqwest(&what, &e.without_url())));
         if result.is_err() {
             count(kind, "error");
         }
@@ -275,14 +263,7 @@ impl GitHubProvider {
         let url = self.url(endpoint)?;
         let response = self.send("user", endpoint, self.get(url, token)?).await?;
         let outcome = self.read_user(endpoint, token, response).await;
-        count(
-            "user",
-            if matches!(&outcome, Err(e) if e.is_unavailable()) {
-                "error"
-            } else {
-                "ok"
-            },
-        );
+        count("user", if matches!(&outcome, Err(e) if e.is_unavailable()) { "error" } else { "ok" });
         outcome
     }
 
@@ -303,12 +284,9 @@ impl GitHubProvider {
         let what = format!("GitHub {endpoint}");
         let body = read_body_limited(&what, response, self.max_response_bytes).await?;
         let malformed = |why: String| {
-            AuthError::unavailable(format!(
-                "GitHub answered 200 with a malformed {endpoint} reply: {why}"
-            ))
+            AuthError::unavailable(format!("GitHub answered 200 with a malformed {endpoint} reply: {why}"))
         };
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| malformed(format!("not JSON ({e})")))?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| malformed(format!("not JSON ({e})")))?;
         let login = match value.get("login") {
             Some(Value::String(l)) if !l.trim().is_empty() => l.clone(),
             _ => return Err(malformed("no `login` string".into())),
@@ -322,12 +300,7 @@ impl GitHubProvider {
             Some(Value::String(s)) => Value::String(s.clone()),
             _ => Value::Null,
         };
-        let user = GitHubUser {
-            login,
-            id,
-            name: string_or_null("name"),
-            email: string_or_null("email"),
-        };
+        let user = GitHubUser { login, id, name: string_or_null("name"), email: string_or_null("email") };
         Ok((user, expires_at))
     }
 
@@ -350,14 +323,7 @@ impl GitHubProvider {
             pages += 1;
             let response = self.send("orgs", endpoint, self.get(url, token)?).await?;
             let outcome = self.read_orgs_page(endpoint, token, response).await;
-            count(
-                "orgs",
-                if matches!(&outcome, Err(e) if e.is_unavailable()) {
-                    "error"
-                } else {
-                    "ok"
-                },
-            );
+            count("orgs", if matches!(&outcome, Err(e) if e.is_unavailable()) { "error" } else { "ok" });
             match outcome? {
                 OrgsPage::Forbidden => {
                     tracing::debug!(
@@ -390,13 +356,9 @@ impl GitHubProvider {
         let next = next_link(response.headers());
         let what = format!("GitHub {endpoint}");
         let body = read_body_limited(&what, response, self.max_response_bytes).await?;
-        let malformed = |why: &str| {
-            AuthError::unavailable(format!(
-                "GitHub answered 200 with a malformed {endpoint} reply: {why}"
-            ))
-        };
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|e| malformed(&format!("not JSON ({e})")))?;
+        let malformed =
+            |why: &str| AuthError::unavailable(format!("GitHub answered 200 with a malformed {endpoint} reply: {why}"));
+        let value: Value = serde_json::from_slice(&body).map_err(|e| malformed(&format!("not JSON ({e})")))?;
         let Value::Array(items) = value else {
             return Err(malformed("not a list"));
         };
@@ -416,14 +378,10 @@ impl GitHubProvider {
         let code = status.as_u16();
         let limited = rate_limit(status, response.headers());
         let what = format!("GitHub {endpoint}");
-        let message = read_body_limited(
-            &what,
-            response,
-            self.max_response_bytes.min(MAX_ERROR_BODY_BYTES),
-        )
-        .await
-        .ok()
-        .and_then(|body| github_message(&body, token));
+        let message = read_body_limited(&what, response, self.max_response_bytes.min(MAX_ERROR_BODY_BYTES))
+            .await
+            .ok()
+            .and_then(|body| github_message(&body, token));
         if let Some(limit) = limited {
             return limit.into_error();
         }
@@ -435,10 +393,9 @@ impl GitHubProvider {
             StatusCode::UNAUTHORIZED => {
                 AuthError::invalid_token(format!("GitHub rejected the token ({})", quoted("401")))
             }
-            StatusCode::FORBIDDEN => AuthError::invalid_token(format!(
-                "GitHub refused the token access to {endpoint} ({})",
-                quoted("403")
-            )),
+            StatusCode::FORBIDDEN => {
+                AuthError::invalid_token(format!("GitHub refused the token access to {endpoint} ({})", quoted("403")))
+            }
             StatusCode::NOT_FOUND => AuthError::unavailable(format!(
                 "GitHub answered 404 for {endpoint}; check github_api_base_url ({})",
                 self.base
@@ -451,11 +408,8 @@ impl GitHubProvider {
     }
 
     fn url(&self, path_and_query: &str) -> Result<Url, AuthError> {
-        Url::parse(&format!("{}{path_and_query}", self.base)).map_err(|e| {
-            AuthError::config(format!(
-                "cannot form the GitHub URL for {path_and_query}: {e}"
-            ))
-        })
+        Url::parse(&format!("{}{path_and_query}", self.base))
+            .map_err(|e| AuthError::config(format!("cannot form the GitHub URL for {path_and_query}: {e}")))
     }
 
     /// Follows a pagination link only to where the token was already going.
@@ -475,10 +429,7 @@ impl GitHubProvider {
 
 enum OrgsPage {
     Forbidden,
-    Page {
-        logins: Vec<String>,
-        next: Option<Url>,
-    },
+    Page { logins: Vec<String>, next: Option<Url> },
 }
 
 #[async_trait]
@@ -491,10 +442,7 @@ impl AuthProvider for GitHubProvider {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the bearer token is empty"));
         }
-        self.cache
-            .0
-            .get_or_validate(token, || self.lookup(token))
-            .await
+        self.cache.0.get_or_validate(token, || self.lookup(token)).await
     }
 
     fn error_message(&self) -> String {
@@ -542,20 +490,15 @@ struct RateLimit {
 
 impl RateLimit {
     fn into_error(self) -> AuthError {
-        let resets = |at: SystemTime| {
-            format!(
-                "GitHub rate limit exceeded; resets at {}",
-                humantime::format_rfc3339_seconds(at)
-            )
-        };
+        let resets =
+            |at: SystemTime| format!("GitHub rate limit exceeded; resets at {}", humantime::format_rfc3339_seconds(at));
         // A secondary limit (Retry-After while quota remains) ends long before
         // the primary window's reset, so that reset time would mislead.
         let detail = match (self.exhausted, self.reset_at, self.retry_after) {
             (true, Some(at), _) => resets(at),
-            (_, _, Some(after)) if self.retry_after_header => format!(
-                "GitHub rate limit exceeded; retry after {}s",
-                after.as_secs()
-            ),
+            (_, _, Some(after)) if self.retry_after_header => {
+                format!("GitHub rate limit exceeded; retry after {}s", after.as_secs())
+            }
             (_, Some(at), _) => resets(at),
             _ => "GitHub rate limit exceeded".to_string(),
         };
@@ -573,12 +516,7 @@ fn rate_limit(status: StatusCode, headers: &HeaderMap) -> Option<RateLimit> {
     if status != StatusCode::FORBIDDEN && status != StatusCode::TOO_MANY_REQUESTS {
         return None;
     }
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     let exhausted = header("x-ratelimit-remaining") == Some("0");
     let retry_after: Option<u64> = header(RETRY_AFTER.as_str()).and_then(|v| v.parse().ok());
     if !exhausted && retry_after.is_none() && status != StatusCode::TOO_MANY_REQUESTS {
@@ -593,18 +531,10 @@ fn rate_limit(status: StatusCode, headers: &HeaderMap) -> Option<RateLimit> {
     let retry_after_delay = match retry_after {
         Some(secs) => Some(Duration::from_secs(secs)),
         // Until the reset, at least a second so clients do not spin.
-        None => reset_at.map(|at| {
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_secs(1))
-        }),
+        None => reset_at
+            .map(|at| at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO).max(Duration::from_secs(1))),
     };
-    Some(RateLimit {
-        exhausted,
-        reset_at,
-        retry_after_header: retry_after.is_some(),
-        retry_after: retry_after_delay,
-    })
+    Some(RateLimit { exhausted, reset_at, retry_after_header: retry_after.is_some(), retry_after: retry_after_delay })
 }
 
 /// The `next` target of an RFC 8288 `Link` header, as GitHub writes it:
@@ -642,16 +572,9 @@ fn next_link(headers: &HeaderMap) -> Option<Url> {
 fn github_message(body: &[u8], token: &str) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
     let text = value.get("message")?.as_str()?;
-    let redacted = if token.is_empty() {
-        text.to_string()
-    } else {
-        text.replace(token, "<redacted>")
-    };
-    let mut out: String = redacted
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_MESSAGE_CHARS)
-        .collect();
+    let redacted = if token.is_empty() { text.to_string() } else { text.replace(token, "<redacted>") };
+    let mut out: String =
+        redacted.chars().map(|c| if c.is_control() { ' ' } else { c }).take(MAX_MESSAGE_CHARS).collect();
     out = out.trim().to_string();
     (!out.is_empty()).then_some(out)
 }
@@ -701,15 +624,9 @@ mod tests {
             next_link(&h).map(|u| u.to_string()).as_deref(),
             Some("https://api.github.com/user/orgs?per_page=100&page=3")
         );
-        h.insert(
-            reqwest::header::LINK,
-            HeaderValue::from_static(r#"<https://x/a>; rel="first""#),
-        );
+        h.insert(reqwest::header::LINK, HeaderValue::from_static(r#"<https://x/a>; rel="first""#));
         assert!(next_link(&h).is_none());
-        h.insert(
-            reqwest::header::LINK,
-            HeaderValue::from_static("garbage, ;;, <>"),
-        );
+        h.insert(reqwest::header::LINK, HeaderValue::from_static("garbage, ;;, <>"));
         assert!(next_link(&h).is_none());
     }
 
@@ -720,10 +637,7 @@ mod tests {
         let ist = parse_token_expiration("2026-01-31 17:30:00 +0530").unwrap();
         assert_eq!(utc, pst);
         assert_eq!(utc, ist);
-        assert_eq!(
-            humantime::format_rfc3339_seconds(utc).to_string(),
-            "2026-01-31T12:00:00Z"
-        );
+        assert_eq!(humantime::format_rfc3339_seconds(utc).to_string(), "2026-01-31T12:00:00Z");
         assert!(parse_token_expiration("soon").is_none());
         assert!(parse_token_expiration("2026-01-31 12:00:00 Mars").is_none());
     }
@@ -734,10 +648,7 @@ mod tests {
         assert_eq!(p.ownership("ghp_abc"), Ownership::Mine);
         assert_eq!(p.ownership("github_pat_11ABC"), Ownership::Mine);
         assert_eq!(p.ownership(&"a1".repeat(20)), Ownership::Mine);
-        assert_eq!(
-            p.ownership("eyJhbGciOiJSUzI1NiJ9.e30.sig"),
-            Ownership::NotMine
-        );
+        assert_eq!(p.ownership("eyJhbGciOiJSUzI1NiJ9.e30.sig"), Ownership::NotMine);
         assert_eq!(p.ownership("sk-live-123"), Ownership::NotMine);
     }
 
@@ -745,19 +656,14 @@ mod tests {
     fn config_is_checked() {
         let ctx = BuildContext::default();
         let bad = |url: &str| {
-            let cfg = GitHubConfig {
-                github_api_base_url: url.into(),
-                ..GitHubConfig::default()
-            };
+            let cfg = GitHubConfig { github_api_base_url: url.into(), ..GitHubConfig::default() };
             GitHubProvider::new(cfg, &ctx).unwrap_err().field
         };
         assert_eq!(bad("ftp://github.example.com"), "github_api_base_url");
         assert_eq!(bad("not a url"), "github_api_base_url");
         assert_eq!(bad("https://api.github.com/?x=1"), "github_api_base_url");
-        let cfg = GitHubConfig {
-            github_api_base_url: "https://ghe.example.com/api/v3/".into(),
-            ..GitHubConfig::default()
-        };
+        let cfg =
+            GitHubConfig { github_api_base_url: "https://ghe.example.com/api/v3/".into(), ..GitHubConfig::default() };
         let p = GitHubProvider::new(cfg, &ctx).unwrap();
         assert_eq!(p.base, "https://ghe.example.com/api/v3");
     }

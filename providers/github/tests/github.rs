@@ -5,9 +5,7 @@
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokengate_api::{
-    AuthError, BuildContext, DynProvider, ErrorKind, ProviderBuilder, RequestContext,
-};
+use tokengate_api::{AuthError, BuildContext, DynProvider, ErrorKind, ProviderBuilder, RequestContext};
 use tokengate_github::GitHubBuilder;
 use wiremock::matchers::{header, method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockBuilder, MockServer, ResponseTemplate};
@@ -98,15 +96,8 @@ fn link(server: &MockServer, page: u32, last: u32) -> String {
 
 /// `/user` as octocat, and three pages of organizations.
 async fn mount_github(server: &MockServer) {
-    github_get("/user")
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()))
-        .mount(server)
-        .await;
-    let pages = [
-        vec![org("github", 1), org("octo-org", 2)],
-        vec![org("ml-team", 3)],
-        vec![org("infra", 4)],
-    ];
+    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(server).await;
+    let pages = [vec![org("github", 1), org("octo-org", 2)], vec![org("ml-team", 3)], vec![org("infra", 4)]];
     for (i, orgs) in pages.into_iter().enumerate() {
         let page = i as u32 + 1;
         let mut mock = github_get("/user/orgs").and(query_param("per_page", "100"));
@@ -116,9 +107,7 @@ async fn mount_github(server: &MockServer) {
             mock.and(query_param("page", page.to_string().as_str()))
         };
         mock.respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("link", link(server, page, 3).as_str())
-                .set_body_json(orgs),
+            ResponseTemplate::new(200).insert_header("link", link(server, page, 3).as_str()).set_body_json(orgs),
         )
         .mount(server)
         .await;
@@ -137,18 +126,11 @@ fn provider(server: &MockServer, extra: Value) -> DynProvider {
 }
 
 async fn validate(p: &DynProvider) -> Result<tokengate_api::Principal, AuthError> {
-    p.validate(TOKEN, &RequestContext::new("GET", "/v1/models"))
-        .await
+    p.validate(TOKEN, &RequestContext::new("GET", "/v1/models")).await
 }
 
 async fn count(server: &MockServer, p: &str) -> usize {
-    server
-        .received_requests()
-        .await
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.url.path() == p)
-        .count()
+    server.received_requests().await.unwrap_or_default().iter().filter(|r| r.url.path() == p).count()
 }
 
 fn assert_kind(err: &AuthError, kind: ErrorKind) {
@@ -157,10 +139,7 @@ fn assert_kind(err: &AuthError, kind: ErrorKind) {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 #[tokio::test]
@@ -171,10 +150,7 @@ async fn user_and_three_pages_of_organizations() {
     let who = validate(&p).await.unwrap();
     assert_eq!(who.principal, "octocat");
     assert_eq!(who.attributes["roles"], vec!["octocat"]);
-    assert_eq!(
-        who.attributes["teams"],
-        vec!["github", "octo-org", "ml-team", "infra"]
-    );
+    assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team", "infra"]);
     assert_eq!(count(&server, "/user").await, 1);
     assert_eq!(count(&server, "/user/orgs").await, 3);
     assert_eq!(p.error_message(), LLAMA_STACK_MESSAGE);
@@ -201,20 +177,13 @@ async fn claims_object_has_id_name_email() {
 async fn max_org_pages_bounds_pagination() {
     let server = MockServer::start().await;
     mount_github(&server).await;
-    let who = validate(&provider(&server, json!({"max_org_pages": 2})))
-        .await
-        .unwrap();
-    assert_eq!(
-        who.attributes["teams"],
-        vec!["github", "octo-org", "ml-team"]
-    );
+    let who = validate(&provider(&server, json!({"max_org_pages": 2}))).await.unwrap();
+    assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team"]);
     assert_eq!(count(&server, "/user/orgs").await, 2);
 
     let server = MockServer::start().await;
     mount_github(&server).await;
-    let who = validate(&provider(&server, json!({"max_org_pages": 0})))
-        .await
-        .unwrap();
+    let who = validate(&provider(&server, json!({"max_org_pages": 0}))).await.unwrap();
     assert!(!who.attributes.contains_key("teams"));
     assert_eq!(count(&server, "/user/orgs").await, 0);
 }
@@ -223,32 +192,18 @@ async fn max_org_pages_bounds_pagination() {
 async fn pagination_never_follows_another_origin() {
     let server = MockServer::start().await;
     let elsewhere = MockServer::start().await;
-    github_get("/user")
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()))
-        .mount(&server)
-        .await;
+    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(
             ResponseTemplate::new(200)
-                .insert_header(
-                    "link",
-                    format!("<{}/user/orgs?page=2>; rel=\"next\"", elsewhere.uri()).as_str(),
-                )
+                .insert_header("link", format!("<{}/user/orgs?page=2>; rel=\"next\"", elsewhere.uri()).as_str())
                 .set_body_json(vec![org("github", 1)]),
         )
         .mount(&server)
         .await;
     let who = validate(&provider(&server, json!({}))).await.unwrap();
     assert_eq!(who.attributes["teams"], vec!["github"]);
-    assert_eq!(
-        elsewhere
-            .received_requests()
-            .await
-            .unwrap_or_default()
-            .len(),
-        0,
-        "the token went to another origin"
-    );
+    assert_eq!(elsewhere.received_requests().await.unwrap_or_default().len(), 0, "the token went to another origin");
 }
 
 #[tokio::test]
@@ -264,10 +219,7 @@ async fn bad_credentials_401() {
         .await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert_eq!(
-        err.detail(),
-        "GitHub rejected the token (401 Bad credentials)"
-    );
+    assert_eq!(err.detail(), "GitHub rejected the token (401 Bad credentials)");
 }
 
 #[tokio::test]
@@ -292,10 +244,7 @@ async fn primary_rate_limit_403() {
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(reset));
-    assert_eq!(
-        err.detail(),
-        format!("GitHub rate limit exceeded; resets at {at}")
-    );
+    assert_eq!(err.detail(), format!("GitHub rate limit exceeded; resets at {at}"));
     let after = err.retry_after().expect("retry_after set").as_secs();
     assert!((100..=120).contains(&after), "retry after {after}s");
 }
@@ -343,19 +292,13 @@ async fn forbidden_without_rate_limit_is_the_tokens_fault() {
         .await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert_eq!(
-        err.detail(),
-        "GitHub refused the token access to /user (403 Resource not accessible by integration)"
-    );
+    assert_eq!(err.detail(), "GitHub refused the token access to /user (403 Resource not accessible by integration)");
 }
 
 #[tokio::test]
 async fn orgs_forbidden_without_read_org_means_no_organizations() {
     let server = MockServer::start().await;
-    github_get("/user")
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()))
-        .mount(&server)
-        .await;
+    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(ResponseTemplate::new(403).set_body_json(json!({
             "message": "Resource not accessible by personal access token",
@@ -373,10 +316,7 @@ async fn orgs_forbidden_without_read_org_means_no_organizations() {
 #[tokio::test]
 async fn orgs_rate_limited_is_unavailable() {
     let server = MockServer::start().await;
-    github_get("/user")
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()))
-        .mount(&server)
-        .await;
+    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(
             ResponseTemplate::new(403)
@@ -387,38 +327,26 @@ async fn orgs_rate_limited_is_unavailable() {
         .await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert!(
-        err.detail().starts_with("GitHub rate limit exceeded"),
-        "{err}"
-    );
+    assert!(err.detail().starts_with("GitHub rate limit exceeded"), "{err}");
 }
 
 #[tokio::test]
 async fn server_errors_are_unavailable() {
     let server = MockServer::start().await;
-    Mock::given(path("/user"))
-        .respond_with(ResponseTemplate::new(500))
-        .mount(&server)
-        .await;
+    Mock::given(path("/user")).respond_with(ResponseTemplate::new(500)).mount(&server).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert_eq!(err.detail(), "GitHub answered 500 for /user");
 
     let server = MockServer::start().await;
-    github_get("/user")
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()))
-        .mount(&server)
-        .await;
+    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(ResponseTemplate::new(502).set_body_json(json!({"message": "Server Error"})))
         .mount(&server)
         .await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert_eq!(
-        err.detail(),
-        "GitHub answered 502 for /user/orgs: Server Error"
-    );
+    assert_eq!(err.detail(), "GitHub answered 502 for /user/orgs: Server Error");
 }
 
 #[tokio::test]
@@ -426,11 +354,7 @@ async fn wrong_base_url_404_is_unavailable() {
     let server = MockServer::start().await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert!(
-        err.detail()
-            .starts_with("GitHub answered 404 for /user; check github_api_base_url"),
-        "{err}"
-    );
+    assert!(err.detail().starts_with("GitHub answered 404 for /user; check github_api_base_url"), "{err}");
 }
 
 #[tokio::test]
@@ -442,11 +366,7 @@ async fn garbage_200_is_unavailable() {
         .await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
-    assert!(
-        err.detail()
-            .starts_with("GitHub answered 200 with a malformed /user reply: not JSON"),
-        "{err}"
-    );
+    assert!(err.detail().starts_with("GitHub answered 200 with a malformed /user reply: not JSON"), "{err}");
 
     let server = MockServer::start().await;
     Mock::given(path("/user"))
@@ -462,17 +382,11 @@ async fn garbage_200_is_unavailable() {
 async fn slow_github_is_unavailable() {
     let server = MockServer::start().await;
     Mock::given(path("/user"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(octocat())
-                .set_delay(Duration::from_secs(2)),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_secs(2)))
         .mount(&server)
         .await;
     let started = std::time::Instant::now();
-    let err = validate(&provider(&server, json!({"timeout": 0.2})))
-        .await
-        .unwrap_err();
+    let err = validate(&provider(&server, json!({"timeout": 0.2}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert_eq!(err.detail(), "GitHub /user: timed out");
     assert!(started.elapsed() < Duration::from_millis(1500));
@@ -482,11 +396,7 @@ async fn slow_github_is_unavailable() {
 async fn concurrent_validations_share_one_lookup() {
     let server = MockServer::start().await;
     github_get("/user")
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(octocat())
-                .set_delay(Duration::from_millis(200)),
-        )
+        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_millis(200)))
         .mount(&server)
         .await;
     github_get("/user/orgs")
@@ -510,9 +420,7 @@ async fn concurrent_validations_share_one_lookup() {
 async fn bad_credentials_are_negatively_cached() {
     let server = MockServer::start().await;
     Mock::given(path("/user"))
-        .respond_with(
-            ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})),
-        )
+        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"message": "Bad credentials"})))
         .mount(&server)
         .await;
     let p = provider(&server, json!({}));
@@ -548,11 +456,7 @@ async fn token_expiration_bounds_the_cache() {
     assert_eq!(count(&server, "/user").await, 1, "a hit before expiry");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     validate(&p).await.unwrap();
-    assert_eq!(
-        count(&server, "/user").await,
-        2,
-        "re-checked after the token's expiry"
-    );
+    assert_eq!(count(&server, "/user").await, 2, "re-checked after the token's expiry");
 }
 
 #[tokio::test]
@@ -576,7 +480,5 @@ async fn config_typos_are_rejected() {
     assert!(err.message.contains("github_api_url"), "{err}");
     assert_eq!(GitHubBuilder.type_name(), "github_token");
     // Llama Stack's minimal config: just the type.
-    assert!(GitHubBuilder
-        .build(json!({}), &BuildContext::default())
-        .is_ok());
+    assert!(GitHubBuilder.build(json!({}), &BuildContext::default()).is_ok());
 }

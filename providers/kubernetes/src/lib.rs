@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokengate_api::{
-    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig,
-    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal,
-    ProviderBuilder, RemoteResultCache, RequestContext, Secret, Validated,
+    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig, ClaimsMapping,
+    ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder, RemoteResultCache,
+    RequestContext, Secret, Validated,
 };
 use url::Url;
 
@@ -123,32 +123,20 @@ impl ProviderBuilder for KubernetesBuilder {
         "kubernetes"
     }
 
-    fn build(
-        &self,
-        config: serde_json::Value,
-        ctx: &BuildContext,
-    ) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(KubernetesProvider::from_config(
-            parse_provider_config(config)?,
-            ctx,
-        )?))
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(KubernetesProvider::from_config(parse_provider_config(config)?, ctx)?))
     }
 }
 
 /// Where the reviewer's own token comes from.
 enum ReviewerToken {
     Inline(Secret),
-    File {
-        path: PathBuf,
-        refresh: Duration,
-        cached: Mutex<(Secret, Instant)>,
-    },
+    File { path: PathBuf, refresh: Duration, cached: Mutex<(Secret, Instant)> },
 }
 
 impl ReviewerToken {
     fn read_file(path: &std::path::Path) -> Result<Secret, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let token = text.trim();
         if token.is_empty() {
             return Err(format!("{} is empty", path.display()));
@@ -160,11 +148,7 @@ impl ReviewerToken {
     async fn current(&self) -> Secret {
         match self {
             ReviewerToken::Inline(secret) => secret.clone(),
-            ReviewerToken::File {
-                path,
-                refresh,
-                cached,
-            } => {
+            ReviewerToken::File { path, refresh, cached } => {
                 {
                     let cached = cached.lock().unwrap_or_else(|p| p.into_inner());
                     if cached.1.elapsed() < *refresh {
@@ -210,18 +194,14 @@ impl fmt::Debug for KubernetesProvider {
             .field("review_url", &self.review_url.as_str())
             .field("review", &self.review)
             .field("audiences", &self.audiences)
-            .field(
-                "reviewer_token",
-                &self.reviewer.as_ref().map(|_| "<redacted>"),
-            )
+            .field("reviewer_token", &self.reviewer.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
 
 impl KubernetesProvider {
     pub fn from_config(config: KubernetesConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
-        let base = parse_api_server_url(&config.api_server_url)
-            .map_err(|m| ConfigError::new("api_server_url", m))?;
+        let base = parse_api_server_url(&config.api_server_url).map_err(|m| ConfigError::new("api_server_url", m))?;
         let path = match config.review {
             ReviewMode::SelfSubjectReview => SELF_SUBJECT_REVIEW_PATH,
             ReviewMode::TokenReview => TOKEN_REVIEW_PATH,
@@ -229,9 +209,7 @@ impl KubernetesProvider {
         // Appending (not `Url::join`) keeps a path prefix such as a Rancher or
         // kubectl-proxy mount (`https://rancher/k8s/clusters/c-1`).
         let review_url = Url::parse(&format!("{}{path}", base.as_str().trim_end_matches('/')))
-            .map_err(|e| {
-                ConfigError::new("api_server_url", format!("cannot append {path}: {e}"))
-            })?;
+            .map_err(|e| ConfigError::new("api_server_url", format!("cannot append {path}: {e}")))?;
 
         let reviewer = match config.review {
             ReviewMode::SelfSubjectReview => {
@@ -251,15 +229,16 @@ impl KubernetesProvider {
             }
             ReviewMode::TokenReview => Some(match (config.auth_token, config.auth_token_file) {
                 (Some(_), Some(_)) => {
-                    return Err(ConfigError::new("auth_token_file", "set either `auth_token` or `auth_token_file`, not both"))
-                }
-                (None, None) => {
                     return Err(ConfigError::new(
-                        "auth_token",
-                        "`review: token_review` needs tokengate's own token to create TokenReviews: set `auth_token` or \
-                         `auth_token_file` (in a pod: /var/run/secrets/kubernetes.io/serviceaccount/token)",
+                        "auth_token_file",
+                        "set either `auth_token` or `auth_token_file`, not both",
                     ))
                 }
+                (None, None) => return Err(ConfigError::new(
+                    "auth_token",
+                    "`review: token_review` needs tokengate's own token to create TokenReviews: set `auth_token` or \
+                         `auth_token_file` (in a pod: /var/run/secrets/kubernetes.io/serviceaccount/token)",
+                )),
                 (Some(token), None) if token.expose().trim().is_empty() => {
                     return Err(ConfigError::new("auth_token", "is empty"))
                 }
@@ -318,25 +297,15 @@ impl KubernetesProvider {
                     spec["audiences"] = json!(self.audiences);
                 }
                 let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec});
-                self.client
-                    .post(self.review_url.clone())
-                    .bearer_auth(reviewer.current().await.expose())
-                    .json(&body)
+                self.client.post(self.review_url.clone()).bearer_auth(reviewer.current().await.expose()).json(&body)
             }
             _ => {
-                let body =
-                    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
-                self.client
-                    .post(self.review_url.clone())
-                    .bearer_auth(token)
-                    .json(&body)
+                let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+                self.client.post(self.review_url.clone()).bearer_auth(token).json(&body)
             }
         };
         let started = Instant::now();
-        let response = request
-            .header(http::header::ACCEPT, "application/json")
-            .send()
-            .await;
+        let response = request.header(http::header::ACCEPT, "application/json").send().await;
         let response = match response {
             Ok(r) => r,
             Err(e) => {
@@ -347,8 +316,7 @@ impl KubernetesProvider {
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = read_body_limited(&what, response, self.max_response_bytes).await;
-        let outcome =
-            body.and_then(|body| self.interpret(&what, token, status.as_u16(), &body, retry_after));
+        let outcome = body.and_then(|body| self.interpret(&what, token, status.as_u16(), &body, retry_after));
         self.record(
             match &outcome {
                 Ok(_) => "authenticated",
@@ -417,8 +385,7 @@ impl KubernetesProvider {
                 )));
             }
             429 => {
-                let e =
-                    AuthError::unavailable(format!("{what}: rate limited (429{})", server_says()));
+                let e = AuthError::unavailable(format!("{what}: rate limited (429{})", server_says()));
                 return Err(match retry_after {
                     Some(after) => e.with_retry_after(after),
                     None => e,
@@ -432,60 +399,34 @@ impl KubernetesProvider {
             }
         }
 
-        let review: Value = serde_json::from_slice(body).map_err(|e| {
-            AuthError::unavailable(format!("{what}: answered {status} with invalid JSON ({e})"))
-        })?;
+        let review: Value = serde_json::from_slice(body)
+            .map_err(|e| AuthError::unavailable(format!("{what}: answered {status} with invalid JSON ({e})")))?;
         // The kind first: something else answering on this path (a proxy's
         // login page as JSON, a Status) should be named as such, not as a bad shape.
-        let expected = if token_review {
-            "TokenReview"
-        } else {
-            "SelfSubjectReview"
-        };
-        if let Some(kind) = review
-            .get("kind")
-            .and_then(Value::as_str)
-            .filter(|k| *k != expected)
-        {
-            return Err(AuthError::unavailable(format!(
-                "{what}: answered with a `{kind}` object, not a {expected}"
-            )));
+        let expected = if token_review { "TokenReview" } else { "SelfSubjectReview" };
+        if let Some(kind) = review.get("kind").and_then(Value::as_str).filter(|k| *k != expected) {
+            return Err(AuthError::unavailable(format!("{what}: answered with a `{kind}` object, not a {expected}")));
         }
-        let review: Review = serde_json::from_value(review).map_err(|e| {
-            AuthError::unavailable(format!(
-                "{what}: answered a {expected} of unexpected shape ({e})"
-            ))
-        })?;
+        let review: Review = serde_json::from_value(review)
+            .map_err(|e| AuthError::unavailable(format!("{what}: answered a {expected} of unexpected shape ({e})")))?;
         let status_obj = review.status.unwrap_or_default();
         if token_review {
             if status_obj.authenticated != Some(true) {
-                let reason = status_obj
-                    .error
-                    .as_deref()
-                    .map(|e| sanitize(e, token))
-                    .filter(|e| !e.is_empty());
+                let reason = status_obj.error.as_deref().map(|e| sanitize(e, token)).filter(|e| !e.is_empty());
                 return Err(AuthError::invalid_token(match reason {
-                    Some(reason) => format!(
-                        "the Kubernetes API server did not authenticate the token: {reason}"
-                    ),
+                    Some(reason) => format!("the Kubernetes API server did not authenticate the token: {reason}"),
                     None => "the Kubernetes API server did not authenticate the token".to_string(),
                 }));
             }
             self.check_audiences(what, status_obj.audiences.as_deref().unwrap_or_default())?;
         }
         // The same UserInfo sits under different names in the two kinds.
-        let (user, field) = if token_review {
-            (status_obj.user, "status.user")
-        } else {
-            (status_obj.user_info, "status.userInfo")
-        };
-        let user = user
-            .ok_or_else(|| AuthError::unavailable(format!("{what}: answered without {field}")))?;
+        let (user, field) =
+            if token_review { (status_obj.user, "status.user") } else { (status_obj.user_info, "status.userInfo") };
+        let user = user.ok_or_else(|| AuthError::unavailable(format!("{what}: answered without {field}")))?;
         let username = user.username.clone().unwrap_or_default();
         if username.is_empty() {
-            return Err(AuthError::unavailable(format!(
-                "{what}: answered without {field}.username"
-            )));
+            return Err(AuthError::unavailable(format!("{what}: answered without {field}.username")));
         }
         let claims = json!({
             "username": username,
@@ -494,10 +435,7 @@ impl KubernetesProvider {
             "extra": user.extra,
         });
         let principal = Principal::new(username).with_attributes(self.mapping.apply(&claims));
-        Ok(Validated {
-            principal,
-            expires_at: jwt_expiry(token),
-        })
+        Ok(Validated { principal, expires_at: jwt_expiry(token) })
     }
 
     /// A TokenReview for `audiences` must confirm one of them: an API server
@@ -537,13 +475,9 @@ impl AuthProvider for KubernetesProvider {
         // A token that cannot be put in a header would fail inside reqwest and
         // read as an outage; it is the client's malformed credential.
         if http::HeaderValue::from_str(token).is_err() {
-            return Err(AuthError::invalid_token(
-                "the token contains characters not allowed in an HTTP header",
-            ));
+            return Err(AuthError::invalid_token("the token contains characters not allowed in an HTTP header"));
         }
-        self.cache
-            .get_or_validate(token, || self.review(token))
-            .await
+        self.cache.get_or_validate(token, || self.review(token)).await
     }
 
     fn error_message(&self) -> String {
@@ -596,17 +530,9 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 /// A server-provided message made safe for an error detail: the token (should
 /// a server ever echo it) is cut out, control characters dropped, length capped.
 fn sanitize(message: &str, token: &str) -> String {
-    let message = if token.is_empty() {
-        message.to_string()
-    } else {
-        message.replace(token, "<token>")
-    };
+    let message = if token.is_empty() { message.to_string() } else { message.replace(token, "<token>") };
     let cleaned: String = message.chars().filter(|c| !c.is_control()).collect();
-    let mut out: String = cleaned
-        .trim()
-        .chars()
-        .take(MAX_SERVER_MESSAGE_CHARS)
-        .collect();
+    let mut out: String = cleaned.trim().chars().take(MAX_SERVER_MESSAGE_CHARS).collect();
     if cleaned.trim().chars().count() > MAX_SERVER_MESSAGE_CHARS {
         out.push('…');
     }
@@ -648,13 +574,8 @@ fn jwt_expiry(token: &str) -> Option<SystemTime> {
     let (_, payload, _, None) = (parts.next()?, parts.next()?, parts.next()?, parts.next()) else {
         return None;
     };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let exp = serde_json::from_slice::<Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .as_u64()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_u64()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(exp))
 }
 

@@ -30,11 +30,7 @@ fn k8s_status(code: u16, reason: &str, message: &str) -> Response {
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code
     });
-    (
-        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        Json(body),
-    )
-        .into_response()
+    (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(body)).into_response()
 }
 
 fn unauthorized() -> Response {
@@ -54,28 +50,15 @@ fn user_info() -> Value {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::to_string)
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string)
 }
 
-async fn self_subject_reviews(
-    State(st): State<Arc<Stand>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn self_subject_reviews(State(st): State<Arc<Stand>>, headers: HeaderMap, body: Bytes) -> Response {
     st.calls.fetch_add(1, Ordering::SeqCst);
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     *st.last_body.lock().unwrap() = Some(body.clone());
     if body["apiVersion"] != "authentication.k8s.io/v1" || body["kind"] != "SelfSubjectReview" {
-        return k8s_status(
-            400,
-            "BadRequest",
-            "the body is not an authentication.k8s.io/v1 SelfSubjectReview",
-        );
+        return k8s_status(400, "BadRequest", "the body is not an authentication.k8s.io/v1 SelfSubjectReview");
     }
     match bearer(&headers).as_deref() {
         Some("alice-token") => (
@@ -132,20 +115,12 @@ async fn token_reviews(State(st): State<Arc<Stand>>, headers: HeaderMap, body: B
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     *st.last_body.lock().unwrap() = Some(body.clone());
     if body["apiVersion"] != "authentication.k8s.io/v1" || body["kind"] != "TokenReview" {
-        return k8s_status(
-            400,
-            "BadRequest",
-            "the body is not an authentication.k8s.io/v1 TokenReview",
-        );
+        return k8s_status(400, "BadRequest", "the body is not an authentication.k8s.io/v1 TokenReview");
     }
     let token = body["spec"]["token"].as_str().unwrap_or_default();
     let requested: Vec<String> = body["spec"]["audiences"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
         .unwrap_or_default();
     let reply = |status: Value| {
         let review = json!({
@@ -163,11 +138,7 @@ async fn token_reviews(State(st): State<Arc<Stand>>, headers: HeaderMap, body: B
             let confirmed: Vec<&str> = if requested.is_empty() {
                 vec![TOKEN_AUDIENCES[0]]
             } else {
-                TOKEN_AUDIENCES
-                    .iter()
-                    .copied()
-                    .filter(|a| requested.iter().any(|r| r == a))
-                    .collect()
+                TOKEN_AUDIENCES.iter().copied().filter(|a| requested.iter().any(|r| r == a)).collect()
             };
             if confirmed.is_empty() {
                 return reply(json!({
@@ -188,15 +159,9 @@ async fn token_reviews(State(st): State<Arc<Stand>>, headers: HeaderMap, body: B
 
 /// Serves the stand-in; `prefix` mounts it under a path, as proxies do.
 async fn serve(prefix: &str) -> (String, Arc<Stand>) {
-    let stand = Arc::new(Stand {
-        reviewer: Mutex::new(REVIEWER_TOKEN.to_string()),
-        ..Default::default()
-    });
+    let stand = Arc::new(Stand { reviewer: Mutex::new(REVIEWER_TOKEN.to_string()), ..Default::default() });
     let router = Router::new()
-        .route(
-            &format!("{prefix}{SELF_SUBJECT_REVIEW_PATH}"),
-            post(self_subject_reviews),
-        )
+        .route(&format!("{prefix}{SELF_SUBJECT_REVIEW_PATH}"), post(self_subject_reviews))
         .route(&format!("{prefix}{TOKEN_REVIEW_PATH}"), post(token_reviews))
         .with_state(stand.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -235,11 +200,7 @@ async fn self_subject_review_maps_user_info() {
     assert_eq!(principal.attributes["roles"], vec![ALICE]);
     assert_eq!(
         principal.attributes["teams"],
-        vec![
-            "system:serviceaccounts",
-            "system:serviceaccounts:ml",
-            "system:authenticated"
-        ]
+        vec!["system:serviceaccounts", "system:serviceaccounts:ml", "system:authenticated"]
     );
     assert_eq!(
         stand.last_body.lock().unwrap().clone().unwrap(),
@@ -253,10 +214,7 @@ async fn self_subject_review_maps_user_info() {
     }));
     let principal = p.validate("alice-token", &ctx()).await.unwrap();
     assert_eq!(principal.attributes["pods"], vec!["trainer-0"]);
-    assert_eq!(
-        principal.attributes["uid"],
-        vec!["6a1f6d0c-3c2e-4e1f-9f5e-0d3b8c2a7e41"]
-    );
+    assert_eq!(principal.attributes["uid"], vec!["6a1f6d0c-3c2e-4e1f-9f5e-0d3b8c2a7e41"]);
     assert!(!principal.attributes.contains_key("roles"));
 }
 
@@ -264,10 +222,7 @@ async fn self_subject_review_maps_user_info() {
 async fn api_server_under_a_path_prefix() {
     let (url, _) = serve("/k8s/clusters/c-1").await;
     let p = provider(json!({"api_server_url": format!("{url}/")}));
-    assert_eq!(
-        p.validate("alice-token", &ctx()).await.unwrap().principal,
-        ALICE
-    );
+    assert_eq!(p.validate("alice-token", &ctx()).await.unwrap().principal, ALICE);
 }
 
 #[tokio::test]
@@ -276,10 +231,7 @@ async fn rejected_token_is_invalid_token() {
     let p = provider(json!({"api_server_url": url}));
     let e = reject(&p, "expired-or-forged").await;
     assert_eq!(e.kind(), ErrorKind::InvalidToken);
-    assert_eq!(
-        e.detail(),
-        "the Kubernetes API server did not accept the token (401: Unauthorized)"
-    );
+    assert_eq!(e.detail(), "the Kubernetes API server did not accept the token (401: Unauthorized)");
 }
 
 #[tokio::test]
@@ -288,7 +240,11 @@ async fn forbidden_self_subject_review_is_unavailable_not_the_tokens_fault() {
     let p = provider(json!({"api_server_url": url}));
     let e = reject(&p, "forbidden-token").await;
     assert_eq!(e.kind(), ErrorKind::Unavailable);
-    assert!(e.detail().contains("may not create selfsubjectreviews (403: selfsubjectreviews.authentication.k8s.io is forbidden"), "{e}");
+    assert!(
+        e.detail()
+            .contains("may not create selfsubjectreviews (403: selfsubjectreviews.authentication.k8s.io is forbidden"),
+        "{e}"
+    );
     assert!(e.detail().contains("review: token_review"), "{e}");
 }
 
@@ -300,34 +256,22 @@ async fn outages_and_garbage_are_unavailable() {
         ("boom-token", "answered 500: etcdserver: request timed out"),
         ("garbage-token", "answered 201 with invalid JSON"),
         ("nouser-token", "answered without status.userInfo"),
-        (
-            "wrongkind-token",
-            "answered with a `Status` object, not a SelfSubjectReview",
-        ),
+        ("wrongkind-token", "answered with a `Status` object, not a SelfSubjectReview"),
         ("slow-token", "timed out"),
     ] {
         let e = reject(&p, token).await;
         assert_eq!(e.kind(), ErrorKind::Unavailable, "{token}: {e}");
         assert!(e.detail().contains(needle), "{token}: {e}");
-        assert!(
-            e.detail().contains(&url),
-            "{token}: the detail names the server: {e}"
-        );
+        assert!(e.detail().contains(&url), "{token}: the detail names the server: {e}");
     }
     let e = reject(&p, "busy-token").await;
-    assert_eq!(
-        (e.kind(), e.retry_after()),
-        (ErrorKind::Unavailable, Some(Duration::from_secs(7)))
-    );
+    assert_eq!((e.kind(), e.retry_after()), (ErrorKind::Unavailable, Some(Duration::from_secs(7))));
 
     // No SelfSubjectReview API (Kubernetes < 1.28): 404, with the way out.
     let p = provider(json!({"api_server_url": format!("{url}/not-kubernetes")}));
     let e = reject(&p, "alice-token").await;
     assert_eq!(e.kind(), ErrorKind::Unavailable);
-    assert!(
-        e.detail().contains("404") && e.detail().contains("1.28"),
-        "{e}"
-    );
+    assert!(e.detail().contains("404") && e.detail().contains("1.28"), "{e}");
 
     // Nothing listening.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -347,19 +291,11 @@ async fn results_are_cached_and_outages_are_not() {
         p.validate("alice-token", &ctx()).await.unwrap();
         reject(&p, "bad-token").await;
     }
-    assert_eq!(
-        stand.calls.load(Ordering::SeqCst),
-        2,
-        "one review per token"
-    );
+    assert_eq!(stand.calls.load(Ordering::SeqCst), 2, "one review per token");
     for _ in 0..3 {
         reject(&p, "boom-token").await;
     }
-    assert_eq!(
-        stand.calls.load(Ordering::SeqCst),
-        5,
-        "a 500 is asked again every time"
-    );
+    assert_eq!(stand.calls.load(Ordering::SeqCst), 5, "a 500 is asked again every time");
 
     let p = provider(json!({"api_server_url": url, "cache": {"enabled": false}}));
     p.validate("alice-token", &ctx()).await.unwrap();
@@ -370,9 +306,7 @@ async fn results_are_cached_and_outages_are_not() {
 #[tokio::test]
 async fn token_review_uses_the_reviewer_token_and_documented_body() {
     let (url, stand) = serve("").await;
-    let p = provider(
-        json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN}),
-    );
+    let p = provider(json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN}));
     let principal = p.validate("alice-token", &ctx()).await.unwrap();
     assert_eq!(principal.principal, ALICE);
     assert_eq!(principal.attributes["roles"], vec![ALICE]);
@@ -385,9 +319,7 @@ async fn token_review_uses_the_reviewer_token_and_documented_body() {
 #[tokio::test]
 async fn token_review_unauthenticated_reports_status_error() {
     let (url, _) = serve("").await;
-    let p = provider(
-        json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN}),
-    );
+    let p = provider(json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN}));
     let e = reject(&p, "forged-token").await;
     assert_eq!(e.kind(), ErrorKind::InvalidToken);
     assert_eq!(
@@ -402,56 +334,32 @@ async fn token_review_audiences_are_sent_and_confirmed() {
     let (url, stand) = serve("").await;
     let config = |audiences: Value| json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN, "audiences": audiences});
     let p = provider(config(json!(["tokengate", "other"])));
-    assert_eq!(
-        p.validate("alice-token", &ctx()).await.unwrap().principal,
-        ALICE
-    );
-    assert_eq!(
-        stand.last_body.lock().unwrap().clone().unwrap()["spec"]["audiences"],
-        json!(["tokengate", "other"])
-    );
+    assert_eq!(p.validate("alice-token", &ctx()).await.unwrap().principal, ALICE);
+    assert_eq!(stand.last_body.lock().unwrap().clone().unwrap()["spec"]["audiences"], json!(["tokengate", "other"]));
 
     // The server says the token is not for us.
     let p = provider(config(json!(["someone-else"])));
     let e = reject(&p, "alice-token").await;
     assert_eq!(e.kind(), ErrorKind::InvalidToken);
-    assert!(
-        e.detail().contains("is invalid for the target audiences"),
-        "{e}"
-    );
+    assert!(e.detail().contains("is invalid for the target audiences"), "{e}");
 
     // The server authenticated but did not confirm an audience: it is not
     // audience-aware, which is an operator's problem, not the client's.
     let p = provider(config(json!(["tokengate"])));
     let e = reject(&p, "legacy-token").await;
     assert_eq!(e.kind(), ErrorKind::Unavailable);
-    assert!(
-        e.detail().contains("confirmed none of the audiences"),
-        "{e}"
-    );
+    assert!(e.detail().contains("confirmed none of the audiences"), "{e}");
 }
 
 #[tokio::test]
 async fn token_review_reviewer_problems_are_unavailable() {
     let (url, _) = serve("").await;
-    let p = provider(
-        json!({"api_server_url": url, "review": "token_review", "auth_token": "revoked-reviewer"}),
-    );
+    let p = provider(json!({"api_server_url": url, "review": "token_review", "auth_token": "revoked-reviewer"}));
     let e = reject(&p, "alice-token").await;
-    assert_eq!(
-        e.kind(),
-        ErrorKind::Unavailable,
-        "our credential failing is not the client's 401"
-    );
-    assert!(
-        e.detail()
-            .contains("the reviewer's auth_token was rejected (401: Unauthorized)"),
-        "{e}"
-    );
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "our credential failing is not the client's 401");
+    assert!(e.detail().contains("the reviewer's auth_token was rejected (401: Unauthorized)"), "{e}");
 
-    let p = provider(
-        json!({"api_server_url": url, "review": "token_review", "auth_token": WEAK_REVIEWER_TOKEN}),
-    );
+    let p = provider(json!({"api_server_url": url, "review": "token_review", "auth_token": WEAK_REVIEWER_TOKEN}));
     let e = reject(&p, "alice-token").await;
     assert_eq!(e.kind(), ErrorKind::Unavailable);
     assert!(e.detail().contains("system:auth-delegator"), "{e}");
@@ -462,18 +370,10 @@ async fn auth_token_file_is_reread_after_rotation() {
     let (url, stand) = serve("").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), format!("{REVIEWER_TOKEN}\n")).unwrap();
-    let ctx_with_dir = BuildContext {
-        base_dir: Some(dir.path().to_path_buf()),
-        ..Default::default()
-    };
+    let ctx_with_dir = BuildContext { base_dir: Some(dir.path().to_path_buf()), ..Default::default() };
     let config = json!({"api_server_url": url, "review": "token_review", "auth_token_file": "token", "cache": {"enabled": false}});
-    let mut p =
-        KubernetesProvider::from_config(parse_provider_config(config).unwrap(), &ctx_with_dir)
-            .unwrap();
-    assert_eq!(
-        p.validate("alice-token", &ctx()).await.unwrap().principal,
-        ALICE
-    );
+    let mut p = KubernetesProvider::from_config(parse_provider_config(config).unwrap(), &ctx_with_dir).unwrap();
+    assert_eq!(p.validate("alice-token", &ctx()).await.unwrap().principal, ALICE);
 
     // The kubelet rotates the token; the API server stops accepting the old one.
     if let Some(ReviewerToken::File { refresh, .. }) = &mut p.reviewer {
@@ -481,33 +381,22 @@ async fn auth_token_file_is_reread_after_rotation() {
     }
     std::fs::write(dir.path().join("token"), "rotated-reviewer-token").unwrap();
     *stand.reviewer.lock().unwrap() = "rotated-reviewer-token".to_string();
-    assert_eq!(
-        p.validate("alice-token", &ctx()).await.unwrap().principal,
-        ALICE
-    );
+    assert_eq!(p.validate("alice-token", &ctx()).await.unwrap().principal, ALICE);
 
     // An unreadable file keeps the last token read.
     std::fs::remove_file(dir.path().join("token")).unwrap();
-    assert_eq!(
-        p.validate("alice-token", &ctx()).await.unwrap().principal,
-        ALICE
-    );
+    assert_eq!(p.validate("alice-token", &ctx()).await.unwrap().principal, ALICE);
 }
 
 #[tokio::test]
 async fn tokens_never_appear_in_errors_or_debug() {
     let (url, _) = serve("").await;
-    let p = provider(
-        json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN}),
-    );
+    let p = provider(json!({"api_server_url": url, "review": "token_review", "auth_token": REVIEWER_TOKEN}));
     assert!(!format!("{p:?}").contains(REVIEWER_TOKEN));
     let e = reject(&p, "forged-token").await;
     assert!(!e.detail().contains("forged-token"));
     // A server that echoes the token has it cut out of the detail.
-    assert_eq!(
-        sanitize("bad token secret-123 here", "secret-123"),
-        "bad token <token> here"
-    );
+    assert_eq!(sanitize("bad token secret-123 here", "secret-123"), "bad token <token> here");
     let e = reject(&p, "").await;
     assert_eq!(e.detail(), "the token is empty");
     let e = reject(&p, "bad\ntoken").await;
@@ -519,67 +408,29 @@ async fn tokens_never_appear_in_errors_or_debug() {
 fn jwt_expiry_caps_caching_only_when_present() {
     use base64::Engine as _;
     let enc = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let token = format!(
-        "{}.{}.sig",
-        enc(json!({"alg": "RS256"})),
-        enc(json!({"exp": 2_000_000_000u64}))
-    );
-    assert_eq!(
-        jwt_expiry(&token),
-        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
-    );
+    let token = format!("{}.{}.sig", enc(json!({"alg": "RS256"})), enc(json!({"exp": 2_000_000_000u64})));
+    assert_eq!(jwt_expiry(&token), Some(SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000)));
     assert_eq!(jwt_expiry("opaque-token"), None);
     assert_eq!(jwt_expiry("a.b.c.d"), None);
-    assert_eq!(
-        jwt_expiry(&format!("x.{}.y", enc(json!({"sub": "no-exp"})))),
-        None
-    );
+    assert_eq!(jwt_expiry(&format!("x.{}.y", enc(json!({"sub": "no-exp"})))), None);
 }
 
 #[test]
 fn config_errors_name_the_field() {
     let cases = [
         (json!({}), "", "missing field `api_server_url`"),
-        (
-            json!({"api_server_url": "not a url"}),
-            "api_server_url",
-            "is not a URL",
-        ),
-        (
-            json!({"api_server_url": "http://10.0.0.1:6443"}),
-            "api_server_url",
-            "use https://",
-        ),
-        (
-            json!({"api_server_url": "ftp://k8s"}),
-            "api_server_url",
-            "scheme `ftp`",
-        ),
-        (
-            json!({"api_server_url": "https://k8s?x=1"}),
-            "api_server_url",
-            "query",
-        ),
-        (
-            json!({"api_server_url": "https://u:p@k8s"}),
-            "api_server_url",
-            "credentials",
-        ),
-        (
-            json!({"api_server_url": "https://k8s", "review": "subject_access_review"}),
-            "review",
-            "unknown variant",
-        ),
+        (json!({"api_server_url": "not a url"}), "api_server_url", "is not a URL"),
+        (json!({"api_server_url": "http://10.0.0.1:6443"}), "api_server_url", "use https://"),
+        (json!({"api_server_url": "ftp://k8s"}), "api_server_url", "scheme `ftp`"),
+        (json!({"api_server_url": "https://k8s?x=1"}), "api_server_url", "query"),
+        (json!({"api_server_url": "https://u:p@k8s"}), "api_server_url", "credentials"),
+        (json!({"api_server_url": "https://k8s", "review": "subject_access_review"}), "review", "unknown variant"),
         (
             json!({"api_server_url": "https://k8s", "auth_token": "x"}),
             "auth_token",
             "only used with `review: token_review`",
         ),
-        (
-            json!({"api_server_url": "https://k8s", "audiences": ["a"]}),
-            "audiences",
-            "only used with",
-        ),
+        (json!({"api_server_url": "https://k8s", "audiences": ["a"]}), "audiences", "only used with"),
         (
             json!({"api_server_url": "https://k8s", "review": "token_review"}),
             "auth_token",
@@ -605,16 +456,8 @@ fn config_errors_name_the_field() {
             "audiences[0]",
             "is empty",
         ),
-        (
-            json!({"api_server_url": "https://k8s", "tls_cafile": "/nonexistent/ca.crt"}),
-            "tls_cafile",
-            "cannot read",
-        ),
-        (
-            json!({"api_server_url": "https://k8s", "verify_tsl": false}),
-            "verify_tsl",
-            "unknown field",
-        ),
+        (json!({"api_server_url": "https://k8s", "tls_cafile": "/nonexistent/ca.crt"}), "tls_cafile", "cannot read"),
+        (json!({"api_server_url": "https://k8s", "verify_tsl": false}), "verify_tsl", "unknown field"),
         (
             json!({"api_server_url": "https://k8s", "claims_mapping": {"a..b": "x"}}),
             "claims_mapping",
@@ -638,8 +481,7 @@ fn config_errors_name_the_field() {
 /// The shipped example parses, and builds once its in-cluster files exist.
 #[test]
 fn example_config_parses_and_builds() {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/kubernetes.yaml");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/kubernetes.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
     let doc: Value = serde_yaml::from_str(&text).unwrap();
     let mut section = doc["provider_config"].clone();

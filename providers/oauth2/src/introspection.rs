@@ -35,9 +35,9 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokengate_api::{host_of, is_loopback, 
-    claim_at_path, read_body_limited, AuthError, BuildContext, ClaimsMapping, ConfigError, HttpFailure, Principal,
-    RemoteResultCache, Secret, Validated,
+use tokengate_api::{
+    claim_at_path, host_of, is_loopback, read_body_limited, AuthError, BuildContext, ClaimsMapping, ConfigError,
+    HttpFailure, Principal, RemoteResultCache, Secret, Validated,
 };
 
 /// Validates tokens by asking an RFC 7662 introspection endpoint.
@@ -409,7 +409,6 @@ fn parse_endpoint(raw: &str) -> Result<Url, ConfigError> {
     }
     Ok(url)
 }
-
 
 /// `Basic base64(urlencode(id) ":" urlencode(secret))`: RFC 6749 §2.3.1 requires
 /// the form-urlencoding first, so ids and secrets containing `:` or non-ASCII

@@ -20,8 +20,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use tokengate_api::{
-    parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError,
-    DynProvider, ErrorKind, Ownership, Principal, ProviderBuilder, RequestContext,
+    parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, ErrorKind,
+    Ownership, Principal, ProviderBuilder, RequestContext,
 };
 
 /// `provider_config` for `type: upstream_header`.
@@ -53,14 +53,8 @@ impl ProviderBuilder for UpstreamHeaderBuilder {
         "upstream_header"
     }
 
-    fn build(
-        &self,
-        config: serde_json::Value,
-        _ctx: &BuildContext,
-    ) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(UpstreamHeaderProvider::from_config(
-            parse_provider_config(config)?,
-        )?))
+    fn build(&self, config: serde_json::Value, _ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        Ok(Arc::new(UpstreamHeaderProvider::from_config(parse_provider_config(config)?)?))
     }
 }
 
@@ -82,10 +76,7 @@ const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "c
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     let lower = name.trim().to_ascii_lowercase();
     if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-        return Err(ConfigError::new(
-            field,
-            format!("`{name}` is not a valid HTTP header name"),
-        ));
+        return Err(ConfigError::new(field, format!("`{name}` is not a valid HTTP header name")));
     }
     if CREDENTIAL_HEADERS.contains(&lower.as_str()) {
         return Err(ConfigError::new(
@@ -102,9 +93,9 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
         // `10.1.2.3/8` means 10.0.0.0/8 to every proxy config format; store it so.
         return Ok(net.trunc());
     }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| {
-        format!("`{text}` is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an IP address")
-    })
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| format!("`{text}` is not a CIDR (like 10.0.0.0/8 or fd00::/8) or an IP address"))
 }
 
 impl UpstreamHeaderProvider {
@@ -131,8 +122,7 @@ impl UpstreamHeaderProvider {
         }
         let mut trusted = Vec::new();
         for (i, text) in config.trusted_proxy_cidrs.iter().enumerate() {
-            let net = parse_cidr(text)
-                .map_err(|m| ConfigError::new(format!("trusted_proxy_cidrs[{i}]"), m))?;
+            let net = parse_cidr(text).map_err(|m| ConfigError::new(format!("trusted_proxy_cidrs[{i}]"), m))?;
             if net.prefix_len() == 0 {
                 tracing::warn!(
                     cidr = %net,
@@ -141,11 +131,7 @@ impl UpstreamHeaderProvider {
             }
             trusted.push(net);
         }
-        Ok(UpstreamHeaderProvider {
-            principal_header,
-            attribute_headers,
-            trusted,
-        })
+        Ok(UpstreamHeaderProvider { principal_header, attribute_headers, trusted })
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -176,11 +162,7 @@ impl AuthProvider for UpstreamHeaderProvider {
                 format!("peer {ip} is not a trusted proxy; identity headers ignored"),
             ));
         }
-        let principal = ctx
-            .headers
-            .get(&self.principal_header)
-            .map(|v| v.trim())
-            .unwrap_or_default();
+        let principal = ctx.headers.get(&self.principal_header).map(|v| v.trim()).unwrap_or_default();
         if principal.is_empty() {
             return Err(AuthError::invalid_token(format!(
                 "trusted proxy {ip} sent no {} header (the user is not logged in at the proxy)",
@@ -218,10 +200,7 @@ impl AuthProvider for UpstreamHeaderProvider {
     }
 
     fn accepts(&self) -> String {
-        format!(
-            "the `{}` header from a trusted proxy",
-            self.principal_header
-        )
+        format!("the `{}` header from a trusted proxy", self.principal_header)
     }
 
     /// The identity is in the proxy's headers; requests without a token are ours to judge.
@@ -271,10 +250,7 @@ mod tests {
         );
         let principal = p.validate("", &ctx).await.unwrap();
         assert_eq!(principal.principal, "alice@example.com");
-        assert_eq!(
-            principal.attributes["teams"],
-            vec!["ml", "infra", "research"]
-        );
+        assert_eq!(principal.attributes["teams"], vec!["ml", "infra", "research"]);
         assert_eq!(principal.attributes["roles"], vec!["admin", "viewer"]);
 
         // A single trusted address, and a token that is simply ignored.
@@ -288,27 +264,16 @@ mod tests {
     async fn untrusted_or_unknown_peer_is_403_and_headers_ignored() {
         // standard() trusts 10.0.0.0/8, 192.168.1.7 and fd00::/8.
         let p = standard();
-        for (peer, ip) in [
-            ("11.0.0.9:5000", "11.0.0.9"),
-            ("192.168.1.8:443", "192.168.1.8"),
-            ("[fe80::1]:443", "fe80::1"),
-        ] {
-            let e = p
-                .validate("", &request(Some(peer), &[("x-forwarded-user", "admin")]))
-                .await
-                .unwrap_err();
+        for (peer, ip) in
+            [("11.0.0.9:5000", "11.0.0.9"), ("192.168.1.8:443", "192.168.1.8"), ("[fe80::1]:443", "fe80::1")]
+        {
+            let e = p.validate("", &request(Some(peer), &[("x-forwarded-user", "admin")])).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InsufficientScope, "{peer}");
             assert_eq!(e.kind().http_status(), 403);
-            assert_eq!(
-                e.detail(),
-                format!("peer {ip} is not a trusted proxy; identity headers ignored")
-            );
+            assert_eq!(e.detail(), format!("peer {ip} is not a trusted proxy; identity headers ignored"));
         }
 
-        let e = p
-            .validate("", &request(None, &[("x-forwarded-user", "admin")]))
-            .await
-            .unwrap_err();
+        let e = p.validate("", &request(None, &[("x-forwarded-user", "admin")])).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::InsufficientScope);
         assert!(e.detail().contains("peer address is unknown"), "{e}");
     }
@@ -316,22 +281,11 @@ mod tests {
     #[tokio::test]
     async fn missing_or_empty_header_from_trusted_peer_is_401() {
         let p = standard();
-        for headers in [
-            &[][..],
-            &[("x-forwarded-user", "  ")][..],
-            &[("x-forwarded-groups", "ml")][..],
-        ] {
-            let e = p
-                .validate("", &request(Some("10.0.0.1:1"), headers))
-                .await
-                .unwrap_err();
+        for headers in [&[][..], &[("x-forwarded-user", "  ")][..], &[("x-forwarded-groups", "ml")][..]] {
+            let e = p.validate("", &request(Some("10.0.0.1:1"), headers)).await.unwrap_err();
             assert_eq!(e.kind(), ErrorKind::InvalidToken);
             assert_eq!(e.kind().http_status(), 401);
-            assert!(
-                e.detail()
-                    .contains("trusted proxy 10.0.0.1 sent no x-forwarded-user header"),
-                "{e}"
-            );
+            assert!(e.detail().contains("trusted proxy 10.0.0.1 sent no x-forwarded-user header"), "{e}");
         }
     }
 
@@ -342,39 +296,15 @@ mod tests {
             "trusted_proxy_cidrs": ["2001:db8:42::/48", "10.0.0.0/8"]
         }));
         let ok = |peer: &str| request(Some(peer), &[("x-auth-request-user", "carol")]);
-        assert_eq!(
-            p.validate("", &ok("[2001:db8:42:1::5]:8443"))
-                .await
-                .unwrap()
-                .principal,
-            "carol"
-        );
+        assert_eq!(p.validate("", &ok("[2001:db8:42:1::5]:8443")).await.unwrap().principal, "carol");
         assert!(p.validate("", &ok("[2001:db8:43::5]:8443")).await.is_err());
         // A dual-stack listener reports an IPv4 proxy as ::ffff:10.1.1.1.
-        assert_eq!(
-            p.validate("", &ok("[::ffff:10.1.1.1]:8443"))
-                .await
-                .unwrap()
-                .principal,
-            "carol"
-        );
-        let e = p
-            .validate("", &ok("[::ffff:11.1.1.1]:8443"))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            e.detail(),
-            "peer 11.1.1.1 is not a trusted proxy; identity headers ignored"
-        );
+        assert_eq!(p.validate("", &ok("[::ffff:10.1.1.1]:8443")).await.unwrap().principal, "carol");
+        let e = p.validate("", &ok("[::ffff:11.1.1.1]:8443")).await.unwrap_err();
+        assert_eq!(e.detail(), "peer 11.1.1.1 is not a trusted proxy; identity headers ignored");
         // Host bits in a CIDR are ignored, as proxies' configs do.
         let p = provider(json!({"trusted_proxy_cidrs": ["10.9.9.9/8"]}));
-        assert!(p
-            .validate(
-                "",
-                &request(Some("10.0.0.1:1"), &[("x-forwarded-user", "d")])
-            )
-            .await
-            .is_ok());
+        assert!(p.validate("", &request(Some("10.0.0.1:1"), &[("x-forwarded-user", "d")])).await.is_ok());
     }
 
     #[test]
@@ -390,21 +320,9 @@ mod tests {
     fn config_errors_name_the_field() {
         let cases = [
             (json!({}), "", "missing field `trusted_proxy_cidrs`"),
-            (
-                json!({"trusted_proxy_cidrs": []}),
-                "trusted_proxy_cidrs",
-                "is empty",
-            ),
-            (
-                json!({"trusted_proxy_cidrs": ["10.0.0.0/33"]}),
-                "trusted_proxy_cidrs[0]",
-                "is not a CIDR",
-            ),
-            (
-                json!({"trusted_proxy_cidrs": ["10.0.0.0/8", "proxy.local"]}),
-                "trusted_proxy_cidrs[1]",
-                "proxy.local",
-            ),
+            (json!({"trusted_proxy_cidrs": []}), "trusted_proxy_cidrs", "is empty"),
+            (json!({"trusted_proxy_cidrs": ["10.0.0.0/33"]}), "trusted_proxy_cidrs[0]", "is not a CIDR"),
+            (json!({"trusted_proxy_cidrs": ["10.0.0.0/8", "proxy.local"]}), "trusted_proxy_cidrs[1]", "proxy.local"),
             (
                 json!({"trusted_proxy_cidrs": ["::1"], "principal_header": "bad header"}),
                 "principal_header",
@@ -430,11 +348,7 @@ mod tests {
                 "attribute_headers.x-g",
                 "empty",
             ),
-            (
-                json!({"trusted_proxy_cidrs": ["::1"], "trusted_proxies": ["::1"]}),
-                "trusted_proxies",
-                "unknown field",
-            ),
+            (json!({"trusted_proxy_cidrs": ["::1"], "trusted_proxies": ["::1"]}), "trusted_proxies", "unknown field"),
         ];
         for (config, field, needle) in cases {
             let e = parse_provider_config::<UpstreamHeaderConfig>(config.clone())
@@ -447,17 +361,11 @@ mod tests {
 
     #[test]
     fn example_config_builds() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../config/upstream_header.yaml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/upstream_header.yaml");
         let text = std::fs::read_to_string(path).unwrap();
         let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
         let mut section = doc["provider_config"].clone();
-        assert_eq!(
-            section.as_object_mut().unwrap().remove("type"),
-            Some(json!("upstream_header"))
-        );
-        UpstreamHeaderBuilder
-            .build(section, &BuildContext::default())
-            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(section.as_object_mut().unwrap().remove("type"), Some(json!("upstream_header")));
+        UpstreamHeaderBuilder.build(section, &BuildContext::default()).unwrap_or_else(|e| panic!("{e}"));
     }
 }
