@@ -160,7 +160,7 @@ read -r rss hwm <<<"$(mem)"
   echo "| (idle, after warm-up) | | | | | | | $rss0 / $hwm0 |"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "Distinct tokens validated: $SENT (of $COUNT minted); allow decisions counted by /metrics: ${allowed:-?}."
+  echo "Distinct-token requests: $SENT over a file of $COUNT tokens (past $COUNT a token comes round again, long evicted); allow decisions in /metrics, all runs: ${allowed:-?}; server log level: ${TOKENGATE_LOG:-info}."
   echo "Server memory at the end: VmRSS $rss MiB, VmHWM $hwm MiB."
 } | tee "$ROOT/summary.md"
 

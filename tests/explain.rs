@@ -103,9 +103,9 @@ async fn a_valid_jwt_shows_owner_every_check_and_attribute_sources() {
     assert_eq!(
         v["attributes"],
         json!([
+            {"attribute": "roles", "value": "alice", "claim": "sub", "rule": "claims_mapping: sub -> roles"},
             {"attribute": "teams", "value": "ml", "claim": "groups", "rule": "claims_mapping: groups -> teams"},
             {"attribute": "teams", "value": "ops", "claim": "groups", "rule": "claims_mapping: groups -> teams"},
-            {"attribute": "roles", "value": "alice", "claim": "sub", "rule": "claims_mapping: sub -> roles"},
         ]),
         "`team: ml` repeats a value `groups` already gave, so it is not listed again"
     );
