@@ -36,6 +36,11 @@
 //!   On a shared machine this is the ratio to quote; criterion's separate runs
 //!   can see different background load.
 //!
+//! - `paired backend <curve>` (printed like the above): aws-lc-rs
+//!   `ParsedPublicKey` against ring's `UnparsedPublicKey` on the same
+//!   signatures, for P-256, P-384 and Ed25519: the measurement behind
+//!   verifying ES256 with ring and everything else with aws-lc-rs.
+//!
 //! Every async call runs inside one `block_on` per batch on a current-thread
 //! tokio runtime; tokens are checked to validate before anything is timed.
 
@@ -379,7 +384,19 @@ fn introspection_benches(c: &mut Criterion) {
 /// batch of tokengate validations back to back (order alternating, ABBA), and
 /// the ratio is taken per round; the median of the rounds is reported.
 /// `TOKENGATE_BENCH_PAIRED=0` skips it, `TOKENGATE_BENCH_ROUNDS` sets the rounds (31).
-fn paired(label: &str, batch: u64, mut raw: impl FnMut(u64) -> Duration, mut ours: impl FnMut(u64) -> Duration) {
+fn paired(label: &str, batch: u64, raw: impl FnMut(u64) -> Duration, ours: impl FnMut(u64) -> Duration) {
+    paired_named(label, ["raw", "tokengate"], batch, raw, ours)
+}
+
+/// [`paired`] with other names for the two sides; the ratio is always
+/// second-side throughput over first-side throughput.
+fn paired_named(
+    label: &str,
+    names: [&str; 2],
+    batch: u64,
+    mut raw: impl FnMut(u64) -> Duration,
+    mut ours: impl FnMut(u64) -> Duration,
+) {
     let rounds: usize = std::env::var("TOKENGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
     // One untimed round each to warm caches and branch predictors.
     raw(batch);
@@ -402,9 +419,11 @@ fn paired(label: &str, batch: u64, mut raw: impl FnMut(u64) -> Duration, mut our
     let (q1, q3) = (ratios[ratios.len() / 4], ratios[ratios.len() * 3 / 4]);
     let per = |d: Duration| d.as_secs_f64() * 1e6 / (rounds as f64 * batch as f64);
     let line = format!(
-        "paired {label:<16} raw {:>8.2} µs/token  tokengate {:>8.2} µs/token  ratio (tokengate/raw throughput) median {median:.3}  IQR {q1:.3}..{q3:.3}  ({rounds} rounds x {batch})",
+        "paired {label:<16} {a} {:>8.2} µs/token  {b} {:>8.2} µs/token  ratio ({b}/{a} throughput) median {median:.3}  IQR {q1:.3}..{q3:.3}  ({rounds} rounds x {batch})",
         per(raw_total),
         per(our_total),
+        a = names[0],
+        b = names[1],
     );
     println!("{line}");
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tokengate-paired.txt");
@@ -451,8 +470,84 @@ fn wanted(id: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()) || f.contains(id))
 }
 
+/// The same signatures verified by aws-lc-rs (parsed once) and by ring, per
+/// curve: the numbers behind the oauth2 provider's per-algorithm backend.
+fn backend_rounds() {
+    use ring::signature as rs;
+    let curves: [(&str, Algorithm, &'static dyn rs::VerificationAlgorithm); 3] = [
+        ("P-256", Algorithm::ES256, &rs::ECDSA_P256_SHA256_FIXED),
+        ("P-384", Algorithm::ES384, &rs::ECDSA_P384_SHA384_FIXED),
+        ("Ed25519", Algorithm::EdDSA, &rs::ED25519),
+    ];
+    for (curve, alg, ring_alg) in curves {
+        let rng = SystemRandom::new();
+        let (public, signatures): (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>) = {
+            let messages: Vec<Vec<u8>> =
+                (0..2000).map(|i| format!("header.claims-{i:06}").repeat(8).into_bytes()).collect();
+            match alg {
+                Algorithm::EdDSA => {
+                    let doc = Ed25519KeyPair::generate_pkcs8(&rng).expect("ed keygen");
+                    let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("ed");
+                    let sigs = messages.into_iter().map(|m| (pair.sign(&m).as_ref().to_vec(), m)).collect();
+                    (pair.public_key().as_ref().to_vec(), sigs)
+                }
+                _ => {
+                    let signing = if alg == Algorithm::ES256 {
+                        &sig::ECDSA_P256_SHA256_FIXED_SIGNING
+                    } else {
+                        &sig::ECDSA_P384_SHA384_FIXED_SIGNING
+                    };
+                    let doc = EcdsaKeyPair::generate_pkcs8(signing, &rng).expect("ec keygen");
+                    let pair = EcdsaKeyPair::from_pkcs8(signing, doc.as_ref()).expect("ec");
+                    let sigs = messages
+                        .into_iter()
+                        .map(|m| (pair.sign(&rng, &m).expect("sign").as_ref().to_vec(), m))
+                        .collect();
+                    (pair.public_key().as_ref().to_vec(), sigs)
+                }
+            }
+        };
+        let aws_alg: &'static dyn sig::VerificationAlgorithm = match alg {
+            Algorithm::ES256 => &sig::ECDSA_P256_SHA256_FIXED,
+            Algorithm::ES384 => &sig::ECDSA_P384_SHA384_FIXED,
+            _ => &sig::ED25519,
+        };
+        let parsed = ParsedPublicKey::new(aws_alg, public.clone()).expect("aws-lc key");
+        let ring_key = rs::UnparsedPublicKey::new(ring_alg, public);
+        let aws = |m: &[u8], s: &[u8]| parsed.verify_sig(m, s).is_ok();
+        let ring = |m: &[u8], s: &[u8]| ring_key.verify(m, s).is_ok();
+        paired_named(
+            &format!("backend {curve}"),
+            ["aws-lc", "ring"],
+            50,
+            verifying(&signatures, aws),
+            verifying(&signatures, ring),
+        );
+    }
+}
+
+/// Times `iters` verifications, cycling through `signatures`.
+fn verifying<'a>(
+    signatures: &'a [(Vec<u8>, Vec<u8>)],
+    verify: impl Fn(&[u8], &[u8]) -> bool + 'a,
+) -> impl FnMut(u64) -> Duration + 'a {
+    let mut i = 0usize;
+    move |iters| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            let (signature, message) = &signatures[i % signatures.len()];
+            i = i.wrapping_add(1);
+            assert!(verify(black_box(message), black_box(signature)));
+        }
+        start.elapsed()
+    }
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    if paired_enabled() && wanted("backend") {
+        backend_rounds();
+    }
     jwt_benches(&mut c);
     if wanted("introspection") {
         introspection_benches(&mut c);

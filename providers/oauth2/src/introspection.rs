@@ -20,7 +20,11 @@
 //!   is itself the authority for the tokens it vouches for;
 //! - `aud`, when `audience` is configured (and `allow_any_audience` is not set):
 //!   a reply without `aud` is rejected, since the audience restriction the
-//!   operator asked for cannot be verified otherwise.
+//!   operator asked for cannot be verified otherwise;
+//! - the token is not a refresh token: servers answer `active: true` for any
+//!   live token they issued, so a leaked refresh token would otherwise open the
+//!   API. Refused when `token_type` is `refresh_token` (RFC 7009's hint name) or
+//!   `refresh`, or Keycloak's `typ` is `Refresh`; any other or no type passes.
 //!
 //! Metrics: `tokengate_idp_fetches_total{provider="oauth2_token", kind="introspection"}`
 //! counts upstream calls (cache hits are not fetches); `result="error"` when the
@@ -315,6 +319,16 @@ impl Inner {
             Some(Value::Bool(false)) => return Err(AuthError::invalid_token("token is not active")),
             None => return Err(malformed("no `active` field".into())),
             Some(other) => return Err(malformed(format!("`active` is {}, not a boolean", json_type(other)))),
+        }
+
+        for field in ["token_type", "typ"] {
+            if let Some(Value::String(kind)) = fields.get(field) {
+                if kind.eq_ignore_ascii_case("refresh_token") || kind.eq_ignore_ascii_case("refresh") {
+                    return Err(AuthError::invalid_token(format!(
+                        "the introspection reply says `{field}` is {kind:?}: a refresh token is not an access token"
+                    )));
+                }
+            }
         }
 
         let now = unix_now();

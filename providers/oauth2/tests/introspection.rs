@@ -191,6 +191,24 @@ async fn inactive_token_is_invalid() {
 }
 
 #[tokio::test]
+async fn refresh_tokens_are_refused_access_tokens_pass() {
+    for (field, kind) in [("token_type", "refresh_token"), ("token_type", "Refresh"), ("typ", "Refresh")] {
+        let server = MockServer::start().await;
+        answer_json(&server, active(json!({ field: kind }))).await;
+        let err = validate(&provider(&server, json!({}))).await.unwrap_err();
+        assert_kind(&err, ErrorKind::InvalidToken);
+        assert!(err.detail().contains("a refresh token is not an access token"), "{field}={kind}: {err}");
+        assert!(err.detail().contains(field), "{err}");
+    }
+    for kind in ["Bearer", "access_token", "N_A"] {
+        let server = MockServer::start().await;
+        answer_json(&server, active(json!({"token_type": kind, "typ": "Bearer"}))).await;
+        let p = validate(&provider(&server, json!({}))).await.unwrap_or_else(|e| panic!("{kind}: {e}"));
+        assert_eq!(p.principal, "Z5O3upPC88QrAjx00dis");
+    }
+}
+
+#[tokio::test]
 async fn server_error_is_unavailable() {
     let server = MockServer::start().await;
     answer(&server, ResponseTemplate::new(500)).await;
