@@ -470,6 +470,9 @@ fn wanted(id: &str) -> bool {
     filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()) || f.contains(id))
 }
 
+/// A signature and the message it signs.
+type Signed = (Vec<u8>, Vec<u8>);
+
 /// The same signatures verified by aws-lc-rs (parsed once) and by ring, per
 /// curve: the numbers behind the oauth2 provider's per-algorithm backend.
 fn backend_rounds() {
@@ -481,7 +484,7 @@ fn backend_rounds() {
     ];
     for (curve, alg, ring_alg) in curves {
         let rng = SystemRandom::new();
-        let (public, signatures): (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>) = {
+        let (public, signatures): (Vec<u8>, Vec<Signed>) = {
             let messages: Vec<Vec<u8>> =
                 (0..2000).map(|i| format!("header.claims-{i:06}").repeat(8).into_bytes()).collect();
             match alg {
@@ -528,7 +531,7 @@ fn backend_rounds() {
 
 /// Times `iters` verifications, cycling through `signatures`.
 fn verifying<'a>(
-    signatures: &'a [(Vec<u8>, Vec<u8>)],
+    signatures: &'a [Signed],
     verify: impl Fn(&[u8], &[u8]) -> bool + 'a,
 ) -> impl FnMut(u64) -> Duration + 'a {
     let mut i = 0usize;

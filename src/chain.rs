@@ -98,6 +98,22 @@ impl AuthProvider for Chain {
         self.owner_at(token).map(|(i, p)| (i, p.type_name().to_string()))
     }
 
+    /// Ready when every member is: a member that cannot decide would turn
+    /// its tokens away. The first failure is reported, with its position.
+    async fn ready(&self) -> Result<(), AuthError> {
+        for (i, p) in self.providers.iter().enumerate() {
+            if let Err(e) = p.ready().await {
+                let detail = format!("provider {} ({}): {}", i + 1, p.type_name(), e.detail());
+                let mut error = AuthError::new(e.kind(), detail);
+                if let Some(after) = e.retry_after() {
+                    error = error.with_retry_after(after);
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
     async fn close(&self) {
         for p in &self.providers {
             p.close().await;

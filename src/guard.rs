@@ -113,6 +113,10 @@ impl AuthProvider for Guarded {
         self.inner.chain_owner(token)
     }
 
+    async fn ready(&self) -> Result<(), AuthError> {
+        self.inner.ready().await
+    }
+
     async fn close(&self) {
         if let Some(r) = &self.revocation {
             r.close();

@@ -1,7 +1,9 @@
 //! `tokengate serve`: a forward-auth decision service for any reverse proxy.
 //!
-//! Every path except `/healthz` and `/metrics` is a decision request, whatever
-//! its method. The request being decided on is described by
+//! Every path except `/healthz`, `/readyz` and `/metrics` is a decision
+//! request, whatever its method. `/healthz` is liveness (the process answers);
+//! `/readyz` is readiness (the provider can decide: its key set is loaded, or
+//! still usable within the outage grace period). The request being decided on is described by
 //! `X-Forwarded-Uri`/`X-Original-URI` (path and query), `X-Forwarded-Method`/
 //! `X-Original-Method` and `X-Forwarded-Host`; without them the decision
 //! request's own method and path are the original's, as with Envoy's HTTP
@@ -54,6 +56,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
 /// How long in-flight requests may take to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// `/readyz` answers within this even when a key-set fetch hangs.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Buckets of `tokengate_decision_duration_seconds`: from a cached JWT check
 /// (well under a millisecond) to a slow remote introspection.
@@ -130,6 +134,7 @@ pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
     let state = Arc::new(AppState { gate, path_prefix, metrics: metrics_handle() });
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(render_metrics))
         .fallback(decide)
         .with_state(state)
@@ -166,6 +171,21 @@ pub async fn run(
             }
         })
     });
+    // Fetch key sets now, not on the first request, and say at start-up when
+    // the identity provider cannot be reached (requests keep retrying).
+    let prefetch = {
+        let provider = provider.clone();
+        tokio::spawn(async move {
+            match provider.ready().await {
+                Ok(()) => tracing::debug!("provider ready"),
+                Err(e) => tracing::warn!(
+                    provider = provider.type_name(),
+                    "provider not ready yet, requests will retry: {}",
+                    e.detail()
+                ),
+            }
+        })
+    };
     let stopping = Arc::new(tokio::sync::Notify::new());
     let signal = stopping.clone();
     let shutdown = async move {
@@ -186,6 +206,7 @@ pub async fn run(
     if let Some(task) = upkeep {
         task.abort();
     }
+    prefetch.abort();
     provider.close().await;
     result
 }
@@ -220,6 +241,20 @@ pub async fn shutdown_signal() {
 
 async fn healthz() -> &'static str {
     "ok\n"
+}
+
+/// 200 once the provider can decide; 503 with the reason while it cannot
+/// (identity provider unreachable and no usable keys), so orchestrators keep
+/// traffic away until then.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let verdict = tokio::time::timeout(READY_TIMEOUT, state.gate.provider().ready()).await;
+    let reason = match verdict {
+        Ok(Ok(())) => return (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => e.detail().to_string(),
+        Err(_) => format!("the readiness check did not finish within {}s", READY_TIMEOUT.as_secs()),
+    };
+    let headers = [(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];
+    (StatusCode::SERVICE_UNAVAILABLE, headers, format!("not ready: {reason}\n")).into_response()
 }
 
 async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {

@@ -143,3 +143,17 @@ async fn served_401_lists_accepted_kinds() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn ready_only_when_every_member_is_and_says_which_is_not() {
+    let s = setup().await;
+    let chain = s.config.build(&Registry::with_builtins()).unwrap();
+    chain.ready().await.expect("both identity providers are up");
+
+    let mut s = setup().await;
+    s.b.stop();
+    let chain = s.config.build(&Registry::with_builtins()).unwrap();
+    let err = chain.ready().await.unwrap_err();
+    assert!(err.is_unavailable(), "{err}");
+    assert!(err.detail().starts_with("provider 3 (oauth2_token): "), "{err}");
+}

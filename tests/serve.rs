@@ -308,3 +308,55 @@ async fn real_jwt_with_unreachable_idp_is_503() {
     assert!(header(&res, "retry-after").unwrap().parse::<u64>().unwrap() >= 1);
     assert_eq!(json(res).await["error"]["code"], "temporarily_unavailable");
 }
+
+/// Polls `done` every 20 ms for up to 10 s.
+async fn eventually(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+#[tokio::test]
+async fn key_set_is_fetched_at_start_up_and_readyz_says_ready() {
+    let idp = Idp::start().await;
+    let mut cfg = idp.provider_config();
+    cfg.as_object_mut().unwrap().remove("type");
+    let cfg: tokengate_oauth2::config::OAuth2Config = serde_json::from_value(cfg).unwrap();
+    let p = Arc::new(tokengate_oauth2::OAuth2Provider::new(cfg, &tokengate::BuildContext::default()).unwrap());
+    assert_eq!(p.fetch_count(), 0);
+    let s = start(p.clone(), ServeOptions::default()).await;
+    // No request has been made: the start-up prefetch alone fetches the keys.
+    assert!(eventually(|| p.fetch_count() == 1).await, "fetches: {}", p.fetch_count());
+
+    let res = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "ready\n");
+    let res = client().get(format!("{}/", s.base)).bearer_auth(idp.token("dave")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(p.fetch_count(), 1, "readiness and the first request reuse the prefetched keys");
+}
+
+#[tokio::test]
+async fn readyz_is_503_with_the_reason_while_no_keys_can_be_had() {
+    let idp = Idp::unreachable().await;
+    let s = start(idp.provider(), ServeOptions::default()).await;
+    let c = client();
+    let res = c.get(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    let body = res.text().await.unwrap();
+    assert!(body.starts_with("not ready: "), "{body}");
+    assert!(body.contains(&idp.addr.to_string()), "names the key set it cannot reach: {body}");
+    // Liveness is not readiness: the process itself is fine.
+    assert_eq!(c.get(format!("{}/healthz", s.base)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn readyz_for_providers_without_remote_state_is_200() {
+    let (_p, s) = start_recording("rec_ready").await;
+    let res = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+}

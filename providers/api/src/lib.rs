@@ -116,6 +116,15 @@ pub trait AuthProvider: Send + Sync + 'static {
         None
     }
 
+    /// Whether the provider can decide now. A provider that needs remote state
+    /// (a key set) and holds none fetches it here; `Err` (normally
+    /// `Unavailable`) says why it cannot. `tokengate serve` calls this at
+    /// start-up, so the first requests do not wait for the fetch, and on
+    /// `/readyz`. The default: always ready.
+    async fn ready(&self) -> Result<(), AuthError> {
+        Ok(())
+    }
+
     /// Releases background tasks and connections.
     async fn close(&self) {}
 }

@@ -269,6 +269,12 @@ impl AuthProvider for OAuth2Provider {
             Mode::Introspection(_) => None,
         }
     }
+
+    /// Ready once a usable key set is held (JWKS mode); introspection and
+    /// shared-secret modes have nothing to fetch ahead of a token.
+    async fn ready(&self) -> Result<(), AuthError> {
+        self.warm_up().await
+    }
 }
 
 fn check_common(cfg: &OAuth2Config) -> Result<(), ConfigError> {
