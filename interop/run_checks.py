@@ -593,6 +593,13 @@ class Suite:
         base = self.start_serve("tokengate-rotation", config, port)
         self.record("3.0", f"tokengate serve ready on {base} (/healthz 200)", True)
 
+        def readyz(want_status, want_body):
+            r = http("GET", base + "/readyz", timeout=10)
+            return r.status == want_status and r.body.startswith(want_body), f"want {want_status} {want_body!r}, got {r!r}"
+
+        self.expect("3.0.ready", "/readyz 200 `ready` (key set loaded)",
+                    lambda: readyz(200, "ready"))
+
         def decide(token, uri="/v1/models"):
             headers = {"X-Original-URI": uri, "X-Original-Method": "GET"}
             if token is not None:
@@ -689,6 +696,8 @@ class Suite:
                     unavailable(unseen, "unseen kid"))
         self.expect("3.9.forged", "provider down: hand-crafted token with an unknown kid -> 503",
                     unavailable(forged, "forged kid"))
+        self.expect("3.9.ready", "provider down, keys within stale_grace: /readyz stays 200 (known keys still work)",
+                    lambda: readyz(200, "ready"))
 
         self.admin("POST", "/start")
 
@@ -923,6 +932,13 @@ class Suite:
         self.expect("4.11", "tokengate whose JWKS is unreachable: valid token gets 503, upstream untouched",
                     lambda: (bool(started), "tokengate did not start") if not started
                     else unavailable("dead JWKS", tokens["RS256"])())
+
+        def not_ready():
+            r = http("GET", f"http://127.0.0.1:{tg_port}/readyz", timeout=10)
+            return r.status == 503 and r.body.startswith("not ready: "), f"want 503 'not ready: …', got {r!r}"
+
+        self.expect("4.11.ready", "tokengate whose JWKS is unreachable: /readyz 503 `not ready: <reason>`",
+                    not_ready)
         self.stop("tokengate-nginx-dead")
 
     # ------------------------------------------------------------- main
