@@ -101,17 +101,31 @@ impl HttpClientOptions {
     }
 }
 
+/// Identity services move endpoints within their own host (`/jwks` →
+/// `/jwks.json`, http → https); anything else is refused, so a compromised or
+/// misconfigured endpoint cannot send tokengate — with its client credentials
+/// or `jwks.token` — somewhere else.
 fn same_host_redirects() -> reqwest::redirect::Policy {
-    reqwest::redirect::Policy::custom(|attempt| {
-        let original_host = attempt.previous().first().and_then(|u| u.host_str().map(str::to_owned));
-        if attempt.previous().len() >= 3 {
-            attempt.error("more than 3 redirects")
-        } else if attempt.url().host_str().map(str::to_owned) != original_host {
-            attempt.error("redirect to another host refused")
-        } else {
-            attempt.follow()
-        }
+    reqwest::redirect::Policy::custom(|attempt| match redirect_refusal(attempt.previous(), attempt.url()) {
+        Some(why) => attempt.error(why),
+        None => attempt.follow(),
     })
+}
+
+/// Why a redirect from the chain `previous` (the original URL first) to `next`
+/// is not followed, if it is not.
+fn redirect_refusal(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<&'static str> {
+    let original = previous.first()?;
+    // `previous` holds the original URL and every redirect followed so far.
+    if previous.len() > 3 {
+        Some("more than 3 redirects")
+    } else if next.host_str() != original.host_str() {
+        Some("redirect to another host refused")
+    } else if original.scheme() == "https" && next.scheme() != "https" {
+        Some("redirect from https to http refused")
+    } else {
+        None
+    }
 }
 
 /// Why an exchange with an identity service failed, already worded for operators.
@@ -213,5 +227,41 @@ pub fn is_loopback(url: &url::Url) -> bool {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_refusal;
+    use reqwest::Url;
+
+    fn urls(list: &[&str]) -> Vec<Url> {
+        list.iter().map(|u| Url::parse(u).unwrap()).collect()
+    }
+
+    #[test]
+    fn redirects_stay_on_the_host_never_downgrade_and_stop_after_three() {
+        let next = |u: &str| Url::parse(u).unwrap();
+        let one = urls(&["http://idp.test/jwks"]);
+        assert_eq!(redirect_refusal(&one, &next("http://idp.test/jwks.json")), None);
+        assert_eq!(redirect_refusal(&one, &next("https://idp.test/jwks")), None, "upgrade is fine");
+        assert_eq!(redirect_refusal(&one, &next("http://idp.test:8443/jwks")), None, "same host, other port");
+        for elsewhere in ["http://evil.test/jwks", "http://idp.test.evil.test/jwks", "http://127.0.0.1/jwks"] {
+            assert_eq!(
+                redirect_refusal(&one, &next(elsewhere)),
+                Some("redirect to another host refused"),
+                "{elsewhere}"
+            );
+        }
+        let secure = urls(&["https://idp.test/jwks"]);
+        assert_eq!(
+            redirect_refusal(&secure, &next("http://idp.test/jwks")),
+            Some("redirect from https to http refused")
+        );
+        let two_followed = urls(&["http://idp.test/a", "http://idp.test/b", "http://idp.test/c"]);
+        assert_eq!(redirect_refusal(&two_followed, &next("http://idp.test/d")), None, "the third redirect");
+        let three_followed =
+            urls(&["http://idp.test/a", "http://idp.test/b", "http://idp.test/c", "http://idp.test/d"]);
+        assert_eq!(redirect_refusal(&three_followed, &next("http://idp.test/e")), Some("more than 3 redirects"));
     }
 }

@@ -206,6 +206,21 @@ impl Idp {
             .route("/jwks", get(jwks_route))
             .route("/.well-known/openid-configuration", get(discovery_route))
             .route("/evil", get(evil_route))
+            // Redirects to this same server: by path, and by another name for
+            // the host (`localhost`), which must not be followed.
+            .route("/moved-here", get(|| async { axum::response::Redirect::temporary("/jwks") }))
+            .route(
+                "/moved-away",
+                get(move |headers: HeaderMap| async move {
+                    let port = headers
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .and_then(|h| h.rsplit(':').next())
+                        .unwrap_or("80")
+                        .to_string();
+                    axum::response::Redirect::temporary(&format!("http://localhost:{port}/jwks"))
+                }),
+            )
             .with_state(shared.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -868,6 +883,20 @@ async fn warm_up_fetches_once_and_reports_outages() {
     idp.set_behaviour(Behaviour::Fail500);
     let p = provider(config(&idp, json!({})));
     assert_eq!(p.warm_up().await.unwrap_err().kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn key_set_redirects_are_followed_on_the_same_host_only() {
+    let idp = Idp::start(standard_keys()).await;
+    let here = provider(config(&idp, json!({"jwks": {"uri": format!("{}/moved-here", idp.base)}})));
+    assert!(check(&here, &token(&KEYS.rsa, "rsa1", &claims())).await.is_ok());
+    assert_eq!(idp.fetches(), 1, "the same-host redirect was followed");
+
+    let away = provider(config(&idp, json!({"jwks": {"uri": format!("{}/moved-away", idp.base)}})));
+    let err = away.warm_up().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.detail().contains("redirect to another host refused"), "{err}");
+    assert_eq!(idp.fetches(), 1, "the key set behind the other host name was never asked");
 }
 
 // ---------------------------------------------------------------- verified-token cache
