@@ -40,6 +40,12 @@ pub struct Settings {
     /// Address `tokengate serve` listens on (default 127.0.0.1:8080; `--listen` wins).
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// Where `tokengate serve` answers `/healthz`, `/readyz` and `/metrics`
+    /// instead of on `listen` (`--admin-listen` wins). With it, every path on
+    /// `listen` is a decision, so a proxy that forwards the client's own path
+    /// (Envoy `ext_authz` without `path_prefix`) can never hit them.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     /// The `realm` in `WWW-Authenticate` (default "tokengate").
     #[serde(default)]
     pub realm: Option<String>,
@@ -70,6 +76,7 @@ impl std::fmt::Debug for Settings {
             .field("provider_config", &self.provider_config.as_ref().map(redacted))
             .field("providers", &self.providers.as_ref().map(|list| list.iter().map(redacted).collect::<Vec<_>>()))
             .field("listen", &self.listen)
+            .field("admin_listen", &self.admin_listen)
             .field("realm", &self.realm)
             .field("open_paths", &self.open_paths)
             .field("access_policy", &self.access_policy)
@@ -381,6 +388,16 @@ server:
         let e = Config::parse("provider_config: {type: custom}\nlisten_addr: x\n", Format::Yaml).unwrap_err();
         assert_eq!(e.field, "listen_addr");
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn admin_listen_separates_health_and_metrics() {
+        let yaml = "provider_config: {type: custom}\nlisten: 0.0.0.0:8080\nadmin_listen: 127.0.0.1:9090\n";
+        let c = Config::parse(yaml, Format::Yaml).unwrap();
+        assert_eq!(c.settings.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert!(crate::server::ServeOptions::from_config(&c).separate_admin);
+        let e = Config::parse("provider_config: {type: custom}\nadmin_listen: 9090\n", Format::Yaml).unwrap_err();
+        assert_eq!(e.field, "admin_listen", "{e}");
     }
 
     #[test]

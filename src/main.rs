@@ -75,6 +75,10 @@ enum Command {
         /// Envoy ext_authz `path_prefix` to strip from decision request paths.
         #[arg(long)]
         path_prefix: Option<String>,
+        /// Serve /healthz, /readyz and /metrics here instead (default: the config's
+        /// `admin_listen`, else on the main listener); every main-listener path is then a decision.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
     },
     /// Revoke a token on every replica: write its key to the config's Redis (exit 0 done, 2 usage/config, 3 Redis unavailable).
     #[command(group(clap::ArgGroup::new("target").required(true).args(["jti", "token_sha256", "token"])))]
@@ -179,7 +183,9 @@ fn main() -> ExitCode {
             Command::Key { command: KeyCommand::New { prefix, principal, id, attrs, expires, json } } => {
                 key_new(prefix, principal, id, attrs, expires, json)
             }
-            Command::Serve { config, listen, dev, path_prefix } => serve(config, listen, dev, path_prefix).await,
+            Command::Serve { config, listen, dev, path_prefix, admin_listen } => {
+                serve(config, listen, dev, path_prefix, admin_listen).await
+            }
             Command::Token { url, sub, claims, ttl } => token(url, sub, claims, ttl).await,
             Command::Revoke { config, jti, token_sha256, token, ttl } => {
                 revoke(config, jti, token_sha256, token, ttl).await
@@ -397,7 +403,13 @@ fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
     serde_json::json!({"error": {"code": err.code(), "message": message, "detail": err.detail()}})
 }
 
-async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, dev: bool, path_prefix: Option<String>) -> u8 {
+async fn serve(
+    config_path: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    dev: bool,
+    path_prefix: Option<String>,
+    admin_listen: Option<SocketAddr>,
+) -> u8 {
     // Before any provider is built, so their fetch counters are recorded from the start.
     let _ = tokengate::server::metrics_handle();
     let config = match (&config_path, dev) {
@@ -423,8 +435,20 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, dev: bo
         }
     };
     let local = listener.local_addr().unwrap_or(addr);
+    let admin_addr = admin_listen.or_else(|| config.as_ref().and_then(|c| c.settings.admin_listen));
+    let admin_listener = match admin_addr {
+        Some(admin_addr) => match tokio::net::TcpListener::bind(admin_addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("tokengate serve: cannot listen on {admin_addr} (admin_listen): {e}");
+                return exit::REJECTED;
+            }
+        },
+        None => None,
+    };
     let mut options = config.as_ref().map(tokengate::server::ServeOptions::from_config).unwrap_or_default();
     options.path_prefix = path_prefix;
+    options.separate_admin = admin_listener.is_some();
     if let Some(config) = &config {
         match config.audit_log() {
             Ok(audit) => options.audit = audit,
@@ -470,7 +494,13 @@ async fn serve(config_path: Option<PathBuf>, listen: Option<SocketAddr>, dev: bo
         (tokengate::server::router(provider.clone(), options), provider)
     };
     tracing::info!(listen = %local, provider = provider.type_name(), "serving forward-auth decisions");
-    match tokengate::server::run(listener, app, provider, tokengate::server::shutdown_signal()).await {
+    let admin = admin_listener.map(|l| {
+        let admin_local = l.local_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+        println!("tokengate admin (/healthz /readyz /metrics) on http://{admin_local}");
+        (l, tokengate::server::admin_router(provider.clone()))
+    });
+    let shutdown = tokengate::server::shutdown_signal();
+    match tokengate::server::run_with_admin(listener, app, admin, provider, shutdown).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("tokengate serve: {e}");

@@ -76,6 +76,10 @@ pub struct ServeOptions {
     /// One JSON line per decision (see [`crate::audit`]); from the config's
     /// `audit:` via [`crate::Config::audit_log`].
     pub audit: Option<crate::audit::AuditLog>,
+    /// Leave `/healthz`, `/readyz` and `/metrics` out of the decision
+    /// router, for [`admin_router`] on a listener of its own: then every path
+    /// is a decision.
+    pub separate_admin: bool,
 }
 
 impl ServeOptions {
@@ -86,6 +90,7 @@ impl ServeOptions {
             path_prefix: None,
             // Opening the output can fail; `Config::audit_log` reports that, and the caller sets it.
             audit: None,
+            separate_admin: config.settings.admin_listen.is_some(),
         }
     }
 }
@@ -132,12 +137,19 @@ pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
     }
     let path_prefix = options.path_prefix.filter(|p| !p.is_empty() && p != "/");
     let state = Arc::new(AppState { gate, path_prefix, metrics: metrics_handle() });
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
-        .fallback(decide)
-        .with_state(state)
+    let router = if options.separate_admin { Router::new() } else { admin_routes() };
+    router.fallback(decide).with_state(state)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone, for a listener of their own
+/// (`admin_listen`); every other path is 404.
+pub fn admin_router(provider: DynProvider) -> Router {
+    let state = Arc::new(AppState { gate: Gate::new(provider), path_prefix: None, metrics: metrics_handle() });
+    admin_routes().with_state(state)
+}
+
+fn admin_routes() -> Router<Arc<AppState>> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(render_metrics))
 }
 
 /// Serves the decision service on `listener` until `shutdown` completes, then closes the provider.
@@ -160,6 +172,25 @@ pub async fn run(
     provider: DynProvider,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with_admin(listener, app, None, provider, shutdown).await
+}
+
+/// [`run`], plus `admin` (a listener and, normally, [`admin_router`]) served
+/// alongside until the decision service stops.
+pub async fn run_with_admin(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    admin: Option<(tokio::net::TcpListener, Router)>,
+    provider: DynProvider,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let admin = admin.map(|(listener, router)| {
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("admin listener stopped: {e}");
+            }
+        })
+    });
     // `install_recorder` leaves histogram upkeep to us; scrapes do it too, but
     // an unscraped process must not accumulate samples forever.
     let upkeep = metrics_handle().map(|handle| {
@@ -207,6 +238,9 @@ pub async fn run(
         task.abort();
     }
     prefetch.abort();
+    if let Some(task) = admin {
+        task.abort();
+    }
     provider.close().await;
     result
 }

@@ -232,3 +232,28 @@ async fn serve_with_a_config_file() {
     let res = c.get(format!("{base}/x")).send().await.unwrap();
     assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="files""#);
 }
+
+#[tokio::test]
+async fn serve_with_admin_listen_flag() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokengate.yaml");
+    let config = serde_json::json!({"provider_config": idp.provider_config(), "listen": "127.0.0.1:0"});
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    const ADMIN: &str = "tokengate admin (/healthz /readyz /metrics) on";
+    let (_guard, lines) = tokio::task::spawn_blocking(move || {
+        spawn(&["serve", "--config", &path, "--admin-listen", "127.0.0.1:0"], |l| field(l, ADMIN).is_some())
+    })
+    .await
+    .unwrap();
+    let base = field(&lines, "tokengate listening on").unwrap().to_string();
+    let admin = field(&lines, ADMIN).unwrap().to_string();
+    let c = client();
+    assert_eq!(c.get(format!("{base}/healthz")).send().await.unwrap().status(), 401, "a decision on the main port");
+    let res = c.get(format!("{base}/healthz")).bearer_auth(idp.token("erin")).send().await.unwrap();
+    assert_eq!(header(&res, "x-auth-principal").unwrap(), "erin");
+    let res = c.get(format!("{admin}/readyz")).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.text().await.unwrap()), (200, "ready\n".to_string()));
+    assert_eq!(c.get(format!("{admin}/metrics")).send().await.unwrap().status(), 200);
+}

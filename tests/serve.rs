@@ -360,3 +360,46 @@ async fn readyz_for_providers_without_remote_state_is_200() {
     let res = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 200);
 }
+
+#[tokio::test]
+async fn admin_listener_takes_health_and_metrics_off_the_decision_port() {
+    let p = Recording::new("rec_admin");
+    let provider: DynProvider = p.clone();
+    let main = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (base, admin_base) =
+        (format!("http://{}", main.local_addr().unwrap()), format!("http://{}", admin.local_addr().unwrap()));
+    let app = server::router(provider.clone(), ServeOptions { separate_admin: true, ..Default::default() });
+    let admin = Some((admin, server::admin_router(provider.clone())));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(server::run_with_admin(main, app, admin, provider, async move {
+        let _ = rx.await;
+    }));
+    let c = client();
+
+    // On the decision port these are ordinary paths: Envoy forwarding a
+    // client's `GET /metrics` without a token gets a refusal, not a 200.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let res = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(res.status(), 401, "{path} is a decision on the main port");
+        let res = c.get(format!("{base}{path}")).bearer_auth("good").send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_eq!(header(&res, "x-auth-principal").unwrap(), "alice");
+        assert_eq!(p.last().path, path);
+    }
+
+    let res = c.get(format!("{admin_base}/healthz")).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.text().await.unwrap()), (200, "ok\n".to_string()));
+    let res = c.get(format!("{admin_base}/readyz")).send().await.unwrap();
+    assert_eq!((res.status().as_u16(), res.text().await.unwrap()), (200, "ready\n".to_string()));
+    let metrics = scrape(&admin_base).await;
+    assert!(metric(&metrics, "tokengate_decisions_total", &["provider=\"rec_admin\""]) >= 6.0, "{metrics}");
+    let seen = p.count();
+    let res = c.get(format!("{admin_base}/anything")).bearer_auth("good").send().await.unwrap();
+    assert_eq!(res.status(), 404, "the admin port decides nothing");
+    assert_eq!(p.count(), seen);
+
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(10), done).await.expect("serve returns").unwrap().unwrap();
+    assert!(c.get(format!("{admin_base}/healthz")).send().await.is_err(), "the admin port closed too");
+}
