@@ -210,20 +210,33 @@ fn serve_needs_a_config_or_dev() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[tokio::test]
-async fn serve_with_a_config_file() {
-    let idp = Idp::start().await;
+/// Writes `config` to a file and starts `tokengate serve --config FILE <extra>`
+/// until it has printed a line starting with `until`. The file lives as long
+/// as the returned directory.
+async fn serve_config(
+    config: serde_json::Value,
+    extra: &'static [&'static str],
+    until: &'static str,
+) -> (Guard, Vec<String>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokengate.yaml");
-    let config =
-        serde_json::json!({"provider_config": idp.provider_config(), "realm": "files", "listen": "127.0.0.1:0"});
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
     let path = path.to_str().unwrap().to_string();
-    let (_guard, lines) = tokio::task::spawn_blocking(move || {
-        spawn(&["serve", "--config", &path], |l| field(l, "tokengate listening on").is_some())
+    let (guard, lines) = tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = ["serve", "--config", &path].into_iter().chain(extra.iter().copied()).collect();
+        spawn(&args, |l| field(l, until).is_some())
     })
     .await
     .unwrap();
+    (guard, lines, dir)
+}
+
+#[tokio::test]
+async fn serve_with_a_config_file() {
+    let idp = Idp::start().await;
+    let config =
+        serde_json::json!({"provider_config": idp.provider_config(), "realm": "files", "listen": "127.0.0.1:0"});
+    let (_guard, lines, _dir) = serve_config(config, &[], "tokengate listening on").await;
     let base = field(&lines, "tokengate listening on").unwrap().to_string();
     let c = client();
     let res = c.get(format!("{base}/x")).bearer_auth(idp.token("dana")).send().await.unwrap();
@@ -236,17 +249,9 @@ async fn serve_with_a_config_file() {
 #[tokio::test]
 async fn serve_with_admin_listen_flag() {
     let idp = Idp::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("tokengate.yaml");
     let config = serde_json::json!({"provider_config": idp.provider_config(), "listen": "127.0.0.1:0"});
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    let path = path.to_str().unwrap().to_string();
     const ADMIN: &str = "tokengate admin (/healthz /readyz /metrics) on";
-    let (_guard, lines) = tokio::task::spawn_blocking(move || {
-        spawn(&["serve", "--config", &path, "--admin-listen", "127.0.0.1:0"], |l| field(l, ADMIN).is_some())
-    })
-    .await
-    .unwrap();
+    let (_guard, lines, _dir) = serve_config(config, &["--admin-listen", "127.0.0.1:0"], ADMIN).await;
     let base = field(&lines, "tokengate listening on").unwrap().to_string();
     let admin = field(&lines, ADMIN).unwrap().to_string();
     let c = client();

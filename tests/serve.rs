@@ -1,6 +1,7 @@
 //! The forward-auth decision service (`tokengate serve`), in-process on real sockets.
 
 mod common;
+mod support;
 
 use common::*;
 use serde_json::json;
@@ -309,17 +310,6 @@ async fn real_jwt_with_unreachable_idp_is_503() {
     assert_eq!(json(res).await["error"]["code"], "temporarily_unavailable");
 }
 
-/// Polls `done` every 20 ms for up to 10 s.
-async fn eventually(mut done: impl FnMut() -> bool) -> bool {
-    for _ in 0..500 {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    done()
-}
-
 #[tokio::test]
 async fn key_set_is_fetched_at_start_up_and_readyz_says_ready() {
     let idp = Idp::start().await;
@@ -330,7 +320,11 @@ async fn key_set_is_fetched_at_start_up_and_readyz_says_ready() {
     assert_eq!(p.fetch_count(), 0);
     let s = start(p.clone(), ServeOptions::default()).await;
     // No request has been made: the start-up prefetch alone fetches the keys.
-    assert!(eventually(|| p.fetch_count() == 1).await, "fetches: {}", p.fetch_count());
+    let fetched_once = || {
+        let p = p.clone();
+        async move { p.fetch_count() == 1 }
+    };
+    assert!(support::eventually(Duration::from_secs(10), fetched_once).await, "fetches: {}", p.fetch_count());
 
     let res = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 200);
