@@ -235,8 +235,31 @@ fn writer(mut sink: Box<dyn Write + Send>, rx: mpsc::Receiver<Message>, shown: S
     let _ = sink.flush();
 }
 
+/// `text` with every control character escaped (`\n` → `\\n`), for one-line logs.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn log_values_cannot_start_a_line() {
+        assert_eq!(escape_controls("alice"), "alice");
+        assert_eq!(escape_controls("a\nINFO forged\r\u{1b}[0m"), "a\\nINFO forged\\r\\u{1b}[0m");
+    }
+
     use super::*;
 
     fn record(reason: Option<&str>) -> AuditRecord {

@@ -46,6 +46,10 @@ pub struct Settings {
     /// (Envoy `ext_authz` without `path_prefix`) can never hit them.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// How `tokengate serve` reads the original request from its proxy, and
+    /// its connection limits (see [`crate::server::ForwardAuthConfig`]).
+    #[serde(default)]
+    pub forward_auth: Option<crate::server::ForwardAuthConfig>,
     /// The `realm` in `WWW-Authenticate` (default "tokengate").
     #[serde(default)]
     pub realm: Option<String>,
@@ -77,6 +81,7 @@ impl std::fmt::Debug for Settings {
             .field("providers", &self.providers.as_ref().map(|list| list.iter().map(redacted).collect::<Vec<_>>()))
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
+            .field("forward_auth", &self.forward_auth)
             .field("realm", &self.realm)
             .field("open_paths", &self.open_paths)
             .field("access_policy", &self.access_policy)

@@ -98,10 +98,8 @@ impl Gate {
     pub async fn authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Principal, Rejection> {
         let started = Instant::now();
         let (outcome, token) = match credential(headers) {
-            Ok(Some(token)) => (self.provider.validate(token, ctx).await.map_err(|e| self.reject(e)), token),
-            Ok(None) if !self.provider.needs_token() => {
-                (self.provider.validate("", ctx).await.map_err(|e| self.reject(e)), "")
-            }
+            Ok(Some(token)) => (self.validate(token, ctx).await.map_err(|e| self.reject(e)), token),
+            Ok(None) if !self.provider.needs_token() => (self.validate("", ctx).await.map_err(|e| self.reject(e)), ""),
             Ok(None) => (Err(self.reject_missing()), ""),
             Err(e) => (Err(self.reject(e)), ""),
         };
@@ -117,7 +115,7 @@ impl Gate {
             None if !self.provider.needs_token() => "",
             None => return None,
         };
-        match self.provider.validate(token, ctx).await {
+        match self.validate(token, ctx).await {
             Ok(p) => Some(p),
             Err(e) => {
                 tracing::debug!(
@@ -128,6 +126,20 @@ impl Gate {
                 None
             }
         }
+    }
+
+    /// The provider's verdict, with principals that cannot travel refused: an
+    /// empty one would be no identity at all, and control characters forge
+    /// log lines and header boundaries in whatever reads them next.
+    async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
+        let principal = self.provider.validate(token, ctx).await?;
+        if principal.principal.is_empty() {
+            return Err(AuthError::invalid_token("the provider produced an empty principal"));
+        }
+        if principal.principal.chars().any(char::is_control) {
+            return Err(AuthError::invalid_token("the principal has control characters"));
+        }
+        Ok(principal)
     }
 
     /// The refusal for `err`, worded with this gate's realm and provider message.
@@ -169,7 +181,7 @@ impl Gate {
         match outcome {
             Ok(p) => tracing::info!(
                 target: "tokengate::decision",
-                outcome = label, principal = %p.principal, provider, latency_ms, method, path,
+                outcome = label, principal = ?p.principal, provider, latency_ms, method, path,
                 "allowed"
             ),
             Err(r) => {
@@ -244,7 +256,16 @@ pub fn audit_record(
     }
 }
 
+/// The canonical form of a request path (see [`crate::path`]), or the
+/// `invalid_request` (400) a path without one single meaning gets.
+pub fn canonical_route(path: &str) -> Result<String, AuthError> {
+    crate::path::canonical_path(path).map_err(|e| AuthError::invalid_request(format!("refused request path: {e}")))
+}
+
 /// Paths that skip authentication: exact (`/healthz`) or prefix (`/public/*`, `/docs*`).
+///
+/// Patterns and paths are compared in their canonical form ([`crate::path`]);
+/// a path that has none is never open.
 #[derive(Clone, Debug, Default)]
 pub struct OpenPaths {
     exact: Vec<String>,
@@ -255,7 +276,8 @@ impl OpenPaths {
     pub fn add(&mut self, pattern: String) {
         match pattern.strip_suffix('*') {
             Some(prefix) => self.prefixes.push(prefix.to_string()),
-            None => self.exact.push(pattern),
+            // `/health/` means `/health`, the form requests are compared in.
+            None => self.exact.push(crate::path::canonical_path(&pattern).unwrap_or(pattern)),
         }
     }
 
@@ -263,24 +285,17 @@ impl OpenPaths {
         self.exact.is_empty() && self.prefixes.is_empty()
     }
 
-    /// Paths with dot segments or encoded dots/slashes are never open: a proxy
-    /// or framework that normalizes them later could otherwise route
-    /// `/public/../admin` past authentication.
+    /// Whether `path` is open. Paths with `;` parameters, dot segments,
+    /// encoded separators or double encoding have no canonical form and are
+    /// never open: a back end that reads them differently could otherwise be
+    /// routed past authentication (`/public/..;/admin`).
     pub fn matches(&self, path: &str) -> bool {
-        if self.is_empty() || !is_plain_path(path) {
+        if self.is_empty() {
             return false;
         }
-        self.exact.iter().any(|p| p == path) || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        let Ok(path) = crate::path::canonical_path(path) else { return false };
+        self.exact.iter().any(|p| *p == path) || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
     }
-}
-
-/// No `.`/`..` segments and no encoded dots, slashes or backslashes: what
-/// open paths and route rules may be matched against.
-pub(crate) fn is_plain_path(path: &str) -> bool {
-    let lower = path.to_ascii_lowercase();
-    let encoded = ["%2e", "%2f", "%5c", "\\"].iter().any(|s| lower.contains(s));
-    let dot_segment = path.split('/').any(|seg| seg == "." || seg == "..");
-    !encoded && !dot_segment
 }
 
 /// A refused request: the status, RFC 6750 challenge and JSON body it gets.
@@ -530,6 +545,13 @@ mod tests {
         assert!(o.matches("/public/a.css"));
         assert!(!o.matches("/public/../admin"));
         assert!(!o.matches("/public/%2e%2e/admin"));
+        assert!(!o.matches("/public/..;/admin/users"));
+        assert!(!o.matches("/public/%252e%252e/admin"));
+        assert!(!o.matches("/healthz;x=1"));
+        assert!(!o.matches("/healthz."));
+        assert!(!o.matches("/healthz%20"));
+        assert!(o.matches("/healthz/"));
+        assert!(o.matches("//public//a.css"));
         assert!(!o.matches("/admin"));
     }
 

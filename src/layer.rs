@@ -158,7 +158,13 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gate = self.gate.clone();
         Box::pin(async move {
-            let ctx = request_context(&req);
+            let mut ctx = request_context(&req);
+            // One reading of the path for open paths, route rules and audit; a
+            // path back ends could read two ways is refused, never matched.
+            match crate::gate::canonical_route(&ctx.path) {
+                Ok(path) => ctx.path = path,
+                Err(e) => return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection)),
+            }
             if gate.is_open(&ctx.path) {
                 if let Some(principal) = gate.try_authenticate(req.headers(), &ctx).await {
                     req.extensions_mut().insert(principal);

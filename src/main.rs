@@ -75,6 +75,10 @@ enum Command {
         /// Envoy ext_authz `path_prefix` to strip from decision request paths.
         #[arg(long)]
         path_prefix: Option<String>,
+        /// Which proxy asks, so which headers carry the original request (default: the
+        /// config's `forward_auth.proxy`, else auto).
+        #[arg(long, value_enum)]
+        proxy: Option<tokengate::server::Proxy>,
         /// Serve /healthz, /readyz and /metrics here instead (default: the config's
         /// `admin_listen`, else on the main listener); every main-listener path is then a decision.
         #[arg(long)]
@@ -129,8 +133,14 @@ struct RouteArgs {
 }
 
 impl RouteArgs {
-    fn context(&self) -> RequestContext {
-        RequestContext::new(self.method.to_ascii_uppercase(), self.path.clone())
+    /// The context, with the path in the canonical form `serve` and the layer use.
+    fn context(&self) -> Result<RequestContext, AuthError> {
+        let (path, query) = self.path.split_once('?').unwrap_or((&self.path, ""));
+        let mut ctx = RequestContext::new(self.method.to_ascii_uppercase(), tokengate::gate::canonical_route(path)?);
+        if !query.is_empty() {
+            ctx.set_query(query);
+        }
+        Ok(ctx)
     }
 }
 
@@ -183,8 +193,8 @@ fn main() -> ExitCode {
             Command::Key { command: KeyCommand::New { prefix, principal, id, attrs, expires, json } } => {
                 key_new(prefix, principal, id, attrs, expires, json)
             }
-            Command::Serve { config, listen, dev, path_prefix, admin_listen } => {
-                serve(config, listen, dev, path_prefix, admin_listen).await
+            Command::Serve { config, listen, dev, path_prefix, proxy, admin_listen } => {
+                serve(config, listen, dev, path_prefix, proxy, admin_listen).await
             }
             Command::Token { url, sub, claims, ttl } => token(url, sub, claims, ttl).await,
             Command::Revoke { config, jti, token_sha256, token, ttl } => {
@@ -203,7 +213,24 @@ fn init_logging(default_level: &str) {
     // Colors only for a person at a terminal, never into log files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        // Field values come from clients (paths, claims in refusal reasons):
+        // escaped, no value can start a line of its own.
+        use tracing_subscriber::field::MakeExt;
+        let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+            let raw = format!("{value:?}");
+            let text = tokengate::audit::escape_controls(&raw);
+            if field.name() == "message" {
+                write!(w, "{text}")
+            } else {
+                write!(w, "{}={text}", field.name())
+            }
+        })
+        .delimited(" ");
+        builder.fmt_fields(fields).try_init()
+    };
 }
 
 fn read_token(token: Option<String>) -> Result<String, String> {
@@ -270,7 +297,14 @@ async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs) ->
             return exit::USAGE;
         }
     };
-    let ctx = route.context();
+    let ctx = match route.context() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            println!("{}", error_json(&e, "The request path has no single meaning"));
+            provider.close().await;
+            return exit_code(e.kind());
+        }
+    };
     let outcome = provider.validate(&token, &ctx).await;
     if let Some(audit) = &audit {
         let status = |e: &AuthError| e.kind().http_status();
@@ -319,14 +353,20 @@ async fn explain(config_path: PathBuf, token: Option<String>, route: RouteArgs, 
             return exit::USAGE;
         }
     };
-    let explained =
-        match tokengate::explain::explain(&config, &Registry::with_builtins(), &token, &route.context()).await {
-            Ok(x) => x,
-            Err(e) => {
-                eprintln!("tokengate explain: config error: {e}");
-                return exit::USAGE;
-            }
-        };
+    let ctx = match route.context() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("tokengate explain: --path: {}", e.detail());
+            return exit_code(e.kind());
+        }
+    };
+    let explained = match tokengate::explain::explain(&config, &Registry::with_builtins(), &token, &ctx).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tokengate explain: config error: {e}");
+            return exit::USAGE;
+        }
+    };
     match format {
         OutputFormat::Json => {
             println!("{}", serde_json::to_string_pretty(&explained).unwrap_or_else(|_| "{}".into()))
@@ -408,6 +448,7 @@ async fn serve(
     listen: Option<SocketAddr>,
     dev: bool,
     path_prefix: Option<String>,
+    proxy: Option<tokengate::server::Proxy>,
     admin_listen: Option<SocketAddr>,
 ) -> u8 {
     // Before any provider is built, so their fetch counters are recorded from the start.
@@ -447,7 +488,12 @@ async fn serve(
         None => None,
     };
     let mut options = config.as_ref().map(tokengate::server::ServeOptions::from_config).unwrap_or_default();
-    options.path_prefix = path_prefix;
+    if path_prefix.is_some() {
+        options.path_prefix = path_prefix;
+    }
+    if let Some(proxy) = proxy {
+        options.proxy = proxy;
+    }
     options.separate_admin = admin_listener.is_some();
     if let Some(config) = &config {
         match config.audit_log() {

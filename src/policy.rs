@@ -320,50 +320,10 @@ fn shown(path: &str) -> String {
     s
 }
 
-/// The path rules are matched against, or why there is none.
-pub fn normalize_path(path: &str) -> Result<String, &'static str> {
-    const REFUSED: &str = "the path has dot segments or encoded separators";
-    if !crate::gate::is_plain_path(path) {
-        return Err(REFUSED);
-    }
-    let decoded: String = percent_decode(path).ok_or("the path's percent-encoding is not UTF-8")?;
-    // Decoding once more must not reveal separators either (`%252e` → `%2e`).
-    if !crate::gate::is_plain_path(&decoded) || decoded.chars().any(char::is_control) {
-        return Err(REFUSED);
-    }
-    let mut out = String::with_capacity(decoded.len() + 1);
-    for c in decoded.chars() {
-        if c == '/' && out.ends_with('/') {
-            continue;
-        }
-        out.push(c);
-    }
-    if !out.starts_with('/') {
-        out.insert(0, '/');
-    }
-    if out.len() > 1 && out.ends_with('/') {
-        out.pop();
-    }
-    Ok(out)
-}
-
-fn percent_decode(path: &str) -> Option<String> {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
+/// The path rules are matched against, or why there is none: the one
+/// canonical form of [`crate::path`], shared with `open_paths` and audit.
+pub fn normalize_path(path: &str) -> Result<String, crate::path::PathError> {
+    crate::path::canonical_path(path)
 }
 
 fn compile_rules(items: &[Value], list: &str) -> Result<Vec<Rule>, String> {

@@ -45,6 +45,7 @@ use axum::Router;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode, Uri};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde::Deserialize;
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -63,6 +64,63 @@ const READY_TIMEOUT: Duration = Duration::from_secs(5);
 /// (well under a millisecond) to a slow remote introspection.
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Which reverse proxy asks, and so which headers describe the original request.
+///
+/// Only the named proxy's headers are read: nginx's `auth_request` forwards
+/// every header the client sent, so a header the proxy does not set is the
+/// client's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Proxy {
+    /// `X-Original-URI` and `X-Original-Method` (the shipped `auth_request` snippet).
+    Nginx,
+    /// `X-Forwarded-Uri`, `-Method`, `-Host` and `-Proto` (`forwardAuth`).
+    Traefik,
+    /// As Traefik (`forward_auth`).
+    Caddy,
+    /// The decision request's own method and path, minus `path_prefix` (`ext_authz`).
+    Envoy,
+    /// Whichever family is present; both only when they agree, a repeated,
+    /// empty or unreadable one never (400).
+    #[default]
+    Auto,
+}
+
+impl Proxy {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proxy::Nginx => "nginx",
+            Proxy::Traefik => "traefik",
+            Proxy::Caddy => "caddy",
+            Proxy::Envoy => "envoy",
+            Proxy::Auto => "auto",
+        }
+    }
+}
+
+/// The `forward_auth:` section: how `tokengate serve` meets its proxy.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    /// `nginx | traefik | caddy | envoy | auto` (default `auto`); `--proxy` wins.
+    #[serde(default)]
+    pub proxy: Proxy,
+    /// Envoy `ext_authz` `path_prefix`, removed from decision request paths; `--path-prefix` wins.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Longest wait for a request's headers, on both listeners (default 10s).
+    #[serde(default, with = "tokengate_api::duration::option")]
+    pub header_read_timeout: Option<Duration>,
+    /// A connection without traffic for this long is closed (default 60s).
+    #[serde(default, with = "tokengate_api::duration::option")]
+    pub idle_timeout: Option<Duration>,
+    /// Open connections per listener; more are closed on accept (default 4096).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+}
+
 /// Options of the decision service beyond the provider.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -80,6 +138,8 @@ pub struct ServeOptions {
     /// router, for [`admin_router`] on a listener of its own: then every path
     /// is a decision.
     pub separate_admin: bool,
+    /// Which headers carry the original request.
+    pub proxy: Proxy,
 }
 
 impl ServeOptions {
@@ -87,7 +147,8 @@ impl ServeOptions {
         ServeOptions {
             realm: config.settings.realm.clone(),
             open_paths: config.settings.open_paths.clone(),
-            path_prefix: None,
+            path_prefix: config.settings.forward_auth.as_ref().and_then(|f| f.path_prefix.clone()),
+            proxy: config.settings.forward_auth.as_ref().map(|f| f.proxy).unwrap_or_default(),
             // Opening the output can fail; `Config::audit_log` reports that, and the caller sets it.
             audit: None,
             separate_admin: config.settings.admin_listen.is_some(),
@@ -97,6 +158,7 @@ impl ServeOptions {
 
 struct AppState {
     gate: Gate,
+    proxy: Proxy,
     path_prefix: Option<String>,
     metrics: Option<PrometheusHandle>,
 }
@@ -136,7 +198,7 @@ pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
         gate = gate.with_audit(audit);
     }
     let path_prefix = options.path_prefix.filter(|p| !p.is_empty() && p != "/");
-    let state = Arc::new(AppState { gate, path_prefix, metrics: metrics_handle() });
+    let state = Arc::new(AppState { gate, proxy: options.proxy, path_prefix, metrics: metrics_handle() });
     let router = if options.separate_admin { Router::new() } else { admin_routes() };
     router.fallback(decide).with_state(state)
 }
@@ -144,7 +206,12 @@ pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
 /// `/healthz`, `/readyz` and `/metrics` alone, for a listener of their own
 /// (`admin_listen`); every other path is 404.
 pub fn admin_router(provider: DynProvider) -> Router {
-    let state = Arc::new(AppState { gate: Gate::new(provider), path_prefix: None, metrics: metrics_handle() });
+    let state = Arc::new(AppState {
+        gate: Gate::new(provider),
+        proxy: Proxy::Auto,
+        path_prefix: None,
+        metrics: metrics_handle(),
+    });
     admin_routes().with_state(state)
 }
 
@@ -302,7 +369,7 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
-    let ctx = match original_request(&parts, state.path_prefix.as_deref()) {
+    let ctx = match original_request(&parts, state.proxy, state.path_prefix.as_deref()) {
         Ok(ctx) => ctx,
         Err(e) => return state.gate.reject(e).into_response(),
     };
@@ -318,79 +385,183 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
 }
 
+/// The original-request headers of both families. The context a provider
+/// sees never holds them: the method, path and host it gets are the
+/// resolved ones.
+const ORIGINAL_REQUEST_HEADERS: &[&str] =
+    &[X_ORIGINAL_URI, X_ORIGINAL_METHOD, X_FORWARDED_URI, X_FORWARDED_METHOD, X_FORWARDED_HOST, X_FORWARDED_PROTO];
+const X_ORIGINAL_URI: &str = "x-original-uri";
+const X_ORIGINAL_METHOD: &str = "x-original-method";
+const X_FORWARDED_URI: &str = "x-forwarded-uri";
+const X_FORWARDED_METHOD: &str = "x-forwarded-method";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Where the original request's method and target come from.
+struct Original<'a> {
+    method: Option<&'a str>,
+    /// `None`: the decision request's own path and query (Envoy).
+    target: Option<&'a str>,
+    host: Option<&'a str>,
+    proto: Option<&'a str>,
+}
+
 /// The provider's view of the request the proxy is asking about.
-fn original_request(parts: &http::request::Parts, path_prefix: Option<&str>) -> Result<RequestContext, AuthError> {
+///
+/// Which headers describe it is `proxy`'s choice alone (see [`Proxy`]); with
+/// `auto`, anything that could have two meanings is refused with
+/// `invalid_request` (400) rather than decided on another path.
+fn original_request(
+    parts: &http::request::Parts,
+    proxy: Proxy,
+    path_prefix: Option<&str>,
+) -> Result<RequestContext, AuthError> {
     let headers = &parts.headers;
-    let method = match first_header(headers, &["x-forwarded-method", "x-original-method"]) {
-        Some(m) => Method::from_bytes(m.trim().as_bytes())
-            .map_err(|_| AuthError::invalid_request("X-Forwarded-Method is not an HTTP method"))?,
+    let original = match proxy {
+        Proxy::Nginx => Original {
+            method: Some(required(headers, X_ORIGINAL_METHOD, proxy)?),
+            target: Some(required(headers, X_ORIGINAL_URI, proxy)?),
+            host: single(headers, X_FORWARDED_HOST)?,
+            proto: None,
+        },
+        Proxy::Traefik | Proxy::Caddy => Original {
+            method: Some(required(headers, X_FORWARDED_METHOD, proxy)?),
+            target: Some(required(headers, X_FORWARDED_URI, proxy)?),
+            host: single(headers, X_FORWARDED_HOST)?,
+            proto: single(headers, X_FORWARDED_PROTO)?,
+        },
+        Proxy::Envoy => Original { method: None, target: None, host: None, proto: None },
+        Proxy::Auto => auto_detect(headers)?,
+    };
+    let method = match original.method {
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| AuthError::invalid_request("the original request's method is not an HTTP method"))?,
         None => parts.method.clone(),
     };
-    let mut ctx = RequestContext::new(method.as_str(), "/");
-    match first_header(headers, &["x-forwarded-uri", "x-original-uri"]) {
+    let (raw_path, query) = match original.target {
         Some(raw) => {
-            let raw = raw.trim();
             // Absolute-form (`https://host/p?q`) is accepted; only its path and query matter.
-            let target = match raw.parse::<Uri>() {
-                Ok(uri) => uri.path_and_query().map(|pq| pq.as_str().to_string()),
-                Err(_) => None,
+            let uri = raw.parse::<Uri>().ok().filter(|u| u.path().starts_with('/') && u.path_and_query().is_some());
+            let Some(uri) = uri else {
+                return Err(AuthError::invalid_request("the original request's URI is not a request target"));
             };
-            match target {
-                Some(t) if t.starts_with('/') => ctx.set_target(&t),
-                _ => return Err(AuthError::invalid_request("X-Forwarded-Uri is not a request target")),
-            }
+            (uri.path().to_string(), uri.query().map(str::to_string))
         }
         None => {
             let path = parts.uri.path();
-            let path = match path_prefix.and_then(|p| path.strip_prefix(p)) {
-                Some(rest) if rest.starts_with('/') => rest,
-                Some("") => "/",
-                _ => path,
+            let path = match path_prefix {
+                None => path,
+                Some(prefix) => match path.strip_prefix(prefix) {
+                    Some(rest) if rest.starts_with('/') => rest,
+                    Some("") => "/",
+                    // A decision request outside the prefix is not one Envoy sends.
+                    _ => {
+                        return Err(AuthError::invalid_request(
+                            "the decision request's path does not start with forward_auth.path_prefix",
+                        ))
+                    }
+                },
             };
-            ctx.path = path.to_string();
-            if let Some(q) = parts.uri.query() {
-                ctx.set_query(q);
-            }
+            (path.to_string(), parts.uri.query().map(str::to_string))
         }
+    };
+    let mut ctx = RequestContext::new(method.as_str(), crate::gate::canonical_route(&raw_path)?);
+    if let Some(q) = query {
+        ctx.set_query(&q);
     }
     for (name, value) in headers {
+        if ORIGINAL_REQUEST_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
         if let Ok(value) = value.to_str() {
             ctx.add_header(name.as_str(), value);
         }
     }
-    if let Some(host) = first_header(headers, &["x-forwarded-host"]) {
-        ctx.headers.insert("host".to_string(), host.trim().to_string());
+    if let Some(host) = original.host {
+        ctx.headers.insert("host".to_string(), host.to_string());
+    }
+    if let Some(proto) = original.proto {
+        ctx.headers.insert(X_FORWARDED_PROTO.to_string(), proto.to_string());
     }
     ctx.peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     Ok(ctx)
 }
 
-fn first_header<'a>(headers: &'a HeaderMap, names: &[&str]) -> Option<&'a str> {
-    names.iter().find_map(|n| headers.get(*n)).and_then(|v| v.to_str().ok())
+/// `auto`: nginx's `X-Original-*` or Traefik/Caddy's `X-Forwarded-*`, each
+/// complete (URI and method); both only when they agree exactly; neither
+/// means the decision request itself is the original (Envoy).
+fn auto_detect(headers: &HeaderMap) -> Result<Original<'_>, AuthError> {
+    let nginx = (single(headers, X_ORIGINAL_URI)?, single(headers, X_ORIGINAL_METHOD)?);
+    let forwarded = (single(headers, X_FORWARDED_URI)?, single(headers, X_FORWARDED_METHOD)?);
+    let host = single(headers, X_FORWARDED_HOST)?;
+    let proto = single(headers, X_FORWARDED_PROTO)?;
+    let complete = |(uri, method): (Option<&str>, Option<&str>), family: &str| match (uri, method) {
+        (Some(_), Some(_)) | (None, None) => Ok(()),
+        _ => Err(AuthError::invalid_request(format!(
+            "{family} URI and method must come together; set forward_auth.proxy to say which proxy is in front"
+        ))),
+    };
+    complete(nginx, "X-Original-*")?;
+    complete(forwarded, "X-Forwarded-*")?;
+    let chosen = match (nginx.0.is_some(), forwarded.0.is_some()) {
+        (true, true) if nginx != forwarded => {
+            return Err(AuthError::invalid_request(
+                "X-Original-URI/-Method and X-Forwarded-Uri/-Method disagree; set forward_auth.proxy to say which \
+                 proxy is in front",
+            ))
+        }
+        (true, _) => nginx,
+        (false, true) => forwarded,
+        (false, false) => return Ok(Original { method: None, target: None, host: None, proto: None }),
+    };
+    Ok(Original { method: chosen.1, target: chosen.0, host, proto })
+}
+
+/// The one value of header `name`, if present: repeated, empty or not
+/// visible ASCII is `invalid_request`, never "absent".
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(AuthError::invalid_request(format!("the {name} header is repeated")));
+    }
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .ok_or_else(|| AuthError::invalid_request(format!("the {name} header has characters outside visible ASCII")))?
+        .trim_matches([' ', '\t']);
+    if text.is_empty() {
+        return Err(AuthError::invalid_request(format!("the {name} header is empty")));
+    }
+    Ok(Some(text))
+}
+
+fn required<'a>(headers: &'a HeaderMap, name: &str, proxy: Proxy) -> Result<&'a str, AuthError> {
+    single(headers, name)?.ok_or_else(|| {
+        AuthError::invalid_request(format!(
+            "no {name} header, which forward_auth.proxy {} always sends",
+            proxy.as_str()
+        ))
+    })
 }
 
 fn allowed(principal: &Principal) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    match header_value(&principal.principal) {
-        Some(v) => {
-            headers.insert(HeaderName::from_static("x-auth-principal"), v);
-        }
-        None => tracing::warn!(
-            target: "tokengate::decision",
-            "the principal cannot be a header value (control or non-ASCII characters); X-Auth-Principal omitted"
-        ),
-    }
+    // Always present: behind Envoy a header left out is one the client may supply.
+    headers.insert(HeaderName::from_static("x-auth-principal"), header_text(&principal.principal));
     if let Ok(v) = HeaderValue::from_str(&ascii_json(&principal.attributes)) {
         headers.insert(HeaderName::from_static("x-auth-attributes"), v);
     }
     for (name, values) in &principal.attributes {
         let Some(header) = attribute_header_name(name) else { continue };
-        if headers.contains_key(&header) {
-            continue; // names differing only in case share one header; the JSON has both
+        // `[]` and `[""]` would both be an empty header; X-Auth-Attributes tells them apart.
+        if values.is_empty() || (values.len() == 1 && values[0].is_empty()) {
+            continue;
         }
-        let kept: Vec<&str> = values.iter().map(String::as_str).filter(|v| header_value(v).is_some()).collect();
-        if let Some(v) = header_value(&kept.join(",")) {
+        let joined = values.iter().map(|v| percent_encoded(v)).collect::<Vec<_>>().join(",");
+        if let Ok(v) = HeaderValue::from_str(&joined) {
             headers.insert(header, v);
         }
     }
@@ -398,20 +569,34 @@ fn allowed(principal: &Principal) -> Response {
     (StatusCode::OK, headers, Body::from(body)).into_response()
 }
 
-/// A header value only when `s` is visible ASCII (inner spaces allowed):
-/// anything else could split headers or be mangled by proxies.
-fn header_value(s: &str) -> Option<HeaderValue> {
-    let ok = !s.is_empty() && s.trim() == s && s.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    if ok {
-        HeaderValue::from_str(s).ok()
-    } else {
-        None
+/// Every byte that is not visible ASCII, plus `%` and `,`, as `%XX` (UTF-8).
+///
+/// The one encoding of every `X-Auth-*` value but `X-Auth-Attributes`: a
+/// plain value never holds `%`, so percent-decoding gives back exactly what
+/// the provider produced, and a list (`,`-joined) splits back into its values.
+pub fn percent_encoded(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' && b != b',' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
     }
+    out
 }
 
+fn header_text(value: &str) -> HeaderValue {
+    // Only visible ASCII is left after encoding, which is always a valid header value.
+    HeaderValue::from_str(&percent_encoded(value)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `x-auth-attr-<name>` for names that are already lower-case header tokens
+/// (no `%`): header names are case-insensitive, so `Roles` and `roles` would
+/// share one. Other names travel in `X-Auth-Attributes` only.
 fn attribute_header_name(name: &str) -> Option<HeaderName> {
-    let is_tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(is_tchar) {
+    let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.!#$&'*+^`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(ok) {
         return None;
     }
     HeaderName::from_bytes(format!("x-auth-attr-{name}").as_bytes()).ok()
@@ -463,13 +648,33 @@ mod tests {
         assert_eq!(back, p);
     }
 
+    fn percent_decoded(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
-    fn header_values_and_names() {
-        assert!(header_value("alice").is_some());
-        assert!(header_value("a b").is_some());
-        assert!(header_value("a\r\nX-Evil: 1").is_none());
-        assert!(header_value("josé").is_none());
-        assert!(header_value("").is_none());
+    fn header_values_decode_back_exactly() {
+        for value in ["alice", "a b", "a\r\nX-Evil: 1", "josé", "", "mallory,admin", "100%", "%41", " x ", "tab\t"] {
+            let encoded = percent_encoded(value);
+            assert!(HeaderValue::from_str(&encoded).is_ok(), "{value:?}");
+            assert!(!encoded.contains(','), "{value:?}");
+            assert_eq!(percent_decoded(&encoded), value);
+        }
+        assert_eq!(percent_encoded("alice@example.com"), "alice@example.com", "plain values look unchanged");
+        assert_eq!(percent_encoded("mallory,admin"), "mallory%2Cadmin");
+        assert!(attribute_header_name("Roles").is_none());
         assert!(attribute_header_name("roles").is_some());
         assert!(attribute_header_name("bad name").is_none());
         assert!(attribute_header_name("a:b").is_none());
@@ -484,36 +689,106 @@ mod tests {
         b.body(()).unwrap().into_parts().0
     }
 
+    fn resolve(uri: &str, headers: &[(&str, &str)], proxy: Proxy) -> Result<RequestContext, AuthError> {
+        original_request(&parts(uri, headers), proxy, None)
+    }
+
     #[test]
-    fn original_request_from_headers_or_path() {
-        let c = original_request(
-            &parts(
-                "/auth",
-                &[
-                    ("x-forwarded-uri", "/v1/models?a=1&a=2"),
-                    ("x-forwarded-method", "DELETE"),
-                    ("x-forwarded-host", "api.example.com"),
-                    ("authorization", "Bearer t"),
-                ],
-            ),
-            None,
-        )
-        .unwrap();
-        assert_eq!((c.method.as_str(), c.path.as_str()), ("DELETE", "/v1/models"));
-        assert_eq!(c.params["a"], vec!["1", "2"]);
-        assert_eq!(c.headers["host"], "api.example.com");
-        assert!(!c.headers.contains_key("authorization"));
-
-        let c =
-            original_request(&parts("https://h/x/y?q=1", &[("x-original-uri", "https://h/x/y?q=1")]), None).unwrap();
-        assert_eq!(c.path, "/x/y");
-
-        let c = original_request(&parts("/authz/v1/chat?s=1", &[]), Some("/authz")).unwrap();
+    fn original_request_from_each_proxy() {
+        let traefik = [
+            ("x-forwarded-uri", "/v1/models?a=1&a=2"),
+            ("x-forwarded-method", "DELETE"),
+            ("x-forwarded-host", "api.example.com"),
+            ("authorization", "Bearer t"),
+        ];
+        for proxy in [Proxy::Traefik, Proxy::Caddy, Proxy::Auto] {
+            let c = resolve("/auth", &traefik, proxy).unwrap();
+            assert_eq!((c.method.as_str(), c.path.as_str()), ("DELETE", "/v1/models"));
+            assert_eq!(c.params["a"], vec!["1", "2"]);
+            assert_eq!(c.headers["host"], "api.example.com");
+            assert!(!c.headers.contains_key("authorization"));
+            assert!(!c.headers.contains_key("x-forwarded-uri"));
+        }
+        let nginx = [("x-original-uri", "https://h/x/y?q=1"), ("x-original-method", "PUT")];
+        for proxy in [Proxy::Nginx, Proxy::Auto] {
+            let c = resolve("/_tokengate", &nginx, proxy).unwrap();
+            assert_eq!((c.method.as_str(), c.path.as_str()), ("PUT", "/x/y"));
+        }
+        let c = original_request(&parts("/authz/v1/chat?s=1", &[]), Proxy::Envoy, Some("/authz")).unwrap();
         assert_eq!((c.method.as_str(), c.path.as_str()), ("POST", "/v1/chat"));
         assert_eq!(c.params["s"], vec!["1"]);
-        let c = original_request(&parts("/authzother", &[]), Some("/authz")).unwrap();
-        assert_eq!(c.path, "/authzother");
+        assert!(original_request(&parts("/authzother", &[]), Proxy::Envoy, Some("/authz")).is_err());
+        // Envoy: whatever the client wrote in these headers is not the original request.
+        let c = resolve("/v1/chat", &[("x-forwarded-uri", "/public"), ("x-original-uri", "/public")], Proxy::Envoy);
+        assert_eq!(c.unwrap().path, "/v1/chat");
+    }
 
-        assert!(original_request(&parts("/", &[("x-forwarded-uri", "not a uri")]), None).is_err());
+    #[test]
+    fn a_named_proxy_reads_only_its_own_headers() {
+        // nginx forwards the client's own X-Forwarded-* untouched.
+        let spoofed = [
+            ("x-original-uri", "/admin/users"),
+            ("x-original-method", "DELETE"),
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+        ];
+        let c = resolve("/_tokengate", &spoofed, Proxy::Nginx).unwrap();
+        assert_eq!((c.method.as_str(), c.path.as_str()), ("DELETE", "/admin/users"));
+        let c = resolve("/auth", &spoofed, Proxy::Traefik).unwrap();
+        assert_eq!((c.method.as_str(), c.path.as_str()), ("GET", "/public/x"));
+        assert_eq!(resolve("/_tokengate", &[], Proxy::Nginx).unwrap_err().code(), "invalid_request");
+        let only_uri = [("x-forwarded-uri", "/x")];
+        assert_eq!(resolve("/auth", &only_uri, Proxy::Traefik).unwrap_err().code(), "invalid_request");
+    }
+
+    #[test]
+    fn auto_refuses_what_could_mean_two_things() {
+        let bad: &[&[(&str, &str)]] = &[
+            &[
+                ("x-original-uri", "/admin"),
+                ("x-original-method", "GET"),
+                ("x-forwarded-uri", "/public/x"),
+                ("x-forwarded-method", "GET"),
+            ],
+            &[
+                ("x-original-uri", "/admin"),
+                ("x-original-method", "DELETE"),
+                ("x-forwarded-uri", "/admin"),
+                ("x-forwarded-method", "GET"),
+            ],
+            &[("x-original-uri", "/admin"), ("x-original-method", "DELETE"), ("x-forwarded-method", "GET")],
+            &[("x-original-uri", "/admin"), ("x-original-uri", "/public"), ("x-original-method", "GET")],
+            &[("x-original-uri", ""), ("x-original-method", "GET")],
+            &[
+                ("x-original-uri", "/admin"),
+                ("x-original-method", "GET"),
+                ("x-forwarded-host", "a"),
+                ("x-forwarded-host", "b"),
+            ],
+            &[("x-forwarded-method", "GET")],
+            &[("x-original-uri", "not a uri"), ("x-original-method", "GET")],
+            &[("x-original-uri", "/public/..;/admin"), ("x-original-method", "GET")],
+        ];
+        for headers in bad {
+            let e = resolve("/_tokengate", headers, Proxy::Auto).unwrap_err();
+            assert_eq!(e.code(), "invalid_request", "{headers:?}");
+        }
+        // Agreeing copies of both families are one meaning.
+        let both = [
+            ("x-original-uri", "/a"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-uri", "/a"),
+            ("x-forwarded-method", "GET"),
+        ];
+        assert_eq!(resolve("/_tokengate", &both, Proxy::Auto).unwrap().path, "/a");
+    }
+
+    #[test]
+    fn an_unreadable_original_uri_is_refused_not_ignored() {
+        let mut p = parts("/_tokengate", &[("x-original-method", "GET")]);
+        p.headers.insert("x-original-uri", HeaderValue::from_bytes(b"/admin?q=caf\xc3\xa9").unwrap());
+        for proxy in [Proxy::Nginx, Proxy::Auto] {
+            assert_eq!(original_request(&p, proxy, None).unwrap_err().code(), "invalid_request");
+        }
     }
 }
