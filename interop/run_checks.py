@@ -113,6 +113,32 @@ def http(method, url, headers=None, data=None, timeout=15):
         return Response(e.code, e.headers, e.read().decode("utf-8", "replace"))
 
 
+def raw_request(base, method, target, headers=None, timeout=15):
+    """One HTTP/1.1 request with the request target sent byte for byte (no
+    client-side normalization or encoding); returns (status, headers, body)."""
+    host, port = base.split("//", 1)[1].split(":")
+    lines = [method.encode() + b" " + (target if isinstance(target, bytes) else target.encode()) + b" HTTP/1.1",
+             f"Host: {host}".encode(), b"Connection: close"]
+    for name, value in (headers or {}).items():
+        lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    status = int(status_line.split(" ")[1])
+    got = {}
+    for line in header_lines:
+        k, _, v = line.partition(":")
+        got[k.strip().lower()] = v.strip()
+    return status, got, body.decode("utf-8", "replace")
+
+
 def basic(client_id, secret):
     raw = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}"
     return "Basic " + base64.b64encode(raw.encode()).decode()
@@ -810,7 +836,9 @@ class Suite:
     def check_nginx(self):
         common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
                   "jwks": {"refresh_cooldown": f"{int(COOLDOWN * 1000)}ms"}}
-        config = self.write_config("serve-nginx.json", common, extra={"realm": "interop"})
+        config = self.write_config("serve-nginx.json", common, extra={
+            "realm": "interop", "forward_auth": {"proxy": "nginx"}, "open_paths": ["/public/*"],
+            "route_policy": {"default": "permit", "rules": [{"path": "/admin*", "methods": ["DELETE"], "forbid": "all"}]}})
         tg_port = free_port()
         self.start_serve("tokengate-nginx", config, tg_port)
         up_port = self.start_upstream()
@@ -888,6 +916,32 @@ class Suite:
         self.expect("4.7", "spoofed X-Auth-Principal without a token: 401, upstream not reached",
                     denied(None, False, headers={"X-Auth-Principal": "root"}))
 
+        def bypass(cid, title, method, target, headers, want, token=None):
+            def run():
+                before = len(EchoHandler.seen)
+                h = dict(headers)
+                if token:
+                    h["Authorization"] = f"Bearer {token}"
+                status, _, body = raw_request(base, method, target, h)
+                reached_app = len(EchoHandler.seen) != before
+                return status == want and not reached_app, \
+                    f"want {want}, upstream untouched; got {status}, upstream reached: {reached_app}, body {body[:200]!r}"
+            self.expect(cid, title, run)
+
+        self.expect("4.12.open", "open path without a token reaches the upstream",
+                    lambda: (raw_request(base, "GET", "/public/logo.png")[0] == 200, "want 200"))
+        bypass("4.12", "no token, client-sent X-Forwarded-Uri: /public/x on GET /admin/users: 401",
+               "GET", "/admin/users", {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET"}, 401)
+        bypass("4.13", "valid token, client-sent X-Forwarded-Method: GET on DELETE /admin/users: route_policy 403",
+               "DELETE", "/admin/users", {"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/admin/users"}, 403,
+               token=tokens["RS256"])
+        bypass("4.14", "raw UTF-8 byte in the query: 400, never a decision on /_tokengate",
+               "GET", b"/admin/users?q=caf\xc3\xa9", {}, 400)
+        for i, trick in enumerate(["/public/..;/admin/users", "/;/admin", "/.;/admin", "/x/..;/admin",
+                                   "/public/%252e%252e/admin", "/public/%2e%2e/admin", "/exact;jsessionid=1",
+                                   "/exact.", "/exact%20"]):
+            bypass(f"4.15.{i}", f"path trick {trick}: 400", "GET", trick, {}, 400)
+
         def unavailable(what, token):
             # nginx makes any auth subrequest status but 2xx/401/403 a 500; the snippet's
             # error_page turns that into 503 + Retry-After.
@@ -941,17 +995,78 @@ class Suite:
                     not_ready)
         self.stop("tokengate-nginx-dead")
 
+    def check_caddy(self):
+        caddy = shutil.which("caddy")
+        if not caddy:
+            raise RuntimeError("caddy is not installed (apt-get install caddy)")
+        common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING}
+        config = self.write_config("serve-caddy.json", common, extra={
+            "realm": "interop", "forward_auth": {"proxy": "caddy"}, "open_paths": ["/public/*"],
+            "route_policy": {"default": "permit", "rules": [{"path": "/admin*", "methods": ["DELETE"], "forbid": "all"}]}})
+        tg_port = free_port()
+        self.start_serve("tokengate-caddy", config, tg_port)
+        up_port = self.start_upstream()
+        port = free_port()
+        root = os.path.join(self.root, "caddy")
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(self.repo, "interop", "Caddyfile.template")) as f:
+            text = f.read()
+        for k, v in {"@CADDY_PORT@": str(port), "@TOKENGATE_PORT@": str(tg_port), "@UPSTREAM_PORT@": str(up_port)}.items():
+            text = text.replace(k, v)
+        caddyfile = os.path.join(root, "Caddyfile")
+        with open(caddyfile, "w") as f:
+            f.write(text)
+        env = dict(CHILD_ENV, HOME=root, XDG_DATA_HOME=root, XDG_CONFIG_HOME=root)
+        self.start("caddy", [caddy, "run", "--config", caddyfile, "--adapter", "caddyfile"], env=env)
+        base = f"http://127.0.0.1:{port}"
+        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, 20)
+        self.record("5.0", f"caddy {base} -> forward_auth tokengate serve :{tg_port} -> upstream :{up_port}", True)
+        token = self.token("svc-rs256")
+
+        def case(cid, title, method, target, headers, want, with_token=False, principal=None):
+            def run():
+                before = len(EchoHandler.seen)
+                h = dict(headers)
+                if with_token:
+                    h["Authorization"] = f"Bearer {token}"
+                status, _, body = raw_request(base, method, target, h)
+                reached_app = len(EchoHandler.seen) != before
+                ok = status == want and reached_app == (want == 200)
+                if principal is not None and reached_app:
+                    seen = EchoHandler.seen[-1].get("headers", {}) if isinstance(EchoHandler.seen[-1], dict) else {}
+                    ok = ok and seen.get("x-auth-principal") == principal
+                return ok, f"want {want}; got {status}, upstream reached: {reached_app}, body {body[:200]!r}"
+            self.expect(cid, title, run)
+
+        case("5.1", "valid token: upstream reached with X-Auth-Principal", "GET", "/v1/models", {}, 200,
+             with_token=True, principal="svc-rs256")
+        case("5.2", "no token: 401", "GET", "/v1/models", {}, 401)
+        case("5.3", "no token, client-sent X-Original-URI: /public/x on /admin/users: 401",
+             "GET", "/admin/users", {"X-Original-URI": "/public/x", "X-Original-Method": "GET"}, 401)
+        case("5.4", "no token, client-sent X-Forwarded-Uri: /public/x (Caddy replaces it): 401",
+             "GET", "/admin/users", {"X-Forwarded-Uri": "/public/x", "X-Forwarded-Method": "GET"}, 401)
+        case("5.5", "valid token, client-sent X-Forwarded-Method: GET on DELETE /admin/users: 403",
+             "DELETE", "/admin/users", {"X-Forwarded-Method": "GET"}, 403, with_token=True)
+        case("5.6", "open path without a token: upstream reached", "GET", "/public/logo.png", {}, 200)
+        for i, trick in enumerate(["/public/..;/admin/users", "/public/%252e%252e/admin", "/exact;jsessionid=1"]):
+            case(f"5.7.{i}", f"path trick {trick}: refused (400), upstream untouched", "GET", trick, {}, 400)
+        case("5.8", "valid token, client-sent X-Auth-Principal: root is replaced", "GET", "/v1/models",
+             {"X-Auth-Principal": "root"}, 200, with_token=True, principal="svc-rs256")
+        self.stop("caddy")
+        self.stop("tokengate-caddy")
+
     # ------------------------------------------------------------- main
 
     def run(self):
-        only = set((self.args.only or "1,2,3,4").split(","))
+        only = set((self.args.only or "1,2,3,4,5").split(","))
         started = time.monotonic()
         try:
             self.start_idp()
             for num, fn, title in (("1", self.check_jwt, "oauth2_token JWT: discovery and jwks.uri"),
                                    ("2", self.check_introspection, "RFC 7662 introspection"),
                                    ("3", self.check_rotation, "key rotation and provider outage (tokengate serve)"),
-                                   ("4", self.check_nginx, "nginx auth_request")):
+                                   ("4", self.check_nginx, "nginx auth_request"),
+                                   ("5", self.check_caddy, "Caddy forward_auth")):
                 if num not in only:
                     continue
                 print(f"# {num}. {title}", flush=True)

@@ -2,7 +2,7 @@
 # shellcheck disable=SC2317  # cleanup() and ours() run from the EXIT trap
 # tokengate interop suite (issue #6): the real `tokengate` binary against
 # software nobody here wrote — panva's oidc-provider (a certified OpenID
-# Provider, run from interop/oidc-server.mjs) and nginx's auth_request.
+# Provider, run from interop/oidc-server.mjs), nginx's auth_request and Caddy's forward_auth.
 #
 #   scripts/interop.sh [--only 1,2,3,4]
 #
@@ -91,6 +91,24 @@ if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
             || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; cat "$ROOT/apt.log" >&2; die "apt-get install nginx failed"; }
     fi
     [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+fi
+if ! command -v caddy >/dev/null; then
+    [ "$(id -u)" = 0 ] || die "caddy is not installed (apt-get install caddy, as root)"
+    say "installing caddy"
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends caddy >"$ROOT/apt.log" 2>&1; then
+        apt-get update -q >>"$ROOT/apt.log" 2>&1 || true
+        apt-get install -y -q --no-install-recommends caddy >>"$ROOT/apt.log" 2>&1 \
+            || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; cat "$ROOT/apt.log" >&2; die "apt-get install caddy failed"; }
+    fi
+    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+    # Debian starts a caddy service on :80 unless policy-rc.d says no; stop it if it ran.
+    systemctl stop caddy 2>/dev/null || true
 fi
 export PATH="$PATH:/usr/sbin"
 

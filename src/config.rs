@@ -271,6 +271,11 @@ impl Config {
             let local = revocation.unwrap_or_else(Revocation::without_file);
             revocation = Some(local.with_shared_store(store.clone()));
         }
+        if let Some(policy) = &self.settings.route_policy {
+            for warning in policy.lint() {
+                tracing::warn!("{warning}");
+            }
+        }
         Ok(Pipeline {
             members: self.build_members_in(registry, &ctx)?,
             revocation,

@@ -25,6 +25,7 @@ pub mod explain;
 pub mod gate;
 pub mod guard;
 pub mod layer;
+pub mod listener;
 pub mod path;
 pub mod policy;
 pub mod redis;

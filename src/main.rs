@@ -488,6 +488,7 @@ async fn serve(
         None => None,
     };
     let mut options = config.as_ref().map(tokengate::server::ServeOptions::from_config).unwrap_or_default();
+    let limits = config.as_ref().and_then(|c| c.settings.forward_auth.as_ref()).map(|f| f.limits()).unwrap_or_default();
     if path_prefix.is_some() {
         options.path_prefix = path_prefix;
     }
@@ -546,7 +547,7 @@ async fn serve(
         (l, tokengate::server::admin_router(provider.clone()))
     });
     let shutdown = tokengate::server::shutdown_signal();
-    match tokengate::server::run_with_admin(listener, app, admin, provider, shutdown).await {
+    match tokengate::server::run_with_limits(listener, app, admin, provider, limits, shutdown).await {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("tokengate serve: {e}");

@@ -148,6 +148,26 @@ impl Rule {
             })
     }
 
+    /// Whether every request `other` matches is matched by this rule too.
+    fn covers(&self, other: &Rule) -> bool {
+        let methods = match (&self.methods, &other.methods) {
+            (None, _) => true,
+            (Some(mine), _) if mine.iter().any(|m| m == "*") => true,
+            (Some(_), None) => false,
+            (Some(mine), Some(theirs)) => theirs.iter().all(|m| mine.contains(m)),
+        };
+        let covers_path = |theirs: &PathPattern| {
+            self.paths.iter().any(|mine| match (mine, theirs) {
+                (PathPattern::Any, _) => true,
+                (PathPattern::Exact(a), PathPattern::Exact(b)) => a == b,
+                (PathPattern::Prefix(a), PathPattern::Exact(b) | PathPattern::Prefix(b)) => b.starts_with(a.as_str()),
+                (PathPattern::Regex(a), PathPattern::Regex(b)) => a.as_str() == b.as_str(),
+                _ => false,
+            })
+        };
+        methods && other.paths.iter().all(covers_path)
+    }
+
     fn conditions_text(&self) -> String {
         self.conditions.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
     }
@@ -194,6 +214,34 @@ impl RoutePolicy {
 
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Start-up warnings about rules that cannot do what they look like they do.
+    ///
+    /// A conditional `permit` followed by an unconditional `permit` of the same
+    /// paths and methods never refuses anything: whoever fails its condition
+    /// is permitted by the later rule anyway.
+    pub fn lint(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.effect != Effect::Permit || rule.conditions.is_empty() {
+                continue;
+            }
+            let shadow =
+                self.rules.iter().enumerate().skip(i + 1).find(|(_, later)| {
+                    later.effect == Effect::Permit && later.conditions.is_empty() && later.covers(rule)
+                });
+            if let Some((j, _)) = shadow {
+                warnings.push(format!(
+                    "route_policy {} permits only when {}, but {} permits the same requests unconditionally, so \
+                     the condition never refuses anything",
+                    rule.name(i),
+                    rule.conditions_text(),
+                    self.rules[j].name(j)
+                ));
+            }
+        }
+        warnings
     }
 
     /// Parses a `route_policy` value: a list of rules, or `{default, rules}`.
@@ -651,7 +699,32 @@ mod tests {
         assert!(!p.evaluate("GET", "//admin", &who(&[])).is_permit());
         assert!(!p.evaluate("GET", "/adm%69n", &who(&[])).is_permit());
         let d = p.evaluate("GET", "/x/../admin", &who(&[]));
-        assert!(!d.is_permit() && d.reason.contains("dot segments"), "{}", d.reason);
+        assert!(!d.is_permit() && d.reason.contains("`..` segment"), "{}", d.reason);
+        for trick in ["/x/..;/admin", "/admin;x=1", "/admin.", "/admin%20"] {
+            assert!(!p.evaluate("GET", trick, &who(&[])).is_permit(), "{trick}");
+        }
+    }
+
+    #[test]
+    fn a_conditional_permit_shadowed_by_an_unconditional_one_is_named() {
+        let p = policy(json!([
+            {"permit": {"paths": "/admin*"}, "when": "user with admin in roles", "description": "admins"},
+            {"permit": {"paths": "/v1/*"}},
+            {"permit": {"paths": "*"}},
+        ]));
+        let warnings = p.lint();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("rule 1 (\"admins\")") && warnings[0].contains("rule 3"), "{warnings:?}");
+        let fine = policy(json!([
+            {"permit": {"paths": "/admin*"}, "when": "user with admin in roles"},
+            {"permit": {"paths": "/v1/*"}},
+        ]));
+        assert!(fine.lint().is_empty(), "{:?}", fine.lint());
+        let methods = policy(json!({"rules": [
+            {"path": "/x", "methods": ["DELETE"], "permit": {"attribute": "roles", "any_of": ["admin"]}},
+            {"path": "/x", "methods": ["GET"], "permit": "all"},
+        ]}));
+        assert!(methods.lint().is_empty());
     }
 
     #[test]

@@ -36,6 +36,7 @@
 //! client's address, if the proxy sends it, is in the `x-forwarded-for` header.
 
 use crate::gate::{Gate, DECISION_DURATION_SECONDS};
+pub use crate::listener::ConnectionLimits;
 use crate::{Config, DynProvider, Principal, RequestContext};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -46,7 +47,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode, Uri};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -119,6 +120,18 @@ pub struct ForwardAuthConfig {
     /// Open connections per listener; more are closed on accept (default 4096).
     #[serde(default)]
     pub max_connections: Option<usize>,
+}
+
+impl ForwardAuthConfig {
+    /// The connection limits this section sets, defaults for the rest.
+    pub fn limits(&self) -> ConnectionLimits {
+        let defaults = ConnectionLimits::default();
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout.unwrap_or(defaults.header_read_timeout),
+            idle_timeout: self.idle_timeout.unwrap_or(defaults.idle_timeout),
+            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+        }
+    }
 }
 
 /// Options of the decision service beyond the provider.
@@ -251,9 +264,24 @@ pub async fn run_with_admin(
     provider: DynProvider,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    run_with_limits(listener, app, admin, provider, ConnectionLimits::default(), shutdown).await
+}
+
+/// [`run_with_admin`] with `limits` on both listeners.
+pub async fn run_with_limits(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    admin: Option<(tokio::net::TcpListener, Router)>,
+    provider: DynProvider,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop_admin = Arc::new(tokio::sync::Notify::new());
     let admin = admin.map(|(listener, router)| {
+        let stop = stop_admin.clone();
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            let stopped = async move { stop.notified().await };
+            if let Err(e) = crate::listener::serve(listener, router, limits, stopped, Duration::from_secs(1)).await {
                 tracing::error!("admin listener stopped: {e}");
             }
         })
@@ -284,27 +312,16 @@ pub async fn run_with_admin(
             }
         })
     };
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = stopping.clone();
     let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
-        signal.notify_one();
     };
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .into_future();
-    let result = tokio::select! {
-        r = server => r,
-        _ = async { stopping.notified().await; tokio::time::sleep(DRAIN_TIMEOUT).await } => {
-            tracing::warn!("requests still in flight after {}s; stopping anyway", DRAIN_TIMEOUT.as_secs());
-            Ok(())
-        }
-    };
+    let result = crate::listener::serve(listener, app, limits, shutdown, DRAIN_TIMEOUT).await;
     if let Some(task) = upkeep {
         task.abort();
     }
     prefetch.abort();
+    stop_admin.notify_one();
     if let Some(task) = admin {
         task.abort();
     }
@@ -349,9 +366,19 @@ async fn healthz() -> &'static str {
 /// traffic away until then.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let verdict = tokio::time::timeout(READY_TIMEOUT, state.gate.provider().ready()).await;
+    // The body is for whoever can reach the port; the detail (key set URLs,
+    // with their queries) only goes to the log.
     let reason = match verdict {
         Ok(Ok(())) => return (StatusCode::OK, "ready\n").into_response(),
-        Ok(Err(e)) => e.detail().to_string(),
+        Ok(Err(e)) => {
+            tracing::warn!(reason = e.detail(), "/readyz: provider not ready");
+            match e.kind() {
+                tokengate_api::ErrorKind::Unavailable => "the identity provider is unavailable (details in the log)",
+                tokengate_api::ErrorKind::Config => "the provider is misconfigured (details in the log)",
+                _ => "the provider cannot decide yet (details in the log)",
+            }
+            .to_string()
+        }
         Err(_) => format!("the readiness check did not finish within {}s", READY_TIMEOUT.as_secs()),
     };
     let headers = [(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"))];

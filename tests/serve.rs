@@ -106,7 +106,7 @@ async fn original_request_comes_from_forwarded_headers() {
     assert!(!ctx.headers.contains_key("authorization"));
     assert!(!ctx.headers.contains_key("cookie"));
 
-    // Traefik ForwardAuth style: X-Forwarded-* win over X-Original-*.
+    // Traefik ForwardAuth style.
     let res = c
         .get(format!("{}/", s.base))
         .bearer_auth("good")
@@ -114,7 +114,6 @@ async fn original_request_comes_from_forwarded_headers() {
         .header("x-forwarded-method", "PATCH")
         .header("x-forwarded-host", "api.example.com")
         .header("x-forwarded-for", "203.0.113.9")
-        .header("x-original-uri", "/ignored")
         .send()
         .await
         .unwrap();
@@ -134,8 +133,14 @@ async fn original_request_comes_from_forwarded_headers() {
     assert_eq!(ctx.params["force"], vec!["true"]);
 
     // A garbage original URI is the proxy's mistake, reported as such.
-    let res =
-        c.get(format!("{}/", s.base)).bearer_auth("good").header("x-forwarded-uri", "no slash").send().await.unwrap();
+    let res = c
+        .get(format!("{}/", s.base))
+        .bearer_auth("good")
+        .header("x-forwarded-uri", "no slash")
+        .header("x-forwarded-method", "GET")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert_eq!(json(res).await["error"]["code"], "invalid_request");
 }
@@ -194,39 +199,163 @@ async fn denials_match_the_layer() {
 async fn open_paths_use_the_original_path() {
     let (_p, s) = start_recording("rec_open").await;
     let c = client();
-    let res = c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", "/public/logo.png").send().await.unwrap();
+    let res = c
+        .get(format!("{}/auth", s.base))
+        .header("x-forwarded-uri", "/public/logo.png")
+        .header("x-forwarded-method", "GET")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(header(&res, "x-auth-principal"), None);
     let res = c
         .get(format!("{}/auth", s.base))
         .bearer_auth("good")
         .header("x-forwarded-uri", "/public/logo.png")
+        .header("x-forwarded-method", "GET")
         .send()
         .await
         .unwrap();
     assert_eq!(header(&res, "x-auth-principal").unwrap(), "alice");
-    let res = c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", "/public/../admin").send().await.unwrap();
-    assert_eq!(res.status(), 401, "dot segments never make a path open");
-    let res = c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", "/private").send().await.unwrap();
+    let forwarded = |uri: &'static str| {
+        c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", uri).header("x-forwarded-method", "GET").send()
+    };
+    let res = forwarded("/public/../admin").await.unwrap();
+    assert_eq!(res.status(), 400, "dot segments are refused, never matched");
+    let res = forwarded("/private").await.unwrap();
     assert_eq!(res.status(), 401);
 }
 
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
 #[tokio::test]
-async fn unsafe_principal_and_attributes_are_left_out_of_headers() {
+async fn identity_headers_decode_back_to_exactly_what_the_provider_produced() {
+    let (_p, s) = start_recording("rec_encoded").await;
+    let res = client().get(format!("{}/", s.base)).bearer_auth("encoded").send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let principal = header(&res, "x-auth-principal").expect("every allow carries X-Auth-Principal");
+    assert_eq!(principal, "jos%C3%A9%2Cadmin%20100%25");
+    assert_eq!(percent_decoded(&principal), "josé,admin 100%");
+    let groups = header(&res, "x-auth-attr-groups").unwrap();
+    let decoded: Vec<String> = groups.split(',').map(percent_decoded).collect();
+    assert_eq!(decoded, ["ml,platform-admins", "line\nbreak", "", "%41"], "{groups}");
+    assert_eq!(header(&res, "x-auth-attr-mixed"), None, "case-folded names would merge");
+    assert_eq!(header(&res, "x-auth-attr-empty"), None);
+    let attributes: serde_json::Value = serde_json::from_str(&header(&res, "x-auth-attributes").unwrap()).unwrap();
+    assert_eq!(attributes["groups"], json!(["ml,platform-admins", "line\nbreak", "", "%41"]));
+    assert_eq!(attributes["Mixed"], json!(["x"]));
+    assert_eq!(json(res).await["principal"], "josé,admin 100%");
+}
+
+#[tokio::test]
+async fn principals_with_control_characters_are_refused() {
     let (_p, s) = start_recording("rec_weird").await;
     let res = client().get(format!("{}/", s.base)).bearer_auth("weird").send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    assert_eq!(header(&res, "x-auth-principal"), None, "CR/LF in the principal");
+    assert_eq!(res.status(), 401);
+    assert_eq!(header(&res, "x-auth-principal"), None);
     assert_eq!(header(&res, "x-evil"), None);
-    assert_eq!(header(&res, "x-auth-attr-ok").unwrap(), "fine");
-    assert_eq!(header(&res, "x-auth-attr-all-bad"), None);
-    assert_eq!(header(&res, "x-auth-attr-unicode"), None);
-    assert!(!res.headers().keys().any(|k| k.as_str().contains("bad")), "{:?}", res.headers());
-    let attributes: serde_json::Value = serde_json::from_str(&header(&res, "x-auth-attributes").unwrap()).unwrap();
-    assert_eq!(attributes["ok"], json!(["fine", "line\nbreak", "josé"]), "the JSON header keeps everything");
-    assert_eq!(attributes["unicode"], json!(["ünï"]));
-    let body = json(res).await;
-    assert_eq!(body["principal"], "bob\r\nX-Evil: 1");
+    assert!(header(&res, "www-authenticate").unwrap().contains("control characters"));
+}
+
+async fn start_behind(proxy: server::Proxy) -> (Arc<Recording>, Running) {
+    let p = Recording::new("rec_proxy");
+    let provider: DynProvider = p.clone();
+    let options = ServeOptions { open_paths: vec!["/public/*".into()], proxy, ..Default::default() };
+    (p, start(provider, options).await)
+}
+
+/// What a client gets past nginx `auth_request`, which forwards its headers
+/// next to the ones the snippet sets.
+async fn through_nginx(base: &str, original: &str, method: &str, extra: &[(&str, &[u8])]) -> reqwest::Response {
+    let mut req = client()
+        .get(format!("{base}/_tokengate"))
+        .header("x-original-uri", original)
+        .header("x-original-method", method);
+    for (name, value) in extra {
+        req = req.header(*name, reqwest::header::HeaderValue::from_bytes(value).unwrap());
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn client_sent_forwarded_headers_never_open_a_path_or_change_the_method() {
+    let spoof: &[(&str, &[u8])] = &[("x-forwarded-uri", b"/public/x"), ("x-forwarded-method", b"GET")];
+    let (_p, nginx) = start_behind(server::Proxy::Nginx).await;
+    let res = through_nginx(&nginx.base, "/admin/users", "DELETE", spoof).await;
+    assert_eq!(res.status(), 401, "nginx: only X-Original-* count");
+    let (_p, auto) = start_behind(server::Proxy::Auto).await;
+    let res = through_nginx(&auto.base, "/admin/users", "DELETE", spoof).await;
+    assert_eq!(res.status(), 400, "auto: two families that disagree");
+    assert_eq!(json(res).await["error"]["code"], "invalid_request");
+    let res = through_nginx(&auto.base, "/admin/users", "DELETE", &[("x-forwarded-method", b"GET")]).await;
+    assert_eq!(res.status(), 400, "auto: a method without its URI");
+    let res = through_nginx(&auto.base, "/admin/users", "DELETE", &[("x-original-uri", b"/public/x")]).await;
+    assert_eq!(res.status(), 400, "auto: a repeated X-Original-URI");
+    let res = through_nginx(&auto.base, "/public/x", "GET", &[]).await;
+    assert_eq!(res.status(), 200, "the real open path stays open");
+}
+
+#[tokio::test]
+async fn an_unreadable_original_uri_is_400_never_another_path() {
+    for proxy in [server::Proxy::Nginx, server::Proxy::Auto] {
+        let (_p, s) = start_behind(proxy).await;
+        let c = client();
+        let res = c
+            .get(format!("{}/public/decision", s.base))
+            .header("x-original-uri", reqwest::header::HeaderValue::from_bytes(b"/admin?q=caf\xc3\xa9").unwrap())
+            .header("x-original-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400, "{proxy:?}");
+    }
+}
+
+#[tokio::test]
+async fn path_tricks_are_refused_before_open_paths_and_rules() {
+    let (p, s) = start_behind(server::Proxy::Nginx).await;
+    for trick in [
+        "/public/..;/admin/users",
+        "/;/admin",
+        "/.;/admin",
+        "/x/..;/admin",
+        "/public/%252e%252e/admin",
+        "/public/%2e%2e/admin",
+        "/public/../admin",
+        "/public%2fadmin",
+        "/public/x%5c..%5cadmin",
+        "/exact;jsessionid=1",
+        "/exact.",
+        "/exact%20",
+    ] {
+        let res = through_nginx(&s.base, trick, "GET", &[]).await;
+        assert_eq!(res.status(), 400, "{trick}");
+        assert_eq!(json(res).await["error"]["code"], "invalid_request", "{trick}");
+    }
+    let res = client()
+        .get(format!("{}/_tokengate", s.base))
+        .bearer_auth("good")
+        .header("x-original-uri", "//v1//models/?a=1")
+        .header("x-original-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(p.last().path, "/v1/models", "providers and audit see the canonical path");
 }
 
 #[tokio::test]
@@ -335,7 +464,7 @@ async fn key_set_is_fetched_at_start_up_and_readyz_says_ready() {
 }
 
 #[tokio::test]
-async fn readyz_is_503_with_the_reason_while_no_keys_can_be_had() {
+async fn readyz_is_503_without_revealing_internal_urls_while_no_keys_can_be_had() {
     let idp = Idp::unreachable().await;
     let s = start(idp.provider(), ServeOptions::default()).await;
     let c = client();
@@ -343,7 +472,8 @@ async fn readyz_is_503_with_the_reason_while_no_keys_can_be_had() {
     assert_eq!(res.status(), 503);
     let body = res.text().await.unwrap();
     assert!(body.starts_with("not ready: "), "{body}");
-    assert!(body.contains(&idp.addr.to_string()), "names the key set it cannot reach: {body}");
+    assert!(body.contains("identity provider is unavailable"), "{body}");
+    assert!(!body.contains(&idp.addr.to_string()) && !body.contains("http"), "internal URLs stay in the log: {body}");
     // Liveness is not readiness: the process itself is fine.
     assert_eq!(c.get(format!("{}/healthz", s.base)).send().await.unwrap().status(), 200);
 }
@@ -396,4 +526,60 @@ async fn admin_listener_takes_health_and_metrics_off_the_decision_port() {
     let _ = tx.send(());
     tokio::time::timeout(Duration::from_secs(10), done).await.expect("serve returns").unwrap().unwrap();
     assert!(c.get(format!("{admin_base}/healthz")).send().await.is_err(), "the admin port closed too");
+}
+
+/// Reads until the server closes the connection; `true` when it did within `within`.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn half_sent_requests_cannot_starve_real_decisions() {
+    use tokio::io::AsyncWriteExt;
+    let provider: DynProvider = Recording::new("rec_slowloris");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let limits = server::ConnectionLimits {
+        header_read_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(600),
+        max_connections: 8,
+    };
+    let app = server::router(provider.clone(), ServeOptions::default());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(server::run_with_limits(listener, app, None, provider, limits, async move {
+        let _ = rx.await;
+    }));
+
+    let mut slow = Vec::new();
+    for _ in 0..8 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        slow.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(closed_by_server(&mut extra, Duration::from_millis(300)).await, "over max_connections: closed on accept");
+    for s in &mut slow {
+        assert!(closed_by_server(s, Duration::from_secs(2)).await, "headers not sent within header_read_timeout");
+    }
+    let res = client().get(format!("http://{addr}/x")).bearer_auth("good").send().await.unwrap();
+    assert_eq!(res.status(), 200, "real decisions are served once the slow ones are gone");
+
+    // A kept-alive connection that goes quiet is closed after idle_timeout.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    assert!(!closed_by_server(&mut idle, Duration::from_millis(200)).await, "still open while not idle");
+    assert!(closed_by_server(&mut idle, Duration::from_secs(2)).await, "closed after idle_timeout");
+
+    let _ = tx.send(());
+    done.await.unwrap().unwrap();
 }

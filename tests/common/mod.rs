@@ -147,6 +147,11 @@ impl AuthProvider for Recording {
                 ("all-bad", &["\u{1}"]),
                 ("unicode", &["ünï"]),
             ]))),
+            "encoded" => Ok(Principal::new("josé,admin 100%").with_attributes(attrs(&[
+                ("groups", &["ml,platform-admins", "line\nbreak", "", "%41"]),
+                ("Mixed", &["x"]),
+                ("empty", &[]),
+            ]))),
             "quoted" => Err(AuthError::invalid_token("audience \"x\" is not \\ one of\r\n[\"y\"]")),
             "scope" => Err(AuthError::insufficient_scope("needs scope admin")),
             "down" => Err(AuthError::unavailable("idp answered 502").with_retry_after(Duration::from_secs(7))),
