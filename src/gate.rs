@@ -294,7 +294,7 @@ impl OpenPaths {
             return false;
         }
         let Ok(path) = crate::path::canonical_path(path) else { return false };
-        self.exact.iter().any(|p| *p == path) || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+        self.exact.contains(&path) || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
     }
 }
 
