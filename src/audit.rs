@@ -235,6 +235,24 @@ fn writer(mut sink: Box<dyn Write + Send>, rx: mpsc::Receiver<Message>, shown: S
     let _ = sink.flush();
 }
 
+/// The text log's field formatter: every value (the message included) with
+/// control characters escaped. Values come from clients (paths, claims quoted
+/// in refusal reasons, principals), and the default formatter writes
+/// `%`-recorded values raw, so one `\n` could start a forged line.
+pub fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
+    use tracing_subscriber::field::MakeExt;
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        let raw = format!("{value:?}");
+        let text = escape_controls(&raw);
+        if field.name() == "message" {
+            write!(w, "{text}")
+        } else {
+            write!(w, "{}={text}", field.name())
+        }
+    })
+    .delimited(" ")
+}
+
 /// `text` with every control character escaped (`\n` → `\\n`), for one-line logs.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(char::is_control) {
@@ -253,6 +271,36 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn no_logged_value_can_start_a_line_of_its_own() {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Buffer(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buffer {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .fmt_fields(escaping_fields())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let forged = "bob\nINFO tokengate::decision: allowed principal=root";
+            tracing::info!(principal = %forged, reason = forged, "refused: {forged}");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.matches("bob\\nINFO").count(), 3, "{text}");
+    }
 
     #[test]
     fn log_values_cannot_start_a_line() {

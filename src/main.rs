@@ -216,19 +216,7 @@ fn init_logging(default_level: &str) {
     let _ = if json {
         builder.json().try_init()
     } else {
-        // Field values come from clients (paths, claims in refusal reasons):
-        // escaped, no value can start a line of its own.
-        use tracing_subscriber::field::MakeExt;
-        let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-            let raw = format!("{value:?}");
-            let text = tokengate::audit::escape_controls(&raw);
-            if field.name() == "message" {
-                write!(w, "{text}")
-            } else {
-                write!(w, "{}={text}", field.name())
-            }
-        })
-        .delimited(" ");
+        let fields = tokengate::audit::escaping_fields();
         builder.fmt_fields(fields).try_init()
     };
 }

@@ -262,3 +262,47 @@ async fn serve_with_admin_listen_flag() {
     assert_eq!((res.status().as_u16(), res.text().await.unwrap()), (200, "ready\n".to_string()));
     assert_eq!(c.get(format!("{admin}/metrics")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn client_data_in_the_decision_log_cannot_forge_lines() {
+    use base64::Engine;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("TOKENGATE_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut guard = Guard(child);
+    let base = stdout
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("tokengate dev server listening on").map(|b| b.trim().to_string()))
+        .expect("address line");
+    let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let forged = "x\nFORGED INFO tokengate::decision: allowed principal=root";
+    let token = format!(
+        "{}.{}.{}",
+        b64(serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": forged})),
+        b64(serde_json::json!({"sub": "mallory", "exp": 4_000_000_000u64})),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([7u8; 64])
+    );
+    let res = client().get(format!("{base}/v1/models")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let _ = guard.0.kill();
+    let _ = guard.0.wait();
+    let log = errors.join().unwrap();
+    assert!(log.contains("FORGED"), "the refusal names the kid: {log}");
+    for line in log.lines().filter(|l| l.contains("FORGED")) {
+        assert!(!line.starts_with("FORGED"), "forged line: {line}");
+        assert!(line.contains("denied") && line.contains("\\n"), "escaped on the denial's own line: {line}");
+    }
+}
