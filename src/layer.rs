@@ -99,8 +99,9 @@ impl AuthLayer {
     /// ending in `*` (`/public/*`). A valid token there still yields a
     /// principal (for [`MaybeAuthenticated`]); an invalid or missing one is no
     /// refusal. Matched against the path the layer sees (inside `Router::nest`,
-    /// the nested path); paths with `.`/`..` segments or encoded dots and
-    /// slashes never match.
+    /// the nested path), in the canonical form of [`crate::path`]; a request
+    /// whose path has none (`;` parameters, dot segments, encoded separators,
+    /// double encoding) is refused with 400 before anything else.
     pub fn open_path(mut self, pattern: impl Into<String>) -> Self {
         self.gate = self.gate.with_open_path(pattern);
         self

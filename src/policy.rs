@@ -33,11 +33,12 @@
 //! ```
 //!
 //! As in Llama Stack, a bare list denies requests no rule matches, and an
-//! empty list allows everything. Request paths are normalized the way Llama
-//! Stack does (trailing slash removed) and, beyond that, repeated slashes are
-//! collapsed and percent-encoding decoded; paths with `.`/`..` segments or
-//! encoded `/`, `\` or `.` are refused outright, since a backend that
-//! normalizes them later could otherwise reach a route the policy never saw.
+//! empty list allows everything. Request paths are matched in the canonical
+//! form of [`crate::path`] (trailing slash removed as Llama Stack does,
+//! repeated slashes merged, decoded once); a path without one (`;` parameters,
+//! dot segments, encoded separators, double encoding) is refused outright,
+//! since a back end that reads it differently could otherwise reach a route
+//! the policy never saw.
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;

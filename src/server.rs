@@ -3,18 +3,20 @@
 //! Every path except `/healthz`, `/readyz` and `/metrics` is a decision
 //! request, whatever its method. `/healthz` is liveness (the process answers);
 //! `/readyz` is readiness (the provider can decide: its key set is loaded, or
-//! still usable within the outage grace period). The request being decided on is described by
-//! `X-Forwarded-Uri`/`X-Original-URI` (path and query), `X-Forwarded-Method`/
-//! `X-Original-Method` and `X-Forwarded-Host`; without them the decision
-//! request's own method and path are the original's, as with Envoy's HTTP
-//! `ext_authz` (whose `path_prefix` is stripped when configured).
+//! still usable within the outage grace period). Which headers describe the
+//! request being decided on is `forward_auth.proxy`'s choice ([`Proxy`]):
+//! nginx's `X-Original-*`, Traefik's and Caddy's `X-Forwarded-*`, or (Envoy
+//! `ext_authz`) the decision request's own method and path minus
+//! `path_prefix`; `auto` takes whichever is present and refuses (400)
+//! anything with two possible meanings. The path is then put in the one
+//! canonical form of [`crate::path`], or refused.
 //!
-//! * Allowed: 200 with `X-Auth-Principal`, `X-Auth-Attributes` (compact JSON
-//!   object, non-ASCII escaped) and one `X-Auth-Attr-<name>` per attribute
-//!   (values comma-joined); the body is the principal as JSON. A value that
-//!   cannot be a header value (control or non-ASCII characters) is left out, as
-//!   is an attribute whose name is not a header token; `X-Auth-Attributes`
-//!   always has everything.
+//! * Allowed: 200 with `X-Auth-Principal` (always), `X-Auth-Attributes`
+//!   (compact JSON object, non-ASCII escaped) and one `X-Auth-Attr-<name>` per
+//!   attribute with a lower-case header-token name (values comma-joined). The
+//!   principal and every attribute value are percent-encoded
+//!   ([`percent_encoded`]), so they decode back exactly; the body is the
+//!   principal as JSON.
 //! * Denied: 401 (400 for a malformed `Authorization`, 403 for insufficient
 //!   scope, e.g. a `route_policy` refusal of the original method and path)
 //!   with the RFC 6750 `WWW-Authenticate` and `{"error": {"code", "message"}}`.
