@@ -40,6 +40,12 @@ pub struct OAuth2Config {
     /// Accepted JWS algorithms (default: every asymmetric one tokengate supports).
     #[serde(default)]
     pub algorithms: Option<Vec<String>>,
+    /// Accept ES256/ES384 signatures whose S is above n/2 (default false). Such
+    /// a signature can be rewritten into a second valid one without the key
+    /// (s → n − s), so they are refused unless an issuer that does not
+    /// normalize S (many Java and Node.js signers) must be accepted.
+    #[serde(default)]
+    pub allow_high_s_signatures: bool,
     /// Accept JWTs without `exp` (default false).
     #[serde(default)]
     pub allow_missing_exp: bool,

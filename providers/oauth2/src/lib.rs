@@ -10,6 +10,7 @@
 mod alg;
 pub mod config;
 mod discovery;
+pub mod ecdsa;
 mod introspection;
 mod jwt;
 mod keys;
@@ -111,6 +112,7 @@ impl OAuth2Provider {
                 max_token_bytes: cfg.max_token_bytes,
                 keys: KeySource::Secret(HmacKeys::new(secret.expose().as_bytes(), allowed)),
                 cache,
+                allow_high_s: cfg.allow_high_s_signatures,
             };
             return Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts));
         }
@@ -159,6 +161,7 @@ impl OAuth2Provider {
             max_token_bytes: cfg.max_token_bytes,
             keys: KeySource::Remote(Arc::new(set)),
             cache,
+            allow_high_s: cfg.allow_high_s_signatures,
         };
         Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts))
     }
