@@ -30,6 +30,7 @@ fn introspection_config(server: &Server, extra: Value) -> Value {
         json!({
             "type": "oauth2_token",
             "introspection": {"url": server.url("/introspect"), "client_id": "tokengate", "client_secret": "introspection-secret"},
+            "allow_any_audience": true,
             "cache": {"enabled": false},
         }),
         extra,

@@ -252,6 +252,7 @@ fn introspection_config(upstream: &Upstream, redis: Value) -> Config {
             "type": "oauth2_token",
             "introspection": {"url": upstream.url("/introspect"), "client_id": "tokengate", "client_secret": "s3cret"},
             "cache": {"ttl": "300s"},
+            "allow_any_audience": true,
         },
         "redis": redis,
     }))

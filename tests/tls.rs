@@ -132,7 +132,7 @@ async fn every_http_provider_honours_tls_cafile() {
     let s = &idp.server;
     let sections = [
         (
-            json!({"type": "oauth2_token", "introspection": {"url": s.url("/introspect"), "client_id": "tg", "client_secret": "cs"}}),
+            json!({"type": "oauth2_token", "introspection": {"url": s.url("/introspect"), "client_id": "tg", "client_secret": "cs"}, "allow_any_audience": true}),
             "opaque-1",
         ),
         (json!({"type": "custom", "endpoint": s.url("/auth")}), "api-key-1"),

@@ -25,6 +25,10 @@ pub struct OAuth2Config {
     /// Explicit opt-out of the audience check; never the default.
     #[serde(default)]
     pub allow_any_audience: bool,
+    /// Explicit opt-out of the issuer check for `jwks.uri` (without it, `issuer`
+    /// is required there: a key set may sign for several issuers or tenants).
+    #[serde(default)]
+    pub allow_any_issuer: bool,
     #[serde(default)]
     pub claims_mapping: Option<ClaimsMapping>,
     /// Claim that names the principal (default `sub`; introspection falls back to `username`).

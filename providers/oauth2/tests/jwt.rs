@@ -741,6 +741,29 @@ async fn llama_stack_defaults_supply_the_audience() {
     assert_eq!(err.field, "audience");
 }
 
+/// Issue #11: `jwks.uri` without `issuer` never checked `iss` and said nothing,
+/// so every issuer a key set signs for (multi-tenant providers share one) got in.
+#[tokio::test]
+async fn jwks_uri_needs_an_issuer_or_allow_any_issuer() {
+    let idp = Idp::start(standard_keys()).await;
+    let build = |extra: Value, ctx: &BuildContext| OAuth2Builder.build(config(&idp, extra), ctx);
+    let err = build(json!({"issuer": null}), &BuildContext::default()).err().expect("refused");
+    assert_eq!(err.field, "issuer", "{err}");
+    assert!(err.message.contains("allow_any_issuer: true"), "{err}");
+    let err = build(json!({"allow_any_issuer": true}), &BuildContext::default()).err().expect("refused");
+    assert_eq!(err.field, "allow_any_issuer", "{err}");
+
+    let other_tenant = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"iss": "https://other-tenant.test"})));
+    let any = build(json!({"issuer": null, "allow_any_issuer": true}), &BuildContext::default()).unwrap();
+    assert!(any.validate(&other_tenant, &RequestContext::default()).await.is_ok(), "said on purpose");
+    let checked = build(json!({}), &BuildContext::default()).unwrap();
+    let e = checked.validate(&other_tenant, &RequestContext::default()).await.unwrap_err();
+    assert!(e.detail().contains("is not the expected"), "{e:?}");
+    // A Llama Stack run.yaml leaves `issuer` optional: it loads, with a WARN naming the field.
+    let ctx = BuildContext { llama_stack_defaults: true, ..Default::default() };
+    assert!(build(json!({"issuer": null}), &ctx).is_ok());
+}
+
 // ---------------------------------------------------------------- key set: discovery, rotation, outages
 
 #[tokio::test]
@@ -1063,13 +1086,14 @@ async fn error_messages_ownership_and_accepts() {
     assert_eq!(with_issuer.type_name(), "oauth2_token");
     assert!(with_issuer.accepts().contains(ISS));
 
-    let without = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "audience": "a"}));
+    let without = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "audience": "a", "allow_any_issuer": true}));
     assert_eq!(
         without.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token in the Authorization header"
     );
-    let introspection =
-        build(json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}}));
+    let introspection = build(
+        json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}, "allow_any_audience": true}),
+    );
     assert_eq!(
         introspection.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token validated by idp.test"
