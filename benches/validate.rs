@@ -126,7 +126,8 @@ fn mint(s: &Signer, i: usize, iat: u64) -> String {
         "iat": iat, "nbf": iat, "exp": iat + 4 * 3600,
         "scope": "openid profile models:read", "groups": ["ml-team", "infra"], "azp": "bench-client",
     });
-    jsonwebtoken::encode(&header, &claims, &s.encoding).expect("sign")
+    // Low-S: tokengate refuses the high-S half of aws-lc's ECDSA signatures by default.
+    tokengate_oauth2::ecdsa::low_s_token(&jsonwebtoken::encode(&header, &claims, &s.encoding).expect("sign"))
 }
 
 /// Serves `router` on 127.0.0.1 from its own thread and runtime, so the bench

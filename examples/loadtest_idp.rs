@@ -69,7 +69,8 @@ fn mint(alg: Algorithm, key: &EncodingKey, i: usize, iat: u64) -> String {
         "iat": iat, "nbf": iat, "exp": iat + 4 * 3600,
         "scope": "openid profile models:read", "groups": ["ml-team", "infra"], "azp": "loadtest-client",
     });
-    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    // Low-S: tokengate refuses the high-S half of aws-lc's ECDSA signatures by default.
+    tokengate_oauth2::ecdsa::low_s_token(&jsonwebtoken::encode(&header, &claims, key).expect("sign"))
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -42,6 +42,11 @@ API = "https://api.tokengate.test"
 OTHER = "https://other.tokengate.test"
 OPAQUE = "https://opaque.tokengate.test"
 CLAIMS_MAPPING = {"groups": "teams", "realm_access.roles": "roles", "scope": "scopes"}
+# oidc-provider signs with Node's crypto (OpenSSL), which does not normalize
+# ECDSA S: about half its ES256 tokens are high-S, which tokengate refuses by
+# default (SECURITY.md, issue #11). A real deployment in front of such an
+# issuer needs this opt-out, so the interop suite runs with it.
+NODE_SIGNS_HIGH_S = {"allow_high_s_signatures": True}
 # What each service client asks for (scopes differ so that each token is distinct).
 REQUESTED_SCOPE = {"svc-rs256": "read write", "svc-es256": "read", "svc-eddsa": "read write admin"}
 ALG_CLIENT = {"RS256": "svc-rs256", "ES256": "svc-es256", "EdDSA": "svc-eddsa"}
@@ -382,7 +387,7 @@ class Suite:
     def check_jwt(self):
         iss = self.idp["issuer"]
         jwks_uri = self.idp["discovery"]["jwks_uri"]
-        common = {"issuer": iss, "audience": API, "claims_mapping": CLAIMS_MAPPING}
+        common = {"issuer": iss, "audience": API, "claims_mapping": CLAIMS_MAPPING, **NODE_SIGNS_HIGH_S}
         configs = {
             "discovery": self.write_config("jwt-discovery.json", common),
             "jwks.uri": self.write_config("jwt-jwks-uri.json", {**common, "jwks": {"uri": jwks_uri}}),
@@ -412,6 +417,7 @@ class Suite:
                 "version: 2\nimage_name: interop\napis: [inference]\nproviders: {inference: []}\n"
                 "server:\n  port: 8321\n  auth:\n    provider_config:\n      type: oauth2_token\n"
                 f"      issuer: {json.dumps(iss)}\n      audience: {json.dumps(API)}\n"
+                "      allow_high_s_signatures: true\n"
                 f"      jwks:\n        uri: {json.dumps(jwks_uri)}\n        key_recheck_period: 3600\n"
                 "      claims_mapping:\n        groups: teams\n        realm_access.roles: roles\n        scope: scopes\n"
             )
@@ -426,7 +432,8 @@ class Suite:
         toml = os.path.join(self.configs, "jwt.toml")
         with open(toml, "w") as f:
             f.write(
-                f'[provider_config]\ntype = "oauth2_token"\nissuer = {json.dumps(iss)}\naudience = {json.dumps(API)}\n\n'
+                f'[provider_config]\ntype = "oauth2_token"\nissuer = {json.dumps(iss)}\naudience = {json.dumps(API)}\n'
+                'allow_high_s_signatures = true\n\n'
                 f'[provider_config.jwks]\nuri = {json.dumps(jwks_uri)}\n\n'
                 '[provider_config.claims_mapping]\ngroups = "teams"\n"realm_access.roles" = "roles"\nscope = "scopes"\n'
             )
@@ -611,7 +618,7 @@ class Suite:
 
     def check_rotation(self):
         config = self.write_config("serve-rotation.json", {
-            "issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
+            "issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING, **NODE_SIGNS_HIGH_S,
             "jwks": {"uri": self.idp["discovery"]["jwks_uri"], "key_recheck_period": 3600,
                      "refresh_cooldown": f"{int(COOLDOWN * 1000)}ms", "stale_grace": "1h"},
         }, extra={"realm": "interop"})
@@ -834,7 +841,7 @@ class Suite:
         return base
 
     def check_nginx(self):
-        common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
+        common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING, **NODE_SIGNS_HIGH_S,
                   "jwks": {"refresh_cooldown": f"{int(COOLDOWN * 1000)}ms"}}
         config = self.write_config("serve-nginx.json", common, extra={
             "realm": "interop", "forward_auth": {"proxy": "nginx"}, "open_paths": ["/public/*"],
@@ -971,7 +978,7 @@ class Suite:
 
         # Same port, a config whose JWKS is dead.
         dead = self.write_config("serve-nginx-dead-jwks.json", {
-            "issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING,
+            "issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING, **NODE_SIGNS_HIGH_S,
             "jwks": {"uri": f"http://127.0.0.1:{free_port()}/jwks"}}, extra={"realm": "interop"})
         self.start("tokengate-nginx-dead", [self.tokengate, "serve", "--config", dead, "--listen", f"127.0.0.1:{tg_port}"],
                    env={"TOKENGATE_LOG": os.environ.get("TOKENGATE_LOG", "info")})

@@ -269,7 +269,8 @@ impl Config {
         if let Some(store) = &redis {
             // With Redis, revocations there count even without a local file.
             let local = revocation.unwrap_or_else(Revocation::without_file);
-            revocation = Some(local.with_shared_store(store.clone()));
+            let on_error = self.settings.redis.as_ref().map(|r| r.on_store_error).unwrap_or_default();
+            revocation = Some(local.with_shared_store(store.clone(), on_error));
         }
         if let Some(policy) = &self.settings.route_policy {
             for warning in policy.lint() {

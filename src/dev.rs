@@ -115,7 +115,10 @@ impl DevIssuer {
         }
         let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &Value::Object(body), &self.key).map_err(|e| format!("cannot sign: {e}"))
+        let token =
+            jsonwebtoken::encode(&header, &Value::Object(body), &self.key).map_err(|e| format!("cannot sign: {e}"))?;
+        // aws-lc does not normalize S, and tokengate refuses high-S signatures by default.
+        Ok(tokengate_oauth2::ecdsa::low_s_token(&token))
     }
 }
 
@@ -373,6 +376,11 @@ mod tests {
         assert_eq!(data.claims["sub"], "alice");
         assert_eq!(data.claims["groups"], json!(["developers"]));
         assert_eq!(data.header.kid.as_deref(), issuer.jwk["kid"].as_str());
+        for _ in 0..32 {
+            let token = issuer.mint("alice", &sample_claims(), DEFAULT_TTL).unwrap();
+            let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.rsplit('.').next().unwrap());
+            assert!(!tokengate_oauth2::ecdsa::is_high_s(&sig.unwrap()), "dev tokens are always low-S");
+        }
     }
 
     #[test]

@@ -90,13 +90,19 @@ enum Command {
         /// Config file with a `redis` section (as for `check`).
         #[arg(long, short)]
         config: PathBuf,
-        /// A JWT ID (the `jti` claim).
+        /// A JWT ID (the `jti` claim); with --issuer for that issuer's token only,
+        /// without it for every issuer's.
         #[arg(long)]
         jti: Option<String>,
-        /// The token's SHA-256, 64 hex digits (`printf %s "$TOKEN" | sha256sum`), optionally `sha256:`-prefixed.
+        /// The `iss` whose --jti is revoked (other issuers' tokens with the same jti stay valid).
+        #[arg(long, requires = "jti")]
+        issuer: Option<String>,
+        /// A token digest, 64 hex digits, optionally `sha256:`-prefixed: for a JWT the SHA-256 of its
+        /// signing input (`printf %s "${TOKEN%.*}" | sha256sum`), else of the token (`printf %s "$TOKEN" | sha256sum`).
         #[arg(long)]
         token_sha256: Option<String>,
-        /// The token itself, or `-` to read it from standard input; only its SHA-256 leaves this process.
+        /// The token itself, or `-` to read it from standard input; only a SHA-256 leaves this process
+        /// (for a JWT, of `header.payload`, which a rewritten signature cannot change).
         // Opaque tokens may start with `-`; they are values, not flags.
         #[arg(long, allow_hyphen_values = true)]
         token: Option<String>,
@@ -197,8 +203,8 @@ fn main() -> ExitCode {
                 serve(config, listen, dev, path_prefix, proxy, admin_listen).await
             }
             Command::Token { url, sub, claims, ttl } => token(url, sub, claims, ttl).await,
-            Command::Revoke { config, jti, token_sha256, token, ttl } => {
-                revoke(config, jti, token_sha256, token, ttl).await
+            Command::Revoke { config, jti, issuer, token_sha256, token, ttl } => {
+                revoke(config, jti, issuer, token_sha256, token, ttl).await
             }
         }
     });
@@ -548,6 +554,7 @@ async fn serve(
 async fn revoke(
     config_path: PathBuf,
     jti: Option<String>,
+    issuer: Option<String>,
     token_sha256: Option<String>,
     token: Option<String>,
     ttl: Option<String>,
@@ -555,11 +562,18 @@ async fn revoke(
     use tokengate::redis::RevokeTarget;
     let target = match (jti, token_sha256, token) {
         (Some(jti), _, _) if jti.trim().is_empty() => Err("--jti is empty".to_string()),
-        (Some(jti), _, _) => Ok(RevokeTarget::Jti(jti)),
-        (_, Some(hex), _) => parse_sha256(&hex).map(RevokeTarget::TokenSha256),
-        (_, _, Some(t)) => {
-            read_token((t != "-").then_some(t)).map(|t| RevokeTarget::TokenSha256(tokengate_api::token_hash(&t)))
+        (Some(_), _, _) if issuer.as_deref().is_some_and(|i| i.trim().is_empty()) => {
+            Err("--issuer is empty".to_string())
         }
+        (Some(jti), _, _) => {
+            if issuer.is_none() {
+                eprintln!("tokengate revoke: note: without --issuer, jti {jti:?} is revoked for every issuer's tokens");
+            }
+            Ok(RevokeTarget::Jti { issuer, jti })
+        }
+        (_, Some(hex), _) => parse_sha256(&hex).map(RevokeTarget::TokenSha256),
+        (_, _, Some(t)) => read_token((t != "-").then_some(t))
+            .map(|t| RevokeTarget::TokenSha256(tokengate::revocation::revocation_digest(&t))),
         (None, None, None) => Err("name what to revoke: --jti, --token-sha256 or --token".to_string()),
     };
     let target = match target {

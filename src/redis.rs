@@ -10,18 +10,32 @@
 //!   share_results: true                  # default: share positive remote results
 //!   connect_timeout: 1s                  # default
 //!   command_timeout: 200ms               # default: a slow Redis must not slow authentication much
+//!   on_store_error: deny                 # default: a revocation check Redis cannot answer refuses (503); or allow
 //! ```
 //!
 //! Keys (token material appears only as SHA-256, hex):
 //! - `{prefix}result:{scope}:{sha256}`: a principal as JSON, `PX` = the local TTL
 //!   (never beyond the token's `exp`); `scope` tells providers apart
 //!   ([`tokengate_api::shared_scope`]);
-//! - `{prefix}revoked:jti:{jti}` and `{prefix}revoked:sha256:{sha256}`: any
-//!   value; the key existing revokes (give it a TTL of the token's remaining
-//!   life, or none). `tokengate revoke` writes them.
+//! - `{prefix}revoked:iss-jti:{iss}#{jti}`: one issuer's JWT ID (`%` and `#`
+//!   in the issuer written `%25` and `%23`, so the first `#` ends it);
+//! - `{prefix}revoked:jti:{jti}`: a JWT ID whatever the issuer (the form
+//!   before issue #11, still honoured);
+//! - `{prefix}revoked:sha256:{sha256}`: a token's digest — for a JWT the
+//!   SHA-256 of its signing input `header.payload` (what `revoke --token`
+//!   writes; a rewritten ECDSA signature does not change it), for anything
+//!   else of the whole token; a whole-token digest of a JWT still matches
+//!   that exact token.
 //!
-//! Redis being down never turns a valid token away: a lookup that fails is a
-//! miss (the upstream is asked; the local revocation file decides). Each
+//! Any value; the key existing revokes (give it a TTL of the token's
+//! remaining life, or none). `tokengate revoke` writes them.
+//!
+//! Redis being down never turns a valid token away *through the result
+//! cache*: a lookup that fails is a miss (the upstream is asked). A
+//! revocation check that fails follows `on_store_error`: `deny` (the
+//! default) refuses the token as unavailable (503), because a revocation
+//! that lapses whenever Redis is slow is no revocation; `allow` lets the
+//! local revocation file decide. Each
 //! command is bounded by `command_timeout`; after a connection failure Redis
 //! is left alone for [`RETRY_AFTER_FAILURE`], so an outage costs one slow
 //! request a second, not every request. Metrics:
@@ -40,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, TokenHash};
 
-use crate::revocation::RevocationStore;
+use crate::revocation::{OnStoreError, RevocationStore, TokenIds};
 
 /// Counter of failed Redis commands, by `op`.
 pub const REDIS_ERRORS_TOTAL: &str = "tokengate_redis_errors_total";
@@ -76,6 +90,10 @@ pub struct RedisConfig {
     /// Time allowed for one command, after which local state decides (default 200ms).
     #[serde(default = "default_command_timeout", with = "tokengate_api::duration")]
     pub command_timeout: Duration,
+    /// What a revocation check does when Redis cannot answer in time: `deny`
+    /// (default: refuse as unavailable) or `allow` (the local file decides).
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
 }
 
 fn default_key_prefix() -> String {
@@ -101,6 +119,7 @@ impl RedisConfig {
             share_results: true,
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
+            on_store_error: OnStoreError::default(),
         }
     }
 }
@@ -115,6 +134,7 @@ impl fmt::Debug for RedisConfig {
             .field("share_results", &self.share_results)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("on_store_error", &self.on_store_error)
             .finish()
     }
 }
@@ -135,9 +155,10 @@ pub fn redacted_url(url: &str) -> String {
 /// What `tokengate revoke` revokes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeTarget {
-    /// A JWT ID.
-    Jti(String),
-    /// The SHA-256 of a token.
+    /// A JWT ID: of one issuer, or (`issuer: None`) of every issuer.
+    Jti { issuer: Option<String>, jti: String },
+    /// A token digest: for a JWT the SHA-256 of its signing input
+    /// ([`crate::revocation::revocation_digest`]), else of the whole token.
     TokenSha256(TokenHash),
 }
 
@@ -329,7 +350,11 @@ impl RedisStore {
     /// The key whose existence revokes `target`.
     pub fn revocation_key(&self, target: &RevokeTarget) -> String {
         match target {
-            RevokeTarget::Jti(jti) => format!("{}revoked:jti:{jti}", self.prefix),
+            RevokeTarget::Jti { issuer: None, jti } => format!("{}revoked:jti:{jti}", self.prefix),
+            RevokeTarget::Jti { issuer: Some(iss), jti } => {
+                let iss = iss.replace('%', "%25").replace('#', "%23");
+                format!("{}revoked:iss-jti:{iss}#{jti}", self.prefix)
+            }
             RevokeTarget::TokenSha256(hash) => format!("{}revoked:sha256:{}", self.prefix, hex::encode(hash)),
         }
     }
@@ -514,11 +539,17 @@ impl SharedResultStore for RedisStore {
 
 #[async_trait::async_trait]
 impl RevocationStore for RedisStore {
-    async fn is_revoked(&self, jti: Option<&str>, token_sha256: &[u8; 32]) -> Result<bool, String> {
+    async fn is_revoked(&self, token: &TokenIds) -> Result<bool, String> {
         let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.revocation_key(&RevokeTarget::TokenSha256(*token_sha256)));
-        if let Some(jti) = jti {
-            cmd.arg(self.revocation_key(&RevokeTarget::Jti(jti.to_string())));
+        cmd.arg(self.revocation_key(&RevokeTarget::TokenSha256(token.token_sha256)));
+        if let Some(hash) = token.signing_input_sha256 {
+            cmd.arg(self.revocation_key(&RevokeTarget::TokenSha256(hash)));
+        }
+        if let Some(jti) = &token.jti {
+            cmd.arg(self.revocation_key(&RevokeTarget::Jti { issuer: None, jti: jti.clone() }));
+            if let Some(iss) = &token.issuer {
+                cmd.arg(self.revocation_key(&RevokeTarget::Jti { issuer: Some(iss.clone()), jti: jti.clone() }));
+            }
         }
         // One round trip: EXISTS counts how many of the keys exist.
         let answer =
@@ -550,6 +581,10 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_secs(1));
         let e = parse("url: redis://x\nprefix: a\n").unwrap_err();
         assert!(e.message.contains("unknown field"), "{e}");
+        assert_eq!(c.on_store_error, OnStoreError::Deny, "fail closed unless told otherwise");
+        assert_eq!(parse("url: redis://x\non_store_error: allow\n").unwrap().on_store_error, OnStoreError::Allow);
+        let e = parse("url: redis://x\non_store_error: ignore\n").unwrap_err();
+        assert!(e.field.contains("on_store_error") && e.message.contains("allow"), "{e}");
         let c = parse("url: redis://x\ncommand_timeout: 50ms\nshare_results: false\nkey_prefix: \"app1:\"\n").unwrap();
         assert_eq!(c.command_timeout, Duration::from_millis(50));
         assert!(!c.share_results);
@@ -579,7 +614,16 @@ mod tests {
         let hex_hash = hex::encode(hash);
         assert_eq!(store.result_key("abc", &hash), format!("p:result:abc:{hex_hash}"));
         assert_eq!(store.revocation_key(&RevokeTarget::TokenSha256(hash)), format!("p:revoked:sha256:{hex_hash}"));
-        assert_eq!(store.revocation_key(&RevokeTarget::Jti("j1".into())), "p:revoked:jti:j1");
+        let jti =
+            |issuer: Option<&str>, jti: &str| RevokeTarget::Jti { issuer: issuer.map(Into::into), jti: jti.into() };
+        assert_eq!(store.revocation_key(&jti(None, "j1")), "p:revoked:jti:j1");
+        assert_eq!(store.revocation_key(&jti(Some("https://a"), "j1")), "p:revoked:iss-jti:https://a#j1");
+        // The issuer is escaped so that no two (iss, jti) pairs share a key, and a
+        // bare jti never collides with a scoped one (another namespace).
+        let (one, other) = (jti(Some("a#b"), "c"), jti(Some("a"), "b#c"));
+        assert_ne!(store.revocation_key(&one), store.revocation_key(&other));
+        assert_eq!(store.revocation_key(&one), "p:revoked:iss-jti:a%23b#c");
+        assert_ne!(store.revocation_key(&jti(Some("a%23b"), "c")), store.revocation_key(&one));
     }
 
     #[test]

@@ -10,25 +10,47 @@
 //! opaque tokens, API keys), never tokens themselves:
 //!
 //! ```yaml
-//! jti: [4f1c2b7e-revoked-id]
+//! jti:
+//!   - {iss: "https://idp.example.com", jti: 4f1c2b7e-revoked-id}   # one issuer's token
+//!   - 9a8b7c-legacy-id    # no issuer: this jti is revoked for EVERY issuer (the pre-#11 form)
 //! token_sha256:
+//!   # a JWT: SHA-256 of its signing input, the token without its last `.signature`
+//!   - sha256:…   # `printf %s "${TOKEN%.*}" | sha256sum`
+//!   # an opaque token or API key: SHA-256 of the whole token
 //!   - sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08   # `printf %s "$TOKEN" | sha256sum`
 //! ```
 //!
+//! A token is revoked when `token_sha256` holds the SHA-256 of the whole token
+//! or, for a JWT, of its signing input (`header.payload`). The signing-input
+//! form is the one to use for JWTs: an ECDSA signature can be rewritten
+//! without the key (s → n − s, see `tokengate_oauth2::ecdsa`), which changes
+//! the token's bytes but never `header.payload`. Whole-token digests of JWTs
+//! (the only form before issue #11) still load and still match that exact
+//! token. `tokengate revoke --token` computes the right form itself
+//! ([`revocation_digest`]).
+//!
+//! A `jti` entry `{iss, jti}` matches only tokens whose `iss` is that issuer, so
+//! in a chain of issuers one revocation cannot hit another issuer's token that
+//! happens to share the ID. A bare `jti` string keeps its old meaning, revoking
+//! that ID whatever the issuer: a file written before scoping existed must not
+//! let a revoked token back in after an upgrade.
+//!
 //! It is checked after the provider accepted a token, so also after the
-//! provider's cache hits; a `jti` is read from the (by then verified) JWT
-//! payload only when the list has any. The file is re-read when its
+//! provider's cache hits; `iss` and `jti` are read from the (by then verified)
+//! JWT payload only when they could matter. The file is re-read when its
 //! modification time or size changes; a file that cannot be read or parsed
 //! keeps the previous list in force and logs an error (once per version).
 //!
 //! A shared [`RevocationStore`] (Redis) may be consulted as well: a token is
-//! revoked when either says so, and a store that cannot answer leaves the
-//! decision to the file.
+//! revoked when either says so. A store that cannot answer (down, or slower
+//! than its timeout) refuses the token as unavailable (503) under
+//! [`OnStoreError::Deny`], the default, or leaves the decision to the file
+//! under [`OnStoreError::Allow`] (`redis.on_store_error`).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,11 +82,103 @@ fn default_reload_interval() -> Duration {
     Duration::from_secs(2)
 }
 
+/// What a revocation check does when the shared store cannot answer
+/// (`redis.on_store_error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStoreError {
+    /// Refuse the token as unavailable (503): a revocation is never skipped
+    /// because Redis is slow or down (the default).
+    #[default]
+    Deny,
+    /// Let the local revocation file decide: availability over revocation.
+    Allow,
+}
+
+/// What identifies a token to the revocation check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenIds {
+    /// SHA-256 of the whole token.
+    pub token_sha256: TokenHash,
+    /// For a JWT, SHA-256 of its signing input (`header.payload`), which no
+    /// rewriting of the signature changes.
+    pub signing_input_sha256: Option<TokenHash>,
+    /// A JWT's `iss`, when it has one.
+    pub issuer: Option<String>,
+    /// A JWT's `jti`, when it has one (numbers as their text).
+    pub jti: Option<String>,
+}
+
+impl TokenIds {
+    /// Reads `token`; call only on tokens a provider accepted (the payload is not verified here).
+    pub fn of(token: &str) -> TokenIds {
+        let token_sha256 = token_hash(token);
+        let Some(signing_input) = jwt_signing_input(token) else {
+            return TokenIds { token_sha256, signing_input_sha256: None, issuer: None, jti: None };
+        };
+        let (issuer, jti) = jwt_iss_jti(token).unwrap_or_default();
+        TokenIds { token_sha256, signing_input_sha256: Some(token_hash(signing_input)), issuer, jti }
+    }
+}
+
+/// The digest `tokengate revoke --token` (and an operator) should list for
+/// `token`: for a JWT the SHA-256 of its signing input `header.payload`, which
+/// survives any rewriting of the signature; for anything else the SHA-256 of
+/// the whole token.
+pub fn revocation_digest(token: &str) -> TokenHash {
+    token_hash(jwt_signing_input(token).unwrap_or(token))
+}
+
 /// Revocations shared by every replica (Redis), next to the local file.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Ok(true) when revoked; Err when the store cannot answer (callers fall back to local state).
-    async fn is_revoked(&self, jti: Option<&str>, token_sha256: &[u8; 32]) -> Result<bool, String>;
+    /// Ok(true) when revoked; Err when the store cannot answer (then
+    /// [`OnStoreError`] decides). A token is revoked when the store holds its
+    /// whole-token or signing-input digest, its `jti` unscoped, or its
+    /// `(iss, jti)`.
+    async fn is_revoked(&self, token: &TokenIds) -> Result<bool, String>;
+}
+
+/// One `jti` entry: a bare ID (every issuer) or `{iss, jti}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum JtiEntry {
+    Any(Text),
+    Scoped(ScopedJti),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopedJti {
+    iss: String,
+    jti: Text,
+}
+
+/// A string, or an integer taken as its text: some issuers write numeric IDs
+/// (`jti: 42`), and YAML reads an unquoted 42 as a number.
+#[derive(Debug)]
+struct Text(String);
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an integer")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The parsed revocation file.
@@ -72,7 +186,7 @@ pub trait RevocationStore: Send + Sync + 'static {
 #[serde(deny_unknown_fields)]
 struct RevocationFile {
     #[serde(default)]
-    jti: Vec<String>,
+    jti: Vec<JtiEntry>,
     #[serde(default)]
     token_sha256: Vec<String>,
 }
@@ -80,12 +194,21 @@ struct RevocationFile {
 /// What is revoked right now.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct RevokedList {
+    /// Bare `jti` entries: revoked whatever the issuer.
     jtis: HashSet<String>,
+    /// `{iss, jti}` entries, by issuer.
+    scoped: HashMap<String, HashSet<String>>,
     hashes: HashSet<TokenHash>,
 }
 
 impl RevokedList {
+    /// Every `jti` entry, scoped or not.
     pub fn jti_count(&self) -> usize {
+        self.jtis.len() + self.scoped.values().map(HashSet::len).sum::<usize>()
+    }
+
+    /// `jti` entries without an issuer (revoked for every issuer).
+    pub fn unscoped_jti_count(&self) -> usize {
         self.jtis.len()
     }
 
@@ -93,8 +216,16 @@ impl RevokedList {
         self.hashes.len()
     }
 
-    fn contains(&self, jti: Option<&str>, hash: &TokenHash) -> bool {
-        self.hashes.contains(hash) || jti.is_some_and(|j| self.jtis.contains(j))
+    fn contains(&self, ids: &TokenIds) -> bool {
+        if self.hashes.contains(&ids.token_sha256) || ids.signing_input_sha256.is_some_and(|h| self.hashes.contains(&h))
+        {
+            return true;
+        }
+        let Some(jti) = ids.jti.as_deref() else { return false };
+        if self.jtis.contains(jti) {
+            return true;
+        }
+        ids.issuer.as_deref().and_then(|iss| self.scoped.get(iss)).is_some_and(|jtis| jtis.contains(jti))
     }
 }
 
@@ -141,11 +272,24 @@ fn read_list(path: &Path) -> Result<RevokedList, String> {
             .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
     };
     let mut list = RevokedList::default();
-    for (i, jti) in file.jti.iter().enumerate() {
-        if jti.trim().is_empty() {
-            return Err(format!("{shown} at `jti[{i}]`: is empty"));
+    for (i, entry) in file.jti.into_iter().enumerate() {
+        match entry {
+            JtiEntry::Any(Text(jti)) if jti.trim().is_empty() => {
+                return Err(format!("{shown} at `jti[{i}]`: is empty"))
+            }
+            JtiEntry::Any(Text(jti)) => {
+                list.jtis.insert(jti);
+            }
+            JtiEntry::Scoped(ScopedJti { iss, jti: Text(jti) }) => {
+                if iss.trim().is_empty() {
+                    return Err(format!("{shown} at `jti[{i}].iss`: is empty"));
+                }
+                if jti.trim().is_empty() {
+                    return Err(format!("{shown} at `jti[{i}].jti`: is empty"));
+                }
+                list.scoped.entry(iss).or_default().insert(jti);
+            }
         }
-        list.jtis.insert(jti.clone());
     }
     for (i, text) in file.token_sha256.iter().enumerate() {
         let digest = parse_digest(text).map_err(|m| format!("{shown} at `token_sha256[{i}]`: {m}"))?;
@@ -154,8 +298,22 @@ fn read_list(path: &Path) -> Result<RevokedList, String> {
     Ok(list)
 }
 
-/// The `jti` of a JWT, read without verifying: call only on tokens a provider accepted.
-fn jwt_jti(token: &str) -> Option<String> {
+/// `header.payload` of a compact JWS: three segments, the first base64url of
+/// a JSON object. Anything else (opaque tokens, API keys, even ones with two
+/// dots) is not a JWT here.
+fn jwt_signing_input(token: &str) -> Option<&str> {
+    let (signing_input, _signature) = token.rsplit_once('.')?;
+    let (header, payload) = signing_input.split_once('.')?;
+    if payload.contains('.') || header.is_empty() || payload.is_empty() {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(header).ok()?;
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&bytes).ok()?;
+    Some(signing_input)
+}
+
+/// The `iss` and `jti` of a JWT, read without verifying: call only on tokens a provider accepted.
+fn jwt_iss_jti(token: &str) -> Option<(Option<String>, Option<String>)> {
     let mut parts = token.split('.');
     let (_, payload, _) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() {
@@ -163,16 +321,20 @@ fn jwt_jti(token: &str) -> Option<String> {
     }
     let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
     #[derive(Deserialize)]
-    struct Jti {
+    struct Ids {
+        #[serde(default)]
+        iss: Option<serde_json::Value>,
         #[serde(default)]
         jti: Option<serde_json::Value>,
     }
-    match serde_json::from_slice::<Jti>(&bytes).ok()?.jti? {
+    let ids = serde_json::from_slice::<Ids>(&bytes).ok()?;
+    let text = |v: Option<serde_json::Value>| match v? {
         serde_json::Value::String(s) => Some(s),
         // Some issuers write numeric IDs; the list holds them as text.
         serde_json::Value::Number(n) => Some(n.to_string()),
         _ => None,
-    }
+    };
+    Some((text(ids.iss), text(ids.jti)))
 }
 
 /// What identifies one version of the file without reading it.
@@ -255,6 +417,7 @@ impl Inner {
 pub struct Revocation {
     inner: Arc<Inner>,
     shared: Option<Arc<dyn RevocationStore>>,
+    on_store_error: OnStoreError,
     watcher: Arc<Watcher>,
 }
 
@@ -290,6 +453,7 @@ impl fmt::Debug for Revocation {
             .field("jti", &list.jti_count())
             .field("token_sha256", &list.hash_count())
             .field("shared_store", &self.shared.is_some())
+            .field("on_store_error", &self.on_store_error)
             .finish()
     }
 }
@@ -314,6 +478,7 @@ impl Revocation {
                 reload_interval,
             }),
             shared: None,
+            on_store_error: OnStoreError::default(),
             watcher: Arc::new(Watcher::default()),
         })
     }
@@ -337,13 +502,16 @@ impl Revocation {
                 reload_interval: default_reload_interval(),
             }),
             shared: None,
+            on_store_error: OnStoreError::default(),
             watcher: Arc::new(Watcher::default()),
         }
     }
 
-    /// Also consults `store`; a token is revoked when either says so.
-    pub fn with_shared_store(mut self, store: Arc<dyn RevocationStore>) -> Self {
+    /// Also consults `store`; a token is revoked when either says so. When
+    /// the store cannot answer, `on_error` decides.
+    pub fn with_shared_store(mut self, store: Arc<dyn RevocationStore>, on_error: OnStoreError) -> Self {
         self.shared = Some(store);
+        self.on_store_error = on_error;
         self
     }
 
@@ -357,34 +525,42 @@ impl Revocation {
         self.inner.check_file()
     }
 
-    /// `Err(invalid_token "token has been revoked")` when `token` is revoked.
-    /// Call only for tokens a provider accepted.
+    /// `Err(invalid_token "token has been revoked")` when `token` is revoked;
+    /// `Err(unavailable)` when the shared store cannot answer and
+    /// [`OnStoreError::Deny`] applies. Call only for tokens a provider accepted.
     pub async fn check(&self, token: &str) -> Result<(), AuthError> {
         self.ensure_watcher();
         let list = self.inner.current();
-        let hash = token_hash(token);
-        // Decoding the payload costs; do it only when a jti could matter.
-        let jti = if list.jti_count() > 0 || self.shared.is_some() { jwt_jti(token) } else { None };
-        if list.contains(jti.as_deref(), &hash) {
+        let shared = self.shared.as_ref();
+        // Hashing and decoding cost; do each only when it could matter.
+        if shared.is_none() && list.hash_count() == 0 && list.jti_count() == 0 {
+            return Ok(());
+        }
+        let ids = TokenIds::of(token);
+        if list.contains(&ids) {
             return Err(revoked());
         }
-        let Some(store) = &self.shared else { return Ok(()) };
-        let answer = tokio::time::timeout(SHARED_STORE_TIMEOUT, store.is_revoked(jti.as_deref(), &hash)).await;
-        match answer {
-            Ok(Ok(true)) => Err(revoked()),
-            Ok(Ok(false)) => Ok(()),
-            Ok(Err(e)) => {
-                metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
-                tracing::warn!(error = %e, "shared revocation store cannot answer; the local list decides");
+        let Some(store) = shared else { return Ok(()) };
+        let answer = tokio::time::timeout(SHARED_STORE_TIMEOUT, store.is_revoked(&ids)).await;
+        let failure = match answer {
+            Ok(Ok(true)) => return Err(revoked()),
+            Ok(Ok(false)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => format!("no answer within {}ms", SHARED_STORE_TIMEOUT.as_millis()),
+        };
+        metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
+        match self.on_store_error {
+            OnStoreError::Allow => {
+                tracing::warn!(error = %failure, "shared revocation store cannot answer; the local list decides (on_store_error: allow)");
                 Ok(())
             }
-            Err(_) => {
-                metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
-                tracing::warn!(
-                    timeout_ms = SHARED_STORE_TIMEOUT.as_millis() as u64,
-                    "shared revocation store did not answer in time; the local list decides"
-                );
-                Ok(())
+            OnStoreError::Deny => {
+                tracing::warn!(error = %failure, "shared revocation store cannot answer; token refused (on_store_error: deny)");
+                Err(AuthError::unavailable(format!(
+                    "the revocation store cannot say whether this token is revoked ({failure}); \
+                     refused under redis.on_store_error: deny"
+                ))
+                .with_retry_after(Duration::from_secs(1)))
             }
         }
     }
@@ -452,6 +628,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn jtis_are_scoped_by_issuer_and_bare_ones_apply_to_every_issuer() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = "jti:\n  - {iss: \"https://a\", jti: shared-id}\n  - {iss: \"https://a\", jti: 7}\n  - legacy\n";
+        let path = write(dir.path(), "r.yaml", yaml);
+        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
+        assert_eq!((r.list().jti_count(), r.list().unscoped_jti_count()), (3, 1));
+        let revoked = |claims: &str| {
+            let r = r.clone();
+            let t = jwt(claims);
+            async move { r.check(&t).await.is_err() }
+        };
+        assert!(revoked(r#"{"iss":"https://a","jti":"shared-id"}"#).await);
+        assert!(revoked(r#"{"iss":"https://a","jti":7}"#).await);
+        assert!(!revoked(r#"{"iss":"https://b","jti":"shared-id"}"#).await, "another issuer's token with the same jti");
+        assert!(!revoked(r#"{"jti":"shared-id"}"#).await, "no iss: a scoped entry cannot match");
+        assert!(revoked(r#"{"iss":"https://b","jti":"legacy"}"#).await, "a bare jti keeps revoking for every issuer");
+        assert!(revoked(r#"{"jti":"legacy"}"#).await);
+
+        let path = write(dir.path(), "bad.yaml", "jti:\n  - {iss: \"\", jti: x}\n");
+        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
+        assert!(e.contains("jti[0].iss") && e.contains("empty"), "{e}");
+        let path = write(dir.path(), "bad2.yaml", "jti:\n  - {iss: \"https://a\", jti: x, sub: y}\n");
+        assert!(Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err().contains("jti[0]"));
+    }
+
+    #[tokio::test]
+    async fn jwts_are_revoked_by_signing_input_whatever_their_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = jwt(r#"{"sub":"x"}"#);
+        let path =
+            write(dir.path(), "r.yaml", &format!("token_sha256: [\"{}\"]\n", hex::encode(revocation_digest(&t))));
+        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
+        assert!(r.check(&t).await.is_err());
+        let (input, _) = t.rsplit_once('.').unwrap();
+        assert!(r.check(&format!("{input}.b3RoZXItc2ln")).await.is_err(), "another signature, same header.payload");
+        assert!(r.check(&jwt(r#"{"sub":"y"}"#)).await.is_ok());
+    }
+
+    #[tokio::test]
     async fn jti_and_hash_entries() {
         let dir = tempfile::tempdir().unwrap();
         let opaque_hash = hex::encode(token_hash("opaque-token"));
@@ -499,8 +714,8 @@ mod tests {
     struct Store(Result<bool, String>);
     #[async_trait::async_trait]
     impl RevocationStore for Store {
-        async fn is_revoked(&self, jti: Option<&str>, _: &[u8; 32]) -> Result<bool, String> {
-            match jti {
+        async fn is_revoked(&self, ids: &TokenIds) -> Result<bool, String> {
+            match ids.jti.as_deref() {
                 Some("store-revoked") => Ok(true),
                 _ => self.0.clone(),
             }
@@ -508,11 +723,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn shared_store_is_consulted_and_failures_fall_back() {
-        let r = Revocation::without_file().with_shared_store(Arc::new(Store(Ok(false))));
+    async fn shared_store_is_consulted_and_failures_follow_on_store_error() {
+        let r = Revocation::without_file().with_shared_store(Arc::new(Store(Ok(false))), OnStoreError::Deny);
         assert!(r.check(&jwt(r#"{"jti":"store-revoked"}"#)).await.is_err(), "jti read for the store");
         assert!(r.check(&jwt(r#"{"jti":"x"}"#)).await.is_ok());
-        let r = Revocation::without_file().with_shared_store(Arc::new(Store(Err("down".into()))));
-        assert!(r.check("t").await.is_ok(), "a store that cannot answer leaves it to the (empty) file");
+        let down = || Arc::new(Store(Err("down".into())));
+        let r = Revocation::without_file().with_shared_store(down(), OnStoreError::Allow);
+        assert!(r.check("t").await.is_ok(), "allow: a store that cannot answer leaves it to the (empty) file");
+        let r = Revocation::without_file().with_shared_store(down(), OnStoreError::Deny);
+        let e = r.check("t").await.unwrap_err();
+        assert_eq!(e.kind(), tokengate_api::ErrorKind::Unavailable, "deny: never a silent pass, never 'invalid'");
+        assert!(e.detail().contains("on_store_error: deny") && e.detail().contains("down"), "{}", e.detail());
+        assert_eq!(OnStoreError::default(), OnStoreError::Deny);
+    }
+
+    #[test]
+    fn signing_input_digest_is_for_jwts_only() {
+        let t = jwt(r#"{"sub":"a"}"#);
+        let (input, _) = t.rsplit_once('.').unwrap();
+        assert_eq!(revocation_digest(&t), token_hash(input));
+        assert_eq!(TokenIds::of(&t).signing_input_sha256, Some(token_hash(input)));
+        for opaque in ["opaque-token", "a.b.c", "x..y", "tg_key.with.dots", ".."] {
+            assert_eq!(revocation_digest(opaque), token_hash(opaque), "{opaque}");
+            assert_eq!(TokenIds::of(opaque).signing_input_sha256, None, "{opaque}");
+        }
     }
 }

@@ -240,7 +240,7 @@ async fn duplicate_alg_members_are_refused() {
         r#"{"alg":"ES256","kid":"ec-1","kid":"rsa-1"}"#,
     ] {
         let input = signing_input(header, &claims().to_string());
-        let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, Algorithm::ES256).unwrap();
+        let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, Algorithm::ES256);
         invalid(&provider, &format!("{input}.{sig}"), &["duplicate"]).await;
     }
 }

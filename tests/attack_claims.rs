@@ -33,14 +33,14 @@ async fn exp_must_be_present_and_numeric() {
     // An explicit JSON null is a value, and not a number.
     let text = claims().to_string().replacen("\"exp\":", "\"exp\":null,\"x\":", 1);
     let input = signing_input(r#"{"alg":"ES256","kid":"ec-1"}"#, &text);
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+    let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256);
     invalid(&provider, &format!("{input}.{sig}"), &["the exp claim is not a number"]).await;
     // Fractional NumericDates are numbers (RFC 7519 §2).
     accepted(&provider, &signed(&with(claims(), json!({"exp": now() as f64 + 600.5})))).await;
     // Out-of-range numbers do not parse at all.
     let text = claims().to_string().replacen("\"sub\"", "\"big\":1e400,\"sub\"", 1);
     let input = signing_input(r#"{"alg":"ES256","kid":"ec-1"}"#, &text);
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+    let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256);
     invalid(&provider, &format!("{input}.{sig}"), &["the payload is not valid JSON"]).await;
 
     // allow_missing_exp accepts a missing exp, but still not a mistyped or past one.
@@ -183,10 +183,10 @@ async fn duplicate_claims_resolve_to_the_last_member() {
     let (_server, provider) = setup().await;
     let text = format!(r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","exp":{},"exp":{}}}"#, now() + 600, now() - 3600);
     let input = signing_input(r#"{"alg":"ES256","kid":"ec-1"}"#, &text);
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+    let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256);
     invalid(&provider, &format!("{input}.{sig}"), &["token expired"]).await;
     let text = format!(r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","aud":"other","exp":{}}}"#, now() + 600);
     let input = signing_input(r#"{"alg":"ES256","kid":"ec-1"}"#, &text);
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256).unwrap();
+    let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256);
     invalid(&provider, &format!("{input}.{sig}"), &["audience [\"other\"]"]).await;
 }

@@ -17,7 +17,7 @@ const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 
 /// Signs the exact text `input` (whatever its encoding) with the EC key.
 fn sign_text(input: &str) -> String {
-    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &KEYS.ec.enc, Algorithm::ES256).unwrap();
+    let signature = low_s_sign(input.as_bytes(), &KEYS.ec.enc, Algorithm::ES256);
     format!("{input}.{signature}")
 }
 

@@ -91,7 +91,7 @@ async fn embedded_x5c_certificate_is_never_trusted() {
         json!({"alg": "ES256", "kid": "ec-1", "x5c": [x5c], "x5t#S256": "AAAA"}),
     ] {
         let text = input(header);
-        let sig = jsonwebtoken::crypto::sign(text.as_bytes(), &enc, Algorithm::ES256).unwrap();
+        let sig = low_s_sign(text.as_bytes(), &enc, Algorithm::ES256);
         invalid(&provider, &format!("{text}.{sig}"), &["signature invalid"]).await;
     }
     only_jwks_fetches(&server, 2);

@@ -213,3 +213,22 @@ async fn rsa_signatures_with_wrong_length_or_zero_are_refused() {
         invalid(&provider, &with_signature(&good, &bad), &["signature invalid", "alg RS256"]).await;
     }
 }
+
+/// Issue #11: (r, s) → (r, n − s) needs no key and makes a second valid
+/// ES256/ES384 signature over the same claims, with other bytes (so another
+/// SHA-256: revocation and replay lists keyed on token bytes miss it). Only
+/// low-S is accepted unless `allow_high_s_signatures: true`.
+#[tokio::test]
+async fn high_s_ecdsa_signatures_are_refused_for_es256_and_es384() {
+    let server = Server::jwks().await;
+    let strict = build_ok(jwt_config(&server));
+    let lenient = build_ok(with(jwt_config(&server), json!({"allow_high_s_signatures": true})));
+    for (key, kid, alg) in [(&KEYS.ec, "ec-1", "ES256"), (&KEYS.ec384, "ec384-1", "ES384")] {
+        let low = token(key, kid, &claims());
+        let high = tokengate_oauth2::ecdsa::flip_s(&low).unwrap();
+        accepted(&strict, &low).await;
+        invalid(&strict, &high, &["signature invalid: high-S ECDSA signature", &format!("alg {alg}"), kid]).await;
+        assert_eq!(accepted(&lenient, &high).await.principal, "alice", "{alg}: the opt-out accepts the twin");
+        accepted(&lenient, &low).await;
+    }
+}

@@ -240,12 +240,19 @@ fn redis_section(url: &str, prefix: &str) -> Value {
     json!({"url": url, "key_prefix": prefix})
 }
 
+/// `section` with `on_store_error: allow`: a Redis that cannot answer leaves revocation to the local file.
+fn allow(mut section: Value) -> Value {
+    section["on_store_error"] = json!("allow");
+    section
+}
+
 fn introspection_config(upstream: &Upstream, redis: Value) -> Config {
     Config::from_value(json!({
         "provider_config": {
             "type": "oauth2_token",
             "introspection": {"url": upstream.url("/introspect"), "client_id": "tokengate", "client_secret": "s3cret"},
             "cache": {"ttl": "300s"},
+            "allow_any_audience": true,
         },
         "redis": redis,
     }))
@@ -403,7 +410,11 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     // Through the library…
     let store = config.redis_store().unwrap().unwrap();
     let key = store
-        .revoke(&RevokeTarget::Jti("jti-to-revoke".into()), Some(Duration::from_secs(600)), Duration::from_secs(5))
+        .revoke(
+            &RevokeTarget::Jti { issuer: None, jti: "jti-to-revoke".into() },
+            Some(Duration::from_secs(600)),
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
     assert_eq!(key, "t4:revoked:jti:jti-to-revoke");
@@ -416,7 +427,10 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     let output = revoke_cli(&file, &["--token", "-", "--ttl", "1h"], Some(&by_hash));
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let expected_key = format!("t4:revoked:sha256:{}", sha256_hex(&by_hash));
+    // A JWT is keyed by its signing input, which no rewriting of the signature changes.
+    let expected_key = format!("t4:revoked:sha256:{}", hex::encode(tokengate::revocation::revocation_digest(&by_hash)));
+    let (signing_input, _) = by_hash.rsplit_once('.').unwrap();
+    assert_eq!(expected_key, format!("t4:revoked:sha256:{}", sha256_hex(signing_input)));
     assert!(stdout.contains(&expected_key), "{stdout}");
     assert!(!stdout.contains(&by_hash));
     let pttl = redis.pttl(&expected_key).await;
@@ -426,7 +440,7 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
         assert_eq!(validate(replica, &kept).await.unwrap(), "heidi", "other tokens are unaffected");
     }
 
-    // `--token-sha256` writes the same key; without `--ttl` it never lapses.
+    // `--token-sha256` takes a whole-token digest too (the form before issue #11); without `--ttl` it never lapses.
     let hex = sha256_hex(&kept);
     let output = revoke_cli(&file, &["--token-sha256", &format!("sha256:{hex}")], None);
     assert!(output.status.success(), "{output:?}");
@@ -458,7 +472,8 @@ async fn redis_killed_mid_run_never_turns_valid_tokens_away() {
         return;
     };
     let upstream = Upstream::start().await;
-    let config = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t5:"), json!({}));
+    // Availability over revocation, on purpose: the default (deny) is tested below.
+    let config = custom_config(&upstream, "/auth", allow(redis_section(&redis.url(), "t5:")), json!({}));
     let (a, b) = (replica(&config), replica(&config));
     validate(&a, "good-ivan").await.unwrap();
     validate(&b, "good-ivan").await.unwrap();
@@ -502,7 +517,7 @@ async fn redis_unreachable_from_the_start_still_serves() {
     // Needs no redis-server: nothing listens on this port.
     let url = format!("redis://127.0.0.1:{}/0", free_port());
     let upstream = Upstream::start().await;
-    let config = custom_config(&upstream, "/auth", redis_section(&url, "t6:"), json!({}));
+    let config = custom_config(&upstream, "/auth", allow(redis_section(&url, "t6:")), json!({}));
     let errors = counter("tokengate_redis_errors_total");
     let started = Instant::now();
     let provider = replica(&config);
@@ -520,7 +535,7 @@ async fn redis_unreachable_from_the_start_still_serves() {
     let file = dir.path().join("tokengate.json");
     let doc = json!({
         "provider_config": {"type": "custom", "endpoint": upstream.url("/auth")},
-        "redis": redis_section(&url, "t6:"),
+        "redis": allow(redis_section(&url, "t6:")),
     });
     std::fs::write(&file, doc.to_string()).unwrap();
     let check = tokio::task::spawn_blocking({
@@ -588,7 +603,7 @@ async fn a_redis_that_never_answers_costs_at_most_the_command_timeout() {
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("redis://127.0.0.1:{}/0", silent.local_addr().expect("address").port());
     let upstream = Upstream::start().await;
-    let mut section = redis_section(&url, "t7:");
+    let mut section = allow(redis_section(&url, "t7:"));
     section["command_timeout"] = json!("100ms");
     let provider = replica(&custom_config(&upstream, "/auth", section, json!({})));
     let started = Instant::now();
@@ -620,7 +635,7 @@ async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallb
 
     // Without the CA the certificate is not trusted: no connection, but tokens still pass.
     let errors = counter("tokengate_redis_errors_total");
-    let untrusting = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t8:"), json!({}));
+    let untrusting = custom_config(&upstream, "/auth", allow(redis_section(&redis.url(), "t8:")), json!({}));
     let c = replica(&untrusting);
     assert_eq!(validate(&c, "good-rita").await.unwrap(), "user-rita");
     assert_eq!(upstream.calls(), 2, "an untrusted Redis is never read");
@@ -633,4 +648,152 @@ async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallb
         panic!("tls_cafile with redis:// must not build");
     };
     assert_eq!(e.field, "redis.tls_cafile", "{e}");
+}
+
+// ------------------------------------------------------------ issue #11
+
+/// `tokengate revoke --token` keys a JWT on its signing input: the twin anyone
+/// can make from an ES256 token (s → n − s) stays revoked even where high-S
+/// signatures are accepted. (Before: the key was the whole token's SHA-256,
+/// which the twin does not share, so it was let in again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malleated_twin_of_a_revoked_es256_token_stays_revoked() {
+    let Some(redis) = RedisServer::start("a_malleated_twin_of_a_revoked_es256_token_stays_revoked").await else {
+        return;
+    };
+    let idp = common::Idp::start().await;
+    let token = idp.token("mallory");
+    let twin = tokengate_oauth2::ecdsa::flip_s(&token).expect("an ES256 token");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lenient = idp.provider_config();
+    lenient["allow_high_s_signatures"] = json!(true);
+    let write = |name: &str, provider: Value| {
+        let file = dir.path().join(name);
+        let doc = json!({"provider_config": provider, "redis": redis_section(&redis.url(), "t11:")});
+        std::fs::write(&file, doc.to_string()).unwrap();
+        file
+    };
+    let (strict_file, lenient_file) = (write("strict.json", idp.provider_config()), write("lenient.json", lenient));
+    let strict = replica(&Config::load(&strict_file).unwrap());
+    let lenient = replica(&Config::load(&lenient_file).unwrap());
+    assert_eq!(validate(&lenient, &twin).await.unwrap(), "mallory", "the twin verifies: same signer, same claims");
+    let e = validate(&strict, &twin).await.unwrap_err();
+    assert!(e.detail().contains("high-S"), "refused by default: {}", e.detail());
+
+    let output = revoke_cli(&lenient_file, &["--token", "-"], Some(&token));
+    assert!(output.status.success(), "{output:?}");
+    for (replica, t) in [(&lenient, &token), (&lenient, &twin), (&strict, &token)] {
+        let e = validate(replica, t).await.unwrap_err();
+        assert_eq!((e.code(), e.detail()), ("invalid_token", "token has been revoked"));
+    }
+    assert_eq!(validate(&lenient, &idp.token("other")).await.unwrap(), "other");
+}
+
+/// A `jti` revoked for one issuer does not hit another issuer's token with the
+/// same `jti` (a chain of two issuers); a bare `jti` key still hits both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jti_revocations_in_redis_are_scoped_by_issuer() {
+    let Some(redis) = RedisServer::start("jti_revocations_in_redis_are_scoped_by_issuer").await else { return };
+    let (one, two) = (common::Idp::start().await, common::Idp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("chain.json");
+    let doc = json!({
+        "providers": [one.provider_config(), two.provider_config()],
+        "redis": redis_section(&redis.url(), "t12:"),
+    });
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let chain = replica(&Config::load(&file).unwrap());
+    let mint = |idp: &common::Idp, sub: &str, jti: &str| {
+        let mut claims = Map::new();
+        claims.insert("jti".into(), json!(jti));
+        idp.issuer.mint(sub, &claims, Duration::from_secs(600)).unwrap()
+    };
+    let (from_one, from_two) = (mint(&one, "ann", "same-id"), mint(&two, "ben", "same-id"));
+    assert_eq!(validate(&chain, &from_one).await.unwrap(), "ann");
+    assert_eq!(validate(&chain, &from_two).await.unwrap(), "ben");
+
+    let output = revoke_cli(&file, &["--jti", "same-id", "--issuer", &one.url()], None);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("t12:revoked:iss-jti:{}#same-id", one.url())), "{stdout}");
+    assert_eq!(validate(&chain, &from_one).await.unwrap_err().detail(), "token has been revoked");
+    assert_eq!(validate(&chain, &from_two).await.unwrap(), "ben", "the other issuer's token is not hit");
+
+    // Without --issuer: the pre-#11 meaning, every issuer, and the command says so.
+    let output = revoke_cli(&file, &["--jti", "same-id"], None);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("every issuer"), "{output:?}");
+    assert_eq!(validate(&chain, &from_two).await.unwrap_err().detail(), "token has been revoked");
+}
+
+/// `on_store_error` (default deny): while Redis is down, unreachable or too
+/// slow, a token it may have revoked is refused as unavailable (503), never
+/// let in; with `allow` the local file decides. (Before: always let in.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed() {
+    let Some(mut redis) =
+        RedisServer::start("revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed").await
+    else {
+        return;
+    };
+    let upstream = Upstream::start().await;
+    let deny = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t13:"), json!({"enabled": false}));
+    let mut explicit = redis_section(&redis.url(), "t13:");
+    explicit["on_store_error"] = json!("deny");
+    let explicit = custom_config(&upstream, "/auth", explicit, json!({"enabled": false}));
+    let lenient =
+        custom_config(&upstream, "/auth", allow(redis_section(&redis.url(), "t13:")), json!({"enabled": false}));
+    let (d, x, a) = (replica(&deny), replica(&explicit), replica(&lenient));
+    let store = deny.redis_store().unwrap().unwrap();
+    store
+        .revoke(&RevokeTarget::TokenSha256(tokengate_api::token_hash("good-revoked")), None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    for p in [&d, &x, &a] {
+        assert_eq!(validate(p, "good-live").await.unwrap(), "user-live");
+        assert_eq!(validate(p, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
+    }
+
+    redis.stop();
+    for token in ["good-revoked", "good-live"] {
+        for p in [&d, &x] {
+            let started = Instant::now();
+            let e = validate(p, token).await.unwrap_err();
+            assert_eq!(e.kind(), tokengate::ErrorKind::Unavailable, "{token}: {e:?}");
+            assert!(e.detail().contains("on_store_error: deny"), "{}", e.detail());
+            assert!(started.elapsed() < Duration::from_secs(2), "{token} took {:?}", started.elapsed());
+        }
+        // allow: nothing in the (absent) local file, so both pass; the revoked one too.
+        assert!(validate(&a, token).await.is_ok(), "{token} under allow");
+    }
+
+    // Nothing listens at all (never started): the same refusal.
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let never = replica(&custom_config(&upstream, "/auth", redis_section(&nowhere, "t13:"), json!({})));
+    assert_eq!(validate(&never, "good-live").await.unwrap_err().kind(), tokengate::ErrorKind::Unavailable);
+
+    // A Redis that accepts but never answers: refused within about the command timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let mut section = redis_section(&format!("redis://127.0.0.1:{}/0", silent.local_addr().unwrap().port()), "t13:");
+    section["command_timeout"] = json!("100ms");
+    let wedged = replica(&custom_config(&upstream, "/auth", section, json!({})));
+    let started = Instant::now();
+    assert_eq!(validate(&wedged, "good-live").await.unwrap_err().kind(), tokengate::ErrorKind::Unavailable);
+    assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
+    drop(silent);
+
+    // Redis back: decisions resume without a restart, and the revocation held there still counts.
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while validate(&d, "good-live").await.is_err() {
+        assert!(Instant::now() < deadline, "deny replica did not recover within 10s of Redis coming back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The test server keeps nothing across restarts: write the revocation again (a fresh store, as the CLI would).
+    let store = deny.redis_store().unwrap().unwrap();
+    store
+        .revoke(&RevokeTarget::TokenSha256(tokengate_api::token_hash("good-revoked")), None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(validate(&d, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
 }

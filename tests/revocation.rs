@@ -140,3 +140,63 @@ async fn a_bad_file_at_start_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("unknown field `reload`"), "{}", stderr(&out));
 }
+
+/// Issue #11: a JWT listed by the SHA-256 of its signing input stays revoked
+/// in every signature form. The ES256 twin (s → n − s, made without the key)
+/// is refused as high-S by default, and as revoked where high-S is allowed.
+/// (Before: the file only matched whole-token digests, which the twin does not share.)
+#[tokio::test]
+async fn a_revoked_es256_token_and_its_malleated_twin_are_both_refused() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = with_jti(&idp, "mallory", "m-1");
+    let twin = tokengate_oauth2::ecdsa::flip_s(&token).expect("an ES256 token");
+    let (signing_input, _) = token.rsplit_once('.').unwrap();
+    let digest = hex::encode(tokengate_api::token_hash(signing_input));
+    assert_eq!(digest, hex::encode(tokengate::revocation::revocation_digest(&token)));
+    write(dir.path(), "revoked.yaml", &format!("token_sha256: [\"sha256:{digest}\"]\n"));
+    let strict = load(&jwt_config(dir.path(), &idp)).build(&Registry::with_builtins()).unwrap();
+    let lenient_yaml = std::fs::read_to_string(dir.path().join("c.yaml"))
+        .unwrap()
+        .replace("  type: oauth2_token\n", "  type: oauth2_token\n  allow_high_s_signatures: true\n");
+    let lenient = load(&write(dir.path(), "lenient.yaml", &lenient_yaml)).build(&Registry::with_builtins()).unwrap();
+    let ctx = RequestContext::new("GET", "/");
+
+    assert_eq!(strict.validate(&token, &ctx).await.unwrap_err().detail(), "token has been revoked");
+    assert!(strict.validate(&twin, &ctx).await.unwrap_err().detail().contains("high-S"));
+    for t in [&token, &twin] {
+        assert_eq!(lenient.validate(t, &ctx).await.unwrap_err().detail(), "token has been revoked");
+    }
+    let other = with_jti(&idp, "bob", "b-1");
+    assert_eq!(lenient.validate(&other, &ctx).await.unwrap().principal, "bob");
+    assert_eq!(
+        lenient.validate(&tokengate_oauth2::ecdsa::flip_s(&other).unwrap(), &ctx).await.unwrap().principal,
+        "bob"
+    );
+    strict.close().await;
+    lenient.close().await;
+}
+
+/// Issue #11: in a chain of two issuers, `{iss, jti}` revokes only that
+/// issuer's token; a bare `jti` (the old form) still revokes it for both.
+#[tokio::test]
+async fn jti_entries_are_scoped_by_issuer_in_a_chain() {
+    let (one, two) = (Idp::start().await, Idp::start().await);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "realm: test\nproviders:\n{}{}revocation:\n  file: revoked.yaml\n  reload_interval: 100ms\n",
+        list_item(&oauth2_yaml("    ", &one.url(), &one.issuer.jwks_uri(), &[])),
+        list_item(&oauth2_yaml("    ", &two.url(), &two.issuer.jwks_uri(), &[])),
+    );
+    write(dir.path(), "revoked.yaml", &format!("jti:\n  - {{iss: \"{}\", jti: same-id}}\n", one.url()));
+    let chain = load(&write(dir.path(), "c.yaml", &yaml)).build(&Registry::with_builtins()).unwrap();
+    let ctx = RequestContext::new("GET", "/");
+    let (from_one, from_two) = (with_jti(&one, "ann", "same-id"), with_jti(&two, "ben", "same-id"));
+    assert_eq!(chain.validate(&from_one, &ctx).await.unwrap_err().detail(), "token has been revoked");
+    assert_eq!(chain.validate(&from_two, &ctx).await.unwrap().principal, "ben", "another issuer's token");
+
+    replace(dir.path(), "jti: [same-id]\n");
+    assert!(eventually(RELOAD, || async { chain.validate(&from_two, &ctx).await.is_err() }).await);
+    assert!(chain.validate(&from_one, &ctx).await.is_err());
+    chain.close().await;
+}

@@ -141,6 +141,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
         let section = json!({
             "type": "oauth2_token",
             "introspection": {"url": server.url("/introspect"), "client_id": "tokengate", "client_secret": CLIENT_SECRET, "send_secret_in_body": in_body},
+            "allow_any_audience": true,
             "cache": {"enabled": false},
         });
         config_debug(&mut seen, &section);

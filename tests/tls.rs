@@ -132,7 +132,7 @@ async fn every_http_provider_honours_tls_cafile() {
     let s = &idp.server;
     let sections = [
         (
-            json!({"type": "oauth2_token", "introspection": {"url": s.url("/introspect"), "client_id": "tg", "client_secret": "cs"}}),
+            json!({"type": "oauth2_token", "introspection": {"url": s.url("/introspect"), "client_id": "tg", "client_secret": "cs"}, "allow_any_audience": true}),
             "opaque-1",
         ),
         (json!({"type": "custom", "endpoint": s.url("/auth")}), "api-key-1"),
@@ -162,4 +162,37 @@ async fn verify_tls_false_works_and_warns_once() {
     assert_eq!(warnings, 1, "expected one warning, logs:\n{text}");
     let line = text.lines().find(|l| l.contains("verify_tls is false")).unwrap();
     assert!(line.contains("WARN"), "{line}");
+}
+
+/// Issue #11: an https issuer whose discovery document names an http
+/// `jwks_uri` is refused (unavailable) and the http address is never asked,
+/// so neither the keys nor `jwks.token` travel unencrypted. (Before: fetched.)
+#[tokio::test]
+async fn discovery_never_downgrades_an_https_issuer_to_http_keys() {
+    let idp = Https::start(&["127.0.0.1"]).await;
+    let plain = Server::jwks().await;
+    let issuer = idp.server.url("");
+    let issuer = issuer.trim_end_matches('/').to_string();
+    idp.server.route(
+        "/.well-known/openid-configuration",
+        Reply::Json(200, json!({"issuer": issuer, "jwks_uri": plain.url("/jwks")})),
+    );
+    let provider = build_ok(json!({
+        "type": "oauth2_token", "issuer": issuer, "audience": AUD, "tls_cafile": idp.ca_file(),
+        "jwks": {"token": "jwks-bearer-secret"},
+    }));
+    let e =
+        provider.validate(&token(&KEYS.ec, "ec-1", &with(claims(), json!({"iss": issuer}))), &ctx()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert!(e.detail().contains("while the issuer is https://"), "{e}");
+    assert_eq!(plain.count("/jwks"), 0, "the http key set is never fetched");
+
+    // The same document naming the https key set works.
+    idp.server.route(
+        "/.well-known/openid-configuration",
+        Reply::Json(200, json!({"issuer": issuer, "jwks_uri": idp.server.url("/jwks")})),
+    );
+    let provider =
+        build_ok(json!({"type": "oauth2_token", "issuer": issuer, "audience": AUD, "tls_cafile": idp.ca_file()}));
+    accepted(&provider, &token(&KEYS.ec, "ec-1", &with(claims(), json!({"iss": issuer})))).await;
 }

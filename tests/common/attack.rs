@@ -172,11 +172,22 @@ pub fn signing_input(header: &str, payload: &str) -> String {
     format!("{}.{}", b64(header.as_bytes()), b64(payload.as_bytes()))
 }
 
+/// `jsonwebtoken::crypto::sign`, with ES256/ES384 signatures normalized to
+/// low-S (aws-lc does not, and tokengate refuses high-S by default).
+pub fn low_s_sign(message: &[u8], key: &EncodingKey, alg: Algorithm) -> String {
+    let signature = jsonwebtoken::crypto::sign(message, key, alg).unwrap();
+    if !matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
+        return signature;
+    }
+    let mut bytes = unb64(&signature);
+    tokengate_oauth2::ecdsa::normalize_low_s(&mut bytes);
+    b64(&bytes)
+}
+
 /// Signs any header and claims with `key` under `alg`, whatever they say.
 pub fn sign_with(key: &TestKey, alg: Algorithm, header: &Value, claims: &Value) -> String {
     let input = signing_input(&header.to_string(), &claims.to_string());
-    let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key.enc, alg).unwrap();
-    format!("{input}.{signature}")
+    format!("{input}.{}", low_s_sign(input.as_bytes(), &key.enc, alg))
 }
 
 /// A token signed by `key` with its own algorithm and `kid`.

@@ -64,7 +64,8 @@ async fn main() {
             .map(|i| {
                 let claims = json!({"sub": format!("user-{i}"), "iss": "https://issuer.test", "aud": "bench",
                     "exp": now + 3600, "iat": now, "groups": ["a", "b"], "scope": "read write"});
-                jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+                // Low-S: tokengate refuses high-S ECDSA signatures by default.
+                tokengate_oauth2::ecdsa::low_s_token(&jsonwebtoken::encode(&header, &claims, &key).expect("sign"))
             })
             .collect();
 

@@ -25,6 +25,10 @@ pub struct OAuth2Config {
     /// Explicit opt-out of the audience check; never the default.
     #[serde(default)]
     pub allow_any_audience: bool,
+    /// Explicit opt-out of the issuer check for `jwks.uri` (without it, `issuer`
+    /// is required there: a key set may sign for several issuers or tenants).
+    #[serde(default)]
+    pub allow_any_issuer: bool,
     #[serde(default)]
     pub claims_mapping: Option<ClaimsMapping>,
     /// Claim that names the principal (default `sub`; introspection falls back to `username`).
@@ -40,6 +44,12 @@ pub struct OAuth2Config {
     /// Accepted JWS algorithms (default: every asymmetric one tokengate supports).
     #[serde(default)]
     pub algorithms: Option<Vec<String>>,
+    /// Accept ES256/ES384 signatures whose S is above n/2 (default false). Such
+    /// a signature can be rewritten into a second valid one without the key
+    /// (s → n − s), so they are refused unless an issuer that does not
+    /// normalize S (many Java and Node.js signers) must be accepted.
+    #[serde(default)]
+    pub allow_high_s_signatures: bool,
     /// Accept JWTs without `exp` (default false).
     #[serde(default)]
     pub allow_missing_exp: bool,

@@ -72,7 +72,31 @@ async fn fetch(client: &reqwest::Client, url: &Url, issuer: &str, limit: usize) 
     let jwks =
         Url::parse(jwks_uri).map_err(|e| AuthError::unavailable(format!("{what}: `jwks_uri` is not a URL ({e})")))?;
     check_scheme(&jwks).map_err(|e| AuthError::unavailable(format!("{what}: `jwks_uri` {e}")))?;
+    check_jwks_origin(url, &jwks).map_err(|e| AuthError::unavailable(format!("{what}: {e}")))?;
     Ok(jwks)
+}
+
+/// The discovered `jwks_uri` is where the keys (and `jwks.token`) go: it
+/// must not downgrade an https issuer to plain http, where anyone on the path
+/// could swap the keys. Another host is legitimate (CDNs, separate key
+/// services) but worth a warning, since the document alone decided it.
+/// `discovery` has the issuer's scheme and host.
+fn check_jwks_origin(discovery: &Url, jwks: &Url) -> Result<(), String> {
+    if discovery.scheme() == "https" && jwks.scheme() != "https" {
+        return Err(format!(
+            "`jwks_uri` {} is {}:// while the issuer is https://; refusing to fetch keys over a downgraded connection",
+            display_url(jwks),
+            jwks.scheme()
+        ));
+    }
+    if discovery.host_str() != jwks.host_str() {
+        tracing::warn!(
+            issuer_host = discovery.host_str().unwrap_or_default(),
+            jwks = %display_url(jwks),
+            "OIDC discovery names a jwks_uri on another host than the issuer; keys (and jwks.token, if set) go there"
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -88,5 +112,16 @@ mod tests {
         assert!(discovery_url("not a url").is_err());
         assert!(discovery_url("ftp://x").unwrap_err().contains("ftp://"));
         assert!(discovery_url("https://x/?q=1").is_err());
+    }
+
+    #[test]
+    fn jwks_uri_never_downgrades_an_https_issuer() {
+        let issuer = Url::parse("https://idp.example/.well-known/openid-configuration").unwrap();
+        let e = check_jwks_origin(&issuer, &Url::parse("http://idp.example/jwks").unwrap()).unwrap_err();
+        assert!(e.contains("http:// while the issuer is https://"), "{e}");
+        assert!(check_jwks_origin(&issuer, &Url::parse("https://idp.example/jwks").unwrap()).is_ok());
+        assert!(check_jwks_origin(&issuer, &Url::parse("https://keys.cdn.example/jwks").unwrap()).is_ok(), "warned");
+        let local = Url::parse("http://127.0.0.1:1/.well-known/openid-configuration").unwrap();
+        assert!(check_jwks_origin(&local, &Url::parse("https://127.0.0.1:2/jwks").unwrap()).is_ok(), "no downgrade");
     }
 }

@@ -142,21 +142,40 @@ impl Introspector {
                 return Err(ConfigError::new("principal_claim", "is empty"));
             }
         }
-        let audience = if cfg.allow_any_audience {
-            None
-        } else {
-            match &cfg.audience {
-                Some(a) => {
-                    let values = a.values();
-                    if values.is_empty() {
-                        return Err(ConfigError::new(
-                            "audience",
-                            "is an empty list, which no token could match; name at least one audience or set allow_any_audience: true",
-                        ));
-                    }
-                    Some(values)
+        // The same rule as for JWTs: without an audience, a token issued to any
+        // resource server of this authorization server would be accepted.
+        let audience = match (&cfg.audience, cfg.allow_any_audience) {
+            (Some(_), true) => {
+                return Err(ConfigError::new(
+                    "allow_any_audience",
+                    "cannot be combined with `audience`: either check the audience or explicitly accept any",
+                ))
+            }
+            (None, true) => None,
+            (Some(a), false) => {
+                let values = a.values();
+                if values.is_empty() || values.iter().any(|v| v.is_empty()) {
+                    return Err(ConfigError::new(
+                        "audience",
+                        "is empty, which no token could match; name the audience your tokens carry or set allow_any_audience: true",
+                    ));
                 }
-                None => None,
+                Some(values)
+            }
+            (None, false) if ctx.llama_stack_defaults => {
+                tracing::warn!(
+                    field = "audience",
+                    endpoint = %host,
+                    "oauth2_token introspection without `audience`: the aud of introspected tokens is NOT checked, so \
+                     tokens issued to any resource server are accepted; set `audience` (or allow_any_audience: true)"
+                );
+                None
+            }
+            (None, false) => {
+                return Err(ConfigError::new(
+                    "audience",
+                    "is required for introspection too: name the audience your tokens carry (aud), or set allow_any_audience: true to accept tokens issued to any resource server",
+                ))
             }
         };
 

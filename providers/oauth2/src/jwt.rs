@@ -50,6 +50,8 @@ pub(crate) struct JwtValidator {
     pub(crate) max_token_bytes: usize,
     pub(crate) keys: KeySource,
     pub(crate) cache: Option<VerifiedCache>,
+    /// `allow_high_s_signatures`: accept ECDSA signatures with s > n/2 (see `ecdsa.rs`).
+    pub(crate) allow_high_s: bool,
 }
 
 enum Step {
@@ -225,6 +227,17 @@ impl JwtValidator {
             }
             return Err(AuthError::invalid_token(format!("signature invalid (alg {}, {key})", parsed.alg)));
         };
+        // Checked only once the signature verified, so forgeries keep the plain
+        // "signature invalid" and only a genuine-but-malleable one is named.
+        if matches!(parsed.alg, Alg::ES256 | Alg::ES384) && !self.allow_high_s && crate::ecdsa::is_high_s(signature) {
+            return Err(AuthError::invalid_token(format!(
+                "signature invalid: high-S ECDSA signature (alg {}, {}); only the low-S form (s <= n/2) is accepted \
+                 because (r, n - s) can be made from (r, s) without the key; set allow_high_s_signatures: true \
+                 for an issuer that does not normalize S",
+                parsed.alg,
+                signer.describe()
+            )));
+        }
         self.finish(parsed.payload, now, hash, signer.kid.clone(), signer.fingerprint)
     }
 

@@ -10,6 +10,7 @@
 mod alg;
 pub mod config;
 mod discovery;
+pub mod ecdsa;
 mod introspection;
 mod jwt;
 mod keys;
@@ -111,6 +112,7 @@ impl OAuth2Provider {
                 max_token_bytes: cfg.max_token_bytes,
                 keys: KeySource::Secret(HmacKeys::new(secret.expose().as_bytes(), allowed)),
                 cache,
+                allow_high_s: cfg.allow_high_s_signatures,
             };
             return Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts));
         }
@@ -142,6 +144,10 @@ impl OAuth2Provider {
             }
         };
         let client = http_client(&cfg, ctx)?;
+        // Last, so that errors in the rest of the section are reported first.
+        if matches!(source, Source::Jwks(_)) {
+            check_issuer_required(&cfg, ctx)?;
+        }
         let set = KeySet::new(KeySetOptions {
             source,
             client,
@@ -159,6 +165,7 @@ impl OAuth2Provider {
             max_token_bytes: cfg.max_token_bytes,
             keys: KeySource::Remote(Arc::new(set)),
             cache,
+            allow_high_s: cfg.allow_high_s_signatures,
         };
         Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts))
     }
@@ -302,6 +309,32 @@ fn check_common(cfg: &OAuth2Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `jwks.uri` without `issuer` would accept tokens of every issuer that key
+/// set signs for (multi-tenant providers share one), so one of `issuer` or
+/// an explicit `allow_any_issuer: true` is required. A Llama Stack run.yaml,
+/// where `issuer` is optional, loads with a warning instead.
+fn check_issuer_required(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<(), ConfigError> {
+    match (&cfg.issuer, cfg.allow_any_issuer) {
+        (Some(_), true) => Err(ConfigError::new(
+            "allow_any_issuer",
+            "cannot be combined with `issuer`: either check the issuer or explicitly accept any",
+        )),
+        (Some(_), false) | (None, true) => Ok(()),
+        (None, false) if ctx.llama_stack_defaults => {
+            tracing::warn!(
+                field = "issuer",
+                "oauth2_token: `jwks.uri` without `issuer`: the iss claim is NOT checked, so tokens of every issuer \
+                 this key set signs for are accepted; set `issuer` (or allow_any_issuer: true to say so on purpose)"
+            );
+            Ok(())
+        }
+        (None, false) => Err(ConfigError::new(
+            "issuer",
+            "is required with `jwks.uri`: name the issuer your tokens carry (iss), or set allow_any_issuer: true to accept tokens of any issuer this key set signs for",
+        )),
+    }
 }
 
 fn claim_rules(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<ClaimRules, ConfigError> {

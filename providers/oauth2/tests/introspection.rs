@@ -37,6 +37,10 @@ fn config(server: &MockServer, extra: Value) -> OAuth2Config {
         }
     }
     top.insert("introspection".into(), introspection);
+    // Most tests here are not about the audience; audience tests set it (or `allow_any_audience: false`).
+    if !top.contains_key("audience") && !top.contains_key("allow_any_audience") {
+        top.insert("allow_any_audience".into(), json!(true));
+    }
     serde_json::from_value(Value::Object(top)).expect("test config parses")
 }
 
@@ -385,6 +389,36 @@ async fn audience_is_checked_when_configured() {
     let err = validate(&provider(&server, json!({"audience": "api://tokengate"}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
     assert!(err.detail().contains("names no audience"), "{err}");
+}
+
+/// Issue #11: introspection without `audience` used to accept, silently, a
+/// token the same authorization server issued to any other resource server;
+/// JWT mode refused that config. Now both require `audience` or an explicit
+/// `allow_any_audience: true`; a Llama Stack run.yaml loads with a warning.
+#[tokio::test]
+async fn audience_is_required_unless_any_is_allowed() {
+    let server = MockServer::start().await;
+    answer_json(&server, active(json!({"aud": "another-resource-server"}))).await;
+    let silent = config(&server, json!({"allow_any_audience": false}));
+    let err = OAuth2Provider::new(silent.clone(), &BuildContext::default()).unwrap_err();
+    assert_eq!(err.field, "audience", "{err}");
+    assert!(err.message.contains("allow_any_audience: true"), "{err}");
+    assert_eq!(requests(&server).await, 0);
+
+    let both = config(&server, json!({"audience": "api://tokengate", "allow_any_audience": true}));
+    assert_eq!(OAuth2Provider::new(both, &BuildContext::default()).unwrap_err().field, "allow_any_audience");
+    let empty = config(&server, json!({"audience": ""}));
+    assert_eq!(OAuth2Provider::new(empty, &BuildContext::default()).unwrap_err().field, "audience");
+
+    // Said on purpose: any audience passes.
+    assert!(validate(&provider(&server, json!({"allow_any_audience": true}))).await.is_ok());
+    // The audience named: the other resource server's token is refused.
+    let err = validate(&provider(&server, json!({"audience": "api://tokengate"}))).await.unwrap_err();
+    assert_kind(&err, ErrorKind::InvalidToken);
+    // Llama Stack's run.yaml leaves it optional: it loads (with a WARN naming `audience`) and accepts.
+    let ctx = BuildContext { llama_stack_defaults: true, ..Default::default() };
+    let p = OAuth2Provider::new(silent, &ctx).expect("a run.yaml loads");
+    assert!(validate(&p).await.is_ok());
 }
 
 #[tokio::test]

@@ -96,7 +96,13 @@ fn sign_raw(enc: &EncodingKey, alg: Algorithm, header: &Value, claims: &Value) -
     let message =
         format!("{}.{}", b64url(&serde_json::to_vec(header).unwrap()), b64url(&serde_json::to_vec(claims).unwrap()));
     let signature = jsonwebtoken::crypto::sign(message.as_bytes(), enc, alg).unwrap();
-    format!("{message}.{signature}")
+    let token = format!("{message}.{signature}");
+    // jsonwebtoken (aws-lc) does not normalize S; tokengate refuses high-S by default.
+    if matches!(alg, Algorithm::ES256 | Algorithm::ES384) {
+        tokengate_oauth2::ecdsa::low_s_token(&token)
+    } else {
+        token
+    }
 }
 
 fn alg_name(alg: Algorithm) -> String {
@@ -327,6 +333,63 @@ async fn rs256_ps256_es256_eddsa_tokens_validate() {
         assert_eq!(principal.attributes["roles"], vec!["alice"], "default mapping: sub → roles");
     }
     assert_eq!(idp.fetches(), 1);
+}
+
+/// Issue #11: (r, s) → (r, n − s) needs no key. Old code accepted the twin,
+/// whose SHA-256 differs from the original's, so hash-based revocation missed it.
+#[tokio::test]
+async fn high_s_ecdsa_signatures_are_refused_unless_allowed() {
+    use tokengate_oauth2::ecdsa::{flip_s, is_high_s};
+    let idp = Idp::start(standard_keys()).await;
+    let strict = provider(config(&idp, json!({})));
+    let lenient = provider(config(&idp, json!({"allow_high_s_signatures": true})));
+    let low = token(&KEYS.ec, "ec1", &claims());
+    let signature = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.rsplit('.').next().unwrap());
+    assert!(!is_high_s(&signature(&low).unwrap()), "fixtures sign low-S");
+    let high = flip_s(&low).unwrap();
+    assert_ne!(high, low);
+    assert!(is_high_s(&signature(&high).unwrap()));
+
+    assert_eq!(check(&strict, &low).await.unwrap().principal, "alice");
+    for _ in 0..2 {
+        assert_rejected(
+            check(&strict, &high).await,
+            ErrorKind::InvalidToken,
+            "signature invalid: high-S ECDSA signature (alg ES256, key \"ec1\")",
+        );
+    }
+    // The opt-out accepts both forms: same signer, same claims.
+    assert_eq!(check(&lenient, &low).await.unwrap().principal, "alice");
+    assert_eq!(check(&lenient, &high).await.unwrap().principal, "alice");
+
+    // A signer that does not normalize S (aws-lc here, like many Java and Node.js
+    // issuers) produces high-S about half the time: the default refuses those.
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "ec1"});
+    let message = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims().to_string().as_bytes()));
+    let raw_high = (0..128)
+        .map(|_| {
+            format!(
+                "{message}.{}",
+                jsonwebtoken::crypto::sign(message.as_bytes(), &KEYS.ec.enc, Algorithm::ES256).unwrap()
+            )
+        })
+        .find(|t| is_high_s(&signature(t).unwrap()))
+        .expect("one in 128 signatures is high-S");
+    assert_rejected(check(&strict, &raw_high).await, ErrorKind::InvalidToken, "high-S");
+    assert!(check(&lenient, &raw_high).await.is_ok());
+    // A forged signature stays a plain invalid signature, whatever its S.
+    assert_rejected(
+        check(&strict, &common_tamper(&raw_high)).await,
+        ErrorKind::InvalidToken,
+        "signature invalid (alg ES256",
+    );
+}
+
+fn common_tamper(token: &str) -> String {
+    let (input, _) = token.rsplit_once('.').unwrap();
+    let mut sig = vec![0x11u8; 32];
+    sig.extend_from_slice(&[0xff; 32]);
+    format!("{input}.{}", b64url(&sig))
 }
 
 #[tokio::test]
@@ -678,6 +741,29 @@ async fn llama_stack_defaults_supply_the_audience() {
     assert_eq!(err.field, "audience");
 }
 
+/// Issue #11: `jwks.uri` without `issuer` never checked `iss` and said nothing,
+/// so every issuer a key set signs for (multi-tenant providers share one) got in.
+#[tokio::test]
+async fn jwks_uri_needs_an_issuer_or_allow_any_issuer() {
+    let idp = Idp::start(standard_keys()).await;
+    let build = |extra: Value, ctx: &BuildContext| OAuth2Builder.build(config(&idp, extra), ctx);
+    let err = build(json!({"issuer": null}), &BuildContext::default()).err().expect("refused");
+    assert_eq!(err.field, "issuer", "{err}");
+    assert!(err.message.contains("allow_any_issuer: true"), "{err}");
+    let err = build(json!({"allow_any_issuer": true}), &BuildContext::default()).err().expect("refused");
+    assert_eq!(err.field, "allow_any_issuer", "{err}");
+
+    let other_tenant = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"iss": "https://other-tenant.test"})));
+    let any = build(json!({"issuer": null, "allow_any_issuer": true}), &BuildContext::default()).unwrap();
+    assert!(any.validate(&other_tenant, &RequestContext::default()).await.is_ok(), "said on purpose");
+    let checked = build(json!({}), &BuildContext::default()).unwrap();
+    let e = checked.validate(&other_tenant, &RequestContext::default()).await.unwrap_err();
+    assert!(e.detail().contains("is not the expected"), "{e:?}");
+    // A Llama Stack run.yaml leaves `issuer` optional: it loads, with a WARN naming the field.
+    let ctx = BuildContext { llama_stack_defaults: true, ..Default::default() };
+    assert!(build(json!({"issuer": null}), &ctx).is_ok());
+}
+
 // ---------------------------------------------------------------- key set: discovery, rotation, outages
 
 #[tokio::test]
@@ -1000,13 +1086,14 @@ async fn error_messages_ownership_and_accepts() {
     assert_eq!(with_issuer.type_name(), "oauth2_token");
     assert!(with_issuer.accepts().contains(ISS));
 
-    let without = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "audience": "a"}));
+    let without = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "audience": "a", "allow_any_issuer": true}));
     assert_eq!(
         without.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token in the Authorization header"
     );
-    let introspection =
-        build(json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}}));
+    let introspection = build(
+        json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}, "allow_any_audience": true}),
+    );
     assert_eq!(
         introspection.error_message(),
         "Authentication required. Please provide a valid OAuth2 Bearer token validated by idp.test"
