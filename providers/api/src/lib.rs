@@ -17,11 +17,14 @@ mod secret;
 mod shared;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
-pub use cache::{token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
+pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
 pub use claims::{claim_at_path, ClaimsMapping};
 pub use context::{RequestContext, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind};
-pub use http::{host_of, is_loopback, read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
+pub use http::{
+    host_of, is_loopback, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions, HttpFailure,
+    UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
+};
 pub use secret::Secret;
 pub use shared::{shared_scope, SharedHit, SharedResultStore, SharedResults};
 

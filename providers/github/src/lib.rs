@@ -38,9 +38,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig, ClaimsMapping,
-    ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder, RemoteResultCache,
-    RequestContext, Validated,
+    parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
+    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder,
+    RemoteResultCache, RequestContext, UpstreamLimit, Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -92,6 +92,9 @@ pub struct GitHubConfig {
     /// Most `/user/orgs` pages of 100 read (default 10; 0 skips organizations).
     #[serde(default = "default_max_org_pages")]
     pub max_org_pages: usize,
+    /// Most token lookups in flight to GitHub at once (default 64); more fail with 503.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
 }
 
 fn default_base_url() -> String {
@@ -112,6 +115,9 @@ fn default_max_response_bytes() -> usize {
 fn default_max_org_pages() -> usize {
     10
 }
+fn default_max_concurrent_requests() -> usize {
+    HttpClientOptions::default().max_concurrent_requests
+}
 
 impl Default for GitHubConfig {
     fn default() -> Self {
@@ -126,6 +132,7 @@ impl Default for GitHubConfig {
             max_response_bytes: http.max_response_bytes,
             cache: CacheConfig::default(),
             max_org_pages: default_max_org_pages(),
+            max_concurrent_requests: http.max_concurrent_requests,
         }
     }
 }
@@ -155,6 +162,7 @@ pub struct GitHubProvider {
     claims_mapping: ClaimsMapping,
     max_response_bytes: usize,
     max_org_pages: usize,
+    limit: UpstreamLimit,
     cache: CacheHandle,
 }
 
@@ -196,14 +204,16 @@ impl GitHubProvider {
         if !base_url.username().is_empty() || base_url.password().is_some() {
             return Err(ConfigError::new(field, "must not contain credentials"));
         }
-        let client = HttpClientOptions {
+        let http = HttpClientOptions {
             verify_tls: cfg.verify_tls,
             tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
             connect_timeout: cfg.connect_timeout,
             timeout: cfg.timeout,
             max_response_bytes: cfg.max_response_bytes,
-        }
-        .build_client()?;
+            max_concurrent_requests: cfg.max_concurrent_requests,
+        };
+        // Every request carries the token in `Authorization`: no redirects.
+        let client = http.build_credentialed_client()?;
         Ok(GitHubProvider {
             base: trimmed.to_string(),
             base_url,
@@ -211,11 +221,14 @@ impl GitHubProvider {
             claims_mapping: cfg.claims_mapping,
             max_response_bytes: cfg.max_response_bytes,
             max_org_pages: cfg.max_org_pages,
+            limit: http.build_limit(TYPE_NAME)?,
             cache: CacheHandle(RemoteResultCache::new(&cfg.cache).with_shared(ctx)),
         })
     }
 
     async fn lookup(&self, token: &str) -> Result<Validated, AuthError> {
+        // One slot for the whole lookup (/user and every /user/orgs page).
+        let _slot = self.limit.acquire("GitHub").await?;
         let (user, expires_at) = self.fetch_user(token).await?;
         let organizations = self.fetch_orgs(token).await?;
         let claims = json!({
@@ -374,6 +387,9 @@ impl GitHubProvider {
 
     /// Words a non-200 answer from GitHub.
     async fn failure(&self, endpoint: &str, token: &str, response: reqwest::Response) -> AuthError {
+        if let Some(err) = redirect_failure(&format!("GitHub {endpoint}"), &response) {
+            return err;
+        }
         let status = response.status();
         let code = status.as_u16();
         let limited = rate_limit(status, response.headers());

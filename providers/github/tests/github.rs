@@ -416,6 +416,46 @@ async fn concurrent_validations_share_one_lookup() {
     assert_eq!(count(&server, "/user/orgs").await, 1);
 }
 
+/// #11: each made-up token is a lookup at GitHub, whose rate limit is shared
+/// by everyone; past `max_concurrent_requests` the excess is refused at once.
+#[tokio::test]
+async fn excess_concurrent_lookups_are_unavailable_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_millis(1500)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    let p = provider(&server, json!({"max_concurrent_requests": 2, "cache": {"enabled": false}}));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                let outcome = p.validate(&format!("ghp_{i:036}"), &RequestContext::new("GET", "/")).await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for t in tasks {
+        if let (Err(e), when) = t.await.unwrap() {
+            refused.push((e, when));
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (err, when) = &refused[0];
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.retry_after().is_some());
+    assert!(*when < Duration::from_millis(1000), "the excess waited: {when:?}");
+    assert_eq!(count(&server, "/user").await, 2);
+}
+
 #[tokio::test]
 async fn bad_credentials_are_negatively_cached() {
     let server = MockServer::start().await;
