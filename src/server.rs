@@ -14,7 +14,8 @@
 //!   (values comma-joined); the body is the principal as JSON. A value that
 //!   cannot be a header value (control or non-ASCII characters) is left out, as
 //!   is an attribute whose name is not a header token; `X-Auth-Attributes`
-//!   always has everything.
+//!   always has everything. `X-Auth-Unknown-Attributes` names (comma-joined)
+//!   the attributes the provider could not determine, which are in neither.
 //! * Denied: 401 (400 for a malformed `Authorization`, 403 for insufficient
 //!   scope, e.g. a `route_policy` refusal of the original method and path)
 //!   with the RFC 6750 `WWW-Authenticate` and `{"error": {"code", "message"}}`.
@@ -383,6 +384,14 @@ fn allowed(principal: &Principal) -> Response {
     }
     if let Ok(v) = HeaderValue::from_str(&ascii_json(&principal.attributes)) {
         headers.insert(HeaderName::from_static("x-auth-attributes"), v);
+    }
+    // Unknown is not empty: the app must be able to tell "no teams" from
+    // "teams could not be determined" (the attribute has no X-Auth-Attr-* header then).
+    if !principal.unknown_attributes.is_empty() {
+        let names: Vec<&str> = principal.unknown_attributes.iter().map(String::as_str).collect();
+        if let Some(v) = header_value(&names.join(",")) {
+            headers.insert(HeaderName::from_static("x-auth-unknown-attributes"), v);
+        }
     }
     for (name, values) in &principal.attributes {
         let Some(header) = attribute_header_name(name) else { continue };

@@ -166,8 +166,9 @@ async fn claims_object_has_id_name_email() {
     );
     let who = validate(&p).await.unwrap();
     assert_eq!(who.attributes["uid"], vec!["1"]);
-    // A string claim splits on whitespace, as Llama Stack's mapping does.
-    assert_eq!(who.attributes["names"], vec!["monalisa", "octocat"]);
+    // #11: a string claim is one value (Llama Stack split it on whitespace);
+    // only list claims (scope, scp, or marked `split: true`) split.
+    assert_eq!(who.attributes["names"], vec!["monalisa octocat"]);
     assert_eq!(who.attributes["emails"], vec!["octocat@github.com"]);
     assert_eq!(who.attributes["orgs"].len(), 4);
     assert!(!who.attributes.contains_key("roles"));
@@ -177,14 +178,25 @@ async fn claims_object_has_id_name_email() {
 async fn max_org_pages_bounds_pagination() {
     let server = MockServer::start().await;
     mount_github(&server).await;
+    // #11: a partial list is not the list: the organizations are unknown.
     let who = validate(&provider(&server, json!({"max_org_pages": 2}))).await.unwrap();
-    assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team"]);
+    assert!(!who.attributes.contains_key("teams"), "{who:?}");
+    assert!(who.is_unknown("teams"));
     assert_eq!(count(&server, "/user/orgs").await, 2);
+
+    let server = MockServer::start().await;
+    mount_github(&server).await;
+    let who = validate(&provider(&server, json!({"max_org_pages": 3}))).await.unwrap();
+    assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team", "infra"]);
+    assert!(who.unknown_attributes.is_empty());
+    let shown = serde_json::to_value(&who).unwrap();
+    assert!(shown.get("unknown_attributes").is_none(), "the usual JSON shape is unchanged: {shown}");
 
     let server = MockServer::start().await;
     mount_github(&server).await;
     let who = validate(&provider(&server, json!({"max_org_pages": 0}))).await.unwrap();
     assert!(!who.attributes.contains_key("teams"));
+    assert!(who.is_unknown("teams"), "organizations not read are not known either");
     assert_eq!(count(&server, "/user/orgs").await, 0);
 }
 
@@ -295,8 +307,11 @@ async fn forbidden_without_rate_limit_is_the_tokens_fault() {
     assert_eq!(err.detail(), "GitHub refused the token access to /user (403 Resource not accessible by integration)");
 }
 
+/// #11: a 403 from /user/orgs used to mean "no organizations", so a
+/// contractor escaped `forbid: {attribute: teams, ...}` with a token lacking
+/// read:org. The attributes mapped from organizations are now unknown.
 #[tokio::test]
-async fn orgs_forbidden_without_read_org_means_no_organizations() {
+async fn orgs_forbidden_without_read_org_makes_teams_unknown() {
     let server = MockServer::start().await;
     github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
@@ -311,6 +326,10 @@ async fn orgs_forbidden_without_read_org_means_no_organizations() {
     assert_eq!(who.principal, "octocat");
     assert_eq!(who.attributes["roles"], vec!["octocat"]);
     assert!(!who.attributes.contains_key("teams"));
+    assert!(who.is_unknown("teams"), "{who:?}");
+    assert!(!who.is_unknown("roles"));
+    let shown = serde_json::to_value(&who).unwrap();
+    assert_eq!(shown["unknown_attributes"], json!(["teams"]));
 }
 
 #[tokio::test]

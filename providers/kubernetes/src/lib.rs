@@ -506,6 +506,12 @@ impl AuthProvider for KubernetesProvider {
     fn accepts(&self) -> String {
         format!("Kubernetes tokens (checked by {})", self.base)
     }
+
+    // Not `claims_mapping`: that one is applied to JWT payloads by `explain`,
+    // and this mapping reads the review's user, not the token's claims.
+    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
+        Some(&self.mapping)
+    }
 }
 
 fn parse_api_server_url(text: &str) -> Result<Url, String> {

@@ -182,6 +182,11 @@ impl Introspector {
     }
 
     /// `host[:port]` of the introspection URL, for the 401 message.
+    /// The mapping applied to active answers.
+    pub fn claims_mapping(&self) -> &ClaimsMapping {
+        &self.inner.claims_mapping
+    }
+
     pub fn host(&self) -> String {
         self.inner.host.clone()
     }

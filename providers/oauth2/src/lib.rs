@@ -271,6 +271,13 @@ impl AuthProvider for OAuth2Provider {
         }
     }
 
+    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
+        match &self.mode {
+            Mode::Jwt(v) => Some(&v.rules.claims_mapping),
+            Mode::Introspection(i) => Some(i.claims_mapping()),
+        }
+    }
+
     /// Ready once a usable key set is held (JWKS mode); introspection and
     /// shared-secret modes have nothing to fetch ahead of a token.
     async fn ready(&self) -> Result<(), AuthError> {
