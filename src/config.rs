@@ -277,11 +277,11 @@ impl Config {
                 tracing::warn!("{warning}");
             }
         }
-        Ok(Pipeline {
-            members: self.build_members_in(registry, &ctx)?,
-            revocation,
-            route_policy: self.settings.route_policy.clone(),
-        })
+        let members = self.build_members_in(registry, &ctx)?;
+        if let Some(policy) = &self.settings.route_policy {
+            warn_identifier_attributes(policy, &members);
+        }
+        Ok(Pipeline { members, revocation, route_policy: self.settings.route_policy.clone() })
     }
 
     /// The provider (or chain) alone: no revocation, no route policy.
@@ -358,6 +358,25 @@ impl Config {
         match &self.file {
             Some(f) => e.in_file(f.display().to_string()),
             None => e,
+        }
+    }
+}
+
+/// Warns, once per process and message, about route rules that test an
+/// attribute a member's mapping fills from identifier claims (see
+/// [`RoutePolicy::identifier_warnings`]). Once: configs are built again by
+/// `explain` and reloads, and the same warning each time is noise.
+fn warn_identifier_attributes(policy: &RoutePolicy, members: &[DynProvider]) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    for member in members {
+        let Some(mapping) = member.attribute_mapping() else { continue };
+        for message in policy.identifier_warnings(mapping, member.type_name()) {
+            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.contains(&message) {
+                continue;
+            }
+            tracing::warn!("{message}");
+            warned.push(message);
         }
     }
 }

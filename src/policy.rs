@@ -43,7 +43,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::fmt;
-use tokengate_api::{AuthError, Principal};
+use tokengate_api::{AuthError, ClaimsMapping, Principal};
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +75,86 @@ struct Rule {
     /// Upper-cased; `None` for any method.
     methods: Option<Vec<String>>,
     /// All must hold.
-    conditions: Vec<Condition>,
+    conditions: Vec<Test>,
     description: Option<String>,
+}
+
+/// One term of a rule's conjunction.
+#[derive(Clone)]
+enum Test {
+    One(Condition),
+    /// Llama Stack's `unless: [a, b]`: the rule applies unless *all* hold
+    /// (its `not matches_conditions(...)`), i.e. not (a and b).
+    NotAll(Vec<Condition>),
+}
+
+/// Three-valued: a condition on an attribute the provider could not
+/// determine (see `Principal::unknown_attributes`) is neither true nor false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Truth {
+    Yes,
+    No,
+    Unknown,
+}
+
+impl Truth {
+    fn of(b: bool) -> Truth {
+        if b {
+            Truth::Yes
+        } else {
+            Truth::No
+        }
+    }
+
+    /// Kleene negation: not unknown is still unknown, so `none_of`, `not in`
+    /// and `unless` cannot turn "could not tell" into a match.
+    fn not(self) -> Truth {
+        match self {
+            Truth::Yes => Truth::No,
+            Truth::No => Truth::Yes,
+            Truth::Unknown => Truth::Unknown,
+        }
+    }
+
+    /// Kleene conjunction: any false is false, else any unknown is unknown.
+    fn all(items: impl IntoIterator<Item = Truth>) -> Truth {
+        let mut out = Truth::Yes;
+        for t in items {
+            match t {
+                Truth::No => return Truth::No,
+                Truth::Unknown => out = Truth::Unknown,
+                Truth::Yes => {}
+            }
+        }
+        out
+    }
+}
+
+impl Test {
+    fn eval(&self, principal: &Principal) -> Truth {
+        match self {
+            Test::One(c) => c.eval(principal),
+            Test::NotAll(cs) => Truth::all(cs.iter().map(|c| c.eval(principal))).not(),
+        }
+    }
+
+    fn attributes(&self) -> Vec<&str> {
+        match self {
+            Test::One(c) => vec![c.attribute.as_str()],
+            Test::NotAll(cs) => cs.iter().map(|c| c.attribute.as_str()).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Test {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Test::One(c) => c.fmt(f),
+            Test::NotAll(cs) => {
+                write!(f, "not ({})", cs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and "))
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -103,14 +181,17 @@ struct Condition {
 }
 
 impl Condition {
-    fn holds(&self, principal: &Principal) -> bool {
+    fn eval(&self, principal: &Principal) -> Truth {
+        if principal.is_unknown(&self.attribute) {
+            return Truth::Unknown;
+        }
         let have = principal.attributes.get(&self.attribute).map(Vec::as_slice).unwrap_or_default();
         let has = |v: &String| have.iter().any(|h| h == v);
         let positive = match self.quantifier {
             Quantifier::Any => self.values.iter().any(has),
             Quantifier::All => self.values.iter().all(has),
         };
-        positive != self.negated
+        Truth::of(positive != self.negated)
     }
 }
 
@@ -171,6 +252,15 @@ impl Rule {
 
     fn conditions_text(&self) -> String {
         self.conditions.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
+    }
+
+    /// The attributes this rule reads that `principal` has as unknown.
+    fn unknown_attributes<'a>(&'a self, principal: &Principal) -> Vec<&'a str> {
+        let mut out: Vec<&str> = self.conditions.iter().flat_map(Test::attributes).collect();
+        out.retain(|a| principal.is_unknown(a));
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// `rule 2 ("only admins")`.
@@ -301,7 +391,23 @@ impl RoutePolicy {
             if !rule.matches_route(&method, &route) {
                 continue;
             }
-            if rule.conditions.iter().all(|c| c.holds(principal)) {
+            let truth = Truth::all(rule.conditions.iter().map(|c| c.eval(principal)));
+            if truth == Truth::Unknown {
+                // Could not tell: a forbid refuses, a permit does not permit.
+                let unknown = rule.unknown_attributes(principal).join(", ");
+                if rule.effect == Effect::Forbid {
+                    let reason = format!(
+                        "route {method} {route} is forbidden by route_policy {} ({}): {unknown} could not be \
+                         determined for this principal",
+                        rule.name(i),
+                        rule.conditions_text()
+                    );
+                    return Decision { effect: Effect::Forbid, rule: Some(i), reason };
+                }
+                unmet.push(format!("{} ({unknown} could not be determined)", rule.conditions_text()));
+                continue;
+            }
+            if truth == Truth::Yes {
                 let on =
                     if rule.conditions.is_empty() { String::new() } else { format!(" ({})", rule.conditions_text()) };
                 let reason = match rule.effect {
@@ -326,6 +432,35 @@ impl RoutePolicy {
             (Effect::Forbid, true) => format!("route {method} {route} is not permitted by any route_policy rule"),
         };
         Decision { effect: self.default, rule: None, reason }
+    }
+
+    /// Start-up lint: one message per rule whose conditions test an attribute
+    /// that `mapping` fills from identifier claims (`sub`, `username`,
+    /// `login`, … — see [`tokengate_api::IDENTIFIER_CLAIMS`]). Such an
+    /// attribute holds whatever name a user got or chose, so a user named
+    /// `admin` matches `user with admin in roles` — which is exactly what
+    /// Llama Stack's default mapping (`sub → roles`) sets up.
+    pub fn identifier_warnings(&self, mapping: &ClaimsMapping, provider: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let mut tested: Vec<&str> = rule.conditions.iter().flat_map(Test::attributes).collect();
+            tested.sort_unstable();
+            tested.dedup();
+            for attribute in tested {
+                let sources = mapping.identifier_sources(attribute);
+                if sources.is_empty() {
+                    continue;
+                }
+                out.push(format!(
+                    "route_policy {} tests `{attribute}`, which the {provider} provider's claims_mapping fills from \
+                     identifier claims ({}): a principal whose name equals a value the rule looks for matches it; \
+                     map `{attribute}` from a claim that grants it (roles, groups) instead",
+                    rule.name(i),
+                    sources.join(", ")
+                ));
+            }
+        }
+        out
     }
 
     /// [`RoutePolicy::evaluate`] as the provider pipeline needs it: a refusal is `insufficient_scope`.
@@ -458,7 +593,12 @@ fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
                     if values.is_empty() {
                         return Err(err(&format!("{scope_field}.{which}"), "is empty; list at least one value"));
                     }
-                    conditions.push(Condition { attribute: attribute.to_string(), values, quantifier, negated });
+                    conditions.push(Test::One(Condition {
+                        attribute: attribute.to_string(),
+                        values,
+                        quantifier,
+                        negated,
+                    }));
                 }
             }
         }
@@ -514,10 +654,18 @@ fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
     for (field, negate) in [("when", false), ("unless", true)] {
         let Some(v) = map.get(field) else { continue };
         let texts = strings(v).map_err(|e| err(field, e))?;
+        let mut parsed = Vec::with_capacity(texts.len());
         for (i, text) in texts.iter().enumerate() {
-            let mut c = parse_condition(text).map_err(|m| err(&format!("{field}[{i}]"), m))?;
-            c.negated ^= negate;
-            conditions.push(c);
+            parsed.push(parse_condition(text).map_err(|m| err(&format!("{field}[{i}]"), m))?);
+        }
+        match (negate, parsed.len()) {
+            (false, _) => conditions.extend(parsed.into_iter().map(Test::One)),
+            // As Llama Stack: `unless: [a, b]` is not (a and b), not (not a) and (not b).
+            (true, 1) => conditions.extend(parsed.into_iter().map(|mut c| {
+                c.negated = !c.negated;
+                Test::One(c)
+            })),
+            (true, _) => conditions.push(Test::NotAll(parsed)),
         }
     }
     if map.contains_key("when") && map.contains_key("unless") {
@@ -726,6 +874,74 @@ mod tests {
             {"path": "/x", "methods": ["GET"], "permit": "all"},
         ]}));
         assert!(methods.lint().is_empty());
+    }
+
+    /// #11: an attribute the provider could not determine is on the refusing
+    /// side of every condition that reads it: plain, negated and `unless`.
+    #[test]
+    fn unknown_attributes_refuse_whatever_the_form() {
+        let contractor_unknown = who(&[("roles", &["dev"])]).with_unknown_attributes(["teams"]);
+        let forbid = policy(json!({"default": "permit", "rules": [
+            {"path": "/v1/*", "forbid": {"attribute": "teams", "all_of": ["contractors"]}},
+        ]}));
+        let d = forbid.evaluate("GET", "/v1/models", &contractor_unknown);
+        assert_eq!((d.effect, d.rule), (Effect::Forbid, Some(0)));
+        assert!(d.reason.contains("teams could not be determined"), "{}", d.reason);
+        assert!(forbid.evaluate("GET", "/v1/models", &who(&[("teams", &[])])).is_permit(), "known empty passes");
+
+        // Negated forms: `none_of`, `not in`, `unless`, in forbid and permit rules alike.
+        for rules in [
+            json!([{"permit": {"paths": "*"}, "when": "user with contractors not in teams"}]),
+            json!([{"path": "/*", "permit": {"attribute": "teams", "none_of": ["contractors"]}}]),
+            json!([{"forbid": {"paths": "*"}, "unless": "user with staff in teams"}, {"permit": {"paths": "*"}}]),
+            json!([{"forbid": {"paths": "*"}, "when": "user with contractors in teams"}, {"permit": {"paths": "*"}}]),
+            json!([{"path": "/*", "forbid": {"attribute": "teams", "none_of": ["staff"]}}, {"permit": {"paths": "*"}}]),
+            json!([{"permit": {"paths": "*"}, "unless": "user with contractors in teams"}]),
+            json!([{"permit": {"paths": "*"}, "unless": ["user with dev in roles", "user with contractors in teams"]}]),
+        ] {
+            let p = policy(rules.clone());
+            assert!(!p.evaluate("GET", "/x", &contractor_unknown).is_permit(), "{rules}");
+            let known = who(&[("roles", &["dev"]), ("teams", &["staff"])]);
+            assert!(p.evaluate("GET", "/x", &known).is_permit(), "{rules} with teams known");
+        }
+
+        // A rule that does not read the unknown attribute is unaffected.
+        let p = policy(json!([{"permit": {"paths": "*"}, "when": "user with dev in roles"}]));
+        assert!(p.evaluate("GET", "/x", &contractor_unknown).is_permit());
+        // A permit skipped for an unknown attribute says why.
+        let p = policy(json!([{"permit": {"paths": "*"}, "when": "user with staff in teams"}]));
+        let d = p.evaluate("GET", "/x", &contractor_unknown);
+        assert_eq!(d.reason, "route GET /x requires teams any of [staff] (teams could not be determined)");
+    }
+
+    /// Llama Stack's `unless: [a, b]` forbids unless *both* hold
+    /// (`not matches_conditions`); it used to compile to (not a) and (not b).
+    #[test]
+    fn unless_with_several_conditions_is_not_all() {
+        let p = policy(json!([
+            {"forbid": {"paths": "*"}, "unless": ["user with admin in roles", "user with ops in teams"]},
+            {"permit": {"paths": "*"}},
+        ]));
+        assert!(p.evaluate("GET", "/x", &who(&[("roles", &["admin"]), ("teams", &["ops"])])).is_permit());
+        let d = p.evaluate("GET", "/x", &who(&[("roles", &["admin"])]));
+        assert!(!d.is_permit(), "admin alone is not admin and ops");
+        assert!(d.reason.contains("not (roles any of [admin] and teams any of [ops])"), "{}", d.reason);
+        assert!(!p.evaluate("GET", "/x", &who(&[])).is_permit());
+    }
+
+    #[test]
+    fn rules_testing_identifier_attributes_are_named() {
+        let p = policy(json!([
+            {"permit": {"paths": "/admin*"}, "when": "user with admin in roles", "description": "admins"},
+            {"path": "/v1/*", "forbid": {"attribute": "teams", "all_of": ["contractors"]}},
+        ]));
+        let w = p.identifier_warnings(&ClaimsMapping::oauth2_default(), "oauth2_token");
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("route_policy rule 1 (\"admins\") tests `roles`"), "{}", w[0]);
+        assert!(w[0].contains("(sub, username)"), "{}", w[0]);
+        let safe = ClaimsMapping::new([("realm_access.roles", "roles"), ("groups", "teams")]).unwrap();
+        assert!(p.identifier_warnings(&safe, "oauth2_token").is_empty());
+        assert_eq!(p.identifier_warnings(&ClaimsMapping::github_default(), "github_token").len(), 1);
     }
 
     #[test]

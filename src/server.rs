@@ -16,7 +16,8 @@
 //!   attribute with a lower-case header-token name (values comma-joined). The
 //!   principal and every attribute value are percent-encoded
 //!   ([`percent_encoded`]), so they decode back exactly; the body is the
-//!   principal as JSON.
+//!   principal as JSON. `X-Auth-Unknown-Attributes` names (comma-joined)
+//!   the attributes the provider could not determine, which are in neither.
 //! * Denied: 401 (400 for a malformed `Authorization`, 403 for insufficient
 //!   scope, e.g. a `route_policy` refusal of the original method and path)
 //!   with the RFC 6750 `WWW-Authenticate` and `{"error": {"code", "message"}}`.
@@ -582,6 +583,14 @@ fn allowed(principal: &Principal) -> Response {
     headers.insert(HeaderName::from_static("x-auth-principal"), header_text(&principal.principal));
     if let Ok(v) = HeaderValue::from_str(&ascii_json(&principal.attributes)) {
         headers.insert(HeaderName::from_static("x-auth-attributes"), v);
+    }
+    // Unknown is not empty: the app must be able to tell "no teams" from
+    // "teams could not be determined" (the attribute has no X-Auth-Attr-* header then).
+    if !principal.unknown_attributes.is_empty() {
+        let names: Vec<String> = principal.unknown_attributes.iter().map(|n| percent_encoded(n)).collect();
+        if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
+            headers.insert(HeaderName::from_static("x-auth-unknown-attributes"), v);
+        }
     }
     for (name, values) in &principal.attributes {
         let Some(header) = attribute_header_name(name) else { continue };

@@ -214,4 +214,16 @@ async fn llama_stack_run_yaml_applies_its_default_audience() {
     let out = run(args(&config, Some(&idp.token("gina"))), None).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout_json(&out)["error"]["detail"].as_str().unwrap().contains("audience"));
+
+    // #11: with that default mapping, `roles` holds user names; a route rule on
+    // roles is named at start-up, once.
+    let with_policy = format!(
+        "{run_yaml}    route_policy:\n      - permit: {{paths: \"*\"}}\n        when: user with admin in roles\n        description: admins\n"
+    );
+    let config = write(dir.path(), "run-policy.yaml", &with_policy);
+    let out = run(args(&config, Some(&token)), None).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warning = "route_policy rule 1 (\"admins\") tests `roles`, which the oauth2_token provider's claims_mapping \
+                   fills from identifier claims (sub, username)";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
 }

@@ -291,6 +291,12 @@ fn sha256_hex(token: &str) -> String {
     hex::encode(tokengate_api::token_hash(token))
 }
 
+/// A `custom` result's key: its verdict is per request (#11), so the key
+/// covers the method and path `validate` sends, not the token alone.
+fn custom_key_hex(token: &str) -> String {
+    hex::encode(tokengate_api::request_key(token, &["GET", "/"]))
+}
+
 // ----------------------------------------------------------------------- tests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -501,7 +507,7 @@ async fn redis_killed_mid_run_never_turns_valid_tokens_away() {
         n += 1;
         let token = format!("good-back{n}");
         validate(&a, &token).await.unwrap();
-        if !redis.keys(&format!("t5:result:*:{}", sha256_hex(&token))).await.is_empty() {
+        if !redis.keys(&format!("t5:result:*:{}", custom_key_hex(&token))).await.is_empty() {
             let before = upstream.calls();
             validate(&b, &token).await.unwrap();
             assert_eq!(upstream.calls(), before, "replica b served from Redis again");

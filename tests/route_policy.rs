@@ -195,3 +195,63 @@ async fn policy_config_errors_name_the_rule_and_field() {
         assert!(err.contains(name) && err.contains("`route_policy`") && err.contains(expected), "{name}: {err}");
     }
 }
+
+/// #11 end to end: a stand-in GitHub that answers 403 on /user/orgs (a token
+/// without read:org). The contractor's organizations are unknown, so the
+/// `forbid` on teams refuses instead of letting the token choose "no teams";
+/// where no rule reads teams the request passes, and says teams is unknown.
+#[tokio::test]
+async fn github_without_read_org_cannot_escape_a_forbid_on_teams() {
+    use wiremock::matchers::{header as has_header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    const NO_READ_ORG: &str = "ghp_noreadorg000000000000000000000000000";
+    const WITH_READ_ORG: &str = "ghp_withreadorg0000000000000000000000000";
+    let github = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"login": "carol", "id": 7})))
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .and(has_header("authorization", format!("Bearer {NO_READ_ORG}").as_str()))
+        .respond_with(
+            ResponseTemplate::new(403)
+                .set_body_json(json!({"message": "Resource not accessible by personal access token"})),
+        )
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"login": "staff"}])))
+        .mount(&github)
+        .await;
+    let yaml = format!(
+        "realm: test\nprovider_config:\n  type: github_token\n  github_api_base_url: {}\nroute_policy:\n  default: permit\n  rules:\n    - path: /v1/*\n      forbid: {{attribute: teams, all_of: [contractors]}}\n",
+        github.uri()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&write(dir.path(), "c.yaml", &yaml));
+    let server = serve_config(&config).await;
+    let c = client();
+
+    let res = c.get(format!("{}/v1/models", server.base)).bearer_auth(NO_READ_ORG).send().await.unwrap();
+    assert_eq!(res.status(), 403, "unknown organizations escaped the forbid");
+    let refusal = header(&res, "www-authenticate").unwrap();
+    assert!(refusal.contains("teams could not be determined"), "{refusal}");
+
+    let res = c.get(format!("{}/public", server.base)).bearer_auth(NO_READ_ORG).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(header(&res, "x-auth-unknown-attributes").unwrap(), "teams");
+    assert!(header(&res, "x-auth-attr-teams").is_none());
+    assert_eq!(header(&res, "x-auth-attributes").unwrap(), r#"{"roles":["carol"]}"#);
+    let body = json(res).await;
+    assert_eq!(body["unknown_attributes"], json!(["teams"]));
+
+    let res = c.get(format!("{}/v1/models", server.base)).bearer_auth(WITH_READ_ORG).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(header(&res, "x-auth-unknown-attributes").is_none());
+    assert_eq!(header(&res, "x-auth-attr-teams").unwrap(), "staff");
+    assert!(json(res).await.get("unknown_attributes").is_none(), "the usual JSON shape is unchanged");
+    server.shutdown().await;
+}

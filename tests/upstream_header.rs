@@ -42,6 +42,35 @@ async fn trusted_peer_without_any_token() {
     assert_eq!(json(res).await["principal"], "bob");
 }
 
+/// #11: a client's `X-Forwarded-Groups: admins` next to the proxy's own value
+/// used to be joined into both; a repeated identity header is now 400.
+#[tokio::test]
+async fn repeated_identity_header_is_refused_not_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(&write(dir.path(), "c.yaml", &config_text("127.0.0.1")));
+    let server = serve_config(&config).await;
+    let res = client()
+        .get(format!("{}/x", server.base))
+        .header("x-forwarded-user", "mallory")
+        .header("x-forwarded-groups", "admins")
+        .header("x-forwarded-groups", "ml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    assert!(header(&res, "x-auth-attr-teams").is_none());
+    server.shutdown().await;
+    let base = serve_layer(&config).await;
+    let res = client()
+        .get(format!("{base}/x"))
+        .header("x-forwarded-user", "mallory")
+        .header("x-forwarded-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+}
+
 #[tokio::test]
 async fn untrusted_peer_is_403_and_headers_ignored() {
     let dir = tempfile::tempdir().unwrap();

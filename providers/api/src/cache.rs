@@ -26,6 +26,19 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A cache key for a verdict that depends on the request as well as the
+/// token (`custom`, whose endpoint sees the path): SHA-256 over the token and
+/// each part, every one length-prefixed so no two inputs share a key.
+pub fn request_key(token: &str, parts: &[&str]) -> TokenHash {
+    let mut hasher = Sha256::new();
+    hasher.update(b"tokengate-request-key-v1\0");
+    for part in std::iter::once(token).chain(parts.iter().copied()) {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hasher.finalize().into()
+}
+
 /// `cache:` in a provider's config.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -191,7 +204,16 @@ impl RemoteResultCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Validated, AuthError>>,
     {
-        let key = token_hash(token);
+        self.get_or_validate_key(token_hash(token), validate).await
+    }
+
+    /// [`RemoteResultCache::get_or_validate`] under a key the caller computed
+    /// (see [`request_key`]); never the token itself.
+    pub async fn get_or_validate_key<F, Fut>(&self, key: TokenHash, validate: F) -> Result<Principal, AuthError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Validated, AuthError>>,
+    {
         if let Some(negative) = &self.negative {
             if let Some(hit) = negative.get(&key).await {
                 metrics::counter!("tokengate_result_cache_total", "result" => "negative_hit").increment(1);

@@ -4,19 +4,63 @@
 //! objects (`realm_access.roles`, `resource_access.my-app.roles`); `\.` is a
 //! literal dot, and a top-level key spelled exactly like the whole path wins
 //! (so `https://example.com/roles` style keys need no escaping). Values:
-//! a list keeps its string items, a string splits on whitespace (`scope`),
-//! numbers and booleans become strings, anything else is skipped.
+//! a list keeps its string items, numbers and booleans become strings,
+//! anything else is skipped, and a string is **one value** — except for
+//! claims that are lists by definition, which split on whitespace: `scope`
+//! and `scp` (RFC 8693 §4.2), and any claim the mapping marks with `split`:
+//!
+//! ```yaml
+//! claims_mapping:
+//!   sub: roles                              # "mallory admin" is one value, never `admin`
+//!   scope: scopes                           # "read write" -> [read, write]
+//!   groups_csv: {attribute: teams, split: true}   # a space-separated list claim
+//!   scp: {attribute: scopes, split: false}        # turn the default off
+//! ```
+//!
+//! Why not split every string, as Llama Stack does: identifiers (`sub`,
+//! `username`, GitHub's `login`) land in `roles` by default, and a user who
+//! can pick a name with a space in it would pick the role after the space.
+//!
+//! A claim the provider could not determine (see
+//! [`ClaimsMapping::apply_with_unknown`]) makes every attribute it feeds unknown.
 
 use crate::{Attributes, ConfigError};
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Claims whose string value is a space-separated list by definition.
+pub const LIST_CLAIMS: &[&str] = &["scope", "scp"];
+
+/// Claims that name someone or something rather than grant anything: an
+/// attribute filled from one holds whatever the identity provider let a user
+/// call themselves. `tokengate` warns when a route rule tests such an attribute.
+pub const IDENTIFIER_CLAIMS: &[&str] = &[
+    "sub",
+    "username",
+    "user_name",
+    "preferred_username",
+    "login",
+    "email",
+    "upn",
+    "unique_name",
+    "name",
+    "nickname",
+    "client_id",
+    "azp",
+    "oid",
+    "uid",
+    "id",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
     claim: String,
     path: Vec<String>,
     attribute: String,
+    /// Whether a string value is a whitespace-separated list.
+    split: bool,
 }
 
 /// A compiled `claims_mapping`; rules apply in config order.
@@ -33,15 +77,26 @@ impl ClaimsMapping {
         K: Into<String>,
         V: Into<String>,
     {
+        Self::with_split(pairs.into_iter().map(|(claim, attribute)| (claim, attribute, None)))
+    }
+
+    /// Compiles `(claim, attribute, split)`; `split: None` splits only [`LIST_CLAIMS`].
+    pub fn with_split<I, K, V>(entries: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V, Option<bool>)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
         let mut rules = Vec::new();
-        for (claim, attribute) in pairs {
+        for (claim, attribute, split) in entries {
             let claim = claim.into();
             let attribute = attribute.into();
             if attribute.trim().is_empty() {
                 return Err(ConfigError::new(claim.clone(), "the attribute name is empty"));
             }
             let path = split_path(&claim).map_err(|m| ConfigError::new(claim.clone(), m))?;
-            rules.push(Rule { claim, path, attribute });
+            let split = split.unwrap_or_else(|| LIST_CLAIMS.contains(&claim.as_str()));
+            rules.push(Rule { claim, path, attribute, split });
         }
         Ok(ClaimsMapping { rules })
     }
@@ -73,6 +128,35 @@ impl ClaimsMapping {
         self.rules.iter().map(|r| (r.claim.as_str(), r.attribute.as_str()))
     }
 
+    /// The claims among [`IDENTIFIER_CLAIMS`] that fill `attribute` (by the
+    /// claim's last path segment, so `user.login` counts too).
+    pub fn identifier_sources(&self, attribute: &str) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|r| r.attribute == attribute)
+            .filter(|r| r.path.last().is_some_and(|last| IDENTIFIER_CLAIMS.contains(&last.as_str())))
+            .map(|r| r.claim.as_str())
+            .collect()
+    }
+
+    /// [`ClaimsMapping::apply`] when some claims could not be determined:
+    /// an attribute any rule fills from one of `unknown_claims` (the claim
+    /// itself, or a path into it) is left out of the attributes and returned
+    /// as unknown — partly known is not known.
+    pub fn apply_with_unknown(&self, claims: &Value, unknown_claims: &[&str]) -> (Attributes, BTreeSet<String>) {
+        let mut attributes = self.apply(claims);
+        let unknown: BTreeSet<String> = self
+            .rules
+            .iter()
+            .filter(|r| unknown_claims.iter().any(|u| r.claim == *u || r.path.first().is_some_and(|p| p == u)))
+            .map(|r| r.attribute.clone())
+            .collect();
+        for name in &unknown {
+            attributes.remove(name);
+        }
+        (attributes, unknown)
+    }
+
     /// Maps `claims` into attributes: values appended per attribute, without duplicates.
     pub fn apply(&self, claims: &Value) -> Attributes {
         let mut out = Attributes::new();
@@ -90,15 +174,40 @@ impl ClaimsMapping {
     pub fn apply_traced(&self, claims: &Value, mut sink: impl FnMut(&str, &str, &str)) {
         for rule in &self.rules {
             let Some(value) = lookup(claims, &rule.claim, &rule.path) else { continue };
-            for_each_value(value, |v| sink(&rule.attribute, v, &rule.claim));
+            for_each_value(value, rule.split, |v| sink(&rule.attribute, v, &rule.claim));
         }
     }
 }
 
 impl<'de> Deserialize<'de> for ClaimsMapping {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let pairs = IndexMap::<String, String>::deserialize(d)?;
-        ClaimsMapping::new(pairs).map_err(|e| serde::de::Error::custom(format!("claim `{}`: {}", e.field, e.message)))
+        let entries = IndexMap::<String, Value>::deserialize(d)?;
+        let mut compiled = Vec::with_capacity(entries.len());
+        for (claim, value) in entries {
+            let bad = |m: &str| serde::de::Error::custom(format!("claim `{claim}`: {m}"));
+            let (attribute, split) = match value {
+                Value::String(attribute) => (attribute, None),
+                Value::Object(mut entry) => {
+                    if let Some(unknown) = entry.keys().find(|k| *k != "attribute" && *k != "split") {
+                        return Err(bad(&format!("unknown field `{unknown}`; an entry has `attribute` and `split`")));
+                    }
+                    let attribute = match entry.remove("attribute") {
+                        Some(Value::String(a)) => a,
+                        _ => return Err(bad("`attribute` (the attribute name) is required")),
+                    };
+                    let split = match entry.remove("split") {
+                        None => None,
+                        Some(Value::Bool(b)) => Some(b),
+                        Some(_) => return Err(bad("`split` must be true or false")),
+                    };
+                    (attribute, split)
+                }
+                _ => return Err(bad("must be an attribute name, or {attribute: NAME, split: true|false}")),
+            };
+            compiled.push((claim, attribute, split));
+        }
+        ClaimsMapping::with_split(compiled)
+            .map_err(|e| serde::de::Error::custom(format!("claim `{}`: {}", e.field, e.message)))
     }
 }
 
@@ -123,9 +232,12 @@ fn lookup<'a>(claims: &'a Value, key: &str, path: &[String]) -> Option<&'a Value
     Some(current)
 }
 
-fn for_each_value(value: &Value, mut f: impl FnMut(&str)) {
+fn for_each_value(value: &Value, split: bool, mut f: impl FnMut(&str)) {
     match value {
-        Value::String(s) => s.split_whitespace().for_each(f),
+        Value::String(s) if split => s.split_whitespace().for_each(f),
+        // One value, spaces and all: `"mallory admin"` is nobody's `admin`.
+        Value::String(s) if !s.trim().is_empty() => f(s),
+        Value::String(_) => {}
         Value::Array(items) => {
             for item in items {
                 // An empty or blank item names nothing: it must not become an
@@ -216,6 +328,60 @@ mod tests {
         assert_eq!(a["flag"], vec!["true"]);
         assert!(!a.contains_key("obj"));
         assert_eq!(a["list"], vec!["x", "y"]);
+    }
+
+    /// #11: `username: "mallory admin"` gave the role `admin`.
+    #[test]
+    fn identifiers_are_one_value_only_list_claims_split() {
+        let claims = json!({"sub": "u1", "username": "mallory admin", "scope": "read write", "scp": "a b",
+                            "groups_csv": "ml infra", "name": "Ada Lovelace"});
+        let a = ClaimsMapping::oauth2_default().apply(&claims);
+        assert_eq!(a["roles"], vec!["u1", "mallory admin"]);
+        let a = map(&[("scope", "scopes"), ("scp", "scp"), ("groups_csv", "teams"), ("name", "names")]).apply(&claims);
+        assert_eq!(a["scopes"], vec!["read", "write"]);
+        assert_eq!(a["scp"], vec!["a", "b"]);
+        assert_eq!(a["teams"], vec!["ml infra"], "not a list claim unless marked");
+        assert_eq!(a["names"], vec!["Ada Lovelace"]);
+        assert!(map(&[("sub", "roles")]).apply(&json!({"sub": "  "})).is_empty(), "blank is nothing");
+
+        let marked: ClaimsMapping = serde_json::from_value(json!({
+            "groups_csv": {"attribute": "teams", "split": true},
+            "scope": {"attribute": "scopes", "split": false},
+            "sub": "roles"
+        }))
+        .unwrap();
+        let a = marked.apply(&claims);
+        assert_eq!(a["teams"], vec!["ml", "infra"]);
+        assert_eq!(a["scopes"], vec!["read write"]);
+        assert_eq!(a["roles"], vec!["u1"]);
+        assert_eq!(marked.rules().map(|(c, _)| c).collect::<Vec<_>>(), ["groups_csv", "scope", "sub"]);
+
+        for (bad, needle) in [
+            (json!({"x": {"split": true}}), "`attribute`"),
+            (json!({"x": {"attribute": "a", "split": "yes"}}), "true or false"),
+            (json!({"x": {"attribute": "a", "spilt": true}}), "unknown field `spilt`"),
+            (json!({"x": 3}), "must be an attribute name"),
+        ] {
+            let e = serde_json::from_value::<ClaimsMapping>(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn identifier_sources_and_unknown_claims() {
+        let m = ClaimsMapping::github_default();
+        assert_eq!(m.identifier_sources("roles"), ["login"]);
+        assert!(m.identifier_sources("teams").is_empty());
+        assert_eq!(map(&[("user.email", "roles")]).identifier_sources("roles"), ["user.email"]);
+
+        let m = map(&[("login", "teams"), ("organizations", "teams"), ("login", "roles"), ("orgs.x", "other")]);
+        let claims = json!({"login": "octocat", "organizations": null});
+        let (a, unknown) = m.apply_with_unknown(&claims, &["organizations"]);
+        assert_eq!(a["roles"], vec!["octocat"]);
+        assert!(!a.contains_key("teams"), "partly known is unknown");
+        assert_eq!(unknown.into_iter().collect::<Vec<_>>(), ["teams"]);
+        let (_, unknown) = m.apply_with_unknown(&claims, &["orgs"]);
+        assert_eq!(unknown.into_iter().collect::<Vec<_>>(), ["other"]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 /// What a provider may know about the request that carried the token.
@@ -18,6 +18,12 @@ pub struct RequestContext {
     /// The TCP peer, when known.
     #[serde(skip)]
     pub peer: Option<SocketAddr>,
+    /// Lower-cased names of headers that came more than once. Joined in
+    /// `headers`, a repeat cannot be told from one value holding a comma;
+    /// identity headers (`upstream_header`) must refuse repeats, since a proxy
+    /// that appends instead of overwriting passes a client's own copy along.
+    #[serde(skip)]
+    pub repeated_headers: BTreeSet<String>,
 }
 
 /// Header names that carry credentials and never reach a provider's context.
@@ -38,13 +44,16 @@ impl RequestContext {
         if CREDENTIAL_HEADERS.contains(&name.as_str()) {
             return;
         }
-        self.headers
-            .entry(name)
-            .and_modify(|v| {
+        match self.headers.get_mut(&name) {
+            Some(v) => {
                 v.push_str(", ");
                 v.push_str(value);
-            })
-            .or_insert_with(|| value.to_string());
+                self.repeated_headers.insert(name);
+            }
+            None => {
+                self.headers.insert(name, value.to_string());
+            }
+        }
     }
 
     /// Parses a raw query string (`a=1&b=2&a=3`) into `params`.
@@ -82,6 +91,8 @@ mod tests {
         c.add_header("x-trace", "2");
         assert!(!c.headers.contains_key("authorization"));
         assert_eq!(c.headers["x-trace"], "1, 2");
+        assert!(c.repeated_headers.contains("x-trace"));
+        assert!(!c.repeated_headers.contains("authorization"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Transport settings shared by every provider that talks HTTP.
@@ -31,6 +32,9 @@ pub struct HttpClientOptions {
     /// Largest response body read from the identity service (default 1 MiB).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Most calls to the identity service in flight at once (default 64); see [`UpstreamLimit`].
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
 }
 
 fn default_true() -> bool {
@@ -45,6 +49,11 @@ fn default_timeout() -> Duration {
 fn default_max_response_bytes() -> usize {
     1024 * 1024
 }
+/// The default `max_concurrent_requests`.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
+fn default_max_concurrent_requests() -> usize {
+    DEFAULT_MAX_CONCURRENT_REQUESTS
+}
 
 impl Default for HttpClientOptions {
     fn default() -> Self {
@@ -54,6 +63,7 @@ impl Default for HttpClientOptions {
             connect_timeout: default_connect_timeout(),
             timeout: default_timeout(),
             max_response_bytes: default_max_response_bytes(),
+            max_concurrent_requests: default_max_concurrent_requests(),
         }
     }
 }
@@ -61,13 +71,39 @@ impl Default for HttpClientOptions {
 static INSECURE_WARNED: AtomicBool = AtomicBool::new(false);
 
 impl HttpClientOptions {
-    /// Builds the provider's client. `tls_cafile` is resolved by the caller.
+    /// Builds a client for requests that carry no credential (a key set,
+    /// OIDC discovery): redirects are followed within the same origin. Use
+    /// [`HttpClientOptions::build_credentialed_client`] for anything that sends
+    /// a token or a secret. `tls_cafile` is resolved by the caller.
     pub fn build_client(&self) -> Result<reqwest::Client, ConfigError> {
+        self.build(same_origin_redirects())
+    }
+
+    /// Builds a client for requests that carry a token or a secret (in a POST
+    /// body or an `Authorization` header): it follows no redirect at all.
+    ///
+    /// Why none, not "same origin only": a 307/308 re-sends the body, so any
+    /// redirect an endpoint (or whoever controls its responses) chooses gets
+    /// the client's token and tokengate's `client_secret` again, and a port on
+    /// the same host can be another service. Identity endpoints are configured
+    /// by their final URL; a 3xx answer is reported by the provider as an
+    /// unavailable service naming where it pointed (see [`redirect_failure`]).
+    pub fn build_credentialed_client(&self) -> Result<reqwest::Client, ConfigError> {
+        self.build(reqwest::redirect::Policy::none())
+    }
+
+    /// The cap on concurrent calls that goes with this provider's client.
+    pub fn build_limit(&self, provider: &'static str) -> Result<UpstreamLimit, ConfigError> {
+        UpstreamLimit::new(provider, self.max_concurrent_requests)
+    }
+
+    fn build(&self, redirects: reqwest::redirect::Policy) -> Result<reqwest::Client, ConfigError> {
         // A zero limit would fail every request and look like an outage; say so at startup.
         for (field, is_zero) in [
             ("timeout", self.timeout.is_zero()),
             ("connect_timeout", self.connect_timeout.is_zero()),
             ("max_response_bytes", self.max_response_bytes == 0),
+            ("max_concurrent_requests", self.max_concurrent_requests == 0),
         ] {
             if is_zero {
                 return Err(ConfigError::new(field, "must be more than 0"));
@@ -77,7 +113,9 @@ impl HttpClientOptions {
             .connect_timeout(self.connect_timeout)
             .timeout(self.timeout)
             .user_agent(concat!("tokengate/", env!("CARGO_PKG_VERSION")))
-            .redirect(same_host_redirects());
+            // The URL tokengate was configured with is nobody else's business.
+            .referer(false)
+            .redirect(redirects);
         if let Some(path) = &self.tls_cafile {
             let pem = std::fs::read(path)
                 .map_err(|e| ConfigError::new("tls_cafile", format!("cannot read {}: {e}", path.display())))?;
@@ -101,11 +139,13 @@ impl HttpClientOptions {
     }
 }
 
-/// Identity services move endpoints within their own host (`/jwks` →
-/// `/jwks.json`, http → https); anything else is refused, so a compromised or
-/// misconfigured endpoint cannot send tokengate — with its client credentials
-/// or `jwks.token` — somewhere else.
-fn same_host_redirects() -> reqwest::redirect::Policy {
+/// Key sets and discovery documents move within their own origin (`/jwks` →
+/// `/jwks.json`); anything else is refused, so a compromised or misconfigured
+/// endpoint cannot point tokengate somewhere else. The origin is compared
+/// whole — scheme, host and port — since another port on the same host is
+/// another service; the one exception is http → https on the same host with
+/// default ports, the upgrade every server does.
+fn same_origin_redirects() -> reqwest::redirect::Policy {
     reqwest::redirect::Policy::custom(|attempt| match redirect_refusal(attempt.previous(), attempt.url()) {
         Some(why) => attempt.error(why),
         None => attempt.follow(),
@@ -118,13 +158,112 @@ fn redirect_refusal(previous: &[reqwest::Url], next: &reqwest::Url) -> Option<&'
     let original = previous.first()?;
     // `previous` holds the original URL and every redirect followed so far.
     if previous.len() > 3 {
-        Some("more than 3 redirects")
-    } else if next.host_str() != original.host_str() {
-        Some("redirect to another host refused")
-    } else if original.scheme() == "https" && next.scheme() != "https" {
-        Some("redirect from https to http refused")
-    } else {
+        return Some("more than 3 redirects");
+    }
+    if original.scheme() == "https" && next.scheme() != "https" {
+        return Some("redirect from https to http refused");
+    }
+    let same_origin = next.origin() == original.origin();
+    let upgrade = original.scheme() == "http"
+        && next.scheme() == "https"
+        && next.host_str() == original.host_str()
+        && original.port().is_none()
+        && next.port().is_none();
+    if same_origin || upgrade {
         None
+    } else {
+        Some("redirect to another origin (scheme, host or port) refused")
+    }
+}
+
+/// The error for a 3xx answer to a request sent without following redirects:
+/// the service is misconfigured (or hijacked), not the token bad. `None` when
+/// `response` is no redirect. Only the target's origin is named: a query could
+/// hold anything.
+pub fn redirect_failure(what: &str, response: &reqwest::Response) -> Option<AuthError> {
+    let status = response.status();
+    if !status.is_redirection() {
+        return None;
+    }
+    let target = response
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|l| response.url().join(l).ok())
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|| "nowhere usable".to_string());
+    Some(AuthError::unavailable(format!(
+        "{what} answered {} redirecting to {target}; tokengate sends no token or secret after a redirect: \
+         configure the final URL",
+        status.as_u16()
+    )))
+}
+
+/// A cap on the calls one provider has in flight to its identity service.
+///
+/// Why: each new token the cache has not seen costs one upstream call, and
+/// anyone can make up tokens. Without a cap one client can hold every
+/// connection and use up the identity service's rate limit (GitHub's is per
+/// application) for everyone. At the cap a call waits at most
+/// [`UpstreamLimit::MAX_WAIT`] for a slot, then fails at once as
+/// *unavailable* (503 with `Retry-After`) instead of queueing without bound.
+/// Cheap to clone; clones share the cap.
+#[derive(Clone)]
+pub struct UpstreamLimit {
+    provider: &'static str,
+    max: usize,
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl std::fmt::Debug for UpstreamLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamLimit").field("max", &self.max).finish()
+    }
+}
+
+/// A slot taken from an [`UpstreamLimit`]; dropping it frees the slot.
+pub struct UpstreamPermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
+impl UpstreamLimit {
+    /// How long a call waits for a free slot before it is refused: long enough
+    /// to ride out a burst, short enough that nothing piles up behind a slow service.
+    pub const MAX_WAIT: Duration = Duration::from_millis(100);
+    /// The `Retry-After` given with a refusal.
+    pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+    pub fn new(provider: &'static str, max: usize) -> Result<Self, ConfigError> {
+        if max == 0 {
+            return Err(ConfigError::new("max_concurrent_requests", "must be more than 0"));
+        }
+        // tokio's semaphore holds at most usize::MAX >> 3 permits.
+        let max = max.min(tokio::sync::Semaphore::MAX_PERMITS);
+        Ok(UpstreamLimit { provider, max, slots: Arc::new(tokio::sync::Semaphore::new(max)) })
+    }
+
+    /// Takes a slot for one upstream exchange (hold it until the reply is read).
+    pub async fn acquire(&self, what: &str) -> Result<UpstreamPermit, AuthError> {
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(UpstreamPermit(permit));
+        }
+        if let Ok(Ok(permit)) = tokio::time::timeout(Self::MAX_WAIT, self.slots.clone().acquire_owned()).await {
+            return Ok(UpstreamPermit(permit));
+        }
+        metrics::counter!("tokengate_upstream_saturated_total", "provider" => self.provider).increment(1);
+        tracing::debug!(
+            provider = self.provider,
+            max = self.max,
+            "upstream call refused: max_concurrent_requests reached"
+        );
+        Err(AuthError::unavailable(format!(
+            "{what}: {} calls already in flight (max_concurrent_requests); try again shortly",
+            self.max
+        ))
+        .with_retry_after(Self::RETRY_AFTER))
+    }
+
+    /// Slots free now (for tests and metrics).
+    pub fn available(&self) -> usize {
+        self.slots.available_permits()
     }
 }
 
@@ -232,36 +371,151 @@ pub fn is_loopback(url: &url::Url) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::redirect_refusal;
+    use super::*;
     use reqwest::Url;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
 
     fn urls(list: &[&str]) -> Vec<Url> {
         list.iter().map(|u| Url::parse(u).unwrap()).collect()
     }
 
     #[test]
-    fn redirects_stay_on_the_host_never_downgrade_and_stop_after_three() {
+    fn redirects_stay_in_the_origin_never_downgrade_and_stop_after_three() {
         let next = |u: &str| Url::parse(u).unwrap();
+        let other = Some("redirect to another origin (scheme, host or port) refused");
         let one = urls(&["http://idp.test/jwks"]);
         assert_eq!(redirect_refusal(&one, &next("http://idp.test/jwks.json")), None);
+        assert_eq!(redirect_refusal(&one, &next("http://idp.test:80/jwks.json")), None, "the default port");
         assert_eq!(redirect_refusal(&one, &next("https://idp.test/jwks")), None, "upgrade is fine");
-        assert_eq!(redirect_refusal(&one, &next("http://idp.test:8443/jwks")), None, "same host, other port");
+        // Another port is another service (#11): the old rule compared hosts only.
+        assert_eq!(redirect_refusal(&one, &next("http://idp.test:8443/jwks")), other, "same host, other port");
+        assert_eq!(redirect_refusal(&one, &next("https://idp.test:8443/jwks")), other, "upgrade to another port");
         for elsewhere in ["http://evil.test/jwks", "http://idp.test.evil.test/jwks", "http://127.0.0.1/jwks"] {
-            assert_eq!(
-                redirect_refusal(&one, &next(elsewhere)),
-                Some("redirect to another host refused"),
-                "{elsewhere}"
-            );
+            assert_eq!(redirect_refusal(&one, &next(elsewhere)), other, "{elsewhere}");
         }
         let secure = urls(&["https://idp.test/jwks"]);
         assert_eq!(
             redirect_refusal(&secure, &next("http://idp.test/jwks")),
             Some("redirect from https to http refused")
         );
+        assert_eq!(redirect_refusal(&secure, &next("https://idp.test:444/jwks")), other);
         let two_followed = urls(&["http://idp.test/a", "http://idp.test/b", "http://idp.test/c"]);
         assert_eq!(redirect_refusal(&two_followed, &next("http://idp.test/d")), None, "the third redirect");
         let three_followed =
             urls(&["http://idp.test/a", "http://idp.test/b", "http://idp.test/c", "http://idp.test/d"]);
         assert_eq!(redirect_refusal(&three_followed, &next("http://idp.test/e")), Some("more than 3 redirects"));
+    }
+
+    /// A one-route HTTP server on 127.0.0.1: answers every request with
+    /// `reply(path)` and sends each raw request (head and body) down the channel.
+    async fn server(
+        reply: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let reply = Arc::new(reply);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (tx, reply) = (tx.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16 * 1024];
+                    let mut seen = Vec::new();
+                    // Read the head, then as much body as Content-Length says.
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        let text = String::from_utf8_lossy(&seen).to_string();
+                        let Some(head_end) = text.find("\r\n\r\n") else { continue };
+                        let length = text[..head_end]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                            })
+                            .and_then(|v| v.parse::<usize>().ok())
+                            .unwrap_or(0);
+                        if seen.len() < head_end + 4 + length {
+                            continue;
+                        }
+                        let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
+                        let _ = tx.send(text);
+                        let _ = socket.write_all(reply(&path).as_bytes()).await;
+                        return;
+                    }
+                });
+            }
+        });
+        (base, rx)
+    }
+
+    fn redirect_to(location: &str) -> String {
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+    }
+
+    fn ok_body(body: &str) -> String {
+        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_another_port_is_refused_and_never_reaches_it() {
+        let (other, mut other_seen) = server(|_| ok_body("{}")).await;
+        let target = format!("{other}/jwks");
+        let (origin, _seen) = server(move |_| redirect_to(&target)).await;
+        let client = HttpClientOptions::default().build_client().unwrap();
+        let err = client.get(format!("{origin}/jwks")).send().await.unwrap_err();
+        assert!(err.is_redirect(), "{err}");
+        assert!(other_seen.try_recv().is_err(), "the other port was asked");
+    }
+
+    #[tokio::test]
+    async fn a_followed_redirect_sends_no_referer() {
+        let (origin, mut seen) =
+            server(|path| if path.starts_with("/a") { redirect_to("/b") } else { ok_body("{}") }).await;
+        let client = HttpClientOptions::default().build_client().unwrap();
+        let res = client.get(format!("{origin}/a?x=1")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let _first = seen.recv().await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
+        assert!(second.starts_with("GET /b "), "{second}");
+        assert!(!second.to_ascii_lowercase().contains("referer"), "{second}");
+    }
+
+    #[tokio::test]
+    async fn the_credentialed_client_follows_no_redirect_even_within_the_origin() {
+        let (origin, mut seen) = server(|path| if path == "/a" { redirect_to("/b") } else { ok_body("{}") }).await;
+        let client = HttpClientOptions::default().build_credentialed_client().unwrap();
+        let res = client.post(format!("{origin}/a")).body("token=secret-body").send().await.unwrap();
+        assert_eq!(res.status(), 307);
+        let err = redirect_failure("introspection endpoint 127.0.0.1", &res).unwrap();
+        assert!(err.is_unavailable());
+        assert!(err.detail().contains(&format!("redirecting to {origin}")), "{err}");
+        let _first = seen.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(seen.try_recv().is_err(), "the body was sent a second time");
+        assert!(redirect_failure("x", &client.get(format!("{origin}/b")).send().await.unwrap()).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_limit_refuses_quickly_past_max_and_frees_slots() {
+        assert!(UpstreamLimit::new("t", 0).is_err());
+        let limit = UpstreamLimit::new("t", 2).unwrap();
+        let a = limit.acquire("x").await.unwrap();
+        let _b = limit.acquire("x").await.unwrap();
+        let started = std::time::Instant::now();
+        let err = limit.acquire("upstream").await.err().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(err.is_unavailable());
+        assert_eq!(err.retry_after(), Some(UpstreamLimit::RETRY_AFTER));
+        assert!(err.detail().contains("max_concurrent_requests"), "{err}");
+        drop(a);
+        assert!(limit.acquire("x").await.is_ok(), "a freed slot is reusable");
+        let zero = HttpClientOptions { max_concurrent_requests: 0, ..Default::default() };
+        assert_eq!(zero.build_client().unwrap_err().field, "max_concurrent_requests");
     }
 }

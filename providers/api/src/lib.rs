@@ -17,17 +17,20 @@ mod secret;
 mod shared;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
-pub use cache::{token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
-pub use claims::{claim_at_path, ClaimsMapping};
+pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
+pub use claims::{claim_at_path, ClaimsMapping, IDENTIFIER_CLAIMS, LIST_CLAIMS};
 pub use context::{RequestContext, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind};
-pub use http::{host_of, is_loopback, read_body_limited, read_json_limited, HttpClientOptions, HttpFailure};
+pub use http::{
+    host_of, is_loopback, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions, HttpFailure,
+    UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
+};
 pub use secret::Secret;
 pub use shared::{shared_scope, SharedHit, SharedResultStore, SharedResults};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use async_trait::async_trait as provider_trait;
@@ -43,16 +46,44 @@ pub struct Principal {
     pub principal: String,
     #[serde(default)]
     pub attributes: Attributes,
+    /// Attributes the provider could not determine (GitHub organizations for a
+    /// token without `read:org`, or more pages than `max_org_pages`).
+    ///
+    /// Unknown is not empty: an attribute listed here is absent from
+    /// `attributes`, and every route-policy condition that reads it comes out
+    /// on the refusing side (a `forbid` refuses, a `permit` does not permit),
+    /// so nobody escapes a `forbid` by choosing a token that hides what it
+    /// would match. Left out of JSON when empty, so the usual shape is unchanged.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unknown_attributes: BTreeSet<String>,
 }
 
 impl Principal {
     pub fn new(principal: impl Into<String>) -> Self {
-        Principal { principal: principal.into(), attributes: Attributes::new() }
+        Principal { principal: principal.into(), ..Default::default() }
     }
 
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes = attributes;
+        for name in &self.unknown_attributes {
+            self.attributes.remove(name);
+        }
         self
+    }
+
+    /// Marks attributes as unknown, dropping whatever values they had.
+    pub fn with_unknown_attributes<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        for name in names {
+            let name = name.into();
+            self.attributes.remove(&name);
+            self.unknown_attributes.insert(name);
+        }
+        self
+    }
+
+    /// Whether `attribute` could not be determined.
+    pub fn is_unknown(&self, attribute: &str) -> bool {
+        self.unknown_attributes.contains(attribute)
     }
 }
 
@@ -97,6 +128,14 @@ pub trait AuthProvider: Send + Sync + 'static {
     /// which claim and rule produced each attribute value.
     fn claims_mapping(&self) -> Option<&ClaimsMapping> {
         None
+    }
+
+    /// The claims mapping that fills this provider's attributes, whatever it
+    /// maps from (a JWT, an introspection answer, GitHub's user, a
+    /// TokenReview), for start-up lints such as "a route rule tests `roles`,
+    /// which the mapping fills from `sub`". Default: [`AuthProvider::claims_mapping`].
+    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
+        self.claims_mapping()
     }
 
     /// Whether a request must carry a token for this provider to judge it.

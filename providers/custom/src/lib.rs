@@ -23,10 +23,19 @@
 //! - any other status: the endpoint rejected the token (401), quoting its
 //!   `message` (or `error.message`, `detail`) when it gave one.
 //!
-//! Caching: results are cached by token hash only (`cache.ttl`, default 60s;
-//! rejections for `cache.negative_ttl`). **The request context is not part of
-//! the key**: if the endpoint's verdict depends on the path, headers or
-//! parameters, set `cache: {enabled: false}` so it is asked every time.
+//! Caching: **off by default**, since the endpoint sees the request's path and
+//! may decide per request (a verdict for `/public` must not be reused for
+//! `/admin`). With a `cache:` section (`enabled` then defaults to true) results
+//! are cached under the token *and the request's method and path*
+//! (`cache.ttl`, default 60s; rejections for `cache.negative_ttl`). Headers and
+//! query parameters are not part of the key: an endpoint that decides on
+//! those must be left uncached.
+//!
+//! Redirects are never followed: the body carries the client's token, and a
+//! 307/308 would send it again to wherever the reply points. A 3xx answer is
+//! *unavailable* (configure the final URL). At most `max_concurrent_requests`
+//! calls (default 64) are in flight at once; past that a request fails at
+//! once with 503 and `Retry-After`, so made-up tokens cannot flood the endpoint.
 //!
 //! Metrics: `tokengate_idp_fetches_total{provider="custom", kind="endpoint"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
@@ -42,9 +51,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::{
-    host_of, is_loopback, parse_provider_config, read_body_limited, Attributes, AuthError, AuthProvider, BuildContext,
-    CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder,
-    RemoteResultCache, RequestContext, Validated,
+    host_of, is_loopback, parse_provider_config, read_body_limited, redirect_failure, request_key, Attributes,
+    AuthError, AuthProvider, BuildContext, CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure,
+    Principal, ProviderBuilder, RemoteResultCache, RequestContext, UpstreamLimit, Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -78,8 +87,11 @@ pub struct CustomConfig {
     /// Largest reply read (default 1 MiB).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
-    /// Result cache (default on, ttl 60s). Keyed by token only — see the crate docs.
-    #[serde(default)]
+    /// Most calls to the endpoint in flight at once (default 64); more fail with 503.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
+    /// Result cache: off without this section; keyed by token, method and path — see the crate docs.
+    #[serde(default = "CacheConfig::disabled")]
     pub cache: CacheConfig,
 }
 
@@ -95,6 +107,9 @@ fn default_connect_timeout() -> Duration {
 fn default_max_response_bytes() -> usize {
     HttpClientOptions::default().max_response_bytes
 }
+fn default_max_concurrent_requests() -> usize {
+    HttpClientOptions::default().max_concurrent_requests
+}
 
 impl CustomConfig {
     /// A config for `endpoint` with every other field at its default.
@@ -107,7 +122,8 @@ impl CustomConfig {
             timeout: http.timeout,
             connect_timeout: http.connect_timeout,
             max_response_bytes: http.max_response_bytes,
-            cache: CacheConfig::default(),
+            max_concurrent_requests: http.max_concurrent_requests,
+            cache: CacheConfig::disabled(),
         }
     }
 }
@@ -122,6 +138,7 @@ impl fmt::Debug for CustomConfig {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("max_concurrent_requests", &self.max_concurrent_requests)
             .field("cache", &self.cache)
             .finish()
     }
@@ -148,6 +165,7 @@ pub struct CustomProvider {
     host: String,
     client: reqwest::Client,
     max_response_bytes: usize,
+    limit: UpstreamLimit,
     cache: RemoteResultCache,
 }
 
@@ -171,19 +189,21 @@ impl CustomProvider {
                 "custom endpoint is plain http: API keys cross the network unencrypted"
             );
         }
-        let client = HttpClientOptions {
+        let http = HttpClientOptions {
             verify_tls: cfg.verify_tls,
             tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
             connect_timeout: cfg.connect_timeout,
             timeout: cfg.timeout,
             max_response_bytes: cfg.max_response_bytes,
-        }
-        .build_client()?;
+            max_concurrent_requests: cfg.max_concurrent_requests,
+        };
+        let client = http.build_credentialed_client()?;
         Ok(CustomProvider {
             endpoint,
             host,
             client,
             max_response_bytes: cfg.max_response_bytes,
+            limit: http.build_limit(TYPE_NAME)?,
             cache: RemoteResultCache::new(&cfg.cache).with_shared(ctx),
         })
     }
@@ -244,6 +264,7 @@ impl CustomProvider {
                 params: llama_stack_params(&ctx.params),
             },
         };
+        let _slot = self.limit.acquire(&what).await?;
         let response = self
             .client
             .post(self.endpoint.clone())
@@ -252,6 +273,9 @@ impl CustomProvider {
             .await
             // `without_url`: the host is already in `what`, and the URL may hold a password.
             .map_err(|e| HttpFailure::from_reqwest(&what, &e.without_url()))?;
+        if let Some(err) = redirect_failure(&what, &response) {
+            return Err(err);
+        }
         let status = response.status();
         if status == StatusCode::OK {
             let body = read_body_limited(&what, response, self.max_response_bytes).await?;
@@ -294,7 +318,9 @@ impl AuthProvider for CustomProvider {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the bearer token is empty"));
         }
-        self.cache.get_or_validate(token, || self.ask(token, ctx)).await
+        // The endpoint sees the path, so its verdict is the path's (see the crate docs).
+        let key = request_key(token, &[&ctx.method, &ctx.path]);
+        self.cache.get_or_validate_key(key, || self.ask(token, ctx)).await
     }
 
     fn error_message(&self) -> String {

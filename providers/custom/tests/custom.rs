@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::{AuthError, AuthProvider, BuildContext, DynProvider, ErrorKind, ProviderBuilder, RequestContext};
 use tokengate_custom::{CustomBuilder, CustomConfig, CustomProvider};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{body_partial_json, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const TOKEN: &str = "sk-live-4f6b1c0e9d";
@@ -251,7 +251,7 @@ async fn concurrent_same_token_makes_one_upstream_call() {
         ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})).set_delay(Duration::from_millis(200)),
     )
     .await;
-    let p = provider(&server, json!({}));
+    let p = provider(&server, json!({"cache": {}}));
     let mut tasks = Vec::new();
     for _ in 0..200 {
         let p = Arc::clone(&p);
@@ -270,7 +270,7 @@ async fn concurrent_same_token_makes_one_upstream_call() {
 async fn rejections_are_negatively_cached() {
     let server = MockServer::start().await;
     mount(&server, ResponseTemplate::new(401)).await;
-    let p = provider(&server, json!({}));
+    let p = provider(&server, json!({"cache": {"enabled": true}}));
     for _ in 0..3 {
         let err = p.validate(TOKEN, &context()).await.unwrap_err();
         assert_kind(&err, ErrorKind::InvalidToken);
@@ -298,6 +298,123 @@ async fn cache_disabled_asks_every_time() {
         p.validate(TOKEN, &context()).await.unwrap();
     }
     assert_eq!(requests(&server).await, 3);
+}
+
+fn at(path: &str) -> RequestContext {
+    RequestContext::new("GET", path)
+}
+
+/// #11: the endpoint sees the path and may decide per path; a verdict for
+/// `/public` must never answer for `/admin`.
+#[tokio::test]
+async fn verdicts_are_per_path_uncached_by_default() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth"))
+        .and(body_partial_json(json!({"request": {"path": "/public"}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})))
+        .mount(&server)
+        .await;
+    mount(&server, ResponseTemplate::new(403).set_body_json(json!({"message": "not on this path"}))).await;
+
+    let p = provider(&server, json!({}));
+    assert_eq!(p.validate(TOKEN, &at("/public")).await.unwrap().principal, "alice");
+    let err = p.validate(TOKEN, &at("/admin")).await.unwrap_err();
+    assert_kind(&err, ErrorKind::InvalidToken);
+    assert!(err.detail().contains("not on this path"), "{err}");
+    p.validate(TOKEN, &at("/public")).await.unwrap();
+    assert_eq!(requests(&server).await, 3, "no cache unless asked for");
+
+    // Turned on, the cache keys on method and path as well as the token.
+    let server2 = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth"))
+        .and(body_partial_json(json!({"request": {"path": "/public"}})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})))
+        .mount(&server2)
+        .await;
+    mount(&server2, ResponseTemplate::new(403)).await;
+    let cached = provider(&server2, json!({"cache": {"ttl": "60s"}}));
+    for _ in 0..2 {
+        cached.validate(TOKEN, &at("/public")).await.unwrap();
+    }
+    assert_eq!(requests(&server2).await, 1, "the same request is a hit");
+    assert_kind(&cached.validate(TOKEN, &at("/admin")).await.unwrap_err(), ErrorKind::InvalidToken);
+    cached.validate(TOKEN, &RequestContext::new("POST", "/public")).await.unwrap();
+    assert_eq!(requests(&server2).await, 3, "another path or method asks again");
+}
+
+/// #11: a 307/308 would re-send the token in the body; none is followed,
+/// not to another port on the same host, not even within the origin.
+#[tokio::test]
+async fn redirects_are_never_followed() {
+    let elsewhere = MockServer::start().await;
+    mount(&elsewhere, ResponseTemplate::new(200).set_body_json(json!({"principal": "mallory"}))).await;
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/auth"))
+        .respond_with(ResponseTemplate::new(307).insert_header("location", format!("{}/auth", elsewhere.uri())))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/moved"))
+        .respond_with(ResponseTemplate::new(308).insert_header("location", "/auth2"))
+        .mount(&server)
+        .await;
+    let p = provider(&server, json!({}));
+    let err = p.validate(TOKEN, &context()).await.unwrap_err();
+    assert_kind(&err, ErrorKind::Unavailable);
+    assert!(err.detail().contains(&format!("307 redirecting to {}", elsewhere.uri())), "{err}");
+    assert_eq!(requests(&elsewhere).await, 0, "the token went to the other port");
+
+    let cfg = CustomConfig::new(format!("{}/moved", server.uri()));
+    let same = CustomProvider::new(cfg, &BuildContext::default()).unwrap();
+    assert_kind(&same.validate(TOKEN, &context()).await.unwrap_err(), ErrorKind::Unavailable);
+    assert_eq!(requests(&server).await, 2, "the same-origin redirect was not followed either");
+}
+
+/// #11: every made-up token costs an upstream call; past
+/// `max_concurrent_requests` the excess is refused at once with 503.
+#[tokio::test]
+async fn excess_concurrent_calls_are_unavailable_at_once() {
+    let server = MockServer::start().await;
+    mount(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"})).set_delay(Duration::from_millis(1500)),
+    )
+    .await;
+    let p = provider(&server, json!({"max_concurrent_requests": 4}));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let p = Arc::clone(&p);
+        tasks.push(tokio::spawn(async move {
+            let outcome = p.validate(&format!("{TOKEN}-{i}"), &context()).await;
+            (outcome, started.elapsed())
+        }));
+    }
+    let mut refused = Vec::new();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (Ok(_), _) => ok += 1,
+            (Err(e), when) => refused.push((e, when)),
+        }
+    }
+    assert_eq!(ok, 4);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (err, when) = &refused[0];
+    assert_kind(err, ErrorKind::Unavailable);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    assert!(err.detail().contains("max_concurrent_requests"), "{err}");
+    assert!(*when < Duration::from_millis(1000), "the excess waited for the slow endpoint: {when:?}");
+    assert_eq!(requests(&server).await, 4, "the excess never reached the endpoint");
+    let Err(e) = CustomBuilder
+        .build(json!({"endpoint": "http://127.0.0.1:1", "max_concurrent_requests": 0}), &BuildContext::default())
+    else {
+        panic!("0 accepted")
+    };
+    assert_eq!(e.field, "max_concurrent_requests");
 }
 
 #[tokio::test]

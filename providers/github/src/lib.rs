@@ -16,12 +16,16 @@
 //! `X-RateLimit-Remaining: 0` or `Retry-After`, or any `429`), `5xx`, timeouts and
 //! unusable replies are *unavailable*, with `retry_after` when GitHub said when.
 //!
-//! **Organizations without `read:org`:** classic tokens lacking the `read:org`
-//! (or `user`) scope get `403` from `/user/orgs`. That is not a reason to refuse
-//! a token GitHub just accepted, so organizations are then treated as empty (the
-//! user simply gets no team attributes) and the fact is logged at debug level.
-//! Other `/user/orgs` failures do fail the validation, since attributes that
-//! silently vanish during an outage would change access decisions.
+//! **Organizations that cannot be read are unknown, not empty.** Classic tokens
+//! lacking the `read:org` (or `user`) scope get `403` from `/user/orgs`; a user
+//! in more organizations than `max_org_pages` pages hold would get a partial
+//! list; `max_org_pages: 0` reads none. The token is still accepted (GitHub
+//! just vouched for it), but every attribute `claims_mapping` fills from
+//! `organizations` (default `teams`) is left out of `attributes` and listed in
+//! the principal's `unknown_attributes`, so route-policy conditions on it fail
+//! closed: otherwise a contractor escapes `forbid: {attribute: teams, all_of:
+//! [contractors]}` by choosing a token without `read:org`. Other `/user/orgs`
+//! failures (rate limits, 5xx) fail the validation as *unavailable*.
 //!
 //! A token's expiry, when GitHub reports one (`GitHub-Authentication-Token-Expiration`),
 //! bounds how long its result is cached.
@@ -38,9 +42,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig, ClaimsMapping,
-    ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder, RemoteResultCache,
-    RequestContext, Validated,
+    parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
+    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder,
+    RemoteResultCache, RequestContext, UpstreamLimit, Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -92,6 +96,9 @@ pub struct GitHubConfig {
     /// Most `/user/orgs` pages of 100 read (default 10; 0 skips organizations).
     #[serde(default = "default_max_org_pages")]
     pub max_org_pages: usize,
+    /// Most token lookups in flight to GitHub at once (default 64); more fail with 503.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
 }
 
 fn default_base_url() -> String {
@@ -112,6 +119,9 @@ fn default_max_response_bytes() -> usize {
 fn default_max_org_pages() -> usize {
     10
 }
+fn default_max_concurrent_requests() -> usize {
+    HttpClientOptions::default().max_concurrent_requests
+}
 
 impl Default for GitHubConfig {
     fn default() -> Self {
@@ -126,6 +136,7 @@ impl Default for GitHubConfig {
             max_response_bytes: http.max_response_bytes,
             cache: CacheConfig::default(),
             max_org_pages: default_max_org_pages(),
+            max_concurrent_requests: http.max_concurrent_requests,
         }
     }
 }
@@ -155,6 +166,7 @@ pub struct GitHubProvider {
     claims_mapping: ClaimsMapping,
     max_response_bytes: usize,
     max_org_pages: usize,
+    limit: UpstreamLimit,
     cache: CacheHandle,
 }
 
@@ -196,14 +208,16 @@ impl GitHubProvider {
         if !base_url.username().is_empty() || base_url.password().is_some() {
             return Err(ConfigError::new(field, "must not contain credentials"));
         }
-        let client = HttpClientOptions {
+        let http = HttpClientOptions {
             verify_tls: cfg.verify_tls,
             tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
             connect_timeout: cfg.connect_timeout,
             timeout: cfg.timeout,
             max_response_bytes: cfg.max_response_bytes,
-        }
-        .build_client()?;
+            max_concurrent_requests: cfg.max_concurrent_requests,
+        };
+        // Every request carries the token in `Authorization`: no redirects.
+        let client = http.build_credentialed_client()?;
         Ok(GitHubProvider {
             base: trimmed.to_string(),
             base_url,
@@ -211,13 +225,17 @@ impl GitHubProvider {
             claims_mapping: cfg.claims_mapping,
             max_response_bytes: cfg.max_response_bytes,
             max_org_pages: cfg.max_org_pages,
+            limit: http.build_limit(TYPE_NAME)?,
             cache: CacheHandle(RemoteResultCache::new(&cfg.cache).with_shared(ctx)),
         })
     }
 
     async fn lookup(&self, token: &str) -> Result<Validated, AuthError> {
+        // One slot for the whole lookup (/user and every /user/orgs page).
+        let _slot = self.limit.acquire("GitHub").await?;
         let (user, expires_at) = self.fetch_user(token).await?;
         let organizations = self.fetch_orgs(token).await?;
+        let unknown: &[&str] = if organizations.is_none() { &["organizations"] } else { &[] };
         let claims = json!({
             "login": user.login,
             "id": user.id,
@@ -225,8 +243,9 @@ impl GitHubProvider {
             "email": user.email,
             "organizations": organizations,
         });
-        let attributes = self.claims_mapping.apply(&claims);
-        Ok(Validated { principal: Principal::new(user.login).with_attributes(attributes), expires_at })
+        let (attributes, unknown) = self.claims_mapping.apply_with_unknown(&claims, unknown);
+        let principal = Principal::new(user.login).with_attributes(attributes).with_unknown_attributes(unknown);
+        Ok(Validated { principal, expires_at })
     }
 
     /// A GET carrying the token and GitHub's recommended headers.
@@ -304,10 +323,12 @@ impl GitHubProvider {
         Ok((user, expires_at))
     }
 
-    async fn fetch_orgs(&self, token: &str) -> Result<Vec<String>, AuthError> {
+    /// Every organization's login, or `None` when the list cannot be known
+    /// whole (see the crate docs).
+    async fn fetch_orgs(&self, token: &str) -> Result<Option<Vec<String>>, AuthError> {
         let mut organizations = Vec::new();
         if self.max_org_pages == 0 {
-            return Ok(organizations);
+            return Ok(None);
         }
         let endpoint = "/user/orgs";
         let mut next = Some(self.url(&format!("{endpoint}?per_page={ORGS_PER_PAGE}"))?);
@@ -316,9 +337,9 @@ impl GitHubProvider {
             if pages == self.max_org_pages {
                 tracing::warn!(
                     max_org_pages = self.max_org_pages,
-                    "GitHub /user/orgs has more pages than max_org_pages; the remaining organizations are ignored"
+                    "GitHub /user/orgs has more pages than max_org_pages; organizations are unknown for this token"
                 );
-                break;
+                return Ok(None);
             }
             pages += 1;
             let response = self.send("orgs", endpoint, self.get(url, token)?).await?;
@@ -327,9 +348,9 @@ impl GitHubProvider {
             match outcome? {
                 OrgsPage::Forbidden => {
                     tracing::debug!(
-                        "GitHub refused /user/orgs (403): the token lacks read:org; organizations treated as empty"
+                        "GitHub refused /user/orgs (403): the token lacks read:org; organizations are unknown"
                     );
-                    return Ok(Vec::new());
+                    return Ok(None);
                 }
                 OrgsPage::Page { logins, next: link } => {
                     organizations.extend(logins);
@@ -337,7 +358,7 @@ impl GitHubProvider {
                 }
             }
         }
-        Ok(organizations)
+        Ok(Some(organizations))
     }
 
     async fn read_orgs_page(
@@ -374,6 +395,9 @@ impl GitHubProvider {
 
     /// Words a non-200 answer from GitHub.
     async fn failure(&self, endpoint: &str, token: &str, response: reqwest::Response) -> AuthError {
+        if let Some(err) = redirect_failure(&format!("GitHub {endpoint}"), &response) {
+            return err;
+        }
         let status = response.status();
         let code = status.as_u16();
         let limited = rate_limit(status, response.headers());
@@ -465,6 +489,10 @@ impl AuthProvider for GitHubProvider {
 
     fn accepts(&self) -> String {
         "GitHub access tokens".to_string()
+    }
+
+    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
+        Some(&self.claims_mapping)
     }
 }
 

@@ -166,8 +166,9 @@ async fn claims_object_has_id_name_email() {
     );
     let who = validate(&p).await.unwrap();
     assert_eq!(who.attributes["uid"], vec!["1"]);
-    // A string claim splits on whitespace, as Llama Stack's mapping does.
-    assert_eq!(who.attributes["names"], vec!["monalisa", "octocat"]);
+    // #11: a string claim is one value (Llama Stack split it on whitespace);
+    // only list claims (scope, scp, or marked `split: true`) split.
+    assert_eq!(who.attributes["names"], vec!["monalisa octocat"]);
     assert_eq!(who.attributes["emails"], vec!["octocat@github.com"]);
     assert_eq!(who.attributes["orgs"].len(), 4);
     assert!(!who.attributes.contains_key("roles"));
@@ -177,14 +178,25 @@ async fn claims_object_has_id_name_email() {
 async fn max_org_pages_bounds_pagination() {
     let server = MockServer::start().await;
     mount_github(&server).await;
+    // #11: a partial list is not the list: the organizations are unknown.
     let who = validate(&provider(&server, json!({"max_org_pages": 2}))).await.unwrap();
-    assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team"]);
+    assert!(!who.attributes.contains_key("teams"), "{who:?}");
+    assert!(who.is_unknown("teams"));
     assert_eq!(count(&server, "/user/orgs").await, 2);
+
+    let server = MockServer::start().await;
+    mount_github(&server).await;
+    let who = validate(&provider(&server, json!({"max_org_pages": 3}))).await.unwrap();
+    assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team", "infra"]);
+    assert!(who.unknown_attributes.is_empty());
+    let shown = serde_json::to_value(&who).unwrap();
+    assert!(shown.get("unknown_attributes").is_none(), "the usual JSON shape is unchanged: {shown}");
 
     let server = MockServer::start().await;
     mount_github(&server).await;
     let who = validate(&provider(&server, json!({"max_org_pages": 0}))).await.unwrap();
     assert!(!who.attributes.contains_key("teams"));
+    assert!(who.is_unknown("teams"), "organizations not read are not known either");
     assert_eq!(count(&server, "/user/orgs").await, 0);
 }
 
@@ -295,8 +307,11 @@ async fn forbidden_without_rate_limit_is_the_tokens_fault() {
     assert_eq!(err.detail(), "GitHub refused the token access to /user (403 Resource not accessible by integration)");
 }
 
+/// #11: a 403 from /user/orgs used to mean "no organizations", so a
+/// contractor escaped `forbid: {attribute: teams, ...}` with a token lacking
+/// read:org. The attributes mapped from organizations are now unknown.
 #[tokio::test]
-async fn orgs_forbidden_without_read_org_means_no_organizations() {
+async fn orgs_forbidden_without_read_org_makes_teams_unknown() {
     let server = MockServer::start().await;
     github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
@@ -311,6 +326,10 @@ async fn orgs_forbidden_without_read_org_means_no_organizations() {
     assert_eq!(who.principal, "octocat");
     assert_eq!(who.attributes["roles"], vec!["octocat"]);
     assert!(!who.attributes.contains_key("teams"));
+    assert!(who.is_unknown("teams"), "{who:?}");
+    assert!(!who.is_unknown("roles"));
+    let shown = serde_json::to_value(&who).unwrap();
+    assert_eq!(shown["unknown_attributes"], json!(["teams"]));
 }
 
 #[tokio::test]
@@ -414,6 +433,46 @@ async fn concurrent_validations_share_one_lookup() {
     }
     assert_eq!(count(&server, "/user").await, 1);
     assert_eq!(count(&server, "/user/orgs").await, 1);
+}
+
+/// #11: each made-up token is a lookup at GitHub, whose rate limit is shared
+/// by everyone; past `max_concurrent_requests` the excess is refused at once.
+#[tokio::test]
+async fn excess_concurrent_lookups_are_unavailable_at_once() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/user"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_millis(1500)))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .mount(&server)
+        .await;
+    let p = provider(&server, json!({"max_concurrent_requests": 2, "cache": {"enabled": false}}));
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move {
+                let outcome = p.validate(&format!("ghp_{i:036}"), &RequestContext::new("GET", "/")).await;
+                (outcome, started.elapsed())
+            })
+        })
+        .collect();
+    let mut refused = Vec::new();
+    for t in tasks {
+        if let (Err(e), when) = t.await.unwrap() {
+            refused.push((e, when));
+        }
+    }
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    let (err, when) = &refused[0];
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.retry_after().is_some());
+    assert!(*when < Duration::from_millis(1000), "the excess waited: {when:?}");
+    assert_eq!(count(&server, "/user").await, 2);
 }
 
 #[tokio::test]

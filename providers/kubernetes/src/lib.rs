@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokengate_api::{
-    parse_provider_config, read_body_limited, AuthError, AuthProvider, BuildContext, CacheConfig, ClaimsMapping,
-    ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder, RemoteResultCache,
-    RequestContext, Secret, Validated,
+    parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
+    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder,
+    RemoteResultCache, RequestContext, Secret, UpstreamLimit, Validated,
 };
 use url::Url;
 
@@ -94,8 +94,14 @@ pub struct KubernetesConfig {
     pub timeout: Duration,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Most reviews in flight to the API server at once (default 64); more fail with 503.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
 }
 
+fn default_max_concurrent_requests() -> usize {
+    HttpClientOptions::default().max_concurrent_requests
+}
 fn default_true() -> bool {
     true
 }
@@ -185,6 +191,7 @@ pub struct KubernetesProvider {
     mapping: ClaimsMapping,
     client: reqwest::Client,
     max_response_bytes: usize,
+    limit: UpstreamLimit,
     cache: RemoteResultCache,
 }
 
@@ -264,8 +271,10 @@ impl KubernetesProvider {
             connect_timeout: config.connect_timeout,
             timeout: config.timeout,
             max_response_bytes: config.max_response_bytes,
+            max_concurrent_requests: config.max_concurrent_requests,
         };
-        let client = http.build_client()?;
+        // Reviews carry a bearer token (the client's or tokengate's own): no redirects.
+        let client = http.build_credentialed_client()?;
         Ok(KubernetesProvider {
             base: base.as_str().trim_end_matches('/').to_string(),
             review_url,
@@ -275,6 +284,7 @@ impl KubernetesProvider {
             mapping: config.claims_mapping.unwrap_or_else(default_claims_mapping),
             client,
             max_response_bytes: config.max_response_bytes,
+            limit: http.build_limit("kubernetes")?,
             cache: RemoteResultCache::new(&config.cache).with_shared(ctx),
         })
     }
@@ -290,6 +300,7 @@ impl KubernetesProvider {
 
     async fn review(&self, token: &str) -> Result<Validated, AuthError> {
         let what = self.what();
+        let _slot = self.limit.acquire(&what).await?;
         let request = match (&self.review, &self.reviewer) {
             (ReviewMode::TokenReview, Some(reviewer)) => {
                 let mut spec = json!({ "token": token });
@@ -313,6 +324,10 @@ impl KubernetesProvider {
                 return Err(HttpFailure::from_reqwest(&what, &e).into());
             }
         };
+        if let Some(err) = redirect_failure(&what, &response) {
+            self.record("error", started);
+            return Err(err);
+        }
         let status = response.status();
         let retry_after = retry_after(response.headers());
         let body = read_body_limited(&what, response, self.max_response_bytes).await;
@@ -490,6 +505,12 @@ impl AuthProvider for KubernetesProvider {
 
     fn accepts(&self) -> String {
         format!("Kubernetes tokens (checked by {})", self.base)
+    }
+
+    // Not `claims_mapping`: that one is applied to JWT payloads by `explain`,
+    // and this mapping reads the review's user, not the token's claims.
+    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
+        Some(&self.mapping)
     }
 }
 

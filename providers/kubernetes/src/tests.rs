@@ -493,3 +493,68 @@ fn example_config_parses_and_builds() {
     section.as_object_mut().unwrap().remove("tls_cafile");
     build(section).unwrap();
 }
+
+/// A stand-in API server whose review endpoint answers `answer` after `delay`,
+/// counting calls.
+async fn serve_fixed(delay: Duration, answer: fn() -> Response) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let router = Router::new().route(
+        SELF_SUBJECT_REVIEW_PATH,
+        post(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                answer()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (format!("http://{addr}"), calls)
+}
+
+/// #11: a review carries the client's bearer token; a redirect is never
+/// followed (here to another port of the same host), and past
+/// `max_concurrent_requests` the excess is 503 at once.
+#[tokio::test]
+async fn redirects_are_not_followed_and_concurrent_reviews_are_capped() {
+    let (elsewhere, stand) = serve("").await;
+    static TARGET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TARGET.get_or_init(|| format!("{elsewhere}{SELF_SUBJECT_REVIEW_PATH}"));
+    let (url, _) = serve_fixed(Duration::ZERO, || {
+        (StatusCode::TEMPORARY_REDIRECT, [("location", TARGET.get().cloned().unwrap_or_default())]).into_response()
+    })
+    .await;
+    let err = reject(&provider(json!({"api_server_url": url})), "alice-token").await;
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.detail().contains("307 redirecting to"), "{err}");
+    assert_eq!(stand.calls.load(Ordering::SeqCst), 0, "the token went to the other port");
+
+    let (slow, calls) = serve_fixed(Duration::from_millis(1500), unauthorized).await;
+    let p =
+        Arc::new(provider(json!({"api_server_url": slow, "max_concurrent_requests": 2, "cache": {"enabled": false}})));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..3)
+        .map(|i| {
+            let p = p.clone();
+            tokio::spawn(async move { (p.validate(&format!("made-up-{i}"), &ctx()).await, started.elapsed()) })
+        })
+        .collect();
+    let mut unavailable = Vec::new();
+    for t in tasks {
+        if let (Err(e), when) = t.await.unwrap() {
+            if e.is_unavailable() {
+                unavailable.push(when);
+                assert!(e.retry_after().is_some(), "{e}");
+            }
+        }
+    }
+    assert_eq!(unavailable.len(), 1, "{unavailable:?}");
+    assert!(unavailable[0] < Duration::from_millis(1000), "the excess waited: {unavailable:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

@@ -68,6 +68,9 @@ pub struct OAuth2Config {
     pub timeout: Duration,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Most introspection calls in flight at once (default 64); more fail with 503.
+    #[serde(default = "default_max_concurrent_requests")]
+    pub max_concurrent_requests: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +152,9 @@ fn default_timeout() -> Duration {
 }
 fn default_max_response_bytes() -> usize {
     1024 * 1024
+}
+fn default_max_concurrent_requests() -> usize {
+    tokengate_api::DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 
 /// Llama Stack's default audience, applied only to configs read from a `run.yaml`.

@@ -40,8 +40,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    claim_at_path, host_of, is_loopback, read_body_limited, AuthError, BuildContext, ClaimsMapping, ConfigError,
-    HttpFailure, Principal, RemoteResultCache, Secret, Validated,
+    claim_at_path, host_of, is_loopback, read_body_limited, redirect_failure, AuthError, BuildContext, ClaimsMapping,
+    ConfigError, HttpFailure, Principal, RemoteResultCache, Secret, UpstreamLimit, Validated,
 };
 
 /// Validates tokens by asking an RFC 7662 introspection endpoint.
@@ -66,6 +66,7 @@ struct Inner {
     timeout: Duration,
     max_token_bytes: usize,
     max_response_bytes: usize,
+    limit: UpstreamLimit,
     cache: RemoteResultCache,
 }
 
@@ -193,12 +194,18 @@ impl Introspector {
                 timeout: cfg.timeout,
                 max_token_bytes: cfg.max_token_bytes,
                 max_response_bytes: cfg.max_response_bytes,
+                limit: UpstreamLimit::new("oauth2_token", cfg.max_concurrent_requests)?,
                 cache: RemoteResultCache::new(&cfg.cache).with_shared(ctx),
             }),
         })
     }
 
     /// `host[:port]` of the introspection URL, for the 401 message.
+    /// The mapping applied to active answers.
+    pub fn claims_mapping(&self) -> &ClaimsMapping {
+        &self.inner.claims_mapping
+    }
+
     pub fn host(&self) -> String {
         self.inner.host.clone()
     }
@@ -266,8 +273,11 @@ impl Inner {
                 form.push(("client_secret", client_secret.expose()));
             }
         }
+        let _slot = self.limit.acquire(&what).await?;
         let response = request.form(&form).send().await.map_err(|e| HttpFailure::from_reqwest(&what, &e))?;
-
+        if let Some(err) = redirect_failure(&what, &response) {
+            return Err(err);
+        }
         let status = response.status();
         if status != StatusCode::OK {
             return Err(self.status_error(status, response).await);

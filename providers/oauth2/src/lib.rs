@@ -143,7 +143,8 @@ impl OAuth2Provider {
                 format!("JWTs signed by keys found at {}", display_url(url))
             }
         };
-        let client = http_client(&cfg, ctx)?;
+        // A key set fetched with `jwks.token` follows no redirect: the token would go along.
+        let client = if jwks.token.is_some() { credentialed_client(&cfg, ctx)? } else { http_client(&cfg, ctx)? };
         // Last, so that errors in the rest of the section are reported first.
         if matches!(source, Source::Jwks(_)) {
             check_issuer_required(&cfg, ctx)?;
@@ -180,7 +181,7 @@ impl OAuth2Provider {
         if cfg.secret.is_some() {
             return Err(ConfigError::new("secret", "applies to JWTs only and cannot be combined with `introspection`"));
         }
-        let client = http_client(&cfg, ctx)?;
+        let client = credentialed_client(&cfg, ctx)?;
         let introspector = Introspector::new(&cfg, client, ctx)?;
         let accepts = format!("OAuth2 tokens validated by {}", introspector.host());
         Ok(Self::assemble(&cfg, Mode::Introspection(introspector), accepts))
@@ -274,6 +275,13 @@ impl AuthProvider for OAuth2Provider {
         match &self.mode {
             Mode::Jwt(v) => Some(&v.rules.claims_mapping),
             Mode::Introspection(_) => None,
+        }
+    }
+
+    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
+        match &self.mode {
+            Mode::Jwt(v) => Some(&v.rules.claims_mapping),
+            Mode::Introspection(i) => Some(i.claims_mapping()),
         }
     }
 
@@ -486,15 +494,25 @@ fn check_jwks_timing(jwks: &JwksConfig) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn http_client(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<reqwest::Client, ConfigError> {
+fn http_options(cfg: &OAuth2Config, ctx: &BuildContext) -> HttpClientOptions {
     HttpClientOptions {
         verify_tls: cfg.verify_tls,
         tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
         connect_timeout: cfg.connect_timeout,
         timeout: cfg.timeout,
         max_response_bytes: cfg.max_response_bytes,
+        max_concurrent_requests: cfg.max_concurrent_requests,
     }
-    .build_client()
+}
+
+/// For key sets and discovery documents, fetched without credentials.
+fn http_client(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<reqwest::Client, ConfigError> {
+    http_options(cfg, ctx).build_client()
+}
+
+/// For requests carrying a token or a secret: follows no redirect.
+fn credentialed_client(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<reqwest::Client, ConfigError> {
+    http_options(cfg, ctx).build_credentialed_client()
 }
 
 fn human(d: Duration) -> String {

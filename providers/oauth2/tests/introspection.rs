@@ -512,3 +512,61 @@ async fn bad_introspection_config_is_rejected() {
     assert_eq!(err.field, "introspection.url");
     assert!(!err.to_string().contains("pw@"), "{err}");
 }
+
+/// #11: a 307/308 re-sends the POST body — the client's token and, with
+/// `send_secret_in_body`, tokengate's `client_secret` — so no redirect is
+/// followed, to another port or within the origin.
+#[tokio::test]
+async fn redirects_are_never_followed_with_the_secret() {
+    let elsewhere = MockServer::start().await;
+    answer_json(&elsewhere, json!({"active": true, "sub": "mallory"})).await;
+    let server = MockServer::start().await;
+    answer(&server, ResponseTemplate::new(307).insert_header("location", format!("{}/introspect", elsewhere.uri())))
+        .await;
+    let p = provider(&server, json!({"introspection": {"send_secret_in_body": true}}));
+    let err = validate(&p).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.detail().contains("307 redirecting to"), "{err}");
+    assert!(elsewhere.received_requests().await.unwrap().is_empty(), "the secret went to the other port");
+
+    let same = MockServer::start().await;
+    answer(&same, ResponseTemplate::new(308).insert_header("location", "/introspect2")).await;
+    Mock::given(method("POST"))
+        .and(path("/introspect2"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"active": true, "sub": "x"})))
+        .mount(&same)
+        .await;
+    let err = validate(&provider(&same, json!({}))).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(same.received_requests().await.unwrap().len(), 1, "the same-origin redirect was followed");
+}
+
+/// #11: past `max_concurrent_requests` introspections, the excess is 503 at once.
+#[tokio::test]
+async fn excess_concurrent_introspections_are_unavailable() {
+    let server = MockServer::start().await;
+    answer(
+        &server,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"active": true, "sub": "alice"}))
+            .set_delay(Duration::from_millis(1500)),
+    )
+    .await;
+    let p = provider(&server, json!({"max_concurrent_requests": 3}));
+    let tasks: Vec<_> = (0..4)
+        .map(|i| {
+            let p = Arc::clone(&p);
+            tokio::spawn(async move { p.validate(&format!("opaque-{i}"), &RequestContext::new("GET", "/")).await })
+        })
+        .collect();
+    let mut unavailable = 0;
+    for t in tasks {
+        if let Err(e) = t.await.unwrap() {
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            assert!(e.detail().contains("max_concurrent_requests"), "{e}");
+            unavailable += 1;
+        }
+    }
+    assert_eq!(unavailable, 1);
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
+}

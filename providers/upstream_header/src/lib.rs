@@ -12,6 +12,13 @@
 //! [`AuthProvider::validate`] even when a request carries no token (with an
 //! empty one), and fill [`RequestContext::peer`]. The proxy must *set* (overwrite) the identity
 //! headers, never pass a client's own copies through.
+//!
+//! A principal or attribute header that arrives more than once is refused
+//! with 400 `invalid_request`: a proxy that *appends* its value to a client's
+//! `X-Forwarded-Groups: admins` would otherwise hand over both, and which copy
+//! is the proxy's cannot be told. 400, not 401: the credential is not bad, the
+//! request is malformed (and the proxy misconfigured), and a 401 would only
+//! send the user to log in again at a proxy that has already logged them in.
 
 use async_trait::async_trait;
 use ipnet::IpNet;
@@ -162,6 +169,19 @@ impl AuthProvider for UpstreamHeaderProvider {
                 format!("peer {ip} is not a trusted proxy; identity headers ignored"),
             ));
         }
+        for header in std::iter::once(&self.principal_header).chain(self.attribute_headers.iter().map(|(h, _)| h)) {
+            if ctx.repeated_headers.contains(header) {
+                tracing::warn!(
+                    header = %header,
+                    proxy = %ip,
+                    "identity header sent more than once; the proxy must overwrite it, not append a client's copy"
+                );
+                return Err(AuthError::invalid_request(format!(
+                    "the {header} header arrived more than once; the proxy at {ip} must set it, not pass a client's \
+                     copy along"
+                )));
+            }
+        }
         let principal = ctx.headers.get(&self.principal_header).map(|v| v.trim()).unwrap_or_default();
         if principal.is_empty() {
             return Err(AuthError::invalid_token(format!(
@@ -244,8 +264,7 @@ mod tests {
                 ("X-Forwarded-User", " alice@example.com "),
                 ("X-Forwarded-Groups", "ml, infra,,  ml "),
                 ("X-Team", "research"),
-                ("X-Forwarded-Roles", "admin"),
-                ("X-Forwarded-Roles", "viewer"), // repeated headers arrive joined with ", "
+                ("X-Forwarded-Roles", "admin, viewer"),
             ],
         );
         let principal = p.validate("", &ctx).await.unwrap();
@@ -258,6 +277,28 @@ mod tests {
         let principal = p.validate("whatever-token", &ctx).await.unwrap();
         assert_eq!(principal.principal, "bob");
         assert!(principal.attributes.is_empty());
+    }
+
+    /// #11: a proxy that appends would hand a client's own copy along with its
+    /// value; a repeated identity header is refused, never joined.
+    #[tokio::test]
+    async fn repeated_identity_headers_are_refused() {
+        let p = standard();
+        let groups = request(
+            Some("10.1.2.3:1"),
+            &[("x-forwarded-user", "mallory"), ("X-Forwarded-Groups", "admins"), ("x-forwarded-groups", "ml")],
+        );
+        let e = p.validate("", &groups).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{e}");
+        assert_eq!(e.kind().http_status(), 400);
+        assert!(e.detail().contains("x-forwarded-groups header arrived more than once"), "{e}");
+
+        let user = request(Some("10.1.2.3:1"), &[("x-forwarded-user", "admin"), ("x-forwarded-user", "mallory")]);
+        assert_eq!(p.validate("", &user).await.unwrap_err().kind(), ErrorKind::InvalidRequest);
+
+        // Headers the provider does not read may repeat as they like.
+        let other = request(Some("10.1.2.3:1"), &[("x-forwarded-user", "bob"), ("x-other", "1"), ("x-other", "2")]);
+        assert_eq!(p.validate("", &other).await.unwrap().principal, "bob");
     }
 
     #[tokio::test]
