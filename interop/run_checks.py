@@ -944,7 +944,10 @@ class Suite:
                token=tokens["RS256"])
         bypass("4.14", "raw UTF-8 byte in the query: 400, never a decision on /_tokengate",
                "GET", b"/admin/users?q=caf\xc3\xa9", {}, 400)
-        for i, trick in enumerate(["/public/..;/admin/users", "/;/admin", "/.;/admin", "/x/..;/admin",
+        bypass("4.16", "valid token, DELETE /ADMIN/users (case-folding back ends reach /admin): 403",
+               "DELETE", "/ADMIN/users", {}, 403, token=tokens["RS256"])
+        for i, trick in enumerate(["/public/x#/../../admin/users", "/public/%EF%BC%8E%EF%BC%8E/admin",
+                                   "/public/..;/admin/users", "/;/admin", "/.;/admin", "/x/..;/admin",
                                    "/public/%252e%252e/admin", "/public/%2e%2e/admin", "/exact;jsessionid=1",
                                    "/exact.", "/exact%20"]):
             bypass(f"4.15.{i}", f"path trick {trick}: 400", "GET", trick, {}, 400)
@@ -1055,6 +1058,17 @@ class Suite:
         case("5.5", "valid token, client-sent X-Forwarded-Method: GET on DELETE /admin/users: 403",
              "DELETE", "/admin/users", {"X-Forwarded-Method": "GET"}, 403, with_token=True)
         case("5.6", "open path without a token: upstream reached", "GET", "/public/logo.png", {}, 200)
+
+        def anonymous_headers():
+            status, _, body = raw_request(base, "GET", "/public/logo.png", {"X-Auth-Principal": "root"})
+            seen = (json.loads(body) if status == 200 else {}).get("headers", {})
+            principal = seen.get("x-auth-principal")
+            attributes = seen.get("x-auth-attributes")
+            return status == 200 and principal in (None, "") and attributes in (None, "", "{}"), \
+                f"want no identity (and no Caddy placeholder) on an anonymous open path; got {status} {seen}"
+
+        self.expect("5.6.anon", "open path, client-sent X-Auth-Principal: root: the app sees no identity", anonymous_headers)
+        case("5.9", "valid token, DELETE /ADMIN/users: 403", "DELETE", "/ADMIN/users", {}, 403, with_token=True)
         for i, trick in enumerate(["/public/..;/admin/users", "/public/%252e%252e/admin", "/exact;jsessionid=1"]):
             case(f"5.7.{i}", f"path trick {trick}: refused (400), upstream untouched", "GET", trick, {}, 400)
         case("5.8", "valid token, client-sent X-Auth-Principal: root is replaced", "GET", "/v1/models",

@@ -262,6 +262,21 @@ pub fn canonical_route(path: &str) -> Result<String, AuthError> {
     crate::path::canonical_path(path).map_err(|e| AuthError::invalid_request(format!("refused request path: {e}")))
 }
 
+/// A request target (`/path?query`, or absolute-form `https://host/path?query`)
+/// as the canonical path and the raw query. A `#` is refused: URI parsers drop
+/// what follows it, while some back ends route on the whole target
+/// (`/public/x#/../../admin`).
+pub fn route_target(raw: &str) -> Result<(String, Option<String>), AuthError> {
+    if raw.contains('#') {
+        return Err(AuthError::invalid_request("the request target has a `#`, which back ends read differently"));
+    }
+    let uri = raw.parse::<http::Uri>().ok().filter(|u| u.path().starts_with('/') && u.path_and_query().is_some());
+    let Some(uri) = uri else {
+        return Err(AuthError::invalid_request("the original request's URI is not a request target"));
+    };
+    Ok((canonical_route(uri.path())?, uri.query().map(str::to_string)))
+}
+
 /// Paths that skip authentication: exact (`/healthz`) or prefix (`/public/*`, `/docs*`).
 ///
 /// Patterns and paths are compared in their canonical form ([`crate::path`]);
@@ -276,7 +291,7 @@ impl OpenPaths {
     pub fn add(&mut self, pattern: String) {
         match pattern.strip_suffix('*') {
             Some(prefix) => self.prefixes.push(prefix.to_string()),
-            // `/health/` means `/health`, the form requests are compared in.
+            // Exact means exact: `/exact/` may be another resource (a directory index).
             None => self.exact.push(crate::path::canonical_path(&pattern).unwrap_or(pattern)),
         }
     }
@@ -550,7 +565,8 @@ mod tests {
         assert!(!o.matches("/healthz;x=1"));
         assert!(!o.matches("/healthz."));
         assert!(!o.matches("/healthz%20"));
-        assert!(o.matches("/healthz/"));
+        assert!(!o.matches("/healthz/"), "a directory index is not the exact open path");
+        assert!(!o.matches("/HEALTHZ"));
         assert!(o.matches("//public//a.css"));
         assert!(!o.matches("/admin"));
     }

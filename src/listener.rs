@@ -12,13 +12,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
 /// Default [`ConnectionLimits::header_read_timeout`].
@@ -35,7 +32,8 @@ pub struct ConnectionLimits {
     /// A request's headers must arrive within this, counted from its first
     /// byte (from the accept, for a new connection).
     pub header_read_timeout: Duration,
-    /// A connection with no traffic and no request in progress for this long is closed.
+    /// A connection with no request started, finished or in progress for this
+    /// long is closed, whatever else moves on it (HTTP/2 PINGs keep nothing open).
     pub idle_timeout: Duration,
     /// Open connections at most; one more is closed as soon as it is accepted.
     pub max_connections: usize,
@@ -111,17 +109,16 @@ pub async fn serve(
                 }
             })
         };
-        let connection =
-            builder.serve_connection(TokioIo::new(Tracked { stream, activity: activity.clone() }), service);
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
-        let idle = limits.idle_timeout;
+        let (first, idle) = (limits.header_read_timeout, limits.idle_timeout);
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
                 result = connection => if let Err(e) = result {
                     tracing::debug!("connection from {peer} ended: {e}");
                 },
-                _ = activity.idle_for(idle) => tracing::debug!("closing idle connection from {peer}"),
+                _ = activity.idle_for(first, idle) => tracing::debug!("closing idle connection from {peer}"),
             }
         });
     }
@@ -135,26 +132,36 @@ pub async fn serve(
     Ok(())
 }
 
-/// When a connection last moved bytes, and how many of its requests are being answered.
+/// When a connection last started or finished a request, and how many are in progress.
 struct Activity {
     born: Instant,
     last_ms: AtomicU64,
     in_flight: AtomicUsize,
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
     fn new() -> Self {
-        Activity { born: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicUsize::new(0) }
+        Activity {
+            born: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            started: std::sync::atomic::AtomicBool::new(false),
+        }
     }
 
     fn touch(&self) {
         self.last_ms.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
-    /// Completes once nothing happened for `idle` with no request in progress.
-    async fn idle_for(&self, idle: Duration) {
+    /// Completes once no request started or finished for `idle` (for `first`
+    /// until the first request) with none in progress: a connection that never
+    /// sends a whole request, over HTTP/1 or HTTP/2, holds its slot no longer
+    /// than the header-read timeout.
+    async fn idle_for(&self, first: Duration, idle: Duration) {
         loop {
             let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            let idle = if self.started.load(Ordering::Relaxed) { idle } else { first };
             let quiet = self.born.elapsed().saturating_sub(last);
             if quiet >= idle && self.in_flight.load(Ordering::Relaxed) == 0 {
                 return;
@@ -170,6 +177,8 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
+        activity.started.store(true, Ordering::Relaxed);
+        activity.touch();
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(activity)
     }
@@ -179,56 +188,5 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.touch();
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// A TCP stream that records when bytes last moved.
-struct Tracked {
-    stream: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        poll
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.stream).poll_write(cx, data);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(poll, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

@@ -141,10 +141,10 @@ struct RouteArgs {
 impl RouteArgs {
     /// The context, with the path in the canonical form `serve` and the layer use.
     fn context(&self) -> Result<RequestContext, AuthError> {
-        let (path, query) = self.path.split_once('?').unwrap_or((&self.path, ""));
-        let mut ctx = RequestContext::new(self.method.to_ascii_uppercase(), tokengate::gate::canonical_route(path)?);
-        if !query.is_empty() {
-            ctx.set_query(query);
+        let (path, query) = tokengate::gate::route_target(&self.path)?;
+        let mut ctx = RequestContext::new(self.method.to_ascii_uppercase(), path);
+        if let Some(query) = query {
+            ctx.set_query(&query);
         }
         Ok(ctx)
     }
@@ -488,6 +488,12 @@ async fn serve(
     }
     if let Some(proxy) = proxy {
         options.proxy = proxy;
+    }
+    if options.proxy == tokengate::server::Proxy::Auto && !dev {
+        tracing::warn!(
+            "forward_auth.proxy is auto: set it to the proxy in front (nginx, traefik, caddy, envoy) so only its \
+             headers describe the original request"
+        );
     }
     options.separate_admin = admin_listener.is_some();
     if let Some(config) = &config {

@@ -18,10 +18,14 @@
 //!   escape (`%2561` would decode twice to `a`);
 //! - a segment may not start or end with whitespace, nor end with a dot.
 //!
-//! What remains is decoded once, repeated slashes are merged and a trailing
-//! slash dropped (as Llama Stack does for route rules). A literal `%` in the
-//! result is written `%25`, so the canonical form is canonical again
-//! ([`canonical_path`] is idempotent).
+//! - look-alikes of `.`, `/` and `\` (fullwidth and similar forms that NFKC
+//!   or Windows "best fit" mapping turn into them) and invisible format
+//!   characters (zero-width, bidi controls) are refused.
+//!
+//! What remains is decoded once and repeated slashes are merged; a trailing
+//! slash is kept (`/admin/` is not `/admin` to every router), and matching
+//! code decides what it means. A literal `%` in the result is written `%25`,
+//! so the canonical form is canonical again ([`canonical_path`] is idempotent).
 //!
 //! This module imports nothing from the rest of the crate.
 
@@ -49,6 +53,9 @@ pub enum PathError {
     ControlCharacter,
     /// A segment with leading or trailing whitespace, or a trailing dot, which some back ends ignore.
     AmbiguousSegmentEdge,
+    /// A character that Unicode normalization or "best fit" mapping turns into
+    /// `.`, `/` or `\` (fullwidth `．`, `／`), or an invisible format character.
+    Confusable,
 }
 
 impl fmt::Display for PathError {
@@ -63,6 +70,7 @@ impl fmt::Display for PathError {
             PathError::NotUtf8 => "the path's percent-encoding is not UTF-8",
             PathError::ControlCharacter => "the path has control characters",
             PathError::AmbiguousSegmentEdge => "a path segment starts or ends with whitespace, or ends with a dot",
+            PathError::Confusable => "the path has a look-alike of . / \\ or an invisible format character",
         })
     }
 }
@@ -86,7 +94,7 @@ pub fn canonical_path(raw: &str) -> Result<String, PathError> {
             }
         }
     }
-    if out.is_empty() {
+    if out.is_empty() || raw.ends_with('/') {
         out.push('/');
     }
     Ok(out)
@@ -131,6 +139,9 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
     if decoded.chars().any(char::is_control) {
         return Err(PathError::ControlCharacter);
     }
+    if decoded.chars().any(is_confusable) {
+        return Err(PathError::Confusable);
+    }
     if decoded == "." || decoded == ".." {
         return Err(PathError::DotSegment);
     }
@@ -142,6 +153,16 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
         return Err(PathError::AmbiguousSegmentEdge);
     }
     Ok(decoded)
+}
+
+/// Characters some back end turns into a separator or a dot, or that hide.
+fn is_confusable(c: char) -> bool {
+    matches!(c,
+        '\u{FF0E}' | '\u{FF0F}' | '\u{FF3C}' | '\u{FE52}' | '\u{FE68}' // fullwidth / small forms
+        | '\u{2024}' | '\u{2025}' | '\u{2026}' // dot leaders
+        | '\u{2215}' | '\u{2044}' | '\u{29F5}' | '\u{2216}' // slash and backslash look-alikes
+        | '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{2069}' | '\u{FEFF}') // invisible format characters
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -161,7 +182,9 @@ mod tests {
     fn plain_paths_are_kept() {
         assert_eq!(canonical_path("/").unwrap(), "/");
         assert_eq!(canonical_path("/v1/models").unwrap(), "/v1/models");
-        assert_eq!(canonical_path("//v1//models/").unwrap(), "/v1/models");
+        assert_eq!(canonical_path("//v1//models").unwrap(), "/v1/models");
+        assert_eq!(canonical_path("//v1//models//").unwrap(), "/v1/models/", "a trailing slash is kept");
+        assert_eq!(canonical_path("//").unwrap(), "/");
         assert_eq!(canonical_path("/files/my%20doc.txt").unwrap(), "/files/my doc.txt");
         assert_eq!(canonical_path("/caf%C3%A9").unwrap(), "/café");
         assert_eq!(canonical_path("/100%25").unwrap(), "/100%25");
@@ -192,6 +215,9 @@ mod tests {
             ("/a%zz", PathError::BadPercentEncoding),
             ("/a%4", PathError::BadPercentEncoding),
             ("/a%ff", PathError::NotUtf8),
+            ("/public/%EF%BC%8E%EF%BC%8E/admin", PathError::Confusable),
+            ("/public%EF%BC%8Fadmin", PathError::Confusable),
+            ("/a/..%E2%80%8B/admin", PathError::Confusable),
             ("admin", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
         ] {

@@ -224,7 +224,8 @@ impl Rule {
         method_ok
             && self.paths.iter().any(|p| match p {
                 PathPattern::Any => true,
-                PathPattern::Exact(e) => e == path,
+                // As Llama Stack: `/v1/models` is also `/v1/models/`.
+                PathPattern::Exact(e) => without_trailing_slash(e) == without_trailing_slash(path),
                 PathPattern::Prefix(prefix) => path.starts_with(prefix.as_str()),
                 PathPattern::Regex(r) => r.is_match(path),
             })
@@ -386,9 +387,25 @@ impl RoutePolicy {
                 }
             }
         };
+        let first = self.evaluate_route(&method, &route, principal);
+        if first.effect == Effect::Forbid {
+            return first;
+        }
+        // Back ends differ on case and on a trailing slash (`/ADMIN/x` and
+        // `/admin/` reach `/admin/*` in many): permitted only if every reading is.
+        for variant in readings(&route) {
+            let d = self.evaluate_route(&method, &variant, principal);
+            if d.effect == Effect::Forbid {
+                return Decision { reason: format!("a back end may read {route} as {variant}: {}", d.reason), ..d };
+            }
+        }
+        first
+    }
+
+    fn evaluate_route(&self, method: &str, route: &str, principal: &Principal) -> Decision {
         let mut unmet = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_route(&method, &route) {
+            if !rule.matches_route(method, route) {
                 continue;
             }
             let truth = Truth::all(rule.conditions.iter().map(|c| c.eval(principal)));
@@ -493,6 +510,31 @@ impl<'de> Deserialize<'de> for RoutePolicy {
         let value = Value::deserialize(d)?;
         RoutePolicy::from_value(&value).map_err(serde::de::Error::custom)
     }
+}
+
+fn without_trailing_slash(path: &str) -> &str {
+    match path.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest,
+        _ => path,
+    }
+}
+
+/// Other ways a back end may read canonical `route`: with the trailing slash
+/// toggled, and case-folded (Unicode, as Go's and .NET's routers fold).
+fn readings(route: &str) -> Vec<String> {
+    let toggled = |r: &str| match r.strip_suffix('/') {
+        Some(rest) if !rest.is_empty() => rest.to_string(),
+        Some(_) => r.to_string(),
+        None => format!("{r}/"),
+    };
+    let lower = route.to_lowercase();
+    let mut out: Vec<String> = Vec::with_capacity(3);
+    for candidate in [toggled(route), toggled(&lower), lower] {
+        if candidate != route && !out.contains(&candidate) {
+            out.push(candidate);
+        }
+    }
+    out
 }
 
 /// The path as shown in messages: control characters and overlong paths tamed.
@@ -838,7 +880,8 @@ mod tests {
 
     #[test]
     fn normalization_and_traversal() {
-        assert_eq!(normalize_path("//admin//x/").unwrap(), "/admin/x");
+        assert_eq!(normalize_path("//admin//x").unwrap(), "/admin/x");
+        assert_eq!(normalize_path("//admin//x/").unwrap(), "/admin/x/");
         assert_eq!(normalize_path("/adm%69n").unwrap(), "/admin");
         assert!(normalize_path("/v1/../admin").is_err());
         assert!(normalize_path("/v1/%2e%2e/admin").is_err());
@@ -852,6 +895,36 @@ mod tests {
         for trick in ["/x/..;/admin", "/admin;x=1", "/admin.", "/admin%20"] {
             assert!(!p.evaluate("GET", trick, &who(&[])).is_permit(), "{trick}");
         }
+    }
+
+    #[test]
+    fn every_reading_of_case_and_trailing_slash_must_be_permitted() {
+        let p = policy(json!({"default": "forbid", "rules": [
+            {"path": "/admin/*", "forbid": {"attribute": "roles", "none_of": ["admin"]}},
+            {"path": "/v1/*", "methods": ["GET"], "permit": "all"},
+            {"path": "/v1/*", "forbid": {"attribute": "roles", "none_of": ["admin"]}},
+            {"path": "/v1/models", "permit": "all"},
+            {"path": "*", "permit": "all"},
+        ]}));
+        let user = who(&[("roles", &["user"])]);
+        for (method, path) in [
+            ("GET", "/ADMIN/users"),
+            ("GET", "/Admin/users"),
+            ("GET", "/admin/"),
+            ("GET", "/admin"),
+            ("GET", "//admin//"),
+            ("DELETE", "/v1/"),
+            ("DELETE", "/v1"),
+            ("DELETE", "/V1/x"),
+        ] {
+            assert!(!p.evaluate(method, path, &user).is_permit(), "{method} {path}");
+        }
+        let p2 = policy(
+            json!([{"permit": {"paths": "/k*"}, "when": "user with admin in roles"}, {"permit": {"paths": "*"}}]),
+        );
+        assert!(p2.evaluate("GET", "/x", &user).is_permit());
+        assert!(p.evaluate("GET", "/v1/models/", &user).is_permit(), "exact rules ignore a trailing slash");
+        assert!(p.evaluate("GET", "/public/x", &user).is_permit());
     }
 
     #[test]

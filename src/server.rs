@@ -47,7 +47,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use http::{Method, StatusCode, Uri};
+use http::{Method, StatusCode};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::Deserialize;
 use std::future::Future;
@@ -406,7 +406,7 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
     if state.gate.is_open(&ctx.path) {
         return match state.gate.try_authenticate(&parts.headers, &ctx).await {
             Some(principal) => allowed(&principal),
-            None => StatusCode::OK.into_response(),
+            None => anonymous(),
         };
     }
     match state.gate.authenticate(&parts.headers, &ctx).await {
@@ -461,6 +461,8 @@ fn original_request(
             proto: single(headers, X_FORWARDED_PROTO)?,
         },
         Proxy::Envoy => Original { method: None, target: None, host: None, proto: None },
+        // A path prefix is Envoy's: its client may send any header `allowed_headers` lets through.
+        Proxy::Auto if path_prefix.is_some() => Original { method: None, target: None, host: None, proto: None },
         Proxy::Auto => auto_detect(headers)?,
     };
     let method = match original.method {
@@ -468,15 +470,8 @@ fn original_request(
             .map_err(|_| AuthError::invalid_request("the original request's method is not an HTTP method"))?,
         None => parts.method.clone(),
     };
-    let (raw_path, query) = match original.target {
-        Some(raw) => {
-            // Absolute-form (`https://host/p?q`) is accepted; only its path and query matter.
-            let uri = raw.parse::<Uri>().ok().filter(|u| u.path().starts_with('/') && u.path_and_query().is_some());
-            let Some(uri) = uri else {
-                return Err(AuthError::invalid_request("the original request's URI is not a request target"));
-            };
-            (uri.path().to_string(), uri.query().map(str::to_string))
-        }
+    let (path, query) = match original.target {
+        Some(raw) => crate::gate::route_target(raw)?,
         None => {
             let path = parts.uri.path();
             let path = match path_prefix {
@@ -492,10 +487,10 @@ fn original_request(
                     }
                 },
             };
-            (path.to_string(), parts.uri.query().map(str::to_string))
+            (crate::gate::canonical_route(path)?, parts.uri.query().map(str::to_string))
         }
     };
-    let mut ctx = RequestContext::new(method.as_str(), crate::gate::canonical_route(&raw_path)?);
+    let mut ctx = RequestContext::new(method.as_str(), path);
     if let Some(q) = query {
         ctx.set_query(&q);
     }
@@ -576,13 +571,31 @@ fn required<'a>(headers: &'a HeaderMap, name: &str, proxy: Proxy) -> Result<&'a 
     })
 }
 
+/// An open path without a (valid) token: the identity headers are still sent,
+/// empty, so a proxy that only overrides what tokengate returns (Envoy)
+/// replaces a client's own `X-Auth-Principal` too. An empty principal is
+/// never an authenticated one (those are refused).
+fn anonymous() -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(HeaderName::from_static("x-auth-principal"), HeaderValue::from_static(""));
+    headers.insert(HeaderName::from_static("x-auth-attributes"), HeaderValue::from_static("{}"));
+    (StatusCode::OK, headers).into_response()
+}
+
 fn allowed(principal: &Principal) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Always present: behind Envoy a header left out is one the client may supply.
     headers.insert(HeaderName::from_static("x-auth-principal"), header_text(&principal.principal));
-    if let Ok(v) = HeaderValue::from_str(&ascii_json(&principal.attributes)) {
-        headers.insert(HeaderName::from_static("x-auth-attributes"), v);
+    match HeaderValue::from_str(&ascii_json(&principal.attributes)) {
+        Ok(v) => {
+            headers.insert(HeaderName::from_static("x-auth-attributes"), v);
+        }
+        // Never an allow without it: behind Envoy the client's copy would stand in.
+        Err(_) => {
+            tracing::error!("X-Auth-Attributes is not a valid header value; refusing rather than omitting it");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
     }
     // Unknown is not empty: the app must be able to tell "no teams" from
     // "teams could not be determined" (the attribute has no X-Auth-Attr-* header then).
@@ -660,7 +673,8 @@ impl serde_json::ser::Formatter for AsciiFormatter {
     ) -> std::io::Result<()> {
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
-            if c.is_ascii() {
+            // DEL is ASCII but no header value may hold it.
+            if c.is_ascii() && c != '\u{7f}' {
                 continue;
             }
             writer.write_all(&fragment.as_bytes()[start..i])?;
@@ -759,6 +773,10 @@ mod tests {
         // Envoy: whatever the client wrote in these headers is not the original request.
         let c = resolve("/v1/chat", &[("x-forwarded-uri", "/public"), ("x-original-uri", "/public")], Proxy::Envoy);
         assert_eq!(c.unwrap().path, "/v1/chat");
+        // So is a path prefix under `auto`: only Envoy strips one.
+        let spoof = [("x-original-uri", "/public"), ("x-original-method", "GET")];
+        let c = original_request(&parts("/authz/admin", &spoof), Proxy::Auto, Some("/authz")).unwrap();
+        assert_eq!(c.path, "/admin");
     }
 
     #[test]
@@ -806,6 +824,7 @@ mod tests {
             &[("x-forwarded-method", "GET")],
             &[("x-original-uri", "not a uri"), ("x-original-method", "GET")],
             &[("x-original-uri", "/public/..;/admin"), ("x-original-method", "GET")],
+            &[("x-original-uri", "/public/x#/../../admin"), ("x-original-method", "GET")],
         ];
         for headers in bad {
             let e = resolve("/_tokengate", headers, Proxy::Auto).unwrap_err();

@@ -148,7 +148,7 @@ impl AuthProvider for Recording {
                 ("unicode", &["ünï"]),
             ]))),
             "encoded" => Ok(Principal::new("josé,admin 100%").with_attributes(attrs(&[
-                ("groups", &["ml,platform-admins", "line\nbreak", "", "%41"]),
+                ("groups", &["ml,platform-admins", "line\nbreak", "", "%41", "del\u{7f}"]),
                 ("Mixed", &["x"]),
                 ("empty", &[]),
             ]))),
