@@ -262,6 +262,21 @@ pub fn canonical_route(path: &str) -> Result<String, AuthError> {
     crate::path::canonical_path(path).map_err(|e| AuthError::invalid_request(format!("refused request path: {e}")))
 }
 
+/// Headers that ask a back end to run another method than the request's.
+const METHOD_OVERRIDES: &[&str] = &["x-http-method-override", "x-http-method", "x-method-override"];
+
+/// `invalid_request` when the request asks for another method than it has:
+/// route rules judge the real method, a back end honouring the override
+/// would run another.
+pub fn refuse_method_override(headers: &HeaderMap) -> Result<(), AuthError> {
+    match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+        Some(name) => {
+            Err(AuthError::invalid_request(format!("the request carries {name}, which route rules cannot judge")))
+        }
+        None => Ok(()),
+    }
+}
+
 /// A request target (`/path?query`, or absolute-form `https://host/path?query`)
 /// as the canonical path and the raw query. A `#` is refused: URI parsers drop
 /// what follows it, while some back ends route on the whole target

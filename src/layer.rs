@@ -162,6 +162,9 @@ where
             let mut ctx = request_context(&req);
             // One reading of the path for open paths, route rules and audit; a
             // path back ends could read two ways is refused, never matched.
+            if let Err(e) = crate::gate::refuse_method_override(req.headers()) {
+                return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection));
+            }
             match crate::gate::canonical_route(&ctx.path) {
                 Ok(path) => ctx.path = path,
                 Err(e) => return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection)),

@@ -30,7 +30,8 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
     /// A request's headers must arrive within this, counted from its first
-    /// byte (from the accept, for a new connection).
+    /// byte (from the accept, for a new connection; over HTTP/2, frames that
+    /// open no stream count as such bytes).
     pub header_read_timeout: Duration,
     /// A connection with no request started, finished or in progress for this
     /// long is closed, whatever else moves on it (HTTP/2 PINGs keep nothing open).
@@ -61,7 +62,10 @@ pub async fn serve(
     let open = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // hyper's own header timer also runs while a kept-alive connection waits
+    // for its next request, which would close proxies' pooled connections
+    // after 10s; the watchdog below times only bytes that are waiting.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let mut refused_since_log = 0u64;
@@ -109,16 +113,17 @@ pub async fn serve(
                 }
             })
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let io = Tracked { stream, activity: activity.clone() };
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         let connection = graceful.watch(connection.into_owned());
-        let (first, idle) = (limits.header_read_timeout, limits.idle_timeout);
+        let (header_read, idle) = (limits.header_read_timeout, limits.idle_timeout);
         tokio::spawn(async move {
             let _permit = permit;
             tokio::select! {
                 result = connection => if let Err(e) = result {
                     tracing::debug!("connection from {peer} ended: {e}");
                 },
-                _ = activity.idle_for(first, idle) => tracing::debug!("closing idle connection from {peer}"),
+                _ = activity.expired(header_read, idle) => tracing::debug!("closing idle or stalled connection from {peer}"),
             }
         });
     }
@@ -132,42 +137,63 @@ pub async fn serve(
     Ok(())
 }
 
-/// When a connection last started or finished a request, and how many are in progress.
+/// What a connection's watchdog needs: when a request last started or
+/// finished, how many are in progress, and since when bytes have been
+/// waiting to become a request.
 struct Activity {
     born: Instant,
     last_ms: AtomicU64,
+    /// Milliseconds since `born` when unconsumed request bytes first arrived; `NONE` when none wait.
+    waiting_since_ms: AtomicU64,
     in_flight: AtomicUsize,
-    started: std::sync::atomic::AtomicBool,
 }
+
+const NONE: u64 = u64::MAX;
 
 impl Activity {
     fn new() -> Self {
         Activity {
             born: Instant::now(),
             last_ms: AtomicU64::new(0),
+            // A new connection owes its first request from the accept on.
+            waiting_since_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            started: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    fn touch(&self) {
-        self.last_ms.store(self.born.elapsed().as_millis() as u64, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
     }
 
-    /// Completes once no request started or finished for `idle` (for `first`
-    /// until the first request) with none in progress: a connection that never
-    /// sends a whole request, over HTTP/1 or HTTP/2, holds its slot no longer
-    /// than the header-read timeout.
-    async fn idle_for(&self, first: Duration, idle: Duration) {
+    fn bytes_arrived(&self) {
+        let _ = self.waiting_since_ms.compare_exchange(NONE, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Completes when the connection should be closed: bytes have waited
+    /// `header_read` without becoming a request (half-sent headers, HTTP/2
+    /// frames that open no stream, a silent new connection), or nothing
+    /// started or finished for `idle`; never while a request is answered.
+    async fn expired(&self, header_read: Duration, idle: Duration) {
         loop {
-            let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-            let idle = if self.started.load(Ordering::Relaxed) { idle } else { first };
-            let quiet = self.born.elapsed().saturating_sub(last);
-            if quiet >= idle && self.in_flight.load(Ordering::Relaxed) == 0 {
-                return;
+            let now = self.now_ms();
+            let mut wait = idle.as_millis() as u64;
+            if self.in_flight.load(Ordering::Relaxed) == 0 {
+                let waiting = self.waiting_since_ms.load(Ordering::Relaxed);
+                if waiting != NONE {
+                    let left = (header_read.as_millis() as u64).saturating_sub(now.saturating_sub(waiting));
+                    if left == 0 {
+                        return;
+                    }
+                    wait = wait.min(left);
+                }
+                let quiet = now.saturating_sub(self.last_ms.load(Ordering::Relaxed));
+                let left = (idle.as_millis() as u64).saturating_sub(quiet);
+                if left == 0 {
+                    return;
+                }
+                wait = wait.min(left);
             }
-            let wait = if quiet >= idle { idle } else { idle - quiet };
-            tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+            tokio::time::sleep(Duration::from_millis(wait.max(10))).await;
         }
     }
 }
@@ -177,8 +203,8 @@ struct InFlight(Arc<Activity>);
 
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
-        activity.started.store(true, Ordering::Relaxed);
-        activity.touch();
+        activity.last_ms.store(activity.now_ms(), Ordering::Relaxed);
+        activity.waiting_since_ms.store(NONE, Ordering::Relaxed);
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(activity)
     }
@@ -186,7 +212,68 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.touch();
+        let now = self.0.now_ms();
+        self.0.last_ms.store(now, Ordering::Relaxed);
+        // Bytes that came during the request (a pipelined next one) wait from now on.
+        let _ =
+            self.0.waiting_since_ms.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| (w != NONE).then_some(now));
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A TCP stream that tells its [`Activity`] when request bytes arrive.
+struct Tracked {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        poll
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }

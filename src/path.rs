@@ -64,7 +64,7 @@ impl fmt::Display for PathError {
             PathError::NotAbsolute => "the path does not start with /",
             PathError::PathParameter => "the path has a `;` parameter, which back ends read differently",
             PathError::DotSegment => "the path has a `.` or `..` segment",
-            PathError::EncodedSeparator => "the path has a backslash or an encoded / or \\",
+            PathError::EncodedSeparator => "the path has a backslash, an encoded / \\ ? or #",
             PathError::BadPercentEncoding => "the path has a % that is not a two-digit hex escape",
             PathError::DoubleEncoding => "the path is percent-encoded twice",
             PathError::NotUtf8 => "the path's percent-encoding is not UTF-8",
@@ -132,6 +132,8 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
         match b {
             b';' => return Err(PathError::PathParameter),
             b'\\' => return Err(PathError::EncodedSeparator),
+            // A decoded `?` or `#` would start a query or fragment for whatever decodes and re-parses.
+            b'?' | b'#' => return Err(PathError::EncodedSeparator),
             _ => decoded.push(b),
         }
     }
@@ -155,14 +157,44 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
     Ok(decoded)
 }
 
-/// Characters some back end turns into a separator or a dot, or that hide.
+/// A non-ASCII character that some back end reads as ASCII, or that hides:
+/// its NFKC form holds ASCII (fullwidth `ａ`, `．`, `／`, ligature `ﬁ`,
+/// superscript `¹`; Python and Windows "best fit" normalize so), its case
+/// mapping does (`ı`, `İ`, `ſ`, Kelvin `K`: Java's `equalsIgnoreCase`, .NET),
+/// it is a slash or dot look-alike NFKC keeps, or it is invisible (default
+/// ignorable: zero-width, bidi controls, variation selectors, tags).
 fn is_confusable(c: char) -> bool {
+    use unicode_normalization::UnicodeNormalization;
+    if c.is_ascii() {
+        return false;
+    }
+    std::iter::once(c).nfkc().any(|d| d.is_ascii())
+        || c.to_lowercase().any(|l| l.is_ascii())
+        || c.to_uppercase().any(|u| u.is_ascii())
+        || matches!(
+            c,
+            '\u{2024}'
+                ..='\u{2026}'
+                    | '\u{2215}'
+                    | '\u{2216}'
+                    | '\u{2044}'
+                    | '\u{29F5}'
+                    | '\u{29F8}'
+                    | '\u{29F9}'
+                    | '\u{3002}'
+                    | '\u{FF61}'
+        )
+        || is_default_ignorable(c)
+}
+
+/// Unicode's Default_Ignorable_Code_Point: rendered as nothing.
+fn is_default_ignorable(c: char) -> bool {
     matches!(c,
-        '\u{FF0E}' | '\u{FF0F}' | '\u{FF3C}' | '\u{FE52}' | '\u{FE68}' // fullwidth / small forms
-        | '\u{2024}' | '\u{2025}' | '\u{2026}' // dot leaders
-        | '\u{2215}' | '\u{2044}' | '\u{29F5}' | '\u{2216}' // slash and backslash look-alikes
-        | '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}'
-        | '\u{2066}'..='\u{2069}' | '\u{FEFF}') // invisible format characters
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
 }
 
 fn hex_value(b: u8) -> Option<u8> {
@@ -187,6 +219,7 @@ mod tests {
         assert_eq!(canonical_path("//").unwrap(), "/");
         assert_eq!(canonical_path("/files/my%20doc.txt").unwrap(), "/files/my doc.txt");
         assert_eq!(canonical_path("/caf%C3%A9").unwrap(), "/café");
+        assert_eq!(canonical_path("/%E6%97%A5%E6%9C%AC").unwrap(), "/日本", "ordinary non-ASCII text is fine");
         assert_eq!(canonical_path("/100%25").unwrap(), "/100%25");
         assert_eq!(canonical_path("/a%2eb").unwrap(), "/a.b");
     }
@@ -218,6 +251,18 @@ mod tests {
             ("/public/%EF%BC%8E%EF%BC%8E/admin", PathError::Confusable),
             ("/public%EF%BC%8Fadmin", PathError::Confusable),
             ("/a/..%E2%80%8B/admin", PathError::Confusable),
+            ("/v1/file%C5%BF/abc", PathError::Confusable),
+            ("/v1/%EF%AC%81les/abc", PathError::Confusable),
+            ("/v1/%EF%BD%86iles/abc", PathError::Confusable),
+            ("/%C4%B1nternal/x", PathError::Confusable),
+            ("/%C4%B0nternal/x", PathError::Confusable),
+            ("/%E2%85%B0nternal/x", PathError::Confusable),
+            ("/v%C2%B9/x", PathError::Confusable),
+            ("/v%EF%BC%91/x", PathError::Confusable),
+            ("/v1%E1%A0%8E", PathError::Confusable),
+            ("/v1%F3%A0%80%81", PathError::Confusable),
+            ("/v1%3F", PathError::EncodedSeparator),
+            ("/v1%23", PathError::EncodedSeparator),
             ("admin", PathError::NotAbsolute),
             ("", PathError::NotAbsolute),
         ] {

@@ -72,6 +72,8 @@ pub struct RoutePolicy {
 struct Rule {
     effect: Effect,
     paths: Vec<PathPattern>,
+    /// `paths` case-folded, for readings of case-insensitive back ends.
+    folded: Vec<PathPattern>,
     /// Upper-cased; `None` for any method.
     methods: Option<Vec<String>>,
     /// All must hold.
@@ -218,11 +220,30 @@ impl fmt::Display for PathPattern {
     }
 }
 
+impl PathPattern {
+    /// The pattern as a case-insensitive back end matches it (Unicode lower case).
+    fn folded(&self) -> Result<PathPattern, String> {
+        Ok(match self {
+            PathPattern::Any => PathPattern::Any,
+            PathPattern::Exact(e) => PathPattern::Exact(e.to_lowercase()),
+            PathPattern::Prefix(p) => PathPattern::Prefix(p.to_lowercase()),
+            PathPattern::Regex(r) => PathPattern::Regex(
+                regex::RegexBuilder::new(r.as_str()).case_insensitive(true).build().map_err(|e| e.to_string())?,
+            ),
+        })
+    }
+}
+
 impl Rule {
-    fn matches_route(&self, method: &str, path: &str) -> bool {
-        let method_ok = self.methods.as_ref().is_none_or(|m| m.iter().any(|m| m == "*" || m == method));
+    /// Whether the rule applies to `method path`; `folded` matches the
+    /// case-folded patterns (and `path` is folded too). A rule naming GET
+    /// also covers HEAD, which back ends answer with the GET handler.
+    fn matches_route(&self, method: &str, path: &str, folded: bool) -> bool {
+        let named = |m: &String| m == "*" || m == method || (m == "GET" && method == "HEAD");
+        let method_ok = self.methods.as_ref().is_none_or(|m| m.iter().any(named));
+        let paths = if folded { &self.folded } else { &self.paths };
         method_ok
-            && self.paths.iter().any(|p| match p {
+            && paths.iter().any(|p| match p {
                 PathPattern::Any => true,
                 // As Llama Stack: `/v1/models` is also `/v1/models/`.
                 PathPattern::Exact(e) => without_trailing_slash(e) == without_trailing_slash(path),
@@ -387,25 +408,29 @@ impl RoutePolicy {
                 }
             }
         };
-        let first = self.evaluate_route(&method, &route, principal);
+        let (first, _) = self.evaluate_route(&method, &route, principal, false);
         if first.effect == Effect::Forbid {
             return first;
         }
         // Back ends differ on case and on a trailing slash (`/ADMIN/x` and
-        // `/admin/` reach `/admin/*` in many): permitted only if every reading is.
-        for variant in readings(&route) {
-            let d = self.evaluate_route(&method, &variant, principal);
-            if d.effect == Effect::Forbid {
+        // `/admin/` reach `/admin/*` in many). Another reading refuses when a
+        // rule refuses it (a forbid, or a permit whose condition fails), not
+        // when it merely falls through to the default.
+        for (variant, folded) in readings(&route) {
+            let (d, unmet) = self.evaluate_route(&method, &variant, principal, folded);
+            if d.effect == Effect::Forbid && (d.rule.is_some() || unmet) {
                 return Decision { reason: format!("a back end may read {route} as {variant}: {}", d.reason), ..d };
             }
         }
         first
     }
 
-    fn evaluate_route(&self, method: &str, route: &str, principal: &Principal) -> Decision {
+    /// The decision for one reading of the path, and whether a permit rule
+    /// matched it but its condition did not hold.
+    fn evaluate_route(&self, method: &str, route: &str, principal: &Principal, folded: bool) -> (Decision, bool) {
         let mut unmet = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.matches_route(method, route) {
+            if !rule.matches_route(method, route, folded) {
                 continue;
             }
             let truth = Truth::all(rule.conditions.iter().map(|c| c.eval(principal)));
@@ -419,7 +444,7 @@ impl RoutePolicy {
                         rule.name(i),
                         rule.conditions_text()
                     );
-                    return Decision { effect: Effect::Forbid, rule: Some(i), reason };
+                    return (Decision { effect: Effect::Forbid, rule: Some(i), reason }, !unmet.is_empty());
                 }
                 unmet.push(format!("{} ({unknown} could not be determined)", rule.conditions_text()));
                 continue;
@@ -435,7 +460,7 @@ impl RoutePolicy {
                         format!("route {method} {route} is forbidden by route_policy {}{on}", rule.name(i))
                     }
                 };
-                return Decision { effect: rule.effect, rule: Some(i), reason };
+                return (Decision { effect: rule.effect, rule: Some(i), reason }, !unmet.is_empty());
             }
             if rule.effect == Effect::Permit {
                 unmet.push(rule.conditions_text());
@@ -448,7 +473,8 @@ impl RoutePolicy {
             (Effect::Forbid, false) => format!("route {method} {route} requires {}", unmet.join(", or ")),
             (Effect::Forbid, true) => format!("route {method} {route} is not permitted by any route_policy rule"),
         };
-        Decision { effect: self.default, rule: None, reason }
+        let unmet = !unmet.is_empty();
+        (Decision { effect: self.default, rule: None, reason }, unmet)
     }
 
     /// Start-up lint: one message per rule whose conditions test an attribute
@@ -519,18 +545,19 @@ fn without_trailing_slash(path: &str) -> &str {
     }
 }
 
-/// Other ways a back end may read canonical `route`: with the trailing slash
-/// toggled, and case-folded (Unicode, as Go's and .NET's routers fold).
-fn readings(route: &str) -> Vec<String> {
+/// Other ways a back end may read canonical `route`, each with whether it is
+/// case-folded: the trailing slash toggled, and case-folded (Unicode lower
+/// case, as Go's and .NET's case-insensitive routers fold).
+fn readings(route: &str) -> Vec<(String, bool)> {
     let toggled = |r: &str| match r.strip_suffix('/') {
         Some(rest) if !rest.is_empty() => rest.to_string(),
         Some(_) => r.to_string(),
         None => format!("{r}/"),
     };
     let lower = route.to_lowercase();
-    let mut out: Vec<String> = Vec::with_capacity(3);
-    for candidate in [toggled(route), toggled(&lower), lower] {
-        if candidate != route && !out.contains(&candidate) {
+    let mut out: Vec<(String, bool)> = Vec::with_capacity(3);
+    for candidate in [(toggled(route), false), (toggled(&lower), true), (lower, true)] {
+        if (candidate.0 != route || candidate.1) && !out.contains(&candidate) {
             out.push(candidate);
         }
     }
@@ -718,7 +745,8 @@ fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => return Err(err("description", "must be text")),
     };
-    Ok(Rule { effect, paths, methods, conditions, description })
+    let folded = paths.iter().map(PathPattern::folded).collect::<Result<_, _>>().map_err(|m| err("paths", m))?;
+    Ok(Rule { effect, paths, folded, methods, conditions, description })
 }
 
 /// A string or a list of strings.
@@ -925,6 +953,27 @@ mod tests {
         assert!(p2.evaluate("GET", "/x", &user).is_permit());
         assert!(p.evaluate("GET", "/v1/models/", &user).is_permit(), "exact rules ignore a trailing slash");
         assert!(p.evaluate("GET", "/public/x", &user).is_permit());
+    }
+
+    #[test]
+    fn capitalised_rules_hold_on_case_insensitive_back_ends_and_allow_lists_still_allow() {
+        let p = policy(json!([
+            {"forbid": {"paths": ["/Admin*", "/v1/files*"]}, "unless": "user with admin in roles"},
+            {"permit": {"paths": "regex:^/v1/agents/[A-Za-z0-9_-]+/session$"}},
+            {"permit": {"paths": "/v1/Admin/*"}, "when": "user with admin in roles"},
+            {"permit": {"paths": "/v1/models/meta-llama/Llama-3.2-3B-Instruct"}},
+        ]));
+        let (user, admin) = (who(&[("roles", &["user"])]), who(&[("roles", &["admin"])]));
+        for path in ["/admin/users", "/ADMIN/Users", "/aDmin/x", "/Admin/Users", "/V1/FILES/abc"] {
+            assert!(!p.evaluate("GET", path, &user).is_permit(), "{path}");
+        }
+        assert!(p.evaluate("GET", "/v1/agents/agent_1/session", &user).is_permit(), "anchored regex permit");
+        assert!(p.evaluate("GET", "/v1/Admin/x", &admin).is_permit(), "capitalised permit");
+        assert!(!p.evaluate("GET", "/v1/admin/x", &user).is_permit());
+        assert!(p.evaluate("GET", "/v1/models/meta-llama/Llama-3.2-3B-Instruct", &user).is_permit());
+        let head =
+            policy(json!({"default": "permit", "rules": [{"path": "/secret", "methods": ["GET"], "forbid": "all"}]}));
+        assert!(!head.evaluate("HEAD", "/secret", &user).is_permit(), "HEAD runs the GET handler");
     }
 
     #[test]

@@ -447,6 +447,7 @@ fn original_request(
     path_prefix: Option<&str>,
 ) -> Result<RequestContext, AuthError> {
     let headers = &parts.headers;
+    crate::gate::refuse_method_override(headers)?;
     let original = match proxy {
         Proxy::Nginx => Original {
             method: Some(required(headers, X_ORIGINAL_METHOD, proxy)?),
