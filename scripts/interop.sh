@@ -6,7 +6,7 @@
 #
 #   scripts/interop.sh [--only 1,2,3,4]
 #
-# Installs what it needs when missing (nginx via apt-get when root; the npm
+# Installs what it needs when missing (nginx and caddy via apt-get when root; the npm
 # packages pinned by interop/package-lock.json via `npm ci`), builds
 # `tokengate` (debug: shares the cache with `cargo test`), starts everything
 # on free 127.0.0.1 ports under one mktemp root, runs interop/run_checks.py
@@ -75,41 +75,30 @@ for tool in node npm python3; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 
+# Installs a Debian package as root without starting its service (nginx and
+# caddy would listen on :80): policy-rc.d answers "no" for the duration.
+apt_install() {
+    local pkg=$1 made_policy=""
+    [ "$(id -u)" = 0 ] || die "$pkg is not installed (apt-get install $pkg, as root)"
+    say "installing $pkg"
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+        made_policy=1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    if ! apt-get install -y -q --no-install-recommends "$pkg" >"$ROOT/apt.log" 2>&1; then
+        apt-get update -q >>"$ROOT/apt.log" 2>&1 || true
+        apt-get install -y -q --no-install-recommends "$pkg" >>"$ROOT/apt.log" 2>&1 \
+            || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; cat "$ROOT/apt.log" >&2; die "apt-get install $pkg failed"; }
+    fi
+    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+    return 0
+}
+
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
-    [ "$(id -u)" = 0 ] || die "nginx is not installed (apt-get install nginx, as root)"
-    say "installing nginx"
-    # Install without starting Debian's nginx service (it would listen on :80).
-    made_policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends nginx >"$ROOT/apt.log" 2>&1; then
-        apt-get update -q >>"$ROOT/apt.log" 2>&1 || true
-        apt-get install -y -q --no-install-recommends nginx >>"$ROOT/apt.log" 2>&1 \
-            || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; cat "$ROOT/apt.log" >&2; die "apt-get install nginx failed"; }
-    fi
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
+    apt_install nginx
 fi
-if ! command -v caddy >/dev/null; then
-    [ "$(id -u)" = 0 ] || die "caddy is not installed (apt-get install caddy, as root)"
-    say "installing caddy"
-    made_policy=""
-    if [ ! -e /usr/sbin/policy-rc.d ]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-        made_policy=1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q --no-install-recommends caddy >"$ROOT/apt.log" 2>&1; then
-        apt-get update -q >>"$ROOT/apt.log" 2>&1 || true
-        apt-get install -y -q --no-install-recommends caddy >>"$ROOT/apt.log" 2>&1 \
-            || { [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d; cat "$ROOT/apt.log" >&2; die "apt-get install caddy failed"; }
-    fi
-    [ -n "$made_policy" ] && rm -f /usr/sbin/policy-rc.d
-    # Debian starts a caddy service on :80 unless policy-rc.d says no; stop it if it ran.
-    systemctl stop caddy 2>/dev/null || true
-fi
+command -v caddy >/dev/null || apt_install caddy
 export PATH="$PATH:/usr/sbin"
 
 cd "$REPO/interop"

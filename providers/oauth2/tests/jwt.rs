@@ -1010,10 +1010,11 @@ async fn verified_tokens_are_reused_until_their_key_leaves_the_set() {
 async fn cached_tokens_still_expire() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({"leeway": 0})));
-    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": now() + 1})));
+    // Two seconds of life: one could tick away before the first check on a busy machine.
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": now() + 2})));
     assert!(check(&p, &t).await.is_ok());
     assert!(check(&p, &t).await.is_ok());
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token expired at");
 
     let uncached = provider(config(&idp, json!({"cache": {"enabled": false}})));
