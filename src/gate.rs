@@ -268,8 +268,13 @@ const METHOD_OVERRIDES: &[&str] = &["x-http-method-override", "x-http-method", "
 /// `invalid_request` when the request asks for another method than it has:
 /// route rules judge the real method, a back end honouring the override
 /// would run another.
+///
+/// Underscore spellings count too: CGI-style gateways (PHP, some WSGI
+/// servers) read `X_HTTP_Method_Override` as the same variable.
 pub fn refuse_method_override(headers: &HeaderMap) -> Result<(), AuthError> {
-    match METHOD_OVERRIDES.iter().find(|h| headers.contains_key(**h)) {
+    let dashed = |b: u8| if b == b'_' { b'-' } else { b };
+    let is_override = |name: &str| METHOD_OVERRIDES.iter().any(|o| o.bytes().eq(name.bytes().map(dashed)));
+    match headers.keys().find(|name| is_override(name.as_str())) {
         Some(name) => {
             Err(AuthError::invalid_request(format!("the request carries {name}, which route rules cannot judge")))
         }

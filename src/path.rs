@@ -144,6 +144,12 @@ fn decode_segment(segment: &str) -> Result<String, PathError> {
     if decoded.chars().any(is_confusable) {
         return Err(PathError::Confusable);
     }
+    // A combining mark on an ASCII letter (`files` + U+0301) is `files` to a
+    // back end that decomposes and strips accents.
+    let marks_ascii = |(a, b): (char, char)| a.is_ascii() && unicode_normalization::char::is_combining_mark(b);
+    if decoded.chars().zip(decoded.chars().skip(1)).any(marks_ascii) {
+        return Err(PathError::Confusable);
+    }
     if decoded == "." || decoded == ".." {
         return Err(PathError::DotSegment);
     }
@@ -171,21 +177,17 @@ fn is_confusable(c: char) -> bool {
     std::iter::once(c).nfkc().any(|d| d.is_ascii())
         || c.to_lowercase().any(|l| l.is_ascii())
         || c.to_uppercase().any(|u| u.is_ascii())
-        || matches!(
-            c,
-            '\u{2024}'
-                ..='\u{2026}'
-                    | '\u{2215}'
-                    | '\u{2216}'
-                    | '\u{2044}'
-                    | '\u{29F5}'
-                    | '\u{29F8}'
-                    | '\u{29F9}'
-                    | '\u{3002}'
-                    | '\u{FF61}'
-        )
+        || LOOKALIKES.contains(&c)
         || is_default_ignorable(c)
 }
+
+/// Dots, slashes and backslashes NFKC keeps as they are: dot leaders, slash
+/// and backslash look-alikes, ideographic full stops, and `¥` / `₩`, which are
+/// `\` in Windows "best fit" Japanese and Korean code pages.
+const LOOKALIKES: &[char] = &[
+    '\u{2024}', '\u{2025}', '\u{2026}', '\u{2215}', '\u{2216}', '\u{2044}', '\u{29F5}', '\u{29F8}', '\u{29F9}',
+    '\u{3002}', '\u{FF61}', '\u{00A5}', '\u{20A9}',
+];
 
 /// Unicode's Default_Ignorable_Code_Point: rendered as nothing.
 fn is_default_ignorable(c: char) -> bool {
@@ -261,6 +263,8 @@ mod tests {
             ("/v%EF%BC%91/x", PathError::Confusable),
             ("/v1%E1%A0%8E", PathError::Confusable),
             ("/v1%F3%A0%80%81", PathError::Confusable),
+            ("/public/..%C2%A5admin", PathError::Confusable),
+            ("/v1/files%CC%81", PathError::Confusable),
             ("/v1%3F", PathError::EncodedSeparator),
             ("/v1%23", PathError::EncodedSeparator),
             ("admin", PathError::NotAbsolute),

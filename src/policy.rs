@@ -418,7 +418,11 @@ impl RoutePolicy {
         // when it merely falls through to the default.
         for (variant, folded) in readings(&route) {
             let (d, unmet) = self.evaluate_route(&method, &variant, principal, folded);
-            if d.effect == Effect::Forbid && (d.rule.is_some() || unmet) {
+            // Without its trailing slash the path is what most routers serve
+            // (`/v1/models/` is `/v1/models` to Express, Spring, ASP.NET), so
+            // there even the default's refusal counts.
+            let slash_removed = route.ends_with('/') && !variant.ends_with('/');
+            if d.effect == Effect::Forbid && (d.rule.is_some() || unmet || slash_removed) {
                 return Decision { reason: format!("a back end may read {route} as {variant}: {}", d.reason), ..d };
             }
         }
@@ -772,6 +776,12 @@ fn compile_path(p: &str) -> Result<PathPattern, String> {
         return Ok(PathPattern::Any);
     }
     if let Some(pattern) = p.strip_prefix("regex:") {
+        // Rules are also matched case-folded (for case-insensitive back ends);
+        // a pattern that turns case sensitivity back on would dodge that.
+        let flags = regex::Regex::new(r"\(\?[a-zA-Z]*-[a-zA-Z]*i").map_err(|e| e.to_string())?;
+        if flags.is_match(pattern) {
+            return Err(format!("`{pattern}`: `(?-i)` is refused; rules are also matched case-insensitively"));
+        }
         // Python's re.match, which Llama Stack uses: anchored at the start only.
         return regex::Regex::new(&format!("^(?:{pattern})"))
             .map(PathPattern::Regex)
@@ -971,6 +981,15 @@ mod tests {
         assert!(p.evaluate("GET", "/v1/Admin/x", &admin).is_permit(), "capitalised permit");
         assert!(!p.evaluate("GET", "/v1/admin/x", &user).is_permit());
         assert!(p.evaluate("GET", "/v1/models/meta-llama/Llama-3.2-3B-Instruct", &user).is_permit());
+        let allow_list = policy(json!({"default": "forbid", "rules": [
+            {"path": "/v1/models", "methods": ["GET"], "permit": "all"},
+            {"path": "/v1/models/*", "permit": "all"},
+        ]}));
+        assert!(!allow_list.evaluate("POST", "/v1/models/", &user).is_permit(), "`/v1/models/` is `/v1/models`");
+        assert!(allow_list.evaluate("GET", "/v1/models/", &user).is_permit());
+        assert!(allow_list.evaluate("POST", "/v1/models/x", &user).is_permit());
+        let ogx = policy(json!([{"permit": {"paths": ["/v1/files/*"]}}]));
+        assert!(!ogx.evaluate("GET", "/v1/files/", &user).is_permit());
         let head =
             policy(json!({"default": "permit", "rules": [{"path": "/secret", "methods": ["GET"], "forbid": "all"}]}));
         assert!(!head.evaluate("HEAD", "/secret", &user).is_permit(), "HEAD runs the GET handler");

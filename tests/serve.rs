@@ -337,7 +337,7 @@ async fn path_tricks_are_refused_before_open_paths_and_rules() {
         assert_eq!(res.status(), 400, "{trick}");
         assert_eq!(json(res).await["error"]["code"], "invalid_request", "{trick}");
     }
-    for name in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override"] {
+    for name in ["X-HTTP-Method-Override", "X-HTTP-Method", "X-Method-Override", "X_HTTP_Method_Override"] {
         let res = through_nginx(&s.base, "/v1/models", "POST", &[(name, b"DELETE")]).await;
         assert_eq!(res.status(), 400, "{name}: route rules judge the real method");
     }
@@ -545,7 +545,7 @@ async fn half_sent_requests_cannot_starve_real_decisions() {
     let addr = listener.local_addr().unwrap();
     let limits = server::ConnectionLimits {
         header_read_timeout: Duration::from_millis(400),
-        idle_timeout: Duration::from_millis(600),
+        idle_timeout: Duration::from_millis(1500),
         max_connections: 8,
     };
     let app = server::router(provider.clone(), ServeOptions::default());
@@ -562,7 +562,7 @@ async fn half_sent_requests_cannot_starve_real_decisions() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
-    assert!(closed_by_server(&mut extra, Duration::from_millis(300)).await, "over max_connections: closed on accept");
+    assert!(closed_by_server(&mut extra, Duration::from_secs(1)).await, "over max_connections: closed on accept");
     for s in &mut slow {
         assert!(closed_by_server(s, Duration::from_secs(2)).await, "headers not sent within header_read_timeout");
     }
@@ -593,13 +593,13 @@ async fn half_sent_requests_cannot_starve_real_decisions() {
     // A kept-alive connection that goes quiet is closed after idle_timeout.
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    assert!(!closed_by_server(&mut idle, Duration::from_millis(450)).await, "kept alive past header_read_timeout");
+    assert!(!closed_by_server(&mut idle, Duration::from_millis(700)).await, "kept alive past header_read_timeout");
     // A proxy's pooled connection, reused after more than header_read_timeout, still works.
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let mut answer = [0u8; 12];
     tokio::io::AsyncReadExt::read_exact(&mut idle, &mut answer).await.unwrap();
     assert_eq!(&answer, b"HTTP/1.1 200");
-    assert!(closed_by_server(&mut idle, Duration::from_secs(2)).await, "closed after idle_timeout");
+    assert!(closed_by_server(&mut idle, Duration::from_secs(4)).await, "closed after idle_timeout");
 
     let _ = tx.send(());
     done.await.unwrap().unwrap();
