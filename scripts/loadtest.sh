@@ -144,7 +144,7 @@ distinct() {
 say "server $URL (pid $SERVER, cpus $SERVER_CPUS), wrk on cpus $CLIENT_CPUS, ${DURATION}s per run"
 for conns in "$LOW" "$HIGH"; do
   run healthz "$conns" "$DURATION" "$URL/healthz"
-  run repeated "$conns" "$DURATION" -H "Authorization: Bearer $REPEAT" -H "X-Forwarded-Uri: /v1/models" "$URL/auth"
+  run repeated "$conns" "$DURATION" -H "Authorization: Bearer $REPEAT" -H "X-Forwarded-Uri: /v1/models" -H "X-Forwarded-Method: GET" "$URL/auth"
 done
 distinct "$LOW" 0
 distinct "$HIGH" "$COUNT"

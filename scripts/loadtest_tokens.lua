@@ -29,5 +29,5 @@ end
 function request()
   local t = tokens[(offset + counter) % #tokens + 1]
   counter = counter + 1
-  return wrk.format("GET", path, { ["Authorization"] = t, ["X-Forwarded-Uri"] = "/v1/models" })
+  return wrk.format("GET", path, { ["Authorization"] = t, ["X-Forwarded-Uri"] = "/v1/models", ["X-Forwarded-Method"] = "GET" })
 end
