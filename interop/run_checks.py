@@ -144,6 +144,25 @@ def raw_request(base, method, target, headers=None, timeout=15):
     return status, got, body.decode("utf-8", "replace")
 
 
+def through_proxy(base, method, target, headers, want, token=None, principal=None):
+    """A check: `method target` (sent byte for byte) through the proxy at `base`
+    answers `want`, reaching the upstream only for a 200 (and then with
+    X-Auth-Principal `principal`, when given)."""
+    def run():
+        before = len(EchoHandler.seen)
+        h = dict(headers)
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        status, _, body = raw_request(base, method, target, h)
+        reached_app = len(EchoHandler.seen) != before
+        ok = status == want and reached_app == (want == 200)
+        if principal is not None and reached_app:
+            ok = ok and EchoHandler.seen[-1].get("headers", {}).get("x-auth-principal") == principal
+        return ok, f"want {want} (upstream reached only for 200); got {status}, upstream reached: {reached_app}, " \
+                   f"body {body[:200]!r}"
+    return run
+
+
 def basic(client_id, secret):
     raw = f"{urllib.parse.quote(client_id, safe='')}:{urllib.parse.quote(secret, safe='')}"
     return "Basic " + base64.b64encode(raw.encode()).decode()
@@ -924,16 +943,7 @@ class Suite:
                     denied(None, False, headers={"X-Auth-Principal": "root"}))
 
         def bypass(cid, title, method, target, headers, want, token=None):
-            def run():
-                before = len(EchoHandler.seen)
-                h = dict(headers)
-                if token:
-                    h["Authorization"] = f"Bearer {token}"
-                status, _, body = raw_request(base, method, target, h)
-                reached_app = len(EchoHandler.seen) != before
-                return status == want and not reached_app, \
-                    f"want {want}, upstream untouched; got {status}, upstream reached: {reached_app}, body {body[:200]!r}"
-            self.expect(cid, title, run)
+            self.expect(cid, title, through_proxy(base, method, target, headers, want, token))
 
         self.expect("4.12.open", "open path without a token reaches the upstream",
                     lambda: (raw_request(base, "GET", "/public/logo.png")[0] == 200, "want 200"))
@@ -1034,19 +1044,8 @@ class Suite:
         token = self.token("svc-rs256")
 
         def case(cid, title, method, target, headers, want, with_token=False, principal=None):
-            def run():
-                before = len(EchoHandler.seen)
-                h = dict(headers)
-                if with_token:
-                    h["Authorization"] = f"Bearer {token}"
-                status, _, body = raw_request(base, method, target, h)
-                reached_app = len(EchoHandler.seen) != before
-                ok = status == want and reached_app == (want == 200)
-                if principal is not None and reached_app:
-                    seen = EchoHandler.seen[-1].get("headers", {}) if isinstance(EchoHandler.seen[-1], dict) else {}
-                    ok = ok and seen.get("x-auth-principal") == principal
-                return ok, f"want {want}; got {status}, upstream reached: {reached_app}, body {body[:200]!r}"
-            self.expect(cid, title, run)
+            self.expect(cid, title, through_proxy(base, method, target, headers, want,
+                                                  token if with_token else None, principal))
 
         case("5.1", "valid token: upstream reached with X-Auth-Principal", "GET", "/v1/models", {}, 200,
              with_token=True, principal="svc-rs256")
