@@ -272,14 +272,13 @@ impl Config {
             let on_error = self.settings.redis.as_ref().map(|r| r.on_store_error).unwrap_or_default();
             revocation = Some(local.with_shared_store(store.clone(), on_error));
         }
-        if let Some(policy) = &self.settings.route_policy {
-            for warning in policy.lint() {
-                tracing::warn!("{warning}");
-            }
-        }
         let members = self.build_members_in(registry, &ctx)?;
         if let Some(policy) = &self.settings.route_policy {
-            warn_identifier_attributes(policy, &members);
+            policy.lint().into_iter().for_each(warn_once);
+            for member in &members {
+                let Some(mapping) = member.attribute_mapping() else { continue };
+                policy.identifier_warnings(mapping, member.type_name()).into_iter().for_each(warn_once);
+            }
         }
         Ok(Pipeline { members, revocation, route_policy: self.settings.route_policy.clone() })
     }
@@ -362,22 +361,14 @@ impl Config {
     }
 }
 
-/// Warns, once per process and message, about route rules that test an
-/// attribute a member's mapping fills from identifier claims (see
-/// [`RoutePolicy::identifier_warnings`]). Once: configs are built again by
+/// A start-up warning, once per process: configs are built again by
 /// `explain` and reloads, and the same warning each time is noise.
-fn warn_identifier_attributes(policy: &RoutePolicy, members: &[DynProvider]) {
+fn warn_once(message: String) {
     static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
-    for member in members {
-        let Some(mapping) = member.attribute_mapping() else { continue };
-        for message in policy.identifier_warnings(mapping, member.type_name()) {
-            let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
-            if warned.contains(&message) {
-                continue;
-            }
-            tracing::warn!("{message}");
-            warned.push(message);
-        }
+    let mut warned = WARNED.lock().unwrap_or_else(|p| p.into_inner());
+    if !warned.contains(&message) {
+        tracing::warn!("{message}");
+        warned.push(message);
     }
 }
 

@@ -34,11 +34,13 @@
 //!
 //! As in Llama Stack, a bare list denies requests no rule matches, and an
 //! empty list allows everything. Request paths are matched in the canonical
-//! form of [`crate::path`] (trailing slash removed as Llama Stack does,
-//! repeated slashes merged, decoded once); a path without one (`;` parameters,
-//! dot segments, encoded separators, double encoding) is refused outright,
-//! since a back end that reads it differently could otherwise reach a route
-//! the policy never saw.
+//! form of [`crate::path`] (repeated slashes merged, decoded once, a trailing
+//! slash kept; exact rules ignore it, as Llama Stack does); a path without
+//! one (`;` parameters, dot segments, encoded separators, double encoding) is
+//! refused outright, since a back end that reads it differently could
+//! otherwise reach a route the policy never saw. A permit also needs the
+//! other readings a back end may make (trailing slash toggled, case-folded)
+//! not to be refused by a rule (see [`RoutePolicy::evaluate`]).
 
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -553,11 +555,7 @@ fn without_trailing_slash(path: &str) -> &str {
 /// case-folded: the trailing slash toggled, and case-folded (Unicode lower
 /// case, as Go's and .NET's case-insensitive routers fold).
 fn readings(route: &str) -> Vec<(String, bool)> {
-    let toggled = |r: &str| match r.strip_suffix('/') {
-        Some(rest) if !rest.is_empty() => rest.to_string(),
-        Some(_) => r.to_string(),
-        None => format!("{r}/"),
-    };
+    let toggled = |r: &str| if r.ends_with('/') { without_trailing_slash(r).to_string() } else { format!("{r}/") };
     let lower = route.to_lowercase();
     let mut out: Vec<(String, bool)> = Vec::with_capacity(3);
     for candidate in [(toggled(route), false), (toggled(&lower), true), (lower, true)] {

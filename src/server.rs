@@ -114,10 +114,10 @@ pub struct ForwardAuthConfig {
     /// Envoy `ext_authz` `path_prefix`, removed from decision request paths; `--path-prefix` wins.
     #[serde(default)]
     pub path_prefix: Option<String>,
-    /// Longest wait for a request's headers, on both listeners (default 10s).
+    /// Longest wait for a request's headers from their first byte, on both listeners (default 10s).
     #[serde(default, with = "tokengate_api::duration::option")]
     pub header_read_timeout: Option<Duration>,
-    /// A connection without traffic for this long is closed (default 60s).
+    /// A connection with no request for this long is closed (default 75s).
     #[serde(default, with = "tokengate_api::duration::option")]
     pub idle_timeout: Option<Duration>,
     /// Open connections per listener; more are closed on accept (default 4096).
@@ -279,12 +279,11 @@ pub async fn run_with_limits(
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let stop_admin = Arc::new(tokio::sync::Notify::new());
+    // The admin listener has nothing worth draining: it is aborted once the decision service stops.
     let admin = admin.map(|(listener, router)| {
-        let stop = stop_admin.clone();
         tokio::spawn(async move {
-            let stopped = async move { stop.notified().await };
-            if let Err(e) = crate::listener::serve(listener, router, limits, stopped, Duration::from_secs(1)).await {
+            let never = std::future::pending::<()>();
+            if let Err(e) = crate::listener::serve(listener, router, limits, never, Duration::ZERO).await {
                 tracing::error!("admin listener stopped: {e}");
             }
         })
@@ -324,7 +323,6 @@ pub async fn run_with_limits(
         task.abort();
     }
     prefetch.abort();
-    stop_admin.notify_one();
     if let Some(task) = admin {
         task.abort();
     }
@@ -436,6 +434,11 @@ struct Original<'a> {
     proto: Option<&'a str>,
 }
 
+impl Original<'_> {
+    /// The decision request itself is the original (Envoy `ext_authz`).
+    const OWN: Original<'static> = Original { method: None, target: None, host: None, proto: None };
+}
+
 /// The provider's view of the request the proxy is asking about.
 ///
 /// Which headers describe it is `proxy`'s choice alone (see [`Proxy`]); with
@@ -461,9 +464,9 @@ fn original_request(
             host: single(headers, X_FORWARDED_HOST)?,
             proto: single(headers, X_FORWARDED_PROTO)?,
         },
-        Proxy::Envoy => Original { method: None, target: None, host: None, proto: None },
+        Proxy::Envoy => Original::OWN,
         // A path prefix is Envoy's: its client may send any header `allowed_headers` lets through.
-        Proxy::Auto if path_prefix.is_some() => Original { method: None, target: None, host: None, proto: None },
+        Proxy::Auto if path_prefix.is_some() => Original::OWN,
         Proxy::Auto => auto_detect(headers)?,
     };
     let method = match original.method {
@@ -538,7 +541,7 @@ fn auto_detect(headers: &HeaderMap) -> Result<Original<'_>, AuthError> {
         }
         (true, _) => nginx,
         (false, true) => forwarded,
-        (false, false) => return Ok(Original { method: None, target: None, host: None, proto: None }),
+        (false, false) => return Ok(Original::OWN),
     };
     Ok(Original { method: chosen.1, target: chosen.0, host, proto })
 }
@@ -627,12 +630,13 @@ fn allowed(principal: &Principal) -> Response {
 /// plain value never holds `%`, so percent-decoding gives back exactly what
 /// the provider produced, and a list (`,`-joined) splits back into its values.
 pub fn percent_encoded(value: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if (0x21..=0x7e).contains(&b) && b != b'%' && b != b',' {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.extend(['%', HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 0xf)] as char]);
         }
     }
     out
