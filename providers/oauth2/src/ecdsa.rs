@@ -11,15 +11,15 @@
 //! tokens with libraries that do not normalise S can do it themselves.
 
 /// `(n − 1) / 2` of P-256, big-endian: the largest low S.
-const P256_HALF_ORDER: [u8; 32] = hex32(*b"7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8");
+const P256_HALF_ORDER: [u8; 32] = from_hex(*b"7fffffff800000007fffffffffffffffde737d56d38bcf4279dce5617e3192a8");
 /// The order n of P-256.
-const P256_ORDER: [u8; 32] = hex32(*b"ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
+const P256_ORDER: [u8; 32] = from_hex(*b"ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551");
 /// `(n − 1) / 2` of P-384.
 const P384_HALF_ORDER: [u8; 48] =
-    hex48(*b"7fffffffffffffffffffffffffffffffffffffffffffffffe3b1a6c0fa1b96efac0d06d9245853bd76760cb5666294b9");
+    from_hex(*b"7fffffffffffffffffffffffffffffffffffffffffffffffe3b1a6c0fa1b96efac0d06d9245853bd76760cb5666294b9");
 /// The order n of P-384.
 const P384_ORDER: [u8; 48] =
-    hex48(*b"ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973");
+    from_hex(*b"ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973");
 
 const fn nibble(c: u8) -> u8 {
     match c {
@@ -29,20 +29,13 @@ const fn nibble(c: u8) -> u8 {
     }
 }
 
-const fn hex32(text: [u8; 64]) -> [u8; 32] {
-    let mut out = [0u8; 32];
+/// `N` bytes from `2N` lowercase hex digits, at compile time (a wrong length
+/// or digit fails the build).
+const fn from_hex<const N: usize, const DIGITS: usize>(text: [u8; DIGITS]) -> [u8; N] {
+    assert!(DIGITS == 2 * N, "two hex digits per byte");
+    let mut out = [0u8; N];
     let mut i = 0;
-    while i < 32 {
-        out[i] = nibble(text[2 * i]) << 4 | nibble(text[2 * i + 1]);
-        i += 1;
-    }
-    out
-}
-
-const fn hex48(text: [u8; 96]) -> [u8; 48] {
-    let mut out = [0u8; 48];
-    let mut i = 0;
-    while i < 48 {
+    while i < N {
         out[i] = nibble(text[2 * i]) << 4 | nibble(text[2 * i + 1]);
         i += 1;
     }
