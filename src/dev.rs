@@ -8,8 +8,10 @@
 //! `POST /dev/token` (loopback clients only) mints more tokens; `tokengate
 //! token` is its client.
 
-use crate::server::{self, ServeOptions};
-use crate::{ConfigError, DynProvider, Registry};
+use crate::http::server::{self, ServeOptions};
+use crate::config::Registry;
+use crate::pipeline::Pipeline;
+use tokengate_api::ConfigError;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -166,7 +168,7 @@ pub fn sample_claims() -> Map<String, Value> {
 /// The dev issuer plus the provider that trusts it, for a listener already bound.
 pub struct DevServer {
     issuer: Arc<DevIssuer>,
-    provider: DynProvider,
+    pipeline: Arc<Pipeline>,
     base_url: String,
 }
 
@@ -178,7 +180,8 @@ impl DevServer {
         let provider = registry
             .build(&provider_config(&base_url), &crate::BuildContext::default())
             .map_err(|e| e.within("dev provider_config"))?;
-        Ok(DevServer { issuer: Arc::new(issuer), provider, base_url })
+        let pipeline = Arc::new(Pipeline::new(vec![provider]));
+        Ok(DevServer { issuer: Arc::new(issuer), pipeline, base_url })
     }
 
     pub fn base_url(&self) -> &str {
@@ -189,13 +192,14 @@ impl DevServer {
         &self.issuer
     }
 
-    pub fn provider(&self) -> &DynProvider {
-        &self.provider
+    /// The pipeline of the one provider that trusts the dev issuer.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
     }
 
     /// The decision service plus the issuer's routes (which are not decisions).
     pub fn router(&self, options: ServeOptions) -> Router {
-        server::router(self.provider.clone(), options).merge(self.issuer_router())
+        server::router(self.pipeline.clone(), options).merge(self.issuer_router())
     }
 
     /// Only the issuer: discovery, JWKS and `POST /dev/token`.

@@ -1,43 +1,47 @@
 //! tokengate: pluggable bearer-token authentication.
 //!
-//! A config file chooses a provider by `provider_config.type`; the provider
-//! turns a bearer token into a [`Principal`] or an [`AuthError`] that says why not.
-//! Use it as a library (the tower layer in [`layer`]) or as the `tokengate`
-//! binary (`check`, `serve`).
+//! A config file chooses a provider by `provider_config.type`; the
+//! [`Pipeline`] it builds turns a bearer token into a [`Principal`] or an
+//! [`AuthError`] that says why not, with a typed [`Reason`]. Use it as a
+//! library (the tower layer, [`AuthLayer`]) or as the `tokengate` binary
+//! (`check`, `explain`, `serve`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = tokengate::Config::load("config/oauth2-jwks.yaml".as_ref())?;
-//! let provider = config.build(&tokengate::Registry::with_builtins())?;
+//! let pipeline = config.build(&tokengate::Registry::with_builtins())?;
 //! let ctx = tokengate::RequestContext::new("GET", "/v1/models");
-//! match provider.validate("eyJ...", &ctx).await {
+//! let decision = pipeline.decide("eyJ...", &ctx).await;
+//! match decision.outcome {
 //!     Ok(p) => println!("{} {:?}", p.principal, p.attributes),
-//!     Err(e) => println!("{}: {}", e.code(), e.detail()),
+//!     Err(e) => println!("{} ({}): {}", e.code(), e.reason(), e.detail()),
 //! }
 //! # Ok(()) }
 //! ```
+//!
+//! The modules are the stages, each importing only those listed before it:
+//! [`path`] (the one path canonicalizer), [`pipeline`] (decide: chain,
+//! revocation, route policy), [`ops`] (decision log, metrics, audit, Redis),
+//! [`config`] (text → [`Config`] → [`Pipeline`]), [`http`] (layer, server),
+//! then [`explain`] and [`dev`].
 
-pub mod audit;
-pub mod chain;
+#![warn(missing_docs)]
+
 pub mod config;
+#[cfg(feature = "server")]
 pub mod dev;
 pub mod explain;
-pub mod gate;
-pub mod guard;
-pub mod layer;
-pub mod listener;
+pub mod http;
+pub mod ops;
 pub mod path;
-pub mod policy;
-pub mod redis;
-pub mod registry;
-pub mod revocation;
-pub mod server;
+pub mod pipeline;
 
-pub use config::{Config, Format, Settings};
-pub use layer::{AuthLayer, Authenticated, MaybeAuthenticated};
-pub use registry::Registry;
-pub use revocation::RevocationStore;
+pub use config::{Config, Format, Registry, Settings};
+pub use http::extract::{Authenticated, MaybeAuthenticated};
+pub use http::layer::AuthLayer;
+pub use pipeline::revocation::RevocationStore;
+pub use pipeline::{Decision, Pipeline};
 pub use tokengate_api::{
-    Attributes, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider, ErrorKind, Ownership,
-    Principal, ProviderBuilder, RequestContext,
+    Attributes, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, Description, DynProvider,
+    ErrorKind, Ownership, Principal, ProviderBuilder, Reason, RequestContext,
 };

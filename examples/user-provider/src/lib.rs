@@ -13,6 +13,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
+use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Principal,
     ProviderBuilder, RequestContext, Secret,
@@ -34,10 +35,6 @@ pub struct SharedSecretProvider {
 
 #[async_trait]
 impl AuthProvider for SharedSecretProvider {
-    fn type_name(&self) -> &str {
-        "shared_secret"
-    }
-
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
         // Constant time, so response timing does not reveal how much of a guess was right.
         if self.config.secret.ct_eq(token) {
@@ -47,11 +44,11 @@ impl AuthProvider for SharedSecretProvider {
         }
     }
 
-    fn error_message(&self) -> String {
-        format!(
+    fn describe(&self) -> Description {
+        Description::new("shared_secret").with_message(format!(
             "Authentication required. Please provide the shared secret issued to {} as a Bearer token",
             self.config.principal
-        )
+        ))
     }
 }
 

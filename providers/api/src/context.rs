@@ -1,6 +1,7 @@
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 /// What a provider may know about the request that carried the token.
 ///
@@ -9,7 +10,9 @@ use std::net::SocketAddr;
 /// `custom`, must not forward credentials it was not given.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RequestContext {
+    /// The request's method (`GET`).
     pub method: String,
+    /// The request's path, without the query.
     pub path: String,
     /// Lower-cased header names; repeated headers joined with `, `.
     pub headers: BTreeMap<String, String>,
@@ -24,6 +27,117 @@ pub struct RequestContext {
     /// that appends instead of overwriting passes a client's own copy along.
     #[serde(skip)]
     pub repeated_headers: BTreeSet<String>,
+    /// Where providers record their checks when someone asks (`tokengate
+    /// explain`); off, and free, otherwise.
+    #[serde(skip)]
+    pub trace: Trace,
+}
+
+/// One check a stage made, and its result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked (`signature`, `exp`, `route_policy`, …).
+    pub check: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found, for humans.
+    pub detail: String,
+}
+
+/// Where one attribute value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TracedAttribute {
+    /// The attribute (`roles`).
+    pub attribute: String,
+    /// One of its values.
+    pub value: String,
+    /// The claim it was read from, when it came from one.
+    pub claim: Option<String>,
+    /// The rule that produced it (`claims_mapping: groups -> teams`).
+    pub rule: String,
+}
+
+#[derive(Debug, Default)]
+struct TraceLog {
+    checks: Vec<Check>,
+    attributes: Vec<TracedAttribute>,
+}
+
+/// A record of the checks made for one request, shared by the stages that
+/// make them. [`Trace::default`] is off: recording then costs one branch and
+/// builds no text.
+#[derive(Debug, Clone, Default)]
+pub struct Trace(Option<Arc<Mutex<TraceLog>>>);
+
+impl Trace {
+    /// A trace that records.
+    pub fn on() -> Self {
+        Trace(Some(Arc::default()))
+    }
+
+    /// Whether checks are recorded.
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn with(&self, f: impl FnOnce(&mut TraceLog)) {
+        if let Some(log) = &self.0 {
+            f(&mut log.lock().unwrap_or_else(|p| p.into_inner()));
+        }
+    }
+
+    /// Records a check; `detail` is only called when the trace is on.
+    pub fn check(&self, check: &str, ok: bool, detail: impl FnOnce() -> String) {
+        self.with(|log| log.checks.push(Check { check: check.to_string(), ok, detail: detail() }));
+    }
+
+    /// Records a failed check with the error's own detail, and hands the error back.
+    pub fn failed(&self, check: &str, error: crate::AuthError) -> crate::AuthError {
+        self.check(check, false, || error.detail().to_string());
+        error
+    }
+
+    /// Records where an attribute value came from.
+    pub fn attribute(&self, attribute: &str, value: &str, claim: Option<&str>, rule: impl FnOnce() -> String) {
+        self.with(|log| {
+            // The first rule to yield a value is the one that put it there.
+            if !log.attributes.iter().any(|a| a.attribute == attribute && a.value == value) {
+                log.attributes.push(TracedAttribute {
+                    attribute: attribute.to_string(),
+                    value: value.to_string(),
+                    claim: claim.map(str::to_string),
+                    rule: rule(),
+                });
+            }
+        });
+    }
+
+    /// A point to [`Trace::rewind`] to: checks made on a pass that is then
+    /// made again (after a key-set refresh) are not listed twice.
+    pub fn mark(&self) -> usize {
+        let mut n = 0;
+        self.with(|log| n = log.checks.len());
+        n
+    }
+
+    /// Forgets the checks recorded since `mark`.
+    pub fn rewind(&self, mark: usize) {
+        self.with(|log| log.checks.truncate(mark));
+    }
+
+    /// The checks recorded so far.
+    pub fn checks(&self) -> Vec<Check> {
+        let mut out = Vec::new();
+        self.with(|log| out = log.checks.clone());
+        out
+    }
+
+    /// The attribute sources recorded so far.
+    pub fn attributes(&self) -> Vec<TracedAttribute> {
+        let mut out = Vec::new();
+        self.with(|log| out = log.attributes.clone());
+        out
+    }
 }
 
 /// Header names that carry credentials and never reach a provider's context.
@@ -34,6 +148,7 @@ pub struct RequestContext {
 pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie", "x-api-key"];
 
 impl RequestContext {
+    /// A context for `method` and `path`, with no headers or query.
     pub fn new(method: impl Into<String>, path: impl Into<String>) -> Self {
         RequestContext { method: method.into(), path: path.into(), ..Default::default() }
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 /// 401) is the client's problem; an identity provider that cannot be reached or
 /// understood (`Unavailable`, 503) is ours, and must never be reported as the former.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// The credential is missing, malformed, expired, forged or revoked: 401.
     InvalidToken,
@@ -44,6 +45,95 @@ impl ErrorKind {
     }
 }
 
+/// What failed, as a machine can read it: the stage or check that refused.
+///
+/// [`ErrorKind`] says whose problem it is (401, 400, 403, 503, 500); the
+/// reason says where the refusal came from, so callers, tests and metrics
+/// never have to read the wording of [`AuthError::detail`]. Providers set
+/// the most specific reason they know; [`AuthError::new`] starts from the
+/// kind's default ([`Reason::default_for`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// The request carried no credential at all.
+    MissingCredential,
+    /// The request around the token is unusable: a malformed `Authorization`
+    /// header, a refused path, an ambiguous proxy header.
+    Request,
+    /// The token is not well-formed for its provider (segments, encoding, JSON, size).
+    Malformed,
+    /// The signing algorithm is unsupported, unsigned or not allowed.
+    Algorithm,
+    /// No key fits the token (unknown `kid`, key type or pinned-algorithm mismatch).
+    Key,
+    /// The signature does not verify.
+    Signature,
+    /// A claim is missing, malformed or out of bounds; the claim's name (`exp`, `aud`, …).
+    Claim(std::borrow::Cow<'static, str>),
+    /// The token was verified but names no usable principal.
+    Principal,
+    /// The token is on the revocation list.
+    Revoked,
+    /// No configured provider owns this kind of token.
+    NotOwned,
+    /// The identity service answered that the credential is not valid
+    /// (inactive, unknown key, refused by the endpoint).
+    Rejected,
+    /// Authenticated, but route policy refuses the request.
+    Policy,
+    /// The identity service could not be reached or understood.
+    Upstream,
+    /// The provider or its configuration cannot work.
+    Config,
+}
+
+impl Reason {
+    /// The reason an error of `kind` has when its provider names none.
+    pub fn default_for(kind: ErrorKind) -> Reason {
+        match kind {
+            ErrorKind::InvalidToken => Reason::Rejected,
+            ErrorKind::InvalidRequest => Reason::Request,
+            ErrorKind::InsufficientScope => Reason::Policy,
+            ErrorKind::Unavailable => Reason::Upstream,
+            ErrorKind::Config => Reason::Config,
+        }
+    }
+
+    /// A named claim: `Reason::claim("exp")`.
+    pub fn claim(name: &'static str) -> Reason {
+        Reason::Claim(std::borrow::Cow::Borrowed(name))
+    }
+
+    /// A stable snake_case name for logs and metrics (`signature`, `claim`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reason::MissingCredential => "missing_credential",
+            Reason::Request => "request",
+            Reason::Malformed => "malformed",
+            Reason::Algorithm => "algorithm",
+            Reason::Key => "key",
+            Reason::Signature => "signature",
+            Reason::Claim(_) => "claim",
+            Reason::Principal => "principal",
+            Reason::Revoked => "revoked",
+            Reason::NotOwned => "not_owned",
+            Reason::Rejected => "rejected",
+            Reason::Policy => "policy",
+            Reason::Upstream => "upstream",
+            Reason::Config => "config",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Claim(name) => write!(f, "claim {name}"),
+            other => f.write_str(other.code()),
+        }
+    }
+}
+
 /// Why a token was not accepted.
 ///
 /// `detail` says exactly what failed ("token expired at 2026-11-28T10:00:00Z",
@@ -52,31 +142,44 @@ impl ErrorKind {
 #[derive(Clone, PartialEq, Eq)]
 pub struct AuthError {
     kind: ErrorKind,
+    reason: Reason,
     detail: String,
     retry_after: Option<Duration>,
 }
 
 impl AuthError {
+    /// An error of `kind` with the kind's default [`Reason`].
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        AuthError { kind, detail: detail.into(), retry_after: None }
+        AuthError { kind, reason: Reason::default_for(kind), detail: detail.into(), retry_after: None }
     }
 
+    /// The same error with a more specific reason.
+    pub fn because(mut self, reason: Reason) -> Self {
+        self.reason = reason;
+        self
+    }
+
+    /// A 401: the credential is not valid.
     pub fn invalid_token(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidToken, detail)
     }
 
+    /// A 400: the request around the credential is unusable.
     pub fn invalid_request(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidRequest, detail)
     }
 
+    /// A 403: authenticated, but not allowed.
     pub fn insufficient_scope(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::InsufficientScope, detail)
     }
 
+    /// A 503: the identity service cannot be reached or understood.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, detail)
     }
 
+    /// A 500: the provider is misconfigured.
     pub fn config(detail: impl Into<String>) -> Self {
         Self::new(ErrorKind::Config, detail)
     }
@@ -87,22 +190,38 @@ impl AuthError {
         self
     }
 
+    /// Whose problem it is, and so the status.
     pub fn kind(&self) -> ErrorKind {
         self.kind
     }
 
+    /// Where the refusal came from.
+    pub fn reason(&self) -> &Reason {
+        &self.reason
+    }
+
+    /// The kind's machine code (`invalid_token`, …).
     pub fn code(&self) -> &'static str {
         self.kind.code()
     }
 
+    /// What failed, for humans; never the token or a secret.
     pub fn detail(&self) -> &str {
         &self.detail
     }
 
+    /// The same error with its detail prefixed (`provider 2 (custom): …`).
+    pub fn with_context(mut self, context: impl fmt::Display) -> Self {
+        self.detail = format!("{context}: {}", self.detail);
+        self
+    }
+
+    /// When the identity service asked to come back.
     pub fn retry_after(&self) -> Option<Duration> {
         self.retry_after
     }
 
+    /// Whether this is a 503 (`Unavailable`).
     pub fn is_unavailable(&self) -> bool {
         self.kind == ErrorKind::Unavailable
     }
@@ -110,7 +229,7 @@ impl AuthError {
 
 impl fmt::Debug for AuthError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AuthError({}: {})", self.code(), self.detail)
+        write!(f, "AuthError({}, {}: {})", self.code(), self.reason, self.detail)
     }
 }
 
@@ -129,10 +248,12 @@ pub struct ConfigError {
     pub file: Option<String>,
     /// Dotted path of the field (`provider_config.jwks.uri`), empty for the whole file.
     pub field: String,
+    /// What is wrong and what is allowed.
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error about `field` (dotted path; empty for the whole file).
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError { file: None, field: field.into(), message: message.into() }
     }
@@ -147,6 +268,7 @@ impl ConfigError {
         self
     }
 
+    /// Names the file the error is in.
     pub fn in_file(mut self, file: impl Into<String>) -> Self {
         self.file = Some(file.into());
         self

@@ -19,8 +19,8 @@ mod shared;
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
 pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
 pub use claims::{claim_at_path, ClaimsMapping, IDENTIFIER_CLAIMS, LIST_CLAIMS};
-pub use context::{RequestContext, CREDENTIAL_HEADERS};
-pub use error::{AuthError, ConfigError, ErrorKind};
+pub use context::{Check, RequestContext, Trace, TracedAttribute, CREDENTIAL_HEADERS};
+pub use error::{AuthError, ConfigError, ErrorKind, Reason};
 pub use http::{
     host_of, is_loopback, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions, HttpFailure,
     UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
@@ -43,7 +43,9 @@ pub type Attributes = BTreeMap<String, Vec<String>>;
 /// Who a token belongs to and what it carries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Principal {
+    /// Who it is: a stable, non-empty identifier without control characters.
     pub principal: String,
+    /// What they carry (`roles`, `teams`, …).
     #[serde(default)]
     pub attributes: Attributes,
     /// Attributes the provider could not determine (GitHub organizations for a
@@ -59,10 +61,12 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A principal without attributes.
     pub fn new(principal: impl Into<String>) -> Self {
         Principal { principal: principal.into(), ..Default::default() }
     }
 
+    /// Sets the attributes (unknown ones stay unknown).
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes = attributes;
         for name in &self.unknown_attributes {
@@ -89,6 +93,7 @@ impl Principal {
 
 /// Whether a provider in a chain claims a token before validating it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Ownership {
     /// The token has this provider's shape (a JWT from its issuer, its prefix…):
     /// this provider decides, and its rejection is final.
@@ -97,63 +102,92 @@ pub enum Ownership {
     NotMine,
 }
 
+/// What a provider is, for everything around it: logs and metrics, the 401
+/// message, chain errors, `tokengate explain` and start-up lints.
+///
+/// Asked once, when the pipeline is built, so it may allocate freely.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Description {
+    /// The provider's `type` name (`oauth2_token`, `custom`, …).
+    pub type_name: String,
+    /// The message a client gets with a 401: what to send and who checks it.
+    pub message: String,
+    /// What this provider accepts, for chain error messages (`JWTs from https://idp`).
+    pub accepts: String,
+    /// The claims mapping that fills the principal's attributes, whatever it
+    /// maps from (a JWT, an introspection answer, GitHub's user, a TokenReview).
+    pub mapping: Option<ClaimsMapping>,
+    /// Whether a request must carry a token for this provider to judge it.
+    /// `false` for providers that read the identity elsewhere
+    /// (`upstream_header`): they are asked with an empty token.
+    pub needs_token: bool,
+}
+
+impl Description {
+    /// The generic 401 message.
+    pub const DEFAULT_MESSAGE: &'static str =
+        "Authentication required. Please provide a valid Bearer token in the Authorization header";
+
+    /// A provider of `type_name` that needs a token, accepts what its name says,
+    /// has no mapping and the generic message.
+    pub fn new(type_name: impl Into<String>) -> Self {
+        let type_name = type_name.into();
+        Description {
+            accepts: type_name.clone(),
+            type_name,
+            message: Self::DEFAULT_MESSAGE.to_string(),
+            mapping: None,
+            needs_token: true,
+        }
+    }
+
+    /// Sets the 401 message.
+    pub fn with_message(mut self, message: impl Into<String>) -> Self {
+        self.message = message.into();
+        self
+    }
+
+    /// Sets what the provider accepts.
+    pub fn accepting(mut self, accepts: impl Into<String>) -> Self {
+        self.accepts = accepts.into();
+        self
+    }
+
+    /// Sets the claims mapping that fills attributes.
+    pub fn with_mapping(mut self, mapping: ClaimsMapping) -> Self {
+        self.mapping = Some(mapping);
+        self
+    }
+
+    /// Marks a provider that judges requests without a token.
+    pub fn without_token(mut self) -> Self {
+        self.needs_token = false;
+        self
+    }
+}
+
 /// An authentication provider: validates bearer tokens into principals.
 ///
 /// Implementations must be cheap to call concurrently; anything slow (key sets,
-/// remote calls) is cached inside the provider.
+/// remote calls) is cached inside the provider. Everything around a provider
+/// (chains, revocation, route policy, the HTTP side) lives in the `tokengate`
+/// crate's pipeline, not here.
 #[async_trait]
 pub trait AuthProvider: Send + Sync + 'static {
-    /// The provider's `type` name (`oauth2_token`, `custom`, …), used in logs and metrics.
-    fn type_name(&self) -> &str;
-
     /// Validates `token`. The context never contains the `Authorization` header.
+    ///
+    /// When `ctx.trace` is on ([`Trace::is_on`]), the provider may record the
+    /// checks it made, for `tokengate explain`.
     async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError>;
-
-    /// The human-readable message a client gets with a 401: what to send and who checks it.
-    fn error_message(&self) -> String {
-        "Authentication required. Please provide a valid Bearer token in the Authorization header".to_string()
-    }
 
     /// A cheap, offline look at the token's shape, used by provider chains.
     fn ownership(&self, _token: &str) -> Ownership {
         Ownership::Mine
     }
 
-    /// A short description of what this provider accepts, for chain error messages.
-    fn accepts(&self) -> String {
-        self.type_name().to_string()
-    }
-
-    /// The claims mapping this provider applies, so `tokengate explain` can say
-    /// which claim and rule produced each attribute value.
-    fn claims_mapping(&self) -> Option<&ClaimsMapping> {
-        None
-    }
-
-    /// The claims mapping that fills this provider's attributes, whatever it
-    /// maps from (a JWT, an introspection answer, GitHub's user, a
-    /// TokenReview), for start-up lints such as "a route rule tests `roles`,
-    /// which the mapping fills from `sub`". Default: [`AuthProvider::claims_mapping`].
-    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
-        self.claims_mapping()
-    }
-
-    /// Whether a request must carry a token for this provider to judge it.
-    ///
-    /// `false` for providers that read the identity elsewhere (`upstream_header`
-    /// takes it from a trusted proxy's headers): servers then call
-    /// [`AuthProvider::validate`] with an empty token instead of refusing a
-    /// request that carries none.
-    fn needs_token(&self) -> bool {
-        true
-    }
-
-    /// For a provider chain: the position and `type` of the member that decides
-    /// `token` (`None` for a single provider, or when no member owns the token),
-    /// so audit logs and `tokengate explain` can say who decided.
-    fn chain_owner(&self, _token: &str) -> Option<(usize, String)> {
-        None
-    }
+    /// What this provider is; see [`Description`].
+    fn describe(&self) -> Description;
 
     /// Whether the provider can decide now. A provider that needs remote state
     /// (a key set) and holds none fetches it here; `Err` (normally

@@ -43,6 +43,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider,
     Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
@@ -664,37 +665,26 @@ impl Drop for ApiKeyProvider {
 
 #[async_trait]
 impl AuthProvider for ApiKeyProvider {
-    fn type_name(&self) -> &str {
-        self.inner.type_name
-    }
-
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
         self.ensure_watcher();
         self.lookup(token)
     }
 
-    fn error_message(&self) -> String {
-        let shape = match &self.inner.prefix {
-            Some(p) => format!("an API key (starting with `{p}`)"),
-            None => "an API key".to_string(),
+    fn describe(&self) -> Description {
+        let (shape, accepts) = match &self.inner.prefix {
+            Some(p) => (format!("an API key (starting with `{p}`)"), format!("API keys starting with `{p}`")),
+            None => ("an API key".to_string(), "API keys".to_string()),
         };
-        format!(
+        Description::new(self.inner.type_name).accepting(accepts).with_message(format!(
             "Authentication required. Send {shape} issued for this service as `Authorization: Bearer <key>` \
              or in the `X-API-Key` header; it is checked against this server's configured API keys"
-        )
+        ))
     }
 
     fn ownership(&self, token: &str) -> Ownership {
         match &self.inner.prefix {
             Some(prefix) if !token.starts_with(prefix.as_str()) => Ownership::NotMine,
             _ => Ownership::Mine,
-        }
-    }
-
-    fn accepts(&self) -> String {
-        match &self.inner.prefix {
-            Some(p) => format!("API keys starting with `{p}`"),
-            None => "API keys".to_string(),
         }
     }
 

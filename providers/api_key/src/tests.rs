@@ -64,7 +64,7 @@ async fn inline_keys_authenticate_with_attributes() {
     assert_eq!(principal.attributes["roles"], vec!["deployer"]);
     assert_eq!(principal.attributes["teams"], vec!["infra"]);
     assert_eq!(p.validate(&other, &ctx()).await.unwrap().principal, "alice");
-    assert_eq!(p.type_name(), "api_key");
+    assert_eq!(p.describe().type_name, "api_key");
 }
 
 #[tokio::test]
@@ -114,8 +114,8 @@ async fn prefix_decides_ownership() {
     // Called directly anyway, a foreign token gets a precise 401.
     let e = p.validate("ghp_abc", &ctx()).await.unwrap_err();
     assert_eq!(e.detail(), "not an API key: it does not start with `tg_`");
-    assert!(p.accepts().contains("tg_"));
-    assert!(p.error_message().contains("X-API-Key") && p.error_message().contains("tg_"));
+    assert!(p.describe().accepts.contains("tg_"));
+    assert!(p.describe().message.contains("X-API-Key") && p.describe().message.contains("tg_"));
 
     let unprefixed = build(json!({"keys": [{"hash": new_key("").1, "principal": "a"}]})).unwrap();
     assert_eq!(unprefixed.ownership("anything"), Ownership::Mine);
@@ -387,8 +387,8 @@ async fn local_api_key_is_the_same_provider_under_the_ogx_name() {
     let p = LocalApiKeyBuilder
         .build(json!({"keys": [{"hash": hash, "principal": "a"}]}), &BuildContext::default())
         .unwrap();
-    assert_eq!(LocalApiKeyBuilder.type_name(), "local_api_key");
-    assert_eq!(p.type_name(), "local_api_key");
+    assert_eq!(LocalApiKeyBuilder.describe().type_name, "local_api_key");
+    assert_eq!(p.describe().type_name, "local_api_key");
     assert_eq!(p.validate(&key, &ctx()).await.unwrap().principal, "a");
     assert_eq!(API_KEY_HEADER, "x-api-key");
 }

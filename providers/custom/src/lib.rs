@@ -50,6 +50,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengate_api::Description;
 use tokengate_api::{
     host_of, is_loopback, parse_provider_config, read_body_limited, redirect_failure, request_key, Attributes,
     AuthError, AuthProvider, BuildContext, CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure,
@@ -310,10 +311,6 @@ impl CustomProvider {
 
 #[async_trait]
 impl AuthProvider for CustomProvider {
-    fn type_name(&self) -> &str {
-        TYPE_NAME
-    }
-
     async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the bearer token is empty"));
@@ -323,13 +320,14 @@ impl AuthProvider for CustomProvider {
         self.cache.get_or_validate_key(key, || self.ask(token, ctx)).await
     }
 
-    fn error_message(&self) -> String {
+    fn describe(&self) -> Description {
         // Llama Stack's wording; `host` is never empty (checked at build time).
-        format!("Authentication required. Please provide your API key as a Bearer token (validated by {})", self.host)
-    }
-
-    fn accepts(&self) -> String {
-        format!("API keys validated by {}", self.host)
+        Description::new(TYPE_NAME)
+            .with_message(format!(
+                "Authentication required. Please provide your API key as a Bearer token (validated by {})",
+                self.host
+            ))
+            .accepting(format!("API keys validated by {}", self.host))
     }
 }
 
@@ -592,7 +590,7 @@ mod tests {
         assert!(!format!("{p:?}").contains("hunter2"));
         assert_eq!(p.host(), "auth.example.com:8443");
         assert_eq!(
-            p.error_message(),
+            p.describe().message,
             "Authentication required. Please provide your API key as a Bearer token (validated by auth.example.com:8443)"
         );
         let typo = json!({"endpoint": "https://a", "endpiont": "typo"});

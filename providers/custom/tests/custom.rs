@@ -154,7 +154,7 @@ async fn rejection_403_without_message() {
     assert_kind(&err, ErrorKind::InvalidToken);
     assert_eq!(err.detail(), format!("custom endpoint {} rejected the token (HTTP 403)", host(&server)));
     assert_eq!(
-        p.error_message(),
+        p.describe().message,
         format!(
             "Authentication required. Please provide your API key as a Bearer token (validated by {})",
             host(&server)
@@ -426,5 +426,5 @@ async fn unknown_config_fields_are_rejected() {
         panic!("typo accepted")
     };
     assert!(err.message.contains("verify_ssl"), "{err}");
-    assert_eq!(CustomBuilder.type_name(), "custom");
+    assert_eq!(CustomBuilder.describe().type_name, "custom");
 }

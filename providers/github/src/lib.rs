@@ -41,6 +41,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
     ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder,
@@ -458,10 +459,6 @@ enum OrgsPage {
 
 #[async_trait]
 impl AuthProvider for GitHubProvider {
-    fn type_name(&self) -> &str {
-        TYPE_NAME
-    }
-
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the bearer token is empty"));
@@ -469,8 +466,11 @@ impl AuthProvider for GitHubProvider {
         self.cache.0.get_or_validate(token, || self.lookup(token)).await
     }
 
-    fn error_message(&self) -> String {
-        ERROR_MESSAGE.to_string()
+    fn describe(&self) -> Description {
+        Description::new(TYPE_NAME)
+            .with_message(ERROR_MESSAGE)
+            .accepting("GitHub access tokens")
+            .with_mapping(self.claims_mapping.clone())
     }
 
     /// GitHub's token formats: the documented prefixes (`ghp_`, `github_pat_`,
@@ -485,14 +485,6 @@ impl AuthProvider for GitHubProvider {
         } else {
             Ownership::NotMine
         }
-    }
-
-    fn accepts(&self) -> String {
-        "GitHub access tokens".to_string()
-    }
-
-    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
-        Some(&self.claims_mapping)
     }
 }
 

@@ -153,7 +153,7 @@ async fn user_and_three_pages_of_organizations() {
     assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team", "infra"]);
     assert_eq!(count(&server, "/user").await, 1);
     assert_eq!(count(&server, "/user/orgs").await, 3);
-    assert_eq!(p.error_message(), LLAMA_STACK_MESSAGE);
+    assert_eq!(p.describe().message, LLAMA_STACK_MESSAGE);
 }
 
 #[tokio::test]
@@ -537,7 +537,7 @@ async fn config_typos_are_rejected() {
         panic!("typo accepted")
     };
     assert!(err.message.contains("github_api_url"), "{err}");
-    assert_eq!(GitHubBuilder.type_name(), "github_token");
+    assert_eq!(GitHubBuilder.describe().type_name, "github_token");
     // Llama Stack's minimal config: just the type.
     assert!(GitHubBuilder.build(json!({}), &BuildContext::default()).is_ok());
 }

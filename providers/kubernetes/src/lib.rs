@@ -22,6 +22,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
     ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder,
@@ -479,10 +480,6 @@ impl KubernetesProvider {
 
 #[async_trait]
 impl AuthProvider for KubernetesProvider {
-    fn type_name(&self) -> &str {
-        "kubernetes"
-    }
-
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the token is empty"));
@@ -495,22 +492,15 @@ impl AuthProvider for KubernetesProvider {
         self.cache.get_or_validate(token, || self.review(token)).await
     }
 
-    fn error_message(&self) -> String {
-        format!(
-            "Authentication required. Send a Kubernetes token (e.g. a ServiceAccount token) as \
-             `Authorization: Bearer <token>`; it is verified by the Kubernetes API server at {}",
-            self.base
-        )
-    }
-
-    fn accepts(&self) -> String {
-        format!("Kubernetes tokens (checked by {})", self.base)
-    }
-
-    // Not `claims_mapping`: that one is applied to JWT payloads by `explain`,
-    // and this mapping reads the review's user, not the token's claims.
-    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
-        Some(&self.mapping)
+    fn describe(&self) -> Description {
+        Description::new("kubernetes")
+            .with_message(format!(
+                "Authentication required. Send a Kubernetes token (e.g. a ServiceAccount token) as \
+                 `Authorization: Bearer <token>`; it is verified by the Kubernetes API server at {}",
+                self.base
+            ))
+            .accepting(format!("Kubernetes tokens (checked by {})", self.base))
+            .with_mapping(self.mapping.clone())
     }
 }
 

@@ -401,7 +401,7 @@ async fn tokens_never_appear_in_errors_or_debug() {
     assert_eq!(e.detail(), "the token is empty");
     let e = reject(&p, "bad\ntoken").await;
     assert_eq!(e.kind(), ErrorKind::InvalidToken);
-    assert!(p.error_message().contains(&url));
+    assert!(p.describe().message.contains(&url));
 }
 
 #[test]

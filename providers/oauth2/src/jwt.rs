@@ -25,7 +25,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokengate_api::{claim_at_path, token_hash, AuthError, ClaimsMapping, Principal, TokenHash};
+use tokengate_api::{claim_at_path, token_hash, AuthError, ClaimsMapping, Principal, Reason, TokenHash, Trace};
 
 /// What the claims must satisfy, compiled from the config.
 #[derive(Debug)]
@@ -60,35 +60,44 @@ enum Step {
 }
 
 impl JwtValidator {
-    pub(crate) async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+    /// Validates `token`, recording each check in `trace` when it is on.
+    pub(crate) async fn validate(&self, token: &str, trace: &Trace) -> Result<Principal, AuthError> {
         if token.len() > self.max_token_bytes {
-            return Err(AuthError::invalid_token(format!(
-                "token is {} bytes, more than the {}-byte limit (max_token_bytes)",
-                token.len(),
-                self.max_token_bytes
-            )));
+            return Err(trace.failed(
+                "token",
+                AuthError::invalid_token(format!(
+                    "token is {} bytes, more than the {}-byte limit (max_token_bytes)",
+                    token.len(),
+                    self.max_token_bytes
+                ))
+                .because(Reason::Malformed),
+            ));
         }
         let now = unix_now();
-        let hash = self.cache.as_ref().map(|_| token_hash(token));
+        // A traced validation must make every check, not answer from memory.
+        let hash = self.cache.as_ref().filter(|_| !trace.is_on()).map(|_| token_hash(token));
         match &self.keys {
-            KeySource::Secret(hmac) => self.validate_with_secret(hmac, token, hash.as_ref(), now),
+            KeySource::Secret(hmac) => self.validate_with_secret(hmac, token, hash.as_ref(), now, trace),
             KeySource::Remote(set) => {
+                let mark = trace.mark();
                 let first = {
                     let state = set.state();
-                    self.step(set, &state, token, hash.as_ref(), now, true)
+                    self.step(set, &state, token, hash.as_ref(), now, true, trace)
                 };
                 let (why, observed) = match first {
                     Step::Done(result) => return result,
                     Step::Refresh(why, observed) => (why, observed),
                 };
+                // The checks of a pass that ends in a refresh are made again after it.
+                trace.rewind(mark);
                 // Boxed: the fetch future (reqwest and all) is kilobytes, and
                 // held inline it would make every call's future that big, so
                 // the hot path would pay a large allocation for a fetch it
                 // almost never makes.
                 let state = Box::pin(set.refresh(why, observed)).await;
-                match self.step(set, &state, token, hash.as_ref(), unix_now(), false) {
+                match self.step(set, &state, token, hash.as_ref(), unix_now(), false, trace) {
                     Step::Done(result) => result,
-                    Step::Refresh(..) => Err(set.unavailable(&state)),
+                    Step::Refresh(..) => Err(trace.failed("key", set.unavailable(&state))),
                 }
             }
         }
@@ -119,21 +128,28 @@ impl JwtValidator {
         token: &str,
         hash: Option<&TokenHash>,
         now: f64,
+        trace: &Trace,
     ) -> Result<Principal, AuthError> {
         if let Some(principal) = self.cached(hash, now, None) {
             return Ok(principal);
         }
-        let parsed = parse(token, self.allowed, false)?;
+        let parsed = parse(token, self.allowed, false, trace)?;
+        trace.check("key", true, || "the configured shared secret".to_string());
         let mut buf = [0u8; SIGNATURE_BUF];
-        let signature = decode_signature(parsed.signature, &mut buf)?;
+        let signature = decode_signature(parsed.signature, &mut buf).map_err(|e| trace.failed("signature", e))?;
         if !hmac.verify(parsed.alg, parsed.signing_input, signature) {
-            return Err(AuthError::invalid_token(format!("signature invalid (alg {})", parsed.alg)));
+            return Err(trace.failed(
+                "signature",
+                AuthError::invalid_token(format!("signature invalid (alg {})", parsed.alg)).because(Reason::Signature),
+            ));
         }
-        self.finish(parsed.payload, now, hash, None, 0)
+        trace.check("signature", true, || "verified".to_string());
+        self.finish(parsed.payload, now, hash, None, 0, trace)
     }
 
     /// One pass over the current key set. `may_refresh` is false on the pass
     /// after a refresh, so a request waits for at most one fetch.
+    #[allow(clippy::too_many_arguments)] // the hot path's state, passed rather than bundled per call
     fn step(
         &self,
         set: &Arc<KeySet>,
@@ -142,6 +158,7 @@ impl JwtValidator {
         hash: Option<&TokenHash>,
         now: f64,
         may_refresh: bool,
+        trace: &Trace,
     ) -> Step {
         let clock = Instant::now();
         let keys = state.usable_keys(clock);
@@ -150,7 +167,7 @@ impl JwtValidator {
                 return Step::Done(Ok(principal));
             }
         }
-        let parsed = match parse(token, self.allowed, true) {
+        let parsed = match parse(token, self.allowed, true, trace) {
             Ok(parsed) => parsed,
             Err(e) => return Step::Done(Err(e)),
         };
@@ -158,14 +175,14 @@ impl JwtValidator {
             if may_refresh && set.may_fetch_missing(state, clock) {
                 return Step::Refresh(Why::Missing, state.attempts);
             }
-            return Step::Done(Err(set.unavailable(state)));
+            return Step::Done(Err(trace.failed("key", set.unavailable(state))));
         };
         if may_refresh {
             set.refresh_in_background_if_due(state, clock);
         }
         let kid = parsed.kid.as_deref();
-        let candidates = match keys.pick(kid, parsed.alg) {
-            Pick::Keys(candidates) => candidates,
+        let mismatch = match keys.pick(kid, parsed.alg) {
+            Pick::Keys(candidates) => return Step::Done(self.verify_with(candidates, &parsed, now, hash, trace)),
             Pick::UnknownKid => {
                 if may_refresh && set.may_force(state, clock) {
                     return Step::Refresh(Why::UnknownKid, state.attempts);
@@ -175,38 +192,25 @@ impl JwtValidator {
                     Some(error) => AuthError::unavailable(format!(
                         "key id {kid} is not among the cached keys and the key set cannot be refreshed: {error}"
                     )),
-                    None => AuthError::invalid_token(format!("unknown key id {kid}")),
-                }));
+                    None => AuthError::invalid_token(format!("unknown key id {kid}")).because(Reason::Key),
+                })
+                .map_err(|e| trace.failed("key", e)));
             }
-            Pick::Mismatch(key, Mismatch::KeyType(key_type)) => {
-                return Step::Done(Err(AuthError::invalid_token(format!(
-                    "alg {} does not match key type {} of {}",
-                    parsed.alg,
-                    key_type.describe(),
-                    key.describe()
-                ))))
-            }
+            Pick::Mismatch(key, Mismatch::KeyType(key_type)) => format!(
+                "alg {} does not match key type {} of {}",
+                parsed.alg,
+                key_type.describe(),
+                key.describe()
+            ),
             Pick::Mismatch(key, Mismatch::Pinned(pinned)) => {
-                return Step::Done(Err(AuthError::invalid_token(format!(
-                    "alg {} does not match {}, which the key set restricts to {pinned}",
-                    parsed.alg,
-                    key.describe()
-                ))))
+                format!("alg {} does not match {}, which the key set restricts to {pinned}", parsed.alg, key.describe())
             }
-            Pick::NoKidAmbiguous(0) => {
-                return Step::Done(Err(AuthError::invalid_token(format!(
-                    "token has no kid and the key set has no key for alg {}",
-                    parsed.alg
-                ))))
-            }
+            Pick::NoKidAmbiguous(0) => format!("token has no kid and the key set has no key for alg {}", parsed.alg),
             Pick::NoKidAmbiguous(n) => {
-                return Step::Done(Err(AuthError::invalid_token(format!(
-                    "token has no kid and {n} keys in the key set fit alg {}; a kid is required to choose",
-                    parsed.alg
-                ))))
+                format!("token has no kid and {n} keys in the key set fit alg {}; a kid is required to choose", parsed.alg)
             }
         };
-        Step::Done(self.verify_with(candidates, &parsed, now, hash))
+        Step::Done(Err(trace.failed("key", AuthError::invalid_token(mismatch).because(Reason::Key))))
     }
 
     fn verify_with(
@@ -215,30 +219,38 @@ impl JwtValidator {
         parsed: &Parsed<'_>,
         now: f64,
         hash: Option<&TokenHash>,
+        trace: &Trace,
     ) -> Result<Principal, AuthError> {
         let mut buf = [0u8; SIGNATURE_BUF];
-        let signature = decode_signature(parsed.signature, &mut buf)?;
+        let signature = decode_signature(parsed.signature, &mut buf).map_err(|e| trace.failed("signature", e))?;
         let mut fitting = candidates.iter().filter(|k| k.check(parsed.alg).is_ok());
         let signer = fitting.clone().find(|key| key.verify(parsed.alg, parsed.signing_input, signature));
         let Some(signer) = signer else {
             let key = fitting.next().map(|k| k.describe()).unwrap_or_default();
             if candidates.iter().all(|k| !k.can_verify(parsed.alg)) {
-                return Err(AuthError::invalid_token(format!("alg {} is not allowed for {key}", parsed.alg)));
+                let e = AuthError::invalid_token(format!("alg {} is not allowed for {key}", parsed.alg));
+                return Err(trace.failed("key", e.because(Reason::Key)));
             }
-            return Err(AuthError::invalid_token(format!("signature invalid (alg {}, {key})", parsed.alg)));
+            let e = AuthError::invalid_token(format!("signature invalid (alg {}, {key})", parsed.alg));
+            return Err(trace.failed("signature", e.because(Reason::Signature)));
         };
+        trace.check("key", true, || {
+            format!("found in the key set (kid {})", parsed.kid.as_deref().unwrap_or("(none)"))
+        });
         // Checked only once the signature verified, so forgeries keep the plain
         // "signature invalid" and only a genuine-but-malleable one is named.
         if matches!(parsed.alg, Alg::ES256 | Alg::ES384) && !self.allow_high_s && crate::ecdsa::is_high_s(signature) {
-            return Err(AuthError::invalid_token(format!(
+            let e = AuthError::invalid_token(format!(
                 "signature invalid: high-S ECDSA signature (alg {}, {}); only the low-S form (s <= n/2) is accepted \
                  because (r, n - s) can be made from (r, s) without the key; set allow_high_s_signatures: true \
                  for an issuer that does not normalize S",
                 parsed.alg,
                 signer.describe()
-            )));
+            ));
+            return Err(trace.failed("signature", e.because(Reason::Signature)));
         }
-        self.finish(parsed.payload, now, hash, signer.kid.clone(), signer.fingerprint)
+        trace.check("signature", true, || "verified".to_string());
+        self.finish(parsed.payload, now, hash, signer.kid.clone(), signer.fingerprint, trace)
     }
 
     /// Claims checks, principal, and remembering the verdict.
@@ -249,10 +261,11 @@ impl JwtValidator {
         hash: Option<&TokenHash>,
         kid: Option<Arc<str>>,
         fingerprint: u64,
+        trace: &Trace,
     ) -> Result<Principal, AuthError> {
-        let claims = decode_claims(payload)?;
-        let valid_until = check_claims(&claims, &self.rules, now)?;
-        let principal = principal_from(&claims, &self.rules)?;
+        let claims = decode_claims(payload).map_err(|e| trace.failed("payload", e))?;
+        let valid_until = check_claims(&claims, &self.rules, now, trace)?;
+        let principal = principal_from(&claims, &self.rules, trace)?;
         if let (Some(cache), Some(hash)) = (&self.cache, hash) {
             if cache.admit(hash) {
                 cache.insert(*hash, principal.clone(), valid_until.min(now + cache.ttl), kid, fingerprint);
@@ -396,8 +409,10 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 }
 
 fn malformed(what: &str) -> AuthError {
-    AuthError::invalid_token(format!("malformed JWT: {what}"))
+    AuthError::invalid_token(format!("malformed JWT: {what}")).because(Reason::Malformed)
 }
+
+
 
 /// Splits a compact JWS into its three parts.
 fn split(token: &str) -> Result<(&str, &str, &str), AuthError> {
@@ -409,7 +424,8 @@ fn split(token: &str) -> Result<(&str, &str, &str), AuthError> {
             if count == 5 {
                 Err(AuthError::invalid_token(
                     "JWE (encrypted JWT) is not supported; expected a signed JWT with 3 segments",
-                ))
+                )
+                .because(Reason::Malformed))
             } else {
                 Err(malformed(&format!("expected 3 dot-separated segments, found {count}")))
             }
@@ -434,7 +450,36 @@ fn is_json_object(bytes: &[u8]) -> bool {
 
 /// Checks structure, header and algorithm. `public_keys` is true when keys
 /// come from a key set, where a shared-secret algorithm is key confusion.
-pub(crate) fn parse(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Parsed<'_>, AuthError> {
+pub(crate) fn parse<'t>(
+    token: &'t str,
+    allowed: AlgSet,
+    public_keys: bool,
+    trace: &Trace,
+) -> Result<Parsed<'t>, AuthError> {
+    let parsed = parse_untraced(token, allowed, public_keys).map_err(|e| trace.failed("token", e))?;
+    if trace.is_on() {
+        trace.check("segments", true, || "three base64url segments: header.payload.signature".to_string());
+        trace.check("header", true, || {
+            let mut header = format!("alg {}", parsed.alg);
+            if let Some(kid) = &parsed.kid {
+                header.push_str(&format!(", kid {kid}"));
+            }
+            header
+        });
+        // Decoded again by the validation proper, after the signature: here
+        // only to show the claims in the order a reader expects.
+        match decode_claims(parsed.payload) {
+            Ok(Value::Object(claims)) => trace.check("payload", true, || {
+                let names: Vec<&str> = claims.keys().map(String::as_str).collect();
+                format!("a JSON object with claims {}", names.join(", "))
+            }),
+            Ok(_) | Err(_) => trace.check("payload", false, || "the payload is not a base64url JSON object".into()),
+        }
+    }
+    Ok(parsed)
+}
+
+fn parse_untraced(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Parsed<'_>, AuthError> {
     let (header, payload, signature) = split(token)?;
     if header.is_empty() || payload.is_empty() {
         return Err(malformed("empty header or payload segment"));
@@ -448,24 +493,28 @@ pub(crate) fn parse(token: &str, allowed: AlgSet, public_keys: bool) -> Result<P
     let raw: RawHeader<'_> = serde_json::from_slice(bytes)
         .map_err(|e| malformed(&format!("the header is not valid JSON ({})", e.classify_text())))?;
     let Some(Str(alg_name)) = raw.alg else {
-        return Err(AuthError::invalid_token("the JWT header has no alg"));
+        return Err(AuthError::invalid_token("the JWT header has no alg").because(Reason::Algorithm));
     };
     if alg_name.eq_ignore_ascii_case("none") {
         return Err(AuthError::invalid_token(format!(
             "alg {} (an unsigned token) is never accepted",
             quoted(&alg_name)
-        )));
+        ))
+        .because(Reason::Algorithm));
     }
     let Some(alg) = Alg::from_name(&alg_name) else {
-        return Err(AuthError::invalid_token(format!("unsupported alg {}", quoted(&alg_name))));
+        return Err(
+            AuthError::invalid_token(format!("unsupported alg {}", quoted(&alg_name))).because(Reason::Algorithm)
+        );
     };
     if alg.is_hmac() && public_keys {
         return Err(AuthError::invalid_token(format!(
             "alg {alg} is a shared-secret algorithm, refused because this provider verifies with a public key set (key confusion)"
-        )));
+        )).because(Reason::Algorithm));
     }
     if !allowed.contains(alg) {
-        return Err(AuthError::invalid_token(format!("alg {alg} is not allowed (allowed: {})", allowed.describe())));
+        return Err(AuthError::invalid_token(format!("alg {alg} is not allowed (allowed: {})", allowed.describe()))
+            .because(Reason::Algorithm));
     }
     if let Some(crit) = raw.crit {
         let listed = match &crit {
@@ -474,7 +523,8 @@ pub(crate) fn parse(token: &str, allowed: AlgSet, public_keys: bool) -> Result<P
         };
         return Err(AuthError::invalid_token(format!(
             "the JWT header marks extensions as critical ([{listed}]) and tokengate supports none"
-        )));
+        ))
+        .because(Reason::Malformed));
     }
     if let Some(Str(cty)) = &raw.cty {
         // RFC 7519 §5.2: "JWT" (media types are case-insensitive, and may carry the "application/" prefix).
@@ -482,11 +532,12 @@ pub(crate) fn parse(token: &str, allowed: AlgSet, public_keys: bool) -> Result<P
         if media == "jwt" || media == "application/jwt" {
             return Err(AuthError::invalid_token(
                 "nested JWTs (cty \"JWT\") are not accepted; send the inner token itself",
-            ));
+            )
+            .because(Reason::Malformed));
         }
     }
     if signature.is_empty() {
-        return Err(AuthError::invalid_token("the token has no signature"));
+        return Err(AuthError::invalid_token("the token has no signature").because(Reason::Malformed));
     }
     Ok(Parsed {
         alg,
@@ -515,7 +566,8 @@ impl ClassifyText for serde_json::Error {
 
 fn decode_signature<'b>(signature: &str, buf: &'b mut [u8; SIGNATURE_BUF]) -> Result<&'b [u8], AuthError> {
     if base64::decoded_len_estimate(signature.len()) > buf.len() {
-        return Err(AuthError::invalid_token("signature invalid (longer than any supported key produces)"));
+        return Err(AuthError::invalid_token("signature invalid (longer than any supported key produces)")
+            .because(Reason::Signature));
     }
     let n = TOKEN_B64.decode_slice(signature, buf).map_err(|_| malformed("the signature is not base64url"))?;
     Ok(&buf[..n])
@@ -531,89 +583,105 @@ fn decode_claims(payload: &str) -> Result<Value, AuthError> {
 }
 
 /// Checks time, issuer and audience claims; returns the Unix time until which
-/// the token stays valid (for the verified-token cache).
-pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64) -> Result<f64, AuthError> {
+/// the token stays valid (for the verified-token cache). Each claim's result
+/// goes to `trace` when it is on.
+pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64, trace: &Trace) -> Result<f64, AuthError> {
     let Some(map) = claims.as_object() else {
-        return Err(malformed("the payload is not a JSON object"));
+        return Err(trace.failed("payload", malformed("the payload is not a JSON object")));
     };
     let leeway = rules.leeway;
-    let valid_until = match numeric(map, "exp")? {
-        Some(exp) if now > exp + leeway => {
-            return Err(AuthError::invalid_token(format!("token expired at {}", rfc3339(exp))));
-        }
-        Some(exp) => exp + leeway,
-        None if rules.allow_missing_exp => f64::INFINITY,
-        None => return Err(AuthError::invalid_token("token has no exp claim")),
+    let refuse = |claim: &'static str, detail: String| {
+        trace.failed(claim, AuthError::invalid_token(detail).because(Reason::claim(claim)))
     };
-    if let Some(nbf) = numeric(map, "nbf")? {
+    let valid_until = match numeric(map, "exp").map_err(|d| refuse("exp", d))? {
+        Some(exp) if now > exp + leeway => {
+            trace.check("exp", false, || {
+                format!("expired at {} ({} ago; leeway {leeway}s)", rfc3339(exp), ago(now - exp))
+            });
+            let e = AuthError::invalid_token(format!("token expired at {}", rfc3339(exp)));
+            return Err(e.because(Reason::claim("exp")));
+        }
+        Some(exp) => {
+            trace.check("exp", true, || format!("expires at {} (in {})", rfc3339(exp), ago(exp - now)));
+            exp + leeway
+        }
+        None if rules.allow_missing_exp => {
+            trace.check("exp", true, || "no exp claim (allowed by allow_missing_exp)".to_string());
+            f64::INFINITY
+        }
+        None => return Err(refuse("exp", "token has no exp claim".to_string())),
+    };
+    if let Some(nbf) = numeric(map, "nbf").map_err(|d| refuse("nbf", d))? {
         if nbf > now + leeway {
-            return Err(AuthError::invalid_token(format!("token not valid before {}", rfc3339(nbf))));
+            return Err(refuse("nbf", format!("token not valid before {}", rfc3339(nbf))));
         }
+        trace.check("nbf", true, || format!("valid since {}", rfc3339(nbf)));
     }
-    if let Some(iat) = numeric(map, "iat")? {
+    if let Some(iat) = numeric(map, "iat").map_err(|d| refuse("iat", d))? {
         if iat > now + leeway {
-            return Err(AuthError::invalid_token(format!("token issued in the future (iat {})", rfc3339(iat))));
+            return Err(refuse("iat", format!("token issued in the future (iat {})", rfc3339(iat))));
+        }
+        trace.check("iat", true, || format!("issued at {}", rfc3339(iat)));
+    }
+    match (&rules.issuer, map.get("iss")) {
+        (None, got) => trace.check("iss", true, || match got {
+            Some(Value::String(iss)) => format!("{iss} (no issuer configured; not checked)"),
+            _ => "no issuer configured; not checked".to_string(),
+        }),
+        (Some(expected), Some(Value::String(got))) if got == expected => {
+            trace.check("iss", true, || format!("{got} as configured"))
+        }
+        (Some(expected), Some(Value::String(got))) => {
+            return Err(refuse("iss", format!("issuer {} is not the expected {}", quoted(got), quoted(expected))))
+        }
+        (Some(_), Some(_)) => return Err(refuse("iss", "the iss claim is not a string".to_string())),
+        (Some(expected), None) => {
+            return Err(refuse("iss", format!("token has no iss claim (expected {})", quoted(expected))))
         }
     }
-    if let Some(expected) = &rules.issuer {
-        match map.get("iss") {
-            Some(Value::String(got)) if got == expected => {}
-            Some(Value::String(got)) => {
-                return Err(AuthError::invalid_token(format!(
-                    "issuer {} is not the expected {}",
-                    quoted(got),
-                    quoted(expected)
-                )))
-            }
-            Some(_) => return Err(AuthError::invalid_token("the iss claim is not a string")),
-            None => {
-                return Err(AuthError::invalid_token(format!("token has no iss claim (expected {})", quoted(expected))))
-            }
+    let Some(expected) = &rules.audiences else {
+        trace.check("aud", true, || "allow_any_audience: not checked".to_string());
+        return Ok(valid_until);
+    };
+    let matches = |s: &str| expected.iter().any(|e| e == s);
+    let wanted = || list(expected.iter().map(String::as_str));
+    let found = match map.get("aud") {
+        Some(Value::String(aud)) if matches(aud) => aud.as_str(),
+        Some(Value::Array(items)) if items.iter().any(|i| i.as_str().is_some_and(matches)) => {
+            items.iter().filter_map(Value::as_str).find(|a| matches(a)).unwrap_or_default()
         }
-    }
-    if let Some(expected) = &rules.audiences {
-        let matches = |s: &str| expected.iter().any(|e| e == s);
-        match map.get("aud") {
-            Some(Value::String(aud)) if matches(aud) => {}
-            Some(Value::Array(items)) if items.iter().any(|i| i.as_str().is_some_and(matches)) => {}
-            Some(Value::String(aud)) => {
-                return Err(AuthError::invalid_token(format!(
-                    "audience {} is not one of {}",
-                    list([aud.as_str()]),
-                    list(expected.iter().map(String::as_str))
-                )))
-            }
-            Some(Value::Array(items)) => {
-                return Err(AuthError::invalid_token(format!(
-                    "audience {} is not one of {}",
-                    list(items.iter().filter_map(Value::as_str)),
-                    list(expected.iter().map(String::as_str))
-                )))
-            }
-            Some(_) => return Err(AuthError::invalid_token("the aud claim is neither a string nor a list of strings")),
-            None => {
-                return Err(AuthError::invalid_token(format!(
-                    "token has no aud claim (expected one of {})",
-                    list(expected.iter().map(String::as_str))
-                )))
-            }
+        Some(Value::String(aud)) => {
+            return Err(refuse("aud", format!("audience {} is not one of {}", list([aud.as_str()]), wanted())))
         }
-    }
+        Some(Value::Array(items)) => {
+            let got = list(items.iter().filter_map(Value::as_str));
+            return Err(refuse("aud", format!("audience {got} is not one of {}", wanted())));
+        }
+        Some(_) => return Err(refuse("aud", "the aud claim is neither a string nor a list of strings".to_string())),
+        None => return Err(refuse("aud", format!("token has no aud claim (expected one of {})", wanted()))),
+    };
+    trace.check("aud", true, || format!("{found} is one of [{}]", expected.join(", ")));
     Ok(valid_until)
 }
 
-fn numeric(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, AuthError> {
+/// A span of seconds for humans (`1h 5m`).
+fn ago(secs: f64) -> String {
+    let secs = if secs.is_finite() { secs.abs().round().min(u64::MAX as f64) as u64 } else { 0 };
+    humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+fn numeric(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
     match map.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Ok(Some(v)),
-            _ => Err(AuthError::invalid_token(format!("the {name} claim is not a usable number"))),
+            _ => Err(format!("the {name} claim is not a usable number")),
         },
-        Some(_) => Err(AuthError::invalid_token(format!("the {name} claim is not a number"))),
+        Some(_) => Err(format!("the {name} claim is not a number")),
     }
 }
 
-pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules) -> Result<Principal, AuthError> {
+pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules, trace: &Trace) -> Result<Principal, AuthError> {
     let claim = rules.principal_claim.as_str();
     let value = match claims.get(claim) {
         Some(v) => Some(v),
@@ -624,15 +692,20 @@ pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules) -> Result<Princ
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         Some(_) => {
-            return Err(AuthError::invalid_token(format!(
-                "the {} claim cannot name the principal (not a non-empty string)",
-                quoted(claim)
-            )))
+            let detail = format!("the {} claim cannot name the principal (not a non-empty string)", quoted(claim));
+            return Err(trace.failed("principal", AuthError::invalid_token(detail).because(Reason::Principal)));
         }
         None => {
-            return Err(AuthError::invalid_token(format!("token has no {} claim to name the principal", quoted(claim))))
+            let detail = format!("token has no {} claim to name the principal", quoted(claim));
+            return Err(trace.failed("principal", AuthError::invalid_token(detail).because(Reason::Principal)));
         }
     };
+    trace.check("principal", true, || format!("{name} (claim {claim})"));
+    if trace.is_on() {
+        rules.claims_mapping.apply_traced(claims, |attribute, value, claim| {
+            trace.attribute(attribute, value, Some(claim), || format!("claims_mapping: {claim} -> {attribute}"))
+        });
+    }
     Ok(Principal::new(name).with_attributes(rules.claims_mapping.apply(claims)))
 }
 

@@ -25,6 +25,7 @@ use crate::keyset::{display_url, KeySet, KeySetOptions, Source};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
+use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider,
     HttpClientOptions, Ownership, Principal, ProviderBuilder, RequestContext,
@@ -230,22 +231,14 @@ impl OAuth2Provider {
 
 #[async_trait]
 impl AuthProvider for OAuth2Provider {
-    fn type_name(&self) -> &str {
-        TYPE_NAME
-    }
-
-    async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
+    async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         match &self.mode {
-            Mode::Jwt(v) => v.validate(token).await,
+            Mode::Jwt(v) => v.validate(token, &ctx.trace).await,
             // Boxed so that the (much larger) introspection future does not
             // size the future of every JWT validation: async-trait boxes this
             // whole body, and a multi-kilobyte box misses the allocator's fast path.
             Mode::Introspection(i) => Box::pin(i.validate(token)).await,
         }
-    }
-
-    fn error_message(&self) -> String {
-        self.error_message.clone()
     }
 
     /// A JWT is ours when its (unverified) `iss` is our issuer, or when no
@@ -265,24 +258,15 @@ impl AuthProvider for OAuth2Provider {
         }
     }
 
-    fn accepts(&self) -> String {
-        self.accepts.clone()
-    }
-
-    /// JWT mode only: there the attributes come from the token's own payload,
-    /// which `tokengate explain` can trace; introspection answers are not seen.
-    fn claims_mapping(&self) -> Option<&ClaimsMapping> {
-        match &self.mode {
-            Mode::Jwt(v) => Some(&v.rules.claims_mapping),
-            Mode::Introspection(_) => None,
-        }
-    }
-
-    fn attribute_mapping(&self) -> Option<&ClaimsMapping> {
-        match &self.mode {
-            Mode::Jwt(v) => Some(&v.rules.claims_mapping),
-            Mode::Introspection(i) => Some(i.claims_mapping()),
-        }
+    fn describe(&self) -> Description {
+        let mapping = match &self.mode {
+            Mode::Jwt(v) => &v.rules.claims_mapping,
+            Mode::Introspection(i) => i.claims_mapping(),
+        };
+        Description::new(TYPE_NAME)
+            .with_message(self.error_message.clone())
+            .accepting(self.accepts.clone())
+            .with_mapping(mapping.clone())
     }
 
     /// Ready once a usable key set is held (JWKS mode); introspection and

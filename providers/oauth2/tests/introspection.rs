@@ -128,7 +128,7 @@ async fn active_token_with_basic_client_auth() {
     assert!(!form.contains_key("client_secret"));
     assert!(!form.contains_key("client_id"));
     assert_eq!(
-        p.error_message(),
+        p.describe().message,
         format!("Authentication required. Please provide a valid OAuth2 Bearer token validated by {}", host(&server))
     );
 }

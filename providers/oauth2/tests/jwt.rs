@@ -1072,7 +1072,7 @@ fn config_errors_name_the_field() {
     // Unknown algorithm names are listed with the supported ones.
     let err = OAuth2Builder.build(json!({"jwks": jwks, "audience": "a", "algorithms": ["RS257"]}), &ctx).err().unwrap();
     assert!(err.message.contains("\"RS257\" is not a supported algorithm"), "{err}");
-    assert_eq!(OAuth2Builder.type_name(), "oauth2_token");
+    assert_eq!(OAuth2Builder.describe().type_name, "oauth2_token");
 }
 
 #[tokio::test]
@@ -1081,22 +1081,22 @@ async fn error_messages_ownership_and_accepts() {
     let build = |cfg: Value| OAuth2Builder.build(cfg, &ctx).unwrap();
     let with_issuer = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "issuer": ISS, "audience": "a"}));
     assert_eq!(
-        with_issuer.error_message(),
+        with_issuer.describe().message,
         "Authentication required. Please provide a valid OAuth2 Bearer token from https://issuer.test"
     );
-    assert_eq!(with_issuer.type_name(), "oauth2_token");
-    assert!(with_issuer.accepts().contains(ISS));
+    assert_eq!(with_issuer.describe().type_name, "oauth2_token");
+    assert!(with_issuer.describe().accepts.contains(ISS));
 
     let without = build(json!({"jwks": {"uri": "https://idp.test/jwks"}, "audience": "a", "allow_any_issuer": true}));
     assert_eq!(
-        without.error_message(),
+        without.describe().message,
         "Authentication required. Please provide a valid OAuth2 Bearer token in the Authorization header"
     );
     let introspection = build(
         json!({"introspection": {"url": "https://idp.test/introspect", "client_id": "c", "client_secret": "s"}, "allow_any_audience": true}),
     );
     assert_eq!(
-        introspection.error_message(),
+        introspection.describe().message,
         "Authentication required. Please provide a valid OAuth2 Bearer token validated by idp.test"
     );
 

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, ErrorKind,
     Ownership, Principal, ProviderBuilder, RequestContext,
@@ -148,10 +149,6 @@ impl UpstreamHeaderProvider {
 
 #[async_trait]
 impl AuthProvider for UpstreamHeaderProvider {
-    fn type_name(&self) -> &str {
-        "upstream_header"
-    }
-
     /// Ignores `token`: the identity is in the proxy's headers.
     async fn validate(&self, _token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         let Some(peer) = ctx.peer else {
@@ -205,27 +202,22 @@ impl AuthProvider for UpstreamHeaderProvider {
         Ok(Principal::new(principal).with_attributes(attributes))
     }
 
-    fn error_message(&self) -> String {
-        format!(
-            "Authentication required. This service trusts the identity its authenticating proxy asserts in the \
-             `{}` header; send the request through that proxy and log in there",
-            self.principal_header
-        )
+    /// The identity is in the proxy's headers: requests without a token are ours to judge.
+    fn describe(&self) -> Description {
+        Description::new("upstream_header")
+            .with_message(format!(
+                "Authentication required. This service trusts the identity its authenticating proxy asserts in the \
+                 `{}` header; send the request through that proxy and log in there",
+                self.principal_header
+            ))
+            .accepting(format!("the `{}` header from a trusted proxy", self.principal_header))
+            .without_token()
     }
 
     /// Every request is this provider's: it needs no token, so no token's
     /// shape can say otherwise.
     fn ownership(&self, _token: &str) -> Ownership {
         Ownership::Mine
-    }
-
-    fn accepts(&self) -> String {
-        format!("the `{}` header from a trusted proxy", self.principal_header)
-    }
-
-    /// The identity is in the proxy's headers; requests without a token are ours to judge.
-    fn needs_token(&self) -> bool {
-        false
     }
 }
 
@@ -353,8 +345,8 @@ mod tests {
         let p = standard();
         assert_eq!(p.ownership(""), Ownership::Mine);
         assert_eq!(p.ownership("eyJ.x.y"), Ownership::Mine);
-        assert!(p.error_message().contains("x-forwarded-user"));
-        assert_eq!(p.type_name(), "upstream_header");
+        assert!(p.describe().message.contains("x-forwarded-user"));
+        assert_eq!(p.describe().type_name, "upstream_header");
     }
 
     #[test]

@@ -38,9 +38,12 @@
 //! The provider's `RequestContext.peer` is the TCP peer (the proxy); the
 //! client's address, if the proxy sends it, is in the `x-forwarded-for` header.
 
-use crate::gate::{Gate, DECISION_DURATION_SECONDS};
-pub use crate::listener::ConnectionLimits;
-use crate::{Config, DynProvider, Principal, RequestContext};
+use super::gate::Gate;
+pub use super::listener::ConnectionLimits;
+use crate::config::{Config, ForwardAuthConfig, Proxy};
+use crate::ops::metrics::prometheus as metrics_handle;
+use crate::pipeline::IntoPipeline;
+use tokengate_api::{Principal, RequestContext};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -48,11 +51,10 @@ use axum::routing::get;
 use axum::Router;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, StatusCode};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use serde::Deserialize;
+use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::AuthError;
 
@@ -64,75 +66,15 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `/readyz` answers within this even when a key-set fetch hangs.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Buckets of `tokengate_decision_duration_seconds`: from a cached JWT check
-/// (well under a millisecond) to a slow remote introspection.
-const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-/// Which reverse proxy asks, and so which headers describe the original request.
-///
-/// Only the named proxy's headers are read: nginx's `auth_request` forwards
-/// every header the client sent, so a header the proxy does not set is the
-/// client's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Proxy {
-    /// `X-Original-URI` and `X-Original-Method` (the shipped `auth_request` snippet).
-    Nginx,
-    /// `X-Forwarded-Uri`, `-Method`, `-Host` and `-Proto` (`forwardAuth`).
-    Traefik,
-    /// As Traefik (`forward_auth`).
-    Caddy,
-    /// The decision request's own method and path, minus `path_prefix` (`ext_authz`).
-    Envoy,
-    /// Whichever family is present; both only when they agree, a repeated,
-    /// empty or unreadable one never (400).
-    #[default]
-    Auto,
-}
-
-impl Proxy {
-    /// The config spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proxy::Nginx => "nginx",
-            Proxy::Traefik => "traefik",
-            Proxy::Caddy => "caddy",
-            Proxy::Envoy => "envoy",
-            Proxy::Auto => "auto",
-        }
-    }
-}
-
-/// The `forward_auth:` section: how `tokengate serve` meets its proxy.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardAuthConfig {
-    /// `nginx | traefik | caddy | envoy | auto` (default `auto`); `--proxy` wins.
-    #[serde(default)]
-    pub proxy: Proxy,
-    /// Envoy `ext_authz` `path_prefix`, removed from decision request paths; `--path-prefix` wins.
-    #[serde(default)]
-    pub path_prefix: Option<String>,
-    /// Longest wait for a request's headers from their first byte, on both listeners (default 10s).
-    #[serde(default, with = "tokengate_api::duration::option")]
-    pub header_read_timeout: Option<Duration>,
-    /// A connection with no request for this long is closed (default 75s).
-    #[serde(default, with = "tokengate_api::duration::option")]
-    pub idle_timeout: Option<Duration>,
-    /// Open connections per listener; more are closed on accept (default 4096).
-    #[serde(default)]
-    pub max_connections: Option<usize>,
-}
-
-impl ForwardAuthConfig {
-    /// The connection limits this section sets, defaults for the rest.
-    pub fn limits(&self) -> ConnectionLimits {
+impl ConnectionLimits {
+    /// The limits a `forward_auth:` section sets, defaults for the rest.
+    pub fn from_config(config: &ForwardAuthConfig) -> Self {
         let defaults = ConnectionLimits::default();
         ConnectionLimits {
-            header_read_timeout: self.header_read_timeout.unwrap_or(defaults.header_read_timeout),
-            idle_timeout: self.idle_timeout.unwrap_or(defaults.idle_timeout),
-            max_connections: self.max_connections.unwrap_or(defaults.max_connections),
+            header_read_timeout: config.header_read_timeout.unwrap_or(defaults.header_read_timeout),
+            idle_timeout: config.idle_timeout.unwrap_or(defaults.idle_timeout),
+            max_connections: config.max_connections.unwrap_or(defaults.max_connections),
         }
     }
 }
@@ -147,9 +89,9 @@ pub struct ServeOptions {
     pub open_paths: Vec<String>,
     /// Envoy `ext_authz` `path_prefix`, removed from the decision request's path.
     pub path_prefix: Option<String>,
-    /// One JSON line per decision (see [`crate::audit`]); from the config's
+    /// One JSON line per decision (see [`crate::ops::audit`]); from the config's
     /// `audit:` via [`crate::Config::audit_log`].
-    pub audit: Option<crate::audit::AuditLog>,
+    pub audit: Option<crate::ops::audit::AuditLog>,
     /// Leave `/healthz`, `/readyz` and `/metrics` out of the decision
     /// router, for [`admin_router`] on a listener of its own: then every path
     /// is a decision.
@@ -179,31 +121,9 @@ struct AppState {
     metrics: Option<PrometheusHandle>,
 }
 
-/// The process-wide Prometheus recorder, installed on first call.
-///
-/// `None` when another global `metrics` recorder was installed first (an
-/// embedding application's own); `/metrics` then answers 503.
-pub fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let installed = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full(DECISION_DURATION_SECONDS.to_string()), LATENCY_BUCKETS)
-                .and_then(|b| b.install_recorder());
-            match installed {
-                Ok(handle) => Some(handle),
-                Err(e) => {
-                    tracing::warn!("cannot install the Prometheus recorder, /metrics is disabled: {e}");
-                    None
-                }
-            }
-        })
-        .clone()
-}
-
 /// The decision service: `/healthz`, `/metrics`, and decisions on every other path.
-pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
-    let mut gate = Gate::new(provider);
+pub fn router(pipeline: impl IntoPipeline, options: ServeOptions) -> Router {
+    let mut gate = Gate::new(pipeline);
     if let Some(realm) = &options.realm {
         gate = gate.with_realm(realm);
     }
@@ -221,9 +141,9 @@ pub fn router(provider: DynProvider, options: ServeOptions) -> Router {
 
 /// `/healthz`, `/readyz` and `/metrics` alone, for a listener of their own
 /// (`admin_listen`); every other path is 404.
-pub fn admin_router(provider: DynProvider) -> Router {
+pub fn admin_router(pipeline: impl IntoPipeline) -> Router {
     let state = Arc::new(AppState {
-        gate: Gate::new(provider),
+        gate: Gate::new(pipeline),
         proxy: Proxy::Auto,
         path_prefix: None,
         metrics: metrics_handle(),
@@ -235,27 +155,28 @@ fn admin_routes() -> Router<Arc<AppState>> {
     Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(render_metrics))
 }
 
-/// Serves the decision service on `listener` until `shutdown` completes, then closes the provider.
+/// Serves the decision service on `listener` until `shutdown` completes, then closes the pipeline.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    provider: DynProvider,
+    pipeline: impl IntoPipeline,
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(provider.clone(), options);
-    run(listener, app, provider, shutdown).await
+    let pipeline = pipeline.into_pipeline();
+    let app = router(pipeline.clone(), options);
+    run(listener, app, pipeline, shutdown).await
 }
 
 /// Serves any router (the decision service, possibly with more routes) with
 /// peer addresses recorded; drains in-flight requests for at most 30s once
-/// `shutdown` completes, then closes `provider`.
+/// `shutdown` completes, then closes `pipeline`.
 pub async fn run(
     listener: tokio::net::TcpListener,
     app: Router,
-    provider: DynProvider,
+    pipeline: impl IntoPipeline,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run_with_admin(listener, app, None, provider, shutdown).await
+    run_with_admin(listener, app, None, pipeline, shutdown).await
 }
 
 /// [`run`], plus `admin` (a listener and, normally, [`admin_router`]) served
@@ -264,10 +185,10 @@ pub async fn run_with_admin(
     listener: tokio::net::TcpListener,
     app: Router,
     admin: Option<(tokio::net::TcpListener, Router)>,
-    provider: DynProvider,
+    pipeline: impl IntoPipeline,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    run_with_limits(listener, app, admin, provider, ConnectionLimits::default(), shutdown).await
+    run_with_limits(listener, app, admin, pipeline, ConnectionLimits::default(), shutdown).await
 }
 
 /// [`run_with_admin`] with `limits` on both listeners.
@@ -275,15 +196,16 @@ pub async fn run_with_limits(
     listener: tokio::net::TcpListener,
     app: Router,
     admin: Option<(tokio::net::TcpListener, Router)>,
-    provider: DynProvider,
+    pipeline: impl IntoPipeline,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let pipeline = pipeline.into_pipeline();
     // The admin listener has nothing worth draining: it is aborted once the decision service stops.
     let admin = admin.map(|(listener, router)| {
         tokio::spawn(async move {
             let never = std::future::pending::<()>();
-            if let Err(e) = crate::listener::serve(listener, router, limits, never, Duration::ZERO).await {
+            if let Err(e) = super::listener::serve(listener, router, limits, never, Duration::ZERO).await {
                 tracing::error!("admin listener stopped: {e}");
             }
         })
@@ -302,12 +224,12 @@ pub async fn run_with_limits(
     // Fetch key sets now, not on the first request, and say at start-up when
     // the identity provider cannot be reached (requests keep retrying).
     let prefetch = {
-        let provider = provider.clone();
+        let pipeline = pipeline.clone();
         tokio::spawn(async move {
-            match provider.ready().await {
+            match pipeline.ready().await {
                 Ok(()) => tracing::debug!("provider ready"),
                 Err(e) => tracing::warn!(
-                    provider = provider.type_name(),
+                    provider = pipeline.name(),
                     "provider not ready yet, requests will retry: {}",
                     e.detail()
                 ),
@@ -318,7 +240,7 @@ pub async fn run_with_limits(
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
     };
-    let result = crate::listener::serve(listener, app, limits, shutdown, DRAIN_TIMEOUT).await;
+    let result = super::listener::serve(listener, app, limits, shutdown, DRAIN_TIMEOUT).await;
     if let Some(task) = upkeep {
         task.abort();
     }
@@ -326,7 +248,7 @@ pub async fn run_with_limits(
     if let Some(task) = admin {
         task.abort();
     }
-    provider.close().await;
+    pipeline.close().await;
     result
 }
 
@@ -366,7 +288,7 @@ async fn healthz() -> &'static str {
 /// (identity provider unreachable and no usable keys), so orchestrators keep
 /// traffic away until then.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let verdict = tokio::time::timeout(READY_TIMEOUT, state.gate.provider().ready()).await;
+    let verdict = tokio::time::timeout(READY_TIMEOUT, state.gate.pipeline().ready()).await;
     // The body is for whoever can reach the port; the detail (key set URLs,
     // with their queries) only goes to the log.
     let reason = match verdict {
@@ -450,7 +372,7 @@ fn original_request(
     path_prefix: Option<&str>,
 ) -> Result<RequestContext, AuthError> {
     let headers = &parts.headers;
-    crate::gate::refuse_method_override(headers)?;
+    super::credential::refuse_method_override(headers)?;
     let original = match proxy {
         Proxy::Nginx => Original {
             method: Some(required(headers, X_ORIGINAL_METHOD, proxy)?),
@@ -475,7 +397,7 @@ fn original_request(
         None => parts.method.clone(),
     };
     let (path, query) = match original.target {
-        Some(raw) => crate::gate::route_target(raw)?,
+        Some(raw) => super::credential::route_target(raw)?,
         None => {
             let path = parts.uri.path();
             let path = match path_prefix {
@@ -491,7 +413,7 @@ fn original_request(
                     }
                 },
             };
-            (crate::gate::canonical_route(path)?, parts.uri.query().map(str::to_string))
+            (super::credential::canonical_route(path)?, parts.uri.query().map(str::to_string))
         }
     };
     let mut ctx = RequestContext::new(method.as_str(), path);

@@ -1,7 +1,7 @@
 //! `route_policy`: which authenticated principals may use which routes.
 //!
 //! Evaluated after authentication (and revocation), for the tower layer,
-//! `tokengate serve` and `tokengate check` alike (see [`crate::guard`]). Rules
+//! `tokengate serve` and `tokengate check` alike (see [`crate::pipeline`]). Rules
 //! are tried in order and the first whose path, method and conditions all
 //! match decides; a refusal is `insufficient_scope` (403).
 //!
@@ -45,7 +45,7 @@
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::fmt;
-use tokengate_api::{AuthError, ClaimsMapping, Principal};
+use tokengate_api::{ClaimsMapping, Principal};
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,7 +298,7 @@ impl Rule {
 
 /// The outcome of evaluating the policy for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct Verdict {
     pub effect: Effect,
     /// The zero-based index of the rule that decided; `None` for the default.
     pub rule: Option<usize>,
@@ -306,7 +306,7 @@ pub struct Decision {
     pub reason: String,
 }
 
-impl Decision {
+impl Verdict {
     pub fn is_permit(&self) -> bool {
         self.effect == Effect::Permit
     }
@@ -390,11 +390,11 @@ impl RoutePolicy {
     }
 
     /// Decides on `method path` for `principal`.
-    pub fn evaluate(&self, method: &str, path: &str, principal: &Principal) -> Decision {
+    pub fn evaluate(&self, method: &str, path: &str, principal: &Principal) -> Verdict {
         let method = method.to_ascii_uppercase();
         if self.is_permit_all() {
             // Nothing to protect, so nothing to refuse (not even paths that cannot be normalized).
-            return Decision {
+            return Verdict {
                 effect: Effect::Permit,
                 rule: None,
                 reason: format!("route {method} {}: route_policy permits every request", shown(path)),
@@ -403,7 +403,7 @@ impl RoutePolicy {
         let route = match normalize_path(path) {
             Ok(route) => route,
             Err(why) => {
-                return Decision {
+                return Verdict {
                     effect: Effect::Forbid,
                     rule: None,
                     reason: format!("route {method} {} cannot be checked against route_policy: {why}", shown(path)),
@@ -425,7 +425,7 @@ impl RoutePolicy {
             // there even the default's refusal counts.
             let slash_removed = route.ends_with('/') && !variant.ends_with('/');
             if d.effect == Effect::Forbid && (d.rule.is_some() || unmet || slash_removed) {
-                return Decision { reason: format!("a back end may read {route} as {variant}: {}", d.reason), ..d };
+                return Verdict { reason: format!("a back end may read {route} as {variant}: {}", d.reason), ..d };
             }
         }
         first
@@ -433,7 +433,7 @@ impl RoutePolicy {
 
     /// The decision for one reading of the path, and whether a permit rule
     /// matched it but its condition did not hold.
-    fn evaluate_route(&self, method: &str, route: &str, principal: &Principal, folded: bool) -> (Decision, bool) {
+    fn evaluate_route(&self, method: &str, route: &str, principal: &Principal, folded: bool) -> (Verdict, bool) {
         let mut unmet = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.matches_route(method, route, folded) {
@@ -450,7 +450,7 @@ impl RoutePolicy {
                         rule.name(i),
                         rule.conditions_text()
                     );
-                    return (Decision { effect: Effect::Forbid, rule: Some(i), reason }, !unmet.is_empty());
+                    return (Verdict { effect: Effect::Forbid, rule: Some(i), reason }, !unmet.is_empty());
                 }
                 unmet.push(format!("{} ({unknown} could not be determined)", rule.conditions_text()));
                 continue;
@@ -466,7 +466,7 @@ impl RoutePolicy {
                         format!("route {method} {route} is forbidden by route_policy {}{on}", rule.name(i))
                     }
                 };
-                return (Decision { effect: rule.effect, rule: Some(i), reason }, !unmet.is_empty());
+                return (Verdict { effect: rule.effect, rule: Some(i), reason }, !unmet.is_empty());
             }
             if rule.effect == Effect::Permit {
                 unmet.push(rule.conditions_text());
@@ -480,7 +480,7 @@ impl RoutePolicy {
             (Effect::Forbid, true) => format!("route {method} {route} is not permitted by any route_policy rule"),
         };
         let unmet = !unmet.is_empty();
-        (Decision { effect: self.default, rule: None, reason }, unmet)
+        (Verdict { effect: self.default, rule: None, reason }, unmet)
     }
 
     /// Start-up lint: one message per rule whose conditions test an attribute
@@ -510,15 +510,6 @@ impl RoutePolicy {
             }
         }
         out
-    }
-
-    /// [`RoutePolicy::evaluate`] as the provider pipeline needs it: a refusal is `insufficient_scope`.
-    pub fn authorize(&self, method: &str, path: &str, principal: &Principal) -> Result<(), AuthError> {
-        let decision = self.evaluate(method, path, principal);
-        match decision.effect {
-            Effect::Permit => Ok(()),
-            Effect::Forbid => Err(AuthError::insufficient_scope(decision.reason)),
-        }
     }
 }
 

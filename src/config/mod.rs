@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokengate_api::{BuildContext, ConfigError, DynProvider};
 
-use crate::audit::{AuditConfig, AuditLog};
-use crate::guard::Guarded;
-use crate::policy::RoutePolicy;
-use crate::redis::{RedisConfig, RedisStore};
-use crate::registry::Registry;
-use crate::revocation::{Revocation, RevocationConfig};
+use crate::ops::audit::{AuditConfig, AuditLog};
+use crate::ops::redis::{RedisConfig, RedisStore};
+use crate::pipeline::policy::RoutePolicy;
+use crate::pipeline::revocation::{Revocation, RevocationConfig};
+use crate::pipeline::Pipeline;
+
+pub mod forward_auth;
+pub mod registry;
+
+pub use forward_auth::{ForwardAuthConfig, Proxy};
+pub use registry::Registry;
 
 /// A parsed config file, providers not yet built.
 #[derive(Debug, Clone)]
@@ -47,9 +52,9 @@ pub struct Settings {
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
     /// How `tokengate serve` reads the original request from its proxy, and
-    /// its connection limits (see [`crate::server::ForwardAuthConfig`]).
+    /// its connection limits (see [`ForwardAuthConfig`]).
     #[serde(default)]
-    pub forward_auth: Option<crate::server::ForwardAuthConfig>,
+    pub forward_auth: Option<ForwardAuthConfig>,
     /// The `realm` in `WWW-Authenticate` (default "tokengate").
     #[serde(default)]
     pub realm: Option<String>,
@@ -60,16 +65,16 @@ pub struct Settings {
     #[serde(default)]
     pub access_policy: Option<Value>,
     /// Route rules checked after authentication: tokengate's `{default, rules}`
-    /// or Llama Stack's `server.auth.route_policy` list (see [`crate::policy`]).
+    /// or Llama Stack's `server.auth.route_policy` list (see [`crate::pipeline::policy`]).
     #[serde(default)]
     pub route_policy: Option<RoutePolicy>,
-    /// Revoked JWT `jti`s and token hashes, from a file that reloads on change (see [`crate::revocation`]).
+    /// Revoked JWT `jti`s and token hashes, from a file that reloads on change (see [`crate::pipeline::revocation`]).
     #[serde(default)]
     pub revocation: Option<RevocationConfig>,
-    /// One JSON line per decision, to a file or standard output (see [`crate::audit`]).
+    /// One JSON line per decision, to a file or standard output (see [`crate::ops::audit`]).
     #[serde(default)]
     pub audit: Option<AuditConfig>,
-    /// State shared by replicas (revocation list, remote-result cache) in Redis (see [`crate::redis`]).
+    /// State shared by replicas (revocation list, remote-result cache) in Redis (see [`crate::ops::redis`]).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
 }
@@ -125,34 +130,6 @@ pub fn redacted(value: &Value) -> Value {
         Value::Array(items) => Value::Array(items.iter().map(redacted).collect()),
         Value::String(text) => mask_url(text).map(Value::String).unwrap_or_else(|| value.clone()),
         other => other.clone(),
-    }
-}
-
-/// The stages of the provider pipeline, built and ready (see [`Config::build_pipeline`]).
-pub struct Pipeline {
-    /// The configured providers, in order (one for `provider_config`).
-    pub members: Vec<DynProvider>,
-    /// The revocation check, with the shared store when Redis is configured.
-    pub revocation: Option<Revocation>,
-    pub route_policy: Option<RoutePolicy>,
-}
-
-impl Pipeline {
-    /// The providers as one (a chain when there are several).
-    pub fn provider(&self) -> DynProvider {
-        crate::chain::Chain::new(self.members.clone()).into_dyn()
-    }
-
-    /// The whole pipeline as one provider: members, then revocation, then route policy.
-    pub fn into_provider(self) -> DynProvider {
-        let mut guarded = Guarded::new(self.provider());
-        if let Some(revocation) = self.revocation {
-            guarded = guarded.with_revocation(revocation);
-        }
-        if let Some(policy) = self.route_policy {
-            guarded = guarded.with_route_policy(policy);
-        }
-        guarded.into_dyn()
     }
 }
 
@@ -249,48 +226,46 @@ impl Config {
         }
     }
 
-    /// Builds the configured provider (a chain when `providers` lists several),
-    /// with revocation and route policy applied after it (see [`crate::guard`]).
-    pub fn build(&self, registry: &Registry) -> Result<DynProvider, ConfigError> {
-        Ok(self.build_pipeline(registry)?.into_provider())
-    }
-
-    /// What [`Config::build`] assembles, stage by stage: `tokengate explain`
-    /// runs the stages one at a time, and must run exactly these.
-    pub fn build_pipeline(&self, registry: &Registry) -> Result<Pipeline, ConfigError> {
+    /// Builds the pipeline: the configured provider (a chain when
+    /// `providers` lists several), then revocation, then route policy (see
+    /// [`crate::pipeline`]).
+    pub fn build(&self, registry: &Registry) -> Result<Pipeline, ConfigError> {
         // The revocation file first: a bad one fails before providers start background work.
         let mut revocation = self.revocation()?;
         // One store per build, so shared results and revocation checks share a connection and its health.
         let redis = self.redis_store()?;
         let mut ctx = self.build_context();
-        if let Some(store) = redis.as_ref().filter(|s| s.shares_results()) {
-            ctx.shared_results = Some(store.shared_results());
-        }
         if let Some(store) = &redis {
+            if store.shares_results() {
+                ctx.shared_results = Some(store.shared_results());
+            }
             // With Redis, revocations there count even without a local file.
             let local = revocation.unwrap_or_else(Revocation::without_file);
             let on_error = self.settings.redis.as_ref().map(|r| r.on_store_error).unwrap_or_default();
             revocation = Some(local.with_shared_store(store.clone(), on_error));
         }
-        let members = self.build_members_in(registry, &ctx)?;
+        let mut pipeline = Pipeline::new(self.build_members_in(registry, &ctx)?);
         if let Some(policy) = &self.settings.route_policy {
+            if policy.is_permit_all() && policy.rule_count() > 0 {
+                // First match wins and the default permits: permit rules without a
+                // later forbid rule change nothing, which is surely not what was meant.
+                warn_once(
+                    "route_policy permits every request: with `default: permit`, only `forbid` rules can refuse; \
+                     add forbid rules (e.g. `forbid: {attribute: roles, none_of: [admin]}`) or use `default: forbid`"
+                        .to_string(),
+                );
+            }
             policy.lint().into_iter().for_each(warn_once);
-            for member in &members {
-                let Some(mapping) = member.attribute_mapping() else { continue };
+            for member in pipeline.members() {
+                let Some(mapping) = &member.description().mapping else { continue };
                 policy.identifier_warnings(mapping, member.type_name()).into_iter().for_each(warn_once);
             }
+            pipeline = pipeline.with_route_policy(policy.clone());
         }
-        Ok(Pipeline { members, revocation, route_policy: self.settings.route_policy.clone() })
-    }
-
-    /// The provider (or chain) alone: no revocation, no route policy.
-    pub fn build_unguarded(&self, registry: &Registry) -> Result<DynProvider, ConfigError> {
-        Ok(crate::chain::Chain::new(self.build_members(registry)?).into_dyn())
-    }
-
-    /// Each configured provider, in order: the one `provider_config`, or every `providers` entry.
-    pub fn build_members(&self, registry: &Registry) -> Result<Vec<DynProvider>, ConfigError> {
-        self.build_members_in(registry, &self.build_context())
+        if let Some(revocation) = revocation {
+            pipeline = pipeline.with_revocation(revocation);
+        }
+        Ok(pipeline)
     }
 
     fn build_members_in(&self, registry: &Registry, ctx: &BuildContext) -> Result<Vec<DynProvider>, ConfigError> {
@@ -416,7 +391,7 @@ server:
         let yaml = "provider_config: {type: custom}\nlisten: 0.0.0.0:8080\nadmin_listen: 127.0.0.1:9090\n";
         let c = Config::parse(yaml, Format::Yaml).unwrap();
         assert_eq!(c.settings.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
-        assert!(crate::server::ServeOptions::from_config(&c).separate_admin);
+        assert!(crate::http::server::ServeOptions::from_config(&c).separate_admin);
         let e = Config::parse("provider_config: {type: custom}\nadmin_listen: 9090\n", Format::Yaml).unwrap_err();
         assert_eq!(e.field, "admin_listen", "{e}");
     }

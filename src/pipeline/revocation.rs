@@ -610,7 +610,7 @@ impl Revocation {
 }
 
 fn revoked() -> AuthError {
-    AuthError::invalid_token(REVOKED)
+    AuthError::invalid_token(REVOKED).because(tokengate_api::Reason::Revoked)
 }
 
 #[cfg(test)]

@@ -39,22 +39,24 @@
 //! recorded one (`axum::extract::ConnectInfo<SocketAddr>`, or a plain
 //! `SocketAddr` in the extensions for hyper users).
 //!
-//! Refusals follow RFC 6750 — see [`crate::gate`]: 401 with
+//! Refusals follow RFC 6750 — see [`super::rejection`]: 401 with
 //! `WWW-Authenticate: Bearer realm="…", error="invalid_token", error_description="…"`
 //! (no `error` when there was no token), 400 `invalid_request` for a malformed
 //! `Authorization` header, 403 `insufficient_scope`, 503 with `Retry-After`
 //! when the identity service is unavailable, 500 for a misconfigured provider;
 //! the body is `{"error": {"code", "message"}}`.
 
-use crate::gate::{Gate, Rejection};
-use crate::{Config, ConfigError, DynProvider, Principal, Registry, RequestContext};
-use axum::extract::{ConnectInfo, FromRequestParts, OptionalFromRequestParts};
-use axum::response::{IntoResponse, Response};
+use super::gate::Gate;
+use super::rejection::Rejection;
+use crate::config::{Config, Registry};
+use crate::pipeline::{IntoPipeline, Pipeline};
+use axum::extract::ConnectInfo;
+use axum::response::Response;
 use bytes::Bytes;
-use http::request::Parts;
-use http::{Request, StatusCode};
+use http::Request;
+use std::sync::Arc;
+use tokengate_api::{ConfigError, RequestContext};
 use http_body::{Body, Frame, SizeHint};
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -67,16 +69,16 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
-    pub fn new(provider: DynProvider) -> Self {
-        AuthLayer { gate: Gate::new(provider) }
+    /// A layer in front of `pipeline` (or a single provider).
+    pub fn new(pipeline: impl IntoPipeline) -> Self {
+        AuthLayer { gate: Gate::new(pipeline) }
     }
 
-    /// Builds the provider from `config` (with its `revocation` and
+    /// Builds the pipeline from `config` (with its `revocation` and
     /// `route_policy`) and takes its `realm`, `open_paths` and `audit` log.
     pub fn from_config(config: &Config, registry: &Registry) -> Result<Self, ConfigError> {
         let audit = config.audit_log()?;
-        let provider = config.build(registry)?;
-        let mut layer = AuthLayer::new(provider);
+        let mut layer = AuthLayer::new(config.build(registry)?);
         if let Some(audit) = audit {
             layer = layer.audit(audit);
         }
@@ -107,16 +109,18 @@ impl AuthLayer {
         self
     }
 
-    /// Writes one JSON line per decision to `audit` (see [`crate::audit`]).
-    pub fn audit(mut self, audit: crate::audit::AuditLog) -> Self {
+    /// Writes one JSON line per decision to `audit` (see [`crate::ops::audit`]).
+    pub fn audit(mut self, audit: crate::ops::audit::AuditLog) -> Self {
         self.gate = self.gate.with_audit(audit);
         self
     }
 
-    pub fn provider(&self) -> &DynProvider {
-        self.gate.provider()
+    /// The pipeline decisions are asked of.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        self.gate.pipeline()
     }
 
+    /// The HTTP side around the pipeline.
     pub fn gate(&self) -> &Gate {
         &self.gate
     }
@@ -162,10 +166,10 @@ where
             let mut ctx = request_context(&req);
             // One reading of the path for open paths, route rules and audit; a
             // path back ends could read two ways is refused, never matched.
-            if let Err(e) = crate::gate::refuse_method_override(req.headers()) {
+            if let Err(e) = super::credential::refuse_method_override(req.headers()) {
                 return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection));
             }
-            match crate::gate::canonical_route(&ctx.path) {
+            match super::credential::canonical_route(&ctx.path) {
                 Ok(path) => ctx.path = path,
                 Err(e) => return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection)),
             }
@@ -258,61 +262,6 @@ impl<B: Body<Data = Bytes>> Body for AuthBody<B> {
     }
 }
 
-/// The authenticated principal, for axum handlers behind [`AuthLayer`].
-///
-/// Without a principal in the request (no layer, or an open path reached
-/// without a valid token) the handler is not called and the client gets a
-/// 500: that is a wiring mistake, and failing closed is the safe way to
-/// surface it. Use [`MaybeAuthenticated`] or `Option<Authenticated>` on open paths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated(pub Principal);
-
-impl std::ops::Deref for Authenticated {
-    type Target = Principal;
-
-    fn deref(&self) -> &Principal {
-        &self.0
-    }
-}
-
-impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match parts.extensions.get::<Principal>() {
-            Some(p) => Ok(Authenticated(p.clone())),
-            None => {
-                tracing::error!(
-                    path = parts.uri.path(),
-                    "a handler takes `Authenticated` but no principal is present: is the route behind AuthLayer, or on an open path?"
-                );
-                let body = serde_json::json!({"error": {"code": "server_error", "message": "Authentication is misconfigured on this server"}});
-                Err((StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response())
-            }
-        }
-    }
-}
-
-impl<S: Send + Sync> OptionalFromRequestParts<S> for Authenticated {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Option<Self>, Self::Rejection> {
-        Ok(parts.extensions.get::<Principal>().cloned().map(Authenticated))
-    }
-}
-
-/// The principal when there is one (open paths, routes outside the layer): never rejects.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MaybeAuthenticated(pub Option<Principal>);
-
-impl<S: Send + Sync> FromRequestParts<S> for MaybeAuthenticated {
-    type Rejection = Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(MaybeAuthenticated(parts.extensions.get::<Principal>().cloned()))
-    }
-}
-
 /// A refusal as an axum response, for handlers that run their own checks.
 pub fn rejection_response(rejection: &Rejection) -> Response {
     rejection.to_http::<axum::body::Body>()
@@ -321,16 +270,16 @@ pub fn rejection_response(rejection: &Rejection) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{AuthError, AuthProvider};
+    use std::convert::Infallible;
     use http_body_util::{BodyExt, Full};
-    use std::sync::Arc;
+    use tokengate_api::{AuthError, AuthProvider, Description};
     use tower::{ServiceBuilder, ServiceExt};
 
     struct Fixed;
     #[async_trait::async_trait]
     impl AuthProvider for Fixed {
-        fn type_name(&self) -> &str {
-            "fixed"
+        fn describe(&self) -> Description {
+            Description::new("fixed")
         }
         async fn validate(&self, token: &str, _: &RequestContext) -> Result<Principal, AuthError> {
             if token == "good" {
@@ -344,7 +293,8 @@ mod tests {
     /// A plain hyper-style service: `Full<Bytes>` bodies, no axum.
     #[tokio::test]
     async fn works_with_plain_http_services() {
-        let svc = ServiceBuilder::new().layer(AuthLayer::new(Arc::new(Fixed))).service(tower::service_fn(
+        let fixed: tokengate_api::DynProvider = Arc::new(Fixed);
+        let svc = ServiceBuilder::new().layer(AuthLayer::new(fixed)).service(tower::service_fn(
             |req: Request<Full<Bytes>>| async move {
                 let who = req.extensions().get::<Principal>().map(|p| p.principal.clone()).unwrap_or_default();
                 Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(who))))

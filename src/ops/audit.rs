@@ -29,7 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokengate_api::{token_hash, ConfigError};
+use tokengate_api::{token_hash, ConfigError, RequestContext};
+
+use crate::pipeline::{Decision, Pipeline};
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 16_384;
@@ -96,6 +98,32 @@ pub struct AuditRecord {
 
 impl AuditRecord {
     /// The current time as written in `time`.
+    /// The line for `decision`, made by `pipeline` for `ctx` and `token`.
+    pub fn of(pipeline: &Pipeline, decision: &Decision, ctx: &RequestContext, token: &str) -> AuditRecord {
+        let (provider, provider_index) = match &decision.owner {
+            Some(o) if pipeline.members().len() > 1 => (o.type_name.to_string(), Some(o.index)),
+            _ => (pipeline.name().to_string(), None),
+        };
+        let (status, code, principal, reason) = match &decision.outcome {
+            Ok(p) => (200, None, Some(p.principal.clone()), None),
+            Err(e) => (e.kind().http_status(), Some(e.code().to_string()), None, Some(e.detail().to_string())),
+        };
+        AuditRecord {
+            time: AuditRecord::now(),
+            outcome: super::outcome_label(&decision.outcome).to_string(),
+            status,
+            code,
+            principal,
+            provider,
+            provider_index,
+            method: ctx.method.clone(),
+            // Never the query: tokens sometimes travel there (`?access_token=`).
+            route: ctx.path.clone(),
+            reason,
+            token_sha256_prefix: token_hash_prefix(token),
+        }
+    }
+
     pub fn now() -> String {
         humantime::format_rfc3339_millis(SystemTime::now()).to_string()
     }

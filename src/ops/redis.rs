@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, TokenHash};
 
-use crate::revocation::{OnStoreError, RevocationStore, TokenIds};
+use crate::pipeline::revocation::{OnStoreError, RevocationStore, TokenIds};
 
 /// Counter of failed Redis commands, by `op`.
 pub const REDIS_ERRORS_TOTAL: &str = "tokengate_redis_errors_total";
@@ -158,7 +158,7 @@ pub enum RevokeTarget {
     /// A JWT ID: of one issuer, or (`issuer: None`) of every issuer.
     Jti { issuer: Option<String>, jti: String },
     /// A token digest: for a JWT the SHA-256 of its signing input
-    /// ([`crate::revocation::revocation_digest`]), else of the whole token.
+    /// ([`crate::pipeline::revocation::revocation_digest`]), else of the whole token.
     TokenSha256(TokenHash),
 }
 

@@ -1,0 +1,56 @@
+//! `tokengate check`: validate one token, print the principal or the error as JSON.
+
+use crate::{cli_audit, error_json, exit, exit_code, read_token, RouteArgs, AUDIT_FLUSH_TIMEOUT};
+use std::path::PathBuf;
+use tokengate::{Config, Registry};
+
+pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs) -> u8 {
+    let token = match read_token(token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokengate check: {e}");
+            return exit::USAGE;
+        }
+    };
+    let registry = Registry::with_builtins();
+    let loaded = Config::load(&config_path).and_then(|c| {
+        let audit = cli_audit(&c)?;
+        Ok((c.build(&registry)?, audit))
+    });
+    let (pipeline, audit) = match loaded {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("tokengate check: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let ctx = match route.context() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            println!("{}", error_json(&e, "The request path has no single meaning"));
+            pipeline.close().await;
+            return exit_code(e.kind());
+        }
+    };
+    let decision = pipeline.decide(&token, &ctx).await;
+    if let Some(audit) = &audit {
+        audit.record(&tokengate::ops::audit::AuditRecord::of(&pipeline, &decision, &ctx, &token));
+        let log = audit.clone();
+        // Waiting for the writer thread blocks; not on an async worker.
+        let _ = tokio::task::spawn_blocking(move || log.flush(AUDIT_FLUSH_TIMEOUT)).await;
+    }
+    let outcome = decision.outcome;
+    let code = match &outcome {
+        Ok(principal) => {
+            println!("{}", serde_json::to_string(principal).unwrap_or_else(|_| "{}".into()));
+            exit::OK
+        }
+        Err(err) => {
+            println!("{}", error_json(err, pipeline.message()));
+            exit_code(err.kind())
+        }
+    };
+    pipeline.close().await;
+    code
+}
+

@@ -1,0 +1,44 @@
+//! `tokengate explain`: what happened to a token, step by step (see `tokengate::explain`).
+
+use crate::{exit, exit_code, read_token, OutputFormat, RouteArgs};
+use std::path::PathBuf;
+use tokengate::{Config, Registry};
+
+pub async fn explain(config_path: PathBuf, token: Option<String>, route: RouteArgs, format: OutputFormat) -> u8 {
+    let token = match read_token(token) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tokengate explain: {e}");
+            return exit::USAGE;
+        }
+    };
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tokengate explain: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    let ctx = match route.context() {
+        Ok(ctx) => ctx,
+        Err(e) => {
+            eprintln!("tokengate explain: --path: {}", e.detail());
+            return exit_code(e.kind());
+        }
+    };
+    let explained = match tokengate::explain::explain(&config, &Registry::with_builtins(), &token, &ctx).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("tokengate explain: config error: {e}");
+            return exit::USAGE;
+        }
+    };
+    match format {
+        OutputFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&explained).unwrap_or_else(|_| "{}".into()))
+        }
+        OutputFormat::Text => print!("{}", explained.to_text()),
+    }
+    explained.error_kind.map_or(exit::OK, exit_code)
+}
+

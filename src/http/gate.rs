@@ -1,0 +1,209 @@
+//! The HTTP side of a decision, shared by the tower layer ([`super::layer`])
+//! and the forward-auth server ([`super::server`]): read the credential, ask
+//! the [`Pipeline`], record the decision, and word the refusal.
+//!
+//! The credential is the `Authorization: Bearer` token or, when there is no
+//! `Authorization` header at all, the value of `X-API-Key` (see
+//! [`super::credential`]). A pipeline whose member needs no token
+//! (`upstream_header`) is asked even when there is neither, with an empty token.
+//!
+//! Every decision is recorded once (see [`crate::ops::record_decision`]) and,
+//! with an [`AuditLog`] attached, written as one JSON line there.
+
+use http::header::HeaderMap;
+use std::sync::Arc;
+use std::time::Instant;
+use tokengate_api::{AuthError, ErrorKind, Principal, Reason, RequestContext};
+
+use super::credential::credential;
+use super::rejection::{quoted_string_safe, Rejection, DEFAULT_REALM};
+use crate::ops::audit::{AuditLog, AuditRecord};
+use crate::pipeline::{Decision, IntoPipeline, Pipeline};
+
+/// A pipeline plus what the HTTP side needs around it: realm, open paths and
+/// the audit log. Cheap to clone.
+#[derive(Clone)]
+pub struct Gate {
+    pipeline: Arc<Pipeline>,
+    realm: Arc<str>,
+    open_paths: OpenPaths,
+    audit: Option<AuditLog>,
+}
+
+impl Gate {
+    /// A gate in front of `pipeline` (or a single provider).
+    pub fn new(pipeline: impl IntoPipeline) -> Self {
+        Gate {
+            pipeline: pipeline.into_pipeline(),
+            realm: Arc::from(DEFAULT_REALM),
+            open_paths: OpenPaths::default(),
+            audit: None,
+        }
+    }
+
+    /// Writes one audit line per decision to `audit`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// The audit log, if any.
+    pub fn audit(&self) -> Option<&AuditLog> {
+        self.audit.as_ref()
+    }
+
+    /// The `realm` of `WWW-Authenticate`.
+    pub fn with_realm(mut self, realm: impl AsRef<str>) -> Self {
+        self.realm = Arc::from(quoted_string_safe(realm.as_ref()).as_str());
+        self
+    }
+
+    /// Answers `pattern` (exact, or `prefix*`) without authentication.
+    pub fn with_open_path(mut self, pattern: impl Into<String>) -> Self {
+        self.open_paths.add(pattern.into());
+        self
+    }
+
+    /// The pipeline decisions are asked of.
+    pub fn pipeline(&self) -> &Arc<Pipeline> {
+        &self.pipeline
+    }
+
+    /// The configured realm.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// Whether `path` is answered without authentication.
+    pub fn is_open(&self, path: &str) -> bool {
+        self.open_paths.matches(path)
+    }
+
+    /// Reads the credential from `headers`, asks the pipeline with `ctx`, and
+    /// records the decision (metrics, one log event, and the audit line).
+    pub async fn authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Principal, Rejection> {
+        let started = Instant::now();
+        let (decision, token) = match credential(headers) {
+            Ok(Some(token)) => (self.pipeline.decide(token, ctx).await, token),
+            Ok(None) if !self.pipeline.needs_token() => (self.pipeline.decide("", ctx).await, ""),
+            Ok(None) => (Decision::unowned(Err(missing_credential())), ""),
+            Err(e) => (Decision::unowned(Err(e)), ""),
+        };
+        self.record(&decision, ctx, token, started);
+        decision.outcome.map_err(|e| self.reject(e))
+    }
+
+    /// For open paths: the principal when the request carries a valid token,
+    /// else `None`; never refuses (and so is not counted as a decision).
+    pub async fn try_authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Option<Principal> {
+        let token = match credential(headers).ok()? {
+            Some(token) => token,
+            None if !self.pipeline.needs_token() => "",
+            None => return None,
+        };
+        match self.pipeline.decide(token, ctx).await.outcome {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::debug!(
+                    target: "tokengate::decision",
+                    path = ctx.path, code = e.code(), reason = e.detail(),
+                    "open path: token not accepted, continuing without a principal"
+                );
+                None
+            }
+        }
+    }
+
+    /// Records `decision` under the owner's type (the pipeline's name when none owns it).
+    pub fn record(&self, decision: &Decision, ctx: &RequestContext, token: &str, started: Instant) {
+        if let Some(audit) = &self.audit {
+            audit.record(&AuditRecord::of(&self.pipeline, decision, ctx, token));
+        }
+        let provider = decision.owner.as_ref().map(|o| &*o.type_name).unwrap_or(self.pipeline.name());
+        crate::ops::record_decision(provider, &decision.outcome, ctx, started.elapsed());
+    }
+
+    /// The refusal for `err`, worded with this gate's realm and the pipeline's message.
+    pub fn reject(&self, err: AuthError) -> Rejection {
+        let message = match err.kind() {
+            ErrorKind::InvalidToken | ErrorKind::InvalidRequest => self.pipeline.message().to_string(),
+            ErrorKind::InsufficientScope => "The token does not grant access to this resource".to_string(),
+            ErrorKind::Unavailable => "The identity service is temporarily unavailable; retry later".to_string(),
+            _ => "Authentication is misconfigured on this server".to_string(),
+        };
+        // RFC 6750 §3.1: no `error` attribute for a request without credentials.
+        let missing_token = *err.reason() == Reason::MissingCredential;
+        Rejection::new(err, missing_token, self.realm.clone(), message)
+    }
+
+    /// The refusal for a request without credentials.
+    pub fn reject_missing(&self) -> Rejection {
+        self.reject(missing_credential())
+    }
+}
+
+fn missing_credential() -> AuthError {
+    AuthError::invalid_token("no credentials: neither an Authorization: Bearer header nor an X-API-Key header")
+        .because(Reason::MissingCredential)
+}
+/// Paths that skip authentication: exact (`/healthz`) or prefix (`/public/*`, `/docs*`).
+///
+/// Patterns and paths are compared in their canonical form ([`crate::path`]);
+/// a path that has none is never open.
+#[derive(Clone, Debug, Default)]
+pub struct OpenPaths {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl OpenPaths {
+    pub fn add(&mut self, pattern: String) {
+        match pattern.strip_suffix('*') {
+            Some(prefix) => self.prefixes.push(prefix.to_string()),
+            // Exact means exact: `/exact/` may be another resource (a directory index).
+            None => self.exact.push(crate::path::canonical_path(&pattern).unwrap_or(pattern)),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+
+    /// Whether `path` is open. Paths with `;` parameters, dot segments,
+    /// encoded separators or double encoding have no canonical form and are
+    /// never open: a back end that reads them differently could otherwise be
+    /// routed past authentication (`/public/..;/admin`).
+    pub fn matches(&self, path: &str) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let Ok(path) = crate::path::canonical_path(path) else { return false };
+        self.exact.contains(&path) || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_paths_exact_prefix_and_traversal() {
+        let mut o = OpenPaths::default();
+        o.add("/healthz".into());
+        o.add("/public/*".into());
+        assert!(o.matches("/healthz"));
+        assert!(!o.matches("/healthz/x"));
+        assert!(o.matches("/public/a.css"));
+        assert!(!o.matches("/public/../admin"));
+        assert!(!o.matches("/public/%2e%2e/admin"));
+        assert!(!o.matches("/public/..;/admin/users"));
+        assert!(!o.matches("/public/%252e%252e/admin"));
+        assert!(!o.matches("/healthz;x=1"));
+        assert!(!o.matches("/healthz."));
+        assert!(!o.matches("/healthz%20"));
+        assert!(!o.matches("/healthz/"), "a directory index is not the exact open path");
+        assert!(!o.matches("/HEALTHZ"));
+        assert!(o.matches("//public//a.css"));
+        assert!(!o.matches("/admin"));
+    }
+}

@@ -1,0 +1,166 @@
+//! Answering a refusal the RFC 6750 way: status, `WWW-Authenticate`
+//! challenge, `Retry-After` and the JSON body.
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::StatusCode;
+use std::sync::Arc;
+use std::time::Duration;
+use tokengate_api::{AuthError, ErrorKind};
+
+/// `WWW-Authenticate` realm when none is configured.
+pub const DEFAULT_REALM: &str = "tokengate";
+
+/// `Retry-After` sent with a 503 when the provider did not say when to come back.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Longest `error_description` sent; details are for humans, not for headers to grow unbounded.
+const MAX_DESCRIPTION_CHARS: usize = 300;
+
+/// A refused request: the status, RFC 6750 challenge and JSON body it gets.
+#[derive(Clone, Debug)]
+pub struct Rejection {
+    error: AuthError,
+    missing_token: bool,
+    realm: Arc<str>,
+    message: String,
+}
+
+impl Rejection {
+    /// A refusal of `error`; `missing_token` leaves the `error` attribute out of
+    /// the challenge (RFC 6750 §3.1); `message` is the body's.
+    pub fn new(error: AuthError, missing_token: bool, realm: Arc<str>, message: String) -> Self {
+        Rejection { error, missing_token, realm, message }
+    }
+
+    /// Why.
+    pub fn error(&self) -> &AuthError {
+        &self.error
+    }
+
+    /// True when the request carried no credentials at all.
+    pub fn is_missing_token(&self) -> bool {
+        self.missing_token
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.error.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The `outcome` label: `deny`, `unavailable` or `error`.
+    pub fn outcome(&self) -> &'static str {
+        match self.error.kind() {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Config => "error",
+            _ => "deny",
+        }
+    }
+
+    /// The `WWW-Authenticate` value, for the statuses that carry one (400, 401, 403).
+    pub fn www_authenticate(&self) -> Option<String> {
+        let kind = self.error.kind();
+        if !matches!(kind, ErrorKind::InvalidToken | ErrorKind::InvalidRequest | ErrorKind::InsufficientScope) {
+            return None;
+        }
+        let mut value = format!("Bearer realm=\"{}\"", self.realm);
+        if !self.missing_token {
+            value.push_str(&format!(", error=\"{}\"", kind.code()));
+            let description = quoted_string_safe(self.error.detail());
+            if !description.is_empty() {
+                value.push_str(&format!(", error_description=\"{description}\""));
+            }
+        }
+        Some(value)
+    }
+
+    /// Seconds for `Retry-After`, on a 503.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        if self.error.kind() != ErrorKind::Unavailable {
+            return None;
+        }
+        let after = self.error.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
+        // Rounded up and at least 1: "0" would invite a retry storm.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        Some(secs.max(1))
+    }
+
+    /// `{"error": {"code", "message"}}`.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({"error": {"code": self.error.code(), "message": self.message}});
+        Bytes::from(body.to_string())
+    }
+
+    pub fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(challenge) = self.www_authenticate().and_then(|v| HeaderValue::from_str(&v).ok()) {
+            headers.insert(WWW_AUTHENTICATE, challenge);
+        }
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        headers
+    }
+
+    /// The whole response, with any body type that can hold bytes.
+    pub fn to_http<B: From<Bytes>>(&self) -> http::Response<B> {
+        let mut response = http::Response::new(B::from(self.body()));
+        *response.status_mut() = self.status();
+        *response.headers_mut() = self.headers();
+        response
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        self.to_http::<axum::body::Body>()
+    }
+}
+
+
+/// Makes text fit inside an RFC 6750 quoted attribute, whose values may not
+/// contain `"` or `\` at all (§3): quotes become `'`, backslashes and control
+/// characters are dropped, other non-ASCII becomes `?`; long text is cut.
+pub fn quoted_string_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_DESCRIPTION_CHARS));
+    for (count, c) in text.chars().enumerate() {
+        if count >= MAX_DESCRIPTION_CHARS {
+            out.push_str("...");
+            break;
+        }
+        match c {
+            '"' => out.push('\''),
+            '\\' => {}
+            ' '..='~' => out.push(c),
+            c if c.is_control() => {}
+            _ => out.push('?'),
+        }
+    }
+    out.trim().to_string()
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_are_quoted_string_safe() {
+        assert_eq!(quoted_string_safe("aud \"x\" \\ bad\r\nline é"), "aud 'x'  badline ?");
+        assert!(quoted_string_safe(&"x".repeat(1000)).len() <= MAX_DESCRIPTION_CHARS + 3);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+                let r = rejection(AuthError::unavailable("x").with_retry_after(Duration::from_millis(1500)));
+        assert_eq!(r.retry_after_secs(), Some(2));
+        assert_eq!(rejection(AuthError::unavailable("x")).retry_after_secs(), Some(5));
+        assert_eq!(rejection(AuthError::invalid_token("x")).retry_after_secs(), None);
+    }
+
+    fn rejection(error: AuthError) -> Rejection {
+        Rejection::new(error, false, Arc::from(DEFAULT_REALM), String::new())
+    }
+}

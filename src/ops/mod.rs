@@ -1,0 +1,71 @@
+//! What operators watch: the decision log event, metrics, the audit log, and
+//! the Redis store replicas share.
+//!
+//! Owns how a decision is recorded; the token never appears in any record.
+//! May import: [`crate::pipeline`] (decisions, the revocation store trait)
+//! and [`crate::path`]; never the config or HTTP layers above.
+
+pub mod audit;
+pub mod metrics;
+pub mod redis;
+
+use std::time::Duration;
+use tokengate_api::{AuthError, ErrorKind, Principal, RequestContext};
+
+/// The `outcome` label of a decision: `allow`, `deny`, `unavailable` or `error`.
+pub fn outcome_label(outcome: &Result<Principal, AuthError>) -> &'static str {
+    match outcome {
+        Ok(_) => "allow",
+        Err(e) => match e.kind() {
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Config => "error",
+            _ => "deny",
+        },
+    }
+}
+
+/// Counts and times one decision and logs it as one event with target
+/// `tokengate::decision` (INFO for allow and deny, WARN for an unavailable
+/// identity service, ERROR for a misconfigured provider).
+pub fn record_decision(
+    provider: &str,
+    outcome: &Result<Principal, AuthError>,
+    ctx: &RequestContext,
+    elapsed: Duration,
+) {
+    let label = outcome_label(outcome);
+    metrics::record(label, provider, elapsed);
+    // Microsecond resolution is plenty, and keeps log lines short.
+    let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
+    // `ctx.path` never holds the query, where tokens sometimes travel (`?access_token=`).
+    let (method, path) = (ctx.method.as_str(), ctx.path.as_str());
+    let e = match outcome {
+        Ok(p) => {
+            tracing::info!(
+                target: "tokengate::decision",
+                outcome = label, principal = ?p.principal, provider, latency_ms, method, path,
+                "allowed"
+            );
+            return;
+        }
+        Err(e) => e,
+    };
+    let (code, reason) = (e.code(), e.detail());
+    match e.kind() {
+        ErrorKind::Unavailable => tracing::warn!(
+            target: "tokengate::decision",
+            outcome = label, provider, latency_ms, method, path, code, reason,
+            "identity service unavailable"
+        ),
+        ErrorKind::Config => tracing::error!(
+            target: "tokengate::decision",
+            outcome = label, provider, latency_ms, method, path, code, reason,
+            "provider misconfigured"
+        ),
+        _ => tracing::info!(
+            target: "tokengate::decision",
+            outcome = label, provider, latency_ms, method, path, code, reason,
+            "denied"
+        ),
+    }
+}
