@@ -272,7 +272,7 @@ mod tests {
     use super::*;
     use std::convert::Infallible;
     use http_body_util::{BodyExt, Full};
-    use tokengate_api::{AuthError, AuthProvider, Description};
+    use tokengate_api::{AuthError, AuthProvider, Description, Principal};
     use tower::{ServiceBuilder, ServiceExt};
 
     struct Fixed;

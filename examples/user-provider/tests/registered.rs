@@ -28,7 +28,7 @@ async fn user_type_is_built_from_config_and_validates() {
     let e = provider.validate("wrong", &ctx).await.unwrap_err();
     assert_eq!(e.code(), "invalid_token");
     assert_eq!(e.detail(), "the shared secret does not match");
-    assert!(provider.describe().message.contains("billing"));
+    assert!(provider.message().contains("billing"));
 }
 
 #[test]

@@ -387,7 +387,7 @@ async fn local_api_key_is_the_same_provider_under_the_ogx_name() {
     let p = LocalApiKeyBuilder
         .build(json!({"keys": [{"hash": hash, "principal": "a"}]}), &BuildContext::default())
         .unwrap();
-    assert_eq!(LocalApiKeyBuilder.describe().type_name, "local_api_key");
+    assert_eq!(LocalApiKeyBuilder.type_name(), "local_api_key");
     assert_eq!(p.describe().type_name, "local_api_key");
     assert_eq!(p.validate(&key, &ctx()).await.unwrap().principal, "a");
     assert_eq!(API_KEY_HEADER, "x-api-key");

@@ -426,5 +426,5 @@ async fn unknown_config_fields_are_rejected() {
         panic!("typo accepted")
     };
     assert!(err.message.contains("verify_ssl"), "{err}");
-    assert_eq!(CustomBuilder.describe().type_name, "custom");
+    assert_eq!(CustomBuilder.type_name(), "custom");
 }

@@ -537,7 +537,7 @@ async fn config_typos_are_rejected() {
         panic!("typo accepted")
     };
     assert!(err.message.contains("github_api_url"), "{err}");
-    assert_eq!(GitHubBuilder.describe().type_name, "github_token");
+    assert_eq!(GitHubBuilder.type_name(), "github_token");
     // Llama Stack's minimal config: just the type.
     assert!(GitHubBuilder.build(json!({}), &BuildContext::default()).is_ok());
 }

@@ -851,7 +851,7 @@ mod tests {
     fn header_checks() {
         let all = AlgSet::asymmetric();
         let tok = |h: &str| format!("{}.{}.c2ln", b64(h), b64("{}"));
-        let err = |t: &str| parse(t, all, true).unwrap_err().detail().to_string();
+        let err = |t: &str| parse(t, all, true, &Trace::default()).unwrap_err().detail().to_string();
         assert!(err(&tok(r#"{"alg":"NoNe"}"#)).contains("never accepted"));
         assert!(err(&tok(r#"{"alg":"HS256"}"#)).contains("key confusion"));
         assert!(err(&tok(r#"{"alg":"RS256","alg":"RS256"}"#)).contains("duplicate"));
@@ -864,7 +864,7 @@ mod tests {
         assert!(err("a.b").contains("found 2"));
         assert!(err("a.b.c.d.e").contains("JWE"));
         let token = tok(r#"{"alg":"RS256","kid":"k\u0031","jku":"https://evil"}"#);
-        let ok = parse(&token, all, true).unwrap();
+        let ok = parse(&token, all, true, &Trace::default()).unwrap();
         assert_eq!(ok.kid.as_deref(), Some("k1"));
         assert_eq!(ok.alg, Alg::RS256);
     }

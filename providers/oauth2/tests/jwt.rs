@@ -1072,7 +1072,7 @@ fn config_errors_name_the_field() {
     // Unknown algorithm names are listed with the supported ones.
     let err = OAuth2Builder.build(json!({"jwks": jwks, "audience": "a", "algorithms": ["RS257"]}), &ctx).err().unwrap();
     assert!(err.message.contains("\"RS257\" is not a supported algorithm"), "{err}");
-    assert_eq!(OAuth2Builder.describe().type_name, "oauth2_token");
+    assert_eq!(OAuth2Builder.type_name(), "oauth2_token");
 }
 
 #[tokio::test]
