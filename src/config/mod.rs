@@ -10,7 +10,9 @@ use std::sync::Arc;
 use tokengate_api::{BuildContext, ConfigError, DynProvider};
 
 use crate::ops::audit::{AuditConfig, AuditLog};
-use crate::ops::redis::{RedisConfig, RedisStore};
+use crate::ops::redis::RedisConfig;
+#[cfg(feature = "redis")]
+use crate::ops::redis::RedisStore;
 use crate::pipeline::policy::RoutePolicy;
 use crate::pipeline::revocation::{Revocation, RevocationConfig};
 use crate::pipeline::Pipeline;
@@ -232,10 +234,18 @@ impl Config {
     pub fn build(&self, registry: &Registry) -> Result<Pipeline, ConfigError> {
         // The revocation file first: a bad one fails before providers start background work.
         let mut revocation = self.revocation()?;
-        // One store per build, so shared results and revocation checks share a connection and its health.
-        let redis = self.redis_store()?;
+        #[allow(unused_mut)] // without the `redis` feature nothing changes them
         let mut ctx = self.build_context();
-        if let Some(store) = &redis {
+        #[cfg(not(feature = "redis"))]
+        if self.settings.redis.is_some() {
+            return Err(self.located(ConfigError::new(
+                format!("{}redis", self.field_prefix()),
+                "this tokengate was built without Redis support (cargo feature `redis`)",
+            )));
+        }
+        // One store per build, so shared results and revocation checks share a connection and its health.
+        #[cfg(feature = "redis")]
+        if let Some(store) = &self.redis_store()? {
             if store.shares_results() {
                 ctx.shared_results = Some(store.shared_results());
             }
@@ -302,6 +312,7 @@ impl Config {
 
     /// The Redis store for shared state, not yet connected (it connects on
     /// first use, so an unreachable Redis delays and fails nothing); `None` without `redis:`.
+    #[cfg(feature = "redis")]
     pub fn redis_store(&self) -> Result<Option<Arc<RedisStore>>, ConfigError> {
         let Some(cfg) = &self.settings.redis else { return Ok(None) };
         let base = self.build_context().base_dir;

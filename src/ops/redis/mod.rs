@@ -1,0 +1,167 @@
+//! State shared by replicas, in Redis: the revocation list and, optionally,
+//! the remote-result cache (so an introspection answer one replica fetched
+//! serves them all).
+//!
+//! ```yaml
+//! redis:
+//!   url: redis://redis.internal:6379/0   # rediss:// for TLS; a password may go in the URL
+//!   tls_cafile: redis-ca.pem             # rediss:// only: trust this CA instead of the system's
+//!   key_prefix: "tokengate:"             # default
+//!   share_results: true                  # default: share positive remote results
+//!   connect_timeout: 1s                  # default
+//!   command_timeout: 200ms               # default: a slow Redis must not slow authentication much
+//!   on_store_error: deny                 # default: a revocation check Redis cannot answer refuses (503); or allow
+//! ```
+//!
+//! Keys (token material appears only as SHA-256, hex):
+//! - `{prefix}result:{scope}:{sha256}`: a principal as JSON, `PX` = the local TTL
+//!   (never beyond the token's `exp`); `scope` tells providers apart
+//!   ([`tokengate_api::shared_scope`]);
+//! - `{prefix}revoked:iss-jti:{iss}#{jti}`: one issuer's JWT ID (`%` and `#`
+//!   in the issuer written `%25` and `%23`, so the first `#` ends it);
+//! - `{prefix}revoked:jti:{jti}`: a JWT ID whatever the issuer (the form
+//!   before issue #11, still honoured);
+//! - `{prefix}revoked:sha256:{sha256}`: a token's digest — for a JWT the
+//!   SHA-256 of its signing input `header.payload` (what `revoke --token`
+//!   writes; a rewritten ECDSA signature does not change it), for anything
+//!   else of the whole token; a whole-token digest of a JWT still matches
+//!   that exact token.
+//!
+//! Any value; the key existing revokes (give it a TTL of the token's
+//! remaining life, or none). `tokengate revoke` writes them.
+//!
+//! Redis being down never turns a valid token away *through the result
+//! cache*: a lookup that fails is a miss (the upstream is asked). A
+//! revocation check that fails follows `on_store_error`: `deny` (the
+//! default) refuses the token as unavailable (503), because a revocation
+//! that lapses whenever Redis is slow is no revocation; `allow` lets the
+//! local revocation file decide. Each
+//! command is bounded by `command_timeout`; after a connection failure Redis
+//! is left alone for [`RETRY_AFTER_FAILURE`], so an outage costs one slow
+//! request a second, not every request. Metrics:
+//! `tokengate_redis_errors_total{op}` (commands that failed or timed out) and
+//! `tokengate_redis_fallbacks_total{op}` (lookups answered without Redis,
+//! including those skipped while it is down). Warnings are logged at most once
+//! per [`WARN_INTERVAL`], with the count of those held back.
+
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::pipeline::revocation::OnStoreError;
+
+#[cfg(feature = "redis")]
+mod store;
+#[cfg(feature = "redis")]
+pub use store::RedisStore;
+
+/// Counter of failed Redis commands, by `op`.
+pub const REDIS_ERRORS_TOTAL: &str = "tokengate_redis_errors_total";
+/// Counter of lookups answered without Redis (local state decided), by `op`.
+pub const REDIS_FALLBACKS_TOTAL: &str = "tokengate_redis_fallbacks_total";
+
+/// How long Redis is left alone after it could not be reached.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// Least time between two warnings about Redis.
+pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Longest a stored error message gets (Redis replies can be long).
+pub(crate) const MAX_ERROR_CHARS: usize = 200;
+
+/// `redis:` in the config.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, or `rediss://` for TLS.
+    pub url: String,
+    /// PEM CA bundle trusted for `rediss://` instead of the system roots; relative to the config file.
+    #[serde(default)]
+    pub tls_cafile: Option<PathBuf>,
+    /// Prepended to every key, so several deployments can share one Redis (default `tokengate:`).
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+    /// Share positive remote results (introspection, custom, GitHub, Kubernetes) between replicas (default true).
+    #[serde(default = "default_true")]
+    pub share_results: bool,
+    /// Time allowed to (re)connect (default 1s).
+    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one command, after which local state decides (default 200ms).
+    #[serde(default = "default_command_timeout", with = "tokengate_api::duration")]
+    pub command_timeout: Duration,
+    /// What a revocation check does when Redis cannot answer in time: `deny`
+    /// (default: refuse as unavailable) or `allow` (the local file decides).
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+fn default_key_prefix() -> String {
+    "tokengate:".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_command_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+
+impl RedisConfig {
+    /// A config for `url` with every other field at its default.
+    pub fn new(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            tls_cafile: None,
+            key_prefix: default_key_prefix(),
+            share_results: true,
+            connect_timeout: default_connect_timeout(),
+            command_timeout: default_command_timeout(),
+            on_store_error: OnStoreError::default(),
+        }
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &redacted_url(&self.url))
+            .field("tls_cafile", &self.tls_cafile)
+            .field("key_prefix", &self.key_prefix)
+            .field("share_results", &self.share_results)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("on_store_error", &self.on_store_error)
+            .finish()
+    }
+}
+
+/// `scheme://host:port/db` without user or password, for logs, errors and `Debug`.
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        // Unparseable text may be anything, a password included: say nothing of it.
+        Err(_) => "<unparseable URL>".to_string(),
+    }
+}
+
+/// What `tokengate revoke` revokes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeTarget {
+    /// A JWT ID: of one issuer, or (`issuer: None`) of every issuer.
+    Jti { issuer: Option<String>, jti: String },
+    /// A token digest: for a JWT the SHA-256 of its signing input
+    /// ([`crate::pipeline::revocation::revocation_digest`]), else of the whole token.
+    TokenSha256(TokenHash),
+}
+
+/// Whether a failure means Redis is unreachable (so back off and reconnect)
+/// or only that it refused one command.
