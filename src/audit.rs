@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokengate_api::{token_hash, ConfigError};
+use tokengate_api::ConfigError;
+use tokengate_kit::token_hash;
 
 /// Lines waiting for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 16_384;
