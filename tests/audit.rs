@@ -26,7 +26,7 @@ fn chain_yaml(idp: &Idp) -> String {
 }
 
 fn sha_prefix(token: &str) -> String {
-    hex::encode(tokengate_api::token_hash(token))[..12].to_string()
+    hex::encode(tokengate_kit::token_hash(token))[..12].to_string()
 }
 
 #[tokio::test]

@@ -288,13 +288,13 @@ fn counter(name: &str) -> f64 {
 }
 
 fn sha256_hex(token: &str) -> String {
-    hex::encode(tokengate_api::token_hash(token))
+    hex::encode(tokengate_kit::token_hash(token))
 }
 
 /// A `custom` result's key: its verdict is per request (#11), so the key
 /// covers the method and path `validate` sends, not the token alone.
 fn custom_key_hex(token: &str) -> String {
-    hex::encode(tokengate_api::request_key(token, &["GET", "/"]))
+    hex::encode(tokengate_kit::request_key(token, &["GET", "/"]))
 }
 
 // ----------------------------------------------------------------------- tests
@@ -752,7 +752,7 @@ async fn revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed() 
     let (d, x, a) = (replica(&deny), replica(&explicit), replica(&lenient));
     let store = deny.redis_store().unwrap().unwrap();
     store
-        .revoke(&RevokeTarget::TokenSha256(tokengate_api::token_hash("good-revoked")), None, Duration::from_secs(5))
+        .revoke(&RevokeTarget::TokenSha256(tokengate_kit::token_hash("good-revoked")), None, Duration::from_secs(5))
         .await
         .unwrap();
     for p in [&d, &x, &a] {
@@ -798,7 +798,7 @@ async fn revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed() 
     // The test server keeps nothing across restarts: write the revocation again (a fresh store, as the CLI would).
     let store = deny.redis_store().unwrap().unwrap();
     store
-        .revoke(&RevokeTarget::TokenSha256(tokengate_api::token_hash("good-revoked")), None, Duration::from_secs(5))
+        .revoke(&RevokeTarget::TokenSha256(tokengate_kit::token_hash("good-revoked")), None, Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(validate(&d, "good-revoked").await.unwrap_err().detail(), "token has been revoked");

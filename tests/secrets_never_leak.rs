@@ -255,7 +255,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
 
 fn tokengate_custom_config(endpoint: &str) -> impl std::fmt::Debug {
     let mut cfg = tokengate_custom::CustomConfig::new(endpoint);
-    cfg.cache = tokengate_api::CacheConfig::disabled();
+    cfg.cache = tokengate_kit::CacheConfig::disabled();
     cfg
 }
 

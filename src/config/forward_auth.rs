@@ -54,10 +54,10 @@ pub struct ForwardAuthConfig {
     #[serde(default)]
     pub path_prefix: Option<String>,
     /// Longest wait for a request's headers from their first byte, on both listeners (default 10s).
-    #[serde(default, with = "tokengate_api::duration::option")]
+    #[serde(default, with = "tokengate_kit::duration::option")]
     pub header_read_timeout: Option<Duration>,
     /// A connection with no request for this long is closed (default 75s).
-    #[serde(default, with = "tokengate_api::duration::option")]
+    #[serde(default, with = "tokengate_kit::duration::option")]
     pub idle_timeout: Option<Duration>,
     /// Open connections per listener; more are closed on accept (default 4096).
     #[serde(default)]

@@ -66,7 +66,7 @@ impl Registry {
         };
         let mut rest = object.clone();
         rest.remove("type");
-        // Each provider gets its own scope in the shared result store (see `BuildContext::for_section`).
-        builder.build(Value::Object(rest), &ctx.for_section(type_name, section))
+        // Each provider gets its own scope in the shared result store (see `tokengate_kit::for_section`).
+        builder.build(Value::Object(rest), &tokengate_kit::for_section(ctx, type_name, section))
     }
 }

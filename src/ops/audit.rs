@@ -29,7 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokengate_api::{token_hash, ConfigError, RequestContext};
+use tokengate_api::{ConfigError, RequestContext};
+use tokengate_kit::token_hash;
 
 use crate::pipeline::{Decision, Pipeline};
 

@@ -56,7 +56,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
-use tokengate_api::{token_hash, AuthError, TokenHash};
+use tokengate_api::{AuthError, TokenHash};
+use tokengate_kit::token_hash;
 
 /// The detail of a refusal for a revoked token.
 pub const REVOKED: &str = "token has been revoked";
@@ -74,7 +75,7 @@ pub struct RevocationConfig {
     /// The list (YAML, or JSON by a `.json` extension), relative to the config file.
     pub file: PathBuf,
     /// How often the file is checked for changes (default 2s).
-    #[serde(default = "default_reload_interval", with = "tokengate_api::duration")]
+    #[serde(default = "default_reload_interval", with = "tokengate_kit::duration")]
     pub reload_interval: Duration,
 }
 

@@ -1,4 +1,4 @@
-use crate::shared::{shared_scope, SharedResults};
+use crate::shared::SharedResults;
 use crate::{ConfigError, DynProvider};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -11,10 +11,11 @@ pub struct BuildContext {
     /// True when the config came from a Llama Stack / OGX `run.yaml`, whose defaults then apply.
     pub llama_stack_defaults: bool,
     /// Where remote results are shared with other replicas (Redis, when configured);
-    /// providers opt in with [`RemoteResultCache::with_shared`](crate::RemoteResultCache::with_shared).
+    /// providers opt in with `tokengate_kit::RemoteResultCache::with_shared`.
     pub shared_results: Option<SharedResults>,
     /// This provider's scope in `shared_results`, set per provider by the
-    /// registry ([`BuildContext::for_section`]); no scope, no sharing.
+    /// registry (`tokengate_kit::for_section`, a hash of the provider's type
+    /// and section); no scope, no sharing.
     pub shared_scope: Option<String>,
 }
 
@@ -25,17 +26,6 @@ impl BuildContext {
             Some(base) if path.is_relative() => base.join(path),
             _ => path.to_path_buf(),
         }
-    }
-
-    /// This context for the provider built from `section` (its `type` is
-    /// `type_name`): its shared results get their own scope, so providers with
-    /// different configs never serve each other's results.
-    pub fn for_section(&self, type_name: &str, section: &serde_json::Value) -> BuildContext {
-        let mut ctx = self.clone();
-        if ctx.shared_results.is_some() {
-            ctx.shared_scope = Some(shared_scope(type_name, section));
-        }
-        ctx
     }
 }
 

@@ -174,7 +174,7 @@ impl RequestContext {
     /// Parses a raw query string (`a=1&b=2&a=3`) into `params`.
     pub fn set_query(&mut self, query: &str) {
         self.params.clear();
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
             self.params.entry(k.into_owned()).or_default().push(v.into_owned());
         }
     }

@@ -2,31 +2,31 @@
 //!
 //! A provider turns a bearer token (plus the context of the request that carried
 //! it) into a [`Principal`], or into an [`AuthError`] that says exactly why not.
-//! Built-in providers and users' own providers depend only on this crate; the
-//! `tokengate` crate chooses one by the `type` field of its configuration through
-//! a [`ProviderBuilder`].
+//! A user's own provider depends only on this crate; the `tokengate` crate
+//! chooses one by the `type` field of its configuration through a
+//! [`ProviderBuilder`].
+//!
+//! This crate is the contract and nothing else: its dependencies are serde,
+//! serde_json, async-trait and a few tiny, stable crates (serde_path_to_error,
+//! indexmap, subtle, form_urlencoded), never an HTTP client, a cache or a
+//! metrics crate, so a major release of one of those cannot break a provider
+//! that does not use it. The machinery HTTP-backed providers share (client
+//! options, upstream limits, the remote-result cache, duration parsing) is in
+//! `tokengate-kit`.
 
 mod builder;
-mod cache;
 mod claims;
 mod context;
-pub mod duration;
 mod error;
-mod http;
 mod secret;
 mod shared;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
-pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, TokenHash, Validated};
 pub use claims::{claim_at_path, ClaimsMapping, IDENTIFIER_CLAIMS, LIST_CLAIMS};
 pub use context::{Check, RequestContext, Trace, TracedAttribute, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind, Reason};
-pub use http::{
-    host_of, is_loopback, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions, HttpFailure,
-    UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
-};
 pub use secret::Secret;
-pub use shared::{shared_scope, SharedHit, SharedResultStore, SharedResults};
+pub use shared::{SharedHit, SharedResultStore, SharedResults, TokenHash};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -45,9 +45,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokengate_api::Description;
 use tokengate_api::{
-    parse_provider_config, token_hash, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider,
-    Ownership, Principal, ProviderBuilder, RequestContext, TokenHash,
+    parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Ownership,
+    Principal, ProviderBuilder, RequestContext, TokenHash,
 };
+use tokengate_kit::token_hash;
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
 ///
@@ -87,7 +88,7 @@ pub struct ApiKeyConfig {
     #[serde(default)]
     pub prefix: Option<String>,
     /// How often `keys_file` is checked for changes (default 2s).
-    #[serde(default = "default_reload_interval", with = "tokengate_api::duration")]
+    #[serde(default = "default_reload_interval", with = "tokengate_kit::duration")]
     pub reload_interval: Duration,
 }
 

@@ -52,9 +52,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::Description;
 use tokengate_api::{
-    host_of, is_loopback, parse_provider_config, read_body_limited, redirect_failure, request_key, Attributes,
-    AuthError, AuthProvider, BuildContext, CacheConfig, ConfigError, DynProvider, HttpClientOptions, HttpFailure,
-    Principal, ProviderBuilder, RemoteResultCache, RequestContext, UpstreamLimit, Validated,
+    parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Principal,
+    ProviderBuilder, RequestContext,
+};
+use tokengate_kit::{
+    host_of, is_loopback, read_body_limited, redirect_failure, request_key, CacheConfig, HttpClientOptions,
+    HttpFailure, RemoteResultCache, UpstreamLimit, Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -80,10 +83,10 @@ pub struct CustomConfig {
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed for the whole exchange (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Largest reply read (default 1 MiB).
     #[serde(default = "default_max_response_bytes")]

@@ -43,9 +43,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::Description;
 use tokengate_api::{
-    parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
-    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Ownership, Principal, ProviderBuilder,
-    RemoteResultCache, RequestContext, UpstreamLimit, Validated,
+    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider, Ownership,
+    Principal, ProviderBuilder, RequestContext,
+};
+use tokengate_kit::{
+    read_body_limited, redirect_failure, CacheConfig, HttpClientOptions, HttpFailure, RemoteResultCache, UpstreamLimit,
+    Validated,
 };
 
 /// The `type` name that selects this provider.
@@ -83,10 +86,10 @@ pub struct GitHubConfig {
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed for each request (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Largest reply read, per page (default 1 MiB).
     #[serde(default = "default_max_response_bytes")]

@@ -24,9 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokengate_api::Description;
 use tokengate_api::{
-    parse_provider_config, read_body_limited, redirect_failure, AuthError, AuthProvider, BuildContext, CacheConfig,
-    ClaimsMapping, ConfigError, DynProvider, HttpClientOptions, HttpFailure, Principal, ProviderBuilder,
-    RemoteResultCache, RequestContext, Secret, UpstreamLimit, Validated,
+    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider, Principal,
+    ProviderBuilder, RequestContext, Secret,
+};
+use tokengate_kit::{
+    read_body_limited, redirect_failure, CacheConfig, HttpClientOptions, HttpFailure, RemoteResultCache, UpstreamLimit,
+    Validated,
 };
 use url::Url;
 
@@ -89,9 +92,9 @@ pub struct KubernetesConfig {
     /// The cluster's CA bundle (in a pod: `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
-    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
-    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,

@@ -4,7 +4,8 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokengate_api::{CacheConfig, ClaimsMapping, Secret};
+use tokengate_api::{ClaimsMapping, Secret};
+use tokengate_kit::CacheConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,7 +40,7 @@ pub struct OAuth2Config {
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Clock skew tolerated for `exp`, `nbf` and `iat` (default 30s, at most 5 minutes).
-    #[serde(default = "default_leeway", with = "tokengate_api::duration")]
+    #[serde(default = "default_leeway", with = "tokengate_kit::duration")]
     pub leeway: Duration,
     /// Accepted JWS algorithms (default: every asymmetric one tokengate supports).
     #[serde(default)]
@@ -62,9 +63,9 @@ pub struct OAuth2Config {
     /// Caches for introspection results and verified JWTs.
     #[serde(default)]
     pub cache: CacheConfig,
-    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
-    #[serde(default = "default_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
@@ -99,13 +100,13 @@ pub struct JwksConfig {
     #[serde(default)]
     pub token: Option<Secret>,
     /// Longest a fetched key set is trusted before a refresh (default 3600s, as Llama Stack).
-    #[serde(default = "default_recheck", with = "tokengate_api::duration")]
+    #[serde(default = "default_recheck", with = "tokengate_kit::duration")]
     pub key_recheck_period: Duration,
     /// Least time between refreshes forced by unknown `kid`s (default 30s).
-    #[serde(default = "default_cooldown", with = "tokengate_api::duration")]
+    #[serde(default = "default_cooldown", with = "tokengate_kit::duration")]
     pub refresh_cooldown: Duration,
     /// How long the last good keys keep serving while refreshes fail (default 1h).
-    #[serde(default = "default_stale_grace", with = "tokengate_api::duration")]
+    #[serde(default = "default_stale_grace", with = "tokengate_kit::duration")]
     pub stale_grace: Duration,
     /// Most keys accepted from one key set (default 100).
     #[serde(default = "default_max_keys")]
@@ -154,7 +155,7 @@ fn default_max_response_bytes() -> usize {
     1024 * 1024
 }
 fn default_max_concurrent_requests() -> usize {
-    tokengate_api::DEFAULT_MAX_CONCURRENT_REQUESTS
+    tokengate_kit::DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 
 /// Llama Stack's default audience, applied only to configs read from a `run.yaml`.

@@ -2,7 +2,8 @@
 
 use crate::keyset::display_url;
 use serde_json::Value;
-use tokengate_api::{read_json_limited, AuthError, HttpFailure};
+use tokengate_api::AuthError;
+use tokengate_kit::{read_json_limited, HttpFailure};
 use url::Url;
 
 /// Where the discovery document of `issuer` lives (OIDC Discovery §4: the

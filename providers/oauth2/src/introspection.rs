@@ -39,9 +39,9 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokengate_api::{
-    claim_at_path, host_of, is_loopback, read_body_limited, redirect_failure, AuthError, BuildContext, ClaimsMapping,
-    ConfigError, HttpFailure, Principal, RemoteResultCache, Secret, UpstreamLimit, Validated,
+use tokengate_api::{claim_at_path, AuthError, BuildContext, ClaimsMapping, ConfigError, Principal, Secret};
+use tokengate_kit::{
+    host_of, is_loopback, read_body_limited, redirect_failure, HttpFailure, RemoteResultCache, UpstreamLimit, Validated,
 };
 
 /// Validates tokens by asking an RFC 7662 introspection endpoint.

@@ -25,7 +25,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokengate_api::{claim_at_path, token_hash, AuthError, ClaimsMapping, Principal, Reason, TokenHash, Trace};
+use tokengate_api::{claim_at_path, AuthError, ClaimsMapping, Principal, Reason, TokenHash, Trace};
+use tokengate_kit::token_hash;
 
 /// What the claims must satisfy, compiled from the config.
 #[derive(Debug)]

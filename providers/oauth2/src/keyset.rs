@@ -27,7 +27,8 @@ use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokengate_api::{read_json_limited, AuthError, HttpFailure, Secret};
+use tokengate_api::{AuthError, Secret};
+use tokengate_kit::{read_json_limited, HttpFailure};
 use url::Url;
 
 /// Shortest refresh period a `Cache-Control: max-age` may impose: a provider

@@ -27,9 +27,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::Description;
 use tokengate_api::{
-    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider,
-    HttpClientOptions, Ownership, Principal, ProviderBuilder, RequestContext,
+    parse_provider_config, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, DynProvider, Ownership,
+    Principal, ProviderBuilder, RequestContext,
 };
+use tokengate_kit::HttpClientOptions;
 use url::Url;
 
 /// The `type` name of this provider.

@@ -16,7 +16,7 @@
 //! Keys (token material appears only as SHA-256, hex):
 //! - `{prefix}result:{scope}:{sha256}`: a principal as JSON, `PX` = the local TTL
 //!   (never beyond the token's `exp`); `scope` tells providers apart
-//!   ([`tokengate_api::shared_scope`]);
+//!   ([`tokengate_kit::shared_scope`]);
 //! - `{prefix}revoked:iss-jti:{iss}#{jti}`: one issuer's JWT ID (`%` and `#`
 //!   in the issuer written `%25` and `%23`, so the first `#` ends it);
 //! - `{prefix}revoked:jti:{jti}`: a JWT ID whatever the issuer (the form
@@ -49,6 +49,7 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokengate_api::TokenHash;
 
 use crate::pipeline::revocation::OnStoreError;
 
@@ -86,10 +87,10 @@ pub struct RedisConfig {
     #[serde(default = "default_true")]
     pub share_results: bool,
     /// Time allowed to (re)connect (default 1s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Time allowed for one command, after which local state decides (default 200ms).
-    #[serde(default = "default_command_timeout", with = "tokengate_api::duration")]
+    #[serde(default = "default_command_timeout", with = "tokengate_kit::duration")]
     pub command_timeout: Duration,
     /// What a revocation check does when Redis cannot answer in time: `deny`
     /// (default: refuse as unavailable) or `allow` (the local file decides).
@@ -163,5 +164,3 @@ pub enum RevokeTarget {
     TokenSha256(TokenHash),
 }
 
-/// Whether a failure means Redis is unreachable (so back off and reconnect)
-/// or only that it refused one command.

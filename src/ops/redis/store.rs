@@ -2,21 +2,22 @@
 //! stores it serves (shared results and revocations).
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use serde::Deserialize;
 use std::fmt;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, TokenHash};
 
-use crate::pipeline::revocation::{OnStoreError, RevocationStore, TokenIds};
+use crate::pipeline::revocation::{RevocationStore, TokenIds};
 
 
 use super::{redacted_url, MAX_ERROR_CHARS, RedisConfig, RevokeTarget, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL, RETRY_AFTER_FAILURE, WARN_INTERVAL};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether a failure means Redis is unreachable (so back off and reconnect)
+/// or only that it refused one command.
 enum Failure {
     Unreachable,
     Refused,
@@ -462,7 +463,7 @@ mod tests {
         let mut c = RedisConfig::new("redis://127.0.0.1");
         c.key_prefix = "p:".into();
         let store = RedisStore::new(&c, None).unwrap();
-        let hash = tokengate_api::token_hash("secret-token");
+        let hash = tokengate_kit::token_hash("secret-token");
         let hex_hash = hex::encode(hash);
         assert_eq!(store.result_key("abc", &hash), format!("p:result:abc:{hex_hash}"));
         assert_eq!(store.revocation_key(&RevokeTarget::TokenSha256(hash)), format!("p:revoked:sha256:{hex_hash}"));

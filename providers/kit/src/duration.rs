@@ -12,6 +12,7 @@ enum Raw {
     Text(String),
 }
 
+/// For `Duration` fields: `#[serde(with = "tokengate_kit::duration")]`.
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     match Raw::deserialize(d)? {
         Raw::Secs(s) => Ok(Duration::from_secs(s)),
@@ -25,10 +26,11 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     }
 }
 
-/// For `Option<Duration>` fields.
+/// For `Option<Duration>` fields: `#[serde(default, with = "tokengate_kit::duration::option")]`.
 pub mod option {
     use super::*;
 
+    /// A duration as [`deserialize`](super::deserialize) reads it, or none.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         #[derive(Deserialize)]
         struct Wrap(#[serde(deserialize_with = "super::deserialize")] Duration);

@@ -11,17 +11,14 @@
 //! the same TTL. Rejections stay local: a shared negative entry would let one
 //! replica's transient view refuse a token everywhere.
 
-use crate::shared::{SharedResultStore, SharedResults};
-use crate::{AuthError, BuildContext, ErrorKind, Principal};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+use tokengate_api::{AuthError, BuildContext, ErrorKind, Principal, SharedResultStore, SharedResults, TokenHash};
 
 /// SHA-256 of a token: what caches, logs and revocation lists hold instead of it.
-pub type TokenHash = [u8; 32];
-
 pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -82,6 +79,7 @@ impl Default for CacheConfig {
 }
 
 impl CacheConfig {
+    /// No caching at all: every call asks upstream.
     pub fn disabled() -> Self {
         CacheConfig { enabled: false, ..Default::default() }
     }
@@ -90,7 +88,9 @@ impl CacheConfig {
 /// What a remote validation yields: the principal and, when the service said so, its expiry.
 #[derive(Debug, Clone)]
 pub struct Validated {
+    /// Who the token belongs to.
     pub principal: Principal,
+    /// When the token stops being valid (`exp`); the cache keeps the result no longer.
     pub expires_at: Option<SystemTime>,
 }
 
@@ -162,6 +162,7 @@ impl Shared {
 }
 
 impl RemoteResultCache {
+    /// A cache as `config` says (entirely off when `config.enabled` is false).
     pub fn new(config: &CacheConfig) -> Self {
         let build = |ttl: Duration| config.enabled && !ttl.is_zero() && config.max_entries > 0;
         RemoteResultCache {
@@ -381,14 +382,14 @@ mod tests {
 
     #[async_trait::async_trait]
     impl SharedResultStore for FakeStore {
-        async fn get(&self, scope: &str, token: &TokenHash) -> Result<Option<crate::SharedHit>, String> {
+        async fn get(&self, scope: &str, token: &TokenHash) -> Result<Option<tokengate_api::SharedHit>, String> {
             if self.failing.load(Ordering::SeqCst) {
                 return Err("down".into());
             }
             let entries = self.entries.lock().map_err(|_| "poisoned".to_string())?;
             Ok(entries
                 .get(&(scope.to_string(), *token))
-                .map(|(value, ttl)| crate::SharedHit { value: value.clone(), ttl: Some(*ttl) }))
+                .map(|(value, ttl)| tokengate_api::SharedHit { value: value.clone(), ttl: Some(*ttl) }))
         }
         async fn put(&self, scope: &str, token: &TokenHash, value: Vec<u8>, ttl: Duration) -> Result<(), String> {
             if self.failing.load(Ordering::SeqCst) {
@@ -474,7 +475,7 @@ mod tests {
         ctx.shared_scope = None;
         assert!(!RemoteResultCache::new(&CacheConfig::default()).with_shared(&ctx).is_shared());
         assert!(!RemoteResultCache::new(&CacheConfig::default()).with_shared(&BuildContext::default()).is_shared());
-        let scoped = ctx.for_section("custom", &serde_json::json!({"endpoint": "http://x"}));
+        let scoped = crate::for_section(&ctx, "custom", &serde_json::json!({"endpoint": "http://x"}));
         assert!(RemoteResultCache::new(&CacheConfig::default()).with_shared(&scoped).is_shared());
     }
 
