@@ -1,10 +1,7 @@
 //! Inputs the fuzz targets in `fuzz/` found, kept as ordinary tests so the
 //! fixes stay fixed without a fuzzing toolchain. See SECURITY.md, "Fuzzing".
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use serde_json::{json, Value};
 use tokengate::ClaimsMapping;
 

@@ -6,10 +6,7 @@
 //! it matters, the malformed segment is covered by a *valid* signature, so the
 //! refusal comes from the strict decoder and not from the signature check.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 

@@ -7,10 +7,7 @@
 //! upstream answer — is refused by serde_json's recursion limit, never a stack
 //! overflow.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 use tokengate::ErrorKind;

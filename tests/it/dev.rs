@@ -1,8 +1,6 @@
 //! The `tokengate` binary: `serve --dev`, `token`, and `serve --config`.
 
-mod common;
-
-use common::*;
+use crate::fixtures::*;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -220,7 +218,7 @@ async fn serve_config(
 ) -> (Guard, Vec<String>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokengate.yaml");
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
     let path = path.to_str().unwrap().to_string();
     let (guard, lines) = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = ["serve", "--config", &path].into_iter().chain(extra.iter().copied()).collect();

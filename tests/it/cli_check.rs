@@ -1,24 +1,11 @@
 //! `tokengate check`: exit codes and JSON shapes operators script against,
 //! driving the real binary against a real identity provider on 127.0.0.1.
 
-mod common;
-
-use common::Idp;
+use crate::fixtures::{run, run_with_stdin, tamper, write, Idp};
 use serde_json::{json, Map, Value};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
-
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_tokengate")
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 fn yaml_for(idp: &Idp) -> String {
     format!(
@@ -26,28 +13,6 @@ fn yaml_for(idp: &Idp) -> String {
         iss = idp.url(),
         jwks = idp.issuer.jwks_uri()
     )
-}
-
-/// Runs the binary off the async runtime so the in-process IdP keeps serving.
-async fn run(args: Vec<String>, stdin: Option<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(bin())
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tokengate runs");
-        {
-            let mut input = child.stdin.take().unwrap();
-            if let Some(s) = stdin {
-                input.write_all(s.as_bytes()).unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
 }
 
 fn stdout_json(out: &Output) -> Value {
@@ -69,7 +34,7 @@ async fn valid_token_prints_principal_and_exits_0() {
     let idp = Idp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
-    let out = run(args(&config, Some(&idp.token("alice"))), None).await;
+    let out = run(args(&config, Some(&idp.token("alice")))).await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         stdout_json(&out),
@@ -84,7 +49,7 @@ async fn token_from_first_line_of_stdin_with_or_without_bearer() {
     let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
     let token = idp.token("bob");
     for input in [format!("{token}\nignored second line\n"), format!("Bearer {token}\n")] {
-        let out = run(args(&config, None), Some(input)).await;
+        let out = run_with_stdin(args(&config, None), Some(input)).await;
         assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(stdout_json(&out)["principal"], "bob");
     }
@@ -95,7 +60,7 @@ async fn rejected_token_exits_1_with_error_shape() {
     let idp = Idp::start().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
-    let out = run(args(&config, Some(&idp.expired_token("carol"))), None).await;
+    let out = run(args(&config, Some(&idp.expired_token("carol")))).await;
     assert_eq!(out.status.code(), Some(1));
     let body = stdout_json(&out);
     assert_eq!(body["error"]["code"], "invalid_token");
@@ -106,7 +71,7 @@ async fn rejected_token_exits_1_with_error_shape() {
     let detail = body["error"]["detail"].as_str().unwrap();
     assert!(detail.contains("expired"), "{detail}");
 
-    let out = run(args(&config, Some(&common::tamper(&idp.token("dave")))), None).await;
+    let out = run(args(&config, Some(&tamper(&idp.token("dave"))))).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stdout_json(&out)["error"]["code"], "invalid_token");
 }
@@ -116,7 +81,7 @@ async fn unreachable_identity_provider_exits_3_not_1() {
     let idp = Idp::unreachable().await;
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
-    let out = run(args(&config, Some(&idp.token("erin"))), None).await;
+    let out = run(args(&config, Some(&idp.token("erin")))).await;
     assert_eq!(out.status.code(), Some(3), "stdout: {}", String::from_utf8_lossy(&out.stdout));
     let body = stdout_json(&out);
     assert_eq!(body["error"]["code"], "temporarily_unavailable");
@@ -140,14 +105,14 @@ async fn config_errors_exit_2_naming_file_and_field() {
     ];
     for (name, text, expected) in cases {
         let config = write(dir.path(), name, text);
-        let out = run(args(&config, Some("x")), None).await;
+        let out = run(args(&config, Some("x"))).await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(name), "{name}: stderr must name the file: {stderr}");
         assert!(stderr.contains(expected), "{name}: stderr must say `{expected}`: {stderr}");
         assert!(out.stdout.is_empty(), "{name}: nothing on stdout for config errors");
     }
-    let missing = run(args(&dir.path().join("absent.yaml"), Some("x")), None).await;
+    let missing = run(args(&dir.path().join("absent.yaml"), Some("x"))).await;
     assert_eq!(missing.status.code(), Some(2));
 }
 
@@ -155,10 +120,10 @@ async fn config_errors_exit_2_naming_file_and_field() {
 async fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "c.yaml", "provider_config:\n  type: custom\n  endpoint: http://127.0.0.1:1/\n");
-    let no_token = run(args(&config, None), Some(String::new())).await;
+    let no_token = run_with_stdin(args(&config, None), Some(String::new())).await;
     assert_eq!(no_token.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
-    let bad_flag = run(vec!["check".into(), "--nope".into()], None).await;
+    let bad_flag = run(vec!["check".into(), "--nope".into()]).await;
     assert_eq!(bad_flag.status.code(), Some(2));
 }
 
@@ -182,7 +147,7 @@ async fn json_and_toml_configs_by_extension() {
     );
     let token = idp.token("frank");
     for cfg in [json_cfg, toml_cfg] {
-        let out = run(args(&cfg, Some(&token)), None).await;
+        let out = run(args(&cfg, Some(&token))).await;
         assert_eq!(out.status.code(), Some(0), "{}: {}", cfg.display(), String::from_utf8_lossy(&out.stderr));
         assert_eq!(stdout_json(&out)["principal"], "frank");
     }
@@ -202,7 +167,7 @@ async fn llama_stack_run_yaml_applies_its_default_audience() {
     claims.insert("aud".into(), json!("llama-stack"));
     claims.insert("groups".into(), json!(["research"]));
     let token = idp.issuer.mint("gina", &claims, Duration::from_secs(300)).unwrap();
-    let out = run(args(&config, Some(&token)), None).await;
+    let out = run(args(&config, Some(&token))).await;
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     // Llama Stack's default claims_mapping: sub→roles, groups→teams.
     assert_eq!(
@@ -211,7 +176,7 @@ async fn llama_stack_run_yaml_applies_its_default_audience() {
     );
 
     // The dev audience is not Llama Stack's default: refused.
-    let out = run(args(&config, Some(&idp.token("gina"))), None).await;
+    let out = run(args(&config, Some(&idp.token("gina")))).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stdout_json(&out)["error"]["detail"].as_str().unwrap().contains("audience"));
 
@@ -221,7 +186,7 @@ async fn llama_stack_run_yaml_applies_its_default_audience() {
         "{run_yaml}    route_policy:\n      - permit: {{paths: \"*\"}}\n        when: user with admin in roles\n        description: admins\n"
     );
     let config = write(dir.path(), "run-policy.yaml", &with_policy);
-    let out = run(args(&config, Some(&token)), None).await;
+    let out = run(args(&config, Some(&token))).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     let warning = "route_policy rule 1 (\"admins\") tests `roles`, which the oauth2_token provider's claims_mapping \
                    fills from identifier claims (sub, username)";

@@ -1,18 +1,12 @@
 //! `AuthLayer` on a real axum server, real sockets, real tokens.
 
-mod common;
-
+use crate::fixtures::*;
 use axum::routing::{get, post};
-use axum::{Json, Router};
-use common::*;
+use axum::Router;
 use serde_json::json;
 use std::net::SocketAddr;
 use tokengate::layer::{AuthLayer, Authenticated, MaybeAuthenticated};
 use tokengate::DynProvider;
-
-async fn whoami(Authenticated(p): Authenticated) -> Json<tokengate::Principal> {
-    Json(p)
-}
 
 async fn maybe(MaybeAuthenticated(p): MaybeAuthenticated) -> String {
     p.map_or_else(|| "anonymous".to_string(), |p| p.principal)
@@ -298,7 +292,7 @@ async fn layer_from_config_takes_realm_and_open_paths() {
 }
 
 /// The example's own app, driven over a socket.
-#[path = "../examples/axum.rs"]
+#[path = "../../examples/axum.rs"]
 #[allow(dead_code)]
 mod example;
 

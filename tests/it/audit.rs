@@ -1,14 +1,10 @@
 //! The audit log (issue #7): one JSON line per decision from the layer,
 //! `tokengate serve` and `tokengate check`; never the token.
 
-mod common;
-mod support;
-
-use common::{client, Idp};
+use crate::fixtures::*;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-use support::*;
 
 const KEY: &str = "tg_audit-key-abcdefghijklmnop";
 

@@ -5,10 +5,7 @@
 //! the key's `kty`/`crv`/`alg`, and algorithms outside the allowlist — each
 //! refused with a reason, against a real key set on 127.0.0.1.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 

@@ -4,11 +4,11 @@
 //! included). Redis stopped mid-run, or never there, must not turn a valid
 //! token away.
 //!
-//! Tests that need the binary say SKIPPED on standard error and pass when it
-//! is missing; `.ci/run` installs it, so CI always runs them.
+//! Tests that need the binary get it through [`require_service`]: on a
+//! developer's machine without it they say SKIPPED on standard error and
+//! return; under `CI=true` they fail (`.ci/run` installs it).
 
-mod common;
-
+use crate::fixtures::{args, now, require_service, run, run_blocking, test_pki, Idp};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokengate::redis::RevokeTarget;
 use tokengate::{Config, DynProvider, Registry, RequestContext};
 
@@ -27,6 +27,8 @@ use tokengate::{Config, DynProvider, Registry, RequestContext};
 
 /// A `redis-server` child process; killed on drop.
 struct RedisServer {
+    /// The `redis-server` found on PATH.
+    program: std::path::PathBuf,
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
@@ -35,24 +37,22 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts one on a free port, or `None` (after saying SKIPPED) when the binary is missing.
-    async fn start(test: &str) -> Option<RedisServer> {
-        Self::start_with(test, false).await
+    /// Starts one on a free port, or `None` when the binary is missing
+    /// (after saying SKIPPED; under `CI=true` the test fails instead).
+    async fn start() -> Option<RedisServer> {
+        Self::start_with(false).await
     }
 
     /// Like [`RedisServer::start`], TLS only (`rediss://`), with a certificate for 127.0.0.1 from a fresh CA.
-    async fn start_tls(test: &str) -> Option<RedisServer> {
-        Self::start_with(test, true).await
+    async fn start_tls() -> Option<RedisServer> {
+        Self::start_with(true).await
     }
 
-    async fn start_with(test: &str, tls: bool) -> Option<RedisServer> {
-        if Command::new("redis-server").arg("--version").stdout(Stdio::null()).status().is_err() {
-            eprintln!("SKIPPED {test}: `redis-server` is not installed (apt-get install redis-server)");
-            return None;
-        }
+    async fn start_with(tls: bool) -> Option<RedisServer> {
+        let program = require_service("redis-server")?;
         let dir = tempfile::tempdir().expect("temporary directory");
         let tls_ca = tls.then(|| write_pki(dir.path()));
-        let mut server = RedisServer { child: None, port: free_port(), dir, tls_ca };
+        let mut server = RedisServer { program, child: None, port: free_port(), dir, tls_ca };
         server.restart().await;
         Some(server)
     }
@@ -64,7 +64,7 @@ impl RedisServer {
     /// (Re)starts the server on its port and waits until it answers PING.
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let mut command = Command::new("redis-server");
+        let mut command = Command::new(&self.program);
         command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).arg("--dir").arg(self.dir.path());
         if self.tls_ca.is_some() {
             let file = |name: &str| self.dir.path().join(name).display().to_string();
@@ -134,23 +134,11 @@ impl Drop for RedisServer {
 
 /// Writes `ca.pem`, `server.pem` and `server.key` (for 127.0.0.1 and localhost) into `dir`; returns the CA's PEM.
 fn write_pki(dir: &Path) -> String {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(DnType::CommonName, "tokengate redis test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let leaf_key = KeyPair::generate().expect("server key");
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).expect("server params");
-    leaf_params.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-    leaf_params.distinguished_name.push(DnType::CommonName, "127.0.0.1");
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("server certificate");
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).expect("write ca.pem");
-    std::fs::write(dir.join("server.pem"), leaf.pem()).expect("write server.pem");
-    std::fs::write(dir.join("server.key"), leaf_key.serialize_pem()).expect("write server.key");
-    ca_cert.pem()
+    let pki = test_pki(&["127.0.0.1", "localhost"]);
+    std::fs::write(dir.join("ca.pem"), &pki.ca_pem).expect("write ca.pem");
+    std::fs::write(dir.join("server.pem"), &pki.cert_pem).expect("write server.pem");
+    std::fs::write(dir.join("server.key"), &pki.key_pem).expect("write server.key");
+    pki.ca_pem
 }
 
 fn free_port() -> u16 {
@@ -206,10 +194,6 @@ impl Drop for Upstream {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default()
-}
-
 async fn introspect(State(state): State<Arc<UpstreamState>>, body: String) -> Json<Value> {
     state.calls.fetch_add(1, Ordering::SeqCst);
     let token = url::form_urlencoded::parse(body.as_bytes())
@@ -219,7 +203,7 @@ async fn introspect(State(state): State<Arc<UpstreamState>>, body: String) -> Js
     if !token.starts_with("good-") {
         return Json(json!({"active": false}));
     }
-    let exp = unix_now() + state.exp_in.load(Ordering::SeqCst);
+    let exp = now() as u64 + state.exp_in.load(Ordering::SeqCst);
     Json(json!({"active": true, "sub": format!("user-{}", &token[5..]), "exp": exp, "scope": "read write"}))
 }
 
@@ -301,7 +285,7 @@ fn custom_key_hex(token: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_b_is_served_from_redis_without_asking_upstream() {
-    let Some(redis) = RedisServer::start("replica_b_is_served_from_redis_without_asking_upstream").await else {
+    let Some(redis) = RedisServer::start().await else {
         return;
     };
     let upstream = Upstream::start().await;
@@ -334,7 +318,7 @@ async fn replica_b_is_served_from_redis_without_asking_upstream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_results_expire_with_the_token() {
-    let Some(redis) = RedisServer::start("shared_results_expire_with_the_token").await else { return };
+    let Some(redis) = RedisServer::start().await else { return };
     let upstream = Upstream::start().await;
     upstream.state.exp_in.store(2, Ordering::SeqCst);
     let config = introspection_config(&upstream, redis_section(&redis.url(), "t2:"));
@@ -355,8 +339,7 @@ async fn shared_results_expire_with_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_are_shared_per_provider_config_and_not_when_caching_is_off() {
-    let Some(redis) = RedisServer::start("results_are_shared_per_provider_config_and_not_when_caching_is_off").await
-    else {
+    let Some(redis) = RedisServer::start().await else {
         return;
     };
     let upstream = Upstream::start().await;
@@ -393,8 +376,8 @@ async fn results_are_shared_per_provider_config_and_not_when_caching_is_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_key_rejects_the_token_on_every_replica() {
-    let Some(redis) = RedisServer::start("a_revocation_key_rejects_the_token_on_every_replica").await else { return };
-    let idp = common::Idp::start().await;
+    let Some(redis) = RedisServer::start().await else { return };
+    let idp = Idp::start().await;
     let mut claims = Map::new();
     claims.insert("jti".into(), json!("jti-to-revoke"));
     let by_jti = idp.issuer.mint("frank", &claims, Duration::from_secs(600)).unwrap();
@@ -454,27 +437,15 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     assert!(validate(&a, &kept).await.is_err());
 }
 
-fn revoke_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Output {
-    use std::io::Write as _;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .arg("revoke")
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run tokengate revoke");
-    if let Some(mut input) = child.stdin.take() {
-        let _ = input.write_all(stdin.unwrap_or_default().as_bytes());
-    }
-    child.wait_with_output().expect("tokengate revoke output")
+fn revoke_cli(config: &Path, extra: &[&str], stdin: Option<&str>) -> std::process::Output {
+    let mut a = args(&["revoke", "--config", &config.display().to_string()]);
+    a.extend(args(extra));
+    run_blocking(&a, stdin)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_run_never_turns_valid_tokens_away() {
-    let Some(mut redis) = RedisServer::start("redis_killed_mid_run_never_turns_valid_tokens_away").await else {
+    let Some(mut redis) = RedisServer::start().await else {
         return;
     };
     let upstream = Upstream::start().await;
@@ -544,18 +515,7 @@ async fn redis_unreachable_from_the_start_still_serves() {
         "redis": allow(redis_section(&url, "t6:")),
     });
     std::fs::write(&file, doc.to_string()).unwrap();
-    let check = tokio::task::spawn_blocking({
-        let file = file.clone();
-        move || {
-            Command::new(env!("CARGO_BIN_EXE_tokengate"))
-                .args(["check", "--token", "good-nina", "--config"])
-                .arg(&file)
-                .output()
-                .expect("run tokengate check")
-        }
-    })
-    .await
-    .unwrap();
+    let check = run(args(&["check", "--token", "good-nina", "--config", &file.display().to_string()])).await;
     assert!(check.status.success(), "{check:?}");
     assert!(String::from_utf8_lossy(&check.stdout).contains("user-nina"));
     let revoke = tokio::task::spawn_blocking(move || revoke_cli(&file, &["--jti", "x"], None)).await.unwrap();
@@ -624,9 +584,7 @@ async fn a_redis_that_never_answers_costs_at_most_the_command_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallback() {
-    let Some(redis) =
-        RedisServer::start_tls("rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallback").await
-    else {
+    let Some(redis) = RedisServer::start_tls().await else {
         return;
     };
     let upstream = Upstream::start().await;
@@ -664,10 +622,10 @@ async fn rediss_with_a_private_ca_shares_and_an_untrusted_server_is_only_a_fallb
 /// which the twin does not share, so it was let in again.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malleated_twin_of_a_revoked_es256_token_stays_revoked() {
-    let Some(redis) = RedisServer::start("a_malleated_twin_of_a_revoked_es256_token_stays_revoked").await else {
+    let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let idp = common::Idp::start().await;
+    let idp = Idp::start().await;
     let token = idp.token("mallory");
     let twin = tokengate_oauth2::ecdsa::flip_s(&token).expect("an ES256 token");
     let dir = tempfile::tempdir().unwrap();
@@ -699,8 +657,8 @@ async fn a_malleated_twin_of_a_revoked_es256_token_stays_revoked() {
 /// same `jti` (a chain of two issuers); a bare `jti` key still hits both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jti_revocations_in_redis_are_scoped_by_issuer() {
-    let Some(redis) = RedisServer::start("jti_revocations_in_redis_are_scoped_by_issuer").await else { return };
-    let (one, two) = (common::Idp::start().await, common::Idp::start().await);
+    let Some(redis) = RedisServer::start().await else { return };
+    let (one, two) = (Idp::start().await, Idp::start().await);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("chain.json");
     let doc = json!({
@@ -709,7 +667,7 @@ async fn jti_revocations_in_redis_are_scoped_by_issuer() {
     });
     std::fs::write(&file, doc.to_string()).unwrap();
     let chain = replica(&Config::load(&file).unwrap());
-    let mint = |idp: &common::Idp, sub: &str, jti: &str| {
+    let mint = |idp: &Idp, sub: &str, jti: &str| {
         let mut claims = Map::new();
         claims.insert("jti".into(), json!(jti));
         idp.issuer.mint(sub, &claims, Duration::from_secs(600)).unwrap()
@@ -737,9 +695,7 @@ async fn jti_revocations_in_redis_are_scoped_by_issuer() {
 /// let in; with `allow` the local file decides. (Before: always let in.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed() {
-    let Some(mut redis) =
-        RedisServer::start("revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed").await
-    else {
+    let Some(mut redis) = RedisServer::start().await else {
         return;
     };
     let upstream = Upstream::start().await;

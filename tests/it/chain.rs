@@ -2,12 +2,8 @@
 //! two `oauth2_token` providers routed by the token's `iss`, built from a real
 //! config file, against two real identity providers on 127.0.0.1.
 
-mod common;
-mod support;
-
-use common::{client, header, json, Idp};
+use crate::fixtures::*;
 use serde_json::json;
-use support::*;
 use tokengate::{Config, Registry, RequestContext};
 
 const KEY: &str = "tg_chain-test-key-0123456789";

@@ -2,10 +2,7 @@
 //! someone else (RFC 7519 §4.1, RFC 8725 §3.8–3.9). Every token here carries
 //! a valid signature: only the claims are wrong.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use serde_json::{json, Value};
 
 async fn setup() -> (Server, tokengate::DynProvider) {

@@ -1,30 +1,11 @@
 //! The forward-auth decision service (`tokengate serve`), in-process on real sockets.
 
-mod common;
-mod support;
-
-use common::*;
+use crate::fixtures::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
 use tokengate::server::{self, ServeOptions};
 use tokengate::DynProvider;
-
-struct Running {
-    base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start(provider: DynProvider, options: ServeOptions) -> Running {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(server::serve(listener, provider, options, async move {
-        let _ = rx.await;
-    }));
-    Running { base, stop: Some(tx), done }
-}
 
 async fn start_recording(name: &'static str) -> (Arc<Recording>, Running) {
     let p = Recording::new(name);
@@ -35,7 +16,7 @@ async fn start_recording(name: &'static str) -> (Arc<Recording>, Running) {
         path_prefix: None,
         ..Default::default()
     };
-    (p, start(provider, options).await)
+    (p, serve_provider(provider, options).await)
 }
 
 /// The value of a metric line carrying all `labels`, 0 when absent.
@@ -149,7 +130,8 @@ async fn original_request_comes_from_forwarded_headers() {
 async fn envoy_path_prefix_is_stripped() {
     let p = Recording::new("rec_prefix");
     let provider: DynProvider = p.clone();
-    let s = start(provider, ServeOptions { path_prefix: Some("/ext-authz".into()), ..Default::default() }).await;
+    let s =
+        serve_provider(provider, ServeOptions { path_prefix: Some("/ext-authz".into()), ..Default::default() }).await;
     let res = client().post(format!("{}/ext-authz/v1/chat?stream=1", s.base)).bearer_auth("good").send().await.unwrap();
     assert_eq!(res.status(), 200);
     let ctx = p.last();
@@ -264,7 +246,7 @@ async fn start_behind(proxy: server::Proxy) -> (Arc<Recording>, Running) {
     let p = Recording::new("rec_proxy");
     let provider: DynProvider = p.clone();
     let options = ServeOptions { open_paths: vec!["/public/*".into()], proxy, ..Default::default() };
-    (p, start(provider, options).await)
+    (p, serve_provider(provider, options).await)
 }
 
 /// What a client gets past nginx `auth_request`, which forwards its headers
@@ -401,7 +383,7 @@ async fn shutdown_is_graceful_and_closes_the_provider() {
 #[tokio::test]
 async fn real_jwt_allowed_denied_and_idp_fetches_counted() {
     let idp = Idp::start().await;
-    let s = start(idp.provider(), ServeOptions::default()).await;
+    let s = serve_provider(idp.provider(), ServeOptions::default()).await;
     let c = client();
 
     let res = c.get(format!("{}/", s.base)).bearer_auth(idp.token("carol")).send().await.unwrap();
@@ -427,7 +409,7 @@ async fn real_jwt_allowed_denied_and_idp_fetches_counted() {
 #[tokio::test]
 async fn real_jwt_with_unreachable_idp_is_503() {
     let idp = Idp::unreachable().await;
-    let s = start(idp.provider(), ServeOptions::default()).await;
+    let s = serve_provider(idp.provider(), ServeOptions::default()).await;
     let res = client().get(format!("{}/", s.base)).bearer_auth(idp.token("carol")).send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert!(header(&res, "retry-after").unwrap().parse::<u64>().unwrap() >= 1);
@@ -442,13 +424,13 @@ async fn key_set_is_fetched_at_start_up_and_readyz_says_ready() {
     let cfg: tokengate_oauth2::config::OAuth2Config = serde_json::from_value(cfg).unwrap();
     let p = Arc::new(tokengate_oauth2::OAuth2Provider::new(cfg, &tokengate::BuildContext::default()).unwrap());
     assert_eq!(p.fetch_count(), 0);
-    let s = start(p.clone(), ServeOptions::default()).await;
+    let s = serve_provider(p.clone(), ServeOptions::default()).await;
     // No request has been made: the start-up prefetch alone fetches the keys.
     let fetched_once = || {
         let p = p.clone();
         async move { p.fetch_count() == 1 }
     };
-    assert!(support::eventually(Duration::from_secs(10), fetched_once).await, "fetches: {}", p.fetch_count());
+    assert!(eventually(Duration::from_secs(10), fetched_once).await, "fetches: {}", p.fetch_count());
 
     let res = client().get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 200);
@@ -461,7 +443,7 @@ async fn key_set_is_fetched_at_start_up_and_readyz_says_ready() {
 #[tokio::test]
 async fn readyz_is_503_without_revealing_internal_urls_while_no_keys_can_be_had() {
     let idp = Idp::unreachable().await;
-    let s = start(idp.provider(), ServeOptions::default()).await;
+    let s = serve_provider(idp.provider(), ServeOptions::default()).await;
     let c = client();
     let res = c.get(format!("{}/readyz", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 503);

@@ -1,12 +1,8 @@
 //! API keys in `X-API-Key` (issue #7) through `tokengate serve` and the layer,
 //! and `tokengate key new` producing a key and an entry that really work.
 
-mod common;
-mod support;
-
-use common::{client, header, json, Recording};
-use support::*;
-use tokengate::server::{self, ServeOptions};
+use crate::fixtures::*;
+use tokengate::server::ServeOptions;
 use tokengate::DynProvider;
 
 const KEY: &str = "tg_header-key-0123456789abcdef";
@@ -75,20 +71,19 @@ async fn x_api_key_through_the_layer() {
 async fn the_key_never_reaches_the_provider_context() {
     let p = Recording::new("rec");
     let provider: DynProvider = p.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let done = tokio::spawn(server::serve(listener, provider, ServeOptions::default(), async move {
-        let _ = rx.await;
-    }));
-    let res =
-        client().get(format!("{base}/x")).header("x-api-key", "good").header("x-trace", "1").send().await.unwrap();
+    let server = serve_provider(provider, ServeOptions::default()).await;
+    let res = client()
+        .get(format!("{}/x", server.base))
+        .header("x-api-key", "good")
+        .header("x-trace", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200, "the key is passed as the token");
     let ctx = p.last();
     assert!(!ctx.headers.contains_key("x-api-key"), "{:?}", ctx.headers);
     assert_eq!(ctx.headers["x-trace"], "1");
-    let _ = tx.send(());
-    let _ = done.await;
+    server.shutdown().await;
 }
 
 #[tokio::test]

@@ -1,14 +1,10 @@
 //! Revocation (issue #7): a list of JWT `jti`s and token hashes from a file
 //! that reloads on change, checked after validation and after cache hits.
 
-mod common;
-mod support;
-
-use common::{client, header, Idp};
+use crate::fixtures::*;
 use serde_json::{json, Map};
 use std::path::Path;
 use std::time::Duration;
-use support::*;
 use tokengate::{Registry, RequestContext};
 
 const RELOAD: Duration = Duration::from_secs(10);

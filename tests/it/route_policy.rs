@@ -2,13 +2,9 @@
 //! in `tokengate serve` and in `tokengate check`; a refusal is 403 with
 //! `WWW-Authenticate: Bearer realm=…, error="insufficient_scope"`.
 
-mod common;
-mod support;
-
-use common::{client, header, json, Idp};
+use crate::fixtures::*;
 use serde_json::{json, Map};
 use std::time::Duration;
-use support::*;
 
 fn config_yaml(idp: &Idp, policy: &str) -> String {
     format!(

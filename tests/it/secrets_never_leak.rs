@@ -7,10 +7,7 @@
 //! Prometheus recorder capturing every metric; then each secret, and its
 //! base64 and Basic-header encodings, is searched for in all of it.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
 use tokengate::gate::Gate;
@@ -80,7 +77,7 @@ async fn run(
 }
 
 fn config_debug(seen: &mut Observed, section: &Value) {
-    let yaml = serde_yaml::to_string(&json!({ "provider_config": section })).unwrap();
+    let yaml = serde_json::to_string_pretty(&json!({ "provider_config": section })).unwrap();
     let config = tokengate::Config::parse(&yaml, tokengate::Format::Yaml).unwrap();
     seen.push(format!("{config:?}"));
     seen.push(format!("{:?}", config.settings));
@@ -89,7 +86,8 @@ fn config_debug(seen: &mut Observed, section: &Value) {
 #[tokio::test]
 async fn a_full_run_of_every_provider_leaks_no_secret() {
     let logs = capture_logs();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().expect("recorder");
+    // The process-wide recorder `tokengate serve` installs: the one every test in this binary shares.
+    let metrics = tokengate::server::metrics_handle().expect("the Prometheus recorder");
     let mut seen = Observed::default();
     let server = Server::start().await;
     let echo = Server::start().await;

@@ -2,11 +2,7 @@
 //! token needed, identity believed only from a trusted peer (here the test
 //! client on 127.0.0.1), 403 with the headers ignored otherwise.
 
-mod common;
-mod support;
-
-use common::{client, header, json, Idp};
-use support::*;
+use crate::fixtures::*;
 
 fn config_text(trusted: &str) -> String {
     format!(

@@ -6,10 +6,7 @@
 //! another payload, and non-canonical Ed25519 scalars — each refused as an
 //! invalid signature, never a panic.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use jsonwebtoken::Algorithm;
 use serde_json::json;
 

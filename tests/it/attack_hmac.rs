@@ -5,10 +5,7 @@
 //! only the HMAC algorithms it was given. The MAC is checked with
 //! aws-lc-rs' constant-time `hmac::verify`.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
@@ -125,7 +122,7 @@ async fn secret_configuration_is_checked() {
     let provider = build_ok(secret_config(json!({})));
     assert!(!provider.error_message().contains(SECRET) && !provider.accepts().contains(SECRET));
     let config = tokengate::Config::parse(
-        &serde_yaml::to_string(&json!({"provider_config": secret_config(json!({}))})).unwrap(),
+        &serde_json::to_string_pretty(&json!({"provider_config": secret_config(json!({}))})).unwrap(),
         tokengate::Format::Yaml,
     )
     .unwrap();

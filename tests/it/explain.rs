@@ -1,14 +1,10 @@
 //! `tokengate explain` (issue #7), driving the real binary against real
 //! identity providers on 127.0.0.1.
 
-mod common;
-mod support;
-
-use common::{tamper, Idp};
+use crate::fixtures::*;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
 use std::time::Duration;
-use support::*;
 
 const KEY: &str = "tg_explain-key-0123456789abc";
 

@@ -6,10 +6,7 @@
 //!   with a detail that says the certificate is not trusted — never "invalid token";
 //! - `verify_tls: false`: works, and warns exactly once per process.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use tokengate::ErrorKind;
@@ -62,7 +59,7 @@ async fn jwks_over_https_trusted_through_tls_cafile() {
     // A relative tls_cafile is resolved against the config file's directory.
     let config_path = idp.dir.path().join("tokengate.yaml");
     let section = jwt(&idp.server, json!({"tls_cafile": "ca.pem"}));
-    std::fs::write(&config_path, serde_yaml::to_string(&json!({"provider_config": section})).unwrap()).unwrap();
+    std::fs::write(&config_path, serde_json::to_string_pretty(&json!({"provider_config": section})).unwrap()).unwrap();
     let provider = tokengate::Config::load(&config_path).unwrap().build(&tokengate::Registry::with_builtins()).unwrap();
     accepted(&provider, &token(&KEYS.rsa.key, "rsa-1", &claims())).await;
 }

@@ -5,10 +5,7 @@
 //! test server records every request), `crit` is refused, and `kid` — path
 //! traversal, SQL, URLs, 100 KB — is only ever a key in the fetched set.
 
-#[path = "common/attack.rs"]
-mod attack;
-
-use attack::*;
+use crate::fixtures::*;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 

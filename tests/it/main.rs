@@ -1,0 +1,33 @@
+//! The root package's integration tests: one test binary (one link step),
+//! one fixtures module. Each module says what it checks; `cargo test --test it
+//! <module>::` runs one of them.
+//!
+//! A test that needs an external program (`redis-server`) gets it through
+//! [`fixtures::require_service`]: skipped with a note on a developer's
+//! machine when the program is missing, a failure under `CI=true`.
+
+mod fixtures;
+
+mod api_key_header;
+mod attack_alg_confusion;
+mod attack_claims;
+mod attack_encoding;
+mod attack_header_keys;
+mod attack_hmac;
+mod attack_signatures;
+mod attack_sizes;
+mod audit;
+mod chain;
+mod cli_check;
+mod dev;
+mod example_configs;
+mod explain;
+mod fuzz_regressions;
+mod layer;
+mod redis;
+mod revocation;
+mod route_policy;
+mod secrets_never_leak;
+mod serve;
+mod tls;
+mod upstream_header;
