@@ -176,7 +176,7 @@ impl Config {
                 serde_json::to_value(t).map_err(|e| ConfigError::new("", format!("unsupported TOML value: {e}")))?
             }
             Format::Yaml => {
-                serde_yaml::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
+                yaml_serde::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
             }
         };
         Config::from_value(value)
@@ -395,6 +395,15 @@ server:
         let e = Config::parse("provider_config: {type: custom}\nlisten_addr: x\n", Format::Yaml).unwrap_err();
         assert_eq!(e.field, "listen_addr");
         assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn yaml_syntax_error_names_line_and_column() {
+        let e = Config::parse("provider_config:\n  type: custom\n  keys: [unclosed\n", Format::Yaml).unwrap_err();
+        assert!(e.message.starts_with("invalid YAML: "), "{e}");
+        // Where the parser gave up (end of input), and the `[` left open.
+        assert!(e.message.contains("at line 4 column 1"), "{e}");
+        assert!(e.message.contains("flow sequence at line 3 column 9"), "{e}");
     }
 
     #[test]

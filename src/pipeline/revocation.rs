@@ -269,7 +269,7 @@ fn read_list(path: &Path) -> Result<RevokedList, String> {
         let de = &mut serde_json::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
     } else {
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
+        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(&text))
             .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
     };
     let mut list = RevokedList::default();

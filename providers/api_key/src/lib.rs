@@ -221,7 +221,7 @@ pub fn config_line(entry: &KeyEntry) -> Result<String, KeyGenError> {
     if !entry.hash.starts_with(HASH_PREFIX) {
         entry.hash = format!("{HASH_PREFIX}{}", entry.hash.to_ascii_lowercase());
     }
-    serde_yaml::to_string(&[entry]).map_err(|e| KeyGenError::Yaml(e.to_string()))
+    yaml_serde::to_string(&[entry]).map_err(|e| KeyGenError::Yaml(e.to_string()))
 }
 
 // ---------------------------------------------------------------------------
@@ -379,7 +379,7 @@ fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, String> {
         let de = &mut serde_json::Deserializer::from_str(&text);
         serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
     } else {
-        serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(&text))
+        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(&text))
             .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
     }
 }

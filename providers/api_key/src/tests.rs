@@ -318,7 +318,7 @@ async fn generated_key_and_config_line_round_trip() {
     // Indented under `keys:` it works inline too.
     let indented: String = line.lines().map(|l| format!("    {l}\n")).collect();
     let yaml = format!("provider_config:\n  type: api_key\n  keys:\n{indented}");
-    let doc: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let doc: serde_json::Value = yaml_serde::from_str(&yaml).unwrap();
     let mut section = doc["provider_config"].clone();
     section.as_object_mut().unwrap().remove("type");
     assert_eq!(build(section).unwrap().validate(&key, &ctx()).await.unwrap().principal, "alice: the admin");
@@ -402,7 +402,7 @@ async fn example_configs_build() {
         ("local_api_key.yaml", &LocalApiKeyBuilder as &dyn ProviderBuilder),
     ] {
         let text = std::fs::read_to_string(config_dir.join(file)).unwrap();
-        let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let doc: serde_json::Value = yaml_serde::from_str(&text).unwrap();
         let mut section = doc["provider_config"].clone();
         let object = section.as_object_mut().unwrap();
         assert_eq!(object.remove("type"), Some(json!(builder.type_name())), "{file}");

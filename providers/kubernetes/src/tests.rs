@@ -483,7 +483,7 @@ fn config_errors_name_the_field() {
 fn example_config_parses_and_builds() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/kubernetes.yaml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let doc: Value = serde_yaml::from_str(&text).unwrap();
+    let doc: Value = yaml_serde::from_str(&text).unwrap();
     let mut section = doc["provider_config"].clone();
     let object = section.as_object_mut().unwrap();
     assert_eq!(object.remove("type"), Some(json!("kubernetes")));

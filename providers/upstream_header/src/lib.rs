@@ -396,7 +396,7 @@ mod tests {
     fn example_config_builds() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/upstream_header.yaml");
         let text = std::fs::read_to_string(path).unwrap();
-        let doc: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+        let doc: serde_json::Value = yaml_serde::from_str(&text).unwrap();
         let mut section = doc["provider_config"].clone();
         assert_eq!(section.as_object_mut().unwrap().remove("type"), Some(json!("upstream_header")));
         UpstreamHeaderBuilder.build(section, &BuildContext::default()).unwrap_or_else(|e| panic!("{e}"));

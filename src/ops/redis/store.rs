@@ -422,7 +422,7 @@ mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> Result<RedisConfig, ConfigError> {
-        tokengate_api::parse_provider_config(serde_yaml::from_str::<serde_json::Value>(yaml).unwrap())
+        tokengate_api::parse_provider_config(yaml_serde::from_str::<serde_json::Value>(yaml).unwrap())
     }
 
     #[test]
