@@ -12,7 +12,7 @@
 use axum::routing::get;
 use axum::{Json, Router};
 use std::net::SocketAddr;
-use tokengate::layer::{AuthLayer, Authenticated, MaybeAuthenticated};
+use tokengate::{AuthLayer, Authenticated, MaybeAuthenticated};
 
 /// The application: `/whoami` needs a principal, `/hello` greets anyone, `/healthz` is open.
 pub fn app(auth: AuthLayer) -> Router {
@@ -45,7 +45,7 @@ pub async fn dev_setup() -> Result<(AuthLayer, String), Box<dyn std::error::Erro
         let _ = axum::serve(listener, issuer.into_make_service_with_connect_info::<SocketAddr>()).await;
     });
     let token = dev.sample_token()?;
-    Ok((AuthLayer::new(dev.provider().clone()).realm("example"), token))
+    Ok((AuthLayer::new(dev.pipeline().clone()).realm("example"), token))
 }
 
 #[tokio::main]
@@ -62,13 +62,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             auth
         }
     };
-    let provider = auth.provider().clone();
+    let pipeline = auth.pipeline().clone();
     let listen = std::env::var("EXAMPLE_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".to_string());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app(auth).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(tokengate::server::shutdown_signal())
+        .with_graceful_shutdown(tokengate::http::server::shutdown_signal())
         .await?;
-    provider.close().await;
+    pipeline.close().await;
     Ok(())
 }

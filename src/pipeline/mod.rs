@@ -387,3 +387,10 @@ impl IntoPipeline for DynProvider {
         Arc::new(Pipeline::new(vec![self]))
     }
 }
+
+impl<P: tokengate_api::AuthProvider> IntoPipeline for Arc<P> {
+    fn into_pipeline(self) -> Arc<Pipeline> {
+        let provider: DynProvider = self;
+        provider.into_pipeline()
+    }
+}

@@ -2,7 +2,7 @@
 //! and `tokengate key new` producing a key and an entry that really work.
 
 use crate::fixtures::*;
-use tokengate::server::ServeOptions;
+use tokengate::http::server::ServeOptions;
 use tokengate::DynProvider;
 
 const KEY: &str = "tg_header-key-0123456789abcdef";

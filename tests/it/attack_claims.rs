@@ -5,7 +5,7 @@
 use crate::fixtures::*;
 use serde_json::{json, Value};
 
-async fn setup() -> (Server, tokengate::DynProvider) {
+async fn setup() -> (Server, tokengate::Pipeline) {
     let server = Server::jwks().await;
     let provider = build_ok(jwt_config(&server));
     (server, provider)

@@ -120,7 +120,7 @@ async fn secret_configuration_is_checked() {
     let e = build_err(secret_config(json!({"secret": "tiny-secret-value"})));
     assert!(!e.to_string().contains("tiny-secret-value") && !format!("{e:?}").contains("tiny-secret-value"));
     let provider = build_ok(secret_config(json!({})));
-    assert!(!provider.error_message().contains(SECRET) && !provider.accepts().contains(SECRET));
+    assert!(!provider.message().contains(SECRET) && !provider.accepts().contains(SECRET));
     let config = tokengate::Config::parse(
         &serde_json::to_string_pretty(&json!({"provider_config": secret_config(json!({}))})).unwrap(),
         tokengate::Format::Yaml,

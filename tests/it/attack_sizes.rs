@@ -204,7 +204,7 @@ async fn deeply_nested_claims_do_not_overflow_the_stack() {
     let input = signing_input(&deep_ignored, &base);
     let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, Algorithm::ES256);
     let t = format!("{input}.{sig}");
-    let _ = provider.ownership(&t);
+    let _ = provider.owner(&t);
     match provider.validate(&t, &ctx()).await {
         Ok(p) => assert_eq!(p.principal, "alice"),
         Err(e) => assert_eq!(e.kind(), ErrorKind::InvalidToken, "{e}"),

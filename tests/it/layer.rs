@@ -5,7 +5,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 use std::net::SocketAddr;
-use tokengate::layer::{AuthLayer, Authenticated, MaybeAuthenticated};
+use tokengate::{AuthLayer, Authenticated, MaybeAuthenticated};
 use tokengate::DynProvider;
 
 async fn maybe(MaybeAuthenticated(p): MaybeAuthenticated) -> String {

@@ -20,8 +20,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokengate::redis::RevokeTarget;
-use tokengate::{Config, DynProvider, Registry, RequestContext};
+use tokengate::ops::redis::RevokeTarget;
+use tokengate::{Config, Pipeline, Registry, RequestContext};
 
 // ---------------------------------------------------------------- redis-server
 
@@ -252,17 +252,17 @@ fn custom_config(upstream: &Upstream, path: &str, redis: Value, cache: Value) ->
 }
 
 /// One "replica": its own provider, caches and Redis connection, built from `config`.
-fn replica(config: &Config) -> DynProvider {
+fn replica(config: &Config) -> Pipeline {
     config.build(&Registry::with_builtins()).expect("build")
 }
 
-async fn validate(provider: &DynProvider, token: &str) -> Result<String, tokengate::AuthError> {
+async fn validate(provider: &Pipeline, token: &str) -> Result<String, tokengate::AuthError> {
     provider.validate(token, &RequestContext::new("GET", "/")).await.map(|p| p.principal)
 }
 
 /// The sum of every series of a counter in the process-wide recorder.
 fn counter(name: &str) -> f64 {
-    let Some(handle) = tokengate::server::metrics_handle() else { return 0.0 };
+    let Some(handle) = tokengate::ops::metrics::prometheus() else { return 0.0 };
     handle
         .render()
         .lines()
@@ -417,7 +417,7 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     // A JWT is keyed by its signing input, which no rewriting of the signature changes.
-    let expected_key = format!("t4:revoked:sha256:{}", hex::encode(tokengate::revocation::revocation_digest(&by_hash)));
+    let expected_key = format!("t4:revoked:sha256:{}", hex::encode(tokengate::pipeline::revocation::revocation_digest(&by_hash)));
     let (signing_input, _) = by_hash.rsplit_once('.').unwrap();
     assert_eq!(expected_key, format!("t4:revoked:sha256:{}", sha256_hex(signing_input)));
     assert!(stdout.contains(&expected_key), "{stdout}");

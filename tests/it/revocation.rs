@@ -149,7 +149,7 @@ async fn a_revoked_es256_token_and_its_malleated_twin_are_both_refused() {
     let twin = tokengate_oauth2::ecdsa::flip_s(&token).expect("an ES256 token");
     let (signing_input, _) = token.rsplit_once('.').unwrap();
     let digest = hex::encode(tokengate_kit::token_hash(signing_input));
-    assert_eq!(digest, hex::encode(tokengate::revocation::revocation_digest(&token)));
+    assert_eq!(digest, hex::encode(tokengate::pipeline::revocation::revocation_digest(&token)));
     write(dir.path(), "revoked.yaml", &format!("token_sha256: [\"sha256:{digest}\"]\n"));
     let strict = load(&jwt_config(dir.path(), &idp)).build(&Registry::with_builtins()).unwrap();
     let lenient_yaml = std::fs::read_to_string(dir.path().join("c.yaml"))

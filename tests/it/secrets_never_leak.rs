@@ -10,8 +10,9 @@
 use crate::fixtures::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokengate::gate::Gate;
-use tokengate::{DynProvider, RequestContext};
+use tokengate::http::gate::Gate;
+use std::sync::Arc;
+use tokengate::{Pipeline, RequestContext};
 
 const JWKS_BEARER: &str = "jwks-bearer-SECRET-7f3a9c21";
 const HMAC_SECRET: &str = "hmac-shared-SECRET-0123456789abcdef0123";
@@ -41,10 +42,13 @@ impl Observed {
         }
     }
 
-    fn provider(&mut self, p: &DynProvider) {
+    fn provider(&mut self, p: &Pipeline) {
         self.push(p.accepts());
-        self.push(p.error_message());
-        self.push(p.type_name());
+        self.push(p.message());
+        self.push(p.name());
+        for m in p.members() {
+            self.push(format!("{:?}", m.description()));
+        }
     }
 }
 
@@ -52,7 +56,7 @@ impl Observed {
 /// decisions and counts them in metrics), recording everything visible.
 async fn run(
     seen: &mut Observed,
-    provider: &DynProvider,
+    provider: &Arc<Pipeline>,
     token: &str,
 ) -> Result<tokengate::Principal, tokengate::AuthError> {
     let ctx = RequestContext::new("GET", "/v1/models");
@@ -87,7 +91,7 @@ fn config_debug(seen: &mut Observed, section: &Value) {
 async fn a_full_run_of_every_provider_leaks_no_secret() {
     let logs = capture_logs();
     // The process-wide recorder `tokengate serve` installs: the one every test in this binary shares.
-    let metrics = tokengate::server::metrics_handle().expect("the Prometheus recorder");
+    let metrics = tokengate::ops::metrics::prometheus().expect("the Prometheus recorder");
     let mut seen = Observed::default();
     let server = Server::start().await;
     let echo = Server::start().await;
@@ -102,7 +106,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     // ---- oauth2_token, JWT against a key set fetched with a bearer token.
     let jwt_section = with(jwt_config(&server), json!({"jwks": {"uri": server.url("/jwks"), "token": JWKS_BEARER}}));
     config_debug(&mut seen, &jwt_section);
-    let jwt = build_ok(jwt_section.clone());
+    let jwt = Arc::new(build_ok(jwt_section.clone()));
     seen.provider(&jwt);
     assert!(run(&mut seen, &jwt, &good_jwt).await.is_ok());
     for t in [&expired_jwt, &forged_jwt, &unknown_kid_jwt, &hmac_jwt] {
@@ -117,7 +121,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     for status in [500, 401, 200] {
         echo.route("/jwks", Reply::Echo(status));
         let failing =
-            build_ok(with(jwt_config(&echo), json!({"jwks": {"uri": echo.url("/jwks"), "token": JWKS_BEARER}})));
+            Arc::new(build_ok(with(jwt_config(&echo), json!({"jwks": {"uri": echo.url("/jwks"), "token": JWKS_BEARER}}))));
         let r = run(&mut seen, &failing, &good_jwt).await;
         assert!(r.unwrap_err().is_unavailable());
     }
@@ -125,7 +129,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     // ---- oauth2_token with a shared secret.
     let hmac_section = json!({"type": "oauth2_token", "issuer": ISS, "audience": AUD, "secret": HMAC_SECRET});
     config_debug(&mut seen, &hmac_section);
-    let hmac = build_ok(hmac_section);
+    let hmac = Arc::new(build_ok(hmac_section));
     seen.provider(&hmac);
     assert!(run(&mut seen, &hmac, &hmac_jwt).await.is_ok());
     assert!(run(&mut seen, &hmac, &bad_hmac_jwt).await.is_err());
@@ -143,7 +147,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
             "cache": {"enabled": false},
         });
         config_debug(&mut seen, &section);
-        let p = build_ok(section);
+        let p = Arc::new(build_ok(section));
         seen.provider(&p);
         server.route("/introspect", Reply::Json(200, json!({"active": true, "sub": "alice", "scope": "read"})));
         assert!(run(&mut seen, &p, OPAQUE).await.is_ok());
@@ -161,7 +165,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     let endpoint = format!("http://gate:{ENDPOINT_PASSWORD}@{}/auth", server.addr);
     let custom_section = json!({"type": "custom", "endpoint": endpoint, "cache": {"enabled": false}});
     config_debug(&mut seen, &custom_section);
-    let custom = build_ok(custom_section);
+    let custom = Arc::new(build_ok(custom_section));
     seen.provider(&custom);
     seen.push(format!("{:?}", tokengate_custom_config(&endpoint)));
     server.route("/auth", Reply::Json(200, json!({"principal": "bob", "attributes": {"roles": ["dev"]}})));
@@ -173,7 +177,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     // An unreachable custom endpoint (connection refused) with the password in its URL.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let unreachable =
-        build_ok(json!({"type": "custom", "endpoint": format!("http://gate:{ENDPOINT_PASSWORD}@{closed}/auth")}));
+        Arc::new(build_ok(json!({"type": "custom", "endpoint": format!("http://gate:{ENDPOINT_PASSWORD}@{closed}/auth")})));
     assert!(run(&mut seen, &unreachable, CUSTOM_KEY).await.unwrap_err().is_unavailable());
     // An invalid endpoint with a password is refused without quoting it.
     if let Err(e) = build(json!({"type": "custom", "endpoint": format!("ftp://gate:{ENDPOINT_PASSWORD}@host/auth")})) {
@@ -184,7 +188,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     let gh_section =
         json!({"type": "github_token", "github_api_base_url": server.url(""), "cache": {"enabled": false}});
     config_debug(&mut seen, &gh_section);
-    let github = build_ok(gh_section);
+    let github = Arc::new(build_ok(gh_section));
     seen.provider(&github);
     server.route("/user", Reply::Json(200, json!({"login": "octocat", "id": 1, "name": "Octo"})));
     server.route("/user/orgs", Reply::Json(200, json!([{"login": "org-a"}])));
@@ -200,7 +204,7 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
 
     // ---- every provider also went through Debug.
     for p in [&jwt, &hmac, &custom, &github] {
-        seen.push(format!("{:?}", p.type_name()));
+        seen.push(format!("{:?}", p.name()));
     }
 
     // ---- the search.

@@ -4,7 +4,7 @@ use crate::fixtures::*;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use tokengate::server::{self, ServeOptions};
+use tokengate::http::server::{self, ServeOptions};
 use tokengate::DynProvider;
 
 async fn start_recording(name: &'static str) -> (Arc<Recording>, Running) {
@@ -242,7 +242,7 @@ async fn principals_with_control_characters_are_refused() {
     assert!(header(&res, "www-authenticate").unwrap().contains("control characters"));
 }
 
-async fn start_behind(proxy: server::Proxy) -> (Arc<Recording>, Running) {
+async fn start_behind(proxy: tokengate::config::Proxy) -> (Arc<Recording>, Running) {
     let p = Recording::new("rec_proxy");
     let provider: DynProvider = p.clone();
     let options = ServeOptions { open_paths: vec!["/public/*".into()], proxy, ..Default::default() };
@@ -265,10 +265,10 @@ async fn through_nginx(base: &str, original: &str, method: &str, extra: &[(&str,
 #[tokio::test]
 async fn client_sent_forwarded_headers_never_open_a_path_or_change_the_method() {
     let spoof: &[(&str, &[u8])] = &[("x-forwarded-uri", b"/public/x"), ("x-forwarded-method", b"GET")];
-    let (_p, nginx) = start_behind(server::Proxy::Nginx).await;
+    let (_p, nginx) = start_behind(tokengate::config::Proxy::Nginx).await;
     let res = through_nginx(&nginx.base, "/admin/users", "DELETE", spoof).await;
     assert_eq!(res.status(), 401, "nginx: only X-Original-* count");
-    let (_p, auto) = start_behind(server::Proxy::Auto).await;
+    let (_p, auto) = start_behind(tokengate::config::Proxy::Auto).await;
     let res = through_nginx(&auto.base, "/admin/users", "DELETE", spoof).await;
     assert_eq!(res.status(), 400, "auto: two families that disagree");
     assert_eq!(json(res).await["error"]["code"], "invalid_request");
@@ -282,7 +282,7 @@ async fn client_sent_forwarded_headers_never_open_a_path_or_change_the_method() 
 
 #[tokio::test]
 async fn an_unreadable_original_uri_is_400_never_another_path() {
-    for proxy in [server::Proxy::Nginx, server::Proxy::Auto] {
+    for proxy in [tokengate::config::Proxy::Nginx, tokengate::config::Proxy::Auto] {
         let (_p, s) = start_behind(proxy).await;
         let c = client();
         let res = c
@@ -298,7 +298,7 @@ async fn an_unreadable_original_uri_is_400_never_another_path() {
 
 #[tokio::test]
 async fn path_tricks_are_refused_before_open_paths_and_rules() {
-    let (p, s) = start_behind(server::Proxy::Nginx).await;
+    let (p, s) = start_behind(tokengate::config::Proxy::Nginx).await;
     for trick in [
         "/public/x#/../../admin/users",
         "/public/%EF%BC%8E%EF%BC%8E/admin",

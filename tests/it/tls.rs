@@ -80,7 +80,7 @@ async fn unknown_ca_is_unavailable_and_says_the_certificate_is_not_trusted() {
     let wrong_ca = build_ok(jwt(&idp.server, json!({"tls_cafile": dir.path().join("other.pem")})));
     says_not_trusted(&refused(&wrong_ca, &t, ErrorKind::Unavailable, &["UnknownIssuer"]).await);
     // The gate answers 503, not 401.
-    let gate = tokengate::gate::Gate::new(wrong_ca.clone());
+    let gate = tokengate::http::gate::Gate::new(wrong_ca);
     let mut headers = http::HeaderMap::new();
     headers.insert(http::header::AUTHORIZATION, format!("Bearer {t}").parse().unwrap());
     let rejection = gate.authenticate(&headers, &ctx()).await.unwrap_err();

@@ -420,6 +420,7 @@ impl RevocationStore for RedisStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::revocation::OnStoreError;
 
     fn parse(yaml: &str) -> Result<RedisConfig, ConfigError> {
         tokengate_api::parse_provider_config(yaml_serde::from_str::<serde_json::Value>(yaml).unwrap())
