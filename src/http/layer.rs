@@ -2,7 +2,7 @@
 //!
 //! ```no_run
 //! use axum::{routing::get, Router};
-//! use tokengate::layer::{AuthLayer, Authenticated};
+//! use tokengate::{AuthLayer, Authenticated};
 //!
 //! async fn whoami(Authenticated(p): Authenticated) -> String {
 //!     p.principal
