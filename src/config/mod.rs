@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+#[cfg(feature = "redis")]
 use std::sync::Arc;
 use tokengate_api::{BuildContext, ConfigError, DynProvider};
 
@@ -233,8 +234,9 @@ impl Config {
     /// [`crate::pipeline`]).
     pub fn build(&self, registry: &Registry) -> Result<Pipeline, ConfigError> {
         // The revocation file first: a bad one fails before providers start background work.
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut revocation = self.revocation()?;
-        #[allow(unused_mut)] // without the `redis` feature nothing changes them
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut ctx = self.build_context();
         #[cfg(not(feature = "redis"))]
         if self.settings.redis.is_some() {
@@ -411,6 +413,7 @@ server:
         let yaml = "provider_config: {type: custom}\nlisten: 0.0.0.0:8080\nadmin_listen: 127.0.0.1:9090\n";
         let c = Config::parse(yaml, Format::Yaml).unwrap();
         assert_eq!(c.settings.admin_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        #[cfg(feature = "server")]
         assert!(crate::http::server::ServeOptions::from_config(&c).separate_admin);
         let e = Config::parse("provider_config: {type: custom}\nadmin_listen: 9090\n", Format::Yaml).unwrap_err();
         assert_eq!(e.field, "admin_listen", "{e}");

@@ -268,6 +268,7 @@ fn writer(mut sink: Box<dyn Write + Send>, rx: mpsc::Receiver<Message>, shown: S
 /// control characters escaped. Values come from clients (paths, claims quoted
 /// in refusal reasons, principals), and the default formatter writes
 /// `%`-recorded values raw, so one `\n` could start a forged line.
+#[cfg(feature = "cli")]
 pub fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
     use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
@@ -302,6 +303,7 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
 
     #[test]
+    #[cfg(feature = "cli")]
     fn no_logged_value_can_start_a_line_of_its_own() {
         use std::sync::{Arc, Mutex};
         #[derive(Clone, Default)]
