@@ -18,7 +18,8 @@ async fn alg_none_is_refused_in_every_spelling() {
         let header = json!({"alg": alg, "typ": "JWT"}).to_string();
         // The unsigned form (empty signature) and with a made-up signature.
         let unsigned = format!("{}.", signing_input(&header, &body));
-        invalid(&provider, &unsigned, &[&format!("alg \"{alg}\""), "never accepted"]).await;
+        let e = invalid(&provider, &unsigned, &[&format!("alg \"{alg}\""), "never accepted"]).await;
+        assert_eq!(e.reason(), &tokengate::Reason::Algorithm);
         let signed = format!("{}.c2lnbmF0dXJl", signing_input(&header, &body));
         invalid(&provider, &signed, &["never accepted"]).await;
         // With the kid of a real key, too.
@@ -63,6 +64,7 @@ async fn hmac_signed_with_the_public_key_is_key_confusion() {
                 let token = hmac_token(alg, secret, &header.to_string(), &claims());
                 let e = invalid(&default, &token, &[&format!("alg {alg}"), "key confusion"]).await;
                 assert!(e.detail().contains("shared-secret"), "{what}: {e}");
+                assert_eq!(e.reason(), &tokengate::Reason::Algorithm, "{what}");
                 invalid(&pinned, &token, &["key confusion"]).await;
             }
         }

@@ -4,7 +4,7 @@
 
 use crate::fixtures::*;
 use serde_json::json;
-use tokengate::{Config, Registry, RequestContext};
+use tokengate::{Config, Reason, Registry, RequestContext};
 
 const KEY: &str = "tg_chain-test-key-0123456789";
 
@@ -69,6 +69,7 @@ async fn the_owners_rejection_is_final() {
     // An expired token from A is A's to reject: B is never asked, the reason is A's.
     let e = provider.validate(&s.a.expired_token("alice"), &ctx).await.unwrap_err();
     assert_eq!(e.code(), "invalid_token");
+    assert_eq!(e.reason(), &Reason::claim("exp"), "{e}");
     assert!(e.detail().starts_with("token expired at "), "{e}");
 
     // A token claiming B's issuer but signed by A's key is B's to judge, and B's key set does not verify it.
@@ -77,12 +78,13 @@ async fn the_owners_rejection_is_final() {
     let forged = s.a.issuer.mint("mallory", &claims, std::time::Duration::from_secs(300)).unwrap();
     let e = provider.validate(&forged, &ctx).await.unwrap_err();
     assert_eq!(e.code(), "invalid_token");
-    assert!(e.detail().contains("key") || e.detail().contains("signature"), "{e}");
+    assert!(matches!(e.reason(), Reason::Key | Reason::Signature), "{e}");
     assert_eq!(owner(&provider, &forged), Some((2, "oauth2_token".to_string())));
 
     // A wrong key with the prefix is the API key provider's: no fall-through.
     let e = provider.validate("tg_not-a-configured-key", &ctx).await.unwrap_err();
     assert_eq!(e.detail(), "unknown API key");
+    assert_eq!(e.reason(), &Reason::Rejected);
     provider.close().await;
 }
 
@@ -97,6 +99,7 @@ async fn tokens_nobody_owns_are_refused_listing_what_is_accepted() {
         let e = provider.validate(&token, &ctx).await.unwrap_err();
         assert_eq!(e.code(), "invalid_token");
         assert_eq!(e.detail(), expected);
+        assert_eq!(e.reason(), &Reason::NotOwned);
         assert_eq!(owner(&provider, &token), None);
     }
     provider.close().await;

@@ -49,6 +49,7 @@ async fn revoking_a_live_tokens_jti_takes_effect_after_reload() {
     assert!(revoked, "the reloaded list never took effect");
     let e = provider.validate(&live, &ctx).await.unwrap_err();
     assert_eq!((e.code(), e.detail()), ("invalid_token", "token has been revoked"));
+    assert_eq!(e.reason(), &tokengate::Reason::Revoked);
     assert_eq!(provider.validate(&other, &ctx).await.unwrap().principal, "bob", "other tokens unaffected");
 
     // Un-revoking works the same way.
