@@ -1,6 +1,6 @@
 //! OIDC discovery: `{issuer}/.well-known/openid-configuration` → `jwks_uri`.
 
-use crate::keyset::display_url;
+use crate::text::display_url;
 use serde_json::Value;
 use tokengate_api::AuthError;
 use tokengate_kit::{read_json_limited, HttpFailure};
@@ -61,8 +61,8 @@ async fn fetch(client: &reqwest::Client, url: &Url, issuer: &str, limit: usize) 
         Some(named) => {
             return Err(AuthError::unavailable(format!(
                 "{what}: the document names issuer {}, not the configured {}",
-                crate::jwt::quoted(named),
-                crate::jwt::quoted(issuer)
+                crate::text::quoted(named),
+                crate::text::quoted(issuer)
             )))
         }
         None => return Err(AuthError::unavailable(format!("{what}: the document has no `issuer`"))),

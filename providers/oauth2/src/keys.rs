@@ -100,7 +100,7 @@ impl Key {
 
     pub(crate) fn describe(&self) -> String {
         match &self.kid {
-            Some(kid) => format!("key {}", crate::jwt::quoted(kid)),
+            Some(kid) => format!("key {}", crate::text::quoted(kid)),
             None => "the key without kid".to_string(),
         }
     }
@@ -203,7 +203,7 @@ pub(crate) fn parse_jwks(doc: &Value, allowed: AlgSet, max_keys: usize, source: 
                 map.all.push(key);
             }
             Err(reason) => {
-                let name = entry.get("kid").and_then(Value::as_str).map(crate::jwt::quoted);
+                let name = entry.get("kid").and_then(Value::as_str).map(crate::text::quoted);
                 let name = name.unwrap_or_else(|| format!("#{index}"));
                 tracing::debug!(source, key = %name, %reason, "skipping a JWK that cannot be used");
                 skipped.push(format!("{name}: {reason}"));

@@ -21,6 +21,7 @@
 
 use crate::alg::AlgSet;
 use crate::keys::{parse_jwks, KeyMap};
+use crate::text::display_url;
 use arc_swap::ArcSwap;
 use reqwest::header::{HeaderMap, ACCEPT, CACHE_CONTROL};
 use serde_json::Value;
@@ -338,20 +339,6 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
     None
 }
 
-/// A URL fit for logs and errors: no userinfo, no query (either may hold a credential).
-pub(crate) fn display_url(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    let had_query = shown.query().is_some();
-    shown.set_query(None);
-    shown.set_fragment(None);
-    let mut text = shown.to_string();
-    if had_query {
-        text.push_str("?…");
-    }
-    text
-}
 
 #[cfg(test)]
 mod tests {

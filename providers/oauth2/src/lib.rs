@@ -15,13 +15,15 @@ mod introspection;
 mod jwt;
 mod keys;
 mod keyset;
+mod text;
 
 use crate::alg::{Alg, AlgSet};
 use crate::config::{JwksConfig, OAuth2Config, LLAMA_STACK_DEFAULT_AUDIENCE, MAX_LEEWAY};
 use crate::introspection::Introspector;
 use crate::jwt::{ClaimRules, JwtValidator, KeySource, VerifiedCache};
 use crate::keys::HmacKeys;
-use crate::keyset::{display_url, KeySet, KeySetOptions, Source};
+use crate::keyset::{KeySet, KeySetOptions, Source};
+use crate::text::display_url;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
