@@ -78,18 +78,22 @@ impl DevIssuer {
         Ok(DevIssuer { issuer: issuer.into(), kid, key: jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref()), jwk })
     }
 
+    /// The base URL tokens name in `iss`.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
 
+    /// The public key set, as served at [`DevIssuer::jwks_uri`].
     pub fn jwks(&self) -> Value {
         json!({"keys": [self.jwk]})
     }
 
+    /// `{issuer}/.well-known/jwks.json`.
     pub fn jwks_uri(&self) -> String {
         format!("{}/.well-known/jwks.json", self.issuer)
     }
 
+    /// The OIDC discovery document, pointing at the JWKS and `POST /dev/token`.
     pub fn openid_configuration(&self) -> Value {
         json!({
             "issuer": self.issuer,
@@ -184,10 +188,12 @@ impl DevServer {
         Ok(DevServer { issuer: Arc::new(issuer), pipeline, base_url })
     }
 
+    /// The server's base URL, also the dev issuer.
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
+    /// The issuer that signs the dev tokens.
     pub fn issuer(&self) -> &Arc<DevIssuer> {
         &self.issuer
     }
@@ -246,8 +252,10 @@ async fn jwks(State(issuer): State<Arc<DevIssuer>>) -> Response {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    /// The token's `sub` (default `dev-user`).
     #[serde(default)]
     pub sub: Option<String>,
+    /// Claims added last, overriding the defaults (`iss`, `aud`, `exp`…).
     #[serde(default)]
     pub claims: Map<String, Value>,
     /// `1h`, `30m`, `7d`… (default 1h, at most 30 days).

@@ -26,28 +26,38 @@ pub type AttributeSource = tokengate_api::TracedAttribute;
 pub struct Owner {
     /// Position in `providers` (0 for a single `provider_config`).
     pub index: usize,
+    /// Its `type` (`oauth2_token`, `api_key`…).
     #[serde(rename = "type")]
     pub type_name: String,
     /// Where it is configured: `provider_config` or `providers[i]`.
     pub config: String,
+    /// What it accepts, as its 401 message says (`JWTs from https://idp`).
     pub accepts: String,
 }
 
 /// The final error, shaped like `tokengate check`'s.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ExplainedError {
+    /// The machine code (`invalid_token`, …).
     pub code: String,
+    /// What the client is told (the pipeline's 401 message).
     pub message: String,
+    /// What failed, for the operator; never the token or a secret.
     pub detail: String,
 }
 
 /// The whole explanation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Explanation {
+    /// The provider that owned the token; `None` when none did.
     pub provider: Option<Owner>,
+    /// Every check made, in order, up to the first failure.
     pub checks: Vec<Check>,
+    /// Where each attribute value came from.
     pub attributes: Vec<AttributeSource>,
+    /// Who the token authenticated, when it was accepted.
     pub principal: Option<Principal>,
+    /// Why it was refused, when it was.
     pub error: Option<ExplainedError>,
     /// The error's kind, for exit codes.
     #[serde(skip)]

@@ -27,7 +27,9 @@ pub use registry::Registry;
 /// A parsed config file, providers not yet built.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The file it was read from, when it was: relative paths in it resolve against its directory.
     pub file: Option<PathBuf>,
+    /// What the file says (its top level).
     pub settings: Settings,
     /// Whether the file was a Llama Stack / OGX `run.yaml`, whose defaults then apply.
     pub from_llama_stack: bool,
@@ -139,12 +141,16 @@ pub fn redacted(value: &Value) -> Value {
 /// Formats a config file can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// YAML, also for any extension other than `.json` and `.toml`.
     Yaml,
+    /// JSON (`.json`).
     Json,
+    /// TOML (`.toml`).
     Toml,
 }
 
 impl Format {
+    /// The format `path`'s extension names (case-insensitive); YAML when it names none of the others.
     pub fn from_path(path: &Path) -> Format {
         match path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref() {
             Some("json") => Format::Json,

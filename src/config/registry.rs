@@ -43,6 +43,7 @@ impl Registry {
         self
     }
 
+    /// The registered `type` names, sorted.
     pub fn type_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.builders.keys().copied()
     }

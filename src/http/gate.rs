@@ -157,6 +157,7 @@ pub struct OpenPaths {
 }
 
 impl OpenPaths {
+    /// Adds `pattern`: a prefix when it ends in `*`, else an exact path.
     pub fn add(&mut self, pattern: String) {
         match pattern.strip_suffix('*') {
             Some(prefix) => self.prefixes.push(prefix.to_string()),
@@ -165,6 +166,7 @@ impl OpenPaths {
         }
     }
 
+    /// True when no path is open.
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.prefixes.is_empty()
     }

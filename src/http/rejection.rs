@@ -44,6 +44,7 @@ impl Rejection {
         self.missing_token
     }
 
+    /// The HTTP status the error's kind calls for.
     pub fn status(&self) -> StatusCode {
         StatusCode::from_u16(self.error.kind().http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
@@ -91,6 +92,7 @@ impl Rejection {
         Bytes::from(body.to_string())
     }
 
+    /// `Content-Type`, `Cache-Control: no-store`, and `WWW-Authenticate` or `Retry-After` when they apply.
     pub fn headers(&self) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -101,6 +101,7 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
+    /// The options the config's settings give; `audit` stays `None` (see [`crate::Config::audit_log`]).
     pub fn from_config(config: &Config) -> Self {
         ServeOptions {
             realm: config.settings.realm.clone(),

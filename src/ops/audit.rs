@@ -51,8 +51,11 @@ pub struct AuditConfig {
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditOutput {
+    /// `stdout` (or `-`).
     Stdout,
+    /// `stderr`.
     Stderr,
+    /// A file, appended to.
     File(PathBuf),
 }
 
@@ -85,15 +88,19 @@ pub struct AuditRecord {
     pub status: u16,
     /// The error code (`invalid_token`, `insufficient_scope`…); `null` when allowed.
     pub code: Option<String>,
+    /// Who the token authenticated; `null` when refused.
     pub principal: Option<String>,
     /// The provider that decided (in a chain, the member that owned the token).
     pub provider: String,
     /// Its position in `providers`, for chains.
     pub provider_index: Option<usize>,
+    /// The request's method.
     pub method: String,
+    /// The request's path, without its query (where tokens sometimes travel).
     pub route: String,
     /// Why it was refused; `null` when allowed.
     pub reason: Option<String>,
+    /// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's SHA-256; `null` without a token.
     pub token_sha256_prefix: Option<String>,
 }
 
@@ -125,6 +132,7 @@ impl AuditRecord {
         }
     }
 
+    /// The current time as written in `time`.
     pub fn now() -> String {
         humantime::format_rfc3339_millis(SystemTime::now()).to_string()
     }
@@ -191,6 +199,7 @@ impl AuditLog {
         Self::open(output)
     }
 
+    /// Where the lines go.
     pub fn output(&self) -> &AuditOutput {
         &self.output
     }

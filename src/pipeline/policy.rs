@@ -50,7 +50,9 @@ use tokengate_api::{ClaimsMapping, Principal};
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Effect {
+    /// The request may go on.
     Permit,
+    /// The request is refused with `insufficient_scope` (403).
     Forbid,
 }
 
@@ -299,6 +301,7 @@ impl Rule {
 /// The outcome of evaluating the policy for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// Permit or forbid.
     pub effect: Effect,
     /// The zero-based index of the rule that decided; `None` for the default.
     pub rule: Option<usize>,
@@ -307,6 +310,7 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// True when the request may go on.
     pub fn is_permit(&self) -> bool {
         self.effect == Effect::Permit
     }
@@ -323,10 +327,12 @@ impl RoutePolicy {
         self.default == Effect::Permit && self.rules.iter().all(|r| r.effect == Effect::Permit)
     }
 
+    /// The effect when no rule matches (`default:`).
     pub fn default_effect(&self) -> Effect {
         self.default
     }
 
+    /// How many rules the policy has.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }

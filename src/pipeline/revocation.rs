@@ -213,6 +213,7 @@ impl RevokedList {
         self.jtis.len()
     }
 
+    /// `token_sha256` entries (token digests).
     pub fn hash_count(&self) -> usize {
         self.hashes.len()
     }
@@ -366,7 +367,9 @@ struct Inner {
 /// Whether the last look at the file changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reload {
+    /// The file has not changed since the last look.
     Unchanged,
+    /// The file changed and its new list is in force.
     Reloaded,
     /// The file is unreadable or invalid; the previous list stays in force.
     Failed,

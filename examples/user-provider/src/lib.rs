@@ -11,6 +11,8 @@
 //! The crate depends only on `tokengate-api`. The application registers it:
 //! `registry.register(SharedSecretBuilder)`, then builds from config as usual.
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use serde::Deserialize;
 use tokengate_api::Description;

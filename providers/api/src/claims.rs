@@ -119,6 +119,7 @@ impl ClaimsMapping {
         Self::new([("login", "roles"), ("organizations", "teams")]).unwrap_or_default()
     }
 
+    /// True when the mapping has no rules: no claim becomes an attribute.
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -14,6 +14,8 @@
 //! options, upstream limits, the remote-result cache, duration parsing) is in
 //! `tokengate-kit`.
 
+#![warn(missing_docs)]
+
 mod builder;
 mod claims;
 mod context;

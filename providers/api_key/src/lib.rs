@@ -32,6 +32,8 @@
 //! keys are never logged, though: a user who pastes a password into the header
 //! would otherwise leave an unsalted, dictionary-attackable hash in the logs.
 
+#![warn(missing_docs)]
+
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -131,11 +133,13 @@ impl KeyEntry {
         }
     }
 
+    /// Sets `id`, the label that tells this key apart in logs.
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
     }
 
+    /// Sets the attributes given to the principal.
     pub fn with_attributes(mut self, attributes: Attributes) -> Self {
         self.attributes = attributes;
         self
@@ -171,12 +175,16 @@ impl fmt::Debug for KeyEntry {
 /// Why a key or its config entry could not be produced.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyGenError {
+    /// The prefix (quoted first) is not usable, for the reason given second.
     #[error("prefix `{0}`: {1}")]
     InvalidPrefix(String, String),
+    /// The system's random number generator gave no bytes: no key is made without them.
     #[error("the system random number generator failed")]
     Random,
+    /// The entry [`config_line`] would write is not one the provider accepts.
     #[error("{0}")]
     InvalidEntry(ConfigError),
+    /// The entry could not be written as YAML.
     #[error("cannot render the entry as YAML: {0}")]
     Yaml(String),
 }

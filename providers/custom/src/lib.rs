@@ -40,6 +40,8 @@
 //! Metrics: `tokengate_idp_fetches_total{provider="custom", kind="endpoint"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};

@@ -33,6 +33,8 @@
 //! Metrics: `tokengate_idp_fetches_total{provider="github_token", kind="user"|"orgs"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER, USER_AGENT};
 use reqwest::{StatusCode, Url};
@@ -192,6 +194,7 @@ struct GitHubUser {
 }
 
 impl GitHubProvider {
+    /// Checks `github_api_base_url` and builds the HTTP client (`tls_cafile` relative to the config file).
     pub fn new(cfg: GitHubConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
         let field = "github_api_base_url";
         let trimmed = cfg.github_api_base_url.trim().trim_end_matches('/');

@@ -14,6 +14,8 @@
 //! mapped by `claims_mapping` (default `username → roles`, `groups → teams`),
 //! and the principal is the username. Results are cached by token hash.
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -70,6 +72,7 @@ impl ReviewMode {
 pub struct KubernetesConfig {
     /// The API server, e.g. `https://kubernetes.default.svc` in a cluster.
     pub api_server_url: String,
+    /// Which review is created: `self_subject_review` (default) or `token_review`.
     #[serde(default)]
     pub review: ReviewMode,
     /// `token_review` only: tokengate's own token for creating TokenReviews.
@@ -85,17 +88,22 @@ pub struct KubernetesConfig {
     /// Claims `username`, `uid`, `groups`, `extra.<key>` → attributes.
     #[serde(default)]
     pub claims_mapping: Option<ClaimsMapping>,
+    /// Result cache, keyed by token hash (default on, ttl 60s).
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Verify the API server's TLS certificate (default true).
     #[serde(default = "default_true")]
     pub verify_tls: bool,
     /// The cluster's CA bundle (in a pod: `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
+    /// Time allowed to connect (default 3s).
     #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
+    /// Time allowed for each review (default 10s).
     #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
+    /// Largest reply read (default 1 MiB).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most reviews in flight to the API server at once (default 64); more fail with 503.
@@ -211,6 +219,7 @@ impl fmt::Debug for KubernetesProvider {
 }
 
 impl KubernetesProvider {
+    /// Checks which fields go with which `review` and builds the client; reads `auth_token_file` now.
     pub fn from_config(config: KubernetesConfig, ctx: &BuildContext) -> Result<Self, ConfigError> {
         let base = parse_api_server_url(&config.api_server_url).map_err(|m| ConfigError::new("api_server_url", m))?;
         let path = match config.review {

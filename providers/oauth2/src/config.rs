@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokengate_api::{ClaimsMapping, Secret};
 use tokengate_kit::CacheConfig;
 
+/// `provider_config` for `type: oauth2_token`: how tokens are verified, and what they must say.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuth2Config {
@@ -30,13 +31,16 @@ pub struct OAuth2Config {
     /// is required there: a key set may sign for several issuers or tenants).
     #[serde(default)]
     pub allow_any_issuer: bool,
+    /// Claims → attributes (default: `sub`/`username` → roles, `groups`/`team` → teams, …).
     #[serde(default)]
     pub claims_mapping: Option<ClaimsMapping>,
     /// Claim that names the principal (default `sub`; introspection falls back to `username`).
     #[serde(default)]
     pub principal_claim: Option<String>,
+    /// Verify the identity provider's TLS certificate (default true).
     #[serde(default = "default_true")]
     pub verify_tls: bool,
+    /// PEM CA bundle trusted instead of the system roots; relative to the config file.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Clock skew tolerated for `exp`, `nbf` and `iat` (default 30s, at most 5 minutes).
@@ -63,10 +67,13 @@ pub struct OAuth2Config {
     /// Caches for introspection results and verified JWTs.
     #[serde(default)]
     pub cache: CacheConfig,
+    /// Time allowed to connect (default 3s).
     #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
+    /// Time allowed for each key-set, discovery or introspection request (default 10s).
     #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
+    /// Largest reply read (default 1 MiB).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most introspection calls in flight at once (default 64); more fail with 503.
@@ -74,14 +81,18 @@ pub struct OAuth2Config {
     pub max_concurrent_requests: usize,
 }
 
+/// `audience`: one value, or a list of which any one must be in the token's `aud`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum Audience {
+    /// `audience: api`.
     One(String),
+    /// `audience: [api, web]`: any one of them.
     Any(Vec<String>),
 }
 
 impl Audience {
+    /// The accepted audiences, in order.
     pub fn values(&self) -> Vec<String> {
         match self {
             Audience::One(a) => vec![a.clone()],
@@ -90,6 +101,7 @@ impl Audience {
     }
 }
 
+/// `jwks`: where the key set is and how it is refreshed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwksConfig {
@@ -113,11 +125,15 @@ pub struct JwksConfig {
     pub max_keys: usize,
 }
 
+/// `introspection`: the RFC 7662 endpoint and tokengate's client credentials for it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IntrospectionConfig {
+    /// The introspection endpoint.
     pub url: String,
+    /// tokengate's client ID at the authorization server.
     pub client_id: String,
+    /// tokengate's client secret (sent by HTTP Basic unless `send_secret_in_body`).
     pub client_secret: Secret,
     /// Send the client credentials in the form body instead of HTTP Basic.
     #[serde(default)]

@@ -7,6 +7,8 @@
 //! - `issuer` without `jwks.uri` → the key set is found by OIDC discovery;
 //! - `secret` → HS256/384/512 JWTs verified with that shared secret.
 
+#![warn(missing_docs)]
+
 mod alg;
 pub mod config;
 mod discovery;

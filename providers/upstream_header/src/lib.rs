@@ -20,6 +20,8 @@
 //! request is malformed (and the proxy misconfigured), and a 401 would only
 //! send the user to log in again at a proxy that has already logged them in.
 
+#![warn(missing_docs)]
+
 use async_trait::async_trait;
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -107,6 +109,7 @@ fn parse_cidr(text: &str) -> Result<IpNet, String> {
 }
 
 impl UpstreamHeaderProvider {
+    /// Checks the header names and `trusted_proxy_cidrs` (required: never believe anyone's headers).
     pub fn from_config(config: UpstreamHeaderConfig) -> Result<Self, ConfigError> {
         let principal_header = header_name("principal_header", &config.principal_header)?;
         let mut attribute_headers = Vec::new();

@@ -158,7 +158,12 @@ pub fn redacted_url(url: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RevokeTarget {
     /// A JWT ID: of one issuer, or (`issuer: None`) of every issuer.
-    Jti { issuer: Option<String>, jti: String },
+    Jti {
+        /// The issuer (`iss`) whose token it is; `None` for every issuer.
+        issuer: Option<String>,
+        /// The JWT ID (`jti`).
+        jti: String,
+    },
     /// A token digest: for a JWT the SHA-256 of its signing input
     /// ([`crate::pipeline::revocation::revocation_digest`]), else of the whole token.
     TokenSha256(TokenHash),
