@@ -8,10 +8,9 @@
 //! `POST /dev/token` (loopback clients only) mints more tokens; `tokengate
 //! token` is its client.
 
-use crate::http::server::{self, ServeOptions};
 use crate::config::Registry;
+use crate::http::server::{self, ServeOptions};
 use crate::pipeline::Pipeline;
-use tokengate_api::ConfigError;
 use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +25,7 @@ use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokengate_api::ConfigError;
 
 /// The `aud` of dev tokens.
 pub const DEV_AUDIENCE: &str = "tokengate-dev";

@@ -42,6 +42,6 @@ pub use http::layer::AuthLayer;
 pub use pipeline::revocation::RevocationStore;
 pub use pipeline::{Decision, Pipeline};
 pub use tokengate_api::{
-    Attributes, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, Description, DynProvider,
-    ErrorKind, Ownership, Principal, ProviderBuilder, Reason, RequestContext,
+    Attributes, AuthError, AuthProvider, BuildContext, ClaimsMapping, ConfigError, Description, DynProvider, ErrorKind,
+    Ownership, Principal, ProviderBuilder, Reason, RequestContext,
 };

@@ -24,7 +24,8 @@ async fn the_layer_works_without_the_optional_features() {
     );
     let config = Config::parse(&yaml, Format::Yaml).unwrap();
     let layer = AuthLayer::from_config(&config, &Registry::with_builtins()).unwrap();
-    let app = Router::new().route("/whoami", get(|Authenticated(p): Authenticated| async move { p.principal })).layer(layer);
+    let app =
+        Router::new().route("/whoami", get(|Authenticated(p): Authenticated| async move { p.principal })).layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/whoami", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });

@@ -34,9 +34,7 @@ pub fn refuse_method_override(headers: &HeaderMap) -> Result<(), AuthError> {
     let dashed = |b: u8| if b == b'_' { b'-' } else { b };
     let is_override = |name: &str| METHOD_OVERRIDES.iter().any(|o| o.bytes().eq(name.bytes().map(dashed)));
     match headers.keys().find(|name| is_override(name.as_str())) {
-        Some(name) => {
-            Err(refused(format!("the request carries {name}, which route rules cannot judge")))
-        }
+        Some(name) => Err(refused(format!("the request carries {name}, which route rules cannot judge"))),
         None => Ok(()),
     }
 }
@@ -55,7 +53,6 @@ pub fn route_target(raw: &str) -> Result<(String, Option<String>), AuthError> {
     };
     Ok((canonical_route(uri.path())?, uri.query().map(str::to_string)))
 }
-
 
 /// The credential in `headers`: the bearer token of `Authorization`, else the
 /// `X-API-Key` value; `Ok(None)` when there is neither.
@@ -109,9 +106,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
         return Err(refused("the Bearer token is empty"));
     }
     if !is_token68(token) {
-        return Err(refused(
-            "the Bearer token has characters outside the token68 syntax (RFC 6750 section 2.1)",
-        ));
+        return Err(refused("the Bearer token has characters outside the token68 syntax (RFC 6750 section 2.1)"));
     }
     Ok(Some(token))
 }
@@ -121,7 +116,6 @@ fn is_token68(s: &str) -> bool {
     !body.is_empty()
         && body.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
 }
-
 
 #[cfg(test)]
 mod tests {

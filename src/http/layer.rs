@@ -54,13 +54,13 @@ use axum::extract::ConnectInfo;
 use axum::response::Response;
 use bytes::Bytes;
 use http::Request;
-use std::sync::Arc;
-use tokengate_api::{ConfigError, RequestContext};
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokengate_api::{ConfigError, RequestContext};
 
 /// Adds bearer-token authentication to a service. Cheap to clone.
 #[derive(Clone)]
@@ -270,8 +270,8 @@ pub fn rejection_response(rejection: &Rejection) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::convert::Infallible;
     use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
     use tokengate_api::{AuthError, AuthProvider, Description, Principal};
     use tower::{ServiceBuilder, ServiceExt};
 

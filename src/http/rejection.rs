@@ -121,7 +121,6 @@ impl IntoResponse for Rejection {
     }
 }
 
-
 /// Makes text fit inside an RFC 6750 quoted attribute, whose values may not
 /// contain `"` or `\` at all (§3): quotes become `'`, backslashes and control
 /// characters are dropped, other non-ASCII becomes `?`; long text is cut.
@@ -143,7 +142,6 @@ pub fn quoted_string_safe(text: &str) -> String {
     out.trim().to_string()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,7 +154,7 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up() {
-                let r = rejection(AuthError::unavailable("x").with_retry_after(Duration::from_millis(1500)));
+        let r = rejection(AuthError::unavailable("x").with_retry_after(Duration::from_millis(1500)));
         assert_eq!(r.retry_after_secs(), Some(2));
         assert_eq!(rejection(AuthError::unavailable("x")).retry_after_secs(), Some(5));
         assert_eq!(rejection(AuthError::invalid_token("x")).retry_after_secs(), None);

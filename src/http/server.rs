@@ -43,7 +43,6 @@ pub use super::listener::ConnectionLimits;
 use crate::config::{Config, ForwardAuthConfig, Proxy};
 use crate::ops::metrics::prometheus as metrics_handle;
 use crate::pipeline::IntoPipeline;
-use tokengate_api::{Principal, RequestContext};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
@@ -57,6 +56,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::AuthError;
+use tokengate_api::{Principal, RequestContext};
 
 /// Where `tokengate serve` listens when neither `--listen` nor the config says.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -65,7 +65,6 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `/readyz` answers within this even when a key-set fetch hangs.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
-
 
 impl ConnectionLimits {
     /// The limits a `forward_auth:` section sets, defaults for the rest.

@@ -105,7 +105,6 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The current time as written in `time`.
     /// The line for `decision`, made by `pipeline` for `ctx` and `token`.
     pub fn of(pipeline: &Pipeline, decision: &Decision, ctx: &RequestContext, token: &str) -> AuditRecord {
         let (provider, provider_index) = match &decision.owner {

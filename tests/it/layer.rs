@@ -5,8 +5,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde_json::json;
 use std::net::SocketAddr;
-use tokengate::{AuthLayer, Authenticated, MaybeAuthenticated};
 use tokengate::DynProvider;
+use tokengate::{AuthLayer, Authenticated, MaybeAuthenticated};
 
 async fn maybe(MaybeAuthenticated(p): MaybeAuthenticated) -> String {
     p.map_or_else(|| "anonymous".to_string(), |p| p.principal)

@@ -417,7 +417,8 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     // A JWT is keyed by its signing input, which no rewriting of the signature changes.
-    let expected_key = format!("t4:revoked:sha256:{}", hex::encode(tokengate::pipeline::revocation::revocation_digest(&by_hash)));
+    let expected_key =
+        format!("t4:revoked:sha256:{}", hex::encode(tokengate::pipeline::revocation::revocation_digest(&by_hash)));
     let (signing_input, _) = by_hash.rsplit_once('.').unwrap();
     assert_eq!(expected_key, format!("t4:revoked:sha256:{}", sha256_hex(signing_input)));
     assert!(stdout.contains(&expected_key), "{stdout}");

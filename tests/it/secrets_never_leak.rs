@@ -10,8 +10,8 @@
 use crate::fixtures::*;
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokengate::http::gate::Gate;
 use std::sync::Arc;
+use tokengate::http::gate::Gate;
 use tokengate::{Pipeline, RequestContext};
 
 const JWKS_BEARER: &str = "jwks-bearer-SECRET-7f3a9c21";
@@ -120,8 +120,10 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     // A key set endpoint that fails while echoing the request (bearer included).
     for status in [500, 401, 200] {
         echo.route("/jwks", Reply::Echo(status));
-        let failing =
-            Arc::new(build_ok(with(jwt_config(&echo), json!({"jwks": {"uri": echo.url("/jwks"), "token": JWKS_BEARER}}))));
+        let failing = Arc::new(build_ok(with(
+            jwt_config(&echo),
+            json!({"jwks": {"uri": echo.url("/jwks"), "token": JWKS_BEARER}}),
+        )));
         let r = run(&mut seen, &failing, &good_jwt).await;
         assert!(r.unwrap_err().is_unavailable());
     }
@@ -176,8 +178,9 @@ async fn a_full_run_of_every_provider_leaks_no_secret() {
     }
     // An unreachable custom endpoint (connection refused) with the password in its URL.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let unreachable =
-        Arc::new(build_ok(json!({"type": "custom", "endpoint": format!("http://gate:{ENDPOINT_PASSWORD}@{closed}/auth")})));
+    let unreachable = Arc::new(build_ok(
+        json!({"type": "custom", "endpoint": format!("http://gate:{ENDPOINT_PASSWORD}@{closed}/auth")}),
+    ));
     assert!(run(&mut seen, &unreachable, CUSTOM_KEY).await.unwrap_err().is_unavailable());
     // An invalid endpoint with a password is refused without quoting it.
     if let Err(e) = build(json!({"type": "custom", "endpoint": format!("ftp://gate:{ENDPOINT_PASSWORD}@host/auth")})) {

@@ -190,26 +190,28 @@ impl JwtValidator {
                     return Step::Refresh(Why::UnknownKid, state.attempts);
                 }
                 let kid = quoted(kid.unwrap_or_default());
-                return Step::Done(Err(match &state.last_error {
-                    Some(error) => AuthError::unavailable(format!(
-                        "key id {kid} is not among the cached keys and the key set cannot be refreshed: {error}"
-                    )),
-                    None => AuthError::invalid_token(format!("unknown key id {kid}")).because(Reason::Key),
-                })
-                .map_err(|e| trace.failed("key", e)));
+                return Step::Done(
+                    Err(match &state.last_error {
+                        Some(error) => AuthError::unavailable(format!(
+                            "key id {kid} is not among the cached keys and the key set cannot be refreshed: {error}"
+                        )),
+                        None => AuthError::invalid_token(format!("unknown key id {kid}")).because(Reason::Key),
+                    })
+                    .map_err(|e| trace.failed("key", e)),
+                );
             }
-            Pick::Mismatch(key, Mismatch::KeyType(key_type)) => format!(
-                "alg {} does not match key type {} of {}",
-                parsed.alg,
-                key_type.describe(),
-                key.describe()
-            ),
+            Pick::Mismatch(key, Mismatch::KeyType(key_type)) => {
+                format!("alg {} does not match key type {} of {}", parsed.alg, key_type.describe(), key.describe())
+            }
             Pick::Mismatch(key, Mismatch::Pinned(pinned)) => {
                 format!("alg {} does not match {}, which the key set restricts to {pinned}", parsed.alg, key.describe())
             }
             Pick::NoKidAmbiguous(0) => format!("token has no kid and the key set has no key for alg {}", parsed.alg),
             Pick::NoKidAmbiguous(n) => {
-                format!("token has no kid and {n} keys in the key set fit alg {}; a kid is required to choose", parsed.alg)
+                format!(
+                    "token has no kid and {n} keys in the key set fit alg {}; a kid is required to choose",
+                    parsed.alg
+                )
             }
         };
         Step::Done(Err(trace.failed("key", AuthError::invalid_token(mismatch).because(Reason::Key))))
@@ -236,9 +238,8 @@ impl JwtValidator {
             let e = AuthError::invalid_token(format!("signature invalid (alg {}, {key})", parsed.alg));
             return Err(trace.failed("signature", e.because(Reason::Signature)));
         };
-        trace.check("key", true, || {
-            format!("found in the key set (kid {})", parsed.kid.as_deref().unwrap_or("(none)"))
-        });
+        trace
+            .check("key", true, || format!("found in the key set (kid {})", parsed.kid.as_deref().unwrap_or("(none)")));
         // Checked only once the signature verified, so forgeries keep the plain
         // "signature invalid" and only a genuine-but-malleable one is named.
         if matches!(parsed.alg, Alg::ES256 | Alg::ES384) && !self.allow_high_s && crate::ecdsa::is_high_s(signature) {
@@ -413,8 +414,6 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 fn malformed(what: &str) -> AuthError {
     AuthError::invalid_token(format!("malformed JWT: {what}")).because(Reason::Malformed)
 }
-
-
 
 /// Splits a compact JWS into its three parts.
 fn split(token: &str) -> Result<(&str, &str, &str), AuthError> {
@@ -742,9 +741,6 @@ pub(crate) fn peek(token: &str, max_token_bytes: usize) -> Option<Option<String>
 pub(crate) fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
-
-
-
 
 #[cfg(test)]
 mod tests {

@@ -339,7 +339,6 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
     None
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

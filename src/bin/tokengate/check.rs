@@ -53,4 +53,3 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
     pipeline.close().await;
     code
 }
-

@@ -41,4 +41,3 @@ pub async fn explain(config_path: PathBuf, token: Option<String>, route: RouteAr
     }
     explained.error_kind.map_or(exit::OK, exit_code)
 }
-

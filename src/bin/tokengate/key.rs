@@ -64,4 +64,3 @@ pub fn key_new(
     }
     exit::OK
 }
-

@@ -281,4 +281,3 @@ fn cli_audit(config: &Config) -> Result<Option<tokengate::ops::audit::AuditLog>,
 fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
     serde_json::json!({"error": {"code": err.code(), "message": message, "detail": err.detail()}})
 }
-

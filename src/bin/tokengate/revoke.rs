@@ -1,9 +1,9 @@
 //! `tokengate revoke`: add a token to the shared (Redis) revocation list.
 
 use crate::{exit, read_token};
+use std::path::PathBuf;
 use std::time::Duration;
 use tokengate::Config;
-use std::path::PathBuf;
 
 /// `tokengate revoke`: see [`tokengate::ops::redis`] for the keys it writes.
 pub async fn revoke(
@@ -101,4 +101,3 @@ fn parse_sha256(text: &str) -> Result<[u8; 32], String> {
     }
     Ok(digest)
 }
-

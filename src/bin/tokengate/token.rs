@@ -26,4 +26,3 @@ pub async fn token(url: String, sub: Option<String>, claim_args: Vec<String>, tt
         }
     }
 }
-

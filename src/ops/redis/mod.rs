@@ -44,7 +44,6 @@
 //! including those skipped while it is down). Warnings are logged at most once
 //! per [`WARN_INTERVAL`], with the count of those held back.
 
-
 use serde::Deserialize;
 use std::fmt;
 use std::path::PathBuf;
@@ -168,4 +167,3 @@ pub enum RevokeTarget {
     /// ([`crate::pipeline::revocation::revocation_digest`]), else of the whole token.
     TokenSha256(TokenHash),
 }
-

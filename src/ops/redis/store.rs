@@ -12,8 +12,10 @@ use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, To
 
 use crate::pipeline::revocation::{RevocationStore, TokenIds};
 
-
-use super::{redacted_url, MAX_ERROR_CHARS, RedisConfig, RevokeTarget, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL, RETRY_AFTER_FAILURE, WARN_INTERVAL};
+use super::{
+    redacted_url, RedisConfig, RevokeTarget, MAX_ERROR_CHARS, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL,
+    RETRY_AFTER_FAILURE, WARN_INTERVAL,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// Whether a failure means Redis is unreachable (so back off and reconnect)
