@@ -67,9 +67,6 @@ pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Least time between two warnings about Redis.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Longest a stored error message gets (Redis replies can be long).
-pub(crate) const MAX_ERROR_CHARS: usize = 200;
-
 /// `redis:` in the config.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]

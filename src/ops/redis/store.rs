@@ -13,11 +13,14 @@ use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, To
 use crate::pipeline::revocation::{RevocationStore, TokenIds};
 
 use super::{
-    redacted_url, RedisConfig, RevokeTarget, MAX_ERROR_CHARS, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL,
-    RETRY_AFTER_FAILURE, WARN_INTERVAL,
+    redacted_url, RedisConfig, RevokeTarget, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL, RETRY_AFTER_FAILURE,
+    WARN_INTERVAL,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Longest a stored error message gets (Redis replies can be long).
+const MAX_ERROR_CHARS: usize = 200;
+
 /// Whether a failure means Redis is unreachable (so back off and reconnect)
 /// or only that it refused one command.
 enum Failure {
