@@ -7,6 +7,8 @@
 //! through the registry to discover that issuer over HTTP like any other.
 //! `POST /dev/token` (loopback clients only) mints more tokens; `tokengate
 //! token` is its client.
+//!
+//! May import: [`crate::config`], [`crate::pipeline`] and [`crate::http`].
 
 use crate::config::Registry;
 use crate::http::server::{self, ServeOptions};

@@ -1,6 +1,11 @@
 //! Config files: YAML (default), JSON or TOML by extension; tokengate's own
 //! shape, a pasted Llama Stack `server.auth` section, or a whole Llama Stack /
 //! OGX `run.yaml` (only `server.auth` is read).
+//!
+//! Owns the way from text to a running [`Pipeline`]: parsing ([`Config`],
+//! [`Settings`]), the provider factory ([`registry`]), the `forward_auth`
+//! section, and [`Config::build`], which assembles the stages.
+//! May import: [`crate::pipeline`], [`crate::ops`] and [`crate::path`].
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -140,6 +145,7 @@ pub fn redacted(value: &Value) -> Value {
 
 /// Formats a config file can be written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// YAML, also for any extension other than `.json` and `.toml`.
     Yaml,

@@ -50,6 +50,7 @@ pub struct AuditConfig {
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AuditOutput {
     /// `stdout` (or `-`).
     Stdout,

@@ -233,8 +233,10 @@ impl Pipeline {
             Ok(principal) => principal,
             Err(e) => return self.finish(owner, Err(e), None, ctx),
         };
-        let outcome = self.judge(token, ctx, &principal).await.map(|()| principal.clone());
-        self.finish(owner, outcome, Some(principal), ctx)
+        let outcome = self.judge(token, ctx, &principal).await;
+        // Kept apart only for a trace: an untraced decision copies no principal.
+        let validated = trace.is_on().then(|| principal.clone());
+        self.finish(owner, outcome.map(|()| principal), validated, ctx)
     }
 
     /// Revocation, then route policy, for a principal the provider accepted.

@@ -49,6 +49,7 @@ use tokengate_api::{ClaimsMapping, Principal};
 
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Effect {
     /// The request may go on.
     Permit,

@@ -87,6 +87,7 @@ fn default_reload_interval() -> Duration {
 /// (`redis.on_store_error`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OnStoreError {
     /// Refuse the token as unavailable (503): a revocation is never skipped
     /// because Redis is slow or down (the default).
@@ -366,6 +367,7 @@ struct Inner {
 
 /// Whether the last look at the file changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Reload {
     /// The file has not changed since the last look.
     Unchanged,

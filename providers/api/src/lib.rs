@@ -13,6 +13,9 @@
 //! that does not use it. The machinery HTTP-backed providers share (client
 //! options, upstream limits, the remote-result cache, duration parsing) is in
 //! `tokengate-kit`.
+//!
+//! Imports: serde, serde_json and async-trait (plus a few small, stable
+//! helpers); nothing from any other tokengate crate.
 
 #![warn(missing_docs)]
 

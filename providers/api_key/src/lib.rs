@@ -31,6 +31,9 @@
 //! scheme GitHub and Stripe use for their tokens. The digests of *unknown*
 //! keys are never logged, though: a user who pastes a password into the header
 //! would otherwise leave an unsalted, dictionary-attackable hash in the logs.
+//!
+//! Imports: the contract (`tokengate-api`), the shared HTTP machinery
+//! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
 
 #![warn(missing_docs)]
 
@@ -174,6 +177,7 @@ impl fmt::Debug for KeyEntry {
 
 /// Why a key or its config entry could not be produced.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyGenError {
     /// The prefix (quoted first) is not usable, for the reason given second.
     #[error("prefix `{0}`: {1}")]

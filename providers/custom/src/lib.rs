@@ -39,6 +39,9 @@
 //!
 //! Metrics: `tokengate_idp_fetches_total{provider="custom", kind="endpoint"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
+//!
+//! Imports: the contract (`tokengate-api`), the shared HTTP machinery
+//! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
 
 #![warn(missing_docs)]
 

@@ -32,6 +32,9 @@
 //!
 //! Metrics: `tokengate_idp_fetches_total{provider="github_token", kind="user"|"orgs"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
+//!
+//! Imports: the contract (`tokengate-api`), the shared HTTP machinery
+//! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
 
 #![warn(missing_docs)]
 

@@ -13,6 +13,9 @@
 //! Either way the user info becomes claims `{username, uid, groups, extra}`
 //! mapped by `claims_mapping` (default `username → roles`, `groups → teams`),
 //! and the principal is the username. Results are cached by token hash.
+//!
+//! Imports: the contract (`tokengate-api`), the shared HTTP machinery
+//! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
 
 #![warn(missing_docs)]
 
@@ -49,6 +52,7 @@ const MAX_SERVER_MESSAGE_CHARS: usize = 300;
 /// How the API server is asked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ReviewMode {
     /// POST a `SelfSubjectReview` authenticated with the client's token.
     #[default]

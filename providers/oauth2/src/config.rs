@@ -84,6 +84,7 @@ pub struct OAuth2Config {
 /// `audience`: one value, or a list of which any one must be in the token's `aud`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
+#[non_exhaustive]
 pub enum Audience {
     /// `audience: api`.
     One(String),

@@ -6,6 +6,9 @@
 //! - `jwks.uri` → JWTs verified against that key set;
 //! - `issuer` without `jwks.uri` → the key set is found by OIDC discovery;
 //! - `secret` → HS256/384/512 JWTs verified with that shared secret.
+//!
+//! Imports: the contract (`tokengate-api`), the shared HTTP machinery
+//! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
 
 #![warn(missing_docs)]
 

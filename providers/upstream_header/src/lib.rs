@@ -19,6 +19,8 @@
 //! is the proxy's cannot be told. 400, not 401: the credential is not bad, the
 //! request is malformed (and the proxy misconfigured), and a 401 would only
 //! send the user to log in again at a proxy that has already logged them in.
+//!
+//! Imports: the contract (`tokengate-api`) and third-party crates only.
 
 #![warn(missing_docs)]
 

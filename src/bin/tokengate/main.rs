@@ -1,4 +1,8 @@
 //! The `tokengate` command line.
+//!
+//! One file per command (`check`, `explain`, `key`, `serve`, `revoke`,
+//! `token`); this one parses the command line, sets up logging and exit
+//! codes. Uses the `tokengate` library only through its public API.
 
 mod check;
 mod explain;

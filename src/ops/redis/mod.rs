@@ -152,6 +152,7 @@ pub fn redacted_url(url: &str) -> String {
 
 /// What `tokengate revoke` revokes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum RevokeTarget {
     /// A JWT ID: of one issuer, or (`issuer: None`) of every issuer.
     Jti {
