@@ -23,6 +23,7 @@ use crate::pipeline::policy::RoutePolicy;
 use crate::pipeline::revocation::{Revocation, RevocationConfig};
 use crate::pipeline::Pipeline;
 
+pub mod env;
 pub mod forward_auth;
 pub mod registry;
 
@@ -201,8 +202,12 @@ impl Config {
             return Err(ConfigError::new("", "the config must be a mapping with `provider_config` (or `providers`)"));
         }
         // A Llama Stack / OGX run.yaml: its `server.auth` is ours, the rest is not our business.
+        let lookup = |name: &str| std::env::var(name).ok();
         if let Some(auth) = value.get("server").and_then(|s| s.get("auth")) {
-            let settings = parse_settings(auth.clone()).map_err(|e| e.within("server.auth"))?;
+            // Only `server.auth` is expanded: the rest of a run.yaml is OGX's, and may
+            // reference variables this process does not have.
+            let auth = env::expand(auth.clone(), "server.auth", &lookup)?;
+            let settings = parse_settings(auth).map_err(|e| e.within("server.auth"))?;
             return Config { file: None, settings, from_llama_stack: true }.validated("server.auth.");
         }
         if value.get("server").is_some() {
@@ -211,7 +216,7 @@ impl Config {
                 "this looks like a Llama Stack run.yaml without `server.auth`: add `server.auth.provider_config`",
             ));
         }
-        let settings = parse_settings(value)?;
+        let settings = parse_settings(env::expand(value, "", &lookup)?)?;
         Config { file: None, settings, from_llama_stack: false }.validated("")
     }
 

@@ -56,6 +56,16 @@ impl Registry {
         };
         let type_name = match object.get("type") {
             Some(Value::String(t)) => t.as_str(),
+            Some(Value::Null) => {
+                return Err(ConfigError::new(
+                    "type",
+                    format!(
+                        "is empty (an `${{env.…}}` that expands to nothing turns authentication off in OGX; \
+                         tokengate always needs a provider), one of: {}",
+                        allowed()
+                    ),
+                ))
+            }
             Some(_) => return Err(ConfigError::new("type", format!("must be a string, one of: {}", allowed()))),
             None => return Err(ConfigError::new("type", format!("missing; one of: {}", allowed()))),
         };
