@@ -237,6 +237,21 @@ impl Config {
         }
     }
 
+    /// Paths answered without authentication: `open_paths`, plus in a run.yaml
+    /// OGX's public routes (`/v1/health`, `/v1/version`), which OGX itself
+    /// never authenticates.
+    pub fn open_paths(&self) -> Vec<String> {
+        let mut paths = self.settings.open_paths.clone();
+        if self.from_llama_stack {
+            for public in OGX_PUBLIC_ROUTES {
+                if !paths.iter().any(|p| p == public) {
+                    paths.push(public.to_string());
+                }
+            }
+        }
+        paths
+    }
+
     /// The build context for providers: relative paths resolve against the file's directory.
     pub fn build_context(&self) -> BuildContext {
         BuildContext {
@@ -385,6 +400,9 @@ fn warn_once(message: String) {
     }
 }
 
+/// The routes OGX answers without authentication.
+pub const OGX_PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/version"];
+
 /// Most keys of a run.yaml a lenient parse drops before giving up.
 const MAX_IGNORED_KEYS: usize = 64;
 
@@ -450,6 +468,7 @@ server:
     future_section: {x: 1}
 "#;
         let c = Config::parse(run_yaml, Format::Yaml).unwrap();
+        assert_eq!(c.open_paths(), OGX_PUBLIC_ROUTES, "OGX's public routes are open in a run.yaml");
         let pipeline = c.build(&Registry::with_builtins()).unwrap();
         assert_eq!(pipeline.members()[0].type_name(), "oauth2_token");
 

@@ -85,8 +85,8 @@ impl AuthLayer {
         if let Some(realm) = &config.settings.realm {
             layer = layer.realm(realm);
         }
-        for path in &config.settings.open_paths {
-            layer = layer.open_path(path.clone());
+        for path in config.open_paths() {
+            layer = layer.open_path(path);
         }
         Ok(layer)
     }

@@ -104,7 +104,7 @@ impl ServeOptions {
     pub fn from_config(config: &Config) -> Self {
         ServeOptions {
             realm: config.settings.realm.clone(),
-            open_paths: config.settings.open_paths.clone(),
+            open_paths: config.open_paths(),
             path_prefix: config.settings.forward_auth.as_ref().and_then(|f| f.path_prefix.clone()),
             proxy: config.settings.forward_auth.as_ref().map(|f| f.proxy).unwrap_or_default(),
             // Opening the output can fail; `Config::audit_log` reports that, and the caller sets it.
