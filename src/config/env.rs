@@ -187,7 +187,10 @@ server:
 "#;
         let c = Config::parse(yaml, Format::Yaml).unwrap();
         let section = c.settings.provider_config.unwrap();
-        assert_eq!((section["type"].as_str(), section["endpoint"].as_str()), (Some("custom"), Some("http://127.0.0.1:9/auth")));
+        assert_eq!(
+            (section["type"].as_str(), section["endpoint"].as_str()),
+            (Some("custom"), Some("http://127.0.0.1:9/auth"))
+        );
         let e = Config::parse(&yaml.replace(":=custom", ""), Format::Yaml).unwrap_err();
         assert_eq!(e.field, "server.auth.provider_config.type");
         assert!(e.message.contains("TOKENGATE_TEST_SURELY_UNSET_TYPE"), "{e}");

@@ -82,8 +82,11 @@ pub fn credential(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
 }
 
 /// The bearer token in `headers`: `Ok(None)` when there is no `Authorization`
-/// header, an `invalid_request` error when it is not exactly one well-formed
-/// `Bearer <token68>` (scheme case-insensitive, RFC 6750 §2.1).
+/// header; for another scheme (`Basic …`, or a token where the scheme should
+/// be) a 401 without an `error` attribute, as RFC 6750 §3.1 has it for a
+/// request that carries no Bearer credential (and as OGX answers); an
+/// `invalid_request` (400) when it is a malformed `Bearer` header: repeated,
+/// unreadable, empty or outside token68 (scheme case-insensitive, §2.1).
 ///
 /// Error details never quote the header: a client that forgot the scheme puts
 /// its token where the scheme should be.
@@ -99,7 +102,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
         .trim_matches([' ', '\t']);
     let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(refused("the Authorization scheme is not Bearer"));
+        return Err(AuthError::invalid_token("the Authorization header does not carry a Bearer token")
+            .because(Reason::MissingCredential));
     }
     let token = rest.trim_start_matches(' ');
     if token.is_empty() {
@@ -135,7 +139,11 @@ mod tests {
         assert_eq!(bearer_token(&HeaderMap::new()).unwrap(), None);
         assert_eq!(bearer_token(&auth(&["Bearer abc.def-_~+/=="])).unwrap(), Some("abc.def-_~+/=="));
         assert_eq!(bearer_token(&auth(&["bEaReR   tok"])).unwrap(), Some("tok"));
-        for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer a b", "Bearer a=b", "Bearer =", "eyJabc", ""] {
+        for other in ["Basic dXNlcjpwYXNz", "InvalidFormat x", "eyJabc", ""] {
+            let e = bearer_token(&auth(&[other])).unwrap_err();
+            assert_eq!((e.code(), e.reason()), ("invalid_token", &Reason::MissingCredential), "{other:?}");
+        }
+        for bad in ["Bearer", "Bearer ", "Bearer a b", "Bearer a=b", "Bearer ="] {
             let e = bearer_token(&auth(&[bad])).unwrap_err();
             assert_eq!(e.code(), "invalid_request", "{bad:?}");
         }

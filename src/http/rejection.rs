@@ -86,10 +86,19 @@ impl Rejection {
         Some(secs.max(1))
     }
 
-    /// `{"error": {"code", "message"}}`.
+    /// `{"error": {"code", "message"}}`: the message says what to send and,
+    /// for a 400, 401 or 403, why this request was refused (`… : token
+    /// expired at …`), so clients that only show `error.message` (OGX's) show
+    /// the reason. A 503's or 500's detail stays in the log: it names
+    /// internal services.
     pub fn body(&self) -> Bytes {
-        let body = serde_json::json!({"error": {"code": self.error.code(), "message": self.message}});
+        let body = serde_json::json!({"error": {"code": self.error.code(), "message": self.client_message()}});
         Bytes::from(body.to_string())
+    }
+
+    /// The body's `message`.
+    pub fn client_message(&self) -> String {
+        with_reason(&self.message, &self.error)
     }
 
     /// `Content-Type`, `Cache-Control: no-store`, and `WWW-Authenticate` or `Retry-After` when they apply.
@@ -118,6 +127,19 @@ impl Rejection {
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
         self.to_http::<axum::body::Body>()
+    }
+}
+
+/// `message` followed by the reason `error` gives, for the refusals that are
+/// the client's (400, 401, 403); `message` alone otherwise.
+pub fn with_reason(message: &str, error: &AuthError) -> String {
+    match error.kind() {
+        ErrorKind::InvalidToken | ErrorKind::InvalidRequest | ErrorKind::InsufficientScope
+            if !error.detail().is_empty() =>
+        {
+            format!("{message}: {}", error.detail())
+        }
+        _ => message.to_string(),
     }
 }
 

@@ -109,7 +109,10 @@ async fn missing_token_is_401_without_error_attribute() {
     assert_eq!(res.status(), 401);
     assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="test""#);
     assert_eq!(header(&res, "content-type").unwrap(), "application/json");
-    assert_eq!(json(res).await, json!({"error": {"code": "invalid_token", "message": "Send a test token"}}));
+    assert_eq!(
+        json(res).await,
+        json!({"error": {"code": "invalid_token", "message": "Send a test token: no credentials: neither an Authorization: Bearer header nor an X-API-Key header"}})
+    );
     assert_eq!(p.count(), 0, "no token, no provider call");
 }
 
@@ -123,7 +126,10 @@ async fn unknown_token_is_401_with_exact_challenge() {
         header(&res, "www-authenticate").unwrap(),
         r#"Bearer realm="test", error="invalid_token", error_description="token not recognized""#
     );
-    assert_eq!(json(res).await, json!({"error": {"code": "invalid_token", "message": "Send a test token"}}));
+    assert_eq!(
+        json(res).await,
+        json!({"error": {"code": "invalid_token", "message": "Send a test token: token not recognized"}})
+    );
 }
 
 #[tokio::test]
@@ -139,10 +145,16 @@ async fn error_description_is_quoted_string_safe() {
 }
 
 #[tokio::test]
-async fn malformed_authorization_is_400_invalid_request() {
+async fn malformed_bearer_is_400_and_another_scheme_401() {
     let p = Recording::new("rec");
     let base = serve(recording_layer(&p)).await;
-    for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "Bearer two words", "Bearer a,b", "just-a-token"] {
+    for value in ["Basic dXNlcjpwYXNz", "InvalidFormat x", "just-a-token"] {
+        let res = client().get(format!("{base}/whoami")).header("authorization", value).send().await.unwrap();
+        assert_eq!(res.status(), 401, "another scheme is no Bearer credential: {value:?}");
+        assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="test""#, "no error attribute");
+        assert_eq!(json(res).await["error"]["code"], "invalid_token");
+    }
+    for value in ["Bearer", "Bearer ", "Bearer two words", "Bearer a,b", "Bearer just a token"] {
         let res = client().get(format!("{base}/whoami")).header("authorization", value).send().await.unwrap();
         assert_eq!(res.status(), 400, "{value:?}");
         let challenge = header(&res, "www-authenticate").unwrap();

@@ -106,7 +106,10 @@ async fn serve_decides_on_the_original_method_and_path() {
     let res = ask(&user, "GET", "/admin/users?page=2").await.unwrap();
     assert_eq!(res.status(), 403);
     assert_eq!(header(&res, "www-authenticate").unwrap(), ADMIN_REFUSAL);
-    assert_eq!(json(res).await["error"]["message"], "The token does not grant access to this resource");
+    assert_eq!(
+        json(res).await["error"]["message"],
+        "The token does not grant access to this resource: route GET /admin/users requires roles any of [admin, ops]"
+    );
 
     let res = ask(&admin, "POST", "/admin/users").await.unwrap();
     assert_eq!(res.status(), 200);

@@ -147,7 +147,10 @@ async fn denials_match_the_layer() {
     let res = c.get(format!("{}/x", s.base)).send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="test""#);
-    assert_eq!(json(res).await, json!({"error": {"code": "invalid_token", "message": "Send a test token"}}));
+    assert_eq!(
+        json(res).await,
+        json!({"error": {"code": "invalid_token", "message": "Send a test token: no credentials: neither an Authorization: Bearer header nor an X-API-Key header"}})
+    );
 
     let res = c.get(format!("{}/x", s.base)).bearer_auth("nope").send().await.unwrap();
     assert_eq!(res.status(), 401);
@@ -156,9 +159,15 @@ async fn denials_match_the_layer() {
         r#"Bearer realm="test", error="invalid_token", error_description="token not recognized""#
     );
     assert_eq!(header(&res, "x-auth-principal"), None);
-    assert_eq!(json(res).await, json!({"error": {"code": "invalid_token", "message": "Send a test token"}}));
+    assert_eq!(
+        json(res).await,
+        json!({"error": {"code": "invalid_token", "message": "Send a test token: token not recognized"}})
+    );
 
-    for bad in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer a b"] {
+    let res = c.get(format!("{}/x", s.base)).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
+    assert_eq!(res.status(), 401, "another scheme is no Bearer credential");
+    assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="test""#);
+    for bad in ["Bearer", "Bearer a b"] {
         let res = c.get(format!("{}/x", s.base)).header("authorization", bad).send().await.unwrap();
         assert_eq!(res.status(), 400, "{bad}");
         assert!(header(&res, "www-authenticate").unwrap().contains(r#"error="invalid_request""#));

@@ -283,5 +283,6 @@ fn cli_audit(config: &Config) -> Result<Option<tokengate::ops::audit::AuditLog>,
 }
 
 fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
+    let message = tokengate::http::rejection::with_reason(message, err);
     serde_json::json!({"error": {"code": err.code(), "message": message, "detail": err.detail()}})
 }
