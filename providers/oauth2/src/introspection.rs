@@ -411,15 +411,19 @@ impl Inner {
                     "the introspection reply has no usable `{claim}` claim to name the principal"
                 ))
             })?,
-            // RFC 7662 makes both optional; `sub` is the stable identifier,
-            // `username` the human one some servers send instead (Llama Stack's order).
-            None => {
-                principal_from(&fields, "sub").or_else(|| principal_from(&fields, "username")).ok_or_else(|| {
+            // RFC 7662 makes all three optional; `sub` is the stable identifier,
+            // `username` the human one some servers send instead, and a
+            // client-credentials token (a machine's, no user) may carry only
+            // `client_id`: it is then its client (OGX's order).
+            None => principal_from(&fields, "sub")
+                .or_else(|| principal_from(&fields, "username"))
+                .or_else(|| principal_from(&fields, "client_id"))
+                .ok_or_else(|| {
                     AuthError::invalid_token(
-                        "the introspection reply for an active token has neither `sub` nor `username`",
+                        "the introspection reply for an active token has neither `sub`, `username` nor `client_id`",
                     )
-                })?
-            }
+                    .because(tokengate_api::Reason::Principal)
+                })?,
         };
 
         let attributes = self.claims_mapping.apply(&fields);

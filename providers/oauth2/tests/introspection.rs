@@ -167,12 +167,23 @@ async fn principal_falls_back_to_username_then_principal_claim() {
 }
 
 #[tokio::test]
-async fn active_without_sub_or_username_is_invalid() {
+async fn active_without_sub_username_or_client_id_is_invalid() {
     let server = MockServer::start().await;
     answer_json(&server, json!({"active": true, "scope": "read"})).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::InvalidToken);
-    assert!(err.detail().contains("neither `sub` nor `username`"), "{err}");
+    assert_eq!(err.reason(), &tokengate_api::Reason::Principal);
+    assert!(err.detail().contains("neither `sub`, `username` nor `client_id`"), "{err}");
+}
+
+#[tokio::test]
+async fn a_client_credentials_token_is_its_client() {
+    let server = MockServer::start().await;
+    answer_json(&server, json!({"active": true, "client_id": "billing-batch", "scope": "read"})).await;
+    assert_eq!(validate(&provider(&server, json!({}))).await.unwrap().principal, "billing-batch");
+    let server = MockServer::start().await;
+    answer_json(&server, json!({"active": true, "client_id": "billing-batch", "username": "alice"})).await;
+    assert_eq!(validate(&provider(&server, json!({}))).await.unwrap().principal, "alice", "a user comes first");
 }
 
 #[tokio::test]
