@@ -304,3 +304,65 @@ async fn client_data_in_the_decision_log_cannot_forge_lines() {
         assert!(line.contains("denied") && line.contains("\\n"), "escaped on the denial's own line: {line}");
     }
 }
+
+/// The decision log is written off the request path (its own thread), but
+/// never at the price of a line: after a burst of concurrent decisions and a
+/// SIGTERM, there is exactly one line per decision.
+#[tokio::test]
+async fn every_decision_of_a_burst_is_one_log_line() {
+    use futures_util::StreamExt;
+    const DECISIONS: usize = 2_000;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .env("TOKENGATE_LOG", "info")
+        .env_remove("TOKENGATE_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokengate");
+    let stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let pid = child.id().to_string();
+    let mut guard = Guard(child);
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut url, mut token) = (None, None);
+    while url.is_none() || token.is_none() {
+        let line = lines.next().expect("serve --dev printed its instructions").unwrap();
+        let line = line.trim().to_string();
+        if let Some(t) = line.strip_prefix("token:") {
+            token = Some(t.trim().to_string());
+        }
+        if let Some(u) = line.strip_prefix("tokengate dev server listening on") {
+            url = Some(u.trim().to_string());
+        }
+    }
+    let (url, token) = (url.unwrap(), token.unwrap());
+    let c = client();
+    let statuses: Vec<u16> = futures_util::stream::iter(0..DECISIONS)
+        .map(|i| {
+            let (c, url, token) = (c.clone(), url.clone(), token.clone());
+            async move {
+                let bearer = if i % 2 == 0 { token } else { format!("{token}x") };
+                c.get(format!("{url}/burst/{i}")).bearer_auth(bearer).send().await.map(|r| r.status().as_u16())
+            }
+        })
+        .buffer_unordered(32)
+        .map(|r| r.expect("every request is answered"))
+        .collect()
+        .await;
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), DECISIONS / 2);
+    assert_eq!(statuses.iter().filter(|s| **s == 401).count(), DECISIONS / 2);
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exited = guard.0.wait().unwrap();
+    assert!(exited.success(), "a graceful stop: {exited:?}");
+    let text = log.join().unwrap();
+    let decisions = text.lines().filter(|l| l.contains("tokengate::decision") && l.contains("/burst/")).count();
+    assert_eq!(decisions, DECISIONS, "one line per decision, none lost");
+    assert!(!text.contains(&token), "no token in the log");
+}

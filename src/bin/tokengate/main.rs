@@ -195,7 +195,8 @@ enum KeyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A server's decisions are logged at INFO; one-shot commands only say when something is wrong.
-    init_logging(if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" });
+    // Held to the end of `main`: dropping it writes out what is still queued.
+    let _log_flush = init_logging(if matches!(cli.command, Command::Serve { .. }) { "info" } else { "warn" });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -223,19 +224,29 @@ fn main() -> ExitCode {
 }
 
 /// `TOKENGATE_LOG` filters (`info`, `tokengate::decision=warn`…); `TOKENGATE_LOG_FORMAT=json` for JSON lines.
-fn init_logging(default_level: &str) {
+///
+/// The log (with the one line per decision `serve` writes) goes to standard
+/// error through a writer thread of its own, so a slow terminal, pipe or disk
+/// never holds up a decision. It is not lossy: when its queue is full, the
+/// request that logs waits rather than a line being dropped.
+fn init_logging(default_level: &str) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = std::env::var("TOKENGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     // Colors only for a person at a terminal, never into log files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tokengate-log")
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = if json {
         builder.json().try_init()
     } else {
         let fields = tokengate::ops::audit::escaping_fields();
         builder.fmt_fields(fields).try_init()
     };
+    flush
 }
 
 fn read_token(token: Option<String>) -> Result<String, String> {
