@@ -4,7 +4,9 @@
 //! `claims_mapping`, the 401 message), and extended with organizations:
 //!
 //! 1. `GET {base}/user` with the token: its `login` is the principal;
-//! 2. `GET {base}/user/orgs?per_page=100`, following `Link: <…>; rel="next"` for
+//! 2. `GET {base}/user/orgs?per_page=100`, following `Link: <…>; rel="next"`
+//!    (or, when the answer has no `Link` header, `&page=2, 3, …` until a page
+//!    is not full) for
 //!    at most `max_org_pages` pages (0 skips the call), and only to the same
 //!    scheme, host and port as `github_api_base_url`, so the token is never sent
 //!    elsewhere;
@@ -362,9 +364,20 @@ impl GitHubProvider {
                     );
                     return Ok(None);
                 }
-                OrgsPage::Page { logins, next: link } => {
+                OrgsPage::Page { logins, next: link, paged } => {
+                    // Without a `Link` header (GitHub Enterprise proxies and OGX's own
+                    // test servers leave it out) a full page means there may be more:
+                    // ask for the next by number, until a short page.
+                    let full = logins.len() >= ORGS_PER_PAGE as usize;
                     organizations.extend(logins);
-                    next = link.and_then(|u| self.same_origin(u));
+                    next = match (paged, full) {
+                        (true, _) => link.and_then(|u| self.same_origin(u)),
+                        (false, true) => Some(self.url(&format!(
+                            "{endpoint}?per_page={ORGS_PER_PAGE}&page={}",
+                            pages + 1
+                        ))?),
+                        (false, false) => None,
+                    };
                 }
             }
         }
@@ -385,6 +398,7 @@ impl GitHubProvider {
             return Err(self.failure(endpoint, token, response).await);
         }
         let next = next_link(response.headers());
+        let paged = response.headers().contains_key(reqwest::header::LINK);
         let what = format!("GitHub {endpoint}");
         let body = read_body_limited(&what, response, self.max_response_bytes).await?;
         let malformed =
@@ -400,7 +414,7 @@ impl GitHubProvider {
                 _ => return Err(malformed("an organization without a `login` string")),
             }
         }
-        Ok(OrgsPage::Page { logins, next })
+        Ok(OrgsPage::Page { logins, next, paged })
     }
 
     /// Words a non-200 answer from GitHub.
@@ -463,7 +477,9 @@ impl GitHubProvider {
 
 enum OrgsPage {
     Forbidden,
-    Page { logins: Vec<String>, next: Option<Url> },
+    /// One page; `paged` when the answer had a `Link` header (then only its
+    /// `next` continues), else the next page is asked for by number.
+    Page { logins: Vec<String>, next: Option<Url>, paged: bool },
 }
 
 #[async_trait]

@@ -156,6 +156,27 @@ async fn user_and_three_pages_of_organizations() {
     assert_eq!(p.describe().message, LLAMA_STACK_MESSAGE);
 }
 
+/// OGX's test servers (and some proxies) send no `Link` header: pages are
+/// then asked for by number until one is not full.
+#[tokio::test]
+async fn without_link_headers_pages_are_followed_by_number_until_a_short_one() {
+    let server = MockServer::start().await;
+    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
+    let page = |from: u64, n: u64| (from..from + n).map(|i| org(&format!("org-{i}"), i)).collect::<Vec<_>>();
+    for (number, orgs) in [(None, page(0, 100)), (Some("2"), page(100, 100)), (Some("3"), page(200, 1))] {
+        let mock = github_get("/user/orgs").and(query_param("per_page", "100"));
+        let mock = match number {
+            None => mock.and(query_param_is_missing("page")),
+            Some(n) => mock.and(query_param("page", n)),
+        };
+        mock.respond_with(ResponseTemplate::new(200).set_body_json(orgs)).mount(&server).await;
+    }
+    let who = validate(&provider(&server, json!({}))).await.unwrap();
+    assert_eq!(who.attributes["teams"].len(), 201);
+    assert_eq!(who.attributes["teams"].last().unwrap(), "org-200");
+    assert_eq!(count(&server, "/user/orgs").await, 3, "the short third page ends it");
+}
+
 #[tokio::test]
 async fn claims_object_has_id_name_email() {
     let server = MockServer::start().await;
