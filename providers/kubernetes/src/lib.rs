@@ -11,7 +11,8 @@
 //!   needs `system:auth-delegator`), optionally for given `audiences`.
 //!
 //! Either way the user info becomes claims `{username, uid, groups, extra}`
-//! mapped by `claims_mapping` (default `username → roles`, `groups → teams`),
+//! mapped by `claims_mapping` (default `username → roles`, `groups → teams`;
+//! in a run.yaml OGX's `username → roles`, `groups → roles`),
 //! and the principal is the username. Results are cached by token hash.
 //!
 //! Imports: the contract (`tokengate-api`), the shared HTTP machinery
@@ -74,7 +75,8 @@ impl ReviewMode {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KubernetesConfig {
-    /// The API server, e.g. `https://kubernetes.default.svc` in a cluster.
+    /// The API server (default `https://kubernetes.default.svc`, its name inside a cluster, as OGX).
+    #[serde(default = "default_api_server_url")]
     pub api_server_url: String,
     /// Which review is created: `self_subject_review` (default) or `token_review`.
     #[serde(default)]
@@ -115,6 +117,12 @@ pub struct KubernetesConfig {
     pub max_concurrent_requests: usize,
 }
 
+/// The API server's name inside a cluster.
+pub const IN_CLUSTER_API_SERVER: &str = "https://kubernetes.default.svc";
+
+fn default_api_server_url() -> String {
+    IN_CLUSTER_API_SERVER.to_string()
+}
 fn default_max_concurrent_requests() -> usize {
     HttpClientOptions::default().max_concurrent_requests
 }
@@ -134,6 +142,11 @@ fn default_max_response_bytes() -> usize {
 /// The default `claims_mapping`: the user's name as a role, groups as teams.
 pub fn default_claims_mapping() -> ClaimsMapping {
     ClaimsMapping::new([("username", "roles"), ("groups", "teams")]).unwrap_or_default()
+}
+
+/// OGX's default `claims_mapping`, used in a run.yaml: the user's name and groups as roles.
+pub fn ogx_claims_mapping() -> ClaimsMapping {
+    ClaimsMapping::new([("username", "roles"), ("groups", "roles")]).unwrap_or_default()
 }
 
 /// Builds `type: kubernetes` providers.
@@ -298,7 +311,10 @@ impl KubernetesProvider {
             review: config.review,
             reviewer,
             audiences: config.audiences,
-            mapping: config.claims_mapping.unwrap_or_else(default_claims_mapping),
+            mapping: config.claims_mapping.unwrap_or_else(|| match ctx.llama_stack_defaults {
+                true => ogx_claims_mapping(),
+                false => default_claims_mapping(),
+            }),
             client,
             max_response_bytes: config.max_response_bytes,
             limit: http.build_limit("kubernetes")?,

@@ -418,7 +418,6 @@ fn jwt_expiry_caps_caching_only_when_present() {
 #[test]
 fn config_errors_name_the_field() {
     let cases = [
-        (json!({}), "", "missing field `api_server_url`"),
         (json!({"api_server_url": "not a url"}), "api_server_url", "is not a URL"),
         (json!({"api_server_url": "http://10.0.0.1:6443"}), "api_server_url", "use https://"),
         (json!({"api_server_url": "ftp://k8s"}), "api_server_url", "scheme `ftp`"),
@@ -557,4 +556,15 @@ async fn redirects_are_not_followed_and_concurrent_reviews_are_capped() {
     assert_eq!(unavailable.len(), 1, "{unavailable:?}");
     assert!(unavailable[0] < Duration::from_millis(1000), "the excess waited: {unavailable:?}");
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn without_api_server_url_the_in_cluster_name_and_in_a_run_yaml_ogx_mapping() {
+    let p = KubernetesBuilder.build(json!({}), &BuildContext::default()).unwrap();
+    let d = p.describe();
+    assert!(d.accepts.contains(IN_CLUSTER_API_SERVER), "{}", d.accepts);
+    assert_eq!(d.mapping, Some(default_claims_mapping()));
+    let run_yaml = BuildContext { llama_stack_defaults: true, ..Default::default() };
+    let p = KubernetesBuilder.build(json!({}), &run_yaml).unwrap();
+    assert_eq!(p.describe().mapping, Some(ogx_claims_mapping()));
 }
