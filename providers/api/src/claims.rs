@@ -2,8 +2,9 @@
 //!
 //! `claims_mapping: {claim: attribute}`. A claim key is a dot path into nested
 //! objects (`realm_access.roles`, `resource_access.my-app.roles`); `\.` is a
-//! literal dot, and a top-level key spelled exactly like the whole path wins
-//! (so `https://example.com/roles` style keys need no escaping). Values:
+//! literal dot. When the nested path finds nothing, a top-level key spelled
+//! exactly like the whole path is used (so `https://example.com/roles` style
+//! keys need no escaping); when both exist, the nested path wins, as in OGX. Values:
 //! a list keeps its string items, numbers and booleans become strings,
 //! anything else is skipped, and a string is **one value** — except for
 //! claims that are lists by definition, which split on whitespace: `scope`
@@ -212,7 +213,7 @@ impl<'de> Deserialize<'de> for ClaimsMapping {
     }
 }
 
-/// Looks up a claim by key: exact top-level key first, then the dot path.
+/// Looks up a claim by key: the dot path first, then a top-level key spelled like the whole key.
 pub fn claim_at_path<'a>(claims: &'a Value, key: &str) -> Option<&'a Value> {
     let path = split_path(key).ok()?;
     lookup(claims, key, &path)
@@ -220,17 +221,11 @@ pub fn claim_at_path<'a>(claims: &'a Value, key: &str) -> Option<&'a Value> {
 
 fn lookup<'a>(claims: &'a Value, key: &str, path: &[String]) -> Option<&'a Value> {
     let object = claims.as_object()?;
-    if let Some(v) = object.get(key) {
-        return Some(v);
+    if path.is_empty() {
+        return object.get(key);
     }
-    if path.len() == 1 {
-        return object.get(&path[0]);
-    }
-    let mut current = claims;
-    for segment in path {
-        current = current.as_object()?.get(segment)?;
-    }
-    Some(current)
+    let nested = path.iter().try_fold(claims, |current, segment| current.as_object()?.get(segment));
+    nested.or_else(|| object.get(key))
 }
 
 fn for_each_value(value: &Value, split: bool, mut f: impl FnMut(&str)) {
@@ -314,9 +309,11 @@ mod tests {
     }
 
     #[test]
-    fn exact_top_level_key_wins_over_path() {
+    fn the_nested_path_wins_over_a_top_level_key_spelled_like_it() {
         let claims = json!({"a.b": "top", "a": {"b": "nested"}});
-        assert_eq!(map(&[("a.b", "v")]).apply(&claims)["v"], vec!["top"]);
+        assert_eq!(map(&[("a.b", "v")]).apply(&claims)["v"], vec!["nested"], "as OGX");
+        let claims = json!({"a.b": "top", "a": {"c": "other"}});
+        assert_eq!(map(&[("a.b", "v")]).apply(&claims)["v"], vec!["top"], "the literal key when the path finds nothing");
     }
 
     #[test]
