@@ -17,12 +17,12 @@ use super::{
     WARN_INTERVAL,
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 /// Longest a stored error message gets (Redis replies can be long).
 const MAX_ERROR_CHARS: usize = 200;
 
 /// Whether a failure means Redis is unreachable (so back off and reconnect)
 /// or only that it refused one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
     Unreachable,
     Refused,
