@@ -53,10 +53,10 @@ use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokengate_api::{AuthError, TokenHash};
+use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;
 
 /// The detail of a refusal for a revoked token.
@@ -232,47 +232,23 @@ impl RevokedList {
 }
 
 fn parse_digest(text: &str) -> Result<TokenHash, String> {
-    let hex_part = text.trim();
-    let hex_part = hex_part.strip_prefix("sha256:").unwrap_or(hex_part);
-    // Never echoed: a value that is not a digest may be the token itself.
-    if hex_part.len() != 64 {
-        return Err(format!(
-            "is not a SHA-256 digest: expected 64 hex digits, optionally prefixed `sha256:`, got {} characters \
-             (list the token's hash, never the token: `printf %s \"$TOKEN\" | sha256sum`)",
-            hex_part.chars().count()
-        ));
-    }
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut digest)
-        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
-    Ok(digest)
+    tokengate_kit::file::parse_sha256(
+        text.trim(),
+        "list the token's hash, never the token: `printf %s \"$TOKEN\" | sha256sum`",
+    )
 }
 
 /// Reads and checks the file; errors name the file and the entry.
 fn read_list(path: &Path) -> Result<RevokedList, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!("{shown} is {} bytes; a revocation file may hold at most {MAX_FILE_BYTES}", meta.len()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if text.trim().is_empty() {
-        // What a half-done `>` redirect leaves behind; taking it as "nothing is
-        // revoked" would un-revoke every token until the write finishes.
-        return Err(format!("{shown} is empty; write `{{}}` to clear the list on purpose"));
-    }
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let located = |at: String, message: String| {
-        let at = if at == "." { String::new() } else { format!(" at `{at}`") };
-        format!("{shown}{at}: {message}")
-    };
-    let file: RevocationFile = if is_json {
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
-    } else {
-        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(&text))
-            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
-    };
+    // An empty file is what a half-done `>` redirect leaves behind; taking it as
+    // "nothing is revoked" would un-revoke every token until the write finishes.
+    let file: RevocationFile = tokengate_kit::file::read_document(
+        path,
+        "a revocation file",
+        MAX_FILE_BYTES,
+        "write `{}` to clear the list on purpose",
+    )?;
     let mut list = RevokedList::default();
     for (i, entry) in file.jti.into_iter().enumerate() {
         match entry {
@@ -422,31 +398,7 @@ pub struct Revocation {
     inner: Arc<Inner>,
     shared: Option<Arc<dyn RevocationStore>>,
     on_store_error: OnStoreError,
-    watcher: Arc<Watcher>,
-}
-
-#[derive(Default)]
-struct Watcher {
-    running: Arc<AtomicBool>,
-    closed: AtomicBool,
-    handle: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(task) = self.handle.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
-        }
-    }
-}
-
-/// Clears the `running` flag when the poller's future is dropped.
-struct RunningFlag(Arc<AtomicBool>);
-
-impl Drop for RunningFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
+    watcher: Arc<Poller>,
 }
 
 impl fmt::Debug for Revocation {
@@ -483,7 +435,7 @@ impl Revocation {
             }),
             shared: None,
             on_store_error: OnStoreError::default(),
-            watcher: Arc::new(Watcher::default()),
+            watcher: Arc::new(Poller::default()),
         })
     }
 
@@ -507,7 +459,7 @@ impl Revocation {
             }),
             shared: None,
             on_store_error: OnStoreError::default(),
-            watcher: Arc::new(Watcher::default()),
+            watcher: Arc::new(Poller::default()),
         }
     }
 
@@ -571,10 +523,7 @@ impl Revocation {
 
     /// Stops watching the file.
     pub fn close(&self) {
-        self.watcher.closed.store(true, Ordering::Release);
-        if let Some(task) = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            task.abort();
-        }
+        self.watcher.close();
     }
 
     /// Starts the file poller when there is a file, a runtime, and no poller.
@@ -582,34 +531,12 @@ impl Revocation {
     /// Called on every check, not once: a poller dies with the runtime it was
     /// spawned on (a config built by one runtime and served by another).
     fn ensure_watcher(&self) {
-        let w = &self.watcher;
-        if self.inner.path.is_none() || w.closed.load(Ordering::Acquire) || w.running.load(Ordering::Acquire) {
-            return;
+        if self.inner.path.is_some() {
+            // Weak, so a dropped checker stops its poller too.
+            self.watcher.ensure(&self.inner, self.inner.reload_interval, |inner| {
+                inner.check_file();
+            });
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let mut handle = w.handle.lock().unwrap_or_else(|p| p.into_inner());
-        if w.running.swap(true, Ordering::AcqRel) || w.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let running = RunningFlag(w.running.clone());
-        // Weak, so a dropped checker stops its poller too.
-        let weak = Arc::downgrade(&self.inner);
-        let period = self.inner.reload_interval;
-        let task = runtime.spawn(async move {
-            let _running = running;
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // immediate; the file was just loaded
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                // File I/O blocks; keep it off the async workers.
-                if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
-                    break;
-                }
-            }
-        });
-        *handle = Some(task.abort_handle());
     }
 }
 

@@ -42,7 +42,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokengate_api::Description;
@@ -50,6 +49,7 @@ use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Ownership,
     Principal, ProviderBuilder, RequestContext, TokenHash,
 };
+use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
@@ -282,19 +282,7 @@ struct StoredKey {
 type KeyMap = HashMap<TokenHash, Arc<StoredKey>>;
 
 fn parse_digest(text: &str) -> Result<TokenHash, String> {
-    let hex_part = text.strip_prefix(HASH_PREFIX).unwrap_or(text);
-    // The value is never echoed: if it is not a digest it may be the key itself.
-    if hex_part.len() != 64 {
-        return Err(format!(
-            "is not a SHA-256 digest: expected 64 hex digits, optionally prefixed `sha256:`, got {} characters \
-             (store the key's hash, never the key; `tokengate key new` prints both)",
-            hex_part.chars().count()
-        ));
-    }
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut digest)
-        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
-    Ok(digest)
+    tokengate_kit::file::parse_sha256(text, "store the key's hash, never the key; `tokengate key new` prints both")
 }
 
 fn parse_expiry(text: &str) -> Result<SystemTime, String> {
@@ -367,29 +355,14 @@ fn compile_into(into: &mut KeyMap, entries: &[KeyEntry], list: &str) -> Result<(
 
 /// Reads and parses a key file: the entries, or an error naming the file and field.
 fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if meta.len() > MAX_KEYS_FILE_BYTES {
-        return Err(format!("{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}", meta.len()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if text.trim().is_empty() {
-        // An empty file is what a half-done `>` redirect leaves behind; taking it
-        // as "no keys" would lock every client out until the write finishes.
-        return Err(format!("{shown} is empty; write `[]` to revoke every key on purpose"));
-    }
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let located = |path: String, message: String| {
-        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
-        format!("{shown}{at}: {message}")
-    };
-    if is_json {
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
-    } else {
-        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(&text))
-            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
-    }
+    // An empty file is what a half-done `>` redirect leaves behind; taking it
+    // as "no keys" would lock every client out until the write finishes.
+    tokengate_kit::file::read_document(
+        path,
+        "a key file",
+        MAX_KEYS_FILE_BYTES,
+        "write `[]` to revoke every key on purpose",
+    )
 }
 
 /// The inline keys plus the file's, or an error naming the file and entry.
@@ -494,25 +467,7 @@ impl Inner {
 /// Validates API keys against SHA-256 digests. See the crate docs.
 pub struct ApiKeyProvider {
     inner: Arc<Inner>,
-    watcher: Watcher,
-    closed: AtomicBool,
-}
-
-/// The key-file poller task, if any.
-#[derive(Default)]
-struct Watcher {
-    /// True from spawning the poller until its future is dropped.
-    running: Arc<AtomicBool>,
-    handle: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-/// Clears the `running` flag when the poller's future is dropped.
-struct RunningFlag(Arc<AtomicBool>);
-
-impl Drop for RunningFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
+    watcher: Poller,
 }
 
 impl fmt::Debug for ApiKeyProvider {
@@ -569,7 +524,7 @@ impl ApiKeyProvider {
             file,
             reload_interval: config.reload_interval,
         });
-        let provider = ApiKeyProvider { inner, watcher: Watcher::default(), closed: AtomicBool::new(false) };
+        let provider = ApiKeyProvider { inner, watcher: Poller::default() };
         // Built inside a runtime (the server), start watching now; otherwise the
         // first validation starts it.
         provider.ensure_watcher();
@@ -583,47 +538,11 @@ impl ApiKeyProvider {
     /// runtime it was spawned on (a provider built by one runtime and served
     /// by another), and is then started again on the current one.
     fn ensure_watcher(&self) {
-        if self.inner.file.is_none()
-            || self.closed.load(Ordering::Acquire)
-            || self.watcher.running.load(Ordering::Acquire)
-        {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut handle = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner());
-        // Re-checked under the lock: concurrent validations start one poller.
-        if self.watcher.running.swap(true, Ordering::AcqRel) || self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let running = RunningFlag(self.watcher.running.clone());
-        // Weak, so a provider that is dropped without `close()` stops its poller too.
-        let weak = Arc::downgrade(&self.inner);
-        let period = self.inner.reload_interval;
-        let task = runtime.spawn(async move {
-            // Dropped with this future (end, abort, or runtime shutdown), which
-            // tells `ensure_watcher` to start a new poller.
-            let _running = running;
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // the first tick is immediate; the file was just loaded
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                // File I/O blocks; keep it off the async workers.
-                if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
-                    break; // the runtime is shutting down
-                }
-            }
-        });
-        *handle = Some(task.abort_handle());
-    }
-
-    fn stop_watcher(&self) {
-        let handle = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(task) = handle.as_ref() {
-            task.abort();
+        if self.inner.file.is_some() {
+            // Weak, so a provider that is dropped without `close()` stops its poller too.
+            self.watcher.ensure(&self.inner, self.inner.reload_interval, |inner| {
+                inner.check_file();
+            });
         }
     }
 
@@ -666,12 +585,6 @@ impl ApiKeyProvider {
     }
 }
 
-impl Drop for ApiKeyProvider {
-    fn drop(&mut self) {
-        self.stop_watcher();
-    }
-}
-
 #[async_trait]
 impl AuthProvider for ApiKeyProvider {
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
@@ -698,8 +611,7 @@ impl AuthProvider for ApiKeyProvider {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.stop_watcher();
+        self.watcher.close();
     }
 }
 

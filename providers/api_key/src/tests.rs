@@ -221,7 +221,7 @@ fn reload_now_reports_failures_and_names_the_entry() {
         &BuildContext::default(),
     )
     .unwrap();
-    assert!(!provider.watcher.running.load(Ordering::Acquire));
+    assert!(!provider.watcher.is_running());
     assert_eq!(provider.key_count(), 1);
     std::fs::write(&path, format!("{}{}", entry_yaml(&a_hash, "alice"), entry_yaml(&a_hash, "again"))).unwrap();
     assert!(!provider.reload_now(), "a key listed twice must be refused");

@@ -58,7 +58,7 @@ use tokengate_api::{
     ProviderBuilder, RequestContext,
 };
 use tokengate_kit::{
-    host_of, is_loopback, read_body_limited, redirect_failure, request_key, CacheConfig, HttpClientOptions,
+    host_of, is_loopback, json_type, read_body_limited, redirect_failure, request_key, CacheConfig, HttpClientOptions,
     HttpFailure, RemoteResultCache, UpstreamLimit, Validated,
 };
 
@@ -79,42 +79,26 @@ pub struct CustomConfig {
     /// `user:password@` for endpoints that want HTTP Basic from tokengate.
     pub endpoint: String,
     /// Verify the endpoint's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,
     /// PEM CA bundle trusted instead of the system roots; relative to the config file.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed for the whole exchange (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Largest reply read (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "tokengate_kit::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most calls to the endpoint in flight at once (default 64); more fail with 503.
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Result cache: off without this section; keyed by token, method and path — see the crate docs.
     #[serde(default = "CacheConfig::disabled")]
     pub cache: CacheConfig,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_timeout() -> Duration {
-    HttpClientOptions::default().timeout
-}
-fn default_connect_timeout() -> Duration {
-    HttpClientOptions::default().connect_timeout
-}
-fn default_max_response_bytes() -> usize {
-    HttpClientOptions::default().max_response_bytes
-}
-fn default_max_concurrent_requests() -> usize {
-    HttpClientOptions::default().max_concurrent_requests
 }
 
 impl CustomConfig {
@@ -195,14 +179,7 @@ impl CustomProvider {
                 "custom endpoint is plain http: API keys cross the network unencrypted"
             );
         }
-        let http = HttpClientOptions {
-            verify_tls: cfg.verify_tls,
-            tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
-            connect_timeout: cfg.connect_timeout,
-            timeout: cfg.timeout,
-            max_response_bytes: cfg.max_response_bytes,
-            max_concurrent_requests: cfg.max_concurrent_requests,
-        };
+        let http = tokengate_kit::http_options!(cfg, ctx);
         let client = http.build_credentialed_client()?;
         Ok(CustomProvider {
             endpoint,
@@ -514,18 +491,6 @@ fn redacted_url(raw: &str) -> String {
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))
-}
-
-/// The JSON type of `v`, with its article, for error details.
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

@@ -82,19 +82,19 @@ pub struct GitHubConfig {
     #[serde(default = "ClaimsMapping::github_default")]
     pub claims_mapping: ClaimsMapping,
     /// Verify GitHub's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,
     /// PEM CA bundle trusted instead of the system roots; relative to the config file.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed for each request (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Largest reply read, per page (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "tokengate_kit::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Result cache (default on, ttl 60s, never beyond the token's expiry).
     #[serde(default)]
@@ -103,30 +103,15 @@ pub struct GitHubConfig {
     #[serde(default = "default_max_org_pages")]
     pub max_org_pages: usize,
     /// Most token lookups in flight to GitHub at once (default 64); more fail with 503.
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }
 
 fn default_base_url() -> String {
     DEFAULT_API_BASE_URL.to_string()
 }
-fn default_true() -> bool {
-    true
-}
-fn default_timeout() -> Duration {
-    HttpClientOptions::default().timeout
-}
-fn default_connect_timeout() -> Duration {
-    HttpClientOptions::default().connect_timeout
-}
-fn default_max_response_bytes() -> usize {
-    HttpClientOptions::default().max_response_bytes
-}
 fn default_max_org_pages() -> usize {
     10
-}
-fn default_max_concurrent_requests() -> usize {
-    HttpClientOptions::default().max_concurrent_requests
 }
 
 impl Default for GitHubConfig {
@@ -215,14 +200,7 @@ impl GitHubProvider {
         if !base_url.username().is_empty() || base_url.password().is_some() {
             return Err(ConfigError::new(field, "must not contain credentials"));
         }
-        let http = HttpClientOptions {
-            verify_tls: cfg.verify_tls,
-            tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
-            connect_timeout: cfg.connect_timeout,
-            timeout: cfg.timeout,
-            max_response_bytes: cfg.max_response_bytes,
-            max_concurrent_requests: cfg.max_concurrent_requests,
-        };
+        let http = tokengate_kit::http_options!(cfg, ctx);
         // Every request carries the token in `Authorization`: no redirects.
         let client = http.build_credentialed_client()?;
         Ok(GitHubProvider {

@@ -41,7 +41,7 @@ pub fn request_key(token: &str, parts: &[&str]) -> TokenHash {
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
     /// Turn result caching off entirely (default on).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::defaults::on")]
     pub enabled: bool,
     /// Longest a successful result is reused (default 60s); never beyond the token's `exp`.
     #[serde(default = "default_ttl", with = "crate::duration")]
@@ -54,9 +54,6 @@ pub struct CacheConfig {
     pub max_entries: u64,
 }
 
-fn default_true() -> bool {
-    true
-}
 fn default_ttl() -> Duration {
     Duration::from_secs(60)
 }

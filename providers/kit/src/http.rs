@@ -18,52 +18,37 @@ use tokengate_api::{AuthError, ConfigError};
 #[serde(deny_unknown_fields)]
 pub struct HttpClientOptions {
     /// Verify the identity service's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::defaults::on")]
     pub verify_tls: bool,
     /// A PEM bundle of CA certificates to trust *instead of* the system roots.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed to open a connection (default 3s).
-    #[serde(default = "default_connect_timeout", with = "crate::duration")]
+    #[serde(default = "crate::defaults::connect_timeout", with = "crate::duration")]
     pub connect_timeout: Duration,
     /// Time allowed for a whole exchange (default 10s).
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "crate::defaults::timeout", with = "crate::duration")]
     pub timeout: Duration,
     /// Largest response body read from the identity service (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "crate::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most calls to the identity service in flight at once (default 64); see [`UpstreamLimit`].
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "crate::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_response_bytes() -> usize {
-    1024 * 1024
-}
 /// The default `max_concurrent_requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
-fn default_max_concurrent_requests() -> usize {
-    DEFAULT_MAX_CONCURRENT_REQUESTS
-}
 
 impl Default for HttpClientOptions {
     fn default() -> Self {
         HttpClientOptions {
             verify_tls: true,
             tls_cafile: None,
-            connect_timeout: default_connect_timeout(),
-            timeout: default_timeout(),
-            max_response_bytes: default_max_response_bytes(),
-            max_concurrent_requests: default_max_concurrent_requests(),
+            connect_timeout: crate::defaults::connect_timeout(),
+            timeout: crate::defaults::timeout(),
+            max_response_bytes: crate::defaults::max_response_bytes(),
+            max_concurrent_requests: crate::defaults::max_concurrent_requests(),
         }
     }
 }
@@ -542,6 +527,39 @@ pub async fn read_json_limited<T: DeserializeOwned>(
     let body = read_body_limited(what, response, limit).await?;
     serde_json::from_slice(&body)
         .map_err(|e| AuthError::unavailable(format!("{what}: answered with invalid JSON ({e})")))
+}
+
+/// The JSON type of `v`, with its article, for error details about a reply.
+pub fn json_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The [`HttpClientOptions`] of a provider config that declares the transport
+/// fields under their usual names (`verify_tls`, `tls_cafile`,
+/// `connect_timeout`, `timeout`, `max_response_bytes`,
+/// `max_concurrent_requests`; defaults in [`defaults`](crate::defaults)),
+/// `tls_cafile` resolved against the config file's folder by a
+/// `BuildContext`: `http_options!(cfg, ctx)`.
+#[macro_export]
+macro_rules! http_options {
+    ($cfg:expr, $ctx:expr) => {
+        $crate::HttpClientOptions {
+            verify_tls: $cfg.verify_tls,
+            tls_cafile: $cfg.tls_cafile.as_deref().map(|p| $ctx.resolve(p)),
+            connect_timeout: $cfg.connect_timeout,
+            timeout: $cfg.timeout,
+            max_response_bytes: $cfg.max_response_bytes,
+            max_concurrent_requests: $cfg.max_concurrent_requests,
+        }
+    };
 }
 
 /// `host[:port]` of a URL without userinfo: what 401 messages and logs name

@@ -484,14 +484,7 @@ fn check_jwks_timing(jwks: &JwksConfig) -> Result<(), ConfigError> {
 }
 
 fn http_options(cfg: &OAuth2Config, ctx: &BuildContext) -> HttpClientOptions {
-    HttpClientOptions {
-        verify_tls: cfg.verify_tls,
-        tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
-        connect_timeout: cfg.connect_timeout,
-        timeout: cfg.timeout,
-        max_response_bytes: cfg.max_response_bytes,
-        max_concurrent_requests: cfg.max_concurrent_requests,
-    }
+    tokengate_kit::http_options!(cfg, ctx)
 }
 
 /// For key sets and discovery documents, fetched without credentials.
