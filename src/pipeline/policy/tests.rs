@@ -1,5 +1,6 @@
 use super::*;
 use serde_json::json;
+use serde_json::Value;
 
 fn who(attrs: &[(&str, &[&str])]) -> Principal {
     Principal::new("p").with_attributes(
