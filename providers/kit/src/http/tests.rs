@@ -1,3 +1,4 @@
+use super::failure::{Cause, Certificate, Connect, Handshake};
 use super::*;
 use reqwest::Url;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
