@@ -1,4 +1,6 @@
+use super::identity::{ascii_json, attribute_header_name};
 use super::*;
+use tokengate_api::{AuthError, Principal, RequestContext};
 
 #[test]
 fn ascii_json_escapes_non_ascii() {
