@@ -41,6 +41,11 @@
 //! otherwise reach a route the policy never saw. A permit also needs the
 //! other readings a back end may make (trailing slash toggled, case-folded)
 //! not to be refused by a rule (see [`RoutePolicy::evaluate`]).
+//!
+//! The rule types, their evaluation and the checks over them (`lint`,
+//! `identifier_warnings`) stay in this one file, past 400 lines, since every
+//! one of them matches on the same private rule types; reading the config
+//! shapes into rules is `policy/parse.rs`'s.
 
 use std::fmt;
 use tokengate_api::{ClaimsMapping, Principal};

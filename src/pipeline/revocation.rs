@@ -46,6 +46,10 @@
 //! than its timeout) refuses the token as unavailable (503) under
 //! [`OnStoreError::Deny`], the default, or leaves the decision to the file
 //! under [`OnStoreError::Allow`] (`redis.on_store_error`).
+//!
+//! One file, past 400 lines, because the list's format, its reloading and the
+//! check against it (and the shared store) all work on the one private list
+//! type; reading and polling the file are `tokengate_kit::file`'s.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

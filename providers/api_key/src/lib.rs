@@ -31,6 +31,10 @@
 //! scheme GitHub and Stripe use for their tokens. The digests of *unknown*
 //! keys are never logged, though: a user who pastes a password into the header
 //! would otherwise leave an unsalted, dictionary-attackable hash in the logs.
+//!
+//! This file, past 400 lines, keeps the config, the builders and the provider
+//! with its reloading key file together, as the provider's state is that
+//! file's; compiled keys are `keys.rs`'s and key generation `keygen.rs`'s.
 
 #![warn(missing_docs)]
 

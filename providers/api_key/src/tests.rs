@@ -1,3 +1,6 @@
+//! The provider's keys, key file reloading and key generation; one file, past
+//! 400 lines, because the tests share the key and file helpers below.
+
 use super::*;
 use serde_json::json;
 use std::time::Instant;

@@ -39,6 +39,10 @@
 //!
 //! Metrics: `tokengate_idp_fetches_total{provider="custom", kind="endpoint"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
+//!
+//! One file, past 400 lines, because the request, the parsing of the reply and
+//! the verdicts are one wire contract, kept together so the code reads as the
+//! contract above.
 
 #![warn(missing_docs)]
 

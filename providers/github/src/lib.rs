@@ -32,6 +32,10 @@
 //!
 //! Metrics: `tokengate_idp_fetches_total{provider="github_token", kind="user"|"orgs"}`,
 //! `result="error"` when the outcome was "unavailable", `"ok"` otherwise.
+//!
+//! One file, past 400 lines, because the config, the `/user` and paged
+//! `/user/orgs` calls and the verdicts on their replies are one exchange with
+//! GitHub, read top to bottom.
 
 #![warn(missing_docs)]
 

@@ -30,6 +30,10 @@
 //! counts upstream calls (cache hits are not fetches); `result="error"` when the
 //! outcome was "unavailable", `"ok"` when the endpoint gave a usable verdict,
 //! active or not.
+//!
+//! One file, past 400 lines, because the request, the checks on the reply and
+//! their verdicts are one exchange, and the checks read in the order listed
+//! above.
 
 use crate::config::{OAuth2Config, MAX_LEEWAY};
 use base64::Engine as _;

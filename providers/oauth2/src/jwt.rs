@@ -12,6 +12,11 @@
 //! `quick_cache` keyed by the token's SHA-256 — from their second
 //! verification on, so that a token used once costs no cache insert (see
 //! `VerifiedCache::admit`).
+//!
+//! One file, past 400 lines, because the checks run in one order on one parsed
+//! token (structure, algorithm, key, signature, claims) and each refusal's
+//! wording depends on the steps before it; keys and algorithms are `keys`'s and
+//! `alg`'s.
 
 use crate::alg::{Alg, AlgSet};
 use crate::keys::{HmacKeys, Key, KeyMap, Mismatch, Pick, TOKEN_B64};

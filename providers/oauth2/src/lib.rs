@@ -6,6 +6,10 @@
 //! - `jwks.uri` → JWTs verified against that key set;
 //! - `issuer` without `jwks.uri` → the key set is found by OIDC discovery;
 //! - `secret` → HS256/384/512 JWTs verified with that shared secret.
+//!
+//! One file, past 400 lines, because it checks the config as a whole (which
+//! combinations are allowed) while building the provider; each way of verifying
+//! lives in its own module (`jwt`, `introspection`, `keyset`, `discovery`).
 
 #![warn(missing_docs)]
 

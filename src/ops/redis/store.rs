@@ -1,5 +1,8 @@
 //! The store itself: one connection manager, its health, and the two
 //! stores it serves (shared results and revocations).
+//!
+//! One file, past 400 lines, because both stores run every command through the
+//! one connection manager and its health tracking.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::fmt;
