@@ -46,6 +46,10 @@
 //! than its timeout) refuses the token as unavailable (503) under
 //! [`OnStoreError::Deny`], the default, or leaves the decision to the file
 //! under [`OnStoreError::Allow`] (`redis.on_store_error`).
+//!
+//! One file, past 400 lines, because the list's format, its reloading and the
+//! check against it (and the shared store) all work on the one private list
+//! type; reading and polling the file are `tokengate_kit::file`'s.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -53,10 +57,10 @@ use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokengate_api::{AuthError, TokenHash};
+use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;
 
 /// The detail of a refusal for a revoked token.
@@ -233,47 +237,23 @@ impl RevokedList {
 }
 
 fn parse_digest(text: &str) -> Result<TokenHash, String> {
-    let hex_part = text.trim();
-    let hex_part = hex_part.strip_prefix("sha256:").unwrap_or(hex_part);
-    // Never echoed: a value that is not a digest may be the token itself.
-    if hex_part.len() != 64 {
-        return Err(format!(
-            "is not a SHA-256 digest: expected 64 hex digits, optionally prefixed `sha256:`, got {} characters \
-             (list the token's hash, never the token: `printf %s \"$TOKEN\" | sha256sum`)",
-            hex_part.chars().count()
-        ));
-    }
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut digest)
-        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
-    Ok(digest)
+    tokengate_kit::file::parse_sha256(
+        text.trim(),
+        "list the token's hash, never the token: `printf %s \"$TOKEN\" | sha256sum`",
+    )
 }
 
 /// Reads and checks the file; errors name the file and the entry.
 fn read_list(path: &Path) -> Result<RevokedList, String> {
     let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!("{shown} is {} bytes; a revocation file may hold at most {MAX_FILE_BYTES}", meta.len()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if text.trim().is_empty() {
-        // What a half-done `>` redirect leaves behind; taking it as "nothing is
-        // revoked" would un-revoke every token until the write finishes.
-        return Err(format!("{shown} is empty; write `{{}}` to clear the list on purpose"));
-    }
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let located = |at: String, message: String| {
-        let at = if at == "." { String::new() } else { format!(" at `{at}`") };
-        format!("{shown}{at}: {message}")
-    };
-    let file: RevocationFile = if is_json {
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
-    } else {
-        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(&text))
-            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))?
-    };
+    // An empty file is what a half-done `>` redirect leaves behind; taking it as
+    // "nothing is revoked" would un-revoke every token until the write finishes.
+    let file: RevocationFile = tokengate_kit::file::read_document(
+        path,
+        "a revocation file",
+        MAX_FILE_BYTES,
+        "write `{}` to clear the list on purpose",
+    )?;
     let mut list = RevokedList::default();
     for (i, entry) in file.jti.into_iter().enumerate() {
         match entry {
@@ -424,31 +404,7 @@ pub struct Revocation {
     inner: Arc<Inner>,
     shared: Option<Arc<dyn RevocationStore>>,
     on_store_error: OnStoreError,
-    watcher: Arc<Watcher>,
-}
-
-#[derive(Default)]
-struct Watcher {
-    running: Arc<AtomicBool>,
-    closed: AtomicBool,
-    handle: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        if let Some(task) = self.handle.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
-            task.abort();
-        }
-    }
-}
-
-/// Clears the `running` flag when the poller's future is dropped.
-struct RunningFlag(Arc<AtomicBool>);
-
-impl Drop for RunningFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
+    watcher: Arc<Poller>,
 }
 
 impl fmt::Debug for Revocation {
@@ -485,7 +441,7 @@ impl Revocation {
             }),
             shared: None,
             on_store_error: OnStoreError::default(),
-            watcher: Arc::new(Watcher::default()),
+            watcher: Arc::new(Poller::default()),
         })
     }
 
@@ -509,7 +465,7 @@ impl Revocation {
             }),
             shared: None,
             on_store_error: OnStoreError::default(),
-            watcher: Arc::new(Watcher::default()),
+            watcher: Arc::new(Poller::default()),
         }
     }
 
@@ -573,10 +529,7 @@ impl Revocation {
 
     /// Stops watching the file.
     pub fn close(&self) {
-        self.watcher.closed.store(true, Ordering::Release);
-        if let Some(task) = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-            task.abort();
-        }
+        self.watcher.close();
     }
 
     /// Starts the file poller when there is a file, a runtime, and no poller.
@@ -584,34 +537,12 @@ impl Revocation {
     /// Called on every check, not once: a poller dies with the runtime it was
     /// spawned on (a config built by one runtime and served by another).
     fn ensure_watcher(&self) {
-        let w = &self.watcher;
-        if self.inner.path.is_none() || w.closed.load(Ordering::Acquire) || w.running.load(Ordering::Acquire) {
-            return;
+        if self.inner.path.is_some() {
+            // Weak, so a dropped checker stops its poller too.
+            self.watcher.ensure(&self.inner, self.inner.reload_interval, |inner| {
+                inner.check_file();
+            });
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let mut handle = w.handle.lock().unwrap_or_else(|p| p.into_inner());
-        if w.running.swap(true, Ordering::AcqRel) || w.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let running = RunningFlag(w.running.clone());
-        // Weak, so a dropped checker stops its poller too.
-        let weak = Arc::downgrade(&self.inner);
-        let period = self.inner.reload_interval;
-        let task = runtime.spawn(async move {
-            let _running = running;
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // immediate; the file was just loaded
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                // File I/O blocks; keep it off the async workers.
-                if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
-                    break;
-                }
-            }
-        });
-        *handle = Some(task.abort_handle());
     }
 }
 
@@ -620,138 +551,4 @@ fn revoked() -> AuthError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-        let p = dir.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    fn jwt(payload: &str) -> String {
-        format!("eyJhbGciOiJFUzI1NiJ9.{}.c2ln", URL_SAFE_NO_PAD.encode(payload))
-    }
-
-    #[tokio::test]
-    async fn jtis_are_scoped_by_issuer_and_bare_ones_apply_to_every_issuer() {
-        let dir = tempfile::tempdir().unwrap();
-        let yaml = "jti:\n  - {iss: \"https://a\", jti: shared-id}\n  - {iss: \"https://a\", jti: 7}\n  - legacy\n";
-        let path = write(dir.path(), "r.yaml", yaml);
-        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
-        assert_eq!((r.list().jti_count(), r.list().unscoped_jti_count()), (3, 1));
-        let revoked = |claims: &str| {
-            let r = r.clone();
-            let t = jwt(claims);
-            async move { r.check(&t).await.is_err() }
-        };
-        assert!(revoked(r#"{"iss":"https://a","jti":"shared-id"}"#).await);
-        assert!(revoked(r#"{"iss":"https://a","jti":7}"#).await);
-        assert!(!revoked(r#"{"iss":"https://b","jti":"shared-id"}"#).await, "another issuer's token with the same jti");
-        assert!(!revoked(r#"{"jti":"shared-id"}"#).await, "no iss: a scoped entry cannot match");
-        assert!(revoked(r#"{"iss":"https://b","jti":"legacy"}"#).await, "a bare jti keeps revoking for every issuer");
-        assert!(revoked(r#"{"jti":"legacy"}"#).await);
-
-        let path = write(dir.path(), "bad.yaml", "jti:\n  - {iss: \"\", jti: x}\n");
-        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
-        assert!(e.contains("jti[0].iss") && e.contains("empty"), "{e}");
-        let path = write(dir.path(), "bad2.yaml", "jti:\n  - {iss: \"https://a\", jti: x, sub: y}\n");
-        assert!(Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err().contains("jti[0]"));
-    }
-
-    #[tokio::test]
-    async fn jwts_are_revoked_by_signing_input_whatever_their_signature() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = jwt(r#"{"sub":"x"}"#);
-        let path =
-            write(dir.path(), "r.yaml", &format!("token_sha256: [\"{}\"]\n", hex::encode(revocation_digest(&t))));
-        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
-        assert!(r.check(&t).await.is_err());
-        let (input, _) = t.rsplit_once('.').unwrap();
-        assert!(r.check(&format!("{input}.b3RoZXItc2ln")).await.is_err(), "another signature, same header.payload");
-        assert!(r.check(&jwt(r#"{"sub":"y"}"#)).await.is_ok());
-    }
-
-    #[tokio::test]
-    async fn jti_and_hash_entries() {
-        let dir = tempfile::tempdir().unwrap();
-        let opaque_hash = hex::encode(token_hash("opaque-token"));
-        let path = write(dir.path(), "r.yaml", &format!("jti: [gone, 42]\ntoken_sha256: [\"sha256:{opaque_hash}\"]\n"));
-        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
-        assert_eq!(r.check(&jwt(r#"{"jti":"gone"}"#)).await.unwrap_err().detail(), REVOKED);
-        assert_eq!(r.check(&jwt(r#"{"jti":42}"#)).await.unwrap_err().detail(), REVOKED);
-        assert!(r.check(&jwt(r#"{"jti":"live"}"#)).await.is_ok());
-        assert!(r.check(&jwt(r#"{"sub":"x"}"#)).await.is_ok());
-        assert_eq!(r.check("opaque-token").await.unwrap_err().code(), "invalid_token");
-        assert!(r.check("other-token").await.is_ok());
-    }
-
-    #[test]
-    fn bad_entries_name_the_entry_and_never_echo_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "r.yaml", "token_sha256: [\"sha256:ab\", \"secret-token-value\"]\n");
-        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
-        assert!(e.contains("token_sha256[0]") && e.contains("not a SHA-256 digest"), "{e}");
-        let path = write(dir.path(), "r2.yaml", "token_sha256: [\"secret-token-value\"]\n");
-        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
-        assert!(!e.contains("secret-token-value"), "{e}");
-        let path = write(dir.path(), "r3.yaml", "jtis: []\n");
-        let e = Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err();
-        assert!(e.contains("unknown field `jtis`"), "{e}");
-        let path = write(dir.path(), "r4.yaml", "  \n");
-        assert!(Revocation::from_file(&path, Duration::from_secs(1)).unwrap_err().contains("is empty"));
-        assert!(Revocation::from_file(dir.path().join("missing.yaml"), Duration::from_secs(1)).is_err());
-    }
-
-    #[tokio::test]
-    async fn invalid_new_file_keeps_old_list() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "r.json", r#"{"jti": ["a"]}"#);
-        let r = Revocation::from_file(&path, Duration::from_secs(60)).unwrap();
-        std::fs::write(&path, r#"{"jti": ["a", "b"], "oops": 1}"#).unwrap();
-        assert_eq!(r.reload_now(), Reload::Failed);
-        assert_eq!(r.list().jti_count(), 1);
-        std::fs::write(&path, r#"{"jti": ["a", "b", "c"]}"#).unwrap();
-        assert_eq!(r.reload_now(), Reload::Reloaded);
-        assert_eq!(r.list().jti_count(), 3);
-        assert_eq!(r.reload_now(), Reload::Unchanged);
-    }
-
-    struct Store(Result<bool, String>);
-    #[async_trait::async_trait]
-    impl RevocationStore for Store {
-        async fn is_revoked(&self, ids: &TokenIds) -> Result<bool, String> {
-            match ids.jti.as_deref() {
-                Some("store-revoked") => Ok(true),
-                _ => self.0.clone(),
-            }
-        }
-    }
-
-    #[tokio::test]
-    async fn shared_store_is_consulted_and_failures_follow_on_store_error() {
-        let r = Revocation::without_file().with_shared_store(Arc::new(Store(Ok(false))), OnStoreError::Deny);
-        assert!(r.check(&jwt(r#"{"jti":"store-revoked"}"#)).await.is_err(), "jti read for the store");
-        assert!(r.check(&jwt(r#"{"jti":"x"}"#)).await.is_ok());
-        let down = || Arc::new(Store(Err("down".into())));
-        let r = Revocation::without_file().with_shared_store(down(), OnStoreError::Allow);
-        assert!(r.check("t").await.is_ok(), "allow: a store that cannot answer leaves it to the (empty) file");
-        let r = Revocation::without_file().with_shared_store(down(), OnStoreError::Deny);
-        let e = r.check("t").await.unwrap_err();
-        assert_eq!(e.kind(), tokengate_api::ErrorKind::Unavailable, "deny: never a silent pass, never 'invalid'");
-        assert!(e.detail().contains("on_store_error: deny") && e.detail().contains("down"), "{}", e.detail());
-        assert_eq!(OnStoreError::default(), OnStoreError::Deny);
-    }
-
-    #[test]
-    fn signing_input_digest_is_for_jwts_only() {
-        let t = jwt(r#"{"sub":"a"}"#);
-        let (input, _) = t.rsplit_once('.').unwrap();
-        assert_eq!(revocation_digest(&t), token_hash(input));
-        assert_eq!(TokenIds::of(&t).signing_input_sha256, Some(token_hash(input)));
-        for opaque in ["opaque-token", "a.b.c", "x..y", "tg_key.with.dots", ".."] {
-            assert_eq!(revocation_digest(opaque), token_hash(opaque), "{opaque}");
-            assert_eq!(TokenIds::of(opaque).signing_input_sha256, None, "{opaque}");
-        }
-    }
-}
+mod tests;

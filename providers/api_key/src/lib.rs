@@ -34,25 +34,31 @@
 //!
 //! Imports: the contract (`tokengate-api`), the shared HTTP machinery
 //! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
+//!
+//! This file, past 400 lines, keeps the config, the builders and the provider
+//! with its reloading key file together, as the provider's state is that
+//! file's; compiled keys are `keys.rs`'s and key generation `keygen.rs`'s.
 
 #![warn(missing_docs)]
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokengate_api::Description;
 use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Ownership,
-    Principal, ProviderBuilder, RequestContext, TokenHash,
+    Principal, ProviderBuilder, RequestContext,
 };
+mod keygen;
+mod keys;
+
+pub use keygen::{config_line, generate_key, hash_key, KeyGenError};
+use keys::{check_prefix, compile_into, load_file_keys, parse_digest, KeyMap};
+use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
@@ -172,71 +178,6 @@ impl fmt::Debug for KeyEntry {
 }
 
 // ---------------------------------------------------------------------------
-// Key generation (for `tokengate key new`)
-// ---------------------------------------------------------------------------
-
-/// Why a key or its config entry could not be produced.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyGenError {
-    /// The prefix (quoted first) is not usable, for the reason given second.
-    #[error("prefix `{0}`: {1}")]
-    InvalidPrefix(String, String),
-    /// The system's random number generator gave no bytes: no key is made without them.
-    #[error("the system random number generator failed")]
-    Random,
-    /// The entry [`config_line`] would write is not one the provider accepts.
-    #[error("{0}")]
-    InvalidEntry(ConfigError),
-    /// The entry could not be written as YAML.
-    #[error("cannot render the entry as YAML: {0}")]
-    Yaml(String),
-}
-
-/// Generates a new key: `prefix` + 32 random bytes, base64url without padding.
-///
-/// Returns `(key, sha256_hex)`. Show the key to its owner once; store only the
-/// hash (see [`config_line`]).
-pub fn generate_key(prefix: &str) -> Result<(String, String), KeyGenError> {
-    if !prefix.is_empty() {
-        check_prefix(prefix).map_err(|m| KeyGenError::InvalidPrefix(prefix.to_string(), m))?;
-    }
-    let mut random = [0u8; KEY_RANDOM_BYTES];
-    aws_lc_rs::rand::fill(&mut random).map_err(|_| KeyGenError::Random)?;
-    let key = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(random));
-    let hash = hex::encode(token_hash(&key));
-    Ok((key, hash))
-}
-
-/// `sha256:<hex>` of a key, as written in `hash:` fields.
-pub fn hash_key(key: &str) -> String {
-    format!("{HASH_PREFIX}{}", hex::encode(token_hash(key)))
-}
-
-/// Renders `entry` as a YAML list item to paste into a `keys_file` as is, or
-/// (indented) under `keys:` in the provider config:
-///
-/// ```yaml
-/// - hash: sha256:…
-///   principal: alice
-///   attributes:
-///     roles:
-///     - admin
-///   expires_at: 2027-01-01T00:00:00Z
-/// ```
-///
-/// The entry is checked exactly as the provider would check it, so a line this
-/// returns always loads.
-pub fn config_line(entry: &KeyEntry) -> Result<String, KeyGenError> {
-    compile_entry(entry, "").map_err(KeyGenError::InvalidEntry)?;
-    let mut entry = entry.clone();
-    if !entry.hash.starts_with(HASH_PREFIX) {
-        entry.hash = format!("{HASH_PREFIX}{}", entry.hash.to_ascii_lowercase());
-    }
-    yaml_serde::to_string(&[entry]).map_err(|e| KeyGenError::Yaml(e.to_string()))
-}
-
-// ---------------------------------------------------------------------------
 // Builders
 // ---------------------------------------------------------------------------
 
@@ -267,142 +208,6 @@ impl ProviderBuilder for LocalApiKeyBuilder {
     fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
         Ok(Arc::new(ApiKeyProvider::from_config(self.type_name(), parse_provider_config(config)?, ctx)?))
     }
-}
-
-// ---------------------------------------------------------------------------
-// Compiled keys
-// ---------------------------------------------------------------------------
-
-#[derive(Debug)]
-struct StoredKey {
-    principal: Principal,
-    id: Option<String>,
-    expires_at: Option<SystemTime>,
-    disabled: bool,
-    /// Where the entry came from (`keys[2]` inline, `[0]` in the key file), for duplicate reports.
-    origin: String,
-}
-
-type KeyMap = HashMap<TokenHash, Arc<StoredKey>>;
-
-fn parse_digest(text: &str) -> Result<TokenHash, String> {
-    let hex_part = text.strip_prefix(HASH_PREFIX).unwrap_or(text);
-    // The value is never echoed: if it is not a digest it may be the key itself.
-    if hex_part.len() != 64 {
-        return Err(format!(
-            "is not a SHA-256 digest: expected 64 hex digits, optionally prefixed `sha256:`, got {} characters \
-             (store the key's hash, never the key; `tokengate key new` prints both)",
-            hex_part.chars().count()
-        ));
-    }
-    let mut digest = [0u8; 32];
-    hex::decode_to_slice(hex_part, &mut digest)
-        .map_err(|_| "is not a SHA-256 digest: it contains characters other than hex digits".to_string())?;
-    Ok(digest)
-}
-
-fn parse_expiry(text: &str) -> Result<SystemTime, String> {
-    let at = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).map_err(|e| {
-        format!("`{text}` is not an RFC 3339 timestamp ({e}); write a full time such as 2027-01-01T00:00:00Z")
-    })?;
-    Ok(SystemTime::from(at))
-}
-
-fn check_prefix(prefix: &str) -> Result<(), String> {
-    // Keys travel in HTTP headers as RFC 6750 b64token material; keep the prefix
-    // within the URL-safe part of that alphabet so a key never needs quoting.
-    if let Some(bad) = prefix.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'))) {
-        return Err(format!("contains {bad:?}; use only letters, digits and - _ . ~"));
-    }
-    Ok(())
-}
-
-/// Checks one entry; `field` is its path for error messages (`keys[2]`).
-fn compile_entry(entry: &KeyEntry, field: &str) -> Result<(TokenHash, StoredKey), ConfigError> {
-    let at = |name: &str| {
-        if field.is_empty() {
-            name.to_string()
-        } else {
-            format!("{field}.{name}")
-        }
-    };
-    let digest = parse_digest(&entry.hash).map_err(|m| ConfigError::new(at("hash"), m))?;
-    if entry.principal.trim().is_empty() {
-        return Err(ConfigError::new(at("principal"), "is empty; name whom the key authenticates"));
-    }
-    if entry.attributes.keys().any(|name| name.trim().is_empty()) {
-        return Err(ConfigError::new(at("attributes"), "has an empty attribute name"));
-    }
-    let expires_at = match &entry.expires_at {
-        Some(text) => Some(parse_expiry(text).map_err(|m| ConfigError::new(at("expires_at"), m))?),
-        None => None,
-    };
-    let key = StoredKey {
-        principal: Principal::new(entry.principal.clone()).with_attributes(entry.attributes.clone()),
-        id: entry.id.clone(),
-        expires_at,
-        disabled: entry.disabled,
-        origin: field.to_string(),
-    };
-    Ok((digest, key))
-}
-
-/// Compiles `entries` into `into`, refusing a key configured twice.
-fn compile_into(into: &mut KeyMap, entries: &[KeyEntry], list: &str) -> Result<(), ConfigError> {
-    for (i, entry) in entries.iter().enumerate() {
-        let field = format!("{list}[{i}]");
-        let (digest, key) = compile_entry(entry, &field)?;
-        if let Some(first) = into.get(&digest) {
-            // Two entries for one key would make its principal depend on load order.
-            let first = if first.origin.starts_with('[') {
-                format!("entry `{}` of the key file", first.origin)
-            } else {
-                format!("`{}`", first.origin)
-            };
-            return Err(ConfigError::new(
-                format!("{field}.hash"),
-                format!("the same key is already configured in {first}"),
-            ));
-        }
-        into.insert(digest, Arc::new(key));
-    }
-    Ok(())
-}
-
-/// Reads and parses a key file: the entries, or an error naming the file and field.
-fn read_keys_file(path: &Path) -> Result<Vec<KeyEntry>, String> {
-    let shown = path.display();
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if meta.len() > MAX_KEYS_FILE_BYTES {
-        return Err(format!("{shown} is {} bytes; a key file may hold at most {MAX_KEYS_FILE_BYTES}", meta.len()));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    if text.trim().is_empty() {
-        // An empty file is what a half-done `>` redirect leaves behind; taking it
-        // as "no keys" would lock every client out until the write finishes.
-        return Err(format!("{shown} is empty; write `[]` to revoke every key on purpose"));
-    }
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let located = |path: String, message: String| {
-        let at = if path == "." { String::new() } else { format!(" at `{path}`") };
-        format!("{shown}{at}: {message}")
-    };
-    if is_json {
-        let de = &mut serde_json::Deserializer::from_str(&text);
-        serde_path_to_error::deserialize(de).map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
-    } else {
-        serde_path_to_error::deserialize(yaml_serde::Deserializer::from_str(&text))
-            .map_err(|e| located(e.path().to_string(), e.into_inner().to_string()))
-    }
-}
-
-/// The inline keys plus the file's, or an error naming the file and entry.
-fn load_file_keys(inline: &KeyMap, path: &Path) -> Result<KeyMap, String> {
-    let entries = read_keys_file(path)?;
-    let mut keys = inline.clone();
-    // Entries are named `[i]` like the parse errors above, relative to the file.
-    compile_into(&mut keys, &entries, "").map_err(|e| format!("{} at `{}`: {}", path.display(), e.field, e.message))?;
-    Ok(keys)
 }
 
 // ---------------------------------------------------------------------------
@@ -498,25 +303,7 @@ impl Inner {
 /// Validates API keys against SHA-256 digests. See the crate docs.
 pub struct ApiKeyProvider {
     inner: Arc<Inner>,
-    watcher: Watcher,
-    closed: AtomicBool,
-}
-
-/// The key-file poller task, if any.
-#[derive(Default)]
-struct Watcher {
-    /// True from spawning the poller until its future is dropped.
-    running: Arc<AtomicBool>,
-    handle: Mutex<Option<tokio::task::AbortHandle>>,
-}
-
-/// Clears the `running` flag when the poller's future is dropped.
-struct RunningFlag(Arc<AtomicBool>);
-
-impl Drop for RunningFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
+    watcher: Poller,
 }
 
 impl fmt::Debug for ApiKeyProvider {
@@ -573,7 +360,7 @@ impl ApiKeyProvider {
             file,
             reload_interval: config.reload_interval,
         });
-        let provider = ApiKeyProvider { inner, watcher: Watcher::default(), closed: AtomicBool::new(false) };
+        let provider = ApiKeyProvider { inner, watcher: Poller::default() };
         // Built inside a runtime (the server), start watching now; otherwise the
         // first validation starts it.
         provider.ensure_watcher();
@@ -587,47 +374,11 @@ impl ApiKeyProvider {
     /// runtime it was spawned on (a provider built by one runtime and served
     /// by another), and is then started again on the current one.
     fn ensure_watcher(&self) {
-        if self.inner.file.is_none()
-            || self.closed.load(Ordering::Acquire)
-            || self.watcher.running.load(Ordering::Acquire)
-        {
-            return;
-        }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let mut handle = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner());
-        // Re-checked under the lock: concurrent validations start one poller.
-        if self.watcher.running.swap(true, Ordering::AcqRel) || self.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let running = RunningFlag(self.watcher.running.clone());
-        // Weak, so a provider that is dropped without `close()` stops its poller too.
-        let weak = Arc::downgrade(&self.inner);
-        let period = self.inner.reload_interval;
-        let task = runtime.spawn(async move {
-            // Dropped with this future (end, abort, or runtime shutdown), which
-            // tells `ensure_watcher` to start a new poller.
-            let _running = running;
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            ticker.tick().await; // the first tick is immediate; the file was just loaded
-            loop {
-                ticker.tick().await;
-                let Some(inner) = weak.upgrade() else { break };
-                // File I/O blocks; keep it off the async workers.
-                if tokio::task::spawn_blocking(move || inner.check_file()).await.is_err() {
-                    break; // the runtime is shutting down
-                }
-            }
-        });
-        *handle = Some(task.abort_handle());
-    }
-
-    fn stop_watcher(&self) {
-        let handle = self.watcher.handle.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(task) = handle.as_ref() {
-            task.abort();
+        if self.inner.file.is_some() {
+            // Weak, so a provider that is dropped without `close()` stops its poller too.
+            self.watcher.ensure(&self.inner, self.inner.reload_interval, |inner| {
+                inner.check_file();
+            });
         }
     }
 
@@ -670,12 +421,6 @@ impl ApiKeyProvider {
     }
 }
 
-impl Drop for ApiKeyProvider {
-    fn drop(&mut self) {
-        self.stop_watcher();
-    }
-}
-
 #[async_trait]
 impl AuthProvider for ApiKeyProvider {
     async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
@@ -702,8 +447,7 @@ impl AuthProvider for ApiKeyProvider {
     }
 
     async fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.stop_watcher();
+        self.watcher.close();
     }
 }
 

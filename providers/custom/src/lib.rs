@@ -42,6 +42,10 @@
 //!
 //! Imports: the contract (`tokengate-api`), the shared HTTP machinery
 //! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
+//!
+//! One file, past 400 lines, because the request, the parsing of the reply and
+//! the verdicts are one wire contract, kept together so the code reads as the
+//! contract above.
 
 #![warn(missing_docs)]
 
@@ -61,7 +65,7 @@ use tokengate_api::{
     ProviderBuilder, RequestContext,
 };
 use tokengate_kit::{
-    host_of, is_loopback, read_body_limited, redirect_failure, request_key, CacheConfig, HttpClientOptions,
+    host_of, is_loopback, json_type, read_body_limited, redirect_failure, request_key, CacheConfig, HttpClientOptions,
     HttpFailure, RemoteResultCache, UpstreamLimit, Validated,
 };
 
@@ -82,42 +86,26 @@ pub struct CustomConfig {
     /// `user:password@` for endpoints that want HTTP Basic from tokengate.
     pub endpoint: String,
     /// Verify the endpoint's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,
     /// PEM CA bundle trusted instead of the system roots; relative to the config file.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed for the whole exchange (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Largest reply read (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "tokengate_kit::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most calls to the endpoint in flight at once (default 64); more fail with 503.
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
     /// Result cache: off without this section; keyed by token, method and path — see the crate docs.
     #[serde(default = "CacheConfig::disabled")]
     pub cache: CacheConfig,
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_timeout() -> Duration {
-    HttpClientOptions::default().timeout
-}
-fn default_connect_timeout() -> Duration {
-    HttpClientOptions::default().connect_timeout
-}
-fn default_max_response_bytes() -> usize {
-    HttpClientOptions::default().max_response_bytes
-}
-fn default_max_concurrent_requests() -> usize {
-    HttpClientOptions::default().max_concurrent_requests
 }
 
 impl CustomConfig {
@@ -198,14 +186,7 @@ impl CustomProvider {
                 "custom endpoint is plain http: API keys cross the network unencrypted"
             );
         }
-        let http = HttpClientOptions {
-            verify_tls: cfg.verify_tls,
-            tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
-            connect_timeout: cfg.connect_timeout,
-            timeout: cfg.timeout,
-            max_response_bytes: cfg.max_response_bytes,
-            max_concurrent_requests: cfg.max_concurrent_requests,
-        };
+        let http = tokengate_kit::http_options!(cfg, ctx);
         let client = http.build_credentialed_client()?;
         Ok(CustomProvider {
             endpoint,
@@ -519,92 +500,5 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(Duration::from_secs(secs))
 }
 
-/// The JSON type of `v`, with its article, for error details.
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn params_drop_blank_values_like_parse_qs() {
-        let mut ctx = RequestContext::default();
-        ctx.set_query("a=1&a=&b=&c=x%20y&a=3");
-        let p = llama_stack_params(&ctx.params);
-        assert_eq!(p.get("a"), Some(&vec!["1", "3"]));
-        assert!(!p.contains_key("b"));
-        assert_eq!(p.get("c"), Some(&vec!["x y"]));
-    }
-
-    #[test]
-    fn reply_parsing_is_strict() {
-        let ok =
-            parse_reply(br#"{"principal":"alice","attributes":{"roles":["a","b"]},"message":null,"extra":1}"#).unwrap();
-        assert_eq!(ok.principal, "alice");
-        assert_eq!(ok.attributes["roles"], vec!["a", "b"]);
-        assert!(parse_reply(br#"{"principal":"bob"}"#).unwrap().attributes.is_empty());
-        assert!(parse_reply(br#"{"principal":"bob","attributes":null}"#).is_ok());
-        for (body, needle) in [
-            (&b"not json"[..], "not JSON"),
-            (br#"[1]"#, "it is a list in JSON"),
-            (br#"{}"#, "no `principal`"),
-            (br#"{"principal":""}"#, "`principal` is empty"),
-            (br#"{"principal":7}"#, "`principal` is a number"),
-            (br#"{"principal":"a","attributes":["x"]}"#, "`attributes` is a list"),
-            (br#"{"principal":"a","attributes":{"r":"x"}}"#, "`attributes.r` is a string"),
-            (br#"{"principal":"a","attributes":{"r":[1]}}"#, "`attributes.r` holds a number"),
-            (br#"{"principal":"a","message":{}}"#, "`message` is an object"),
-        ] {
-            let err = parse_reply(body).unwrap_err();
-            assert!(err.contains(needle), "{err} should mention {needle}");
-        }
-    }
-
-    #[test]
-    fn messages_are_found_redacted_and_bounded() {
-        let tok = "sk-secret-123";
-        assert_eq!(endpoint_message(br#"{"message":"nope"}"#, tok).as_deref(), Some("nope"));
-        assert_eq!(endpoint_message(br#"{"error":{"message":"bad key"}}"#, tok).as_deref(), Some("bad key"));
-        assert_eq!(endpoint_message(br#"{"detail":"expired"}"#, tok).as_deref(), Some("expired"));
-        assert_eq!(endpoint_message(br#"{"detail":[{"loc":1}]}"#, tok), None);
-        assert_eq!(endpoint_message(b"<html>", tok), None);
-        assert_eq!(endpoint_message(br#"{"message":"  "}"#, tok), None);
-        let echoed = json!({"message": format!("key {tok} unknown\nbye")}).to_string();
-        assert_eq!(endpoint_message(echoed.as_bytes(), tok).as_deref(), Some("key <redacted> unknown bye"));
-        let long = json!({"message": "x".repeat(5000)}).to_string();
-        assert_eq!(endpoint_message(long.as_bytes(), tok).unwrap().chars().count(), MAX_MESSAGE_CHARS + 1);
-    }
-
-    #[test]
-    fn config_is_checked_and_debug_hides_passwords() {
-        let ctx = BuildContext::default();
-        let err = CustomProvider::new(CustomConfig::new("ftp://x"), &ctx).unwrap_err();
-        assert_eq!(err.field, "endpoint");
-        let err = CustomProvider::new(CustomConfig::new("not a url"), &ctx).unwrap_err();
-        assert_eq!(err.field, "endpoint");
-        let cfg = CustomConfig::new("https://svc:hunter2@auth.example.com:8443/check");
-        assert!(!format!("{cfg:?}").contains("hunter2"));
-        let p = CustomProvider::new(cfg, &ctx).unwrap();
-        assert!(!format!("{p:?}").contains("hunter2"));
-        assert_eq!(p.host(), "auth.example.com:8443");
-        assert_eq!(
-            p.describe().message,
-            "Authentication required. Please provide your API key as a Bearer token (validated by auth.example.com:8443)"
-        );
-        let typo = json!({"endpoint": "https://a", "endpiont": "typo"});
-        let Err(err) = CustomBuilder.build(typo, &ctx) else { panic!("unknown field accepted") };
-        assert!(err.message.contains("endpiont"), "{err}");
-        let Err(err) = CustomBuilder.build(json!({}), &ctx) else { panic!("missing endpoint accepted") };
-        assert!(err.message.contains("endpoint"), "{err}");
-    }
-}
+mod tests;

@@ -1,4 +1,7 @@
 //! `type: custom` against an in-process stand-in endpoint on 127.0.0.1.
+//!
+//! One file, past 400 lines, because every test shares the one stand-in
+//! endpoint.
 
 use serde_json::{json, Value};
 use std::sync::Arc;

@@ -37,6 +37,10 @@
 //!
 //! Imports: the contract (`tokengate-api`), the shared HTTP machinery
 //! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
+//!
+//! One file, past 400 lines, because the config, the `/user` and paged
+//! `/user/orgs` calls and the verdicts on their replies are one exchange with
+//! GitHub, read top to bottom.
 
 #![warn(missing_docs)]
 
@@ -87,19 +91,19 @@ pub struct GitHubConfig {
     #[serde(default = "ClaimsMapping::github_default")]
     pub claims_mapping: ClaimsMapping,
     /// Verify GitHub's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,
     /// PEM CA bundle trusted instead of the system roots; relative to the config file.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed for each request (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Largest reply read, per page (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "tokengate_kit::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Result cache (default on, ttl 60s, never beyond the token's expiry).
     #[serde(default)]
@@ -108,30 +112,15 @@ pub struct GitHubConfig {
     #[serde(default = "default_max_org_pages")]
     pub max_org_pages: usize,
     /// Most token lookups in flight to GitHub at once (default 64); more fail with 503.
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }
 
 fn default_base_url() -> String {
     DEFAULT_API_BASE_URL.to_string()
 }
-fn default_true() -> bool {
-    true
-}
-fn default_timeout() -> Duration {
-    HttpClientOptions::default().timeout
-}
-fn default_connect_timeout() -> Duration {
-    HttpClientOptions::default().connect_timeout
-}
-fn default_max_response_bytes() -> usize {
-    HttpClientOptions::default().max_response_bytes
-}
 fn default_max_org_pages() -> usize {
     10
-}
-fn default_max_concurrent_requests() -> usize {
-    HttpClientOptions::default().max_concurrent_requests
 }
 
 impl Default for GitHubConfig {
@@ -220,14 +209,7 @@ impl GitHubProvider {
         if !base_url.username().is_empty() || base_url.password().is_some() {
             return Err(ConfigError::new(field, "must not contain credentials"));
         }
-        let http = HttpClientOptions {
-            verify_tls: cfg.verify_tls,
-            tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
-            connect_timeout: cfg.connect_timeout,
-            timeout: cfg.timeout,
-            max_response_bytes: cfg.max_response_bytes,
-            max_concurrent_requests: cfg.max_concurrent_requests,
-        };
+        let http = tokengate_kit::http_options!(cfg, ctx);
         // Every request carries the token in `Authorization`: no redirects.
         let client = http.build_credentialed_client()?;
         Ok(GitHubProvider {
@@ -372,10 +354,9 @@ impl GitHubProvider {
                     organizations.extend(logins);
                     next = match (paged, full) {
                         (true, _) => link.and_then(|u| self.same_origin(u)),
-                        (false, true) => Some(self.url(&format!(
-                            "{endpoint}?per_page={ORGS_PER_PAGE}&page={}",
-                            pages + 1
-                        ))?),
+                        (false, true) => {
+                            Some(self.url(&format!("{endpoint}?per_page={ORGS_PER_PAGE}&page={}", pages + 1))?)
+                        }
                         (false, false) => None,
                     };
                 }
@@ -479,7 +460,11 @@ enum OrgsPage {
     Forbidden,
     /// One page; `paged` when the answer had a `Link` header (then only its
     /// `next` continues), else the next page is asked for by number.
-    Page { logins: Vec<String>, next: Option<Url>, paged: bool },
+    Page {
+        logins: Vec<String>,
+        next: Option<Url>,
+        paged: bool,
+    },
 }
 
 #[async_trait]
@@ -653,63 +638,4 @@ fn parse_token_expiration(value: &str) -> Option<SystemTime> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_header_next_is_found() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            reqwest::header::LINK,
-            HeaderValue::from_static(
-                r#"<https://api.github.com/user/orgs?per_page=100&page=1>; rel="prev", <https://api.github.com/user/orgs?per_page=100&page=3>; rel="next", <https://api.github.com/user/orgs?per_page=100&page=5>; rel="last""#,
-            ),
-        );
-        assert_eq!(
-            next_link(&h).map(|u| u.to_string()).as_deref(),
-            Some("https://api.github.com/user/orgs?per_page=100&page=3")
-        );
-        h.insert(reqwest::header::LINK, HeaderValue::from_static(r#"<https://x/a>; rel="first""#));
-        assert!(next_link(&h).is_none());
-        h.insert(reqwest::header::LINK, HeaderValue::from_static("garbage, ;;, <>"));
-        assert!(next_link(&h).is_none());
-    }
-
-    #[test]
-    fn token_expiration_header() {
-        let utc = parse_token_expiration("2026-01-31 12:00:00 UTC").unwrap();
-        let pst = parse_token_expiration("2026-01-31 04:00:00 -0800").unwrap();
-        let ist = parse_token_expiration("2026-01-31 17:30:00 +0530").unwrap();
-        assert_eq!(utc, pst);
-        assert_eq!(utc, ist);
-        assert_eq!(humantime::format_rfc3339_seconds(utc).to_string(), "2026-01-31T12:00:00Z");
-        assert!(parse_token_expiration("soon").is_none());
-        assert!(parse_token_expiration("2026-01-31 12:00:00 Mars").is_none());
-    }
-
-    #[test]
-    fn ownership_by_shape() {
-        let p = GitHubProvider::new(GitHubConfig::default(), &BuildContext::default()).unwrap();
-        assert_eq!(p.ownership("ghp_abc"), Ownership::Mine);
-        assert_eq!(p.ownership("github_pat_11ABC"), Ownership::Mine);
-        assert_eq!(p.ownership(&"a1".repeat(20)), Ownership::Mine);
-        assert_eq!(p.ownership("eyJhbGciOiJSUzI1NiJ9.e30.sig"), Ownership::NotMine);
-        assert_eq!(p.ownership("sk-live-123"), Ownership::NotMine);
-    }
-
-    #[test]
-    fn config_is_checked() {
-        let ctx = BuildContext::default();
-        let bad = |url: &str| {
-            let cfg = GitHubConfig { github_api_base_url: url.into(), ..GitHubConfig::default() };
-            GitHubProvider::new(cfg, &ctx).unwrap_err().field
-        };
-        assert_eq!(bad("ftp://github.example.com"), "github_api_base_url");
-        assert_eq!(bad("not a url"), "github_api_base_url");
-        assert_eq!(bad("https://api.github.com/?x=1"), "github_api_base_url");
-        let cfg =
-            GitHubConfig { github_api_base_url: "https://ghe.example.com/api/v3/".into(), ..GitHubConfig::default() };
-        let p = GitHubProvider::new(cfg, &ctx).unwrap();
-        assert_eq!(p.base, "https://ghe.example.com/api/v3");
-    }
-}
+mod tests;

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokengate_api::{AuthError, ConfigError};
 
+mod failure;
+pub use failure::HttpFailure;
+
 /// Transport settings shared by every provider that talks HTTP.
 ///
 /// In a provider's config these fields sit beside its own (`verify_tls`,
@@ -18,52 +21,37 @@ use tokengate_api::{AuthError, ConfigError};
 #[serde(deny_unknown_fields)]
 pub struct HttpClientOptions {
     /// Verify the identity service's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::defaults::on")]
     pub verify_tls: bool,
     /// A PEM bundle of CA certificates to trust *instead of* the system roots.
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed to open a connection (default 3s).
-    #[serde(default = "default_connect_timeout", with = "crate::duration")]
+    #[serde(default = "crate::defaults::connect_timeout", with = "crate::duration")]
     pub connect_timeout: Duration,
     /// Time allowed for a whole exchange (default 10s).
-    #[serde(default = "default_timeout", with = "crate::duration")]
+    #[serde(default = "crate::defaults::timeout", with = "crate::duration")]
     pub timeout: Duration,
     /// Largest response body read from the identity service (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "crate::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most calls to the identity service in flight at once (default 64); see [`UpstreamLimit`].
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "crate::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }
 
-fn default_true() -> bool {
-    true
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_response_bytes() -> usize {
-    1024 * 1024
-}
 /// The default `max_concurrent_requests`.
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 64;
-fn default_max_concurrent_requests() -> usize {
-    DEFAULT_MAX_CONCURRENT_REQUESTS
-}
 
 impl Default for HttpClientOptions {
     fn default() -> Self {
         HttpClientOptions {
             verify_tls: true,
             tls_cafile: None,
-            connect_timeout: default_connect_timeout(),
-            timeout: default_timeout(),
-            max_response_bytes: default_max_response_bytes(),
-            max_concurrent_requests: default_max_concurrent_requests(),
+            connect_timeout: crate::defaults::connect_timeout(),
+            timeout: crate::defaults::timeout(),
+            max_response_bytes: crate::defaults::max_response_bytes(),
+            max_concurrent_requests: crate::defaults::max_concurrent_requests(),
         }
     }
 }
@@ -269,241 +257,6 @@ impl UpstreamLimit {
     }
 }
 
-/// Why an exchange with an identity service failed, already worded for operators.
-#[derive(Debug)]
-pub struct HttpFailure(pub String);
-
-impl HttpFailure {
-    /// Words a transport error: timeout, refused connection, untrusted certificate…
-    ///
-    /// Classified by the types in the error's source chain (rustls's
-    /// [`rustls::Error`], std's [`std::io::Error`], [`hyper::Error`]), never by
-    /// message text; the chain's own text follows in parentheses with the
-    /// particulars (which name the certificate was for, which alert…).
-    pub fn from_reqwest(what: &str, err: &reqwest::Error) -> Self {
-        let cause =
-            if err.is_timeout() { Cause::TimedOut } else { Cause::of(err, err.is_connect(), err.is_redirect()) };
-        let reason = match cause.words() {
-            None => "timed out".to_string(),
-            Some("") => error_chain(err),
-            Some(words) => format!("{words} ({})", error_chain(err)),
-        };
-        HttpFailure(format!("{what}: {reason}"))
-    }
-}
-
-impl From<HttpFailure> for AuthError {
-    fn from(f: HttpFailure) -> Self {
-        AuthError::unavailable(f.0)
-    }
-}
-
-/// What went wrong in an exchange, as the types in the error chain tell it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
-    TimedOut,
-    /// The server's certificate was refused (by us).
-    Certificate(Certificate),
-    /// The TLS handshake failed for another reason than the certificate.
-    Handshake(Handshake),
-    /// What came back is not HTTP.
-    NotHttp,
-    /// The connection closed before the answer was complete.
-    ClosedEarly,
-    Connect(Connect),
-    Redirect,
-    /// Nothing more specific: the chain's text alone.
-    Other,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Certificate {
-    UnknownIssuer,
-    Expired,
-    NotValidYet,
-    WrongName,
-    Revoked,
-    BadSignature,
-    Malformed,
-    WrongPurpose,
-    UnsupportedAlgorithm,
-    RevocationUnknown,
-    NonePresented,
-    Other,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Handshake {
-    /// The server sent a fatal alert: it refused us (a client certificate it wants…).
-    Alert,
-    /// The first bytes back were not a TLS record: a plain-http port behind `https://`.
-    NotTls,
-    /// No protocol version, cipher suite or key exchange in common.
-    Incompatible,
-    /// The server broke the protocol.
-    Misbehaved,
-    Other,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Connect {
-    Refused,
-    Reset,
-    Unreachable,
-    Other,
-}
-
-impl Cause {
-    /// Reads the chain of `err`. `connect` and `redirect` are what reqwest
-    /// says of the outermost error (its own kinds, not in the chain as types).
-    fn of(err: &(dyn std::error::Error + 'static), connect: bool, redirect: bool) -> Cause {
-        let mut io_kind = None;
-        for e in causes(err) {
-            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-                return Cause::from_rustls(tls);
-            }
-            if let Some(h) = e.downcast_ref::<hyper::Error>() {
-                if h.is_parse() {
-                    return Cause::NotHttp;
-                }
-                if h.is_incomplete_message() {
-                    return Cause::ClosedEarly;
-                }
-            }
-            if let Some(io) = e.downcast_ref::<std::io::Error>() {
-                io_kind.get_or_insert(io.kind());
-            }
-        }
-        use std::io::ErrorKind as K;
-        match io_kind {
-            Some(K::TimedOut) => Cause::TimedOut,
-            Some(K::UnexpectedEof) => Cause::ClosedEarly,
-            Some(K::ConnectionRefused) => Cause::Connect(Connect::Refused),
-            Some(K::ConnectionReset | K::ConnectionAborted) if connect => Cause::Connect(Connect::Reset),
-            Some(K::ConnectionReset | K::ConnectionAborted) => Cause::ClosedEarly,
-            Some(K::HostUnreachable | K::NetworkUnreachable) => Cause::Connect(Connect::Unreachable),
-            _ if connect => Cause::Connect(Connect::Other),
-            _ if redirect => Cause::Redirect,
-            _ => Cause::Other,
-        }
-    }
-
-    fn from_rustls(err: &rustls::Error) -> Cause {
-        use rustls::{CertificateError as C, Error as E};
-        let cert = |c| Cause::Certificate(c);
-        let handshake = |h| Cause::Handshake(h);
-        match err {
-            E::InvalidCertificate(c) => cert(match c {
-                C::UnknownIssuer => Certificate::UnknownIssuer,
-                C::Expired | C::ExpiredContext { .. } => Certificate::Expired,
-                C::NotValidYet | C::NotValidYetContext { .. } => Certificate::NotValidYet,
-                C::NotValidForName | C::NotValidForNameContext { .. } => Certificate::WrongName,
-                C::Revoked => Certificate::Revoked,
-                C::BadSignature => Certificate::BadSignature,
-                C::BadEncoding | C::UnhandledCriticalExtension => Certificate::Malformed,
-                C::InvalidPurpose | C::InvalidPurposeContext { .. } => Certificate::WrongPurpose,
-                C::UnsupportedSignatureAlgorithmContext { .. }
-                | C::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => Certificate::UnsupportedAlgorithm,
-                C::UnknownRevocationStatus | C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
-                    Certificate::RevocationUnknown
-                }
-                _ => Certificate::Other,
-            }),
-            E::InvalidCertRevocationList(_) => cert(Certificate::RevocationUnknown),
-            E::NoCertificatesPresented => cert(Certificate::NonePresented),
-            E::AlertReceived(_) => handshake(Handshake::Alert),
-            E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => handshake(Handshake::NotTls),
-            E::PeerIncompatible(_) | E::NoApplicationProtocol => handshake(Handshake::Incompatible),
-            E::InvalidMessage(_)
-            | E::InappropriateMessage { .. }
-            | E::InappropriateHandshakeMessage { .. }
-            | E::PeerMisbehaved(_)
-            | E::DecryptError
-            | E::PeerSentOversizedRecord => handshake(Handshake::Misbehaved),
-            _ => handshake(Handshake::Other),
-        }
-    }
-
-    /// The words before the chain's text: `None` for a timeout (said alone),
-    /// empty for [`Cause::Other`] (the chain alone).
-    fn words(self) -> Option<&'static str> {
-        Some(match self {
-            Cause::TimedOut => return None,
-            Cause::Certificate(c) => match c {
-                Certificate::UnknownIssuer => {
-                    "TLS certificate not trusted: not issued by a CA in tls_cafile or, without one, the system's roots"
-                }
-                Certificate::Expired => "TLS certificate not trusted: expired",
-                Certificate::NotValidYet => {
-                    "TLS certificate not trusted: not valid yet; is this machine's clock right?"
-                }
-                Certificate::WrongName => "TLS certificate not trusted: issued for another name than the URL's host",
-                Certificate::Revoked => "TLS certificate not trusted: revoked",
-                Certificate::BadSignature => "TLS certificate not trusted: its signature does not verify",
-                Certificate::Malformed => "TLS certificate not trusted: malformed",
-                Certificate::WrongPurpose => "TLS certificate not trusted: not issued for TLS servers",
-                Certificate::UnsupportedAlgorithm => {
-                    "TLS certificate not trusted: signed with an unsupported algorithm"
-                }
-                Certificate::RevocationUnknown => "TLS certificate not trusted: its revocation status is unknown",
-                Certificate::NonePresented => "TLS certificate not trusted: the server presented none",
-                Certificate::Other => "TLS certificate not trusted",
-            },
-            Cause::Handshake(h) => match h {
-                Handshake::Alert => "TLS handshake failed: refused by the server",
-                Handshake::NotTls => {
-                    "TLS handshake failed: the answer is not TLS; a plain-http port behind an https:// URL?"
-                }
-                Handshake::Incompatible => "TLS handshake failed: no TLS version or cipher suite in common",
-                Handshake::Misbehaved => "TLS handshake failed: the server broke the protocol",
-                Handshake::Other => "TLS handshake failed",
-            },
-            Cause::NotHttp => "the answer is not valid HTTP; a TLS port behind an http:// URL?",
-            Cause::ClosedEarly => "the connection closed before the answer was complete",
-            Cause::Connect(c) => match c {
-                Connect::Refused => "connection failed: refused",
-                Connect::Reset => "connection failed: reset by the other end",
-                Connect::Unreachable => "connection failed: network or host unreachable",
-                Connect::Other => "connection failed",
-            },
-            Cause::Redirect => "redirect refused",
-            Cause::Other => "",
-        })
-    }
-}
-
-/// `err` and its sources, outermost first. Unlike [`std::error::Error::source`]
-/// alone this looks inside an [`std::io::Error`]: its `source()` skips the
-/// error it wraps (`get_ref`), which is where TLS libraries put theirs.
-fn causes<'a>(
-    err: &'a (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
-    let mut next = Some(err);
-    std::iter::from_fn(move || {
-        let current = next?;
-        next = match current.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref) {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => current.source(),
-        };
-        Some(current)
-    })
-    // Chains are short; a cycle must not hang a request.
-    .take(32)
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut parts = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
-}
-
 /// Reads at most `limit` bytes of body; a larger body is an unavailable service,
 /// not something to buffer.
 pub async fn read_body_limited(
@@ -544,6 +297,39 @@ pub async fn read_json_limited<T: DeserializeOwned>(
         .map_err(|e| AuthError::unavailable(format!("{what}: answered with invalid JSON ({e})")))
 }
 
+/// The JSON type of `v`, with its article, for error details about a reply.
+pub fn json_type(v: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The [`HttpClientOptions`] of a provider config that declares the transport
+/// fields under their usual names (`verify_tls`, `tls_cafile`,
+/// `connect_timeout`, `timeout`, `max_response_bytes`,
+/// `max_concurrent_requests`; defaults in [`defaults`](crate::defaults)),
+/// `tls_cafile` resolved against the config file's folder by a
+/// `BuildContext`: `http_options!(cfg, ctx)`.
+#[macro_export]
+macro_rules! http_options {
+    ($cfg:expr, $ctx:expr) => {
+        $crate::HttpClientOptions {
+            verify_tls: $cfg.verify_tls,
+            tls_cafile: $cfg.tls_cafile.as_deref().map(|p| $ctx.resolve(p)),
+            connect_timeout: $cfg.connect_timeout,
+            timeout: $cfg.timeout,
+            max_response_bytes: $cfg.max_response_bytes,
+            max_concurrent_requests: $cfg.max_concurrent_requests,
+        }
+    };
+}
+
 /// `host[:port]` of a URL without userinfo: what 401 messages and logs name
 /// (Python's `urlparse(url).netloc`, as Llama Stack shows it, minus credentials).
 pub fn host_of(url: &url::Url) -> String {
@@ -565,225 +351,4 @@ pub fn is_loopback(url: &url::Url) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use reqwest::Url;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    fn urls(list: &[&str]) -> Vec<Url> {
-        list.iter().map(|u| Url::parse(u).unwrap()).collect()
-    }
-
-    #[test]
-    fn redirects_stay_in_the_origin_never_downgrade_and_stop_after_three() {
-        let next = |u: &str| Url::parse(u).unwrap();
-        let other = Some("redirect to another origin (scheme, host or port) refused");
-        let one = urls(&["http://idp.test/jwks"]);
-        assert_eq!(redirect_refusal(&one, &next("http://idp.test/jwks.json")), None);
-        assert_eq!(redirect_refusal(&one, &next("http://idp.test:80/jwks.json")), None, "the default port");
-        assert_eq!(redirect_refusal(&one, &next("https://idp.test/jwks")), None, "upgrade is fine");
-        // Another port is another service (#11): the old rule compared hosts only.
-        assert_eq!(redirect_refusal(&one, &next("http://idp.test:8443/jwks")), other, "same host, other port");
-        assert_eq!(redirect_refusal(&one, &next("https://idp.test:8443/jwks")), other, "upgrade to another port");
-        for elsewhere in ["http://evil.test/jwks", "http://idp.test.evil.test/jwks", "http://127.0.0.1/jwks"] {
-            assert_eq!(redirect_refusal(&one, &next(elsewhere)), other, "{elsewhere}");
-        }
-        let secure = urls(&["https://idp.test/jwks"]);
-        assert_eq!(
-            redirect_refusal(&secure, &next("http://idp.test/jwks")),
-            Some("redirect from https to http refused")
-        );
-        assert_eq!(redirect_refusal(&secure, &next("https://idp.test:444/jwks")), other);
-        let two_followed = urls(&["http://idp.test/a", "http://idp.test/b", "http://idp.test/c"]);
-        assert_eq!(redirect_refusal(&two_followed, &next("http://idp.test/d")), None, "the third redirect");
-        let three_followed =
-            urls(&["http://idp.test/a", "http://idp.test/b", "http://idp.test/c", "http://idp.test/d"]);
-        assert_eq!(redirect_refusal(&three_followed, &next("http://idp.test/e")), Some("more than 3 redirects"));
-    }
-
-    /// A one-route HTTP server on 127.0.0.1: answers every request with
-    /// `reply(path)` and sends each raw request (head and body) down the channel.
-    async fn server(
-        reply: impl Fn(&str) -> String + Send + Sync + 'static,
-    ) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let reply = Arc::new(reply);
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                let (tx, reply) = (tx.clone(), reply.clone());
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let mut seen = Vec::new();
-                    // Read the head, then as much body as Content-Length says.
-                    loop {
-                        let Ok(n) = socket.read(&mut buf).await else { return };
-                        if n == 0 {
-                            return;
-                        }
-                        seen.extend_from_slice(&buf[..n]);
-                        let text = String::from_utf8_lossy(&seen).to_string();
-                        let Some(head_end) = text.find("\r\n\r\n") else { continue };
-                        let length = text[..head_end]
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
-                            })
-                            .and_then(|v| v.parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if seen.len() < head_end + 4 + length {
-                            continue;
-                        }
-                        let path = text.split_whitespace().nth(1).unwrap_or("/").to_string();
-                        let _ = tx.send(text);
-                        let _ = socket.write_all(reply(&path).as_bytes()).await;
-                        return;
-                    }
-                });
-            }
-        });
-        (base, rx)
-    }
-
-    fn redirect_to(location: &str) -> String {
-        format!(
-            "HTTP/1.1 307 Temporary Redirect\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-        )
-    }
-
-    fn ok_body(body: &str) -> String {
-        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
-    }
-
-    #[tokio::test]
-    async fn a_redirect_to_another_port_is_refused_and_never_reaches_it() {
-        let (other, mut other_seen) = server(|_| ok_body("{}")).await;
-        let target = format!("{other}/jwks");
-        let (origin, _seen) = server(move |_| redirect_to(&target)).await;
-        let client = HttpClientOptions::default().build_client().unwrap();
-        let err = client.get(format!("{origin}/jwks")).send().await.unwrap_err();
-        assert!(err.is_redirect(), "{err}");
-        assert!(other_seen.try_recv().is_err(), "the other port was asked");
-    }
-
-    #[tokio::test]
-    async fn a_followed_redirect_sends_no_referer() {
-        let (origin, mut seen) =
-            server(|path| if path.starts_with("/a") { redirect_to("/b") } else { ok_body("{}") }).await;
-        let client = HttpClientOptions::default().build_client().unwrap();
-        let res = client.get(format!("{origin}/a?x=1")).send().await.unwrap();
-        assert_eq!(res.status(), 200);
-        let _first = seen.recv().await.unwrap();
-        let second = tokio::time::timeout(Duration::from_secs(5), seen.recv()).await.unwrap().unwrap();
-        assert!(second.starts_with("GET /b "), "{second}");
-        assert!(!second.to_ascii_lowercase().contains("referer"), "{second}");
-    }
-
-    #[tokio::test]
-    async fn the_credentialed_client_follows_no_redirect_even_within_the_origin() {
-        let (origin, mut seen) = server(|path| if path == "/a" { redirect_to("/b") } else { ok_body("{}") }).await;
-        let client = HttpClientOptions::default().build_credentialed_client().unwrap();
-        let res = client.post(format!("{origin}/a")).body("token=secret-body").send().await.unwrap();
-        assert_eq!(res.status(), 307);
-        let err = redirect_failure("introspection endpoint 127.0.0.1", &res).unwrap();
-        assert!(err.is_unavailable());
-        assert!(err.detail().contains(&format!("redirecting to {origin}")), "{err}");
-        let _first = seen.recv().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(seen.try_recv().is_err(), "the body was sent a second time");
-        assert!(redirect_failure("x", &client.get(format!("{origin}/b")).send().await.unwrap()).is_none());
-    }
-
-    /// An error that wraps another, as reqwest and hyper-util wrap theirs.
-    #[derive(Debug)]
-    struct Wrap(&'static str, Box<dyn std::error::Error + Send + Sync>);
-
-    impl std::fmt::Display for Wrap {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str(self.0)
-        }
-    }
-
-    impl std::error::Error for Wrap {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&*self.1)
-        }
-    }
-
-    /// `tls` as it reaches reqwest: inside an `io::Error` (whose `source()`
-    /// skips it), inside two wrappers.
-    fn through_io(tls: rustls::Error) -> Wrap {
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
-        Wrap("error sending request", Box::new(Wrap("client error (Connect)", Box::new(io))))
-    }
-
-    #[test]
-    fn tls_failures_are_classified_by_type_through_io_errors() {
-        use rustls::{AlertDescription, CertificateError as C, Error as E};
-        let of = |e: E| Cause::of(&through_io(e), true, false);
-        let cert = |c: C| of(E::InvalidCertificate(c));
-        assert_eq!(cert(C::UnknownIssuer), Cause::Certificate(Certificate::UnknownIssuer));
-        assert_eq!(cert(C::Expired), Cause::Certificate(Certificate::Expired));
-        assert_eq!(cert(C::NotValidYet), Cause::Certificate(Certificate::NotValidYet));
-        assert_eq!(cert(C::NotValidForName), Cause::Certificate(Certificate::WrongName));
-        assert_eq!(cert(C::Revoked), Cause::Certificate(Certificate::Revoked));
-        assert_eq!(cert(C::BadSignature), Cause::Certificate(Certificate::BadSignature));
-        assert_eq!(cert(C::ApplicationVerificationFailure), Cause::Certificate(Certificate::Other));
-        assert_eq!(of(E::NoCertificatesPresented), Cause::Certificate(Certificate::NonePresented));
-        assert_eq!(of(E::AlertReceived(AlertDescription::HandshakeFailure)), Cause::Handshake(Handshake::Alert));
-        assert_eq!(
-            of(E::InvalidMessage(rustls::InvalidMessage::InvalidContentType)),
-            Cause::Handshake(Handshake::NotTls)
-        );
-        assert_eq!(
-            of(E::PeerIncompatible(rustls::PeerIncompatible::NoCipherSuitesInCommon)),
-            Cause::Handshake(Handshake::Incompatible)
-        );
-        assert_eq!(of(E::DecryptError), Cause::Handshake(Handshake::Misbehaved));
-        assert_eq!(of(E::General("x".into())), Cause::Handshake(Handshake::Other));
-        // Every certificate problem keeps the wording tests and operators grep for.
-        for c in [Certificate::UnknownIssuer, Certificate::Expired, Certificate::WrongName, Certificate::Other] {
-            assert!(Cause::Certificate(c).words().unwrap().starts_with("TLS certificate not trusted"), "{c:?}");
-        }
-    }
-
-    #[test]
-    fn io_kinds_say_refused_reset_or_closed_early() {
-        use std::io::{Error, ErrorKind};
-        let of = |kind: ErrorKind, connect: bool| {
-            Cause::of(&Wrap("error sending request", Box::new(Error::new(kind, "os error"))), connect, false)
-        };
-        assert_eq!(of(ErrorKind::ConnectionRefused, true), Cause::Connect(Connect::Refused));
-        assert_eq!(of(ErrorKind::ConnectionReset, true), Cause::Connect(Connect::Reset));
-        assert_eq!(of(ErrorKind::ConnectionReset, false), Cause::ClosedEarly);
-        assert_eq!(of(ErrorKind::UnexpectedEof, false), Cause::ClosedEarly);
-        assert_eq!(of(ErrorKind::HostUnreachable, true), Cause::Connect(Connect::Unreachable));
-        assert_eq!(of(ErrorKind::Other, true), Cause::Connect(Connect::Other));
-        assert_eq!(of(ErrorKind::Other, false), Cause::Other);
-        assert_eq!(of(ErrorKind::TimedOut, true), Cause::TimedOut);
-        assert_eq!(Cause::of(&Wrap("redirect", Box::new(Wrap("x", "y".into()))), false, true), Cause::Redirect);
-        for c in [Connect::Refused, Connect::Reset, Connect::Unreachable, Connect::Other] {
-            assert!(Cause::Connect(c).words().unwrap().starts_with("connection failed"), "{c:?}");
-        }
-    }
-
-    #[tokio::test]
-    async fn the_limit_refuses_quickly_past_max_and_frees_slots() {
-        assert!(UpstreamLimit::new("t", 0).is_err());
-        let limit = UpstreamLimit::new("t", 2).unwrap();
-        let a = limit.acquire("x").await.unwrap();
-        let _b = limit.acquire("x").await.unwrap();
-        let started = std::time::Instant::now();
-        let err = limit.acquire("upstream").await.err().unwrap();
-        assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(err.is_unavailable());
-        assert_eq!(err.retry_after(), Some(UpstreamLimit::RETRY_AFTER));
-        assert!(err.detail().contains("max_concurrent_requests"), "{err}");
-        drop(a);
-        assert!(limit.acquire("x").await.is_ok(), "a freed slot is reusable");
-        let zero = HttpClientOptions { max_concurrent_requests: 0, ..Default::default() };
-        assert_eq!(zero.build_client().unwrap_err().field, "max_concurrent_requests");
-    }
-}
+mod tests;

@@ -18,7 +18,10 @@
 //! - [`shared_scope`] and [`for_section`]: each provider's scope in that
 //!   shared store (the store's trait itself is the contract's,
 //!   [`tokengate_api::SharedResultStore`]);
-//! - [`duration`]: durations in config files (`30`, `"30s"`, `"5m"`).
+//! - [`duration`]: durations in config files (`30`, `"30s"`, `"5m"`);
+//! - [`defaults`]: the transport settings' defaults, for providers' own config fields;
+//! - [`file::read_document`]: a reloadable YAML or JSON file (size cap, empty
+//!   file refused, errors located by field).
 //!
 //! Imports: `tokengate-api` and third-party crates only, never `tokengate`
 //! or a provider crate, so every provider can depend on it.
@@ -26,13 +29,15 @@
 #![deny(missing_docs)]
 
 mod cache;
+pub mod defaults;
 pub mod duration;
+pub mod file;
 mod http;
 mod shared;
 
 pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, Validated};
 pub use http::{
-    host_of, is_loopback, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions, HttpFailure,
-    UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
+    host_of, is_loopback, json_type, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions,
+    HttpFailure, UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
 };
 pub use shared::{for_section, shared_scope};

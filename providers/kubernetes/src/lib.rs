@@ -17,6 +17,10 @@
 //!
 //! Imports: the contract (`tokengate-api`), the shared HTTP machinery
 //! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
+//!
+//! One file, past 400 lines, because the config, the two reviews and the
+//! verdicts on their answers are one exchange with the API server: split, each
+//! review's request would sit apart from its answer.
 
 #![warn(missing_docs)]
 
@@ -34,8 +38,7 @@ use tokengate_api::{
     ProviderBuilder, RequestContext, Secret,
 };
 use tokengate_kit::{
-    read_body_limited, redirect_failure, CacheConfig, HttpClientOptions, HttpFailure, RemoteResultCache, UpstreamLimit,
-    Validated,
+    read_body_limited, redirect_failure, CacheConfig, HttpFailure, RemoteResultCache, UpstreamLimit, Validated,
 };
 use url::Url;
 
@@ -98,22 +101,22 @@ pub struct KubernetesConfig {
     #[serde(default)]
     pub cache: CacheConfig,
     /// Verify the API server's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,
     /// The cluster's CA bundle (in a pod: `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt`).
     #[serde(default)]
     pub tls_cafile: Option<PathBuf>,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Time allowed for each review (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Largest reply read (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "tokengate_kit::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most reviews in flight to the API server at once (default 64); more fail with 503.
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }
 
@@ -122,21 +125,6 @@ pub const IN_CLUSTER_API_SERVER: &str = "https://kubernetes.default.svc";
 
 fn default_api_server_url() -> String {
     IN_CLUSTER_API_SERVER.to_string()
-}
-fn default_max_concurrent_requests() -> usize {
-    HttpClientOptions::default().max_concurrent_requests
-}
-fn default_true() -> bool {
-    true
-}
-fn default_connect_timeout() -> Duration {
-    HttpClientOptions::default().connect_timeout
-}
-fn default_timeout() -> Duration {
-    HttpClientOptions::default().timeout
-}
-fn default_max_response_bytes() -> usize {
-    HttpClientOptions::default().max_response_bytes
 }
 
 /// The default `claims_mapping`: the user's name as a role, groups as teams.
@@ -295,14 +283,7 @@ impl KubernetesProvider {
             return Err(ConfigError::new(format!("audiences[{i}]"), "is empty"));
         }
 
-        let http = HttpClientOptions {
-            verify_tls: config.verify_tls,
-            tls_cafile: config.tls_cafile.map(|p| ctx.resolve(&p)),
-            connect_timeout: config.connect_timeout,
-            timeout: config.timeout,
-            max_response_bytes: config.max_response_bytes,
-            max_concurrent_requests: config.max_concurrent_requests,
-        };
+        let http = tokengate_kit::http_options!(config, ctx);
         // Reviews carry a bearer token (the client's or tokengate's own): no redirects.
         let client = http.build_credentialed_client()?;
         Ok(KubernetesProvider {

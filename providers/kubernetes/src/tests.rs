@@ -1,5 +1,8 @@
 //! Against a stand-in API server on 127.0.0.1 that answers as the Kubernetes
 //! API reference documents (authentication.k8s.io/v1 objects, `Status` errors).
+//!
+//! One file, past 400 lines, because every test shares the one stand-in API
+//! server.
 
 use super::*;
 use axum::body::Bytes;

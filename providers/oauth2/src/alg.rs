@@ -117,12 +117,7 @@ impl Alg {
     /// 8192-bit keys only: shorter ones are breakable, longer ones a DoS lever.
     pub(crate) fn verification(self) -> Option<&'static dyn VerificationAlgorithm> {
         Some(match self {
-            Alg::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-            Alg::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-            Alg::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-            Alg::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-            Alg::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-            Alg::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => self.rsa_parameters()?,
             Alg::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
             Alg::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
             Alg::EdDSA => &signature::ED25519,

@@ -38,7 +38,7 @@ pub struct OAuth2Config {
     #[serde(default)]
     pub principal_claim: Option<String>,
     /// Verify the identity provider's TLS certificate (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,
     /// PEM CA bundle trusted instead of the system roots; relative to the config file.
     #[serde(default)]
@@ -68,16 +68,16 @@ pub struct OAuth2Config {
     #[serde(default)]
     pub cache: CacheConfig,
     /// Time allowed to connect (default 3s).
-    #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::connect_timeout", with = "tokengate_kit::duration")]
     pub connect_timeout: Duration,
     /// Time allowed for each key-set, discovery or introspection request (default 10s).
-    #[serde(default = "default_timeout", with = "tokengate_kit::duration")]
+    #[serde(default = "tokengate_kit::defaults::timeout", with = "tokengate_kit::duration")]
     pub timeout: Duration,
     /// Largest reply read (default 1 MiB).
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "tokengate_kit::defaults::max_response_bytes")]
     pub max_response_bytes: usize,
     /// Most introspection calls in flight at once (default 64); more fail with 503.
-    #[serde(default = "default_max_concurrent_requests")]
+    #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
 }
 
@@ -141,9 +141,6 @@ pub struct IntrospectionConfig {
     pub send_secret_in_body: bool,
 }
 
-fn default_true() -> bool {
-    true
-}
 fn default_leeway() -> Duration {
     Duration::from_secs(30)
 }
@@ -161,18 +158,6 @@ fn default_stale_grace() -> Duration {
 }
 fn default_max_keys() -> usize {
     100
-}
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(3)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_max_response_bytes() -> usize {
-    1024 * 1024
-}
-fn default_max_concurrent_requests() -> usize {
-    tokengate_kit::DEFAULT_MAX_CONCURRENT_REQUESTS
 }
 
 /// Llama Stack's default audience, applied only to configs read from a `run.yaml`.

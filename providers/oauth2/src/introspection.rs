@@ -30,6 +30,10 @@
 //! counts upstream calls (cache hits are not fetches); `result="error"` when the
 //! outcome was "unavailable", `"ok"` when the endpoint gave a usable verdict,
 //! active or not.
+//!
+//! One file, past 400 lines, because the request, the checks on the reply and
+//! their verdicts are one exchange, and the checks read in the order listed
+//! above.
 
 use crate::config::{OAuth2Config, MAX_LEEWAY};
 use base64::Engine as _;
@@ -41,7 +45,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokengate_api::{claim_at_path, AuthError, BuildContext, ClaimsMapping, ConfigError, Principal, Secret};
 use tokengate_kit::{
-    host_of, is_loopback, read_body_limited, redirect_failure, HttpFailure, RemoteResultCache, UpstreamLimit, Validated,
+    host_of, is_loopback, json_type, read_body_limited, redirect_failure, HttpFailure, RemoteResultCache,
+    UpstreamLimit, Validated,
 };
 
 /// Validates tokens by asking an RFC 7662 introspection endpoint.
@@ -527,17 +532,5 @@ fn describe_time(secs: f64) -> String {
     match unix_to_system(secs) {
         Some(t) if secs < YEAR_10000 => humantime::format_rfc3339_seconds(t).to_string(),
         _ => format!("{secs} (epoch seconds)"),
-    }
-}
-
-/// The JSON type of `v`, with its article, for error details.
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }

@@ -12,6 +12,11 @@
 //! `quick_cache` keyed by the token's SHA-256 — from their second
 //! verification on, so that a token used once costs no cache insert (see
 //! `VerifiedCache::admit`).
+//!
+//! One file, past 400 lines, because the checks run in one order on one parsed
+//! token (structure, algorithm, key, signature, claims) and each refusal's
+//! wording depends on the steps before it; keys and algorithms are `keys`'s and
+//! `alg`'s.
 
 use crate::alg::{Alg, AlgSet};
 use crate::keys::{HmacKeys, Key, KeyMap, Mismatch, Pick, TOKEN_B64};
@@ -743,86 +748,4 @@ pub(crate) fn unix_now() -> f64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_cached_from_their_second_verification() {
-        let cache = VerifiedCache::new(10_000, std::time::Duration::from_secs(60));
-        assert_eq!(cache.seen.len(), 16_384);
-        let (a, b) = ([1u8; 32], [2u8; 32]);
-        assert!(!cache.admit(&a), "first sight: only remembered");
-        assert!(!cache.admit(&b));
-        assert!(cache.admit(&a), "second sight: cached");
-        assert!(cache.admit(&a));
-        // A token whose slot was taken by another starts over.
-        let mut c = a;
-        c[8] ^= 0xff;
-        assert!(!cache.admit(&c));
-        assert!(!cache.admit(&a));
-        assert!(cache.admit(&a));
-        assert_eq!(VerifiedCache::new(1, std::time::Duration::from_secs(1)).seen.len(), 1 << 10);
-    }
-
-    #[test]
-    fn huge_cache_sizes_do_not_allocate_or_panic() {
-        let cache = VerifiedCache::new(u64::MAX, std::time::Duration::from_secs(60));
-        cache.insert([7; 32], Principal::new("a"), f64::INFINITY, None, 1);
-        assert!(cache.entries.get(&[7; 32]).is_some());
-        assert_eq!(cache.seen.len(), 1 << 17);
-    }
-
-    #[test]
-    fn rfc3339_formatting() {
-        assert_eq!(rfc3339(0.0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000.9), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(-1.0), "1969-12-31T23:59:59Z");
-        assert_eq!(rfc3339(951_782_400.0), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(253_402_300_799.0), "9999-12-31T23:59:59Z");
-        assert!(rfc3339(1e300).contains("seconds since 1970"));
-    }
-
-    #[test]
-    fn quoting_cuts_long_values_on_char_boundaries() {
-        assert_eq!(quoted("k1"), "\"k1\"");
-        let long = "é".repeat(100);
-        let q = quoted(&long);
-        assert!(q.ends_with('…') && q.len() < 80);
-        assert_eq!(list(["a", "b"]), "[\"a\", \"b\"]");
-        assert!(list((0..20).map(|_| "x")).contains("12 more"));
-    }
-
-    fn b64(s: &str) -> String {
-        TOKEN_B64.encode(s)
-    }
-
-    #[test]
-    fn header_checks() {
-        let all = AlgSet::asymmetric();
-        let tok = |h: &str| format!("{}.{}.c2ln", b64(h), b64("{}"));
-        let err = |t: &str| parse(t, all, true, &Trace::default()).unwrap_err().detail().to_string();
-        assert!(err(&tok(r#"{"alg":"NoNe"}"#)).contains("never accepted"));
-        assert!(err(&tok(r#"{"alg":"HS256"}"#)).contains("key confusion"));
-        assert!(err(&tok(r#"{"alg":"RS256","alg":"RS256"}"#)).contains("duplicate"));
-        assert!(err(&tok(r#"["RS256"]"#)).contains("not a JSON object"));
-        assert!(err(&tok(r#"{"alg":"RS256","crit":["exp"]}"#)).contains("critical ([\"exp\"])"));
-        assert!(err(&tok(r#"{"alg":"RS256","crit":null}"#)).contains("critical ([])"));
-        assert!(err(&tok(r#"{"alg":"RS256","crit":[]}"#)).contains("critical ([])"));
-        assert!(err(&tok(r#"{"kid":"a"}"#)).contains("no alg"));
-        assert!(err(&tok(r#"{"alg":"XS1"}"#)).contains("unsupported alg \"XS1\""));
-        assert!(err("a.b").contains("found 2"));
-        assert!(err("a.b.c.d.e").contains("JWE"));
-        let token = tok(r#"{"alg":"RS256","kid":"k\u0031","jku":"https://evil"}"#);
-        let ok = parse(&token, all, true, &Trace::default()).unwrap();
-        assert_eq!(ok.kid.as_deref(), Some("k1"));
-        assert_eq!(ok.alg, Alg::RS256);
-    }
-
-    #[test]
-    fn peek_reads_unverified_iss() {
-        let t = format!("{}.{}.sig", b64(r#"{"alg":"RS256"}"#), b64(r#"{"iss":"https://i"}"#));
-        assert_eq!(peek(&t, 8192), Some(Some("https://i".to_string())));
-        assert_eq!(peek("opaque-token", 8192), None);
-        assert_eq!(peek("a.b.c", 8192), None);
-    }
-}
+mod tests;

@@ -9,6 +9,10 @@
 //!
 //! Imports: the contract (`tokengate-api`), the shared HTTP machinery
 //! (`tokengate-kit`) and third-party crates; never `tokengate` itself.
+//!
+//! One file, past 400 lines, because it checks the config as a whole (which
+//! combinations are allowed) while building the provider; each way of verifying
+//! lives in its own module (`jwt`, `introspection`, `keyset`, `discovery`).
 
 #![warn(missing_docs)]
 
@@ -487,14 +491,7 @@ fn check_jwks_timing(jwks: &JwksConfig) -> Result<(), ConfigError> {
 }
 
 fn http_options(cfg: &OAuth2Config, ctx: &BuildContext) -> HttpClientOptions {
-    HttpClientOptions {
-        verify_tls: cfg.verify_tls,
-        tls_cafile: cfg.tls_cafile.as_deref().map(|p| ctx.resolve(p)),
-        connect_timeout: cfg.connect_timeout,
-        timeout: cfg.timeout,
-        max_response_bytes: cfg.max_response_bytes,
-        max_concurrent_requests: cfg.max_concurrent_requests,
-    }
+    tokengate_kit::http_options!(cfg, ctx)
 }
 
 /// For key sets and discovery documents, fetched without credentials.

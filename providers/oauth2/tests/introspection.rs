@@ -1,5 +1,7 @@
 //! RFC 7662 introspection through `OAuth2Provider`, against a stand-in
 //! authorization server on 127.0.0.1.
+//!
+//! One file, past 400 lines, because every test shares the one stand-in server.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;

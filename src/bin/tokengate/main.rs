@@ -42,27 +42,13 @@ struct Cli {
 enum Command {
     /// Validate one token and print the principal as JSON (exit 0 ok, 1 rejected, 3 provider unavailable, 2 usage/config).
     Check {
-        /// Config file (YAML, or JSON/TOML by extension; a Llama Stack run.yaml works too).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The token; without it, the first line of standard input.
-        // Opaque tokens may start with `-`; they are values, not flags.
-        #[arg(long, short, allow_hyphen_values = true)]
-        token: Option<String>,
         #[command(flatten)]
-        route: RouteArgs,
+        input: TokenArgs,
     },
     /// Like `check`, but show which provider owned the token, every check, and where each attribute came from.
     Explain {
-        /// Config file (as for `check`).
-        #[arg(long, short)]
-        config: PathBuf,
-        /// The token; without it, the first line of standard input.
-        // Opaque tokens may start with `-`; they are values, not flags.
-        #[arg(long, short, allow_hyphen_values = true)]
-        token: Option<String>,
         #[command(flatten)]
-        route: RouteArgs,
+        input: TokenArgs,
         /// `json` (default) or `text`.
         #[arg(long, value_enum, default_value_t = OutputFormat::Json)]
         format: OutputFormat,
@@ -138,6 +124,20 @@ enum Command {
     },
 }
 
+/// What `check` and `explain` look at: the config, the token and the request.
+#[derive(clap::Args)]
+struct TokenArgs {
+    /// Config file (YAML, or JSON/TOML by extension; a Llama Stack run.yaml works too).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// The token; without it, the first line of standard input.
+    // Opaque tokens may start with `-`; they are values, not flags.
+    #[arg(long, short, allow_hyphen_values = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    route: RouteArgs,
+}
+
 /// The request a one-shot check pretends to be, for `route_policy`.
 #[derive(clap::Args)]
 struct RouteArgs {
@@ -206,8 +206,10 @@ fn main() -> ExitCode {
     };
     let code = runtime.block_on(async {
         match cli.command {
-            Command::Check { config, token, route } => check::check(config, token, route).await,
-            Command::Explain { config, token, route, format } => explain::explain(config, token, route, format).await,
+            Command::Check { input } => check::check(input.config, input.token, input.route).await,
+            Command::Explain { input, format } => {
+                explain::explain(input.config, input.token, input.route, format).await
+            }
             Command::Key { command: KeyCommand::New { prefix, principal, id, attrs, expires, json } } => {
                 key::key_new(prefix, principal, id, attrs, expires, json)
             }

@@ -80,7 +80,7 @@ pub struct RedisConfig {
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
     /// Share positive remote results (introspection, custom, GitHub, Kubernetes) between replicas (default true).
-    #[serde(default = "default_true")]
+    #[serde(default = "tokengate_kit::defaults::on")]
     pub share_results: bool,
     /// Time allowed to (re)connect (default 1s).
     #[serde(default = "default_connect_timeout", with = "tokengate_kit::duration")]
@@ -96,9 +96,6 @@ pub struct RedisConfig {
 
 fn default_key_prefix() -> String {
     "tokengate:".to_string()
-}
-fn default_true() -> bool {
-    true
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(1)

@@ -1,0 +1,173 @@
+//! The request a forward-auth decision is about: its method, path and host
+//! from the headers `forward_auth.proxy` names (nginx's `X-Original-*`,
+//! Traefik's and Caddy's `X-Forwarded-*`), or the decision request itself
+//! (Envoy), with `auto` refusing anything that could mean two requests.
+
+use crate::config::Proxy;
+use axum::extract::ConnectInfo;
+use http::header::HeaderMap;
+use http::Method;
+use std::net::SocketAddr;
+use tokengate_api::{AuthError, RequestContext};
+
+/// The original-request headers of both families. The context a provider
+/// sees never holds them: the method, path and host it gets are the
+/// resolved ones.
+const ORIGINAL_REQUEST_HEADERS: &[&str] =
+    &[X_ORIGINAL_URI, X_ORIGINAL_METHOD, X_FORWARDED_URI, X_FORWARDED_METHOD, X_FORWARDED_HOST, X_FORWARDED_PROTO];
+const X_ORIGINAL_URI: &str = "x-original-uri";
+const X_ORIGINAL_METHOD: &str = "x-original-method";
+const X_FORWARDED_URI: &str = "x-forwarded-uri";
+const X_FORWARDED_METHOD: &str = "x-forwarded-method";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Where the original request's method and target come from.
+struct Original<'a> {
+    method: Option<&'a str>,
+    /// `None`: the decision request's own path and query (Envoy).
+    target: Option<&'a str>,
+    host: Option<&'a str>,
+    proto: Option<&'a str>,
+}
+
+impl Original<'_> {
+    /// The decision request itself is the original (Envoy `ext_authz`).
+    const OWN: Original<'static> = Original { method: None, target: None, host: None, proto: None };
+}
+
+/// The provider's view of the request the proxy is asking about.
+///
+/// Which headers describe it is `proxy`'s choice alone (see [`Proxy`]); with
+/// `auto`, anything that could have two meanings is refused with
+/// `invalid_request` (400) rather than decided on another path.
+pub(super) fn original_request(
+    parts: &http::request::Parts,
+    proxy: Proxy,
+    path_prefix: Option<&str>,
+) -> Result<RequestContext, AuthError> {
+    let headers = &parts.headers;
+    crate::http::credential::refuse_method_override(headers)?;
+    let original = match proxy {
+        Proxy::Nginx => Original {
+            method: Some(required(headers, X_ORIGINAL_METHOD, proxy)?),
+            target: Some(required(headers, X_ORIGINAL_URI, proxy)?),
+            host: single(headers, X_FORWARDED_HOST)?,
+            proto: None,
+        },
+        Proxy::Traefik | Proxy::Caddy => Original {
+            method: Some(required(headers, X_FORWARDED_METHOD, proxy)?),
+            target: Some(required(headers, X_FORWARDED_URI, proxy)?),
+            host: single(headers, X_FORWARDED_HOST)?,
+            proto: single(headers, X_FORWARDED_PROTO)?,
+        },
+        Proxy::Envoy => Original::OWN,
+        // A path prefix is Envoy's: its client may send any header `allowed_headers` lets through.
+        Proxy::Auto if path_prefix.is_some() => Original::OWN,
+        Proxy::Auto => auto_detect(headers)?,
+    };
+    let method = match original.method {
+        Some(m) => Method::from_bytes(m.as_bytes())
+            .map_err(|_| AuthError::invalid_request("the original request's method is not an HTTP method"))?,
+        None => parts.method.clone(),
+    };
+    let (path, query) = match original.target {
+        Some(raw) => crate::http::credential::route_target(raw)?,
+        None => {
+            let path = parts.uri.path();
+            let path = match path_prefix {
+                None => path,
+                Some(prefix) => match path.strip_prefix(prefix) {
+                    Some(rest) if rest.starts_with('/') => rest,
+                    Some("") => "/",
+                    // A decision request outside the prefix is not one Envoy sends.
+                    _ => {
+                        return Err(AuthError::invalid_request(
+                            "the decision request's path does not start with forward_auth.path_prefix",
+                        ))
+                    }
+                },
+            };
+            (crate::http::credential::canonical_route(path)?, parts.uri.query().map(str::to_string))
+        }
+    };
+    let mut ctx = RequestContext::new(method.as_str(), path);
+    if let Some(q) = query {
+        ctx.set_query(&q);
+    }
+    for (name, value) in headers {
+        if ORIGINAL_REQUEST_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let Ok(value) = value.to_str() {
+            ctx.add_header(name.as_str(), value);
+        }
+    }
+    if let Some(host) = original.host {
+        ctx.headers.insert("host".to_string(), host.to_string());
+    }
+    if let Some(proto) = original.proto {
+        ctx.headers.insert(X_FORWARDED_PROTO.to_string(), proto.to_string());
+    }
+    ctx.peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    Ok(ctx)
+}
+
+/// `auto`: nginx's `X-Original-*` or Traefik/Caddy's `X-Forwarded-*`, each
+/// complete (URI and method); both only when they agree exactly; neither
+/// means the decision request itself is the original (Envoy).
+fn auto_detect(headers: &HeaderMap) -> Result<Original<'_>, AuthError> {
+    let nginx = (single(headers, X_ORIGINAL_URI)?, single(headers, X_ORIGINAL_METHOD)?);
+    let forwarded = (single(headers, X_FORWARDED_URI)?, single(headers, X_FORWARDED_METHOD)?);
+    let host = single(headers, X_FORWARDED_HOST)?;
+    let proto = single(headers, X_FORWARDED_PROTO)?;
+    let complete = |(uri, method): (Option<&str>, Option<&str>), family: &str| match (uri, method) {
+        (Some(_), Some(_)) | (None, None) => Ok(()),
+        _ => Err(AuthError::invalid_request(format!(
+            "{family} URI and method must come together; set forward_auth.proxy to say which proxy is in front"
+        ))),
+    };
+    complete(nginx, "X-Original-*")?;
+    complete(forwarded, "X-Forwarded-*")?;
+    let chosen = match (nginx.0.is_some(), forwarded.0.is_some()) {
+        (true, true) if nginx != forwarded => {
+            return Err(AuthError::invalid_request(
+                "X-Original-URI/-Method and X-Forwarded-Uri/-Method disagree; set forward_auth.proxy to say which \
+                 proxy is in front",
+            ))
+        }
+        (true, _) => nginx,
+        (false, true) => forwarded,
+        (false, false) => return Ok(Original::OWN),
+    };
+    Ok(Original { method: chosen.1, target: chosen.0, host, proto })
+}
+
+/// The one value of header `name`, if present: repeated, empty or not
+/// visible ASCII is `invalid_request`, never "absent".
+fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(AuthError::invalid_request(format!("the {name} header is repeated")));
+    }
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|v| v.bytes().all(|b| (0x20..0x7f).contains(&b)))
+        .ok_or_else(|| AuthError::invalid_request(format!("the {name} header has characters outside visible ASCII")))?
+        .trim_matches([' ', '\t']);
+    if text.is_empty() {
+        return Err(AuthError::invalid_request(format!("the {name} header is empty")));
+    }
+    Ok(Some(text))
+}
+
+fn required<'a>(headers: &'a HeaderMap, name: &str, proxy: Proxy) -> Result<&'a str, AuthError> {
+    single(headers, name)?.ok_or_else(|| {
+        AuthError::invalid_request(format!(
+            "no {name} header, which forward_auth.proxy {} always sends",
+            proxy.as_str()
+        ))
+    })
+}

@@ -1,0 +1,144 @@
+use super::identity::{ascii_json, attribute_header_name};
+use super::*;
+use tokengate_api::{AuthError, Principal, RequestContext};
+
+#[test]
+fn ascii_json_escapes_non_ascii() {
+    let p = Principal::new("josé 😀");
+    assert_eq!(ascii_json(&p), r#"{"principal":"jos\u00e9 \ud83d\ude00","attributes":{}}"#);
+    let back: Principal = serde_json::from_str(&ascii_json(&p)).unwrap();
+    assert_eq!(back, p);
+}
+
+#[test]
+fn header_values_decode_back_exactly() {
+    for value in ["alice", "a b", "a\r\nX-Evil: 1", "josé", "", "mallory,admin", "100%", "%41", " x ", "tab\t"] {
+        let encoded = percent_encoded(value);
+        assert!(HeaderValue::from_str(&encoded).is_ok(), "{value:?}");
+        assert!(!encoded.contains(','), "{value:?}");
+        assert_eq!(percent_decoded(&encoded).as_deref(), Some(value));
+    }
+    assert_eq!(percent_encoded("alice@example.com"), "alice@example.com", "plain values look unchanged");
+    assert_eq!(percent_encoded("mallory,admin"), "mallory%2Cadmin");
+    assert!(attribute_header_name("Roles").is_none());
+    assert!(attribute_header_name("roles").is_some());
+    assert!(attribute_header_name("bad name").is_none());
+    assert!(attribute_header_name("a:b").is_none());
+    assert!(attribute_header_name("").is_none());
+}
+
+fn parts(uri: &str, headers: &[(&str, &str)]) -> http::request::Parts {
+    let mut b = http::Request::builder().method("POST").uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(()).unwrap().into_parts().0
+}
+
+fn resolve(uri: &str, headers: &[(&str, &str)], proxy: Proxy) -> Result<RequestContext, AuthError> {
+    original_request(&parts(uri, headers), proxy, None)
+}
+
+#[test]
+fn original_request_from_each_proxy() {
+    let traefik = [
+        ("x-forwarded-uri", "/v1/models?a=1&a=2"),
+        ("x-forwarded-method", "DELETE"),
+        ("x-forwarded-host", "api.example.com"),
+        ("authorization", "Bearer t"),
+    ];
+    for proxy in [Proxy::Traefik, Proxy::Caddy, Proxy::Auto] {
+        let c = resolve("/auth", &traefik, proxy).unwrap();
+        assert_eq!((c.method.as_str(), c.path.as_str()), ("DELETE", "/v1/models"));
+        assert_eq!(c.params["a"], vec!["1", "2"]);
+        assert_eq!(c.headers["host"], "api.example.com");
+        assert!(!c.headers.contains_key("authorization"));
+        assert!(!c.headers.contains_key("x-forwarded-uri"));
+    }
+    let nginx = [("x-original-uri", "https://h/x/y?q=1"), ("x-original-method", "PUT")];
+    for proxy in [Proxy::Nginx, Proxy::Auto] {
+        let c = resolve("/_tokengate", &nginx, proxy).unwrap();
+        assert_eq!((c.method.as_str(), c.path.as_str()), ("PUT", "/x/y"));
+    }
+    let c = original_request(&parts("/authz/v1/chat?s=1", &[]), Proxy::Envoy, Some("/authz")).unwrap();
+    assert_eq!((c.method.as_str(), c.path.as_str()), ("POST", "/v1/chat"));
+    assert_eq!(c.params["s"], vec!["1"]);
+    assert!(original_request(&parts("/authzother", &[]), Proxy::Envoy, Some("/authz")).is_err());
+    // Envoy: whatever the client wrote in these headers is not the original request.
+    let c = resolve("/v1/chat", &[("x-forwarded-uri", "/public"), ("x-original-uri", "/public")], Proxy::Envoy);
+    assert_eq!(c.unwrap().path, "/v1/chat");
+    // So is a path prefix under `auto`: only Envoy strips one.
+    let spoof = [("x-original-uri", "/public"), ("x-original-method", "GET")];
+    let c = original_request(&parts("/authz/admin", &spoof), Proxy::Auto, Some("/authz")).unwrap();
+    assert_eq!(c.path, "/admin");
+}
+
+#[test]
+fn a_named_proxy_reads_only_its_own_headers() {
+    // nginx forwards the client's own X-Forwarded-* untouched.
+    let spoofed = [
+        ("x-original-uri", "/admin/users"),
+        ("x-original-method", "DELETE"),
+        ("x-forwarded-uri", "/public/x"),
+        ("x-forwarded-method", "GET"),
+    ];
+    let c = resolve("/_tokengate", &spoofed, Proxy::Nginx).unwrap();
+    assert_eq!((c.method.as_str(), c.path.as_str()), ("DELETE", "/admin/users"));
+    let c = resolve("/auth", &spoofed, Proxy::Traefik).unwrap();
+    assert_eq!((c.method.as_str(), c.path.as_str()), ("GET", "/public/x"));
+    assert_eq!(resolve("/_tokengate", &[], Proxy::Nginx).unwrap_err().code(), "invalid_request");
+    let only_uri = [("x-forwarded-uri", "/x")];
+    assert_eq!(resolve("/auth", &only_uri, Proxy::Traefik).unwrap_err().code(), "invalid_request");
+}
+
+#[test]
+fn auto_refuses_what_could_mean_two_things() {
+    let bad: &[&[(&str, &str)]] = &[
+        &[
+            ("x-original-uri", "/admin"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-uri", "/public/x"),
+            ("x-forwarded-method", "GET"),
+        ],
+        &[
+            ("x-original-uri", "/admin"),
+            ("x-original-method", "DELETE"),
+            ("x-forwarded-uri", "/admin"),
+            ("x-forwarded-method", "GET"),
+        ],
+        &[("x-original-uri", "/admin"), ("x-original-method", "DELETE"), ("x-forwarded-method", "GET")],
+        &[("x-original-uri", "/admin"), ("x-original-uri", "/public"), ("x-original-method", "GET")],
+        &[("x-original-uri", ""), ("x-original-method", "GET")],
+        &[
+            ("x-original-uri", "/admin"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-host", "a"),
+            ("x-forwarded-host", "b"),
+        ],
+        &[("x-forwarded-method", "GET")],
+        &[("x-original-uri", "not a uri"), ("x-original-method", "GET")],
+        &[("x-original-uri", "/public/..;/admin"), ("x-original-method", "GET")],
+        &[("x-original-uri", "/public/x#/../../admin"), ("x-original-method", "GET")],
+    ];
+    for headers in bad {
+        let e = resolve("/_tokengate", headers, Proxy::Auto).unwrap_err();
+        assert_eq!(e.code(), "invalid_request", "{headers:?}");
+    }
+    // Agreeing copies of both families are one meaning.
+    let both = [
+        ("x-original-uri", "/a"),
+        ("x-original-method", "GET"),
+        ("x-forwarded-uri", "/a"),
+        ("x-forwarded-method", "GET"),
+    ];
+    assert_eq!(resolve("/_tokengate", &both, Proxy::Auto).unwrap().path, "/a");
+}
+
+#[test]
+fn an_unreadable_original_uri_is_refused_not_ignored() {
+    let mut p = parts("/_tokengate", &[("x-original-method", "GET")]);
+    p.headers.insert("x-original-uri", HeaderValue::from_bytes(b"/admin?q=caf\xc3\xa9").unwrap());
+    for proxy in [Proxy::Nginx, Proxy::Auto] {
+        assert_eq!(original_request(&p, proxy, None).unwrap_err().code(), "invalid_request");
+    }
+}
