@@ -16,16 +16,22 @@ impl Drop for Guard {
     }
 }
 
-/// Starts `tokengate <args>` and collects stdout lines until `done` says enough.
-fn spawn(args: &[&str], done: impl Fn(&[String]) -> bool) -> (Guard, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+/// `tokengate <args>` with INFO text logs, its stdout and stderr piped.
+fn start(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tokengate"))
         .args(args)
         .env("TOKENGATE_LOG", "info")
+        .env_remove("TOKENGATE_LOG_FORMAT")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("spawn tokengate");
+        .expect("spawn tokengate")
+}
+
+/// Starts `tokengate <args>` and collects stdout lines until `done` says enough.
+fn spawn(args: &[&str], done: impl Fn(&[String]) -> bool) -> (Guard, Vec<String>) {
+    let mut child = start(args);
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let guard = Guard(child);
@@ -312,15 +318,7 @@ async fn client_data_in_the_decision_log_cannot_forge_lines() {
 async fn every_decision_of_a_burst_is_one_log_line() {
     use futures_util::StreamExt;
     const DECISIONS: usize = 2_000;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .env("TOKENGATE_LOG", "info")
-        .env_remove("TOKENGATE_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tokengate");
+    let mut child = start(&["serve", "--dev", "--listen", "127.0.0.1:0"]);
     let stdout = child.stdout.take().unwrap();
     let mut stderr = child.stderr.take().unwrap();
     let pid = child.id().to_string();
