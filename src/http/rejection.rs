@@ -137,7 +137,11 @@ pub fn with_reason(message: &str, error: &AuthError) -> String {
         ErrorKind::InvalidToken | ErrorKind::InvalidRequest | ErrorKind::InsufficientScope
             if !error.detail().is_empty() =>
         {
-            format!("{message}: {}", error.detail())
+            let detail = error.detail();
+            match detail.char_indices().nth(MAX_DESCRIPTION_CHARS) {
+                Some((cut, _)) => format!("{message}: {}...", &detail[..cut]),
+                None => format!("{message}: {detail}"),
+            }
         }
         _ => message.to_string(),
     }

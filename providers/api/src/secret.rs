@@ -43,9 +43,17 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A string; a number or boolean (what `${env.S}` holding `12345678` expands
+/// to) is taken as its text, and nothing else is accepted. Errors never repeat
+/// the value.
 impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(Secret)
+        match serde_json::Value::deserialize(d) {
+            Ok(serde_json::Value::String(s)) => Ok(Secret(s)),
+            Ok(serde_json::Value::Number(n)) => Ok(Secret(n.to_string())),
+            Ok(serde_json::Value::Bool(b)) => Ok(Secret(b.to_string())),
+            _ => Err(serde::de::Error::custom("must be a string (the value is not shown)")),
+        }
     }
 }
 
@@ -66,5 +74,13 @@ mod tests {
         assert!(!format!("{s}").contains("hunter2"));
         assert!(s.ct_eq("hunter2-very-secret"));
         assert!(!s.ct_eq("hunter2"));
+    }
+
+    #[test]
+    fn numbers_are_their_text_and_other_shapes_are_refused_without_the_value() {
+        let s: Secret = serde_json::from_value(serde_json::json!(12345678)).unwrap();
+        assert!(s.ct_eq("12345678"));
+        let e = serde_json::from_value::<Secret>(serde_json::json!(["hunter2"])).unwrap_err().to_string();
+        assert!(!e.contains("hunter2"), "{e}");
     }
 }
