@@ -117,7 +117,7 @@ impl std::fmt::Debug for Settings {
 pub fn redacted(value: &Value) -> Value {
     fn sensitive(name: &str) -> bool {
         let name = name.to_ascii_lowercase();
-        ["secret", "token", "password", "passwd", "credential", "private"].iter().any(|s| name.contains(s))
+        ["secret", "token", "password", "passwd", "credential", "private", "api_keys"].iter().any(|s| name.contains(s))
     }
     fn mask_url(text: &str) -> Option<String> {
         let mut url = url::Url::parse(text).ok()?;
@@ -134,6 +134,10 @@ pub fn redacted(value: &Value) -> Value {
                 .map(|(k, v)| {
                     let shown = match v {
                         Value::String(_) if sensitive(k) => Value::String("<redacted>".into()),
+                        // `api_keys: [plaintext, …]` (OGX's local_api_key): every item.
+                        Value::Array(items) if sensitive(k) => {
+                            Value::Array(items.iter().map(|_| Value::String("<redacted>".into())).collect())
+                        }
                         other => redacted(other),
                     };
                     (k.clone(), shown)

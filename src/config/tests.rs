@@ -71,3 +71,11 @@ fn toml_and_json() {
     let j = Config::parse(r#"{"provider_config": {"type": "custom"}}"#, Format::Json).unwrap();
     assert!(!j.from_llama_stack);
 }
+
+#[test]
+fn plaintext_api_keys_are_redacted_in_debug() {
+    let c = Config::parse("provider_config: {type: local_api_key, api_keys: [sk-plain-1, sk-plain-2]}\n", Format::Yaml)
+        .unwrap();
+    let shown = format!("{:?}", c.settings);
+    assert!(!shown.contains("sk-plain"), "{shown}");
+}

@@ -49,6 +49,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokengate_api::Description;
+use tokengate_api::Secret;
 use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Ownership,
     Principal, ProviderBuilder, RequestContext,
@@ -101,6 +102,28 @@ pub struct ApiKeyConfig {
     /// How often `keys_file` is checked for changes (default 2s).
     #[serde(default = "default_reload_interval", with = "tokengate_kit::duration")]
     pub reload_interval: Duration,
+    /// OGX's `local_api_key` form: the keys themselves. Each is hashed at load
+    /// and the plaintext dropped; it authenticates as `api-key-<first 8 hex
+    /// digits of its SHA-256>` (never the key itself, as OGX would) with OGX's
+    /// implicit `roles: [admin, owner]`.
+    #[serde(default)]
+    pub api_keys: Vec<Secret>,
+}
+
+/// The roles OGX gives every key of its `api_keys` list.
+pub const OGX_API_KEY_ROLES: &[&str] = &["admin", "owner"];
+
+/// The entry a plaintext key of `api_keys` stands for (see [`ApiKeyConfig::api_keys`]).
+fn plaintext_entry(key: &Secret) -> KeyEntry {
+    let hash = hex::encode(tokengate_kit::token_hash(key.expose()));
+    KeyEntry {
+        principal: format!("api-key-{}", &hash[..8]),
+        hash,
+        id: None,
+        attributes: [("roles".to_string(), OGX_API_KEY_ROLES.iter().map(|r| r.to_string()).collect())].into(),
+        expires_at: None,
+        disabled: false,
+    }
 }
 
 fn default_reload_interval() -> Duration {
@@ -335,11 +358,17 @@ impl ApiKeyProvider {
         if config.reload_interval.is_zero() {
             return Err(ConfigError::new("reload_interval", "must be longer than 0s"));
         }
-        if config.keys.is_empty() && config.keys_file.is_none() {
-            return Err(ConfigError::new("", "no keys: configure `keys` (inline entries) or `keys_file`"));
+        if config.keys.is_empty() && config.keys_file.is_none() && config.api_keys.is_empty() {
+            return Err(ConfigError::new(
+                "",
+                "no keys: configure `keys` (inline entries), `keys_file` or `api_keys` (OGX's plaintext list)",
+            ));
         }
         let mut inline = KeyMap::new();
         compile_into(&mut inline, &config.keys, "keys")?;
+        let plaintext: Vec<KeyEntry> = config.api_keys.iter().map(plaintext_entry).collect();
+        drop(config.api_keys);
+        compile_into(&mut inline, &plaintext, "api_keys")?;
         let mut keys = inline.clone();
         let mut file = None;
         if let Some(path) = config.keys_file {

@@ -420,3 +420,20 @@ async fn example_configs_build() {
         p.close().await;
     }
 }
+
+/// OGX's `local_api_key` form: plaintext keys, hashed at load; the principal
+/// is a digest-derived id, never the key; OGX's implicit roles.
+#[tokio::test]
+async fn ogx_plaintext_api_keys_are_hashed_and_never_the_principal() {
+    let key = "sk-ogx-plaintext-key-0123456789";
+    let p = LocalApiKeyBuilder
+        .build(serde_json::json!({"api_keys": [key]}), &tokengate_api::BuildContext::default())
+        .unwrap();
+    let who = p.validate(key, &tokengate_api::RequestContext::new("GET", "/v1/models")).await.unwrap();
+    let digest = hex::encode(tokengate_kit::token_hash(key));
+    assert_eq!(who.principal, format!("api-key-{}", &digest[..8]));
+    assert_ne!(who.principal, key);
+    assert_eq!(who.attributes["roles"], vec!["admin", "owner"]);
+    assert!(!format!("{:?}", p.describe()).contains(key));
+    assert!(p.validate("sk-ogx-other", &tokengate_api::RequestContext::new("GET", "/")).await.is_err());
+}
