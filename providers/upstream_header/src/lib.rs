@@ -43,10 +43,17 @@ pub struct UpstreamHeaderConfig {
     /// The header naming the principal (default `x-forwarded-user`).
     #[serde(default = "default_principal_header")]
     pub principal_header: String,
-    /// Header → attribute; values are split on commas and trimmed
-    /// (e.g. `x-forwarded-groups: teams`).
+    /// Header → attribute (e.g. `x-forwarded-groups: teams`). A value that is
+    /// a JSON array gives its items; otherwise, in tokengate's own config, the
+    /// value is split on commas and trimmed, and in a run.yaml (as OGX) it is
+    /// one value.
     #[serde(default)]
     pub attribute_headers: BTreeMap<String, String>,
+    /// A header carrying a JSON object of attributes (`{"roles": ["admin"],
+    /// "team": "ml"}`: lists or single strings), merged with `attribute_headers`;
+    /// a value that is not such an object is refused (401). OGX's field.
+    #[serde(default)]
+    pub attributes_header: Option<String>,
     /// Peers whose headers are believed: CIDRs (`10.0.0.0/8`, `fd00::/8`) or
     /// single addresses. Required and non-empty.
     pub trusted_proxy_cidrs: Vec<String>,
@@ -65,8 +72,10 @@ impl ProviderBuilder for UpstreamHeaderBuilder {
         "upstream_header"
     }
 
-    fn build(&self, config: serde_json::Value, _ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
-        Ok(Arc::new(UpstreamHeaderProvider::from_config(parse_provider_config(config)?)?))
+    fn build(&self, config: serde_json::Value, ctx: &BuildContext) -> Result<DynProvider, ConfigError> {
+        let mut provider = UpstreamHeaderProvider::from_config(parse_provider_config(config)?)?;
+        provider.comma_lists = !ctx.llama_stack_defaults;
+        Ok(Arc::new(provider))
     }
 }
 
@@ -76,7 +85,29 @@ pub struct UpstreamHeaderProvider {
     principal_header: String,
     /// (lower-cased header, attribute), in config order.
     attribute_headers: Vec<(String, String)>,
+    /// The JSON-object header, lower-cased.
+    attributes_header: Option<String>,
+    /// Whether a plain `attribute_headers` value is a comma-separated list (tokengate) or one value (OGX).
+    comma_lists: bool,
     trusted: Vec<IpNet>,
+}
+
+/// An attribute value as text: a string, number or boolean.
+fn scalar(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// The refusal of an identity header whose value is not the JSON it must be.
+fn not_an_attribute(header: &str) -> AuthError {
+    AuthError::invalid_token(format!(
+        "the {header} header is not a JSON object of attribute lists or strings (or a list of strings)"
+    ))
+    .because(tokengate_api::Reason::Malformed)
 }
 
 /// Headers the layer strips from [`RequestContext`] (see its docs); naming one
@@ -144,7 +175,23 @@ impl UpstreamHeaderProvider {
             }
             trusted.push(net);
         }
-        Ok(UpstreamHeaderProvider { principal_header, attribute_headers, trusted })
+        let attributes_header = match &config.attributes_header {
+            Some(name) => {
+                let name = header_name("attributes_header", name)?;
+                if name == principal_header || attribute_headers.iter().any(|(h, _)| *h == name) {
+                    return Err(ConfigError::new("attributes_header", "is also another identity header"));
+                }
+                Some(name)
+            }
+            None => None,
+        };
+        Ok(UpstreamHeaderProvider {
+            principal_header,
+            attribute_headers,
+            attributes_header,
+            comma_lists: true,
+            trusted,
+        })
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
@@ -171,7 +218,10 @@ impl AuthProvider for UpstreamHeaderProvider {
                 format!("peer {ip} is not a trusted proxy; identity headers ignored"),
             ));
         }
-        for header in std::iter::once(&self.principal_header).chain(self.attribute_headers.iter().map(|(h, _)| h)) {
+        let identity_headers = std::iter::once(&self.principal_header)
+            .chain(self.attribute_headers.iter().map(|(h, _)| h))
+            .chain(self.attributes_header.as_ref());
+        for header in identity_headers {
             if ctx.repeated_headers.contains(header) {
                 tracing::warn!(
                     header = %header,
@@ -192,14 +242,41 @@ impl AuthProvider for UpstreamHeaderProvider {
             )));
         }
         let mut attributes = Attributes::new();
+        let mut add = |attribute: &str, item: &str| {
+            let values = attributes.entry(attribute.to_string()).or_default();
+            let item = item.trim();
+            if !item.is_empty() && !values.iter().any(|v| v == item) {
+                values.push(item.to_string());
+            }
+        };
         for (header, attribute) in &self.attribute_headers {
             let Some(value) = ctx.headers.get(header) else {
                 continue;
             };
-            let values = attributes.entry(attribute.clone()).or_default();
-            for item in value.split(',').map(str::trim).filter(|v| !v.is_empty()) {
-                if !values.iter().any(|v| v == item) {
-                    values.push(item.to_string());
+            match serde_json::from_str::<Vec<serde_json::Value>>(value.trim()) {
+                Ok(items) if value.trim_start().starts_with('[') => {
+                    for item in &items {
+                        add(attribute, &scalar(item).ok_or_else(|| not_an_attribute(header))?);
+                    }
+                }
+                _ if self.comma_lists => value.split(',').for_each(|item| add(attribute, item)),
+                _ => add(attribute, value),
+            }
+        }
+        if let Some(header) = &self.attributes_header {
+            if let Some(value) = ctx.headers.get(header) {
+                let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(value) else {
+                    return Err(not_an_attribute(header));
+                };
+                for (attribute, v) in &map {
+                    match v {
+                        serde_json::Value::Array(items) => {
+                            for item in items {
+                                add(attribute, &scalar(item).ok_or_else(|| not_an_attribute(header))?);
+                            }
+                        }
+                        other => add(attribute, &scalar(other).ok_or_else(|| not_an_attribute(header))?),
+                    }
                 }
             }
         }

@@ -167,3 +167,38 @@ fn example_config_builds() {
     assert_eq!(section.as_object_mut().unwrap().remove("type"), Some(json!("upstream_header")));
     UpstreamHeaderBuilder.build(section, &BuildContext::default()).unwrap_or_else(|e| panic!("{e}"));
 }
+
+#[tokio::test]
+async fn attributes_header_json_and_json_array_values_merge_as_ogx_reads_them() {
+    let config = serde_json::json!({
+        "principal_header": "x-auth-principal",
+        "attributes_header": "x-auth-attributes",
+        "attribute_headers": {"x-groups": "teams"},
+        "trusted_proxy_cidrs": ["10.0.0.0/8"]
+    });
+    let p = provider(config.clone());
+    let headers = [
+        ("x-auth-principal", "alice"),
+        ("x-auth-attributes", r#"{"roles": ["admin", "dev"], "teams": "ml", "level": 3}"#),
+        ("x-groups", r#"["ops", "ml, infra"]"#),
+    ];
+    let who = p.validate("", &request(Some("10.1.2.3:5000"), &headers)).await.unwrap();
+    assert_eq!(who.attributes["roles"], vec!["admin", "dev"]);
+    assert_eq!(who.attributes["teams"], vec!["ops", "ml, infra", "ml"], "a JSON item keeps its comma");
+    assert_eq!(who.attributes["level"], vec!["3"]);
+
+    for bad in ["not json", r#"["a list"]"#, r#"{"roles": [{"nested": 1}]}"#, "null"] {
+        let headers = [("x-auth-principal", "alice"), ("x-auth-attributes", bad)];
+        let e = p.validate("", &request(Some("10.1.2.3:5000"), &headers)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidToken, "{bad}");
+    }
+
+    // A plain value: comma-split in tokengate's own config, one value in a run.yaml (as OGX).
+    let plain = [("x-auth-principal", "alice"), ("x-groups", "ml, infra")];
+    let who = p.validate("", &request(Some("10.1.2.3:5000"), &plain)).await.unwrap();
+    assert_eq!(who.attributes["teams"], vec!["ml", "infra"]);
+    let run_yaml = BuildContext { llama_stack_defaults: true, ..Default::default() };
+    let ogx = UpstreamHeaderBuilder.build(config, &run_yaml).unwrap();
+    let who = ogx.validate("", &request(Some("10.1.2.3:5000"), &plain)).await.unwrap();
+    assert_eq!(who.attributes["teams"], vec!["ml, infra"]);
+}
