@@ -295,6 +295,20 @@ impl Config {
             revocation = Some(local.with_shared_store(store.clone(), on_error));
         }
         let mut pipeline = Pipeline::new(self.build_members_in(registry, &ctx)?);
+        if self
+            .settings
+            .access_policy
+            .as_ref()
+            .is_some_and(|p| !p.is_null() && p.as_array().is_none_or(|a| !a.is_empty()))
+        {
+            // Resource rules need the resource (its owner, its type), which a gateway never sees.
+            warn_once(format!(
+                "`{}access_policy` is not enforced by tokengate: it judges resources, which only OGX sees; \
+                 keep it in OGX's run.yaml (OGX with `upstream_header` behind tokengate enforces it) and use \
+                 `route_policy` for what a gateway can judge",
+                self.field_prefix()
+            ));
+        }
         if let Some(policy) = &self.settings.route_policy {
             if policy.is_permit_all() && policy.rule_count() > 0 {
                 // First match wins and the default permits: permit rules without a
