@@ -615,7 +615,10 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64, trace: 
             trace.check("exp", true, || "no exp claim (allowed by allow_missing_exp)".to_string());
             f64::INFINITY
         }
-        None => return Err(refuse("exp", "token has no exp claim".to_string())),
+        None => {
+            let detail = "token has no exp claim; tokens that never expire are refused unless the provider sets allow_missing_exp: true";
+            return Err(refuse("exp", detail.to_string()));
+        }
     };
     if let Some(nbf) = numeric(map, "nbf").map_err(|d| refuse("nbf", d))? {
         if nbf > now + leeway {

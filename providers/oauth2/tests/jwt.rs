@@ -662,7 +662,8 @@ async fn exp_is_required_and_numeric() {
     let idp = Idp::start(standard_keys()).await;
     let p = provider(config(&idp, json!({})));
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": null})));
-    assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token has no exp claim");
+    let e = assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "token has no exp claim");
+    assert!(e.detail().contains("allow_missing_exp: true"), "the 401 says how such tokens are accepted: {e}");
     let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"exp": "9999999999"})));
     assert_rejected(check(&p, &t).await, ErrorKind::InvalidToken, "the exp claim is not a number");
 
