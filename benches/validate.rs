@@ -36,6 +36,10 @@
 //!   On a shared machine this is the ratio to quote; criterion's separate runs
 //!   can see different background load.
 //!
+//! - `paired <ALG> pipeline`: `OAuth2Provider::validate` against
+//!   `Pipeline::decide` over that provider, on a cache hit: what the pipeline
+//!   stages add per decision.
+//!
 //! - `paired backend <curve>` (printed like the above): aws-lc-rs
 //!   `ParsedPublicKey` against ring's `UnparsedPublicKey` on the same
 //!   signatures, for P-256, P-384 and Ed25519: the measurement behind
@@ -319,6 +323,35 @@ fn jwt_benches(c: &mut Criterion) {
                 });
                 start.elapsed()
             });
+            // What the pipeline adds around the provider (ownership, the
+            // principal check, the decision), on the cheapest provider path
+            // (a verified-token cache hit), where it is the largest share.
+            let alone = std::sync::Arc::new(provider(&rt, &cfg));
+            let pipeline = tokengate::Pipeline::new(vec![alone.clone()]);
+            let (rt, alone, pipeline, one, ctx) = (&rt, &alone, &pipeline, &one, &ctx);
+            paired_named(
+                &format!("{name} pipeline"),
+                ["provider", "pipeline"],
+                batch * 10,
+                |iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            let _ = black_box(alone.validate(black_box(one), ctx).await);
+                        }
+                    });
+                    start.elapsed()
+                },
+                |iters| {
+                    let start = Instant::now();
+                    rt.block_on(async {
+                        for _ in 0..iters {
+                            let _ = black_box(pipeline.decide(black_box(one), ctx).await);
+                        }
+                    });
+                    start.elapsed()
+                },
+            );
         }
     }
 
