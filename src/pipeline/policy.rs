@@ -98,6 +98,13 @@ enum Test {
     /// Llama Stack's `unless: [a, b]`: the rule applies unless *all* hold
     /// (its `not matches_conditions(...)`), i.e. not (a and b).
     NotAll(Vec<Condition>),
+    /// An OGX owner condition (`user is owner`, `user in owners roles`,
+    /// `resource is unowned`, …) as OGX evaluates it for a route, which has
+    /// no owner: always true or always false (`holds`).
+    Owner {
+        text: String,
+        holds: bool,
+    },
 }
 
 /// Three-valued: a condition on an attribute the provider could not
@@ -147,6 +154,7 @@ impl Test {
         match self {
             Test::One(c) => c.eval(principal),
             Test::NotAll(cs) => Truth::all(cs.iter().map(|c| c.eval(principal))).not(),
+            Test::Owner { holds, .. } => Truth::of(*holds),
         }
     }
 
@@ -154,6 +162,7 @@ impl Test {
         match self {
             Test::One(c) => vec![c.attribute.as_str()],
             Test::NotAll(cs) => cs.iter().map(|c| c.attribute.as_str()).collect(),
+            Test::Owner { .. } => Vec::new(),
         }
     }
 }
@@ -165,6 +174,7 @@ impl fmt::Display for Test {
             Test::NotAll(cs) => {
                 write!(f, "not ({})", cs.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and "))
             }
+            Test::Owner { text, holds } => write!(f, "{text} ({holds} for a route, which has no owner)"),
         }
     }
 }

@@ -179,11 +179,7 @@ async fn policy_config_errors_name_the_rule_and_field() {
             "route_policy:\n  rules:\n    - path: admin\n      permit: all\n",
             "rules[0].path[0]: `admin` must start with `/`",
         ),
-        (
-            "r3.yaml",
-            "route_policy:\n  - permit: {paths: '*'}\n    when: user is owner\n",
-            "owner conditions apply to resources",
-        ),
+        ("r3.yaml", "route_policy:\n  - permit: {paths: '*'}\n    when: user is admin\n", "is not a route condition"),
         ("r4.yaml", "route_policy: {default: allow}\n", "`default` must be `permit` or `forbid`"),
     ];
     for (name, policy, expected) in cases {

@@ -190,17 +190,35 @@ fn compile_rule(item: &Value) -> Result<Rule, FieldError> {
         let Some(v) = map.get(field) else { continue };
         let texts = strings(v).map_err(|e| err(field, e))?;
         let mut parsed = Vec::with_capacity(texts.len());
+        let mut owner: Vec<(String, bool)> = Vec::new();
         for (i, text) in texts.iter().enumerate() {
-            parsed.push(parse_condition(text).map_err(|m| err(&format!("{field}[{i}]"), m))?);
+            match owner_condition(text) {
+                Some(holds) => owner.push((text.trim().to_string(), holds)),
+                None => parsed.push(parse_condition(text).map_err(|m| err(&format!("{field}[{i}]"), m))?),
+            }
         }
-        match (negate, parsed.len()) {
-            (false, _) => conditions.extend(parsed.into_iter().map(Test::One)),
-            // As Llama Stack: `unless: [a, b]` is not (a and b), not (not a) and (not b).
-            (true, 1) => conditions.extend(parsed.into_iter().map(|mut c| {
+        if !negate {
+            conditions.extend(parsed.into_iter().map(Test::One));
+            conditions.extend(owner.into_iter().map(|(text, holds)| Test::Owner { text, holds }));
+            continue;
+        }
+        // As Llama Stack: `unless: [a, b]` is not (a and b), not (not a) and (not b).
+        // Owner conditions are constants for a route: a false one makes the
+        // conjunction false (so `unless` holds), true ones drop out of it.
+        if let Some((text, _)) = owner.iter().find(|(_, holds)| !holds) {
+            conditions.push(Test::Owner { text: format!("not ({text})"), holds: true });
+            continue;
+        }
+        match parsed.len() {
+            0 => {
+                let text = owner.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(" and ");
+                conditions.push(Test::Owner { text: format!("not ({text})"), holds: false });
+            }
+            1 => conditions.extend(parsed.into_iter().map(|mut c| {
                 c.negated = !c.negated;
                 Test::One(c)
             })),
-            (true, _) => conditions.push(Test::NotAll(parsed)),
+            _ => conditions.push(Test::NotAll(parsed)),
         }
     }
     if map.contains_key("when") && map.contains_key("unless") {
@@ -265,20 +283,28 @@ fn compile_path(p: &str) -> Result<PathPattern, String> {
     Ok(PathPattern::Exact(normalized))
 }
 
-/// Llama Stack's route conditions: `user with <value> in <attribute>` and
-/// `user with <value> not in <attribute>`. Owner conditions need a resource,
-/// which routes do not have, so they are refused rather than never matching.
+/// An OGX owner condition, as OGX evaluates it for a resource without an
+/// owner — which a route is: `user is owner` and `user in owners <attribute>`
+/// never hold, their negations and `resource is unowned` always do.
+/// `None` for anything else.
+fn owner_condition(text: &str) -> Option<bool> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        ["user", "is", "owner"] | ["user", "in", "owners", _] => Some(false),
+        ["user", "is", "not", "owner"] | ["user", "not", "in", "owners", _] | ["resource", "is", "unowned"] => {
+            Some(true)
+        }
+        _ => None,
+    }
+}
+
+/// Llama Stack's attribute conditions: `user with <value> in <attribute>` and
+/// `user with <value> not in <attribute>` (owner conditions: [`owner_condition`]).
 fn parse_condition(text: &str) -> Result<Condition, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let (value, negated, attribute) = match words.as_slice() {
         ["user", "with", value, "in", attribute] => (*value, false, *attribute),
         ["user", "with", value, "not", "in", attribute] => (*value, true, *attribute),
-        ["user", "is", ..] | ["user", "in", "owners", ..] | ["user", "not", "in", "owners", ..] => {
-            return Err(format!(
-                "{text:?}: owner conditions apply to resources (access_policy), not to routes; \
-                 use `user with <value> in <attribute>`"
-            ))
-        }
         _ => {
             return Err(format!(
                 "{text:?} is not a route condition; write `user with <value> in <attribute>` or \

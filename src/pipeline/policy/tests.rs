@@ -268,10 +268,6 @@ fn config_errors_name_the_field() {
             "[0].methods[0]: \"GE T\" is not an HTTP method",
         ),
         (
-            json!([{"permit": {"paths": "*"}, "when": "user is owner"}]),
-            "[0].when[0]: \"user is owner\": owner conditions",
-        ),
-        (
             json!([{"permit": {"paths": "*"}, "when": "admins only"}]),
             "[0].when[0]: \"admins only\" is not a route condition",
         ),
@@ -285,4 +281,33 @@ fn config_errors_name_the_field() {
         let e = RoutePolicy::from_value(&value).err().unwrap_or_else(|| panic!("{value} should fail"));
         assert!(e.starts_with(expected) || e.contains(expected), "{value}: {e}");
     }
+}
+
+/// OGX's owner conditions load and evaluate as OGX does for a resource
+/// without an owner, which a route is.
+#[test]
+fn owner_conditions_are_constants_for_routes() {
+    let alice = Principal::new("alice").with_attributes([("roles".into(), vec!["dev".into()])].into());
+    let decide = |rules: serde_json::Value| {
+        RoutePolicy::from_value(&rules).unwrap().evaluate("GET", "/v1/models", &alice).is_permit()
+    };
+    // `user is owner` and `user in owners roles` never hold for a route.
+    assert!(!decide(serde_json::json!([{"permit": {"paths": "*"}, "when": "user is owner"}])));
+    assert!(!decide(serde_json::json!([{"permit": {"paths": "*"}, "when": ["user in owners roles"]}])));
+    // Their negations and `resource is unowned` always do.
+    assert!(decide(serde_json::json!([{"permit": {"paths": "*"}, "when": "resource is unowned"}])));
+    assert!(decide(serde_json::json!([{"permit": {"paths": "*"}, "when": "user is not owner"}])));
+    // `unless` with an owner condition that never holds: the rule applies.
+    assert!(decide(
+        serde_json::json!([{"permit": {"paths": "*"}, "unless": ["user is owner", "user with x in roles"]}])
+    ));
+    // `unless` with only always-true owner conditions: the rule never applies.
+    assert!(!decide(serde_json::json!([{"permit": {"paths": "*"}, "unless": "resource is unowned"}])));
+    // Mixed with an attribute condition, the attribute still decides.
+    assert!(decide(
+        serde_json::json!([{"permit": {"paths": "*"}, "when": ["resource is unowned", "user with dev in roles"]}])
+    ));
+    assert!(!decide(
+        serde_json::json!([{"permit": {"paths": "*"}, "when": ["resource is unowned", "user with ops in roles"]}])
+    ));
 }
