@@ -118,11 +118,14 @@ pub async fn explain(
     let mut ctx = ctx.clone();
     ctx.trace = Trace::on();
     let decision = pipeline.decide(token, &ctx).await;
-    let provider = decision.owner.as_ref().and_then(|o| pipeline.members().get(o.index)).map(|m| Owner {
-        index: decision.owner.as_ref().map_or(0, |o| o.index),
-        type_name: m.type_name().to_string(),
-        config: m.position().to_string(),
-        accepts: m.description().accepts.clone(),
+    let provider = decision.owner.as_ref().and_then(|o| {
+        let m = pipeline.members().get(o.index)?;
+        Some(Owner {
+            index: o.index,
+            type_name: m.type_name().to_string(),
+            config: m.position().to_string(),
+            accepts: m.description().accepts.clone(),
+        })
     });
     let message = pipeline.message().to_string();
     pipeline.close().await;

@@ -83,10 +83,8 @@ impl Gate {
     /// records the decision (metrics, one log event, and the audit line).
     pub async fn authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Principal, Rejection> {
         let started = Instant::now();
-        let (decision, token) = match credential(headers) {
-            Ok(Some(token)) => (self.pipeline.decide(token, ctx).await, token),
-            Ok(None) if !self.pipeline.needs_token() => (self.pipeline.decide("", ctx).await, ""),
-            Ok(None) => (Decision::unowned(Err(missing_credential())), ""),
+        let (decision, token) = match self.token(headers) {
+            Ok(token) => (self.pipeline.decide(token, ctx).await, token),
             Err(e) => (Decision::unowned(Err(e)), ""),
         };
         self.record(&decision, ctx, token, started);
@@ -96,11 +94,7 @@ impl Gate {
     /// For open paths: the principal when the request carries a valid token,
     /// else `None`; never refuses (and so is not counted as a decision).
     pub async fn try_authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Option<Principal> {
-        let token = match credential(headers).ok()? {
-            Some(token) => token,
-            None if !self.pipeline.needs_token() => "",
-            None => return None,
-        };
+        let token = self.token(headers).ok()?;
         match self.pipeline.decide(token, ctx).await.outcome {
             Ok(p) => Some(p),
             Err(e) => {
@@ -111,6 +105,16 @@ impl Gate {
                 );
                 None
             }
+        }
+    }
+
+    /// The token the pipeline is asked with: the credential, or empty when
+    /// there is none and a member reads the identity elsewhere.
+    fn token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+        match credential(headers)? {
+            Some(token) => Ok(token),
+            None if !self.pipeline.needs_token() => Ok(""),
+            None => Err(missing_credential()),
         }
     }
 

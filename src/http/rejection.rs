@@ -51,11 +51,7 @@ impl Rejection {
 
     /// The `outcome` label: `deny`, `unavailable` or `error`.
     pub fn outcome(&self) -> &'static str {
-        match self.error.kind() {
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Config => "error",
-            _ => "deny",
-        }
+        crate::ops::refusal_label(self.error.kind())
     }
 
     /// The `WWW-Authenticate` value, for the statuses that carry one (400, 401, 403).

@@ -16,11 +16,16 @@ use tokengate_api::{AuthError, ErrorKind, Principal, RequestContext};
 pub fn outcome_label(outcome: &Result<Principal, AuthError>) -> &'static str {
     match outcome {
         Ok(_) => "allow",
-        Err(e) => match e.kind() {
-            ErrorKind::Unavailable => "unavailable",
-            ErrorKind::Config => "error",
-            _ => "deny",
-        },
+        Err(e) => refusal_label(e.kind()),
+    }
+}
+
+/// The `outcome` label of a refusal of `kind`: `deny`, `unavailable` or `error`.
+pub fn refusal_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Config => "error",
+        _ => "deny",
     }
 }
 

@@ -93,11 +93,6 @@ impl Decision {
     pub fn unowned(outcome: Result<Principal, AuthError>) -> Self {
         Decision { owner: None, outcome, validated: None, trace: Vec::new(), attributes: Vec::new() }
     }
-
-    /// The outcome alone.
-    pub fn into_result(self) -> Result<Principal, AuthError> {
-        self.outcome
-    }
 }
 
 /// Providers, revocation and route policy, built and ready. Cheap to share

@@ -253,8 +253,10 @@ impl AuthProvider for UpstreamHeaderProvider {
             let Some(value) = ctx.headers.get(header) else {
                 continue;
             };
-            match serde_json::from_str::<Vec<serde_json::Value>>(value.trim()) {
-                Ok(items) if value.trim_start().starts_with('[') => {
+            // Only a value that looks like a JSON array is parsed as one (the usual plain value is not).
+            let items = value.trim().starts_with('[').then(|| serde_json::from_str::<Vec<serde_json::Value>>(value));
+            match items {
+                Some(Ok(items)) => {
                     for item in &items {
                         add(attribute, &scalar(item).ok_or_else(|| not_an_attribute(header))?);
                     }
