@@ -32,7 +32,8 @@ pub(super) fn lenient<T>(
 /// Sections whose every key restricts someone: a key there that tokengate
 /// does not read is refused even in a run.yaml, as dropping it (a misspelled
 /// `rules`, `disabled`, `path_prefix`) would quietly let more through.
-const STRICT_SECTIONS: &[&str] = &["route_policy", "revocation", "redis", "audit", "forward_auth", "open_paths"];
+const STRICT_SECTIONS: &[&str] =
+    &["route_policy", "revocation", "redis", "audit", "forward_auth", "open_paths", "tenancy"];
 
 /// Whether `e` is an unknown key tokengate may drop: the error names the key
 /// at the very end of its path (not a whole section that refused one of its

@@ -21,6 +21,7 @@ use crate::ops::redis::RedisConfig;
 use crate::ops::redis::RedisStore;
 use crate::pipeline::policy::RoutePolicy;
 use crate::pipeline::revocation::{Revocation, RevocationConfig};
+use crate::pipeline::tenancy::TenancyConfig;
 use crate::pipeline::Pipeline;
 use lenient::lenient;
 
@@ -90,6 +91,9 @@ pub struct Settings {
     /// State shared by replicas (revocation list, remote-result cache) in Redis (see [`crate::ops::redis`]).
     #[serde(default)]
     pub redis: Option<RedisConfig>,
+    /// Tenancy mode (see [`crate::pipeline::tenancy`]); in a run.yaml, `server.tenancy`.
+    #[serde(default)]
+    pub tenancy: Option<TenancyConfig>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -107,6 +111,7 @@ impl std::fmt::Debug for Settings {
             .field("revocation", &self.revocation)
             .field("audit", &self.audit)
             .field("redis", &self.redis)
+            .field("tenancy", &self.tenancy)
             .finish_non_exhaustive()
     }
 }
@@ -212,8 +217,27 @@ impl Config {
         if let Some(auth) = value.get("server").and_then(|s| s.get("auth")) {
             // Only `server.auth` is expanded: the rest of a run.yaml is OGX's, and may
             // reference variables this process does not have.
-            let auth = env::expand(auth.clone(), "server.auth", &lookup)?;
-            let settings = lenient(auth, "server.auth", parse_settings).map_err(|e| e.within("server.auth"))?;
+            let mut auth = auth.clone();
+            if provider_type_is_empty(&auth, &lookup) {
+                // OGX: a `type` that expands to nothing turns authentication off, and the rest of
+                // the provider section is not expanded (its variables may be unset too).
+                if let Some(map) = auth.as_object_mut() {
+                    map.remove("provider_config");
+                }
+            }
+            let auth = env::expand(auth, "server.auth", &lookup)?;
+            let mut settings = lenient(auth, "server.auth", parse_settings).map_err(|e| e.within("server.auth"))?;
+            if let Some(tenancy) = value.get("server").and_then(|s| s.get("tenancy")) {
+                if settings.tenancy.is_some() {
+                    return Err(ConfigError::new(
+                        "server.auth.tenancy",
+                        "is set and so is `server.tenancy`; keep one (`server.tenancy`, as OGX)",
+                    ));
+                }
+                let tenancy = env::expand(tenancy.clone(), "server.tenancy", &lookup)?;
+                let tenancy = tokengate_api::parse_provider_config(tenancy).map_err(|e| e.within("server.tenancy"))?;
+                settings.tenancy = Some(tenancy);
+            }
             return Config { file: None, settings, from_llama_stack: true }.validated("server.auth.");
         }
         if value.get("server").is_some() {
@@ -227,7 +251,13 @@ impl Config {
     }
 
     fn validated(self, prefix: &str) -> Result<Config, ConfigError> {
+        if let Some(Err((field, message))) = self.settings.tenancy.as_ref().map(TenancyConfig::compile) {
+            let at = if self.from_llama_stack { "server.tenancy." } else { "tenancy." };
+            return Err(ConfigError::new(format!("{at}{field}"), message));
+        }
         match (&self.settings.provider_config, &self.settings.providers) {
+            // OGX: `provider_config` is optional, "if only using route_policy".
+            (None, None) if self.from_llama_stack => Ok(self),
             (None, None) => Err(ConfigError::new(
                 format!("{prefix}provider_config"),
                 "missing: set `provider_config` with a `type` (oauth2_token, custom, github_token, …) or a `providers` list",
@@ -295,6 +325,22 @@ impl Config {
             revocation = Some(local.with_shared_store(store.clone(), on_error));
         }
         let mut pipeline = Pipeline::new(self.build_members_in(registry, &ctx)?);
+        if pipeline.is_anonymous() {
+            warn_once(match &self.settings.route_policy {
+                Some(_) => "`server.auth` configures no provider: authentication is OFF, and route_policy alone \
+                            judges requests (rules with conditions never match without a user)"
+                    .to_string(),
+                None => "`server.auth` configures no provider and no route_policy: authentication is OFF and \
+                         every request is let in"
+                    .to_string(),
+            });
+        }
+        if let Some(tenancy) = &self.settings.tenancy {
+            // Checked in `validated`.
+            if let Ok(tenancy) = tenancy.compile() {
+                pipeline = pipeline.with_tenancy(tenancy);
+            }
+        }
         if self
             .settings
             .access_policy
@@ -422,6 +468,19 @@ pub(crate) fn warn_once(message: String) {
 
 /// The routes OGX answers without authentication.
 pub const OGX_PUBLIC_ROUTES: &[&str] = &["/v1/health", "/v1/version"];
+
+/// Whether a run.yaml's `server.auth.provider_config.type` is empty, literally
+/// or once expanded: OGX then runs without authentication.
+fn provider_type_is_empty(auth: &Value, lookup: &dyn Fn(&str) -> Option<String>) -> bool {
+    let Some(provider) = auth.get("provider_config") else { return false };
+    let Some(kind) = provider.get("type") else { return provider.is_null() };
+    match env::expand(kind.clone(), "server.auth.provider_config.type", lookup) {
+        Ok(Value::Null) => true,
+        Ok(Value::String(s)) => s.trim().is_empty(),
+        // An unset `${env.X}` stays an error, reported when the whole section is expanded.
+        _ => false,
+    }
+}
 
 fn parse_settings(value: Value) -> Result<Settings, ConfigError> {
     tokengate_api::parse_provider_config(value).map_err(|e| {

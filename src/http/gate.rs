@@ -91,6 +91,21 @@ impl Gate {
         decision.outcome.map_err(|e| self.reject(e))
     }
 
+    /// What a request is let in as: its principal, or `None` when the pipeline
+    /// authenticates nobody (no provider) and its route policy lets the request
+    /// in; the credential is then not read at all (OGX without a provider).
+    /// Records the decision, as [`Gate::authenticate`] does.
+    pub async fn admit(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Option<Principal>, Rejection> {
+        if !self.pipeline.is_anonymous() {
+            return self.authenticate(headers, ctx).await.map(Some);
+        }
+        let started = Instant::now();
+        // Recorded as a decision for nobody: an empty principal, which no provider can produce.
+        let decision = Decision::unowned(self.pipeline.admit_anonymous(ctx).map(|()| Principal::new("")));
+        self.record(&decision, ctx, "", started);
+        decision.outcome.map(|_| None).map_err(|e| self.reject(e))
+    }
+
     /// For open paths: the principal when the request carries a valid token,
     /// else `None`; never refuses (and so is not counted as a decision).
     pub async fn try_authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Option<Principal> {

@@ -173,15 +173,17 @@ where
                 Ok(path) => ctx.path = path,
                 Err(e) => return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection)),
             }
-            if gate.is_open(&ctx.path) {
+            // Without a provider there is no authentication to skip: route_policy judges every path (as OGX).
+            if gate.is_open(&ctx.path) && !gate.pipeline().is_anonymous() {
                 if let Some(principal) = gate.try_authenticate(req.headers(), &ctx).await {
                     req.extensions_mut().insert(principal);
                 }
             } else {
-                match gate.authenticate(req.headers(), &ctx).await {
-                    Ok(principal) => {
+                match gate.admit(req.headers(), &ctx).await {
+                    Ok(Some(principal)) => {
                         req.extensions_mut().insert(principal);
                     }
+                    Ok(None) => {}
                     Err(rejection) => return Ok(rejection.to_http::<Bytes>().map(AuthBody::rejection)),
                 }
             }

@@ -325,14 +325,17 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Ok(ctx) => ctx,
         Err(e) => return state.gate.reject(e).into_response(),
     };
-    if state.gate.is_open(&ctx.path) {
+    let pipeline = state.gate.pipeline();
+    // Without a provider there is no authentication to skip: route_policy judges every path (as OGX).
+    if state.gate.is_open(&ctx.path) && !pipeline.is_anonymous() {
         return match state.gate.try_authenticate(&parts.headers, &ctx).await {
             Some(principal) => allowed(&principal),
-            None => anonymous(),
+            None => anonymous(pipeline.tenancy().anonymous()),
         };
     }
-    match state.gate.authenticate(&parts.headers, &ctx).await {
-        Ok(principal) => allowed(&principal),
+    match state.gate.admit(&parts.headers, &ctx).await {
+        Ok(Some(principal)) => allowed(&principal),
+        Ok(None) => anonymous(pipeline.tenancy().anonymous()),
         Err(rejection) => rejection.into_response(),
     }
 }

@@ -91,6 +91,9 @@ pub struct AuditRecord {
     pub code: Option<String>,
     /// Who the token authenticated; `null` when refused.
     pub principal: Option<String>,
+    /// The principal's tenant; left out without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The provider that decided (in a chain, the member that owned the token).
     pub provider: String,
     /// Its position in `providers`, for chains.
@@ -112,9 +115,9 @@ impl AuditRecord {
             Some(o) if pipeline.members().len() > 1 => (o.type_name.to_string(), Some(o.index)),
             _ => (pipeline.name().to_string(), None),
         };
-        let (status, code, principal, reason) = match &decision.outcome {
-            Ok(p) => (200, None, Some(p.principal.clone()), None),
-            Err(e) => (e.kind().http_status(), Some(e.code().to_string()), None, Some(e.detail().to_string())),
+        let (status, code, principal, tenant, reason) = match &decision.outcome {
+            Ok(p) => (200, None, Some(p.principal.clone()), p.tenant.clone(), None),
+            Err(e) => (e.kind().http_status(), Some(e.code().to_string()), None, None, Some(e.detail().to_string())),
         };
         AuditRecord {
             time: AuditRecord::now(),
@@ -122,6 +125,7 @@ impl AuditRecord {
             status,
             code,
             principal,
+            tenant,
             provider,
             provider_index,
             method: ctx.method.clone(),
@@ -357,6 +361,7 @@ mod tests {
             status: 401,
             code: Some("invalid_token".into()),
             principal: None,
+            tenant: None,
             provider: "api_key".into(),
             provider_index: None,
             method: "GET".into(),

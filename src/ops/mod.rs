@@ -48,8 +48,8 @@ pub fn record_decision(
         Ok(p) => {
             tracing::info!(
                 target: "tokengate::decision",
-                outcome = label, principal = ?p.principal, provider, latency_ms, method, path,
-                "allowed"
+                outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), provider, latency_ms,
+                method, path, "allowed"
             );
             return;
         }

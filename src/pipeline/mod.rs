@@ -12,16 +12,23 @@
 //! 3. **principal**: an empty principal, or one with control characters, is
 //!    refused: it would be no identity at all, or would forge log lines and
 //!    header boundaries in whatever reads it next;
-//! 4. **revocation** ([`revocation`]): revoked tokens get 401 — before the
+//! 4. **tenancy** ([`tenancy`]): the deployment's mode settles the tenant
+//!    (`single` sets it, `multi` requires one, 401 otherwise);
+//! 5. **revocation** ([`revocation`]): revoked tokens get 401 — before the
 //!    route policy, so a revoked token is told it is revoked, not that it
 //!    lacks a role;
-//! 5. **route policy** ([`policy`]): routes the principal may not use get 403.
+//! 6. **route policy** ([`policy`]): routes the principal may not use get 403.
+//!
+//! A pipeline without members (a run.yaml `server.auth` with only
+//! `route_policy`, or whose provider `type` is empty) authenticates nobody:
+//! [`Pipeline::admit_anonymous`] judges requests by the route policy alone.
 //!
 //! May import: [`crate::path`] and the provider contract (`tokengate_api`).
 //! Nothing here knows HTTP, config files or logs.
 
 pub mod policy;
 pub mod revocation;
+pub mod tenancy;
 
 use std::sync::Arc;
 use tokengate_api::{
@@ -30,6 +37,7 @@ use tokengate_api::{
 
 use policy::RoutePolicy;
 use revocation::Revocation;
+use tenancy::Tenancy;
 
 /// One configured provider, described once when the pipeline is built.
 pub struct Member {
@@ -101,6 +109,7 @@ pub struct Pipeline {
     members: Vec<Member>,
     revocation: Option<Revocation>,
     policy: Option<RoutePolicy>,
+    tenancy: Tenancy,
     accepts: String,
     message: String,
     needs_token: bool,
@@ -129,7 +138,7 @@ impl Pipeline {
             _ => format!("Authentication required. Please provide one of: {accepts}"),
         };
         let needs_token = members.iter().all(|m| m.description.needs_token);
-        Pipeline { members, revocation: None, policy: None, accepts, message, needs_token }
+        Pipeline { members, revocation: None, policy: None, tenancy: Tenancy::Disabled, accepts, message, needs_token }
     }
 
     /// Adds the revocation stage.
@@ -142,6 +151,37 @@ impl Pipeline {
     pub fn with_route_policy(mut self, policy: RoutePolicy) -> Self {
         self.policy = (!policy.is_permit_all()).then_some(policy);
         self
+    }
+
+    /// Adds the tenancy stage.
+    pub fn with_tenancy(mut self, tenancy: Tenancy) -> Self {
+        self.tenancy = tenancy;
+        self
+    }
+
+    /// The tenancy stage.
+    pub fn tenancy(&self) -> &Tenancy {
+        &self.tenancy
+    }
+
+    /// Whether the pipeline authenticates nobody (no members); see the module docs.
+    pub fn is_anonymous(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// For a pipeline without members: the route policy's verdict on a request
+    /// without a user (rules with conditions never match one, as in OGX).
+    pub fn admit_anonymous(&self, ctx: &RequestContext) -> Result<(), AuthError> {
+        let Some(policy) = &self.policy else {
+            ctx.trace.check("route_policy", true, || "no provider and no route_policy: every request is let in".into());
+            return Ok(());
+        };
+        let verdict = policy.evaluate_anonymous(&ctx.method, &ctx.path);
+        ctx.trace.check("route_policy", verdict.is_permit(), || verdict.reason.clone());
+        match verdict.is_permit() {
+            true => Ok(()),
+            false => Err(AuthError::insufficient_scope(verdict.reason).because(Reason::Policy)),
+        }
     }
 
     /// [`Pipeline::decide`], keeping only the outcome.
@@ -181,9 +221,10 @@ impl Pipeline {
     }
 
     /// The name decisions are counted and logged under when no member owns
-    /// the token: the single member's type, else `chain`.
+    /// the token: the single member's type, `none` without members, else `chain`.
     pub fn name(&self) -> &str {
         match self.members.as_slice() {
+            [] => "none",
             [only] => only.type_name(),
             _ => "chain",
         }
@@ -224,7 +265,7 @@ impl Pipeline {
                 Err(e) => trace.check("provider", false, || format!("{name}: {}", e.detail())),
             }
         }
-        let principal = match validated.and_then(fit_to_travel) {
+        let principal = match validated.and_then(fit_to_travel).and_then(|p| self.settle_tenant(p, trace)) {
             Ok(principal) => principal,
             Err(e) => return self.finish(owner, Err(e), None, ctx),
         };
@@ -232,6 +273,15 @@ impl Pipeline {
         // Kept apart only for a trace: an untraced decision copies no principal.
         let validated = trace.is_on().then(|| principal.clone());
         self.finish(owner, outcome.map(|()| principal), validated, ctx)
+    }
+
+    fn settle_tenant(&self, principal: Principal, trace: &tokengate_api::Trace) -> Result<Principal, AuthError> {
+        if self.tenancy == Tenancy::Disabled {
+            return Ok(principal);
+        }
+        let settled = self.tenancy.settle(principal).map_err(|e| trace.failed("tenancy", e))?;
+        trace.check("tenancy", true, || format!("tenant {}", settled.tenant.as_deref().unwrap_or("(none)")));
+        Ok(settled)
     }
 
     /// Revocation, then route policy, for a principal the provider accepted.
@@ -286,7 +336,9 @@ impl Pipeline {
     }
 
     fn not_owned(&self, token: &str) -> AuthError {
-        let detail = if token.is_empty() {
+        let detail = if self.members.is_empty() {
+            "this config has no provider (authentication is off): no token authenticates anyone".to_string()
+        } else if token.is_empty() {
             format!("no token, and every configured provider needs one; accepted: {}", self.accepts)
         } else {
             format!("no configured provider accepts this kind of token; accepted: {}", self.accepts)

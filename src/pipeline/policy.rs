@@ -383,6 +383,16 @@ impl RoutePolicy {
 
     /// Decides on `method path` for `principal`.
     pub fn evaluate(&self, method: &str, path: &str, principal: &Principal) -> Verdict {
+        self.evaluate_for(method, path, Some(principal))
+    }
+
+    /// Decides on `method path` for a request without a user: a rule with
+    /// conditions never matches, whatever its effect (as in OGX).
+    pub fn evaluate_anonymous(&self, method: &str, path: &str) -> Verdict {
+        self.evaluate_for(method, path, None)
+    }
+
+    fn evaluate_for(&self, method: &str, path: &str, principal: Option<&Principal>) -> Verdict {
         let method = method.to_ascii_uppercase();
         if self.is_permit_all() {
             // Nothing to protect, so nothing to refuse (not even paths that cannot be normalized).
@@ -423,14 +433,40 @@ impl RoutePolicy {
         first
     }
 
+    /// The verdict of rule `i`, which matched.
+    fn matched(&self, rule: &Rule, i: usize, method: &str, route: &str) -> Verdict {
+        let on = if rule.conditions.is_empty() { String::new() } else { format!(" ({})", rule.conditions_text()) };
+        let verb = match rule.effect {
+            Effect::Permit => "permitted",
+            Effect::Forbid => "forbidden",
+        };
+        let reason = format!("route {method} {route} is {verb} by route_policy {}{on}", rule.name(i));
+        Verdict { effect: rule.effect, rule: Some(i), reason }
+    }
+
     /// The decision for one reading of the path, and whether a permit rule
     /// matched it but its condition did not hold.
-    fn evaluate_route(&self, method: &str, route: &str, principal: &Principal, folded: bool) -> (Verdict, bool) {
+    fn evaluate_route(
+        &self,
+        method: &str,
+        route: &str,
+        principal: Option<&Principal>,
+        folded: bool,
+    ) -> (Verdict, bool) {
         let mut unmet = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.matches_route(method, route, folded) {
                 continue;
             }
+            let Some(principal) = principal else {
+                if rule.conditions.is_empty() {
+                    return (self.matched(rule, i, method, route), false);
+                }
+                if rule.effect == Effect::Permit {
+                    unmet.push(format!("{} (there is no user)", rule.conditions_text()));
+                }
+                continue;
+            };
             let truth = Truth::all(rule.conditions.iter().map(|c| c.eval(principal)));
             if truth == Truth::Unknown {
                 // Could not tell: a forbid refuses, a permit does not permit.
@@ -448,17 +484,7 @@ impl RoutePolicy {
                 continue;
             }
             if truth == Truth::Yes {
-                let on =
-                    if rule.conditions.is_empty() { String::new() } else { format!(" ({})", rule.conditions_text()) };
-                let reason = match rule.effect {
-                    Effect::Permit => {
-                        format!("route {method} {route} is permitted by route_policy {}{on}", rule.name(i))
-                    }
-                    Effect::Forbid => {
-                        format!("route {method} {route} is forbidden by route_policy {}{on}", rule.name(i))
-                    }
-                };
-                return (Verdict { effect: rule.effect, rule: Some(i), reason }, !unmet.is_empty());
+                return (self.matched(rule, i, method, route), !unmet.is_empty());
             }
             if rule.effect == Effect::Permit {
                 unmet.push(rule.conditions_text());

@@ -29,5 +29,6 @@ mod revocation;
 mod route_policy;
 mod secrets_never_leak;
 mod serve;
+mod tenancy;
 mod tls;
 mod upstream_header;

@@ -72,6 +72,9 @@ pub enum Reason {
     Claim(std::borrow::Cow<'static, str>),
     /// The token was verified but names no usable principal.
     Principal,
+    /// The tenant is not a valid tenant id, or (tenancy `multi`, `single`) is
+    /// missing or not the configured one.
+    Tenant,
     /// The token is on the revocation list.
     Revoked,
     /// No configured provider owns this kind of token.
@@ -115,6 +118,7 @@ impl Reason {
             Reason::Signature => "signature",
             Reason::Claim(_) => "claim",
             Reason::Principal => "principal",
+            Reason::Tenant => "tenant",
             Reason::Revoked => "revoked",
             Reason::NotOwned => "not_owned",
             Reason::Rejected => "rejected",

@@ -25,6 +25,7 @@ mod context;
 mod error;
 mod secret;
 mod shared;
+mod tenant;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
 pub use claims::{claim_at_path, ClaimsMapping, IDENTIFIER_CLAIMS, LIST_CLAIMS};
@@ -32,6 +33,7 @@ pub use context::{Check, RequestContext, Trace, TracedAttribute, CREDENTIAL_HEAD
 pub use error::{AuthError, ConfigError, ErrorKind, Reason};
 pub use secret::Secret;
 pub use shared::{SharedHit, SharedResultStore, SharedResults, TokenHash};
+pub use tenant::{tenant_from, tenant_id, TENANT_PATTERN};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -63,6 +65,12 @@ pub struct Principal {
     /// would match. Left out of JSON when empty, so the usual shape is unchanged.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub unknown_attributes: BTreeSet<String>,
+    /// The tenant the principal acts for, when the provider resolved one
+    /// (`tenant_claim`, `tenant_field`, `tenant_header`) or tenancy `single`
+    /// set it: always a valid tenant id ([`tenant_id`]). Left out of JSON
+    /// when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl Principal {
@@ -87,6 +95,12 @@ impl Principal {
             self.attributes.remove(&name);
             self.unknown_attributes.insert(name);
         }
+        self
+    }
+
+    /// Sets the tenant, already a valid tenant id (see [`tenant_id`]).
+    pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
         self
     }
 

@@ -106,6 +106,11 @@ pub struct CustomConfig {
     /// Result cache: off without this section; keyed by token, method and path — see the crate docs.
     #[serde(default = "CacheConfig::disabled")]
     pub cache: CacheConfig,
+    /// Field of the endpoint's 200 reply that names the tenant (`tenant`,
+    /// `org.id`: a dotted path, else the literal key). Lower-cased; a value that
+    /// is not a tenant id is refused (401). Absent: no tenant.
+    #[serde(default)]
+    pub tenant_field: Option<String>,
 }
 
 impl CustomConfig {
@@ -121,6 +126,7 @@ impl CustomConfig {
             max_response_bytes: http.max_response_bytes,
             max_concurrent_requests: http.max_concurrent_requests,
             cache: CacheConfig::disabled(),
+            tenant_field: None,
         }
     }
 }
@@ -164,6 +170,7 @@ pub struct CustomProvider {
     max_response_bytes: usize,
     limit: UpstreamLimit,
     cache: RemoteResultCache,
+    tenant_field: Option<String>,
 }
 
 impl fmt::Debug for CustomProvider {
@@ -186,6 +193,9 @@ impl CustomProvider {
                 "custom endpoint is plain http: API keys cross the network unencrypted"
             );
         }
+        if cfg.tenant_field.as_ref().is_some_and(|f| f.trim().is_empty()) {
+            return Err(ConfigError::new("tenant_field", "is empty"));
+        }
         let http = tokengate_kit::http_options!(cfg, ctx);
         let client = http.build_credentialed_client()?;
         Ok(CustomProvider {
@@ -195,6 +205,7 @@ impl CustomProvider {
             max_response_bytes: cfg.max_response_bytes,
             limit: http.build_limit(TYPE_NAME)?,
             cache: RemoteResultCache::new(&cfg.cache).with_shared(ctx),
+            tenant_field: cfg.tenant_field,
         })
     }
 
@@ -269,8 +280,13 @@ impl CustomProvider {
         let status = response.status();
         if status == StatusCode::OK {
             let body = read_body_limited(&what, response, self.max_response_bytes).await?;
-            return parse_reply(&body)
-                .map_err(|why| AuthError::unavailable(format!("{what} answered 200 with a malformed reply: {why}")));
+            let principal = parse_reply(&body)
+                .map_err(|why| AuthError::unavailable(format!("{what} answered 200 with a malformed reply: {why}")))?;
+            let Some(field) = &self.tenant_field else { return Ok(principal) };
+            // The reply parsed as an object just above.
+            let reply: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let tenant = tokengate_api::tenant_from(&reply, field, &format!("the {what} reply's `{field}`"))?;
+            return Ok(principal.with_tenant(tenant));
         }
 
         let retry_after = retry_after(response.headers());

@@ -97,6 +97,11 @@ pub struct KubernetesConfig {
     /// Claims `username`, `uid`, `groups`, `extra.<key>` → attributes.
     #[serde(default)]
     pub claims_mapping: Option<ClaimsMapping>,
+    /// Claim of the user info that names the tenant, with the path syntax of
+    /// `claims_mapping` (`extra.tenant`, `groups`…). Lower-cased; a value that is
+    /// not a tenant id (or a list of more than one) is refused (401).
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
     /// Result cache, keyed by token hash (default on, ttl 60s).
     #[serde(default)]
     pub cache: CacheConfig,
@@ -206,6 +211,7 @@ pub struct KubernetesProvider {
     reviewer: Option<ReviewerToken>,
     audiences: Vec<String>,
     mapping: ClaimsMapping,
+    tenant_claim: Option<String>,
     client: reqwest::Client,
     max_response_bytes: usize,
     limit: UpstreamLimit,
@@ -279,6 +285,9 @@ impl KubernetesProvider {
                 }
             }),
         };
+        if config.tenant_claim.as_ref().is_some_and(|c| c.trim().is_empty()) {
+            return Err(ConfigError::new("tenant_claim", "is empty"));
+        }
         if let Some(i) = config.audiences.iter().position(|a| a.trim().is_empty()) {
             return Err(ConfigError::new(format!("audiences[{i}]"), "is empty"));
         }
@@ -292,6 +301,7 @@ impl KubernetesProvider {
             review: config.review,
             reviewer,
             audiences: config.audiences,
+            tenant_claim: config.tenant_claim,
             mapping: config.claims_mapping.unwrap_or_else(|| match ctx.llama_stack_defaults {
                 true => ogx_claims_mapping(),
                 false => default_claims_mapping(),
@@ -463,7 +473,11 @@ impl KubernetesProvider {
             "groups": user.groups,
             "extra": user.extra,
         });
-        let principal = Principal::new(username).with_attributes(self.mapping.apply(&claims));
+        let tenant = match &self.tenant_claim {
+            Some(claim) => tokengate_api::tenant_from(&claims, claim, &format!("the user info's `{claim}`"))?,
+            None => None,
+        };
+        let principal = Principal::new(username).with_attributes(self.mapping.apply(&claims)).with_tenant(tenant);
         Ok(Validated { principal, expires_at: jwt_expiry(token) })
     }
 

@@ -37,6 +37,11 @@ pub struct OAuth2Config {
     /// Claim that names the principal (default `sub`; introspection falls back to `username`).
     #[serde(default)]
     pub principal_claim: Option<String>,
+    /// Claim that names the tenant (`tid`, `org.id`: a dotted path into nested
+    /// objects, else the literal key). Lower-cased; a value that is not a tenant
+    /// id is refused (401). Absent: no tenant (see `tenancy`).
+    #[serde(default)]
+    pub tenant_claim: Option<String>,
     /// Verify the identity provider's TLS certificate (default true).
     #[serde(default = "tokengate_kit::defaults::on")]
     pub verify_tls: bool,

@@ -64,6 +64,7 @@ struct Inner {
     client: reqwest::Client,
     credentials: Credentials,
     principal_claim: Option<String>,
+    tenant_claim: Option<String>,
     claims_mapping: ClaimsMapping,
     issuer: Option<String>,
     audience: Option<Vec<String>>,
@@ -104,6 +105,7 @@ impl fmt::Debug for Inner {
                 },
             )
             .field("principal_claim", &self.principal_claim)
+            .field("tenant_claim", &self.tenant_claim)
             .field("issuer", &self.issuer)
             .field("audience", &self.audience)
             .field("leeway", &self.leeway)
@@ -143,9 +145,9 @@ impl Introspector {
                 format!("{}s is more than the allowed {}s", cfg.leeway.as_secs(), MAX_LEEWAY.as_secs()),
             ));
         }
-        if let Some(claim) = &cfg.principal_claim {
-            if claim.trim().is_empty() {
-                return Err(ConfigError::new("principal_claim", "is empty"));
+        for (field, claim) in [("principal_claim", &cfg.principal_claim), ("tenant_claim", &cfg.tenant_claim)] {
+            if claim.as_ref().is_some_and(|c| c.trim().is_empty()) {
+                return Err(ConfigError::new(field, "is empty"));
             }
         }
         // The same rule as for JWTs: without an audience, a token issued to any
@@ -192,6 +194,7 @@ impl Introspector {
                 client,
                 credentials,
                 principal_claim: cfg.principal_claim.clone(),
+                tenant_claim: cfg.tenant_claim.clone(),
                 claims_mapping: cfg.claims_mapping.clone().unwrap_or_else(ClaimsMapping::oauth2_default),
                 issuer: cfg.issuer.clone(),
                 audience,
@@ -431,9 +434,13 @@ impl Inner {
                 })?,
         };
 
+        let tenant = match &self.tenant_claim {
+            Some(claim) => tokengate_api::tenant_from(&fields, claim, &format!("the introspection reply's `{claim}`"))?,
+            None => None,
+        };
         let attributes = self.claims_mapping.apply(&fields);
         Ok(Validated {
-            principal: Principal::new(principal).with_attributes(attributes),
+            principal: Principal::new(principal).with_attributes(attributes).with_tenant(tenant),
             expires_at: exp.and_then(unix_to_system),
         })
     }

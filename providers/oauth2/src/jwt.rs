@@ -43,6 +43,7 @@ pub(crate) struct ClaimRules {
     pub(crate) leeway: f64,
     pub(crate) allow_missing_exp: bool,
     pub(crate) principal_claim: String,
+    pub(crate) tenant_claim: Option<String>,
     pub(crate) claims_mapping: ClaimsMapping,
 }
 
@@ -710,12 +711,24 @@ pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules, trace: &Trace) 
         }
     };
     trace.check("principal", true, || format!("{name} (claim {claim})"));
+    let tenant = match &rules.tenant_claim {
+        Some(claim) => {
+            let tenant = tokengate_api::tenant_from(claims, claim, &format!("claim {}", quoted(claim)))
+                .map_err(|e| trace.failed("tenant", e))?;
+            trace.check("tenant", true, || match &tenant {
+                Some(t) => format!("{t} (claim {claim})"),
+                None => format!("no {claim} claim: no tenant"),
+            });
+            tenant
+        }
+        None => None,
+    };
     if trace.is_on() {
         rules.claims_mapping.apply_traced(claims, |attribute, value, claim| {
             trace.attribute(attribute, value, Some(claim), || format!("claims_mapping: {claim} -> {attribute}"))
         });
     }
-    Ok(Principal::new(name).with_attributes(rules.claims_mapping.apply(claims)))
+    Ok(Principal::new(name).with_attributes(rules.claims_mapping.apply(claims)).with_tenant(tenant))
 }
 
 /// What `ownership` needs: is it a JWT, and which `iss` does it claim (unverified).

@@ -54,6 +54,10 @@ pub struct UpstreamHeaderConfig {
     /// a value that is not such an object is refused (401). OGX's field.
     #[serde(default)]
     pub attributes_header: Option<String>,
+    /// A header naming the tenant (`x-auth-tenant`). Lower-cased; a value that
+    /// is not a tenant id is refused (401). Absent or empty: no tenant.
+    #[serde(default)]
+    pub tenant_header: Option<String>,
     /// Peers whose headers are believed: CIDRs (`10.0.0.0/8`, `fd00::/8`) or
     /// single addresses. Required and non-empty.
     pub trusted_proxy_cidrs: Vec<String>,
@@ -87,6 +91,8 @@ pub struct UpstreamHeaderProvider {
     attribute_headers: Vec<(String, String)>,
     /// The JSON-object header, lower-cased.
     attributes_header: Option<String>,
+    /// The tenant header, lower-cased.
+    tenant_header: Option<String>,
     /// Whether a plain `attribute_headers` value is a comma-separated list (tokengate) or one value (OGX).
     comma_lists: bool,
     trusted: Vec<IpNet>,
@@ -185,10 +191,24 @@ impl UpstreamHeaderProvider {
             }
             None => None,
         };
+        let tenant_header = match &config.tenant_header {
+            Some(name) => {
+                let name = header_name("tenant_header", name)?;
+                let taken = name == principal_header
+                    || attribute_headers.iter().any(|(h, _)| *h == name)
+                    || attributes_header.as_ref() == Some(&name);
+                if taken {
+                    return Err(ConfigError::new("tenant_header", "is also another identity header"));
+                }
+                Some(name)
+            }
+            None => None,
+        };
         Ok(UpstreamHeaderProvider {
             principal_header,
             attribute_headers,
             attributes_header,
+            tenant_header,
             comma_lists: true,
             trusted,
         })
@@ -220,7 +240,8 @@ impl AuthProvider for UpstreamHeaderProvider {
         }
         let identity_headers = std::iter::once(&self.principal_header)
             .chain(self.attribute_headers.iter().map(|(h, _)| h))
-            .chain(self.attributes_header.as_ref());
+            .chain(self.attributes_header.as_ref())
+            .chain(self.tenant_header.as_ref());
         for header in identity_headers {
             if ctx.repeated_headers.contains(header) {
                 tracing::warn!(
@@ -283,7 +304,14 @@ impl AuthProvider for UpstreamHeaderProvider {
             }
         }
         attributes.retain(|_, values| !values.is_empty());
-        Ok(Principal::new(principal).with_attributes(attributes))
+        let tenant = match &self.tenant_header {
+            Some(header) => match ctx.headers.get(header).map(|v| v.trim()) {
+                None | Some("") => None,
+                Some(value) => Some(tokengate_api::tenant_id(value, &format!("the {header} header"))?),
+            },
+            None => None,
+        };
+        Ok(Principal::new(principal).with_attributes(attributes).with_tenant(tenant))
     }
 
     /// The identity is in the proxy's headers: requests without a token are ours to judge.

@@ -24,6 +24,13 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
             return exit::USAGE;
         }
     };
+    if pipeline.is_anonymous() {
+        eprintln!(
+            "tokengate check: config error: the config has no provider (authentication is off), so there is nothing \
+             to check a token against"
+        );
+        return exit::USAGE;
+    }
     let ctx = match route.context() {
         Ok(ctx) => ctx,
         Err(e) => {

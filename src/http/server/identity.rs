@@ -1,5 +1,5 @@
 //! The answer to an allowed decision: the identity headers (`X-Auth-Principal`,
-//! `X-Auth-Attributes`, `X-Auth-Attr-<name>`, `X-Auth-Unknown-Attributes`),
+//! `X-Auth-Tenant`, `X-Auth-Attributes`, `X-Auth-Attr-<name>`, `X-Auth-Unknown-Attributes`),
 //! percent-encoded so they decode back exactly, and the principal as JSON.
 
 use axum::body::Body;
@@ -12,10 +12,12 @@ use tokengate_api::Principal;
 /// empty, so a proxy that only overrides what tokengate returns (Envoy)
 /// replaces a client's own `X-Auth-Principal` too. An empty principal is
 /// never an authenticated one (those are refused).
-pub(super) fn anonymous() -> Response {
+/// The tenant is tenancy `single`'s, else empty.
+pub(super) fn anonymous(tenant: Option<&str>) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(HeaderName::from_static("x-auth-principal"), HeaderValue::from_static(""));
     headers.insert(HeaderName::from_static("x-auth-attributes"), HeaderValue::from_static("{}"));
+    headers.insert(HeaderName::from_static("x-auth-tenant"), header_text(tenant.unwrap_or_default()));
     (StatusCode::OK, headers).into_response()
 }
 
@@ -24,6 +26,8 @@ pub(super) fn allowed(principal: &Principal) -> Response {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Always present: behind Envoy a header left out is one the client may supply.
     headers.insert(HeaderName::from_static("x-auth-principal"), header_text(&principal.principal));
+    // Always present, empty without a tenant; a tenant id never needs encoding, but it goes the same way.
+    headers.insert(HeaderName::from_static("x-auth-tenant"), header_text(principal.tenant.as_deref().unwrap_or("")));
     match HeaderValue::from_str(&ascii_json(&principal.attributes)) {
         Ok(v) => {
             headers.insert(HeaderName::from_static("x-auth-attributes"), v);
