@@ -895,6 +895,9 @@ class Suite:
             for name in ("teams", "roles", "scopes"):
                 if seen.get(f"x-auth-attr-{name}") != ",".join(want[name]):
                     problems.append(f"x-auth-attr-{name}={seen.get(f'x-auth-attr-{name}')!r}")
+            if seen.get("x-auth-tenant") not in (None, ""):
+                # These tokens carry no tenant: any value is the client's own copy.
+                problems.append(f"x-auth-tenant={seen.get('x-auth-tenant')!r}")
             if not seen.get("authorization", "").startswith("Bearer "):
                 problems.append("Authorization not passed to the upstream")
             return not problems, f"{'; '.join(problems)}\n want principal={client} attributes={json.dumps(want)}\n got {r!r}"
@@ -915,7 +918,7 @@ class Suite:
 
         def spoof():
             r = get("/v1/models", tokens["EdDSA"], headers={
-                "X-Auth-Principal": "root", "X-Auth-Attributes": '{"roles":["admin"]}',
+                "X-Auth-Principal": "root", "X-Auth-Attributes": '{"roles":["admin"]}', "X-Auth-Tenant": "globex",
                 "X-Auth-Attr-Roles": "admin,superuser", "X-Auth-Attr-Teams": "everyone"})
             return reached(r, "svc-eddsa")
 
@@ -1059,14 +1062,18 @@ class Suite:
         case("5.6", "open path without a token: upstream reached", "GET", "/public/logo.png", {}, 200)
 
         def anonymous_headers():
-            status, _, body = raw_request(base, "GET", "/public/logo.png", {"X-Auth-Principal": "root"})
+            status, _, body = raw_request(base, "GET", "/public/logo.png",
+                                          {"X-Auth-Principal": "root", "X-Auth-Tenant": "globex"})
             seen = (json.loads(body) if status == 200 else {}).get("headers", {})
             principal = seen.get("x-auth-principal")
             attributes = seen.get("x-auth-attributes")
-            return status == 200 and principal in (None, "") and attributes in (None, "", "{}"), \
+            tenant = seen.get("x-auth-tenant")
+            return status == 200 and principal in (None, "") and attributes in (None, "", "{}") \
+                and tenant in (None, ""), \
                 f"want no identity (and no Caddy placeholder) on an anonymous open path; got {status} {seen}"
 
-        self.expect("5.6.anon", "open path, client-sent X-Auth-Principal: root: the app sees no identity", anonymous_headers)
+        self.expect("5.6.anon", "open path, client-sent X-Auth-Principal: root, X-Auth-Tenant: globex: the app sees no identity",
+                    anonymous_headers)
         case("5.9", "valid token, DELETE /ADMIN/users: 403", "DELETE", "/ADMIN/users", {}, 403, with_token=True)
         for i, trick in enumerate(["/public/..;/admin/users", "/public/%252e%252e/admin", "/exact;jsessionid=1"]):
             case(f"5.7.{i}", f"path trick {trick}: refused (400), upstream untouched", "GET", trick, {}, 400)

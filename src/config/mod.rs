@@ -25,6 +25,7 @@ use crate::pipeline::tenancy::TenancyConfig;
 use crate::pipeline::Pipeline;
 use lenient::lenient;
 
+pub mod access_policy;
 pub mod env;
 pub mod forward_auth;
 mod lenient;
@@ -251,6 +252,9 @@ impl Config {
     }
 
     fn validated(self, prefix: &str) -> Result<Config, ConfigError> {
+        if let Some(policy) = &self.settings.access_policy {
+            access_policy::check(policy, &format!("{prefix}access_policy"))?;
+        }
         if let Some(Err((field, message))) = self.settings.tenancy.as_ref().map(TenancyConfig::compile) {
             let at = if self.from_llama_stack { "server.tenancy." } else { "tenancy." };
             return Err(ConfigError::new(format!("{at}{field}"), message));
