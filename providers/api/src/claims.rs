@@ -110,6 +110,7 @@ impl ClaimsMapping {
             ("groups", "teams"),
             ("team", "teams"),
             ("project", "projects"),
+            ("tenant", "namespaces"),
             ("namespace", "namespaces"),
         ])
         .unwrap_or_default()

@@ -167,5 +167,8 @@ fn default_max_keys() -> usize {
 
 /// Llama Stack's default audience, applied only to configs read from a `run.yaml`.
 pub const LLAMA_STACK_DEFAULT_AUDIENCE: &str = "llama-stack";
+/// OGX's default audience (Llama Stack's, since the rename), applied with
+/// [`LLAMA_STACK_DEFAULT_AUDIENCE`] to configs read from a `run.yaml`.
+pub const OGX_DEFAULT_AUDIENCE: &str = "ogx";
 /// Upper bound on `leeway`: more would make `exp` meaningless.
 pub const MAX_LEEWAY: Duration = Duration::from_secs(300);

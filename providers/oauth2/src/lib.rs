@@ -27,7 +27,7 @@ mod keyset;
 mod text;
 
 use crate::alg::{Alg, AlgSet};
-use crate::config::{JwksConfig, OAuth2Config, LLAMA_STACK_DEFAULT_AUDIENCE, MAX_LEEWAY};
+use crate::config::{JwksConfig, OAuth2Config, LLAMA_STACK_DEFAULT_AUDIENCE, MAX_LEEWAY, OGX_DEFAULT_AUDIENCE};
 use crate::introspection::Introspector;
 use crate::jwt::{ClaimRules, JwtValidator, KeySource, VerifiedCache};
 use crate::keys::HmacKeys;
@@ -365,7 +365,16 @@ fn claim_rules(cfg: &OAuth2Config, ctx: &BuildContext) -> Result<ClaimRules, Con
                 }
                 Some(values)
             }
-            None if ctx.llama_stack_defaults => Some(vec![LLAMA_STACK_DEFAULT_AUDIENCE.to_string()]),
+            None if ctx.llama_stack_defaults => {
+                // A run.yaml cannot say which release wrote it: OGX defaults to `ogx`,
+                // Llama Stack before the rename to `llama-stack`.
+                tracing::warn!(
+                    field = "audience",
+                    "oauth2_token without `audience`: accepting tokens for OGX's default `{OGX_DEFAULT_AUDIENCE}` and \
+                     Llama Stack's `{LLAMA_STACK_DEFAULT_AUDIENCE}`; set `audience` to the one your tokens carry"
+                );
+                Some(vec![OGX_DEFAULT_AUDIENCE.to_string(), LLAMA_STACK_DEFAULT_AUDIENCE.to_string()])
+            }
             None => {
                 return Err(ConfigError::new(
                     "audience",

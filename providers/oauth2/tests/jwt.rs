@@ -739,8 +739,12 @@ async fn llama_stack_defaults_supply_the_audience() {
     let cfg = config(&idp, json!({"audience": null}));
     let ctx = BuildContext { llama_stack_defaults: true, ..Default::default() };
     let p = OAuth2Builder.build(cfg.clone(), &ctx).unwrap();
-    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": "llama-stack"})));
-    assert!(p.validate(&t, &RequestContext::default()).await.is_ok());
+    for aud in ["llama-stack", "ogx"] {
+        let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": aud})));
+        assert!(p.validate(&t, &RequestContext::default()).await.is_ok(), "{aud}");
+    }
+    let t = token(&KEYS.rsa, "rsa1", &with(claims(), json!({"aud": "ogx-other"})));
+    assert!(p.validate(&t, &RequestContext::default()).await.is_err());
     let err = OAuth2Builder.build(cfg, &BuildContext::default()).err().unwrap();
     assert_eq!(err.field, "audience");
 }
