@@ -77,6 +77,9 @@ impl Explanation {
             Some(o) => {
                 let _ = writeln!(out, "provider: {} ({}) - {}", o.config, o.type_name, o.accepts);
             }
+            None if self.checks.iter().all(|c| c.check == "route_policy") => {
+                out.push_str("provider: none configured (authentication is off; route_policy alone decides)\n")
+            }
             None => out.push_str("provider: none owns this token\n"),
         }
         out.push_str("checks:\n");
@@ -117,6 +120,21 @@ pub async fn explain(
     let pipeline = config.build(registry)?;
     let mut ctx = ctx.clone();
     ctx.trace = Trace::on();
+    if pipeline.is_anonymous() {
+        // What `serve` and the layer do without a provider: route_policy alone, no token read.
+        let outcome = pipeline.admit_anonymous(&ctx);
+        let message = pipeline.message().to_string();
+        pipeline.close().await;
+        let (error, error_kind) = match outcome {
+            Ok(()) => (None, None),
+            Err(e) => (
+                Some(ExplainedError { code: e.code().to_string(), message, detail: e.detail().to_string() }),
+                Some(e.kind()),
+            ),
+        };
+        let checks = ctx.trace.checks();
+        return Ok(Explanation { provider: None, checks, attributes: Vec::new(), principal: None, error, error_kind });
+    }
     let decision = pipeline.decide(token, &ctx).await;
     let provider = decision.owner.as_ref().and_then(|o| {
         let m = pipeline.members().get(o.index)?;

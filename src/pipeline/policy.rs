@@ -386,8 +386,9 @@ impl RoutePolicy {
         self.evaluate_for(method, path, Some(principal))
     }
 
-    /// Decides on `method path` for a request without a user: a rule with
-    /// conditions never matches, whatever its effect (as in OGX).
+    /// Decides on `method path` for a request without a user: a permit with
+    /// conditions never matches (as in OGX), a forbid with conditions refuses
+    /// (OGX skips it; refusing is what its author can have meant).
     pub fn evaluate_anonymous(&self, method: &str, path: &str) -> Verdict {
         self.evaluate_for(method, path, None)
     }
@@ -462,9 +463,18 @@ impl RoutePolicy {
                 if rule.conditions.is_empty() {
                     return (self.matched(rule, i, method, route), false);
                 }
-                if rule.effect == Effect::Permit {
-                    unmet.push(format!("{} (there is no user)", rule.conditions_text()));
+                // Without a user a condition cannot be tested: as with an attribute that
+                // could not be determined, a forbid refuses and a permit does not permit.
+                // (OGX skips a conditioned forbid instead, letting a later rule decide.)
+                if rule.effect == Effect::Forbid {
+                    let reason = format!(
+                        "route {method} {route} is forbidden by route_policy {} ({}): there is no user to test it on",
+                        rule.name(i),
+                        rule.conditions_text()
+                    );
+                    return (Verdict { effect: Effect::Forbid, rule: Some(i), reason }, !unmet.is_empty());
                 }
+                unmet.push(format!("{} (there is no user)", rule.conditions_text()));
                 continue;
             };
             let truth = Truth::all(rule.conditions.iter().map(|c| c.eval(principal)));

@@ -213,8 +213,8 @@ server:
     let res = get("/v1/chat/completions").await.unwrap();
     assert_eq!(res.status(), 403, "a conditioned permit never matches without a user");
     assert!(json(res).await["error"]["message"].as_str().unwrap().contains("/v1/chat/completions"));
-    // A conditioned forbid is skipped without a user too (as in OGX), so the later permit applies.
-    assert_eq!(get("/v1/files/1").await.unwrap().status(), 200);
+    // A conditioned forbid refuses without a user (OGX skips it and the later permit would apply).
+    assert_eq!(get("/v1/files/1").await.unwrap().status(), 403);
     server.shutdown().await;
 
     // /v1/version is not listed: route_policy judges OGX's public routes too, as OGX does.
@@ -236,15 +236,25 @@ server:
     provider_config:
       type: ${env.TOKENGATE_TEST_SURELY_UNSET_PROVIDER:+oauth2_token}
       issuer: ${env.TOKENGATE_TEST_SURELY_UNSET_ISSUER}
+    route_policy:
+      - permit: {paths: /v1/models}
 ";
     let path = write(dir.path(), "run.yaml", run_yaml);
     let config = load(&path);
     let server = serve_config(&config).await;
     let res = client().get(format!("{}/v1/models", server.base)).send().await.unwrap();
-    assert_eq!(res.status(), 200, "no provider, no route_policy: OGX lets every request in");
+    assert_eq!(res.status(), 200, "no provider: route_policy alone judges");
     assert_eq!(header(&res, "x-auth-principal").unwrap(), "");
+    assert_eq!(client().get(format!("{}/admin", server.base)).send().await.unwrap().status(), 403);
     server.shutdown().await;
 
+    // explain says what serve does: route_policy alone.
+    let cfg = path.display().to_string();
+    let out = run(args(&["explain", "--config", &cfg, "--token", "x", "--path", "/v1/models"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let out = run(args(&["explain", "--config", &cfg, "--token", "x", "--path", "/admin"])).await;
+    assert_ne!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("route_policy"), "{}", stdout(&out));
     let out = run(args(&["check", "--config", &path.display().to_string(), "--token", "x"])).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no provider"), "{}", stderr(&out));
@@ -252,4 +262,41 @@ server:
     // tokengate's own format still needs a provider.
     let e = tokengate::Config::parse("realm: x\n", tokengate::config::Format::Yaml).unwrap_err();
     assert_eq!(e.field, "provider_config");
+}
+
+/// Attack review: a `server.auth` that configures no provider by accident never
+/// starts an open gate; only OGX's `${env…}` switch or an absent
+/// `provider_config`, next to a route_policy that refuses something, does.
+#[test]
+fn no_provider_only_when_meant() {
+    let policy = "    route_policy: [{permit: {paths: /v1/models}}]\n";
+    let refused = [
+        "server:\n  auth: {}\n".to_string(),
+        "server:\n  auth:\n    provider_config:\n".to_string(),
+        format!("server:\n  auth:\n    provider_config:\n{policy}"),
+        "server:\n  auth:\n    providers: ~\n".to_string(),
+        "server:\n  auth:\n    access_policy: [{permit: {actions: [read]}}]\n".to_string(),
+        format!("server:\n  auth:\n    provider_type: oauth2_token\n    config: {{issuer: x}}\n{policy}"),
+        format!("server:\n  auth:\n    authentication: {{type: oauth2_token}}\n{policy}"),
+        format!("server:\n  auth:\n    provider_config: {{type: ''}}\n{policy}"),
+        format!("server:\n  auth:\n    provider_config: {{type: ' '}}\n{policy}"),
+        format!("server:\n  auth:\n    provider_config: {{type: null}}\n{policy}"),
+        // Switched off, but nothing refuses anything.
+        "server:\n  auth:\n    provider_config: {type: '${env.TOKENGATE_TEST_SURELY_UNSET_P:+custom}'}\n".to_string(),
+        // multi with nobody to resolve a tenant.
+        format!("server:\n  tenancy: {{mode: multi}}\n  auth:\n{policy}"),
+        // tokengate's keys beside a run.yaml's server.auth would be ignored.
+        format!("provider_config: {{type: api_key}}\nserver:\n  auth:\n{policy}"),
+    ];
+    for text in &refused {
+        let built = tokengate::Config::parse(text, tokengate::config::Format::Yaml)
+            .and_then(|c| c.build(&tokengate::Registry::with_builtins()));
+        assert!(built.is_err(), "must not load: {text}");
+    }
+    let meant = format!("server:\n  auth:\n{policy}");
+    let pipeline = tokengate::Config::parse(&meant, tokengate::config::Format::Yaml)
+        .unwrap()
+        .build(&tokengate::Registry::with_builtins())
+        .unwrap();
+    assert!(pipeline.is_anonymous());
 }
