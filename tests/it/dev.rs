@@ -301,6 +301,8 @@ async fn client_data_in_the_decision_log_cannot_forge_lines() {
     );
     let res = client().get(format!("{base}/v1/models")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), 401);
+    // The log writer writes a quiet server's lines within 20 ms; a kill loses what is still buffered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = guard.0.kill();
     let _ = guard.0.wait();
     let log = errors.join().unwrap();

@@ -7,6 +7,7 @@
 mod check;
 mod explain;
 mod key;
+mod log;
 mod revoke;
 mod serve;
 mod token;
@@ -228,19 +229,24 @@ fn main() -> ExitCode {
 /// `TOKENGATE_LOG` filters (`info`, `tokengate::decision=warn`…); `TOKENGATE_LOG_FORMAT=json` for JSON lines.
 ///
 /// The log (with the one line per decision `serve` writes) goes to standard
-/// error through a writer thread of its own, so a slow terminal, pipe or disk
-/// never holds up a decision. It is not lossy: when its queue is full, the
-/// request that logs waits rather than a line being dropped.
-fn init_logging(default_level: &str) -> tracing_appender::non_blocking::WorkerGuard {
+/// error through a writer thread of its own, in batches (see [`log`]), so a
+/// slow terminal, pipe or disk never holds up a decision. It is not lossy:
+/// when too much is waiting, the request that logs waits rather than a line
+/// being dropped.
+fn init_logging(default_level: &str) -> Option<log::FlushGuard> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TOKENGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = std::env::var("TOKENGATE_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     // Colors only for a person at a terminal, never into log files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, flush) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("tokengate-log")
-        .finish(std::io::stderr());
+    let (writer, flush) = match log::batched(std::io::stderr(), "tokengate-log") {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("tokengate: cannot start the log writer thread ({e}); logging to standard error directly");
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).try_init();
+            return None;
+        }
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
     let _ = if json {
         builder.json().try_init()
@@ -248,7 +254,7 @@ fn init_logging(default_level: &str) -> tracing_appender::non_blocking::WorkerGu
         let fields = tokengate::ops::audit::escaping_fields();
         builder.fmt_fields(fields).try_init()
     };
-    flush
+    Some(flush)
 }
 
 fn read_token(token: Option<String>) -> Result<String, String> {
