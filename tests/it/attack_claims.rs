@@ -174,16 +174,41 @@ async fn the_principal_claim_must_name_someone() {
 }
 
 #[tokio::test]
-async fn duplicate_claims_resolve_to_the_last_member() {
-    // RFC 7519 §4: reject, or use the lexically last member. tokengate's parser
-    // takes the last one, so an earlier valid `exp` cannot hide a later expired one.
+async fn duplicate_time_and_audience_claims_are_refused() {
+    // RFC 7519 §4: reject, or use the lexically last member. tokengate rejects:
+    // whichever copy it read, a reader of the forwarded token may read the other.
     let (_server, provider) = setup().await;
     let text = format!(r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","exp":{},"exp":{}}}"#, now() + 600, now() - 3600);
     let input = signing_input(r#"{"alg":"ES256","kid":"ec-1"}"#, &text);
     let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256);
-    invalid(&provider, &format!("{input}.{sig}"), &["token expired"]).await;
+    invalid(&provider, &format!("{input}.{sig}"), &["duplicate member"]).await;
     let text = format!(r#"{{"sub":"alice","iss":"{ISS}","aud":"{AUD}","aud":"other","exp":{}}}"#, now() + 600);
     let input = signing_input(r#"{"alg":"ES256","kid":"ec-1"}"#, &text);
     let sig = low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256);
-    invalid(&provider, &format!("{input}.{sig}"), &["audience [\"other\"]"]).await;
+    invalid(&provider, &format!("{input}.{sig}"), &["duplicate member"]).await;
+}
+
+/// Attack review (#13): `{"tenant":"acme","tenant":"globex"}` read as globex by
+/// tokengate (last wins) and as acme by a first-wins reader of the forwarded
+/// token. A member repeated anywhere in the payload is refused.
+#[tokio::test]
+async fn a_claim_given_twice_is_refused_at_any_depth() {
+    let (server, provider) = setup().await;
+    let base = claims();
+    let body = base.to_string();
+    let inner = body.trim_start_matches('{').trim_end_matches('}');
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "ec-1"}).to_string();
+    for extra in [r#""sub":"root""#, r#""org":{"id":"acme","id":"globex"}"#] {
+        let payload = format!("{{{inner},{extra}}}");
+        let input = signing_input(&header, &payload);
+        let t = format!("{input}.{}", low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256));
+        let e = invalid(&provider, &t, &["duplicate"]).await;
+        assert_eq!(e.reason(), &tokengate::Reason::Malformed, "{extra}");
+    }
+    // The same members once each are fine.
+    let payload = format!("{{{inner},\"org\":{{\"id\":\"acme\"}}}}");
+    let input = signing_input(&header, &payload);
+    let t = format!("{input}.{}", low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256));
+    accepted(&provider, &t).await;
+    drop(server);
 }

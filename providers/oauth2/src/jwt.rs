@@ -585,7 +585,8 @@ fn decode_claims(payload: &str) -> Result<Value, AuthError> {
     if !is_json_object(&bytes) {
         return Err(malformed("the payload is not a JSON object"));
     }
-    serde_json::from_slice(&bytes)
+    serde_json::from_slice::<strict::StrictValue>(&bytes)
+        .map(|v| v.0)
         .map_err(|e| malformed(&format!("the payload is not valid JSON ({})", e.classify_text())))
 }
 
@@ -762,6 +763,8 @@ pub(crate) fn peek(token: &str, max_token_bytes: usize) -> Option<Option<String>
 pub(crate) fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
+
+mod strict;
 
 #[cfg(test)]
 mod tests;
