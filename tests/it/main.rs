@@ -24,6 +24,7 @@ mod example_configs;
 mod explain;
 mod fuzz_regressions;
 mod layer;
+mod ogx_conformance;
 mod ogx_gateway;
 mod redis;
 mod revocation;
