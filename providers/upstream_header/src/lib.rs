@@ -110,10 +110,14 @@ fn scalar(value: &serde_json::Value) -> Option<String> {
 
 /// The refusal of an identity header whose value is not the JSON it must be.
 fn not_an_attribute(header: &str) -> AuthError {
-    AuthError::invalid_token(format!(
-        "the {header} header is not a JSON object of attribute lists or strings (or a list of strings)"
-    ))
-    .because(tokengate_api::Reason::Malformed)
+    AuthError::invalid_token(format!("the {header} header is not a JSON object of attribute lists or strings"))
+        .because(tokengate_api::Reason::Malformed)
+}
+
+/// The refusal of an `attribute_headers` value that is a JSON list of something else than strings.
+fn not_a_list_of_values(header: &str) -> AuthError {
+    AuthError::invalid_token(format!("the {header} header is a JSON list, but not of strings, numbers or booleans"))
+        .because(tokengate_api::Reason::Malformed)
 }
 
 /// Headers the layer strips from [`RequestContext`] (see its docs); naming one
@@ -279,7 +283,7 @@ impl AuthProvider for UpstreamHeaderProvider {
             match items {
                 Some(Ok(items)) => {
                     for item in &items {
-                        add(attribute, &scalar(item).ok_or_else(|| not_an_attribute(header))?);
+                        add(attribute, &scalar(item).ok_or_else(|| not_a_list_of_values(header))?);
                     }
                 }
                 _ if self.comma_lists => value.split(',').for_each(|item| add(attribute, item)),
@@ -287,7 +291,8 @@ impl AuthProvider for UpstreamHeaderProvider {
             }
         }
         if let Some(header) = &self.attributes_header {
-            if let Some(value) = ctx.headers.get(header) {
+            // Present but empty is absent, as OGX reads it: a proxy may always set the header.
+            if let Some(value) = ctx.headers.get(header).filter(|v| !v.trim().is_empty()) {
                 let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(value) else {
                     return Err(not_an_attribute(header));
                 };
