@@ -9,7 +9,8 @@
 //! `GET /healthz` answers 200 without auth; `GET /auth` answers 200 with an
 //! empty body when the bearer token verifies against the JWKS and passes `exp`,
 //! `nbf` (30 s leeway, as tokengate's default) and, when given, `iss` and `aud`;
-//! else jwt-authorizer's own 401/403.
+//! else jwt-authorizer's own 401/403. The key set is fetched over plain http (no TLS
+//! feature: see Cargo.toml).
 
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
