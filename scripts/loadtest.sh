@@ -33,7 +33,8 @@
 #
 # Environment (defaults in brackets):
 #   LOADTEST_ALG               ES256 | RS256 | EdDSA [ES256]
-#   LOADTEST_TOKENS            distinct tokens to mint [100000]
+#   LOADTEST_TOKENS            distinct tokens to mint [100000]; 150000 or more keeps the
+#                              cache hits of a file that wraps under 0.1% (reported)
 #   LOADTEST_DURATION          seconds per run [10]
 #   LOADTEST_LOW_CONNECTIONS   connections of the compared runs [64, as issue #14]
 #   LOADTEST_CONNECTIONS       connections of tokengate's error check [1000]; 0 skips it
@@ -310,7 +311,10 @@ hit_pct="$(awk -v h="$HITS" -v n="$DISTINCT_LOGGED" 'BEGIN {if (n > 0) printf "%
   echo "| target | measured | met |"
   echo "|---|---|---|"
   r=$(ratio "$D" "$COMPOSED")
-  echo "| distinct ≥ 0.9 × composed limit 1/(1/healthz + 1/verify) = 1/(1/$(num "$H") + 1/$(num "$VERIFY_RATE")) = $(num "$COMPOSED") req/s | $(num "$D") req/s = $r × | $(yes "$r" ">=" 0.9) |"
+  met=$(yes "$r" ">=" 0.9)
+  # Past 1% of cache hits the "distinct" runs are not distinct: the token file was too short.
+  if awk -v p="$hit_pct" 'BEGIN {exit !(p + 0 > 1)}'; then met="not measured: $hit_pct % cache hits, mint more tokens (LOADTEST_TOKENS)"; fi
+  echo "| distinct ≥ 0.9 × composed limit 1/(1/healthz + 1/verify) = 1/(1/$(num "$H") + 1/$(num "$VERIFY_RATE")) = $(num "$COMPOSED") req/s | $(num "$D") req/s = $r × | $met |"
   r=$(ratio "$RE" "$H")
   echo "| repeated ≥ 0.75 × healthz | $(num "$RE") / $(num "$H") = $r × | $(yes "$r" ">=" 0.75) |"
   for name in healthz repeated distinct; do
