@@ -14,7 +14,7 @@ use crate::config::{Config, Registry};
 use crate::pipeline::Decision;
 use serde::Serialize;
 use std::fmt::Write as _;
-use tokengate_api::{ConfigError, ErrorKind, Principal, RequestContext, Trace};
+use tokengate_api::{AuthError, ConfigError, ErrorKind, Principal, RequestContext, Trace};
 
 /// One check and its result.
 pub type Check = tokengate_api::Check;
@@ -127,10 +127,7 @@ pub async fn explain(
         pipeline.close().await;
         let (error, error_kind) = match outcome {
             Ok(()) => (None, None),
-            Err(e) => (
-                Some(ExplainedError { code: e.code().to_string(), message, detail: e.detail().to_string() }),
-                Some(e.kind()),
-            ),
+            Err(e) => (Some(ExplainedError::of(&e, message)), Some(e.kind())),
         };
         let checks = ctx.trace.checks();
         return Ok(Explanation { provider: None, checks, attributes: Vec::new(), principal: None, error, error_kind });
@@ -150,14 +147,16 @@ pub async fn explain(
     Ok(render(decision, provider, message))
 }
 
+impl ExplainedError {
+    fn of(e: &AuthError, message: String) -> Self {
+        ExplainedError { code: e.code().to_string(), message, detail: e.detail().to_string() }
+    }
+}
+
 fn render(decision: Decision, provider: Option<Owner>, message: String) -> Explanation {
     let (principal, error, error_kind) = match decision.outcome {
         Ok(p) => (Some(p), None, None),
-        Err(e) => (
-            None,
-            Some(ExplainedError { code: e.code().to_string(), message, detail: e.detail().to_string() }),
-            Some(e.kind()),
-        ),
+        Err(e) => (None, Some(ExplainedError::of(&e, message)), Some(e.kind())),
     };
     Explanation { provider, checks: decision.trace, attributes: decision.attributes, principal, error, error_kind }
 }

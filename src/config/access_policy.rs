@@ -13,6 +13,8 @@
 use serde_json::Value;
 use tokengate_api::ConfigError;
 
+use crate::pipeline::policy::is_ogx_condition;
+
 const ACTIONS: &[&str] = &["create", "read", "update", "delete"];
 
 /// `Err` names the rule and field (relative to `at`, the policy's own path).
@@ -92,7 +94,7 @@ fn check_conditions(conditions: &Value, at: &str) -> Result<(), ConfigError> {
         one => vec![one],
     };
     for (i, condition) in list.iter().enumerate() {
-        let valid = condition.as_str().is_some_and(is_condition);
+        let valid = condition.as_str().is_some_and(is_ogx_condition);
         if !valid {
             let shown = condition.as_str().map(|s| format!("{s:?}")).unwrap_or_else(|| condition.to_string());
             let where_ = if conditions.is_array() { format!("{at}[{i}]") } else { at.to_string() };
@@ -107,21 +109,6 @@ fn check_conditions(conditions: &Value, at: &str) -> Result<(), ConfigError> {
         }
     }
     Ok(())
-}
-
-/// OGX's grammar: the words, split on whitespace, matched exactly.
-fn is_condition(text: &str) -> bool {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    matches!(
-        words.as_slice(),
-        ["user", "is", "owner"]
-            | ["user", "is", "not", "owner"]
-            | ["user", "with", _, "in", _]
-            | ["user", "with", _, "not", "in", _]
-            | ["user", "in", "owners", _]
-            | ["user", "not", "in", "owners", _]
-            | ["resource", "is", "unowned"]
-    )
 }
 
 #[cfg(test)]

@@ -52,6 +52,8 @@ use tokengate_api::{ClaimsMapping, Principal};
 
 mod parse;
 
+pub(crate) use parse::is_ogx_condition;
+
 /// What happens to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

@@ -280,11 +280,9 @@ impl CustomProvider {
         let status = response.status();
         if status == StatusCode::OK {
             let body = read_body_limited(&what, response, self.max_response_bytes).await?;
-            let principal = parse_reply(&body)
+            let (principal, reply) = parse_reply(&body)
                 .map_err(|why| AuthError::unavailable(format!("{what} answered 200 with a malformed reply: {why}")))?;
             let Some(field) = &self.tenant_field else { return Ok(principal) };
-            // The reply parsed as an object just above.
-            let reply: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
             let tenant = tokengate_api::tenant_from(&reply, field, &format!("the {what} reply's `{field}`"))?;
             return Ok(principal.with_tenant(tenant));
         }
@@ -364,10 +362,11 @@ fn llama_stack_params(params: &BTreeMap<String, Vec<String>>) -> BTreeMap<&str, 
 }
 
 /// Parses a 200 reply strictly: `{"principal": str, "attributes": {str: [str]} | null,
-/// "message": str | null}`; other keys are ignored, as Pydantic does.
-fn parse_reply(body: &[u8]) -> Result<Principal, String> {
+/// "message": str | null}`; other keys are ignored, as Pydantic does. The
+/// reply comes back too, for `tenant_field`.
+fn parse_reply(body: &[u8]) -> Result<(Principal, Value), String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("it is not JSON ({e})"))?;
-    let Value::Object(fields) = value else {
+    let Value::Object(fields) = &value else {
         return Err(format!("it is {} in JSON, not an object", json_type(&value)));
     };
     let principal = match fields.get("principal") {
@@ -402,7 +401,7 @@ fn parse_reply(body: &[u8]) -> Result<Principal, String> {
         None | Some(Value::Null) | Some(Value::String(_)) => {}
         Some(other) => return Err(format!("`message` is {}, not a string", json_type(other))),
     }
-    Ok(Principal::new(principal).with_attributes(attributes))
+    Ok((Principal::new(principal).with_attributes(attributes), value))
 }
 
 /// The human message of an error reply: `message`, `error.message`, `detail`

@@ -185,29 +185,19 @@ impl UpstreamHeaderProvider {
             }
             trusted.push(net);
         }
-        let attributes_header = match &config.attributes_header {
-            Some(name) => {
-                let name = header_name("attributes_header", name)?;
-                if name == principal_header || attribute_headers.iter().any(|(h, _)| *h == name) {
-                    return Err(ConfigError::new("attributes_header", "is also another identity header"));
-                }
-                Some(name)
+        // Each identity header is one of its own: the same header read twice would be ambiguous.
+        let unique = |field: &str, name: &Option<String>, taken: &[String]| -> Result<Option<String>, ConfigError> {
+            let Some(name) = name else { return Ok(None) };
+            let name = header_name(field, name)?;
+            let other =
+                name == principal_header || attribute_headers.iter().any(|(h, _)| *h == name) || taken.contains(&name);
+            if other {
+                return Err(ConfigError::new(field, "is also another identity header"));
             }
-            None => None,
+            Ok(Some(name))
         };
-        let tenant_header = match &config.tenant_header {
-            Some(name) => {
-                let name = header_name("tenant_header", name)?;
-                let taken = name == principal_header
-                    || attribute_headers.iter().any(|(h, _)| *h == name)
-                    || attributes_header.as_ref() == Some(&name);
-                if taken {
-                    return Err(ConfigError::new("tenant_header", "is also another identity header"));
-                }
-                Some(name)
-            }
-            None => None,
-        };
+        let attributes_header = unique("attributes_header", &config.attributes_header, &[])?;
+        let tenant_header = unique("tenant_header", &config.tenant_header, attributes_header.as_slice())?;
         Ok(UpstreamHeaderProvider {
             principal_header,
             attribute_headers,

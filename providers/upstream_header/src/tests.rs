@@ -202,3 +202,24 @@ async fn attributes_header_json_and_json_array_values_merge_as_ogx_reads_them() 
     let who = ogx.validate("", &request(Some("10.1.2.3:5000"), &plain)).await.unwrap();
     assert_eq!(who.attributes["teams"], vec!["ml, infra"]);
 }
+
+#[test]
+fn each_identity_header_is_one_of_its_own() {
+    let base = json!({"principal_header": "x-user", "attribute_headers": {"x-groups": "teams"},
+                      "trusted_proxy_cidrs": ["10.0.0.0/8"]});
+    let with = |extra: serde_json::Value| {
+        let mut config = base.clone();
+        config.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        UpstreamHeaderProvider::from_config(parse_provider_config(config).unwrap())
+    };
+    for (extra, field) in [
+        (json!({"attributes_header": "X-User"}), "attributes_header"),
+        (json!({"attributes_header": "x-groups"}), "attributes_header"),
+        (json!({"tenant_header": "x-user"}), "tenant_header"),
+        (json!({"tenant_header": "x-groups"}), "tenant_header"),
+        (json!({"attributes_header": "x-attrs", "tenant_header": "X-Attrs"}), "tenant_header"),
+    ] {
+        assert_eq!(with(extra.clone()).unwrap_err().field, field, "{extra}");
+    }
+    assert!(with(json!({"attributes_header": "x-attrs", "tenant_header": "x-tenant"})).is_ok());
+}

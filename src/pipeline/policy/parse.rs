@@ -283,6 +283,12 @@ fn compile_path(p: &str) -> Result<PathPattern, String> {
     Ok(PathPattern::Exact(normalized))
 }
 
+/// Whether `text` is a condition in OGX's grammar (an owner condition or an
+/// attribute one), the grammar its `access_policy` is checked against too.
+pub(crate) fn is_ogx_condition(text: &str) -> bool {
+    owner_condition(text).is_some() || parse_condition(text).is_ok()
+}
+
 /// An OGX owner condition, as OGX evaluates it for a resource without an
 /// owner — which a route is: `user is owner` and `user in owners <attribute>`
 /// never hold, their negations and `resource is unowned` always do.
