@@ -215,6 +215,94 @@ impl<'a> Distinct<'a> {
     }
 }
 
+/// The cryptographic floor: base64 of the signature and its check with a parsed key.
+fn verify_only(s: &Signer, token: &str) -> bool {
+    let dot = token.rfind('.').expect("jws");
+    let mut buf = [0u8; 512];
+    let len = URL_SAFE_NO_PAD.decode_slice(&token[dot + 1..], &mut buf).expect("b64");
+    s.floor.verify_sig(&token.as_bytes()[..dot], &buf[..len]).is_ok()
+}
+
+/// Issue #14's tower-layer target: the same axum route bare and behind
+/// `AuthLayer` (one token, a verified-token cache hit), and `Pipeline::decide`
+/// alone on that token, timed in rotating order round by round. Prints the
+/// layer's overhead (layered − bare, median of the rounds) against the
+/// decision's cost plus 2 µs.
+fn layer_rounds(
+    label: &str,
+    batch: u64,
+    rt: &tokio::runtime::Runtime,
+    pipeline: &std::sync::Arc<tokengate::Pipeline>,
+    token: &str,
+) {
+    use tower::ServiceExt as _;
+    let route = || axum::Router::new().route("/v1/models", axum::routing::get(|| async { "ok" }));
+    let bare = route();
+    let layered = route().layer(tokengate::AuthLayer::new(pipeline.clone()));
+    let bearer = format!("Bearer {token}");
+    let request = || {
+        http::Request::builder()
+            .uri("/v1/models")
+            .header(http::header::AUTHORIZATION, &bearer)
+            .header(http::header::HOST, "api.example.com")
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let ctx = RequestContext::new("GET", "/v1/models");
+    let app = |router: &axum::Router, iters: u64| {
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..iters {
+                let response = router.clone().oneshot(request()).await.expect("infallible");
+                assert_eq!(response.status(), 200);
+                black_box(response);
+            }
+        });
+        start.elapsed()
+    };
+    let decide = |iters: u64| {
+        let start = Instant::now();
+        rt.block_on(async {
+            for _ in 0..iters {
+                black_box(pipeline.decide(black_box(token), &ctx).await);
+            }
+        });
+        start.elapsed()
+    };
+    let rounds: usize = std::env::var("TOKENGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / batch as f64;
+    let (_, _, _) = (app(&bare, batch), app(&layered, batch), decide(batch));
+    let (mut overhead, mut decision, mut bare_cost) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let mut times = [0.0; 3];
+        for side in (0..3).map(|k| (k + round) % 3) {
+            times[side] = per(match side {
+                0 => app(&bare, batch),
+                1 => app(&layered, batch),
+                _ => decide(batch),
+            });
+        }
+        bare_cost.push(times[0]);
+        overhead.push(times[1] - times[0]);
+        decision.push(times[2]);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (bare_cost, overhead, decision) = (median(&mut bare_cost), median(&mut overhead), median(&mut decision));
+    let verdict = if overhead <= decision + 2.0 { "met" } else { "NOT met" };
+    let line = format!(
+        "paired {label:<16} bare app {bare_cost:>8.2} µs/request  layer overhead {overhead:>6.2} µs  decision {decision:>6.2} µs  target overhead <= decision + 2 µs: {verdict}  ({rounds} rounds x {batch})"
+    );
+    println!("{line}");
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tokengate-paired.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{line}");
+    }
+}
+
 fn jwt_benches(c: &mut Criterion) {
     let rt = runtime();
     let n = pool_size();
@@ -280,10 +368,7 @@ fn jwt_benches(c: &mut Criterion) {
             b.iter(|| {
                 let t = &tokens[i % n];
                 i = i.wrapping_add(1);
-                let dot = t.rfind('.').expect("jws");
-                let mut buf = [0u8; 512];
-                let len = URL_SAFE_NO_PAD.decode_slice(&t[dot + 1..], &mut buf).expect("b64");
-                black_box(s.floor.verify_sig(&t.as_bytes()[..dot], &buf[..len]).is_ok())
+                verify_only(&s, black_box(t))
             })
         });
         group.finish();
@@ -323,11 +408,31 @@ fn jwt_benches(c: &mut Criterion) {
                 });
                 start.elapsed()
             });
+            // The library path against the cryptographic floor (base64 and the
+            // signature with a parsed key, no JSON): what everything that is not
+            // the signature costs on a cache miss.
+            let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
+            let floor = || {
+                let mut i = 0usize;
+                let s = &s;
+                move |iters: u64| {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let t = &pool[i % n];
+                        i = i.wrapping_add(1);
+                        black_box(verify_only(s, black_box(t)));
+                    }
+                    start.elapsed()
+                }
+            };
+            paired_named(&format!("{name} floor"), ["floor", "tokengate"], batch, floor(), |iters| distinct.run(iters));
+            drop(distinct);
             // What the pipeline adds around the provider (ownership, the
             // principal check, the decision), on the cheapest provider path
             // (a verified-token cache hit), where it is the largest share.
             let alone = std::sync::Arc::new(provider(&rt, &cfg));
-            let pipeline = tokengate::Pipeline::new(vec![alone.clone()]);
+            let pipeline = std::sync::Arc::new(tokengate::Pipeline::new(vec![alone.clone()]));
+            layer_rounds(&format!("{name} layer"), batch * 10, &rt, &pipeline, &one);
             let (rt, alone, pipeline, one, ctx) = (&rt, &alone, &pipeline, &one, &ctx);
             paired_named(
                 &format!("{name} pipeline"),

@@ -42,13 +42,17 @@
 #   LOADTEST_PEER              1: also measure the peer; 0: tokengate only [1]
 #   LOADTEST_VERIFY_RATE       tokengate's library validations/s: skips the bench
 #   LOADTEST_BENCH_TOKENS      token pool of that bench [its default, 20000]
-#   LOADTEST_PERF              a file: after the rounds, `perf record -g` tokengate
+#   LOADTEST_PERF              a file: after the rounds, `perf record` tokengate
 #                              for one more run (not counted) into it
 #   LOADTEST_PERF_CASE         that run: distinct | repeated | healthz [distinct]
+#   LOADTEST_PERF_CALL_GRAPH   perf's --call-graph: fp | dwarf | lbr [fp]; dwarf needs
+#                              debuginfo (CARGO_PROFILE_RELEASE_DEBUG=line-tables-only)
 #   LOADTEST_SERVER_CPUS       taskset list for the servers (and the bench) [1]
 #   LOADTEST_CLIENT_CPUS       taskset list for wrk (and perf) [0]
 #   TOKENGATE_LOG              passed to tokengate [info: one log line per decision, to a file]
 #   CARGO_TARGET_DIR           where cargo builds [target/]
+#   LOADTEST_TOKENGATE_BIN     a tokengate binary to measure instead of the one built here
+#                              (an A/B of two commits: build the other one elsewhere)
 #   KEEP_LOADTEST_ROOT=1       keep the scratch directory (tokens, logs, wrk output)
 # Needs wrk (apt-get install wrk; installed automatically when root) and curl.
 set -euo pipefail
@@ -86,7 +90,7 @@ say "building (release)"
 (cd "$REPO" && cargo build --release --quiet --bin tokengate --example loadtest_idp)
 # A cargo invocation of its own: the peer's dependencies do not change tokengate's features.
 [ "$PEER" = 1 ] && (cd "$REPO" && cargo build --release --quiet -p tokengate-loadtest-peer)
-BIN="$TARGET/release/tokengate"
+BIN="${LOADTEST_TOKENGATE_BIN:-$TARGET/release/tokengate}"
 IDP="$TARGET/release/examples/loadtest_idp"
 PEER_BIN="$TARGET/release/tokengate-loadtest-peer"
 
@@ -236,8 +240,9 @@ done
 
 if [ -n "${LOADTEST_PERF:-}" ]; then
   perf_case="${LOADTEST_PERF_CASE:-distinct}"
-  say "perf record -g of tokengate (pid $SERVER) under $perf_case, ${DURATION}s (not counted) -> $LOADTEST_PERF"
-  taskset -c "$CLIENT_CPUS" perf record -g -o "$LOADTEST_PERF" -p "$SERVER" -- sleep "$DURATION" 2>"$ROOT/perf.log" &
+  call_graph="${LOADTEST_PERF_CALL_GRAPH:-fp}"
+  say "perf record --call-graph $call_graph of tokengate (pid $SERVER) under $perf_case, ${DURATION}s (not counted) -> $LOADTEST_PERF"
+  taskset -c "$CLIENT_CPUS" perf record --call-graph "$call_graph" -o "$LOADTEST_PERF" -p "$SERVER" -- sleep "$DURATION" 2>"$ROOT/perf.log" &
   perf_pid=$!
   sleep 0.5
   case $perf_case in

@@ -49,7 +49,7 @@ use axum::routing::get;
 use axum::Router;
 use http::header::{HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
-use identity::{allowed, anonymous};
+use identity::{allowed, anonymous, AttributeHeaderNames};
 pub use identity::{percent_decoded, percent_encoded};
 use metrics_exporter_prometheus::PrometheusHandle;
 use original::original_request;
@@ -121,6 +121,7 @@ struct AppState {
     proxy: Proxy,
     path_prefix: Option<String>,
     metrics: Option<PrometheusHandle>,
+    attribute_headers: AttributeHeaderNames,
 }
 
 /// The decision service: `/healthz`, `/metrics`, and decisions on every other path.
@@ -136,7 +137,13 @@ pub fn router(pipeline: impl IntoPipeline, options: ServeOptions) -> Router {
         gate = gate.with_audit(audit);
     }
     let path_prefix = options.path_prefix.filter(|p| !p.is_empty() && p != "/");
-    let state = Arc::new(AppState { gate, proxy: options.proxy, path_prefix, metrics: metrics_handle() });
+    let state = Arc::new(AppState {
+        gate,
+        proxy: options.proxy,
+        path_prefix,
+        metrics: metrics_handle(),
+        attribute_headers: AttributeHeaderNames::default(),
+    });
     let router = if options.separate_admin { Router::new() } else { admin_routes() };
     router.fallback(decide).with_state(state)
 }
@@ -149,6 +156,7 @@ pub fn admin_router(pipeline: impl IntoPipeline) -> Router {
         proxy: Proxy::Auto,
         path_prefix: None,
         metrics: metrics_handle(),
+        attribute_headers: AttributeHeaderNames::default(),
     });
     admin_routes().with_state(state)
 }
@@ -329,12 +337,12 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
     // Without a provider there is no authentication to skip: route_policy judges every path (as OGX).
     if state.gate.is_open(&ctx.path) && !pipeline.is_anonymous() {
         return match state.gate.try_authenticate(&parts.headers, &ctx).await {
-            Some(principal) => allowed(&principal),
+            Some(principal) => allowed(&principal, &state.attribute_headers),
             None => anonymous(pipeline.tenancy().anonymous()),
         };
     }
     match state.gate.admit(&parts.headers, &ctx).await {
-        Ok(Some(principal)) => allowed(&principal),
+        Ok(Some(principal)) => allowed(&principal, &state.attribute_headers),
         Ok(None) => anonymous(pipeline.tenancy().anonymous()),
         Err(rejection) => rejection.into_response(),
     }

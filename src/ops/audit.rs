@@ -285,15 +285,36 @@ fn writer(mut sink: Box<dyn Write + Send>, rx: mpsc::Receiver<Message>, shown: S
 pub fn escaping_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> + Send + Sync + 'static {
     use tracing_subscriber::field::MakeExt;
     tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        let raw = format!("{value:?}");
-        let text = escape_controls(&raw);
-        if field.name() == "message" {
-            write!(w, "{text}")
-        } else {
-            write!(w, "{}={text}", field.name())
+        if field.name() != "message" {
+            write!(w, "{}=", field.name())?;
         }
+        // Escaped as it is written: a line per decision, and a copy of each value was most of its cost.
+        std::fmt::Write::write_fmt(&mut EscapingControls(w), format_args!("{value:?}"))
     })
     .delimited(" ")
+}
+
+/// A writer that passes text on with every control character escaped, as [`escape_controls`] does.
+#[cfg(feature = "cli")]
+struct EscapingControls<'a, W: std::fmt::Write>(&'a mut W);
+
+#[cfg(feature = "cli")]
+impl<W: std::fmt::Write> std::fmt::Write for EscapingControls<'_, W> {
+    fn write_str(&mut self, text: &str) -> std::fmt::Result {
+        // Control characters are C0, DEL and C1 (U+0080..U+009F, which UTF-8 starts with 0xC2).
+        if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+            return self.0.write_str(text);
+        }
+        let mut start = 0;
+        for (i, c) in text.char_indices().filter(|(_, c)| c.is_control()) {
+            self.0.write_str(&text[start..i])?;
+            for escaped in c.escape_default() {
+                self.0.write_char(escaped)?;
+            }
+            start = i + c.len_utf8();
+        }
+        self.0.write_str(&text[start..])
+    }
 }
 
 /// `text` with every control character escaped (`\n` → `\\n`), for one-line logs.
@@ -340,10 +361,12 @@ mod tests {
         tracing::subscriber::with_default(subscriber, || {
             let forged = "bob\nINFO tokengate::decision: allowed principal=root";
             tracing::info!(principal = %forged, reason = forged, "refused: {forged}");
+            tracing::info!(principal = %"é\u{1b}[0m\r\u{85}x", "second");
         });
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.lines().count(), 1, "{text}");
+        assert_eq!(text.lines().count(), 2, "{text}");
         assert_eq!(text.matches("bob\\nINFO").count(), 3, "{text}");
+        assert!(text.contains(r"second principal=é\u{1b}[0m\r\u{85}x"), "{text}");
     }
 
     #[test]

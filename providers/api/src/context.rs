@@ -155,18 +155,26 @@ impl RequestContext {
 
     /// Adds a header unless it carries credentials.
     pub fn add_header(&mut self, name: &str, value: &str) {
-        let name = name.to_ascii_lowercase();
-        if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+        if CREDENTIAL_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
             return;
         }
-        match self.headers.get_mut(&name) {
+        // Names from an HTTP library are lower-case already: no copy just to compare.
+        let lower;
+        let name = match name.bytes().any(|b| b.is_ascii_uppercase()) {
+            true => {
+                lower = name.to_ascii_lowercase();
+                lower.as_str()
+            }
+            false => name,
+        };
+        match self.headers.get_mut(name) {
             Some(v) => {
                 v.push_str(", ");
                 v.push_str(value);
-                self.repeated_headers.insert(name);
+                self.repeated_headers.insert(name.to_string());
             }
             None => {
-                self.headers.insert(name, value.to_string());
+                self.headers.insert(name.to_string(), value.to_string());
             }
         }
     }
@@ -204,7 +212,10 @@ mod tests {
         c.add_header("Authorization", "Bearer abc");
         c.add_header("X-Trace", "1");
         c.add_header("x-trace", "2");
-        assert!(!c.headers.contains_key("authorization"));
+        c.add_header("COOKIE", "s=1");
+        c.add_header("X-Api-Key", "k");
+        c.add_header("proxy-authorization", "Basic x");
+        assert_eq!(c.headers.keys().collect::<Vec<_>>(), ["x-trace"]);
         assert_eq!(c.headers["x-trace"], "1, 2");
         assert!(c.repeated_headers.contains("x-trace"));
         assert!(!c.repeated_headers.contains("authorization"));

@@ -4,6 +4,7 @@
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
 use tokengate_api::Principal;
@@ -21,19 +22,24 @@ pub(super) fn anonymous(tenant: Option<&str>) -> Response {
     (StatusCode::OK, headers).into_response()
 }
 
-pub(super) fn allowed(principal: &Principal) -> Response {
-    let mut headers = HeaderMap::new();
+pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Response {
+    // Every value and the body are written into one buffer and handed out as
+    // slices of it: a decision is on the path of every request, and a few
+    // dozen small allocations per answer were a tenth of its cost.
+    let mut out = RenderBuffer::for_principal(principal);
+    let mut headers = HeaderMap::with_capacity(5 + principal.attributes.len());
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Always present: behind Envoy a header left out is one the client may supply.
-    headers.insert(HeaderName::from_static("x-auth-principal"), header_text(&principal.principal));
+    headers.insert(X_AUTH_PRINCIPAL, out.value(|b| percent_encode_into(b, &principal.principal)));
     // Always present, empty without a tenant; a tenant id never needs encoding, but it goes the same way.
-    headers.insert(HeaderName::from_static("x-auth-tenant"), header_text(principal.tenant.as_deref().unwrap_or("")));
-    match HeaderValue::from_str(&ascii_json(&principal.attributes)) {
-        Ok(v) => {
-            headers.insert(HeaderName::from_static("x-auth-attributes"), v);
+    let tenant = principal.tenant.as_deref().unwrap_or("");
+    headers.insert(X_AUTH_TENANT, out.value(|b| percent_encode_into(b, tenant)));
+    match out.json_value(&principal.attributes) {
+        Some(v) => {
+            headers.insert(X_AUTH_ATTRIBUTES, v);
         }
         // Never an allow without it: behind Envoy the client's copy would stand in.
-        Err(_) => {
+        None => {
             tracing::error!("X-Auth-Attributes is not a valid header value; refusing rather than omitting it");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
@@ -41,24 +47,89 @@ pub(super) fn allowed(principal: &Principal) -> Response {
     // Unknown is not empty: the app must be able to tell "no teams" from
     // "teams could not be determined" (the attribute has no X-Auth-Attr-* header then).
     if !principal.unknown_attributes.is_empty() {
-        let names: Vec<String> = principal.unknown_attributes.iter().map(|n| percent_encoded(n)).collect();
-        if let Ok(v) = HeaderValue::from_str(&names.join(",")) {
-            headers.insert(HeaderName::from_static("x-auth-unknown-attributes"), v);
-        }
+        headers.insert(X_AUTH_UNKNOWN_ATTRIBUTES, out.value(|b| percent_encode_list(b, &principal.unknown_attributes)));
     }
     for (name, values) in &principal.attributes {
-        let Some(header) = attribute_header_name(name) else { continue };
+        let Some(header) = names.get(name) else { continue };
         // `[]` and `[""]` would both be an empty header; X-Auth-Attributes tells them apart.
         if values.is_empty() || (values.len() == 1 && values[0].is_empty()) {
             continue;
         }
-        let joined = values.iter().map(|v| percent_encoded(v)).collect::<Vec<_>>().join(",");
-        if let Ok(v) = HeaderValue::from_str(&joined) {
-            headers.insert(header, v);
-        }
+        headers.insert(header, out.value(|b| percent_encode_list(b, values)));
     }
-    let body = ascii_json(principal);
-    (StatusCode::OK, headers, Body::from(body)).into_response()
+    let body = match out.json(principal) {
+        Some(body) => body,
+        None => Bytes::from_static(b"{}"),
+    };
+    let mut response = Response::new(Body::from(body));
+    *response.headers_mut() = headers;
+    response
+}
+
+const X_AUTH_PRINCIPAL: HeaderName = HeaderName::from_static("x-auth-principal");
+const X_AUTH_TENANT: HeaderName = HeaderName::from_static("x-auth-tenant");
+const X_AUTH_ATTRIBUTES: HeaderName = HeaderName::from_static("x-auth-attributes");
+const X_AUTH_UNKNOWN_ATTRIBUTES: HeaderName = HeaderName::from_static("x-auth-unknown-attributes");
+
+/// One allocation for every rendered value of an answer.
+struct RenderBuffer(BytesMut);
+
+impl RenderBuffer {
+    fn for_principal(p: &Principal) -> Self {
+        // Each value appears twice (headers and body); room for some escaping.
+        // A short guess only costs a reallocation.
+        let text: usize = p.principal.len()
+            + p.attributes
+                .iter()
+                .map(|(k, v)| k.len() + 8 + v.iter().map(|v| v.len() + 4).sum::<usize>())
+                .sum::<usize>()
+            + p.unknown_attributes.iter().map(|n| n.len() + 4).sum::<usize>();
+        RenderBuffer(BytesMut::with_capacity(3 * text + 128))
+    }
+
+    /// What `write` appends, as a header value: only visible ASCII is ever written.
+    fn value(&mut self, write: impl FnOnce(&mut BytesMut)) -> HeaderValue {
+        write(&mut self.0);
+        HeaderValue::from_maybe_shared(self.0.split().freeze()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// [`write_ascii_json`] of `value`, as a header value.
+    fn json_value<T: serde::Serialize>(&mut self, value: &T) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.json(value)?).ok()
+    }
+
+    /// [`write_ascii_json`] of `value`.
+    fn json<T: serde::Serialize>(&mut self, value: &T) -> Option<Bytes> {
+        let written = write_ascii_json((&mut self.0).writer(), value);
+        let json = self.0.split().freeze();
+        written.then_some(json)
+    }
+}
+
+/// `x-auth-attr-<name>` for each attribute name seen, made once: attribute
+/// names come from the configuration's mapping, so the same few recur.
+/// Names beyond [`AttributeHeaderNames::KEPT`] are made anew each time, so a
+/// provider that returns arbitrary names cannot grow it without bound.
+#[derive(Default)]
+pub(super) struct AttributeHeaderNames(std::sync::RwLock<std::collections::HashMap<String, Option<HeaderName>>>);
+
+impl AttributeHeaderNames {
+    const KEPT: usize = 256;
+
+    fn get(&self, name: &str) -> Option<HeaderName> {
+        if let Ok(known) = self.0.read() {
+            if let Some(header) = known.get(name) {
+                return header.clone();
+            }
+        }
+        let header = attribute_header_name(name);
+        if let Ok(mut known) = self.0.write() {
+            if known.len() < Self::KEPT {
+                known.insert(name.to_string(), header.clone());
+            }
+        }
+        header
+    }
 }
 
 /// Every byte that is not visible ASCII, plus `%` and `,`, as `%XX` (UTF-8).
@@ -67,16 +138,31 @@ pub(super) fn allowed(principal: &Principal) -> Response {
 /// plain value never holds `%`, so percent-decoding gives back exactly what
 /// the provider produced, and a list (`,`-joined) splits back into its values.
 pub fn percent_encoded(value: &str) -> String {
+    let mut out = BytesMut::with_capacity(value.len());
+    percent_encode_into(&mut out, value);
+    // Only ASCII was written.
+    String::from_utf8(out.to_vec()).unwrap_or_default()
+}
+
+fn percent_encode_into(out: &mut BytesMut, value: &str) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if (0x21..=0x7e).contains(&b) && b != b'%' && b != b',' {
-            out.push(b as char);
+            out.put_u8(b);
         } else {
-            out.extend(['%', HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 0xf)] as char]);
+            out.put_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]);
         }
     }
-    out
+}
+
+/// Each of `values`, [`percent_encoded`], joined with `,`.
+fn percent_encode_list<'v>(out: &mut BytesMut, values: impl IntoIterator<Item = &'v String>) {
+    for (i, value) in values.into_iter().enumerate() {
+        if i > 0 {
+            out.put_u8(b',');
+        }
+        percent_encode_into(out, value);
+    }
 }
 
 /// The inverse of [`percent_encoded`], for applications reading `X-Auth-*`
@@ -115,14 +201,10 @@ pub(super) fn attribute_header_name(name: &str) -> Option<HeaderName> {
     HeaderName::from_bytes(format!("x-auth-attr-{name}").as_bytes()).ok()
 }
 
-/// Compact JSON with every non-ASCII character escaped, so it is always a valid header value.
-pub(super) fn ascii_json<T: serde::Serialize>(value: &T) -> String {
-    let mut out = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, AsciiFormatter);
-    if value.serialize(&mut ser).is_err() {
-        return "{}".to_string();
-    }
-    String::from_utf8(out).unwrap_or_else(|_| "{}".to_string())
+/// Writes `value` as compact JSON with every non-ASCII character escaped, so
+/// that it is always a valid header value; false when it cannot be serialised.
+fn write_ascii_json<T: serde::Serialize>(out: impl std::io::Write, value: &T) -> bool {
+    value.serialize(&mut serde_json::Serializer::with_formatter(out, AsciiFormatter)).is_ok()
 }
 
 struct AsciiFormatter;
@@ -133,10 +215,14 @@ impl serde_json::ser::Formatter for AsciiFormatter {
         writer: &mut W,
         fragment: &str,
     ) -> std::io::Result<()> {
+        // DEL is ASCII but no header value may hold it.
+        let plain = |b: u8| b < 0x7f;
+        if fragment.bytes().all(plain) {
+            return writer.write_all(fragment.as_bytes());
+        }
         let mut start = 0;
         for (i, c) in fragment.char_indices() {
-            // DEL is ASCII but no header value may hold it.
-            if c.is_ascii() && c != '\u{7f}' {
+            if c.is_ascii() && plain(c as u8) {
                 continue;
             }
             writer.write_all(&fragment.as_bytes()[start..i])?;

@@ -5,7 +5,7 @@
 
 use crate::config::Proxy;
 use axum::extract::ConnectInfo;
-use http::header::HeaderMap;
+use http::header::{HeaderMap, HeaderName};
 use http::Method;
 use std::net::SocketAddr;
 use tokengate_api::{AuthError, RequestContext};
@@ -13,14 +13,15 @@ use tokengate_api::{AuthError, RequestContext};
 /// The original-request headers of both families. The context a provider
 /// sees never holds them: the method, path and host it gets are the
 /// resolved ones.
-const ORIGINAL_REQUEST_HEADERS: &[&str] =
-    &[X_ORIGINAL_URI, X_ORIGINAL_METHOD, X_FORWARDED_URI, X_FORWARDED_METHOD, X_FORWARDED_HOST, X_FORWARDED_PROTO];
-const X_ORIGINAL_URI: &str = "x-original-uri";
-const X_ORIGINAL_METHOD: &str = "x-original-method";
-const X_FORWARDED_URI: &str = "x-forwarded-uri";
-const X_FORWARDED_METHOD: &str = "x-forwarded-method";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const ORIGINAL_REQUEST_HEADERS: [HeaderName; 6] =
+    [X_ORIGINAL_URI, X_ORIGINAL_METHOD, X_FORWARDED_URI, X_FORWARDED_METHOD, X_FORWARDED_HOST, X_FORWARDED_PROTO];
+// Names, not strings: a `&str` name is parsed again on every lookup.
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+const X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
+const X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
+const X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// Where the original request's method and target come from.
 struct Original<'a> {
@@ -50,16 +51,16 @@ pub(super) fn original_request(
     crate::http::credential::refuse_method_override(headers)?;
     let original = match proxy {
         Proxy::Nginx => Original {
-            method: Some(required(headers, X_ORIGINAL_METHOD, proxy)?),
-            target: Some(required(headers, X_ORIGINAL_URI, proxy)?),
-            host: single(headers, X_FORWARDED_HOST)?,
+            method: Some(required(headers, &X_ORIGINAL_METHOD, proxy)?),
+            target: Some(required(headers, &X_ORIGINAL_URI, proxy)?),
+            host: single(headers, &X_FORWARDED_HOST)?,
             proto: None,
         },
         Proxy::Traefik | Proxy::Caddy => Original {
-            method: Some(required(headers, X_FORWARDED_METHOD, proxy)?),
-            target: Some(required(headers, X_FORWARDED_URI, proxy)?),
-            host: single(headers, X_FORWARDED_HOST)?,
-            proto: single(headers, X_FORWARDED_PROTO)?,
+            method: Some(required(headers, &X_FORWARDED_METHOD, proxy)?),
+            target: Some(required(headers, &X_FORWARDED_URI, proxy)?),
+            host: single(headers, &X_FORWARDED_HOST)?,
+            proto: single(headers, &X_FORWARDED_PROTO)?,
         },
         Proxy::Envoy => Original::OWN,
         // A path prefix is Envoy's: its client may send any header `allowed_headers` lets through.
@@ -96,7 +97,7 @@ pub(super) fn original_request(
         ctx.set_query(&q);
     }
     for (name, value) in headers {
-        if ORIGINAL_REQUEST_HEADERS.contains(&name.as_str()) {
+        if ORIGINAL_REQUEST_HEADERS.contains(name) {
             continue;
         }
         if let Ok(value) = value.to_str() {
@@ -107,7 +108,7 @@ pub(super) fn original_request(
         ctx.headers.insert("host".to_string(), host.to_string());
     }
     if let Some(proto) = original.proto {
-        ctx.headers.insert(X_FORWARDED_PROTO.to_string(), proto.to_string());
+        ctx.headers.insert(X_FORWARDED_PROTO.as_str().to_string(), proto.to_string());
     }
     ctx.peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     Ok(ctx)
@@ -117,10 +118,10 @@ pub(super) fn original_request(
 /// complete (URI and method); both only when they agree exactly; neither
 /// means the decision request itself is the original (Envoy).
 fn auto_detect(headers: &HeaderMap) -> Result<Original<'_>, AuthError> {
-    let nginx = (single(headers, X_ORIGINAL_URI)?, single(headers, X_ORIGINAL_METHOD)?);
-    let forwarded = (single(headers, X_FORWARDED_URI)?, single(headers, X_FORWARDED_METHOD)?);
-    let host = single(headers, X_FORWARDED_HOST)?;
-    let proto = single(headers, X_FORWARDED_PROTO)?;
+    let nginx = (single(headers, &X_ORIGINAL_URI)?, single(headers, &X_ORIGINAL_METHOD)?);
+    let forwarded = (single(headers, &X_FORWARDED_URI)?, single(headers, &X_FORWARDED_METHOD)?);
+    let host = single(headers, &X_FORWARDED_HOST)?;
+    let proto = single(headers, &X_FORWARDED_PROTO)?;
     let complete = |(uri, method): (Option<&str>, Option<&str>), family: &str| match (uri, method) {
         (Some(_), Some(_)) | (None, None) => Ok(()),
         _ => Err(AuthError::invalid_request(format!(
@@ -145,7 +146,7 @@ fn auto_detect(headers: &HeaderMap) -> Result<Original<'_>, AuthError> {
 
 /// The one value of header `name`, if present: repeated, empty or not
 /// visible ASCII is `invalid_request`, never "absent".
-fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, AuthError> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else { return Ok(None) };
     if values.next().is_some() {
@@ -163,7 +164,7 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Aut
     Ok(Some(text))
 }
 
-fn required<'a>(headers: &'a HeaderMap, name: &str, proxy: Proxy) -> Result<&'a str, AuthError> {
+fn required<'a>(headers: &'a HeaderMap, name: &HeaderName, proxy: Proxy) -> Result<&'a str, AuthError> {
     single(headers, name)?.ok_or_else(|| {
         AuthError::invalid_request(format!(
             "no {name} header, which forward_auth.proxy {} always sends",

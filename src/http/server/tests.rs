@@ -1,13 +1,57 @@
-use super::identity::{ascii_json, attribute_header_name};
+use super::identity::{allowed, attribute_header_name, AttributeHeaderNames};
 use super::*;
 use tokengate_api::{AuthError, Principal, RequestContext};
 
-#[test]
-fn ascii_json_escapes_non_ascii() {
-    let p = Principal::new("josé 😀");
-    assert_eq!(ascii_json(&p), r#"{"principal":"jos\u00e9 \ud83d\ude00","attributes":{}}"#);
-    let back: Principal = serde_json::from_str(&ascii_json(&p)).unwrap();
-    assert_eq!(back, p);
+fn header<'r>(response: &'r Response, name: &str) -> Option<&'r str> {
+    response.headers().get(name).map(|v| v.to_str().expect("visible ASCII"))
+}
+
+fn list(value: &str) -> Vec<String> {
+    value.split(',').map(|v| percent_decoded(v).expect("a valid escape")).collect()
+}
+
+async fn body(response: Response) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn an_allowed_answer_decodes_back_exactly() {
+    let names = AttributeHeaderNames::default();
+    let values = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let attributes = [
+        ("roles", values(&["admin", "a,b", "100%", "ü", ""])),
+        ("teams", values(&[])),
+        ("empty", values(&[""])),
+        ("Mixed Case", values(&["x"])),
+    ];
+    let p = Principal::new("josé 😀, \"root\"\r\nX-Evil: 1%41")
+        .with_attributes(attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        .with_unknown_attributes(["orgs", "a,b"])
+        .with_tenant(Some("acme".into()));
+    // Twice: the second answer reuses the header names the first one made.
+    for _ in 0..2 {
+        let r = allowed(&p, &names);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        assert_eq!(percent_decoded(header(&r, "x-auth-principal").unwrap()).as_deref(), Some(p.principal.as_str()));
+        assert_eq!(header(&r, "x-auth-tenant"), Some("acme"));
+        let attributes: tokengate_api::Attributes =
+            serde_json::from_str(header(&r, "x-auth-attributes").unwrap()).unwrap();
+        assert_eq!(attributes, p.attributes);
+        assert_eq!(list(header(&r, "x-auth-attr-roles").unwrap()), p.attributes["roles"]);
+        assert_eq!(header(&r, "x-auth-attr-teams"), None, "[] has no header of its own");
+        assert_eq!(header(&r, "x-auth-attr-empty"), None, "nor has [\"\"]");
+        assert_eq!(list(header(&r, "x-auth-unknown-attributes").unwrap()), ["a,b", "orgs"]);
+        assert_eq!(r.headers().len(), 6, "{:?}", r.headers());
+        let json = body(r).await;
+        assert!(json.is_ascii(), "{json}");
+        assert_eq!(serde_json::from_str::<Principal>(&json).unwrap(), p);
+    }
+    let plain = allowed(&Principal::new("josé 😀"), &names);
+    assert_eq!(header(&plain, "x-auth-tenant"), Some(""), "always sent, empty without a tenant");
+    assert_eq!(header(&plain, "x-auth-attributes"), Some("{}"));
+    assert_eq!(body(plain).await, r#"{"principal":"jos\u00e9 \ud83d\ude00","attributes":{}}"#);
 }
 
 #[test]
