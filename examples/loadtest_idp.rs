@@ -52,7 +52,10 @@ fn key(alg: Algorithm) -> (EncodingKey, Value) {
         Algorithm::EdDSA => {
             let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("ed keygen");
             let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("ed");
-            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())});
+            // `alg` is optional (RFC 7517 §4.4), but jwt-authorizer 0.15 takes an OKP key
+            // without it for an HMAC key (its `get_valid_algs` swaps OctetKey and OctetKeyPair).
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "alg": "EdDSA",
+                "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref())});
             (EncodingKey::from_ed_der(doc.as_ref()), jwk)
         }
         _ => usage(),

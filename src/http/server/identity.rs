@@ -27,7 +27,8 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
     // slices of it: a decision is on the path of every request, and a few
     // dozen small allocations per answer were a tenth of its cost.
     let mut out = RenderBuffer::for_principal(principal);
-    let mut headers = HeaderMap::with_capacity(5 + principal.attributes.len());
+    // Room for the usual few; a provider may return any number of attributes.
+    let mut headers = HeaderMap::with_capacity((5 + principal.attributes.len()).min(64));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Always present: behind Envoy a header left out is one the client may supply.
     headers.insert(X_AUTH_PRINCIPAL, out.value(|b| percent_encode_into(b, &principal.principal)));
@@ -55,7 +56,12 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
         if values.is_empty() || (values.len() == 1 && values[0].is_empty()) {
             continue;
         }
-        headers.insert(header, out.value(|b| percent_encode_list(b, values)));
+        // Past what a header map holds, refuse rather than leave some out: behind
+        // Envoy the client's own copy of a missing one would stand in.
+        if headers.try_insert(header, out.value(|b| percent_encode_list(b, values))).is_err() {
+            tracing::error!("more X-Auth-Attr-* headers than an answer can hold; refusing rather than omitting some");
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
     }
     let body = match out.json(principal) {
         Some(body) => body,
@@ -108,27 +114,38 @@ impl RenderBuffer {
 
 /// `x-auth-attr-<name>` for each attribute name seen, made once: attribute
 /// names come from the configuration's mapping, so the same few recur.
-/// Names beyond [`AttributeHeaderNames::KEPT`] are made anew each time, so a
-/// provider that returns arbitrary names cannot grow it without bound.
+/// Only names that make a header and are short are kept, and at most
+/// [`AttributeHeaderNames::KEPT`] of them, so a provider that returns
+/// arbitrary names cannot make it hold much.
 #[derive(Default)]
-pub(super) struct AttributeHeaderNames(std::sync::RwLock<std::collections::HashMap<String, Option<HeaderName>>>);
+pub(super) struct AttributeHeaderNames(std::sync::RwLock<std::collections::HashMap<String, HeaderName>>);
 
 impl AttributeHeaderNames {
     const KEPT: usize = 256;
+    const LONGEST_KEPT: usize = 64;
 
     fn get(&self, name: &str) -> Option<HeaderName> {
-        if let Ok(known) = self.0.read() {
-            if let Some(header) = known.get(name) {
-                return header.clone();
+        let full = match self.0.read() {
+            Ok(known) => match known.get(name) {
+                Some(header) => return Some(header.clone()),
+                None => known.len() >= Self::KEPT,
+            },
+            Err(_) => true,
+        };
+        let header = attribute_header_name(name)?;
+        if !full && name.len() <= Self::LONGEST_KEPT {
+            if let Ok(mut known) = self.0.write() {
+                if known.len() < Self::KEPT {
+                    known.insert(name.to_string(), header.clone());
+                }
             }
         }
-        let header = attribute_header_name(name);
-        if let Ok(mut known) = self.0.write() {
-            if known.len() < Self::KEPT {
-                known.insert(name.to_string(), header.clone());
-            }
-        }
-        header
+        Some(header)
+    }
+
+    #[cfg(test)]
+    pub(super) fn kept(&self) -> usize {
+        self.0.read().map(|known| known.len()).unwrap_or_default()
     }
 }
 

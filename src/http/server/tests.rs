@@ -54,6 +54,27 @@ async fn an_allowed_answer_decodes_back_exactly() {
     assert_eq!(body(plain).await, r#"{"principal":"jos\u00e9 \ud83d\ude00","attributes":{}}"#);
 }
 
+#[tokio::test]
+async fn any_number_of_attributes_is_an_answer_not_a_panic() {
+    let names = AttributeHeaderNames::default();
+    let many = |n: usize, name: fn(usize) -> String| {
+        let attributes = (0..n).map(|i| (name(i), vec!["v".to_string()])).collect();
+        Principal::new("alice").with_attributes(attributes)
+    };
+    // None of these makes a header of its own: all travel in X-Auth-Attributes.
+    let r = allowed(&many(30_000, |i| format!("A{i}")), &names);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers().len(), 4);
+    assert_eq!(names.kept(), 0, "names that make no header are not kept");
+    // More X-Auth-Attr-* headers than a header map holds: refused, never some left out.
+    assert_eq!(allowed(&many(33_000, |i| format!("a{i}")), &names).status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(names.kept(), 256, "at most 256 names are kept");
+    let (fresh, long) = (AttributeHeaderNames::default(), "l".repeat(65));
+    let r = allowed(&Principal::new("alice").with_attributes([(long.clone(), vec!["v".to_string()])].into()), &fresh);
+    assert!(r.headers().contains_key(format!("x-auth-attr-{long}").as_str()), "a long name still has its header");
+    assert_eq!(fresh.kept(), 0, "but is not kept");
+}
+
 #[test]
 fn header_values_decode_back_exactly() {
     for value in ["alice", "a b", "a\r\nX-Evil: 1", "josé", "", "mallory,admin", "100%", "%41", " x ", "tab\t"] {
