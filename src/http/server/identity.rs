@@ -35,7 +35,8 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
     // Always present, empty without a tenant; a tenant id never needs encoding, but it goes the same way.
     let tenant = principal.tenant.as_deref().unwrap_or("");
     headers.insert(X_AUTH_TENANT, out.value(|b| percent_encode_into(b, tenant)));
-    match out.json_value(&principal.attributes) {
+    let attributes = out.json(&principal.attributes);
+    match attributes.clone().and_then(|json| HeaderValue::from_maybe_shared(json).ok()) {
         Some(v) => {
             headers.insert(X_AUTH_ATTRIBUTES, v);
         }
@@ -63,10 +64,8 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
     }
-    let body = match out.json(principal) {
-        Some(body) => body,
-        None => Bytes::from_static(b"{}"),
-    };
+    let body = attributes.and_then(|attributes| out.principal_json(principal, &attributes));
+    let body = body.unwrap_or_else(|| Bytes::from_static(b"{}"));
     let mut response = Response::new(Body::from(body));
     *response.headers_mut() = headers;
     response
@@ -99,16 +98,35 @@ impl RenderBuffer {
         HeaderValue::from_maybe_shared(self.0.split().freeze()).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
-    /// [`write_ascii_json`] of `value`, as a header value.
-    fn json_value<T: serde::Serialize>(&mut self, value: &T) -> Option<HeaderValue> {
-        HeaderValue::from_maybe_shared(self.json(value)?).ok()
-    }
-
     /// [`write_ascii_json`] of `value`.
     fn json<T: serde::Serialize>(&mut self, value: &T) -> Option<Bytes> {
         let written = write_ascii_json((&mut self.0).writer(), value);
         let json = self.0.split().freeze();
         written.then_some(json)
+    }
+
+    /// [`write_ascii_json`] of `principal`, with its attributes' JSON already
+    /// written for `X-Auth-Attributes` copied in rather than written again.
+    fn principal_json(&mut self, principal: &Principal, attributes: &[u8]) -> Option<Bytes> {
+        // Every field named: one added to `Principal` does not compile until it is rendered here.
+        let Principal { principal, attributes: _, unknown_attributes, tenant } = principal;
+        let out = &mut self.0;
+        out.put_slice(b"{\"principal\":");
+        let mut written = write_ascii_json(out.writer(), principal);
+        out.put_slice(b",\"attributes\":");
+        out.put_slice(attributes);
+        // As serde writes it: these two are left out when empty.
+        if !unknown_attributes.is_empty() {
+            out.put_slice(b",\"unknown_attributes\":");
+            written &= write_ascii_json(out.writer(), unknown_attributes);
+        }
+        if let Some(tenant) = tenant {
+            out.put_slice(b",\"tenant\":");
+            written &= write_ascii_json(out.writer(), tenant);
+        }
+        out.put_u8(b'}');
+        let body = out.split().freeze();
+        written.then_some(body)
     }
 }
 
@@ -220,7 +238,7 @@ pub(super) fn attribute_header_name(name: &str) -> Option<HeaderName> {
 
 /// Writes `value` as compact JSON with every non-ASCII character escaped, so
 /// that it is always a valid header value; false when it cannot be serialised.
-fn write_ascii_json<T: serde::Serialize>(out: impl std::io::Write, value: &T) -> bool {
+pub(super) fn write_ascii_json<T: serde::Serialize>(out: impl std::io::Write, value: &T) -> bool {
     value.serialize(&mut serde_json::Serializer::with_formatter(out, AsciiFormatter)).is_ok()
 }
 

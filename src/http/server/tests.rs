@@ -1,4 +1,4 @@
-use super::identity::{allowed, attribute_header_name, AttributeHeaderNames};
+use super::identity::{allowed, attribute_header_name, write_ascii_json, AttributeHeaderNames};
 use super::*;
 use tokengate_api::{AuthError, Principal, RequestContext};
 
@@ -47,6 +47,15 @@ async fn an_allowed_answer_decodes_back_exactly() {
         let json = body(r).await;
         assert!(json.is_ascii(), "{json}");
         assert_eq!(serde_json::from_str::<Principal>(&json).unwrap(), p);
+    }
+    // The body is the principal as serde writes it, with or without the optional fields.
+    let without_optional = Principal::new("bob").with_attributes(p.attributes.clone());
+    let only_unknown = without_optional.clone().with_unknown_attributes(["orgs"]);
+    let only_tenant = without_optional.clone().with_tenant(Some("acme".into()));
+    for p in [p, without_optional, only_unknown, only_tenant] {
+        let mut expected = Vec::new();
+        assert!(write_ascii_json(&mut expected, &p));
+        assert_eq!(body(allowed(&p, &names)).await.as_bytes(), expected);
     }
     let plain = allowed(&Principal::new("josé 😀"), &names);
     assert_eq!(header(&plain, "x-auth-tenant"), Some(""), "always sent, empty without a tenant");
