@@ -5,6 +5,7 @@
 //! codes. Uses the `tokengate` library only through its public API.
 
 mod check;
+mod clock;
 mod explain;
 mod key;
 mod log;
@@ -247,7 +248,11 @@ fn init_logging(default_level: &str) -> Option<log::FlushGuard> {
             return None;
         }
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi)
+        .with_timer(clock::LogClock);
     let _ = if json {
         builder.json().try_init()
     } else {
