@@ -581,11 +581,13 @@ fn decode_signature<'b>(signature: &str, buf: &'b mut [u8; SIGNATURE_BUF]) -> Re
 }
 
 fn decode_claims(payload: &str) -> Result<Value, AuthError> {
-    let bytes = TOKEN_B64.decode(payload).map_err(|_| malformed("the payload is not base64url"))?;
-    if !is_json_object(&bytes) {
+    let mut stack = [0u8; 1024];
+    let mut heap = Vec::new();
+    let bytes = decode_part(payload, &mut stack, &mut heap).ok_or_else(|| malformed("the payload is not base64url"))?;
+    if !is_json_object(bytes) {
         return Err(malformed("the payload is not a JSON object"));
     }
-    serde_json::from_slice::<strict::StrictValue>(&bytes)
+    serde_json::from_slice::<strict::StrictClaims>(bytes)
         .map(|v| v.0)
         .map_err(|e| malformed(&format!("the payload is not valid JSON ({})", e.classify_text())))
 }

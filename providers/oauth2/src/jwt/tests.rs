@@ -79,3 +79,15 @@ fn peek_reads_unverified_iss() {
     assert_eq!(peek("opaque-token", 8192), None);
     assert_eq!(peek("a.b.c", 8192), None);
 }
+
+#[test]
+fn payloads_of_any_size_decode_the_same() {
+    // Around the size decoded on the stack, and well past it (onto the heap).
+    for filler in [0, 700, 760, 770, 780, 5_000] {
+        let claims = serde_json::json!({"sub": "alice", "exp": 1, "pad": "x".repeat(filler)});
+        let payload = TOKEN_B64.encode(serde_json::to_vec(&claims).unwrap());
+        assert_eq!(decode_claims(&payload).unwrap(), claims, "{filler}");
+        let broken = format!("{payload}!");
+        assert!(decode_claims(&broken).is_err(), "{filler}");
+    }
+}
