@@ -269,8 +269,9 @@ fn layer_rounds(
         });
         start.elapsed()
     };
-    let rounds: usize = std::env::var("TOKENGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
+    let rounds = bench_rounds();
     let per = |d: Duration| d.as_secs_f64() * 1e6 / batch as f64;
+    // One untimed round each to warm caches and branch predictors.
     let (_, _, _) = (app(&bare, batch), app(&layered, batch), decide(batch));
     let (mut overhead, mut decision, mut bare_cost) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..rounds {
@@ -295,12 +296,7 @@ fn layer_rounds(
     let line = format!(
         "paired {label:<16} bare app {bare_cost:>8.2} µs/request  layer overhead {overhead:>6.2} µs  decision {decision:>6.2} µs  target overhead <= decision + 2 µs: {verdict}  ({rounds} rounds x {batch})"
     );
-    println!("{line}");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tokengate-paired.txt");
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {
-        use std::io::Write as _;
-        let _ = writeln!(f, "{line}");
-    }
+    record_paired_line(&line);
 }
 
 fn jwt_benches(c: &mut Criterion) {
@@ -375,18 +371,7 @@ fn jwt_benches(c: &mut Criterion) {
 
         if paired_enabled() {
             let (pool, decoding, validation) = (&tokens, &decoding, &validation);
-            let raw = || {
-                let mut i = 0usize;
-                move |iters: u64| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let t = &pool[i % n];
-                        i = i.wrapping_add(1);
-                        let _ = black_box(jsonwebtoken::decode::<Value>(black_box(t), decoding, validation));
-                    }
-                    start.elapsed()
-                }
-            };
+            let raw = || rotating(pool, |t| jsonwebtoken::decode::<Value>(t, decoding, validation).is_ok());
             let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
             let batch = if alg == Algorithm::RS256 { 1000 } else { 2000 };
             paired(&format!("{name} distinct"), batch, raw(), |iters| distinct.run(iters));
@@ -412,20 +397,8 @@ fn jwt_benches(c: &mut Criterion) {
             // signature with a parsed key, no JSON): what everything that is not
             // the signature costs on a cache miss.
             let mut distinct = Distinct::new(&rt, cfg.clone(), &tokens);
-            let floor = || {
-                let mut i = 0usize;
-                let s = &s;
-                move |iters: u64| {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        let t = &pool[i % n];
-                        i = i.wrapping_add(1);
-                        black_box(verify_only(s, black_box(t)));
-                    }
-                    start.elapsed()
-                }
-            };
-            paired_named(&format!("{name} floor"), ["floor", "tokengate"], batch, floor(), |iters| distinct.run(iters));
+            let floor = rotating(pool, |t| verify_only(&s, t));
+            paired_named(&format!("{name} floor"), ["floor", "tokengate"], batch, floor, |iters| distinct.run(iters));
             drop(distinct);
             // What the pipeline adds around the provider (ownership, the
             // principal check, the decision), on the cheapest provider path
@@ -536,7 +509,7 @@ fn paired_named(
     mut raw: impl FnMut(u64) -> Duration,
     mut ours: impl FnMut(u64) -> Duration,
 ) {
-    let rounds: usize = std::env::var("TOKENGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(31);
+    let rounds = bench_rounds();
     // One untimed round each to warm caches and branch predictors.
     raw(batch);
     ours(batch);
@@ -564,6 +537,31 @@ fn paired_named(
         a = names[0],
         b = names[1],
     );
+    record_paired_line(&line);
+}
+
+/// A timer of `check` over `pool`'s tokens in turn, each call going on from
+/// where the last one stopped, so that no token is checked twice in a row.
+fn rotating<'p>(pool: &'p [String], mut check: impl FnMut(&'p str) -> bool + 'p) -> impl FnMut(u64) -> Duration + 'p {
+    let mut i = 0usize;
+    move |iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            black_box(check(black_box(&pool[i % pool.len()])));
+            i = i.wrapping_add(1);
+        }
+        start.elapsed()
+    }
+}
+
+/// Rounds of every paired measurement: `TOKENGATE_BENCH_ROUNDS`, else 31.
+fn bench_rounds() -> usize {
+    std::env::var("TOKENGATE_BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(31)
+}
+
+/// Prints a paired result and appends it to `tokengate-paired.txt`, where the
+/// results of a whole run can be read together after criterion's output.
+fn record_paired_line(line: &str) {
     println!("{line}");
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("tokengate-paired.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&path) {

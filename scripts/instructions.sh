@@ -21,14 +21,16 @@
 # other, not with a CPU profile.
 #
 # Environment: INSTRUCTIONS_ALG (RS256 | ES256 | EdDSA) [RS256],
-# INSTRUCTIONS_REQUESTS [1000]. Needs valgrind and python3.
+# INSTRUCTIONS_REQUESTS [1000]. Needs valgrind (with callgrind_control) and python3.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
 ALG="${INSTRUCTIONS_ALG:-RS256}"
 N="${INSTRUCTIONS_REQUESTS:-1000}"
-command -v valgrind >/dev/null || { echo "instructions: valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
+for tool in valgrind callgrind_control python3; do
+  command -v "$tool" >/dev/null || { echo "instructions: $tool is needed (apt-get install valgrind python3)" >&2; exit 2; }
+done
 
 (cd "$REPO" && cargo build --release --quiet --bin tokengate --example loadtest_idp)
 BIN="${1:-$TARGET/release/tokengate}"

@@ -96,7 +96,7 @@ pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
     if values.next().is_some() {
         return Err(refused("several Authorization headers"));
     }
-    // The usual `Bearer <token68>` in one table-driven pass; anything else takes
+    // The usual `Bearer <token68>` in one pass over its bytes; anything else takes
     // the careful path below, which words the refusal.
     if let Some(token) = plain_bearer(value.as_bytes()) {
         return Ok(Some(token));

@@ -361,10 +361,8 @@ impl tracing_subscriber::field::VisitFmt for EscapingVisitor<'_> {
 }
 
 /// A writer that passes text on with every control character escaped, as [`escape_controls`] does.
-#[cfg(feature = "cli")]
 struct EscapingControls<'a, W: std::fmt::Write>(&'a mut W);
 
-#[cfg(feature = "cli")]
 impl<W: std::fmt::Write> std::fmt::Write for EscapingControls<'_, W> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
         // Control characters are C0, DEL and C1 (U+0080..U+009F, which UTF-8 starts with 0xC2).
@@ -389,13 +387,8 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
+    // Writing into a String cannot fail.
+    let _ = std::fmt::Write::write_str(&mut EscapingControls(&mut out), text);
     std::borrow::Cow::Owned(out)
 }
 

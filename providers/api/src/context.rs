@@ -158,23 +158,20 @@ impl RequestContext {
         if CREDENTIAL_HEADERS.iter().any(|c| c.eq_ignore_ascii_case(name)) {
             return;
         }
-        // Names from an HTTP library are lower-case already: no copy just to compare.
-        let lower;
-        let name = match name.bytes().any(|b| b.is_ascii_uppercase()) {
-            true => {
-                lower = name.to_ascii_lowercase();
-                lower.as_str()
-            }
-            false => name,
+        // Names from an HTTP library are lower-case already: those are not copied to compare.
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(name.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(name)
         };
-        match self.headers.get_mut(name) {
+        match self.headers.get_mut(name.as_ref()) {
             Some(v) => {
                 v.push_str(", ");
                 v.push_str(value);
-                self.repeated_headers.insert(name.to_string());
+                self.repeated_headers.insert(name.into_owned());
             }
             None => {
-                self.headers.insert(name.to_string(), value.to_string());
+                self.headers.insert(name.into_owned(), value.to_string());
             }
         }
     }

@@ -580,8 +580,13 @@ fn decode_signature<'b>(signature: &str, buf: &'b mut [u8; SIGNATURE_BUF]) -> Re
     Ok(&buf[..n])
 }
 
+/// Payloads up to this size (decoded) are read from the stack: most tokens
+/// are well under it, and a heap buffer per validation was one more
+/// allocation on every cache miss.
+const PAYLOAD_STACK_BYTES: usize = 1024;
+
 fn decode_claims(payload: &str) -> Result<Value, AuthError> {
-    let mut stack = [0u8; 1024];
+    let mut stack = [0u8; PAYLOAD_STACK_BYTES];
     let mut heap = Vec::new();
     let bytes = decode_part(payload, &mut stack, &mut heap).ok_or_else(|| malformed("the payload is not base64url"))?;
     if !is_json_object(bytes) {

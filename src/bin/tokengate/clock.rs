@@ -20,16 +20,15 @@ pub struct LogClock;
 
 impl FormatTime for LogClock {
     fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
-        let Ok(now) = SystemTime::now().duration_since(UNIX_EPOCH) else {
-            return tracing_subscriber::fmt::time::SystemTime.format_time(w);
-        };
-        if now.as_secs() >= YEAR_10000 {
-            return tracing_subscriber::fmt::time::SystemTime.format_time(w);
+        // Before 1970 or from the year 10000 on: tracing's own clock writes those.
+        match SystemTime::now().duration_since(UNIX_EPOCH) {
+            Ok(now) if now.as_secs() < YEAR_10000 => {
+                let text = timestamp(now.as_secs(), now.subsec_micros());
+                // Only ASCII digits and separators are ever written.
+                w.write_str(std::str::from_utf8(&text).unwrap_or_default())
+            }
+            _ => tracing_subscriber::fmt::time::SystemTime.format_time(w),
         }
-        let mut text = [0u8; 27];
-        write_timestamp(&mut text, now.as_secs(), now.subsec_micros());
-        // Only ASCII digits and separators are ever written.
-        w.write_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 
@@ -39,14 +38,8 @@ thread_local! {
 }
 
 /// The whole timestamp: 27 bytes of ASCII.
-#[cfg(test)]
-fn timestamp(secs: u64, micros: u32) -> String {
+fn timestamp(secs: u64, micros: u32) -> [u8; 27] {
     let mut text = [0u8; 27];
-    write_timestamp(&mut text, secs, micros);
-    String::from_utf8_lossy(&text).into_owned()
-}
-
-fn write_timestamp(text: &mut [u8; 27], secs: u64, micros: u32) {
     let second = LAST_SECOND.with(|last| match last.get() {
         Some((s, text)) if s == secs => text,
         _ => {
@@ -58,6 +51,7 @@ fn write_timestamp(text: &mut [u8; 27], secs: u64, micros: u32) {
     text[..20].copy_from_slice(&second);
     put_digits(&mut text[20..26], micros);
     text[26] = b'Z';
+    text
 }
 
 fn second_text(secs: u64) -> SecondText {
@@ -121,6 +115,7 @@ mod tests {
 
     #[test]
     fn timestamps_read_as_tracing_writes_them() {
+        let timestamp = |secs, micros| String::from_utf8(timestamp(secs, micros).to_vec()).unwrap();
         assert_eq!(timestamp(0, 0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(timestamp(1_796_150_485, 193_550), "2026-12-01T18:41:25.193550Z");
         assert_eq!(timestamp(1_796_150_485, 7), "2026-12-01T18:41:25.000007Z", "same second, remembered text");

@@ -15,10 +15,14 @@ use tokengate_api::Principal;
 /// never an authenticated one (those are refused).
 /// The tenant is tenancy `single`'s, else empty.
 pub(super) fn anonymous(tenant: Option<&str>) -> Response {
+    let mut out = RenderBuffer(BytesMut::new());
+    let Some(tenant) = out.value(|b| percent_encode_into(b, tenant.unwrap_or_default())) else {
+        return unrenderable("X-Auth-Tenant");
+    };
     let mut headers = HeaderMap::new();
-    headers.insert(HeaderName::from_static("x-auth-principal"), HeaderValue::from_static(""));
-    headers.insert(HeaderName::from_static("x-auth-attributes"), HeaderValue::from_static("{}"));
-    headers.insert(HeaderName::from_static("x-auth-tenant"), header_text(tenant.unwrap_or_default()));
+    headers.insert(X_AUTH_PRINCIPAL, HeaderValue::from_static(""));
+    headers.insert(X_AUTH_ATTRIBUTES, HeaderValue::from_static("{}"));
+    headers.insert(X_AUTH_TENANT, tenant);
     (StatusCode::OK, headers).into_response()
 }
 
@@ -31,25 +35,28 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
     let mut headers = HeaderMap::with_capacity((5 + principal.attributes.len()).min(64));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Always present: behind Envoy a header left out is one the client may supply.
-    headers.insert(X_AUTH_PRINCIPAL, out.value(|b| percent_encode_into(b, &principal.principal)));
+    let Some(name) = out.value(|b| percent_encode_into(b, &principal.principal)) else {
+        return unrenderable("X-Auth-Principal");
+    };
+    headers.insert(X_AUTH_PRINCIPAL, name);
     // Always present, empty without a tenant; a tenant id never needs encoding, but it goes the same way.
     let tenant = principal.tenant.as_deref().unwrap_or("");
-    headers.insert(X_AUTH_TENANT, out.value(|b| percent_encode_into(b, tenant)));
+    let Some(tenant) = out.value(|b| percent_encode_into(b, tenant)) else {
+        return unrenderable("X-Auth-Tenant");
+    };
+    headers.insert(X_AUTH_TENANT, tenant);
     let attributes = out.json(&principal.attributes);
-    match attributes.clone().and_then(|json| HeaderValue::from_maybe_shared(json).ok()) {
-        Some(v) => {
-            headers.insert(X_AUTH_ATTRIBUTES, v);
-        }
-        // Never an allow without it: behind Envoy the client's copy would stand in.
-        None => {
-            tracing::error!("X-Auth-Attributes is not a valid header value; refusing rather than omitting it");
-            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        }
-    }
+    let Some(attributes_header) = attributes.clone().and_then(|json| HeaderValue::from_maybe_shared(json).ok()) else {
+        return unrenderable("X-Auth-Attributes");
+    };
+    headers.insert(X_AUTH_ATTRIBUTES, attributes_header);
     // Unknown is not empty: the app must be able to tell "no teams" from
     // "teams could not be determined" (the attribute has no X-Auth-Attr-* header then).
     if !principal.unknown_attributes.is_empty() {
-        headers.insert(X_AUTH_UNKNOWN_ATTRIBUTES, out.value(|b| percent_encode_list(b, &principal.unknown_attributes)));
+        let Some(unknown) = out.value(|b| percent_encode_list(b, &principal.unknown_attributes)) else {
+            return unrenderable("X-Auth-Unknown-Attributes");
+        };
+        headers.insert(X_AUTH_UNKNOWN_ATTRIBUTES, unknown);
     }
     for (name, values) in &principal.attributes {
         let Some(header) = names.get(name) else { continue };
@@ -57,9 +64,12 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
         if values.is_empty() || (values.len() == 1 && values[0].is_empty()) {
             continue;
         }
+        let Some(value) = out.value(|b| percent_encode_list(b, values)) else {
+            return unrenderable("X-Auth-Attr-*");
+        };
         // Past what a header map holds, refuse rather than leave some out: behind
         // Envoy the client's own copy of a missing one would stand in.
-        if headers.try_insert(header, out.value(|b| percent_encode_list(b, values))).is_err() {
+        if headers.try_insert(header, value).is_err() {
             tracing::error!("more X-Auth-Attr-* headers than an answer can hold; refusing rather than omitting some");
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
@@ -69,6 +79,14 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
     let mut response = Response::new(Body::from(body));
     *response.headers_mut() = headers;
     response
+}
+
+/// An identity header that cannot be sent exactly is a 500, never an answer
+/// without it or with it empty: behind Envoy the client's own copy would stand
+/// in, and an empty `X-Auth-Principal` is what an anonymous answer sends.
+fn unrenderable(header: &str) -> Response {
+    tracing::error!("{header} is not a valid header value; refusing rather than sending it wrong or not at all");
+    StatusCode::INTERNAL_SERVER_ERROR.into_response()
 }
 
 const X_AUTH_PRINCIPAL: HeaderName = HeaderName::from_static("x-auth-principal");
@@ -92,10 +110,11 @@ impl RenderBuffer {
         RenderBuffer(BytesMut::with_capacity(3 * text + 128))
     }
 
-    /// What `write` appends, as a header value: only visible ASCII is ever written.
-    fn value(&mut self, write: impl FnOnce(&mut BytesMut)) -> HeaderValue {
+    /// What `write` appends, as a header value; `None` when it is not one
+    /// (the encoders here write only visible ASCII, so that would be a bug).
+    fn value(&mut self, write: impl FnOnce(&mut BytesMut)) -> Option<HeaderValue> {
         write(&mut self.0);
-        HeaderValue::from_maybe_shared(self.0.split().freeze()).unwrap_or_else(|_| HeaderValue::from_static(""))
+        HeaderValue::from_maybe_shared(self.0.split().freeze()).ok()
     }
 
     /// [`write_ascii_json`] of `value`.
@@ -220,11 +239,6 @@ pub fn percent_decoded(value: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn header_text(value: &str) -> HeaderValue {
-    // Only visible ASCII is left after encoding, which is always a valid header value.
-    HeaderValue::from_str(&percent_encoded(value)).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
 /// `x-auth-attr-<name>` for names that are already lower-case header tokens
 /// (no `%`): header names are case-insensitive, so `Roles` and `roles` would
 /// share one. Other names travel in `X-Auth-Attributes` only.
@@ -268,5 +282,20 @@ impl serde_json::ser::Formatter for AsciiFormatter {
             start = i + c.len_utf8();
         }
         writer.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_that_is_no_header_value_is_none_not_empty() {
+        let mut out = RenderBuffer(BytesMut::new());
+        assert!(out.value(|b| b.put_slice(b"line\nbreak")).is_none());
+        assert_eq!(
+            out.value(|b| percent_encode_into(b, "a\nb")).as_ref().map(HeaderValue::as_bytes),
+            Some(&b"a%0Ab"[..])
+        );
     }
 }

@@ -29,9 +29,10 @@ async fn an_allowed_answer_decodes_back_exactly() {
         .with_attributes(attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
         .with_unknown_attributes(["orgs", "a,b"])
         .with_tenant(Some("acme".into()));
-    // Twice: the second answer reuses the header names the first one made.
+    // Twice: the second answer reuses the header names the first one kept.
     for _ in 0..2 {
         let r = allowed(&p, &names);
+        assert_eq!(names.kept(), 3, "roles, teams and empty make headers; \"Mixed Case\" does not");
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(header(&r, "content-type"), Some("application/json"));
         assert_eq!(percent_decoded(header(&r, "x-auth-principal").unwrap()).as_deref(), Some(p.principal.as_str()));

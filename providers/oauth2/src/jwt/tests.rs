@@ -82,12 +82,20 @@ fn peek_reads_unverified_iss() {
 
 #[test]
 fn payloads_of_any_size_decode_the_same() {
-    // Around the size decoded on the stack, and well past it (onto the heap).
-    for filler in [0, 700, 760, 770, 780, 5_000] {
+    // Small, on both sides of the size decoded on the stack, and well past it.
+    let around = PAYLOAD_STACK_BYTES - 40..PAYLOAD_STACK_BYTES + 8;
+    let (mut on_stack, mut on_heap) = (false, false);
+    for filler in [0, 5_000].into_iter().chain(around) {
         let claims = serde_json::json!({"sub": "alice", "exp": 1, "pad": "x".repeat(filler)});
         let payload = TOKEN_B64.encode(serde_json::to_vec(&claims).unwrap());
+        if base64::decoded_len_estimate(payload.len()) <= PAYLOAD_STACK_BYTES {
+            on_stack = true;
+        } else {
+            on_heap = true;
+        }
         assert_eq!(decode_claims(&payload).unwrap(), claims, "{filler}");
         let broken = format!("{payload}!");
         assert!(decode_claims(&broken).is_err(), "{filler}");
     }
+    assert!(on_stack && on_heap);
 }
