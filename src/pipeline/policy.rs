@@ -461,38 +461,35 @@ impl RoutePolicy {
             if !rule.matches_route(method, route, folded) {
                 continue;
             }
-            let Some(principal) = principal else {
-                if rule.conditions.is_empty() {
-                    return (self.matched(rule, i, method, route), false);
-                }
-                // Without a user a condition cannot be tested: as with an attribute that
-                // could not be determined, a forbid refuses and a permit does not permit.
-                // (OGX skips a conditioned forbid instead, letting a later rule decide.)
-                if rule.effect == Effect::Forbid {
-                    let reason = format!(
-                        "route {method} {route} is forbidden by route_policy {} ({}): there is no user to test it on",
-                        rule.name(i),
-                        rule.conditions_text()
-                    );
-                    return (Verdict { effect: Effect::Forbid, rule: Some(i), reason }, !unmet.is_empty());
-                }
-                unmet.push(format!("{} (there is no user)", rule.conditions_text()));
-                continue;
+            // Without a user a condition cannot be tested, as with an attribute that
+            // could not be determined. (OGX skips a conditioned forbid then instead,
+            // letting a later rule decide.)
+            let truth = match principal {
+                Some(principal) => Truth::all(rule.conditions.iter().map(|c| c.eval(principal))),
+                None if rule.conditions.is_empty() => Truth::Yes,
+                None => Truth::Unknown,
             };
-            let truth = Truth::all(rule.conditions.iter().map(|c| c.eval(principal)));
             if truth == Truth::Unknown {
                 // Could not tell: a forbid refuses, a permit does not permit.
-                let unknown = rule.unknown_attributes(principal).join(", ");
+                let (why, note) = match principal {
+                    Some(principal) => {
+                        let unknown = rule.unknown_attributes(principal).join(", ");
+                        (
+                            format!("{unknown} could not be determined for this principal"),
+                            format!("{unknown} could not be determined"),
+                        )
+                    }
+                    None => ("there is no user to test it on".to_string(), "there is no user".to_string()),
+                };
                 if rule.effect == Effect::Forbid {
                     let reason = format!(
-                        "route {method} {route} is forbidden by route_policy {} ({}): {unknown} could not be \
-                         determined for this principal",
+                        "route {method} {route} is forbidden by route_policy {} ({}): {why}",
                         rule.name(i),
                         rule.conditions_text()
                     );
                     return (Verdict { effect: Effect::Forbid, rule: Some(i), reason }, !unmet.is_empty());
                 }
-                unmet.push(format!("{} ({unknown} could not be determined)", rule.conditions_text()));
+                unmet.push(format!("{} ({note})", rule.conditions_text()));
                 continue;
             }
             if truth == Truth::Yes {

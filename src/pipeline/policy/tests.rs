@@ -311,3 +311,23 @@ fn owner_conditions_are_constants_for_routes() {
         serde_json::json!([{"permit": {"paths": "*"}, "when": ["resource is unowned", "user with ops in roles"]}])
     ));
 }
+
+/// Without a user a condition cannot be tested: a conditioned forbid refuses,
+/// a conditioned permit does not permit, and each says so.
+#[test]
+fn anonymous_requests_and_conditions() {
+    let p = policy(json!([
+        {"forbid": {"paths": "/admin*"}, "unless": "user with admin in roles"},
+        {"permit": {"paths": "/models"}, "when": "user with dev in roles"},
+        {"permit": {"paths": "/health"}},
+    ]));
+    let d = p.evaluate_anonymous("GET", "/admin/x");
+    assert!(!d.is_permit());
+    assert_eq!(
+        d.reason,
+        "route GET /admin/x is forbidden by route_policy rule 1 (roles none of [admin]): there is no user to test it on"
+    );
+    let d = p.evaluate_anonymous("GET", "/models");
+    assert_eq!(d.reason, "route GET /models requires roles any of [dev] (there is no user)");
+    assert!(p.evaluate_anonymous("GET", "/health").is_permit());
+}
