@@ -237,8 +237,7 @@ impl Config {
             access_policy::check(policy, &format!("{prefix}access_policy"))?;
         }
         if let Some(Err((field, message))) = self.settings.tenancy.as_ref().map(TenancyConfig::compile) {
-            let at = if self.from_llama_stack { "server.tenancy." } else { "tenancy." };
-            return Err(ConfigError::new(format!("{at}{field}"), message));
+            return Err(ConfigError::new(format!("{}.{field}", self.tenancy_section()), message));
         }
         match (&self.settings.provider_config, &self.settings.providers) {
             // OGX: `provider_config` is optional, "if only using route_policy".
@@ -366,12 +365,21 @@ impl Config {
         Ok(pipeline)
     }
 
+    /// Where the tenancy settings are in this config's file.
+    fn tenancy_section(&self) -> &'static str {
+        if self.from_llama_stack {
+            "server.tenancy"
+        } else {
+            "tenancy"
+        }
+    }
+
     /// `multi` needs a provider that can name a tenant: refused without any
     /// provider (nobody could ever be let in with a tenant, and anonymous
     /// requests would carry none), and a WARN when no built-in member is told
     /// where to find one (a provider of one's own may set it itself).
     fn check_tenant_sources(&self, pipeline: &Pipeline) -> Result<(), ConfigError> {
-        let at = if self.from_llama_stack { "server.tenancy.mode" } else { "tenancy.mode" };
+        let at = format!("{}.mode", self.tenancy_section());
         if pipeline.is_anonymous() {
             return Err(ConfigError::new(at, "is `multi`, but no provider is configured to resolve a tenant"));
         }
