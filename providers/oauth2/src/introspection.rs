@@ -35,7 +35,7 @@
 //! their verdicts are one exchange, and the checks read in the order listed
 //! above.
 
-use crate::config::{OAuth2Config, MAX_LEEWAY};
+use crate::config::OAuth2Config;
 use base64::Engine as _;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
@@ -139,17 +139,8 @@ impl Introspector {
             Credentials::Basic(basic_auth_header(&ic.client_id, &ic.client_secret)?)
         };
 
-        if cfg.leeway > MAX_LEEWAY {
-            return Err(ConfigError::new(
-                "leeway",
-                format!("{}s is more than the allowed {}s", cfg.leeway.as_secs(), MAX_LEEWAY.as_secs()),
-            ));
-        }
-        for (field, claim) in [("principal_claim", &cfg.principal_claim), ("tenant_claim", &cfg.tenant_claim)] {
-            if claim.as_ref().is_some_and(|c| c.trim().is_empty()) {
-                return Err(ConfigError::new(field, "is empty"));
-            }
-        }
+        // `leeway`, `principal_claim` and `tenant_claim` were checked with the rest
+        // of the common settings, by the `OAuth2Provider::new` that builds this.
         // The same rule as for JWTs: without an audience, a token issued to any
         // resource server of this authorization server would be accepted.
         let audience = match (&cfg.audience, cfg.allow_any_audience) {
