@@ -91,6 +91,10 @@ pub const DIFFERENCES: &[(&str, &str)] = &[
         "the token is accepted, but `teams` is unknown (left out of the attributes, named in `X-Auth-Unknown-Attributes`), not `[]`: route conditions on it fail closed, so a token without `read:org` cannot escape a forbid on teams",
     ),
     (
+        "test_auth_github.py (every test whose `/user/orgs` answers 200: OGX's stand-in sends no `X-OAuth-Scopes`)",
+        "organizations are known only when GitHub's `X-OAuth-Scopes` proves the list whole (`read:org`, `write:org`, `admin:org` or `user`): fine-grained and GitHub App user tokens, which carry no scopes, list only the organizations they were granted, so a contractor's token could leave `contractors` out. The replays send `X-OAuth-Scopes: read:org` on `/user/orgs`, as GitHub answers a classic token with that scope; without it `teams` is unknown, unless the config sets `accept_partial_memberships: true` (OGX's reading)",
+    ),
+    (
         "test_auth_github.py::test_github_token_preserves_partial_orgs_if_later_page_fails (page 2 answers 503)",
         "503, not success with the first 100 organizations: a partial membership list could let a user escape a forbid on an organization listed later",
     ),
@@ -1070,9 +1074,14 @@ mod test_auth_github {
         let api = Server::start().await;
         api.route("/user", user);
         api.route("/user/orgs", orgs);
+        api.reply_headers("/user/orgs", &[CLASSIC_TOKEN_SCOPES]);
         let ogx = Ogx::start(&github_auth(&api.url(""), mapping)).await;
         (api, ogx)
     }
+
+    /// What GitHub sends with every reply to a classic token that may list
+    /// all its organizations (see DIFFERENCES).
+    const CLASSIC_TOKEN_SCOPES: (&str, &str) = ("x-oauth-scopes", "read:org");
 
     fn orgs(names: &[&str]) -> Reply {
         Reply::Json(200, Value::Array(names.iter().map(|n| json!({"login": n})).collect()))
@@ -1147,6 +1156,7 @@ mod test_auth_github {
             Reply::Json(200, json!({"login": "enterprise_user", "id": 99999, "email": "user@enterprise.com"})),
         );
         api.route("/api/v3/user/orgs", orgs(&["enterprise-org"]));
+        api.reply_headers("/api/v3/user/orgs", &[CLASSIC_TOKEN_SCOPES]);
         let ogx = Ogx::start(&github_auth(&api.url("/api/v3"), "")).await;
         let a = ogx.get("/test", &[("authorization", "Bearer enterprise_token")]).await;
         assert_eq!(a.status, 200, "{}", a.body);
@@ -1204,14 +1214,18 @@ mod test_auth_github {
         Mock::given(method("GET"))
             .and(path("/user/orgs"))
             .and(query_param("page", "2"))
-            .respond_with(page_two)
+            .respond_with(page_two.insert_header(CLASSIC_TOKEN_SCOPES.0, CLASSIC_TOKEN_SCOPES.1))
             .with_priority(1)
             .mount(&api)
             .await;
         let first: Vec<Value> = (1..=100).map(|i| json!({"login": format!("org-{i}")})).collect();
         Mock::given(method("GET"))
             .and(path("/user/orgs"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(first))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header(CLASSIC_TOKEN_SCOPES.0, CLASSIC_TOKEN_SCOPES.1)
+                    .set_body_json(first),
+            )
             .mount(&api)
             .await;
         let ogx = Ogx::start(&github_auth(&api.uri(), MAPPING_PROVIDER)).await;

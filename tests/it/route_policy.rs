@@ -195,12 +195,15 @@ async fn policy_config_errors_name_the_rule_and_field() {
 /// without read:org). The contractor's organizations are unknown, so the
 /// `forbid` on teams refuses instead of letting the token choose "no teams";
 /// where no rule reads teams the request passes, and says teams is unknown.
+/// #20: the same for a fine-grained token, whose 200 lists only the
+/// organizations it was granted (here not `contractors`) and has no scopes.
 #[tokio::test]
 async fn github_without_read_org_cannot_escape_a_forbid_on_teams() {
     use wiremock::matchers::{header as has_header, method, path};
     use wiremock::{Mock, MockServer, ResponseTemplate};
     const NO_READ_ORG: &str = "ghp_noreadorg000000000000000000000000000";
     const WITH_READ_ORG: &str = "ghp_withreadorg0000000000000000000000000";
+    const FINE_GRAINED: &str = "github_pat_11AAAAAAA0granted_only_staff000000000000000000000000000000000000000000000";
     let github = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/user"))
@@ -218,7 +221,17 @@ async fn github_without_read_org_cannot_escape_a_forbid_on_teams() {
         .await;
     Mock::given(method("GET"))
         .and(path("/user/orgs"))
+        .and(has_header("authorization", format!("Bearer {FINE_GRAINED}").as_str()))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"login": "staff"}])))
+        .mount(&github)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/user/orgs"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("x-oauth-scopes", "repo, read:org")
+                .set_body_json(json!([{"login": "staff"}])),
+        )
         .mount(&github)
         .await;
     let yaml = format!(
@@ -234,6 +247,10 @@ async fn github_without_read_org_cannot_escape_a_forbid_on_teams() {
     assert_eq!(res.status(), 403, "unknown organizations escaped the forbid");
     let refusal = header(&res, "www-authenticate").unwrap();
     assert!(refusal.contains("teams could not be determined"), "{refusal}");
+
+    let res = c.get(format!("{}/v1/models", server.base)).bearer_auth(FINE_GRAINED).send().await.unwrap();
+    assert_eq!(res.status(), 403, "a fine-grained token's partial list escaped the forbid");
+    assert!(header(&res, "www-authenticate").unwrap().contains("teams could not be determined"));
 
     let res = c.get(format!("{}/public", server.base)).bearer_auth(NO_READ_ORG).send().await.unwrap();
     assert_eq!(res.status(), 200);

@@ -18,16 +18,30 @@
 //! `X-RateLimit-Remaining: 0` or `Retry-After`, or any `429`), `5xx`, timeouts and
 //! unusable replies are *unavailable*, with `retry_after` when GitHub said when.
 //!
-//! **Organizations that cannot be read are unknown, not empty.** Classic tokens
-//! lacking the `read:org` (or `user`) scope get `403` from `/user/orgs`; a user
+//! **Organizations are known only when GitHub's answer is provably the whole
+//! list**, and unknown, not empty, otherwise. GitHub documents `/user/orgs` as
+//! listing "only organizations that your authorization allows you to operate on
+//! in some way": the whole membership for an OAuth app token or a classic
+//! personal access token whose `X-OAuth-Scopes` grants `read:org`,
+//! `write:org`, `admin:org` or `user` (the scopes GitHub names for listing
+//! organizations); fewer for a classic token with other scopes (`403`), and
+//! only the organizations a fine-grained personal access token (`github_pat_`)
+//! or a GitHub App user token (`ghu_`) was granted, with `200` and no
+//! `X-OAuth-Scopes` at all. So a page is complete only when its own
+//! `X-OAuth-Scopes` header is there exactly once, is visible ASCII, and lists
+//! one of those scopes; a repeated or unreadable header proves nothing. A user
 //! in more organizations than `max_org_pages` pages hold would get a partial
-//! list; `max_org_pages: 0` reads none. The token is still accepted (GitHub
-//! just vouched for it), but every attribute `claims_mapping` fills from
-//! `organizations` (default `teams`) is left out of `attributes` and listed in
-//! the principal's `unknown_attributes`, so route-policy conditions on it fail
-//! closed: otherwise a contractor escapes `forbid: {attribute: teams, all_of:
-//! [contractors]}` by choosing a token without `read:org`. Other `/user/orgs`
-//! failures (rate limits, 5xx) fail the validation as *unavailable*.
+//! list too; `max_org_pages: 0` reads none. The token is still accepted
+//! (GitHub just vouched for it), but every attribute `claims_mapping` fills
+//! from `organizations` (default `teams`) is left out of `attributes` and
+//! listed in the principal's `unknown_attributes`, so route-policy conditions
+//! on it fail closed: otherwise a contractor escapes `forbid: {attribute:
+//! teams, any_of: [contractors]}` by choosing a token that lists fewer
+//! organizations. `accept_partial_memberships: true` takes the list a scoped
+//! token shows as its memberships, for deployments whose policies only grant
+//! on membership (a `permit` that a missing organization merely withholds) and
+//! never forbid on it. Other `/user/orgs` failures (rate limits, 5xx) fail the
+//! validation as *unavailable*.
 //!
 //! A token's expiry, when GitHub reports one (`GitHub-Authentication-Token-Expiration`),
 //! bounds how long its result is cached.
@@ -114,6 +128,12 @@ pub struct GitHubConfig {
     /// Most token lookups in flight to GitHub at once (default 64); more fail with 503.
     #[serde(default = "tokengate_kit::defaults::max_concurrent_requests")]
     pub max_concurrent_requests: usize,
+    /// Take the organizations a scoped token lists (fine-grained, GitHub App
+    /// user, or classic without an organization scope) as the user's
+    /// memberships, though GitHub lists only those the token may operate on
+    /// (default false: they are unknown; see the crate docs).
+    #[serde(default)]
+    pub accept_partial_memberships: bool,
 }
 
 fn default_base_url() -> String {
@@ -137,6 +157,7 @@ impl Default for GitHubConfig {
             cache: CacheConfig::default(),
             max_org_pages: default_max_org_pages(),
             max_concurrent_requests: http.max_concurrent_requests,
+            accept_partial_memberships: false,
         }
     }
 }
@@ -166,6 +187,7 @@ pub struct GitHubProvider {
     claims_mapping: ClaimsMapping,
     max_response_bytes: usize,
     max_org_pages: usize,
+    accept_partial_memberships: bool,
     limit: UpstreamLimit,
     cache: CacheHandle,
 }
@@ -219,6 +241,7 @@ impl GitHubProvider {
             claims_mapping: cfg.claims_mapping,
             max_response_bytes: cfg.max_response_bytes,
             max_org_pages: cfg.max_org_pages,
+            accept_partial_memberships: cfg.accept_partial_memberships,
             limit: http.build_limit(TYPE_NAME)?,
             cache: CacheHandle(RemoteResultCache::new(&cfg.cache).with_shared(ctx)),
         })
@@ -346,7 +369,16 @@ impl GitHubProvider {
                     );
                     return Ok(None);
                 }
-                OrgsPage::Page { logins, next: link, paged } => {
+                OrgsPage::Page { logins, next: link, paged, partial } => {
+                    if let Some(why) = partial {
+                        if !self.accept_partial_memberships {
+                            tracing::debug!(
+                                why = %why,
+                                "GitHub /user/orgs may list only some of the user's organizations; they are unknown"
+                            );
+                            return Ok(None);
+                        }
+                    }
                     // Without a `Link` header (GitHub Enterprise proxies and OGX's own
                     // test servers leave it out) a full page means there may be more:
                     // ask for the next by number, until a short page.
@@ -380,6 +412,7 @@ impl GitHubProvider {
         }
         let next = next_link(response.headers());
         let paged = response.headers().contains_key(reqwest::header::LINK);
+        let partial = org_listing_gap(response.headers());
         let what = format!("GitHub {endpoint}");
         let body = read_body_limited(&what, response, self.max_response_bytes).await?;
         let malformed =
@@ -395,7 +428,7 @@ impl GitHubProvider {
                 _ => return Err(malformed("an organization without a `login` string")),
             }
         }
-        Ok(OrgsPage::Page { logins, next, paged })
+        Ok(OrgsPage::Page { logins, next, paged, partial })
     }
 
     /// Words a non-200 answer from GitHub.
@@ -464,7 +497,43 @@ enum OrgsPage {
         logins: Vec<String>,
         next: Option<Url>,
         paged: bool,
+        /// Why the page may leave organizations out; `None` when it cannot.
+        partial: Option<String>,
     },
+}
+
+/// The scopes under which GitHub's `/user/orgs` lists every organization
+/// the user belongs to: `read:org` (and `write:org`, `admin:org`, which
+/// include it) lets a token list any organization's teams, `user` lets it
+/// publicize any membership.
+const ORG_LISTING_SCOPES: &[&str] = &["read:org", "write:org", "admin:org", "user"];
+
+/// Why a `/user/orgs` answer with these headers may leave organizations out,
+/// or `None` when its `X-OAuth-Scopes` proves the list whole.
+///
+/// Only a classic or OAuth app token has scopes, and GitHub sends them in one
+/// `X-OAuth-Scopes: repo, read:org` header. Fine-grained and GitHub App user
+/// tokens have none (no header, or an empty one). Two copies or bytes that
+/// are not visible ASCII are not what GitHub writes: they prove nothing, so
+/// the list stays partial rather than being read one way of several.
+fn org_listing_gap(headers: &HeaderMap) -> Option<String> {
+    let mut values = headers.get_all("x-oauth-scopes").iter();
+    let Some(value) = values.next() else {
+        return Some("no X-OAuth-Scopes header (a fine-grained or GitHub App token)".into());
+    };
+    if values.next().is_some() {
+        return Some("X-OAuth-Scopes is repeated".into());
+    }
+    let readable = value.as_bytes().iter().all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t');
+    let Some(text) = value.to_str().ok().filter(|_| readable) else {
+        return Some("X-OAuth-Scopes is not visible ASCII".into());
+    };
+    let mut scopes = text.split(',').map(|s| s.trim_matches([' ', '\t']));
+    if scopes.any(|scope| ORG_LISTING_SCOPES.contains(&scope)) {
+        return None;
+    }
+    let shown: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+    Some(format!("X-OAuth-Scopes `{}` has none of {}", shown.trim(), ORG_LISTING_SCOPES.join(", ")))
 }
 
 #[async_trait]

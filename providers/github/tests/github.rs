@@ -4,6 +4,7 @@
 //!
 //! One file, past 400 lines, because every test shares the one stand-in.
 
+use reqwest::header::HeaderValue;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,11 +71,24 @@ fn org(login: &str, id: u64) -> Value {
     })
 }
 
+/// The scopes of `TOKEN`, a classic personal access token that may list
+/// every organization (`read:org`).
+const CLASSIC_SCOPES: &str = "repo, read:org";
+
+/// A 200 as GitHub answers `TOKEN`: every reply to a classic token carries its scopes.
+fn classic_reply() -> ResponseTemplate {
+    ResponseTemplate::new(200).insert_header("x-oauth-scopes", CLASSIC_SCOPES)
+}
+
 /// A request as tokengate must send it: token and GitHub's recommended headers.
 fn github_get(p: &str) -> MockBuilder {
+    github_get_with(p, TOKEN)
+}
+
+fn github_get_with(p: &str, token: &str) -> MockBuilder {
     Mock::given(method("GET"))
         .and(path(p))
-        .and(header("authorization", format!("Bearer {TOKEN}").as_str()))
+        .and(header("authorization", format!("Bearer {token}").as_str()))
         .and(header("accept", "application/vnd.github+json"))
         .and(header("x-github-api-version", "2022-11-28"))
         .and(header("user-agent", "tokengate"))
@@ -98,7 +112,7 @@ fn link(server: &MockServer, page: u32, last: u32) -> String {
 
 /// `/user` as octocat, and three pages of organizations.
 async fn mount_github(server: &MockServer) {
-    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(server).await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(server).await;
     let pages = [vec![org("github", 1), org("octo-org", 2)], vec![org("ml-team", 3)], vec![org("infra", 4)]];
     for (i, orgs) in pages.into_iter().enumerate() {
         let page = i as u32 + 1;
@@ -108,11 +122,9 @@ async fn mount_github(server: &MockServer) {
         } else {
             mock.and(query_param("page", page.to_string().as_str()))
         };
-        mock.respond_with(
-            ResponseTemplate::new(200).insert_header("link", link(server, page, 3).as_str()).set_body_json(orgs),
-        )
-        .mount(server)
-        .await;
+        mock.respond_with(classic_reply().insert_header("link", link(server, page, 3).as_str()).set_body_json(orgs))
+            .mount(server)
+            .await;
     }
 }
 
@@ -163,7 +175,7 @@ async fn user_and_three_pages_of_organizations() {
 #[tokio::test]
 async fn without_link_headers_pages_are_followed_by_number_until_a_short_one() {
     let server = MockServer::start().await;
-    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
     let page = |from: u64, n: u64| (from..from + n).map(|i| org(&format!("org-{i}"), i)).collect::<Vec<_>>();
     for (number, orgs) in [(None, page(0, 100)), (Some("2"), page(100, 100)), (Some("3"), page(200, 1))] {
         let mock = github_get("/user/orgs").and(query_param("per_page", "100"));
@@ -171,7 +183,7 @@ async fn without_link_headers_pages_are_followed_by_number_until_a_short_one() {
             None => mock.and(query_param_is_missing("page")),
             Some(n) => mock.and(query_param("page", n)),
         };
-        mock.respond_with(ResponseTemplate::new(200).set_body_json(orgs)).mount(&server).await;
+        mock.respond_with(classic_reply().set_body_json(orgs)).mount(&server).await;
     }
     let who = validate(&provider(&server, json!({}))).await.unwrap();
     assert_eq!(who.attributes["teams"].len(), 201);
@@ -227,10 +239,10 @@ async fn max_org_pages_bounds_pagination() {
 async fn pagination_never_follows_another_origin() {
     let server = MockServer::start().await;
     let elsewhere = MockServer::start().await;
-    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(
-            ResponseTemplate::new(200)
+            classic_reply()
                 .insert_header("link", format!("<{}/user/orgs?page=2>; rel=\"next\"", elsewhere.uri()).as_str())
                 .set_body_json(vec![org("github", 1)]),
         )
@@ -336,7 +348,7 @@ async fn forbidden_without_rate_limit_is_the_tokens_fault() {
 #[tokio::test]
 async fn orgs_forbidden_without_read_org_makes_teams_unknown() {
     let server = MockServer::start().await;
-    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(ResponseTemplate::new(403).set_body_json(json!({
             "message": "Resource not accessible by personal access token",
@@ -358,7 +370,7 @@ async fn orgs_forbidden_without_read_org_makes_teams_unknown() {
 #[tokio::test]
 async fn orgs_rate_limited_is_unavailable() {
     let server = MockServer::start().await;
-    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(
             ResponseTemplate::new(403)
@@ -381,7 +393,7 @@ async fn server_errors_are_unavailable() {
     assert_eq!(err.detail(), "GitHub answered 500 for /user");
 
     let server = MockServer::start().await;
-    github_get("/user").respond_with(ResponseTemplate::new(200).set_body_json(octocat())).mount(&server).await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
     github_get("/user/orgs")
         .respond_with(ResponseTemplate::new(502).set_body_json(json!({"message": "Server Error"})))
         .mount(&server)
@@ -403,7 +415,7 @@ async fn wrong_base_url_404_is_unavailable() {
 async fn garbage_200_is_unavailable() {
     let server = MockServer::start().await;
     Mock::given(path("/user"))
-        .respond_with(ResponseTemplate::new(200).set_body_string("<html>GitHub is down</html>"))
+        .respond_with(classic_reply().set_body_string("<html>GitHub is down</html>"))
         .mount(&server)
         .await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
@@ -411,10 +423,7 @@ async fn garbage_200_is_unavailable() {
     assert!(err.detail().starts_with("GitHub answered 200 with a malformed /user reply: not JSON"), "{err}");
 
     let server = MockServer::start().await;
-    Mock::given(path("/user"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": 1})))
-        .mount(&server)
-        .await;
+    Mock::given(path("/user")).respond_with(classic_reply().set_body_json(json!({"id": 1}))).mount(&server).await;
     let err = validate(&provider(&server, json!({}))).await.unwrap_err();
     assert_kind(&err, ErrorKind::Unavailable);
     assert!(err.detail().contains("no `login`"), "{err}");
@@ -424,7 +433,7 @@ async fn garbage_200_is_unavailable() {
 async fn slow_github_is_unavailable() {
     let server = MockServer::start().await;
     Mock::given(path("/user"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_secs(2)))
+        .respond_with(classic_reply().set_body_json(octocat()).set_delay(Duration::from_secs(2)))
         .mount(&server)
         .await;
     let started = std::time::Instant::now();
@@ -438,13 +447,10 @@ async fn slow_github_is_unavailable() {
 async fn concurrent_validations_share_one_lookup() {
     let server = MockServer::start().await;
     github_get("/user")
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_millis(200)))
+        .respond_with(classic_reply().set_body_json(octocat()).set_delay(Duration::from_millis(200)))
         .mount(&server)
         .await;
-    github_get("/user/orgs")
-        .respond_with(ResponseTemplate::new(200).set_body_json(vec![org("github", 1)]))
-        .mount(&server)
-        .await;
+    github_get("/user/orgs").respond_with(classic_reply().set_body_json(vec![org("github", 1)])).mount(&server).await;
     let p = provider(&server, json!({}));
     let mut tasks = Vec::new();
     for _ in 0..100 {
@@ -465,12 +471,12 @@ async fn excess_concurrent_lookups_are_unavailable_at_once() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/user"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(octocat()).set_delay(Duration::from_millis(1500)))
+        .respond_with(classic_reply().set_body_json(octocat()).set_delay(Duration::from_millis(1500)))
         .mount(&server)
         .await;
     Mock::given(method("GET"))
         .and(path("/user/orgs"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
+        .respond_with(classic_reply().set_body_json(json!([])))
         .mount(&server)
         .await;
     let p = provider(&server, json!({"max_concurrent_requests": 2, "cache": {"enabled": false}}));
@@ -522,16 +528,13 @@ async fn token_expiration_bounds_the_cache() {
         .replace('Z', " UTC");
     github_get("/user")
         .respond_with(
-            ResponseTemplate::new(200)
+            classic_reply()
                 .insert_header("github-authentication-token-expiration", expires.as_str())
                 .set_body_json(octocat()),
         )
         .mount(&server)
         .await;
-    github_get("/user/orgs")
-        .respond_with(ResponseTemplate::new(200).set_body_json(Vec::<Value>::new()))
-        .mount(&server)
-        .await;
+    github_get("/user/orgs").respond_with(classic_reply().set_body_json(Vec::<Value>::new())).mount(&server).await;
     let p = provider(&server, json!({"cache": {"ttl": "1h"}}));
     validate(&p).await.unwrap();
     validate(&p).await.unwrap();
@@ -563,4 +566,155 @@ async fn config_typos_are_rejected() {
     assert_eq!(GitHubBuilder.type_name(), "github_token");
     // Llama Stack's minimal config: just the type.
     assert!(GitHubBuilder.build(json!({}), &BuildContext::default()).is_ok());
+}
+
+/// A fine-grained personal access token, as GitHub shapes them.
+const FINE_GRAINED_TOKEN: &str =
+    "github_pat_11ABCDEFG0aBcDeFgHiJkL_mNoPqRsTuVwXyZ0123456789aBcDeFgHiJkLmNoPqRsTuVwXyZ01234";
+/// A GitHub App user access token.
+const APP_USER_TOKEN: &str = "ghu_16C7e42F292c6912E7710c838347Ae178B4a";
+
+/// GitHub answering `token` with octocat and three pages of organizations
+/// (as `mount_github`), every reply carrying `scopes` as its
+/// `X-OAuth-Scopes` headers: none, one, or several copies.
+async fn mount_github_scoped(server: &MockServer, token: &str, scopes: &[HeaderValue]) {
+    let reply = || scopes.iter().fold(ResponseTemplate::new(200), |r, v| r.append_header("x-oauth-scopes", v.clone()));
+    github_get_with("/user", token).respond_with(reply().set_body_json(octocat())).mount(server).await;
+    let pages = [vec![org("github", 1), org("octo-org", 2)], vec![org("ml-team", 3)], vec![org("contractors", 4)]];
+    for (i, orgs) in pages.into_iter().enumerate() {
+        let page = i as u32 + 1;
+        let mock = github_get_with("/user/orgs", token).and(query_param("per_page", "100"));
+        let mock = match page {
+            1 => mock.and(query_param_is_missing("page")),
+            _ => mock.and(query_param("page", page.to_string().as_str())),
+        };
+        let answer = reply().insert_header("link", link(server, page, 3).as_str()).set_body_json(orgs);
+        mock.respond_with(answer).mount(server).await;
+    }
+}
+
+async fn validate_with(p: &DynProvider, token: &str) -> tokengate_api::Principal {
+    match p.validate(token, &RequestContext::new("GET", "/v1/models")).await {
+        Ok(who) => who,
+        Err(e) => panic!("refused: {e}"),
+    }
+}
+
+fn scopes(text: &str) -> Vec<HeaderValue> {
+    vec![HeaderValue::from_str(text).unwrap()]
+}
+
+/// #20: fine-grained and GitHub App user tokens list only the organizations
+/// they were granted, with a 200 and no `X-OAuth-Scopes`. Their list used to
+/// be taken as the membership, so a contractor escaped `forbid: {attribute:
+/// teams, any_of: [contractors]}` with a token not granted `contractors`.
+#[tokio::test]
+async fn fine_grained_and_github_app_tokens_leave_teams_unknown() {
+    let no_header = Vec::new();
+    let empty_header = scopes("");
+    for (token, scopes) in [
+        (FINE_GRAINED_TOKEN, &no_header),
+        (APP_USER_TOKEN, &no_header),
+        (FINE_GRAINED_TOKEN, &empty_header),
+        (APP_USER_TOKEN, &empty_header),
+    ] {
+        let server = MockServer::start().await;
+        mount_github_scoped(&server, token, scopes).await;
+        let who = validate_with(&provider(&server, json!({})), token).await;
+        assert_eq!(who.principal, "octocat");
+        assert!(!who.attributes.contains_key("teams"), "{token}: {who:?}");
+        assert!(who.is_unknown("teams"), "{token}: {who:?}");
+        assert_eq!(count(&server, "/user/orgs").await, 1, "{token}: the first page already proves nothing");
+    }
+}
+
+/// #20: a classic token's scopes say whether GitHub listed every
+/// organization; only `read:org`, `write:org`, `admin:org` and `user` do
+/// (`read:user` and `user:email` are not `user`).
+#[tokio::test]
+async fn classic_tokens_know_memberships_only_with_an_organization_scope() {
+    for listed in ["repo", "repo, gist", "read:user, user:email", "READ:ORG", "read:org:x", "read : org", ""] {
+        let server = MockServer::start().await;
+        mount_github_scoped(&server, TOKEN, &scopes(listed)).await;
+        let who = validate_with(&provider(&server, json!({})), TOKEN).await;
+        assert!(!who.attributes.contains_key("teams"), "`{listed}`: {who:?}");
+        assert!(who.is_unknown("teams"), "`{listed}`: {who:?}");
+    }
+    for listed in ["read:org", "repo, read:org", "repo,write:org", "admin:org", "gist, user", " user\t", "repo,, user"]
+    {
+        let server = MockServer::start().await;
+        mount_github_scoped(&server, TOKEN, &scopes(listed)).await;
+        let who = validate_with(&provider(&server, json!({})), TOKEN).await;
+        assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team", "contractors"], "`{listed}`");
+        assert!(who.unknown_attributes.is_empty(), "`{listed}`: {who:?}");
+    }
+}
+
+/// #20: GitHub writes one `X-OAuth-Scopes` of visible ASCII. Two copies, or
+/// bytes past ASCII, are not GitHub's answer to read one way or another: the
+/// memberships stay unknown, even when a copy would grant `read:org`.
+#[tokio::test]
+async fn repeated_or_unreadable_scopes_prove_nothing() {
+    let cases = [
+        vec![HeaderValue::from_static("repo"), HeaderValue::from_static("read:org")],
+        vec![HeaderValue::from_static("read:org"), HeaderValue::from_static("read:org")],
+        vec![HeaderValue::from_bytes(b"read:org, r\xc3\xa9po").unwrap()],
+        vec![HeaderValue::from_bytes(b"read:org, \xff").unwrap()],
+    ];
+    for header in cases {
+        let server = MockServer::start().await;
+        mount_github_scoped(&server, TOKEN, &header).await;
+        let who = validate_with(&provider(&server, json!({})), TOKEN).await;
+        assert!(who.is_unknown("teams") && !who.attributes.contains_key("teams"), "{header:?}: {who:?}");
+    }
+}
+
+/// #20: every page must prove itself; a later page without the scope leaves
+/// the whole list unknown.
+#[tokio::test]
+async fn a_later_page_without_scopes_makes_the_list_unknown() {
+    let server = MockServer::start().await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
+    github_get("/user/orgs")
+        .and(query_param_is_missing("page"))
+        .respond_with(
+            classic_reply().insert_header("link", link(&server, 1, 2).as_str()).set_body_json(vec![org("a", 1)]),
+        )
+        .mount(&server)
+        .await;
+    github_get("/user/orgs")
+        .and(query_param("page", "2"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("link", link(&server, 2, 2).as_str())
+                .set_body_json(vec![org("b", 2)]),
+        )
+        .mount(&server)
+        .await;
+    let who = validate(&provider(&server, json!({}))).await.unwrap();
+    assert!(who.is_unknown("teams"), "{who:?}");
+    assert_eq!(count(&server, "/user/orgs").await, 2);
+}
+
+/// #20: `accept_partial_memberships: true` takes what a scoped token lists,
+/// every page of it; a 403 still lists nothing, so it stays unknown.
+#[tokio::test]
+async fn accept_partial_memberships_takes_a_scoped_tokens_list() {
+    for (token, header) in [(FINE_GRAINED_TOKEN, Vec::new()), (APP_USER_TOKEN, scopes("")), (TOKEN, scopes("repo"))] {
+        let server = MockServer::start().await;
+        mount_github_scoped(&server, token, &header).await;
+        let who = validate_with(&provider(&server, json!({"accept_partial_memberships": true})), token).await;
+        assert_eq!(who.attributes["teams"], vec!["github", "octo-org", "ml-team", "contractors"], "{token}");
+        assert!(who.unknown_attributes.is_empty(), "{token}: {who:?}");
+        assert_eq!(count(&server, "/user/orgs").await, 3);
+    }
+
+    let server = MockServer::start().await;
+    github_get("/user").respond_with(classic_reply().set_body_json(octocat())).mount(&server).await;
+    github_get("/user/orgs")
+        .respond_with(ResponseTemplate::new(403).set_body_json(json!({"message": "Must have admin rights"})))
+        .mount(&server)
+        .await;
+    let who = validate(&provider(&server, json!({"accept_partial_memberships": true}))).await.unwrap();
+    assert!(who.is_unknown("teams"), "{who:?}");
 }
