@@ -218,6 +218,70 @@ async fn open_paths_use_the_original_path() {
     assert_eq!(res.status(), 401);
 }
 
+/// Knows `teams` for "known" and cannot determine it for "unknown" (as
+/// `github_token` without `read:org`).
+struct TeamsSometimesUnknown;
+
+#[async_trait::async_trait]
+impl tokengate::AuthProvider for TeamsSometimesUnknown {
+    fn describe(&self) -> tokengate::Description {
+        tokengate::Description::new("teams_sometimes_unknown")
+    }
+
+    async fn validate(
+        &self,
+        token: &str,
+        _ctx: &tokengate::RequestContext,
+    ) -> Result<tokengate::Principal, tokengate::AuthError> {
+        let principal = tokengate::Principal::new("alice");
+        match token {
+            "known" => Ok(principal.with_attributes([("teams".to_string(), vec!["ml".to_string()])].into())),
+            "unknown" => Ok(principal.with_unknown_attributes(["teams", "a,b"])),
+            _ => Err(tokengate::AuthError::invalid_token("token not recognized")),
+        }
+    }
+}
+
+/// Every allowed answer carries `X-Auth-Unknown-Attributes`, empty when all is
+/// known: a proxy copies it every time, so a client's own copy (an empty one
+/// claiming "teams known") never stands in for it, and Caddy before 2.8.5
+/// never copies its literal placeholder instead.
+#[tokio::test]
+async fn x_auth_unknown_attributes_is_on_every_allowed_answer() {
+    let provider: DynProvider = Arc::new(TeamsSometimesUnknown);
+    let options = ServeOptions { open_paths: vec!["/public/*".into()], ..Default::default() };
+    let s = serve_provider(provider, options).await;
+    let c = client();
+    let ask = |path: &'static str, token: Option<&'static str>| {
+        let mut req = c
+            .get(format!("{}/auth", s.base))
+            .header("x-forwarded-uri", path)
+            .header("x-forwarded-method", "GET")
+            // What a client sends is never echoed back as tokengate's answer.
+            .header("x-auth-unknown-attributes", "forged")
+            .header("x-auth-principal", "root");
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send()
+    };
+    for (path, token, want_principal, want_unknown) in [
+        ("/public/logo.png", None, "", ""),
+        ("/public/logo.png", Some("garbage"), "", ""),
+        ("/public/logo.png", Some("known"), "alice", ""),
+        ("/public/logo.png", Some("unknown"), "alice", "a%2Cb,teams"),
+        ("/private", Some("known"), "alice", ""),
+        ("/private", Some("unknown"), "alice", "a%2Cb,teams"),
+    ] {
+        let res = ask(path, token).await.unwrap();
+        let case = format!("{path} with {token:?}");
+        assert_eq!(res.status(), 200, "{case}");
+        let unknown: Vec<_> = res.headers().get_all("x-auth-unknown-attributes").iter().collect();
+        assert_eq!(unknown, [want_unknown], "{case}: exactly one X-Auth-Unknown-Attributes");
+        assert_eq!(header(&res, "x-auth-principal").as_deref(), Some(want_principal), "{case}");
+    }
+}
+
 fn percent_decoded(s: &str) -> String {
     server::percent_decoded(s).expect("tokengate sends valid percent-encoding")
 }

@@ -11,7 +11,7 @@ use tokengate_api::Principal;
 
 /// An open path without a (valid) token: the identity headers are still sent,
 /// empty, so a proxy that only overrides what tokengate returns (Envoy)
-/// replaces a client's own `X-Auth-Principal` too. An empty principal is
+/// replaces a client's own `X-Auth-Principal` (and `X-Auth-Unknown-Attributes`) too. An empty principal is
 /// never an authenticated one (those are refused).
 /// The tenant is tenancy `single`'s, else empty.
 pub(super) fn anonymous(tenant: Option<&str>) -> Response {
@@ -23,6 +23,7 @@ pub(super) fn anonymous(tenant: Option<&str>) -> Response {
     headers.insert(X_AUTH_PRINCIPAL, HeaderValue::from_static(""));
     headers.insert(X_AUTH_ATTRIBUTES, HeaderValue::from_static("{}"));
     headers.insert(X_AUTH_TENANT, tenant);
+    headers.insert(X_AUTH_UNKNOWN_ATTRIBUTES, HeaderValue::from_static(""));
     (StatusCode::OK, headers).into_response()
 }
 
@@ -32,7 +33,7 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
     // dozen small allocations per answer were a tenth of its cost.
     let mut out = RenderBuffer::for_principal(principal);
     // Room for the usual few; a provider may return any number of attributes.
-    let mut headers = HeaderMap::with_capacity((5 + principal.attributes.len()).min(64));
+    let mut headers = HeaderMap::with_capacity((6 + principal.attributes.len()).min(64));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // Always present: behind Envoy a header left out is one the client may supply.
     let Some(name) = out.value(|b| percent_encode_into(b, &principal.principal)) else {
@@ -52,12 +53,13 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
     headers.insert(X_AUTH_ATTRIBUTES, attributes_header);
     // Unknown is not empty: the app must be able to tell "no teams" from
     // "teams could not be determined" (the attribute has no X-Auth-Attr-* header then).
-    if !principal.unknown_attributes.is_empty() {
-        let Some(unknown) = out.value(|b| percent_encode_list(b, &principal.unknown_attributes)) else {
-            return unrenderable("X-Auth-Unknown-Attributes");
-        };
-        headers.insert(X_AUTH_UNKNOWN_ATTRIBUTES, unknown);
-    }
+    // Always present, empty when everything is known: a proxy that copies it
+    // then replaces a client's own copy every time, and Caddy before 2.8.5
+    // would copy its literal placeholder for a header the answer lacks.
+    let Some(unknown) = out.value(|b| percent_encode_list(b, &principal.unknown_attributes)) else {
+        return unrenderable("X-Auth-Unknown-Attributes");
+    };
+    headers.insert(X_AUTH_UNKNOWN_ATTRIBUTES, unknown);
     for (name, values) in &principal.attributes {
         let Some(header) = names.get(name) else { continue };
         // `[]` and `[""]` would both be an empty header; X-Auth-Attributes tells them apart.

@@ -61,6 +61,7 @@ async fn an_allowed_answer_decodes_back_exactly() {
     let plain = allowed(&Principal::new("josé 😀"), &names);
     assert_eq!(header(&plain, "x-auth-tenant"), Some(""), "always sent, empty without a tenant");
     assert_eq!(header(&plain, "x-auth-attributes"), Some("{}"));
+    assert_eq!(header(&plain, "x-auth-unknown-attributes"), Some(""), "always sent, empty when all is known");
     assert_eq!(body(plain).await, r#"{"principal":"jos\u00e9 \ud83d\ude00","attributes":{}}"#);
 }
 
@@ -74,7 +75,7 @@ async fn any_number_of_attributes_is_an_answer_not_a_panic() {
     // None of these makes a header of its own: all travel in X-Auth-Attributes.
     let r = allowed(&many(30_000, |i| format!("A{i}")), &names);
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.headers().len(), 4);
+    assert_eq!(r.headers().len(), 5);
     assert_eq!(names.kept(), 0, "names that make no header are not kept");
     // More X-Auth-Attr-* headers than a header map holds: refused, never some left out.
     assert_eq!(allowed(&many(33_000, |i| format!("a{i}")), &names).status(), StatusCode::INTERNAL_SERVER_ERROR);
