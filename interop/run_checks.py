@@ -12,17 +12,20 @@ upstream, all on free 127.0.0.1 ports, then checks:
      active opaque token accepted; revoked and garbage tokens rejected.
   3. Key rotation seen by a running `tokengate serve`; with the provider
      stopped, known keys keep working and an unknown kid is 503.
-  4. `tokengate serve` behind nginx auth_request: allowed, denied, unavailable.
+  4. `tokengate serve` behind nginx auth_request: allowed, denied, unavailable;
+     forged X-Auth-* headers in every spelling never reach the application.
+  5. The same behind Caddy forward_auth (the README's recipe).
 
 Prints one PASS/FAIL line per check and a closing "N passed, N failed" line;
 exits 1 if anything failed. Python 3 standard library only.
 
-Usage: run_checks.py --tokengate BIN --root TMPDIR [--repo DIR] [--only 1,2,3,4]
+Usage: run_checks.py --tokengate BIN --root TMPDIR [--repo DIR] [--only 1,2,3,4,5]
 (scripts/interop.sh sets everything up and calls this.)
 """
 
 import argparse
 import base64
+import itertools
 import json
 import os
 import shutil
@@ -120,11 +123,12 @@ def http(method, url, headers=None, data=None, timeout=15):
 
 def raw_request(base, method, target, headers=None, timeout=15):
     """One HTTP/1.1 request with the request target sent byte for byte (no
-    client-side normalization or encoding); returns (status, headers, body)."""
+    client-side normalization or encoding); returns (status, headers, body).
+    `headers` is a dict or a list of (name, value) pairs (to repeat a name)."""
     host, port = base.split("//", 1)[1].split(":")
     lines = [method.encode() + b" " + (target if isinstance(target, bytes) else target.encode()) + b" HTTP/1.1",
              f"Host: {host}".encode(), b"Connection: close"]
-    for name, value in (headers or {}).items():
+    for name, value in (headers.items() if isinstance(headers, dict) else headers or ()):
         lines.append(name.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
@@ -161,6 +165,49 @@ def through_proxy(base, method, target, headers, want, token=None, principal=Non
         return ok, f"want {want} (upstream reached only for 200); got {status}, upstream reached: {reached_app}, " \
                    f"body {body[:200]!r}"
     return run
+
+
+# Every header tokengate's answer may carry whose name a recipe copies or
+# clears (src/http/server/identity.rs).
+IDENTITY_HEADERS = ["X-Auth-Principal", "X-Auth-Tenant", "X-Auth-Attributes", "X-Auth-Unknown-Attributes",
+                    "X-Auth-Attr-Roles", "X-Auth-Attr-Teams", "X-Auth-Attr-Scopes"]
+
+
+def folded(name):
+    """A header name as CGI-style back ends (PHP-FPM, CGI, WSGI) read it: case
+    and `_` versus `-` do not count."""
+    return name.lower().replace("_", "-")
+
+
+def spellings(name):
+    """`name` with each `-` as `-` or `_`: every name that folds to it."""
+    parts = name.split("-")
+    for seps in itertools.product("-_", repeat=len(parts) - 1):
+        yield parts[0] + "".join(sep + part for sep, part in zip(seps, parts[1:]))
+
+
+def forged_identity(names=IDENTITY_HEADERS):
+    """What a client may send to pass for tokengate: every spelling of every
+    name in three cases, a second copy of the exact name, and an empty copy
+    (an empty X-Auth-Unknown-Attributes claims "every attribute is known")."""
+    forged = []
+    cases = (str, str.lower, str.upper)
+    for name in names:
+        for i, spelling in enumerate(spellings(name)):
+            forged.append((cases[i % 3](spelling), f"forged-{len(forged)}"))
+        forged.append((name.upper(), "admin"))
+        forged.append((name.lower().replace("-", "_"), ""))
+    return forged
+
+
+def identity_seen(record):
+    """What the application got under any name that folds to an X-Auth-*
+    header: {folded name: [every value, in order]}."""
+    seen = {}
+    for name, value in record.get("raw_headers", []):
+        if folded(name).startswith("x-auth-"):
+            seen.setdefault(folded(name), []).append(value)
+    return seen
 
 
 def basic(client_id, secret):
@@ -205,6 +252,8 @@ class EchoHandler(BaseHTTPRequestHandler):
             "method": self.command,
             "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
+            # Every header line as received: repeated names and `_` spellings kept apart.
+            "raw_headers": [[k, v] for k, v in self.headers.items()],
             "body": body,
         }
         EchoHandler.seen.append(record)
@@ -216,6 +265,31 @@ class EchoHandler(BaseHTTPRequestHandler):
         self.wfile.write(out)
 
     do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, fmt, *args):
+        pass
+
+
+GITHUB_LOGIN = "octo-cat"
+GITHUB_TOKEN = "ghp_interopTeamsUnknown0123456789abcdef"
+
+
+class FakeGitHubHandler(BaseHTTPRequestHandler):
+    """GitHub's `GET /user` for any token: all `github_token` asks when
+    `max_org_pages: 0` leaves the organizations (so `teams`) unknown."""
+
+    def do_GET(self):
+        if self.path.split("?", 1)[0] != "/user":
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        out = json.dumps({"login": GITHUB_LOGIN, "id": 4242}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
 
     def log_message(self, fmt, *args):
         pass
@@ -239,6 +313,7 @@ class Suite:
         self.xfailed = []  # ids of KNOWN_ISSUES that failed
         self.idp = None  # the provider's ready document
         self.upstream = None
+        self.github = None  # FakeGitHubHandler's server, started on first use
 
     # -- bookkeeping
 
@@ -304,10 +379,12 @@ class Suite:
                 self.stop(name)
             except Exception:  # noqa: BLE001
                 pass
-        if self.upstream:
-            upstream, self.upstream = self.upstream, None
-            upstream.shutdown()
-            upstream.server_close()
+        for attr in ("upstream", "github"):
+            server = getattr(self, attr)
+            if server:
+                setattr(self, attr, None)
+                server.shutdown()
+                server.server_close()
 
     # -- the provider
 
@@ -369,6 +446,87 @@ class Suite:
         with open(path, "w") as f:
             json.dump(doc, f, indent=2)
         return path
+
+    def write_chain_config(self, name, oauth2_config, extra):
+        """The provider's JWTs (oauth2_token) and, through a fake GitHub,
+        `GITHUB_TOKEN`, whose principal has `teams` unknown: every answer
+        tokengate can give, in one `tokengate serve`."""
+        if not self.github:
+            self.github = ThreadingHTTPServer(("127.0.0.1", 0), FakeGitHubHandler)
+            threading.Thread(target=self.github.serve_forever, daemon=True).start()
+        path = os.path.join(self.configs, name)
+        doc = {"providers": [
+            {"type": "oauth2_token", **oauth2_config},
+            {"type": "github_token", "github_api_base_url": f"http://127.0.0.1:{self.github.server_address[1]}",
+             "max_org_pages": 0},
+        ], **extra}
+        with open(path, "w") as f:
+            json.dump(doc, f, indent=2)
+        return path
+
+    def tokengate_answer(self, tg_port, proxy, path, token):
+        """tokengate's own answer to a decision on GET `path`, asked directly
+        the way `proxy` asks: {lower-case X-Auth-* name: [values]}."""
+        if proxy == "nginx":
+            h = {"X-Original-URI": path, "X-Original-Method": "GET"}
+        else:
+            h = {"X-Forwarded-Uri": path, "X-Forwarded-Method": "GET", "X-Forwarded-Proto": "http"}
+        if token:
+            h["Authorization"] = f"Bearer {token}"
+        r = http("GET", f"http://127.0.0.1:{tg_port}/_tokengate", headers=h)
+        if r.status != 200:
+            raise RuntimeError(f"tokengate refused the decision: {r!r}")
+        return {name.lower(): r.headers.get_all(name) for name in set(r.headers.keys())
+                if name.lower().startswith("x-auth-")}
+
+    def identity_checks(self, prefix, base, tg_port, proxy, copied, empty_sent, jwt, forged):
+        """A client's forged identity headers (`forged`: every spelling that
+        folds to one of tokengate's) never reach the application: on an open
+        path without and with a token, and on a protected path with a JWT and
+        with a token whose teams are unknown, the application gets exactly
+        tokengate's answer for the headers the recipe copies (`copied`), once
+        each, under no other spelling; an empty value arrives empty
+        (`empty_sent`, Caddy) or not at all (nginx). Without a token on a
+        protected path: 401, the application untouched."""
+        cases = [("open", "/public/logo.png", None, "", ""),
+                 ("open+jwt", "/public/logo.png", jwt, "svc-rs256", ""),
+                 ("jwt", "/v1/models", jwt, "svc-rs256", ""),
+                 ("unknown", "/v1/models", GITHUB_TOKEN, GITHUB_LOGIN, "teams")]
+        for i, (label, path, token, want_principal, want_unknown) in enumerate(cases):
+            def run(path=path, token=token, want_principal=want_principal, want_unknown=want_unknown):
+                answer = self.tokengate_answer(tg_port, proxy, path, token)
+                problems = []
+                if answer.get("x-auth-principal") != [want_principal]:
+                    problems.append(f"tokengate's X-Auth-Principal {answer.get('x-auth-principal')!r}")
+                if answer.get("x-auth-unknown-attributes") != [want_unknown]:
+                    problems.append(f"tokengate's X-Auth-Unknown-Attributes {answer.get('x-auth-unknown-attributes')!r}"
+                                    " (always sent, once)")
+                before = len(EchoHandler.seen)
+                sent = list(forged) + ([("Authorization", f"Bearer {token}")] if token else [])
+                status, _, body = raw_request(base, "GET", path, sent)
+                if status != 200 or len(EchoHandler.seen) == before:
+                    return False, f"want 200 from the application; got {status} {body[:200]!r}"
+                seen = identity_seen(EchoHandler.seen[-1])
+                want = {name.lower(): answer[name.lower()] for name in copied if name.lower() in answer}
+                for name, values in sorted(want.items()):
+                    expected = values if values != [""] or empty_sent else None
+                    if seen.get(name) != expected:
+                        problems.append(f"{name}: app got {seen.get(name)!r}, tokengate answered {values!r}")
+                for name in sorted(set(seen) - set(want)):
+                    problems.append(f"{name}: app got {seen[name]!r}, which tokengate did not send")
+                return not problems, "; ".join(problems) + f"\n tokengate answered {answer}\n app got {seen}", \
+                    f"{len(forged)} forged headers, none reached the app"
+
+            self.expect(f"{prefix}.{i}", f"{label} {path}: forged X-Auth-* in every spelling never reach the app; "
+                        f"it sees exactly tokengate's answer", run)
+
+        def denied():
+            before = len(EchoHandler.seen)
+            status, _, body = raw_request(base, "GET", "/v1/models", forged)
+            return status == 401 and len(EchoHandler.seen) == before, \
+                f"want 401, application untouched; got {status}, upstream hits {len(EchoHandler.seen) - before}"
+
+        self.expect(f"{prefix}.{len(cases)}", "protected path, no token, forged X-Auth-* in every spelling: 401", denied)
 
     def tg_check(self, config, token, stdin=False, timeout=60):
         argv = [self.tokengate, "check", "--config", config]
@@ -822,9 +980,10 @@ class Suite:
         threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
         return self.upstream.server_address[1]
 
-    def start_nginx(self, tg_port, upstream_port):
+    def start_nginx(self, tg_port, upstream_port, name="nginx", server_extra=""):
+        """nginx with the shipped snippet; `server_extra` goes into its server block."""
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        root = os.path.join(self.root, "nginx")
+        root = os.path.join(self.root, name)
         for d in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             os.makedirs(os.path.join(root, "nginx-temp", d), exist_ok=True)
         port = free_port()
@@ -835,6 +994,7 @@ class Suite:
             "@UPSTREAM_PORT@": str(upstream_port),
             "@SNIPPET@": os.path.join(self.repo, "config", "nginx-auth-request.conf"),
             "@USER@": "user root;" if os.geteuid() == 0 else "",
+            "@SERVER_EXTRA@": server_extra,
         }
         for k, v in fields.items():
             text = text.replace(k, v)
@@ -846,11 +1006,11 @@ class Suite:
         test = subprocess.run(argv[:-2] + ["-t"], capture_output=True, text=True, env=CHILD_ENV)
         if test.returncode != 0:
             raise RuntimeError(f"nginx -t failed:\n{test.stdout}{test.stderr}")
-        self.start("nginx", argv)
+        self.start(name, argv)
         base = f"http://127.0.0.1:{port}"
 
         def up():
-            if self.procs["nginx"].poll() is not None:
+            if self.procs[name].poll() is not None:
                 raise RuntimeError("nginx exited")
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return True
@@ -862,7 +1022,7 @@ class Suite:
     def check_nginx(self):
         common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING, **NODE_SIGNS_HIGH_S,
                   "jwks": {"refresh_cooldown": f"{int(COOLDOWN * 1000)}ms"}}
-        config = self.write_config("serve-nginx.json", common, extra={
+        config = self.write_chain_config("serve-nginx.json", common, extra={
             "realm": "interop", "forward_auth": {"proxy": "nginx"}, "open_paths": ["/public/*"],
             "route_policy": {"default": "permit", "rules": [{"path": "/admin*", "methods": ["DELETE"], "forbid": "all"}]}})
         tg_port = free_port()
@@ -945,6 +1105,17 @@ class Suite:
         self.expect("4.7", "spoofed X-Auth-Principal without a token: 401, upstream not reached",
                     denied(None, False, headers={"X-Auth-Principal": "root"}))
 
+        # nginx drops `_` names by default; the snippet's own lines remove them
+        # when `underscores_in_headers on` lets them in.
+        snippet_copies = IDENTITY_HEADERS
+        self.identity_checks("4.17", base, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
+                             forged_identity())
+        under = self.start_nginx(tg_port, up_port, name="nginx-underscores", server_extra="underscores_in_headers on;")
+        self.record("4.18.up", f"nginx {under} with underscores_in_headers on", True)
+        self.identity_checks("4.18", under, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
+                             forged_identity())
+        self.stop("nginx-underscores")
+
         def bypass(cid, title, method, target, headers, want, token=None):
             self.expect(cid, title, through_proxy(base, method, target, headers, want, token))
 
@@ -1023,7 +1194,7 @@ class Suite:
         if not caddy:
             raise RuntimeError("caddy is not installed (apt-get install caddy)")
         common = {"issuer": self.idp["issuer"], "audience": API, "claims_mapping": CLAIMS_MAPPING}
-        config = self.write_config("serve-caddy.json", common, extra={
+        config = self.write_chain_config("serve-caddy.json", common, extra={
             "realm": "interop", "forward_auth": {"proxy": "caddy"}, "open_paths": ["/public/*"],
             "route_policy": {"default": "permit", "rules": [{"path": "/admin*", "methods": ["DELETE"], "forbid": "all"}]}})
         tg_port = free_port()
@@ -1079,6 +1250,11 @@ class Suite:
             case(f"5.7.{i}", f"path trick {trick}: refused (400), upstream untouched", "GET", trick, {}, 400)
         case("5.8", "valid token, client-sent X-Auth-Principal: root is replaced", "GET", "/v1/models",
              {"X-Auth-Principal": "root"}, 200, with_token=True, principal="svc-rs256")
+        # The recipe copies only what tokengate always sends, and deletes every
+        # client header named X-Auth-* in any spelling, X-Auth-Attr-* included.
+        caddy_copies = ["X-Auth-Principal", "X-Auth-Tenant", "X-Auth-Attributes", "X-Auth-Unknown-Attributes"]
+        self.identity_checks("5.10", base, tg_port, "caddy", caddy_copies, True, token,
+                             forged_identity(IDENTITY_HEADERS + ["X-Auth-Attr-Groups", "X-Auth-Request-User"]))
         self.stop("caddy")
         self.stop("tokengate-caddy")
 

@@ -4,7 +4,7 @@
 # software nobody here wrote — panva's oidc-provider (a certified OpenID
 # Provider, run from interop/oidc-server.mjs), nginx's auth_request and Caddy's forward_auth.
 #
-#   scripts/interop.sh [--only 1,2,3,4]
+#   scripts/interop.sh [--only 1,2,3,4,5]
 #
 # Installs what it needs when missing (nginx and caddy via apt-get when root; the npm
 # packages pinned by interop/package-lock.json via `npm ci`), builds
