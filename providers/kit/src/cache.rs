@@ -1,6 +1,7 @@
 //! Cache for results of remote validation (introspection, custom, GitHub).
 //!
-//! Keyed by SHA-256 of the token, never the token. A positive entry lives
+//! Keyed by the token's identity ([`crate::token_identity`], a SHA-256), never
+//! the token: a JWS and its re-encoded or ECDSA-malleated twins share one entry. A positive entry lives
 //! `min(ttl, token's remaining lifetime)` and is not extended by hits; rejected
 //! tokens are remembered for a short `negative_ttl`; concurrent requests with
 //! the same token share one upstream call (moka's `try_get_with` coalesces them).
@@ -18,18 +19,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokengate_api::{AuthError, BuildContext, ErrorKind, Principal, SharedResultStore, SharedResults, TokenHash};
 
-/// SHA-256 of a token: what caches, logs and revocation lists hold instead of it.
+/// SHA-256 of a token's bytes. Whatever asks "is this the same token?" asks
+/// [`crate::token_identity`] instead; this is for secrets compared by their
+/// exact bytes (API keys).
 pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
 /// A cache key for a verdict that depends on the request as well as the
-/// token (`custom`, whose endpoint sees the path): SHA-256 over the token and
-/// each part, every one length-prefixed so no two inputs share a key.
+/// token (`custom`, whose endpoint sees the path): SHA-256 over the token's
+/// identity and each part, every part length-prefixed so no two inputs share
+/// a key.
 pub fn request_key(token: &str, parts: &[&str]) -> TokenHash {
     let mut hasher = Sha256::new();
-    hasher.update(b"tokengate-request-key-v1\0");
-    for part in std::iter::once(token).chain(parts.iter().copied()) {
+    // v2: the token by its identity (issue #21), so its twins share the key.
+    hasher.update(b"tokengate-request-key-v2\0");
+    hasher.update(crate::token_identity(token));
+    for part in parts {
         hasher.update((part.len() as u64).to_be_bytes());
         hasher.update(part.as_bytes());
     }
@@ -202,7 +208,7 @@ impl RemoteResultCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Validated, AuthError>>,
     {
-        self.get_or_validate_key(token_hash(token), validate).await
+        self.get_or_validate_key(crate::token_identity(token), validate).await
     }
 
     /// [`RemoteResultCache::get_or_validate`] under a key the caller computed
@@ -265,9 +271,9 @@ impl RemoteResultCache {
         }
     }
 
-    /// Drops whatever is cached for `token` (revocation).
+    /// Drops whatever is cached for `token` and its twins (revocation).
     pub async fn forget(&self, token: &str) {
-        let key = token_hash(token);
+        let key = crate::token_identity(token);
         if let Some(p) = &self.positive {
             p.invalidate(&key).await;
         }

@@ -12,9 +12,13 @@
 //!   never mistaken for a bad token; bounded body reads
 //!   ([`read_body_limited`], [`read_json_limited`]);
 //! - [`UpstreamLimit`]: the cap on calls in flight to the identity service;
+//! - [`identity`]: what makes two tokens the same token ([`token_identity`]:
+//!   SHA-256 of the canonical form, the same for a JWS and its re-encoded or
+//!   ECDSA-malleated twins), which every cache, revocation and the audit log
+//!   ask; [`ecdsa`]: the low-S arithmetic it needs;
 //! - [`RemoteResultCache`] and [`CacheConfig`]: the remote-result cache, keyed
-//!   by [`token_hash`] or [`request_key`], single-flight, optionally backed by
-//!   the replicas' shared store;
+//!   by [`token_identity`] or [`request_key`], single-flight, optionally backed
+//!   by the replicas' shared store;
 //! - [`shared_scope`] and [`for_section`]: each provider's scope in that
 //!   shared store (the store's trait itself is the contract's,
 //!   [`tokengate_api::SharedResultStore`]);
@@ -31,8 +35,10 @@
 mod cache;
 pub mod defaults;
 pub mod duration;
+pub mod ecdsa;
 pub mod file;
 mod http;
+pub mod identity;
 mod shared;
 
 pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, Validated};
@@ -40,4 +46,5 @@ pub use http::{
     host_of, is_loopback, json_type, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions,
     HttpFailure, UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,
 };
+pub use identity::{identify, token_identity, Identity};
 pub use shared::{for_section, shared_scope};

@@ -54,12 +54,19 @@ pub struct OAuth2Config {
     /// Accepted JWS algorithms (default: every asymmetric one tokengate supports).
     #[serde(default)]
     pub algorithms: Option<Vec<String>>,
-    /// Accept ES256/ES384 signatures whose S is above n/2 (default false). Such
-    /// a signature can be rewritten into a second valid one without the key
-    /// (s → n − s), so they are refused unless an issuer that does not
-    /// normalize S (many Java and Node.js signers) must be accepted.
+    /// Refuse ES256/ES384 signatures whose S is above n/2 (default false:
+    /// both forms are accepted, as RFC 7518 and the signers of OpenSSL, Node,
+    /// Python, Go and Java, which do not normalize S, expect). Either way the
+    /// twin (r, n − s) that anyone can make of a signature is the same token
+    /// to revocation and every cache (`tokengate_kit::identity`); this makes
+    /// it unacceptable as well, for an issuer known to sign low-S only.
     #[serde(default)]
-    pub allow_high_s_signatures: bool,
+    pub require_low_s: Option<bool>,
+    /// Before issue #21: `true` accepted high-S signatures, which is now the
+    /// default; `false` refused them, which is now `require_low_s: true`.
+    /// Still loads, with a warning.
+    #[serde(default)]
+    pub allow_high_s_signatures: Option<bool>,
     /// Accept JWTs without `exp` (default false).
     #[serde(default)]
     pub allow_missing_exp: bool,

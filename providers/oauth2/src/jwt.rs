@@ -9,9 +9,10 @@
 //! `ArcSwap`, the header is parsed once into borrowed fields, the claims are
 //! parsed once into a `serde_json::Value` that serves both the checks and the
 //! claims mapping, and verified tokens are remembered in a sharded
-//! `quick_cache` keyed by the token's SHA-256 — from their second
-//! verification on, so that a token used once costs no cache insert (see
-//! `VerifiedCache::admit`).
+//! `quick_cache` keyed by the token's identity (`tokengate_kit::identity`:
+//! the SHA-256 of its canonical form, so an ECDSA token and its high-S twin
+//! share one entry) — from their second verification on, so that a token
+//! used once costs no cache insert (see `VerifiedCache::admit`).
 //!
 //! One file, past 400 lines, because the checks run in one order on one parsed
 //! token (structure, algorithm, key, signature, claims) and each refusal's
@@ -32,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{claim_at_path, AuthError, ClaimsMapping, Principal, Reason, TokenHash, Trace};
-use tokengate_kit::token_hash;
+use tokengate_kit::{identify, Identity};
 
 /// What the claims must satisfy, compiled from the config.
 #[derive(Debug)]
@@ -58,8 +59,8 @@ pub(crate) struct JwtValidator {
     pub(crate) max_token_bytes: usize,
     pub(crate) keys: KeySource,
     pub(crate) cache: Option<VerifiedCache>,
-    /// `allow_high_s_signatures`: accept ECDSA signatures with s > n/2 (see `ecdsa.rs`).
-    pub(crate) allow_high_s: bool,
+    /// `require_low_s`: refuse ECDSA signatures with s > n/2 (see `tokengate_kit::ecdsa`).
+    pub(crate) require_low_s: bool,
 }
 
 enum Step {
@@ -83,7 +84,11 @@ impl JwtValidator {
         }
         let now = unix_now();
         // A traced validation must make every check, not answer from memory.
-        let hash = self.cache.as_ref().filter(|_| !trace.is_on()).map(|_| token_hash(token));
+        let hash = self
+            .cache
+            .as_ref()
+            .filter(|_| !trace.is_on())
+            .and_then(|_| cache_key(&identify(token), self.require_low_s));
         match &self.keys {
             KeySource::Secret(hmac) => self.validate_with_secret(hmac, token, hash.as_ref(), now, trace),
             KeySource::Remote(set) => {
@@ -248,11 +253,10 @@ impl JwtValidator {
             .check("key", true, || format!("found in the key set (kid {})", parsed.kid.as_deref().unwrap_or("(none)")));
         // Checked only once the signature verified, so forgeries keep the plain
         // "signature invalid" and only a genuine-but-malleable one is named.
-        if matches!(parsed.alg, Alg::ES256 | Alg::ES384) && !self.allow_high_s && crate::ecdsa::is_high_s(signature) {
+        if matches!(parsed.alg, Alg::ES256 | Alg::ES384) && self.require_low_s && crate::ecdsa::is_high_s(signature) {
             let e = AuthError::invalid_token(format!(
-                "signature invalid: high-S ECDSA signature (alg {}, {}); only the low-S form (s <= n/2) is accepted \
-                 because (r, n - s) can be made from (r, s) without the key; set allow_high_s_signatures: true \
-                 for an issuer that does not normalize S",
+                "signature invalid: high-S ECDSA signature (alg {}, {}); this provider accepts only the low-S form \
+                 (s <= n/2) because require_low_s is true; remove it for an issuer that does not normalize S",
                 parsed.alg,
                 signer.describe()
             ));
@@ -297,7 +301,17 @@ impl JwtValidator {
     }
 }
 
-/// Verified tokens, by SHA-256 of the token.
+/// Where the verdict for a token of this identity is remembered; `None` when
+/// the token as sent is one the verifier refuses although its canonical twin
+/// passes (a padded or otherwise re-encoded signature, or high-S under
+/// `require_low_s`): a cache hit must never accept what verifying refuses, so
+/// such a token is verified (and refused) every time.
+fn cache_key(identity: &Identity, require_low_s: bool) -> Option<TokenHash> {
+    let refused_as_sent = identity.signature_reencoded() || (require_low_s && identity.high_s());
+    (!refused_as_sent).then(|| identity.digest())
+}
+
+/// Verified tokens, by identity (`tokengate_kit::token_identity`).
 pub(crate) struct VerifiedCache {
     entries: quick_cache::sync::Cache<TokenHash, Arc<CacheEntry>>,
     /// Doorkeeper: a direct-mapped table of tags of tokens verified once.

@@ -102,6 +102,7 @@ impl OAuth2Provider {
         let source = if cfg.secret.is_none() { Some(key_source(&cfg)?) } else { None };
         let rules = claim_rules(&cfg, ctx)?;
         let allowed = allowed_algorithms(&cfg)?;
+        let require_low_s = require_low_s(&cfg)?;
         let cache = (cfg.cache.enabled && cfg.cache.max_entries > 0 && !cfg.cache.ttl.is_zero())
             .then(|| VerifiedCache::new(cfg.cache.max_entries, cfg.cache.ttl));
 
@@ -128,7 +129,7 @@ impl OAuth2Provider {
                 max_token_bytes: cfg.max_token_bytes,
                 keys: KeySource::Secret(HmacKeys::new(secret.expose().as_bytes(), allowed)),
                 cache,
-                allow_high_s: cfg.allow_high_s_signatures,
+                require_low_s,
             };
             return Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts));
         }
@@ -182,12 +183,21 @@ impl OAuth2Provider {
             max_token_bytes: cfg.max_token_bytes,
             keys: KeySource::Remote(Arc::new(set)),
             cache,
-            allow_high_s: cfg.allow_high_s_signatures,
+            require_low_s,
         };
         Ok(Self::assemble(&cfg, Mode::Jwt(validator), accepts))
     }
 
     fn new_introspection(cfg: OAuth2Config, ctx: &BuildContext) -> Result<Self, ConfigError> {
+        if cfg.require_low_s.is_some() {
+            return Err(ConfigError::new(
+                "require_low_s",
+                "applies to JWTs verified here and cannot be combined with `introspection`, where the identity provider verifies signatures",
+            ));
+        }
+        if cfg.allow_high_s_signatures.is_some() {
+            tracing::warn!("allow_high_s_signatures has no effect with introspection (the identity provider verifies signatures); remove it");
+        }
         if cfg.jwks.is_some() {
             return Err(ConfigError::new(
                 "introspection",
@@ -316,6 +326,37 @@ fn check_common(cfg: &OAuth2Config) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `require_low_s`, and the field it replaced (issue #21): before, high-S
+/// ECDSA signatures were refused unless `allow_high_s_signatures: true`; now
+/// both forms are accepted unless `require_low_s: true`. The old field keeps
+/// meaning what it meant, with a warning; both at once must agree.
+fn require_low_s(cfg: &OAuth2Config) -> Result<bool, ConfigError> {
+    match (cfg.require_low_s, cfg.allow_high_s_signatures) {
+        (require, None) => Ok(require.unwrap_or(false)),
+        (Some(require), Some(allow)) if require == allow => Err(ConfigError::new(
+            "allow_high_s_signatures",
+            format!(
+                "is {allow} and require_low_s is {require}, which say opposite things; remove allow_high_s_signatures \
+                 (require_low_s replaces it)"
+            ),
+        )),
+        (_, Some(true)) => {
+            tracing::warn!(
+                "allow_high_s_signatures: true is now the default (both ECDSA S forms are accepted, and a token's \
+                 malleated twin is the same token to revocation and caches); remove it"
+            );
+            Ok(false)
+        }
+        (_, Some(false)) => {
+            tracing::warn!(
+                "allow_high_s_signatures: false is replaced by require_low_s: true (high-S ECDSA signatures stay \
+                 refused); write that instead"
+            );
+            Ok(true)
+        }
+    }
 }
 
 /// `jwks.uri` without `issuer` would accept tokens of every issuer that key

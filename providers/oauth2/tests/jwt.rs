@@ -338,14 +338,19 @@ async fn rs256_ps256_es256_eddsa_tokens_validate() {
     assert_eq!(idp.fetches(), 1);
 }
 
-/// Issue #11: (r, s) → (r, n − s) needs no key. Old code accepted the twin,
-/// whose SHA-256 differs from the original's, so hash-based revocation missed it.
+/// Issues #11 and #21: (r, s) → (r, n − s) needs no key, and most signers do
+/// not normalize S, so both forms are accepted by default (the twin is the
+/// same token to revocation and caches); `require_low_s: true` refuses high-S,
+/// also for the twin of a token it has cached; `allow_high_s_signatures`
+/// still loads.
 #[tokio::test]
-async fn high_s_ecdsa_signatures_are_refused_unless_allowed() {
+async fn high_s_ecdsa_signatures_are_accepted_unless_low_s_is_required() {
     use tokengate_oauth2::ecdsa::{flip_s, is_high_s};
     let idp = Idp::start(standard_keys()).await;
-    let strict = provider(config(&idp, json!({})));
-    let lenient = provider(config(&idp, json!({"allow_high_s_signatures": true})));
+    let default = provider(config(&idp, json!({})));
+    let strict = provider(config(&idp, json!({"require_low_s": true})));
+    let old_lenient = provider(config(&idp, json!({"allow_high_s_signatures": true})));
+    let old_strict = provider(config(&idp, json!({"allow_high_s_signatures": false})));
     let low = token(&KEYS.ec, "ec1", &claims());
     let signature = |t: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.rsplit('.').next().unwrap());
     assert!(!is_high_s(&signature(&low).unwrap()), "fixtures sign low-S");
@@ -353,39 +358,63 @@ async fn high_s_ecdsa_signatures_are_refused_unless_allowed() {
     assert_ne!(high, low);
     assert!(is_high_s(&signature(&high).unwrap()));
 
-    assert_eq!(check(&strict, &low).await.unwrap().principal, "alice");
-    for _ in 0..2 {
-        assert_rejected(
-            check(&strict, &high).await,
-            ErrorKind::InvalidToken,
-            "signature invalid: high-S ECDSA signature (alg ES256, key \"ec1\")",
-        );
+    for p in [&default, &old_lenient] {
+        assert_eq!(check(p, &low).await.unwrap().principal, "alice");
+        assert_eq!(check(p, &high).await.unwrap().principal, "alice");
     }
-    // The opt-out accepts both forms: same signer, same claims.
-    assert_eq!(check(&lenient, &low).await.unwrap().principal, "alice");
-    assert_eq!(check(&lenient, &high).await.unwrap().principal, "alice");
+    // Low-S verified twice, so cached: its twin must still be refused.
+    for p in [&strict, &old_strict] {
+        assert_eq!(check(p, &low).await.unwrap().principal, "alice");
+        assert_eq!(check(p, &low).await.unwrap().principal, "alice");
+        for _ in 0..2 {
+            assert_rejected(
+                check(p, &high).await,
+                ErrorKind::InvalidToken,
+                "signature invalid: high-S ECDSA signature (alg ES256, key \"ec1\"); this provider accepts only the low-S form",
+            );
+        }
+    }
 
-    // A signer that does not normalize S (aws-lc here, like many Java and Node.js
-    // issuers) produces high-S about half the time: the default refuses those.
+    // A signer that does not normalize S (aws-lc here, like OpenSSL, Java and
+    // Node.js issuers) produces high-S about half the time.
     let header = json!({"alg": "ES256", "typ": "JWT", "kid": "ec1"});
     let message = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims().to_string().as_bytes()));
-    let raw_high = (0..128)
+    let raw: Vec<String> = (0..64)
         .map(|_| {
             format!(
                 "{message}.{}",
                 jsonwebtoken::crypto::sign(message.as_bytes(), &KEYS.ec.enc, Algorithm::ES256).unwrap()
             )
         })
-        .find(|t| is_high_s(&signature(t).unwrap()))
-        .expect("one in 128 signatures is high-S");
-    assert_rejected(check(&strict, &raw_high).await, ErrorKind::InvalidToken, "high-S");
-    assert!(check(&lenient, &raw_high).await.is_ok());
+        .collect();
+    let raw_high = raw.iter().find(|t| is_high_s(&signature(t).unwrap())).expect("one in 64 signatures is high-S");
+    assert!(raw.iter().any(|t| !is_high_s(&signature(t).unwrap())), "one in 64 signatures is low-S");
+    for t in &raw {
+        assert_eq!(check(&default, t).await.unwrap().principal, "alice");
+    }
+    assert_rejected(check(&strict, raw_high).await, ErrorKind::InvalidToken, "high-S");
     // A forged signature stays a plain invalid signature, whatever its S.
-    assert_rejected(
-        check(&strict, &common_tamper(&raw_high)).await,
-        ErrorKind::InvalidToken,
-        "signature invalid (alg ES256",
-    );
+    for p in [&default, &strict] {
+        assert_rejected(
+            check(p, &common_tamper(raw_high)).await,
+            ErrorKind::InvalidToken,
+            "signature invalid (alg ES256",
+        );
+    }
+    // A padded signature is refused, also once its canonical spelling is cached.
+    assert_rejected(check(&default, &format!("{low}==")).await, ErrorKind::InvalidToken, "not base64url");
+
+    // The old field and the new one at once must agree.
+    let ctx = BuildContext::default();
+    for (require, allow) in [(true, true), (false, false)] {
+        let cfg = config(&idp, json!({"require_low_s": require, "allow_high_s_signatures": allow}));
+        let err = OAuth2Builder.build(cfg, &ctx).err().expect("contradiction refused");
+        assert_eq!(err.field, "allow_high_s_signatures", "{err}");
+        assert!(err.message.contains("say opposite things"), "{err}");
+    }
+    let introspection = json!({"introspection": {"url": "https://idp.test/i", "client_id": "c", "client_secret": "s"},
+        "allow_any_audience": true, "require_low_s": true});
+    assert_eq!(OAuth2Builder.build(introspection, &ctx).err().expect("refused").field, "require_low_s");
 }
 
 fn common_tamper(token: &str) -> String {

@@ -205,3 +205,40 @@ async fn disabled_cache_always_calls() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+/// Issue #21: a JWT checked remotely (introspection, custom, Kubernetes) and
+/// its twins (the other ECDSA S, a padded signature) are one token: one
+/// upstream call, one entry, and forgetting one forgets them all. Another
+/// signature over the same claims is another token.
+#[tokio::test]
+async fn twins_of_a_token_share_one_entry() {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let input = format!("{}.{}", b64(br#"{"alg":"ES256"}"#), b64(br#"{"sub":"carol"}"#));
+    let mut signature: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(41).wrapping_add(7)).collect();
+    signature[32] = 0x21; // low S
+    let token = format!("{input}.{}", b64(&signature));
+    let twins = [crate::ecdsa::flip_s(&token).unwrap(), format!("{token}==")];
+    let cache = RemoteResultCache::new(&CacheConfig::default());
+    let calls = AtomicUsize::new(0);
+    let validate = || async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        ok("carol", None)
+    };
+    cache.get_or_validate(&token, validate).await.unwrap();
+    for twin in &twins {
+        assert_eq!(cache.get_or_validate(twin, validate).await.unwrap().principal, "carol");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the twins were answered from the token's entry");
+    assert_eq!(request_key(&twins[0], &["GET", "/x"]), request_key(&token, &["GET", "/x"]));
+    assert_ne!(request_key(&token, &["GET", "/y"]), request_key(&token, &["GET", "/x"]));
+
+    cache.forget(&twins[0]).await;
+    cache.get_or_validate(&token, validate).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "forgetting a twin forgot the token");
+
+    let mut other = signature.clone();
+    other[0] ^= 1;
+    cache.get_or_validate(&format!("{input}.{}", b64(&other)), validate).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "another signature is another token");
+}

@@ -18,6 +18,27 @@ fn tokens_are_cached_from_their_second_verification() {
     assert_eq!(VerifiedCache::new(1, std::time::Duration::from_secs(1)).seen.len(), 1 << 10);
 }
 
+/// Issue #21: the twins of a token (the other ECDSA S) share its cache entry;
+/// a spelling the verifier refuses (a padded signature), or high-S under
+/// `require_low_s`, never reaches the entry its canonical twin left.
+#[test]
+fn twins_share_one_cache_entry_unless_the_verifier_refuses_them() {
+    let b64 = |b: &[u8]| TOKEN_B64.encode(b);
+    let mut signature: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(29).wrapping_add(0xa3)).collect();
+    signature[32] = 0xf0; // s > n/2
+    let high = format!("{}.{}.{}", b64(br#"{"alg":"ES256","kid":"k"}"#), b64(br#"{"sub":"a"}"#), b64(&signature));
+    let low = crate::ecdsa::low_s_token(&high);
+    assert_ne!(low, high);
+    let key = cache_key(&identify(&low), false).unwrap();
+    assert_eq!(key, tokengate_kit::token_identity(&low));
+    assert_eq!(cache_key(&identify(&high), false), Some(key), "the high-S twin");
+    assert_eq!(cache_key(&identify(&low), true), Some(key));
+    assert_eq!(cache_key(&identify(&high), true), None, "require_low_s: verified, and refused, every time");
+    assert_eq!(cache_key(&identify(&format!("{low}==")), false), None, "padded: refused by the verifier");
+    let (input, _) = low.rsplit_once('.').unwrap();
+    assert_ne!(cache_key(&identify(&format!("{input}.{}", b64(&[9; 64]))), false), Some(key));
+}
+
 #[test]
 fn huge_cache_sizes_do_not_allocate_or_panic() {
     let cache = VerifiedCache::new(u64::MAX, std::time::Duration::from_secs(60));

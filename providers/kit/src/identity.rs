@@ -1,0 +1,259 @@
+//! A token's identity: the one answer to "are these two the same token?"
+//! (issue #21), asked by the verified-token cache, the remote-result caches,
+//! revocation and the audit log.
+//!
+//! A compact JWS can be re-encoded without its key and still verify: its
+//! ECDSA signature (r, s) has a twin (r, n − s) (see [`crate::ecdsa`]), and a
+//! lenient base64url decoder (Node's `Buffer`, Python's `urlsafe_b64decode`)
+//! also reads the signature with `=` padding, non-zero trailing bits or the
+//! `+` `/` alphabet. Such twins carry the same signature value over the same
+//! `header.payload`, so they are the same token, and their bytes differ.
+//!
+//! The identity is the SHA-256 of the token's **canonical form**: for a JWS
+//! (three segments, the first base64url of a JSON object with a string
+//! `alg`), `header.payload` exactly as sent (the signature covers those
+//! bytes) and the signature re-encoded as unpadded base64url, with S
+//! normalised to low-S when `alg` is ES256, ES384 or ES512; for anything else,
+//! the token's bytes. The signature is never dropped: knowing
+//! `header.payload` alone does not give a token's identity, so an entry cached
+//! for a verified token cannot be reached with a garbage signature.
+//!
+//! The canonical form of a JWS is itself a JWS whose canonical form is
+//! itself, and the canonical form of anything else is itself: two tokens have
+//! one identity exactly when their canonical forms are equal, and a token
+//! already in canonical form (unpadded base64url, low-S or not ECDSA, which
+//! is what most issuers send) has the SHA-256 of its own bytes as identity,
+//! as before this module.
+
+use crate::cache::token_hash;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use tokengate_api::TokenHash;
+
+/// Reads every base64url spelling of the same bytes: padded or not, with
+/// non-zero trailing bits (the `+` `/` alphabet is mapped before).
+const LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Decoded signatures up to this size stay on the stack (RSA-4096 is 512 bytes).
+const SIGNATURE_STACK_BYTES: usize = 640;
+
+/// Headers up to this size (encoded) are decoded on the stack.
+const HEADER_STACK_BYTES: usize = 512;
+
+/// What [`identify`] found out about a token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    digest: TokenHash,
+    reencoded: bool,
+    high_s: bool,
+}
+
+impl std::fmt::Debug for Identity {
+    // Only how the token differs from its canonical form: the digest names a
+    // token, which stray debug output has no business correlating.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("reencoded", &self.reencoded).field("high_s", &self.high_s).finish()
+    }
+}
+
+impl Identity {
+    /// SHA-256 of the token's canonical form: what caches, revocation and audit hold.
+    pub fn digest(&self) -> TokenHash {
+        self.digest
+    }
+
+    /// The JWS signature was not in unpadded, canonical base64url (a strict
+    /// JWS verifier refuses the token as sent).
+    pub fn signature_reencoded(&self) -> bool {
+        self.reencoded
+    }
+
+    /// The ES256/ES384/ES512 signature was high-S (s > n/2) as sent.
+    pub fn high_s(&self) -> bool {
+        self.high_s
+    }
+
+    /// The token as sent is its own canonical form.
+    pub fn is_canonical(&self) -> bool {
+        !self.reencoded && !self.high_s
+    }
+}
+
+/// The identity of `token` (see the module docs).
+pub fn token_identity(token: &str) -> TokenHash {
+    identify(token).digest
+}
+
+/// The identity of `token`, and how the token as sent differs from its canonical form.
+pub fn identify(token: &str) -> Identity {
+    let Some(jws) = Jws::read(token) else {
+        return Identity { digest: token_hash(token), reencoded: false, high_s: false };
+    };
+    let digest = if jws.reencoded || jws.high_s {
+        let mut hasher = Sha256::new();
+        hasher.update(jws.input.as_bytes());
+        hasher.update(b".");
+        let mut out = [0u8; SIGNATURE_STACK_BYTES * 4 / 3 + 4];
+        match URL_SAFE_NO_PAD.encode_slice(jws.signature.as_slice(), &mut out) {
+            Ok(n) => hasher.update(&out[..n]),
+            Err(_) => hasher.update(URL_SAFE_NO_PAD.encode(jws.signature.as_slice()).as_bytes()),
+        }
+        hasher.finalize().into()
+    } else {
+        token_hash(token)
+    };
+    Identity { digest, reencoded: jws.reencoded, high_s: jws.high_s }
+}
+
+/// The canonical form of `token` (see the module docs); borrowed when the
+/// token already is in it.
+pub fn canonical_token(token: &str) -> Cow<'_, str> {
+    match Jws::read(token) {
+        Some(jws) if jws.reencoded || jws.high_s => {
+            Cow::Owned(format!("{}.{}", jws.input, URL_SAFE_NO_PAD.encode(jws.signature.as_slice())))
+        }
+        _ => Cow::Borrowed(token),
+    }
+}
+
+/// The SHA-256 of each spelling of `token` that anyone might have listed as
+/// "the token's digest" by hashing it whole: the canonical form (the
+/// identity, always first), the canonical form with the other S (ES256,
+/// ES384, ES512), and the token as sent when that is neither. Distinct.
+///
+/// For lists written by hand (`token_sha256` in a revocation file): an
+/// operator hashed the token as the issuer sent it, in whichever S form.
+pub fn spelling_digests(token: &str) -> Vec<TokenHash> {
+    let Some(mut jws) = Jws::read(token) else { return vec![token_hash(token)] };
+    let canonical = |signature: &[u8]| {
+        let mut hasher = Sha256::new();
+        hasher.update(jws.input.as_bytes());
+        hasher.update(b".");
+        hasher.update(URL_SAFE_NO_PAD.encode(signature).as_bytes());
+        TokenHash::from(hasher.finalize())
+    };
+    let mut digests = vec![canonical(jws.signature.as_slice())];
+    if jws.ecdsa && crate::ecdsa::flip_in_place(jws.signature.as_mut_slice()) {
+        digests.push(canonical(jws.signature.as_slice()));
+    }
+    let raw = token_hash(token);
+    if !digests.contains(&raw) {
+        digests.push(raw);
+    }
+    digests
+}
+
+/// A decoded signature, on the stack when it fits.
+// Large on purpose: it lives on the stack of one call, to spare the hot path an allocation.
+#[allow(clippy::large_enum_variant)]
+enum SignatureBytes {
+    Stack([u8; SIGNATURE_STACK_BYTES], usize),
+    Heap(Vec<u8>),
+}
+
+impl SignatureBytes {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            SignatureBytes::Stack(buf, n) => &buf[..*n],
+            SignatureBytes::Heap(v) => v,
+        }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        match self {
+            SignatureBytes::Stack(buf, n) => &mut buf[..*n],
+            SignatureBytes::Heap(v) => v,
+        }
+    }
+}
+
+/// A compact JWS, its signature decoded and (for ECDSA) made low-S.
+struct Jws<'t> {
+    /// `header.payload`, as sent.
+    input: &'t str,
+    /// The signature's bytes, low-S for ECDSA.
+    signature: SignatureBytes,
+    /// `alg` is ES256/ES384/ES512 and the signature has that alg's length.
+    ecdsa: bool,
+    reencoded: bool,
+    high_s: bool,
+}
+
+#[derive(Deserialize)]
+struct AlgOnly<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+}
+
+impl<'t> Jws<'t> {
+    fn read(token: &'t str) -> Option<Jws<'t>> {
+        let (input, encoded) = token.rsplit_once('.')?;
+        let (header, payload) = input.split_once('.')?;
+        if header.is_empty() || payload.contains('.') {
+            return None;
+        }
+        let alg_len = ecdsa_len_of(header)?;
+        // Mapped only when needed: the standard alphabet is rare.
+        let mapped: Cow<'_, str> = if encoded.bytes().any(|b| b == b'+' || b == b'/') {
+            Cow::Owned(encoded.replace('+', "-").replace('/', "_"))
+        } else {
+            Cow::Borrowed(encoded)
+        };
+        let mut signature = if base64::decoded_len_estimate(mapped.len()) <= SIGNATURE_STACK_BYTES {
+            let mut buf = [0u8; SIGNATURE_STACK_BYTES];
+            let n = LENIENT.decode_slice(mapped.as_bytes(), &mut buf).ok()?;
+            SignatureBytes::Stack(buf, n)
+        } else {
+            SignatureBytes::Heap(LENIENT.decode(mapped.as_bytes()).ok()?)
+        };
+        let reencoded = !is_canonical_b64(encoded, signature.as_slice());
+        let ecdsa = alg_len.is_some_and(|len| len == signature.as_slice().len());
+        let high_s = ecdsa && crate::ecdsa::normalize_low_s(signature.as_mut_slice());
+        Some(Jws { input, signature, ecdsa, reencoded, high_s })
+    }
+}
+
+/// `Some(ecdsa signature length)` for a JWS header (base64url of a JSON object
+/// with a string `alg`), `None` inside when `alg` is not ECDSA; `None` for
+/// anything that is not such a header (then the token is not a JWS here).
+fn ecdsa_len_of(header: &str) -> Option<Option<usize>> {
+    let mut stack = [0u8; HEADER_STACK_BYTES];
+    let heap;
+    let bytes = if base64::decoded_len_estimate(header.len()) <= stack.len() {
+        let n = LENIENT.decode_slice(header, &mut stack).ok()?;
+        &stack[..n]
+    } else {
+        heap = LENIENT.decode(header).ok()?;
+        &heap[..]
+    };
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return None;
+    }
+    // A duplicated `alg` fails here, as it does in the verifier: not a JWS.
+    let header: AlgOnly<'_> = serde_json::from_slice(bytes).ok()?;
+    Some(crate::ecdsa::signature_len(&header.alg))
+}
+
+/// Whether `encoded` is exactly the unpadded base64url of `bytes`.
+fn is_canonical_b64(encoded: &str, bytes: &[u8]) -> bool {
+    if encoded.len() != base64::encoded_len(bytes.len(), false).unwrap_or(usize::MAX) {
+        return false;
+    }
+    let mut out = [0u8; SIGNATURE_STACK_BYTES * 4 / 3 + 4];
+    match URL_SAFE_NO_PAD.encode_slice(bytes, &mut out) {
+        Ok(n) => &out[..n] == encoded.as_bytes(),
+        Err(_) => URL_SAFE_NO_PAD.encode(bytes) == encoded,
+    }
+}
+
+#[cfg(test)]
+mod tests;
