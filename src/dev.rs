@@ -277,10 +277,14 @@ async fn mint_token(State(issuer): State<Arc<DevIssuer>>, req: Request) -> Respo
     }
     // A browser page can reach loopback too; a non-loopback Host means DNS
     // rebinding, and requiring JSON forces a CORS preflight we never grant.
-    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).or(req.uri().host());
-    if !host.is_some_and(is_loopback_host) {
+    // Every host the request names must be loopback: a Host that cannot be
+    // read, or a second one, is not one to fall back from to the URI's.
+    let hosts: Vec<Option<&str>> =
+        req.headers().get_all(header::HOST).iter().map(|h| h.to_str().ok()).chain(req.uri().host().map(Some)).collect();
+    if hosts.is_empty() || !hosts.iter().all(|h| h.is_some_and(is_loopback_host)) {
         return dev_error(StatusCode::FORBIDDEN, "the Host must be a loopback address or localhost");
     }
+    // Lenient on purpose: a Content-Type that cannot be read is not JSON, and is refused below.
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)

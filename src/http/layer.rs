@@ -35,7 +35,9 @@
 //! token or, without an `Authorization` header, the `X-API-Key` value; a
 //! provider that needs no token (`upstream_header`) is asked even without one. The provider's [`RequestContext`] carries the
 //! method, path, query parameters, headers (without `Authorization`,
-//! `Proxy-Authorization` and `Cookie`) and the peer address when the server
+//! `Proxy-Authorization`, `X-API-Key` and `Cookie`; a value that is not UTF-8
+//! is recorded as unreadable, and refused by a provider that reads it, never
+//! left out) and the peer address when the server
 //! recorded one (`axum::extract::ConnectInfo<SocketAddr>`, or a plain
 //! `SocketAddr` in the extensions for hyper users).
 //!
@@ -50,13 +52,11 @@ use super::gate::Gate;
 use super::rejection::Rejection;
 use crate::config::{Config, Registry};
 use crate::pipeline::{IntoPipeline, Pipeline};
-use axum::extract::ConnectInfo;
 use axum::response::Response;
 use bytes::Bytes;
 use http::Request;
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -192,24 +192,18 @@ where
     }
 }
 
-/// The provider's view of a request: everything but its credentials.
+/// The provider's view of a request: everything but its credentials (see
+/// [`super::context::request_context`], which the forward-auth server shares).
 pub fn request_context<B>(req: &Request<B>) -> RequestContext {
-    let mut ctx = RequestContext::new(req.method().as_str(), req.uri().path());
-    if let Some(query) = req.uri().query() {
-        ctx.set_query(query);
-    }
-    for (name, value) in req.headers() {
-        // Non-ASCII header values are rare and not worth guessing an encoding for.
-        if let Ok(value) = value.to_str() {
-            ctx.add_header(name.as_str(), value);
-        }
-    }
-    ctx.peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| req.extensions().get::<SocketAddr>().copied());
-    ctx
+    let uri = req.uri();
+    super::context::request_context(
+        req.method().as_str(),
+        uri.path(),
+        uri.query(),
+        req.headers(),
+        &[],
+        req.extensions(),
+    )
 }
 
 pin_project_lite::pin_project! {

@@ -6,6 +6,7 @@
 //! May import: [`crate::config`], [`crate::pipeline`], [`crate::ops`],
 //! [`crate::path`]. Nothing below imports this module.
 
+pub mod context;
 pub mod credential;
 pub mod extract;
 pub mod gate;

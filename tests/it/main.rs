@@ -16,6 +16,7 @@ mod attack_header_keys;
 mod attack_hmac;
 mod attack_signatures;
 mod attack_sizes;
+mod attack_unreadable_headers;
 mod audit;
 mod chain;
 mod cli_check;

@@ -257,12 +257,13 @@ impl CustomProvider {
 
     async fn exchange(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         let what = format!("custom endpoint {}", self.host);
+        // Readable: `validate` checked (`?` all the same, never a guess).
         let body = AuthRequest {
             api_key: token,
             request: AuthRequestContext {
                 path: &ctx.path,
-                headers: &ctx.headers,
-                params: llama_stack_params(&ctx.params),
+                headers: ctx.headers()?,
+                params: llama_stack_params(ctx.params()?),
             },
         };
         let _slot = self.limit.acquire(&what).await?;
@@ -318,6 +319,11 @@ impl AuthProvider for CustomProvider {
         if token.is_empty() {
             return Err(AuthError::invalid_token("the bearer token is empty"));
         }
+        // The endpoint judges the request it is sent: one without a header or
+        // parameter that could not be read exactly would be another request.
+        // Checked before the cache, so such a request never shares a verdict.
+        ctx.headers()?;
+        ctx.params()?;
         // The endpoint sees the path, so its verdict is the path's (see the crate docs).
         let key = request_key(token, &[&ctx.method, &ctx.path]);
         self.cache.get_or_validate_key(key, || self.ask(token, ctx)).await
@@ -509,7 +515,8 @@ fn redacted_url(raw: &str) -> String {
     }
 }
 
-/// `Retry-After` in delta-seconds form.
+/// `Retry-After` in delta-seconds form. Lenient on purpose: it is the
+/// endpoint's reply, not the client's request, and only paces retries.
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let secs: u64 = headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()?;
     Some(Duration::from_secs(secs))

@@ -81,6 +81,34 @@ async fn sends_llama_stack_request_shape() {
     );
 }
 
+/// #20: the endpoint is sent the request exactly: UTF-8 headers and
+/// parameters as their text; one that is not UTF-8 is a 400, never left out
+/// of what the endpoint judges.
+#[tokio::test]
+async fn forwards_utf8_exactly_and_refuses_what_is_not() {
+    let server = MockServer::start().await;
+    mount(&server, ResponseTemplate::new(200).set_body_json(json!({"principal": "alice"}))).await;
+    let p = provider(&server, json!({}));
+    let mut ctx = context();
+    ctx.add_header_bytes("x-forwarded-groups", "contractors,équipe".as_bytes());
+    ctx.set_query("team=%C3%A9quipe");
+    p.validate(TOKEN, &ctx).await.unwrap();
+    let received = server.received_requests().await.unwrap();
+    let body: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(body["request"]["headers"]["x-forwarded-groups"], "contractors,équipe");
+    assert_eq!(body["request"]["params"]["team"], json!(["équipe"]));
+
+    let mut header = context();
+    header.add_header_bytes("x-forwarded-groups", b"contractors,\xe9quipe");
+    let mut query = context();
+    query.set_query("team=%E9quipe");
+    for ctx in [header, query] {
+        let e = p.validate(TOKEN, &ctx).await.unwrap_err();
+        assert_kind(&e, ErrorKind::InvalidRequest);
+    }
+    assert_eq!(requests(&server).await, 1, "an unreadable request never reaches the endpoint");
+}
+
 #[tokio::test]
 async fn success_with_attributes() {
     let server = MockServer::start().await;

@@ -20,6 +20,12 @@
 //! request is malformed (and the proxy misconfigured), and a 401 would only
 //! send the user to log in again at a proxy that has already logged them in.
 //!
+//! Identity headers are read exactly, as UTF-8 (`X-Forwarded-Groups:
+//! contractors,équipe` is two teams), or refused with 400: a copy that is not
+//! UTF-8 is never read as absent, and it counts as a copy for the repeat
+//! check above; a control character, or a Unicode space at an edge of a
+//! value, is refused too (see `identity_text`).
+//!
 //! Imports: the contract (`tokengate-api`) and third-party crates only.
 
 #![warn(missing_docs)]
@@ -120,18 +126,32 @@ fn not_a_list_of_values(header: &str) -> AuthError {
         .because(tokengate_api::Reason::Malformed)
 }
 
-/// Headers the layer strips from [`RequestContext`] (see its docs); naming one
-/// here would make the provider wait for a header that never comes.
-const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+/// An identity value as the proxy meant it: HTTP's own padding (spaces and
+/// tabs) taken off, and nothing else. A control character, or another Unicode
+/// space at either end, is refused: readers trim those differently (Python's
+/// `strip()` takes U+00A0 off, HTTP does not), so `admin\u{a0}` would be
+/// one account here and `admin` behind.
+fn identity_text<'a>(header: &str, value: &'a str) -> Result<&'a str, AuthError> {
+    let text = value.trim_matches([' ', '\t']);
+    let spaced = text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace);
+    if spaced || text.chars().any(char::is_control) {
+        return Err(AuthError::invalid_request(format!(
+            "the {header} header has a control character, or a Unicode space at an edge of a value, which readers \
+             trim differently"
+        )));
+    }
+    Ok(text)
+}
 
-/// A header name as it appears in [`RequestContext::headers`] (lower-cased),
+/// A header name as [`RequestContext::header`] reads it (lower-cased),
 /// refusing names that are invalid or never reach providers.
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
     let lower = name.trim().to_ascii_lowercase();
     if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
         return Err(ConfigError::new(field, format!("`{name}` is not a valid HTTP header name")));
     }
-    if CREDENTIAL_HEADERS.contains(&lower.as_str()) {
+    // Never in the context (see its docs): the provider would wait for a header that never comes.
+    if tokengate_api::CREDENTIAL_HEADERS.contains(&lower.as_str()) {
         return Err(ConfigError::new(
             field,
             format!("`{name}` carries credentials and is never passed to providers; use the header your proxy sets"),
@@ -249,7 +269,8 @@ impl AuthProvider for UpstreamHeaderProvider {
                 )));
             }
         }
-        let principal = ctx.headers.get(&self.principal_header).map(|v| v.trim()).unwrap_or_default();
+        // Every identity header is read exactly or refused: one that is not UTF-8 is an error, never absent.
+        let principal = identity_text(&self.principal_header, ctx.header(&self.principal_header)?.unwrap_or_default())?;
         if principal.is_empty() {
             return Err(AuthError::invalid_token(format!(
                 "trusted proxy {ip} sent no {} header (the user is not logged in at the proxy)",
@@ -257,32 +278,36 @@ impl AuthProvider for UpstreamHeaderProvider {
             )));
         }
         let mut attributes = Attributes::new();
-        let mut add = |attribute: &str, item: &str| {
+        let mut add = |header: &str, attribute: &str, item: &str| -> Result<(), AuthError> {
             let values = attributes.entry(attribute.to_string()).or_default();
-            let item = item.trim();
+            let item = identity_text(header, item)?;
             if !item.is_empty() && !values.iter().any(|v| v == item) {
                 values.push(item.to_string());
             }
+            Ok(())
         };
         for (header, attribute) in &self.attribute_headers {
-            let Some(value) = ctx.headers.get(header) else {
+            let Some(value) = ctx.header(header)? else {
                 continue;
             };
             // Only a value that looks like a JSON array is parsed as one (the usual plain value is not).
-            let items = value.trim().starts_with('[').then(|| serde_json::from_str::<Vec<serde_json::Value>>(value));
+            let items = value
+                .trim_matches([' ', '\t'])
+                .starts_with('[')
+                .then(|| serde_json::from_str::<Vec<serde_json::Value>>(value));
             match items {
                 Some(Ok(items)) => {
                     for item in &items {
-                        add(attribute, &scalar(item).ok_or_else(|| not_a_list_of_values(header))?);
+                        add(header, attribute, &scalar(item).ok_or_else(|| not_a_list_of_values(header))?)?;
                     }
                 }
-                _ if self.comma_lists => value.split(',').for_each(|item| add(attribute, item)),
-                _ => add(attribute, value),
+                _ if self.comma_lists => value.split(',').try_for_each(|item| add(header, attribute, item))?,
+                _ => add(header, attribute, value)?,
             }
         }
         if let Some(header) = &self.attributes_header {
             // Present but empty is absent, as OGX reads it: a proxy may always set the header.
-            if let Some(value) = ctx.headers.get(header).filter(|v| !v.trim().is_empty()) {
+            if let Some(value) = ctx.header(header)?.filter(|v| !v.trim_matches([' ', '\t']).is_empty()) {
                 let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(value) else {
                     return Err(not_an_attribute(header));
                 };
@@ -290,17 +315,17 @@ impl AuthProvider for UpstreamHeaderProvider {
                     match v {
                         serde_json::Value::Array(items) => {
                             for item in items {
-                                add(attribute, &scalar(item).ok_or_else(|| not_an_attribute(header))?);
+                                add(header, attribute, &scalar(item).ok_or_else(|| not_an_attribute(header))?)?;
                             }
                         }
-                        other => add(attribute, &scalar(other).ok_or_else(|| not_an_attribute(header))?),
+                        other => add(header, attribute, &scalar(other).ok_or_else(|| not_an_attribute(header))?)?,
                     }
                 }
             }
         }
         attributes.retain(|_, values| !values.is_empty());
         let tenant = match &self.tenant_header {
-            Some(header) => match ctx.headers.get(header).map(|v| v.trim()) {
+            Some(header) => match ctx.header(header)?.map(|v| identity_text(header, v)).transpose()? {
                 None | Some("") => None,
                 Some(value) => Some(tokengate_api::tenant_id(value, &format!("the {header} header"))?),
             },

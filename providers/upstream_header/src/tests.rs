@@ -223,3 +223,69 @@ fn each_identity_header_is_one_of_its_own() {
     }
     assert!(with(json!({"attributes_header": "x-attrs", "tenant_header": "x-tenant"})).is_ok());
 }
+
+/// #20: an identity header is read exactly, as UTF-8, or refused; never absent.
+#[tokio::test]
+async fn identity_headers_are_read_as_utf8_or_refused() {
+    let p = provider(json!({
+        "attribute_headers": {"x-forwarded-groups": "teams"},
+        "attributes_header": "x-auth-attributes",
+        "tenant_header": "x-tenant",
+        "trusted_proxy_cidrs": ["10.0.0.0/8"]
+    }));
+    let ctx = request(
+        Some("10.0.0.1:1"),
+        &[("x-forwarded-user", "josé"), ("x-forwarded-groups", "contractors,équipe"), ("x-tenant", "acme")],
+    );
+    let principal = p.validate("", &ctx).await.unwrap();
+    assert_eq!(principal.principal, "josé");
+    assert_eq!(principal.attributes["teams"], vec!["contractors", "équipe"]);
+
+    for header in ["x-forwarded-user", "x-forwarded-groups", "x-auth-attributes", "x-tenant"] {
+        let mut ctx = request(Some("10.0.0.1:1"), &[]);
+        if header != "x-forwarded-user" {
+            ctx.add_header("x-forwarded-user", "alice");
+        }
+        ctx.add_header_bytes(header, b"caf\xe9");
+        let e = p.validate("", &ctx).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{header}: {e}");
+        assert!(e.detail().contains(header), "{header}: {e}");
+    }
+
+    // One readable and one unreadable copy are two copies.
+    let mut ctx = request(Some("10.0.0.1:1"), &[("x-forwarded-user", "admin")]);
+    ctx.add_header_bytes("x-forwarded-user", b"jos\xc3\xa9");
+    let e = p.validate("", &ctx).await.unwrap_err();
+    assert!(e.detail().contains("more than once"), "{e}");
+}
+
+/// A value other readers would trim to another one is refused, not trimmed.
+#[tokio::test]
+async fn unicode_spaces_and_controls_in_identity_values_are_refused() {
+    let p = provider(json!({
+        "attribute_headers": {"x-forwarded-groups": "teams"},
+        "attributes_header": "x-auth-attributes",
+        "trusted_proxy_cidrs": ["10.0.0.0/8"]
+    }));
+    let cases = [
+        ("x-forwarded-user", "admin\u{a0}"),
+        ("x-forwarded-user", "\u{2003}admin"),
+        ("x-forwarded-user", "ad\u{85}min"),
+        ("x-forwarded-user", "ad\tmin"),
+        ("x-forwarded-groups", "ml,\u{a0}contractors"),
+        ("x-auth-attributes", r#"{"teams": ["contractors\n"]}"#),
+    ];
+    for (header, value) in cases {
+        let mut ctx = request(Some("10.0.0.1:1"), &[(header, value)]);
+        if header != "x-forwarded-user" {
+            ctx.add_header("x-forwarded-user", "alice");
+        }
+        let e = p.validate("", &ctx).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidRequest, "{header}: {value:?}: {e}");
+    }
+    // HTTP's own padding is no part of a value.
+    let ctx = request(Some("10.0.0.1:1"), &[("x-forwarded-user", " \talice\t "), ("x-forwarded-groups", " ml , ai ")]);
+    let principal = p.validate("", &ctx).await.unwrap();
+    assert_eq!(principal.principal, "alice");
+    assert_eq!(principal.attributes["teams"], vec!["ml", "ai"]);
+}

@@ -4,10 +4,8 @@
 //! (Envoy), with `auto` refusing anything that could mean two requests.
 
 use crate::config::Proxy;
-use axum::extract::ConnectInfo;
 use http::header::{HeaderMap, HeaderName};
 use http::Method;
-use std::net::SocketAddr;
 use tokengate_api::{AuthError, RequestContext};
 
 /// The original-request headers of both families. The context a provider
@@ -92,25 +90,20 @@ pub(super) fn original_request(
             (crate::http::credential::canonical_route(path)?, parts.uri.query().map(str::to_string))
         }
     };
-    let mut ctx = RequestContext::new(method.as_str(), path);
-    if let Some(q) = query {
-        ctx.set_query(&q);
-    }
-    for (name, value) in headers {
-        if ORIGINAL_REQUEST_HEADERS.contains(name) {
-            continue;
-        }
-        if let Ok(value) = value.to_str() {
-            ctx.add_header(name.as_str(), value);
-        }
-    }
+    let mut ctx = crate::http::context::request_context(
+        method.as_str(),
+        path,
+        query.as_deref(),
+        headers,
+        &ORIGINAL_REQUEST_HEADERS,
+        &parts.extensions,
+    );
     if let Some(host) = original.host {
-        ctx.headers.insert("host".to_string(), host.to_string());
+        ctx.set_header("host", host);
     }
     if let Some(proto) = original.proto {
-        ctx.headers.insert(X_FORWARDED_PROTO.as_str().to_string(), proto.to_string());
+        ctx.set_header(X_FORWARDED_PROTO.as_str(), proto);
     }
-    ctx.peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     Ok(ctx)
 }
 
