@@ -173,6 +173,8 @@ pub fn redirect_failure(what: &str, response: &reqwest::Response) -> Option<Auth
     if !status.is_redirection() {
         return None;
     }
+    // Lenient on purpose: the identity service's reply, not the client's
+    // request, and only named in the error; the 3xx is refused either way.
     let target = response
         .headers()
         .get(reqwest::header::LOCATION)

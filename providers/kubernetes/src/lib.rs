@@ -560,6 +560,8 @@ fn is_loopback(url: &Url) -> bool {
     }
 }
 
+/// `Retry-After` in delta-seconds form. Lenient on purpose: it is the API
+/// server's reply, not the client's request, and only paces retries.
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse::<u64>().ok().map(Duration::from_secs)
