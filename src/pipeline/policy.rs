@@ -294,6 +294,27 @@ impl Rule {
         methods && other.paths.iter().all(covers_path)
     }
 
+    /// Whether some request could match both rules (paths and methods only; a regex is
+    /// assumed to overlap anything, so a doubt never produces a warning that is wrong).
+    fn may_overlap(&self, other: &Rule) -> bool {
+        let all_methods = |r: &Rule| r.methods.as_ref().is_none_or(|m| m.iter().any(|m| m == "*"));
+        let methods = all_methods(self)
+            || all_methods(other)
+            || self.methods.iter().flatten().any(|m| other.methods.iter().flatten().any(|o| o == m));
+        let paths = self.paths.iter().any(|mine| {
+            other.paths.iter().any(|theirs| match (mine, theirs) {
+                (PathPattern::Any, _) | (_, PathPattern::Any) => true,
+                (PathPattern::Regex(_), _) | (_, PathPattern::Regex(_)) => true,
+                (PathPattern::Exact(a), PathPattern::Exact(b)) => a == b,
+                (PathPattern::Exact(e), PathPattern::Prefix(p)) | (PathPattern::Prefix(p), PathPattern::Exact(e)) => {
+                    e.starts_with(p.as_str())
+                }
+                (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
+            })
+        });
+        methods && paths
+    }
+
     fn conditions_text(&self) -> String {
         self.conditions.iter().map(ToString::to_string).collect::<Vec<_>>().join(" and ")
     }
@@ -370,7 +391,12 @@ impl RoutePolicy {
                 self.rules.iter().enumerate().skip(i + 1).find(|(_, later)| {
                     later.effect == Effect::Permit && later.conditions.is_empty() && later.covers(rule)
                 });
-            if let Some((j, _)) = shadow {
+            // Rules apply in order: a forbid between the two that can match some of the same
+            // requests refuses those who fail the condition, so the condition does refuse.
+            let refused_between = |j: usize| {
+                self.rules[i + 1..j].iter().any(|between| between.effect == Effect::Forbid && between.may_overlap(rule))
+            };
+            if let Some((j, _)) = shadow.filter(|(j, _)| !refused_between(*j)) {
                 warnings.push(format!(
                     "route_policy {} permits only when {}, but {} permits the same requests unconditionally, so \
                      the condition never refuses anything",
@@ -434,6 +460,41 @@ impl RoutePolicy {
             }
         }
         first
+    }
+
+    /// For `explain`: what each rule before the deciding one (every rule, when the default
+    /// decided) made of the request, in order, and why it did not decide.
+    pub fn rule_story(&self, method: &str, path: &str, principal: Option<&Principal>, verdict: &Verdict) -> Vec<String> {
+        let method = method.to_ascii_uppercase();
+        let Ok(route) = normalize_path(path) else { return Vec::new() };
+        let upto = verdict.rule.unwrap_or(self.rules.len());
+        let mut story = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate().take(upto) {
+            let effect = match rule.effect {
+                Effect::Permit => "permit",
+                Effect::Forbid => "forbid",
+            };
+            let why = if !rule.matches_route(&method, &route, false) {
+                format!("{effect} of other paths or methods: not this request")
+            } else {
+                let truth = match principal {
+                    Some(p) => Truth::all(rule.conditions.iter().map(|c| c.eval(p))),
+                    None if rule.conditions.is_empty() => Truth::Yes,
+                    None => Truth::Unknown,
+                };
+                let condition = rule.conditions_text();
+                match (truth, rule.effect) {
+                    (Truth::No, _) => format!("{effect} matches the route, but its condition ({condition}) does not hold"),
+                    (Truth::Unknown, Effect::Permit) => {
+                        format!("permit matches the route, but its condition ({condition}) cannot be tested")
+                    }
+                    // Only a later reading of the path (a folded variant) made another rule decide.
+                    _ => format!("{effect} matches the route, but another reading of the path decided"),
+                }
+            };
+            story.push(format!("{}: {why}", rule.name(i)));
+        }
+        story
     }
 
     /// The verdict of rule `i`, which matched.

@@ -177,6 +177,36 @@ fn a_conditional_permit_shadowed_by_an_unconditional_one_is_named() {
     assert!(methods.lint().is_empty());
 }
 
+/// #21: the lint follows the rules' real order: a `forbid` between the conditional permit
+/// and the catch-all refuses whoever fails the condition, so there is nothing to warn about.
+#[test]
+fn a_forbid_between_a_conditional_permit_and_the_catch_all_is_a_real_refusal() {
+    let guarded = policy(json!([
+        {"permit": {"paths": "/admin*"}, "when": "user with admin in roles"},
+        {"forbid": {"paths": "/admin*"}},
+        {"permit": {"paths": "*"}},
+    ]));
+    assert!(guarded.lint().is_empty(), "{:?}", guarded.lint());
+    let admin = who(&[("roles", &["admin"])]);
+    let dev = who(&[("roles", &["dev"])]);
+    assert!(guarded.evaluate("GET", "/admin/users", &admin).is_permit());
+    assert!(!guarded.evaluate("GET", "/admin/users", &dev).is_permit(), "the forbid does refuse");
+    let forbid_everything = policy(json!({"rules": [
+        {"path": "/admin*", "permit": {"attribute": "roles", "any_of": ["admin"]}},
+        {"path": "*", "forbid": "all"},
+        {"path": "*", "permit": "all"},
+    ]}));
+    assert!(forbid_everything.lint().is_empty(), "{:?}", forbid_everything.lint());
+    // A forbid of other requests changes nothing for these: the warning stays.
+    let elsewhere = policy(json!({"rules": [
+        {"path": "/admin*", "methods": ["GET"], "permit": {"attribute": "roles", "any_of": ["admin"]}},
+        {"path": "/billing*", "forbid": "all"},
+        {"path": "/admin*", "methods": ["DELETE"], "forbid": "all"},
+        {"path": "*", "permit": "all"},
+    ]}));
+    assert_eq!(elsewhere.lint().len(), 1, "{:?}", elsewhere.lint());
+}
+
 /// #11: an attribute the provider could not determine is on the refusing
 /// side of every condition that reads it: plain, negated and `unless`.
 #[test]
@@ -330,4 +360,29 @@ fn anonymous_requests_and_conditions() {
     let d = p.evaluate_anonymous("GET", "/models");
     assert_eq!(d.reason, "route GET /models requires roles any of [dev] (there is no user)");
     assert!(p.evaluate_anonymous("GET", "/health").is_permit());
+}
+
+/// #21: `explain --path` shows why each rule before the deciding one did not decide.
+#[test]
+fn the_rule_story_says_why_each_earlier_rule_did_not_decide() {
+    let p = policy(json!({"default": "forbid", "rules": [
+        {"path": "/billing*", "permit": "all"},
+        {"path": "/v1/*", "methods": ["GET"], "permit": {"attribute": "roles", "any_of": ["admin"]}, "description": "admins"},
+        {"path": "/v1/*", "forbid": {"attribute": "teams", "any_of": ["contractors"]}},
+        {"path": "/v1/*", "permit": "all"},
+    ]}));
+    let dev = who(&[("roles", &["dev"])]);
+    let verdict = p.evaluate("GET", "/v1/models", &dev);
+    assert_eq!(verdict.rule, Some(3), "{}", verdict.reason);
+    let story = p.rule_story("GET", "/v1/models", Some(&dev), &verdict);
+    assert_eq!(
+        story,
+        [
+            "rule 1: permit of other paths or methods: not this request",
+            "rule 2 (\"admins\"): permit matches the route, but its condition (roles any of [admin]) does not hold",
+            "rule 3: forbid matches the route, but its condition (teams any of [contractors]) does not hold",
+        ]
+    );
+    let default = p.evaluate("GET", "/elsewhere", &dev);
+    assert_eq!(p.rule_story("GET", "/elsewhere", Some(&dev), &default).len(), 4, "the default decided: every rule");
 }
