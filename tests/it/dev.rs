@@ -366,3 +366,30 @@ async fn every_decision_of_a_burst_is_one_log_line() {
     assert_eq!(decisions, DECISIONS, "one line per decision, none lost");
     assert!(!text.contains(&token), "no token in the log");
 }
+
+/// #20: every host a mint request names must be loopback. An unreadable
+/// `Host`, or a second one, used to be passed over for the URI's or the
+/// first one's `localhost`.
+#[tokio::test]
+async fn minting_needs_every_host_the_request_names_to_be_loopback() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_guard, base, _token) = dev_server();
+    let addr = base.strip_prefix("http://").unwrap().to_string();
+    let heads: [&[u8]; 3] = [
+        b"POST http://localhost/dev/token HTTP/1.1\r\nHost: evil\xe9.example\r\n",
+        b"POST http://localhost/dev/token HTTP/1.1\r\nHost: rebind.example\r\n",
+        b"POST /dev/token HTTP/1.1\r\nHost: localhost\r\nHost: rebind.example\r\n",
+    ];
+    for head in heads {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut request = head.to_vec();
+        request
+            .extend_from_slice(b"Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+        stream.write_all(&request).await.unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.unwrap();
+        let response = String::from_utf8_lossy(&response);
+        assert!(!response.starts_with("HTTP/1.1 200"), "{}: {response}", String::from_utf8_lossy(head));
+        assert!(response.starts_with("HTTP/1.1 4"), "{}: {response}", String::from_utf8_lossy(head));
+    }
+}
