@@ -88,7 +88,8 @@ impl Gate {
             Err(e) => (Decision::unowned(Err(e)), ""),
         };
         self.record(&decision, ctx, token, started);
-        decision.outcome.map_err(|e| self.reject(e))
+        let refused = decision.validated;
+        decision.outcome.map_err(|e| self.reject_principal(e, refused.as_ref()))
     }
 
     /// What a request is let in as: its principal, or `None` when the pipeline
@@ -139,14 +140,25 @@ impl Gate {
             audit.record(&AuditRecord::of(&self.pipeline, decision, ctx, token));
         }
         let provider = decision.owner.as_ref().map(|o| &*o.type_name).unwrap_or(self.pipeline.name());
-        crate::ops::record_decision(provider, &decision.outcome, ctx, started.elapsed());
+        crate::ops::record_decision(provider, decision, ctx, started.elapsed());
     }
 
     /// The refusal for `err`, worded with this gate's realm and the pipeline's message.
     pub fn reject(&self, err: AuthError) -> Rejection {
+        self.reject_principal(err, None)
+    }
+
+    /// The refusal for `err` of `refused`, a principal the provider accepted
+    /// and a later stage (revocation, route policy) turned away: a 403 says
+    /// the caller is authenticated and not allowed here, never what to send.
+    pub fn reject_principal(&self, err: AuthError, refused: Option<&Principal>) -> Rejection {
         let message = match err.kind() {
             ErrorKind::InvalidToken | ErrorKind::InvalidRequest => self.pipeline.message().to_string(),
-            ErrorKind::InsufficientScope => "The token does not grant access to this resource".to_string(),
+            ErrorKind::InsufficientScope => match refused {
+                Some(p) => format!("Authenticated as {}, but not allowed to make this request", p.principal),
+                None if self.pipeline.is_anonymous() => "This request is not allowed".to_string(),
+                None => "The token does not grant access to this resource".to_string(),
+            },
             ErrorKind::Unavailable => "The identity service is temporarily unavailable; retry later".to_string(),
             _ => "Authentication is misconfigured on this server".to_string(),
         };

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod metrics;
 pub mod redis;
 
+use crate::pipeline::Decision;
 use std::time::Duration;
 use tokengate_api::{AuthError, ErrorKind, Principal, RequestContext};
 
@@ -31,13 +32,10 @@ pub fn refusal_label(kind: ErrorKind) -> &'static str {
 
 /// Counts and times one decision and logs it as one event with target
 /// `tokengate::decision` (INFO for allow and deny, WARN for an unavailable
-/// identity service, ERROR for a misconfigured provider).
-pub fn record_decision(
-    provider: &str,
-    outcome: &Result<Principal, AuthError>,
-    ctx: &RequestContext,
-    elapsed: Duration,
-) {
+/// identity service, ERROR for a misconfigured provider). A refusal of a
+/// principal the provider accepted (revoked, route policy) names who was refused.
+pub fn record_decision(provider: &str, decision: &Decision, ctx: &RequestContext, elapsed: Duration) {
+    let outcome = &decision.outcome;
     let label = outcome_label(outcome);
     metrics::record(label, provider, elapsed);
     // Microsecond resolution is plenty, and keeps log lines short.
@@ -67,10 +65,17 @@ pub fn record_decision(
             outcome = label, provider, latency_ms, method, path, code, reason,
             "provider misconfigured"
         ),
-        _ => tracing::info!(
-            target: "tokengate::decision",
-            outcome = label, provider, latency_ms, method, path, code, reason,
-            "denied"
-        ),
+        _ => match &decision.validated {
+            Some(p) => tracing::info!(
+                target: "tokengate::decision",
+                outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), provider, latency_ms,
+                method, path, code, reason, "denied"
+            ),
+            None => tracing::info!(
+                target: "tokengate::decision",
+                outcome = label, provider, latency_ms, method, path, code, reason,
+                "denied"
+            ),
+        },
     }
 }

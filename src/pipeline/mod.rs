@@ -88,7 +88,8 @@ pub struct Decision {
     /// The principal, or why not.
     pub outcome: Result<Principal, AuthError>,
     /// What the provider produced before revocation and route policy judged
-    /// it (for `explain`, which shows attributes even of a refused request).
+    /// it: always there when one of them refused it (who was refused); for an
+    /// accepted request, only when the trace was on.
     pub validated: Option<Principal>,
     /// Every check made, in order, when the request's trace was on; else empty.
     pub trace: Vec<Check>,
@@ -101,6 +102,7 @@ impl Decision {
     pub fn unowned(outcome: Result<Principal, AuthError>) -> Self {
         Decision { owner: None, outcome, validated: None, trace: Vec::new(), attributes: Vec::new() }
     }
+
 }
 
 /// Providers, revocation and route policy, built and ready. Cheap to share
@@ -177,6 +179,11 @@ impl Pipeline {
             return Ok(());
         };
         let verdict = policy.evaluate_anonymous(&ctx.method, &ctx.path);
+        if ctx.trace.is_on() {
+            for line in policy.rule_story(&ctx.method, &ctx.path, None, &verdict) {
+                ctx.trace.check("route_policy", true, || line);
+            }
+        }
         ctx.trace.check("route_policy", verdict.is_permit(), || verdict.reason.clone());
         match verdict.is_permit() {
             true => Ok(()),
@@ -269,10 +276,16 @@ impl Pipeline {
             Ok(principal) => principal,
             Err(e) => return self.finish(owner, Err(e), None, ctx),
         };
-        let outcome = self.judge(token, ctx, &principal).await;
-        // Kept apart only for a trace: an untraced decision copies no principal.
-        let validated = trace.is_on().then(|| principal.clone());
-        self.finish(owner, outcome.map(|()| principal), validated, ctx)
+        let (outcome, validated) = match self.judge(token, ctx, &principal).await {
+            Ok(()) => {
+                // Kept apart only for a trace: an untraced decision copies no principal.
+                let copy = trace.is_on().then(|| principal.clone());
+                (Ok(principal), copy)
+            }
+            // Who was refused, for the audit line and the refusal's wording.
+            Err(e) => (Err(e), Some(principal)),
+        };
+        self.finish(owner, outcome, validated, ctx)
     }
 
     fn settle_tenant(&self, principal: Principal, trace: &tokengate_api::Trace) -> Result<Principal, AuthError> {
@@ -297,6 +310,11 @@ impl Pipeline {
         }
         if let Some(policy) = &self.policy {
             let verdict = policy.evaluate(&ctx.method, &ctx.path, principal);
+            if trace.is_on() {
+                for line in policy.rule_story(&ctx.method, &ctx.path, Some(principal), &verdict) {
+                    trace.check("route_policy", true, || line);
+                }
+            }
             trace.check("route_policy", verdict.is_permit(), || verdict.reason.clone());
             if !verdict.is_permit() {
                 return Err(AuthError::insufficient_scope(verdict.reason).because(Reason::Policy));

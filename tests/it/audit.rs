@@ -83,6 +83,8 @@ async fn serve_writes_one_line_per_decision_without_tokens() {
 
     assert_eq!((l[3]["status"].as_u64(), l[3]["code"].as_str()), (Some(403), Some("insufficient_scope")));
     assert_eq!(l[3]["reason"], "route GET /admin is forbidden by route_policy rule 1 (roles none of [admin])");
+    // #21: a refusal after authentication names who was refused.
+    assert_eq!(l[3]["principal"], "alice", "{}", l[3]);
 
     assert!(l[4]["token_sha256_prefix"].is_null());
     assert_eq!(l[4]["provider"], "chain");

@@ -54,6 +54,12 @@ async fn layer_permits_and_forbids_by_route() {
     assert_eq!(header(&res, "www-authenticate").unwrap(), ADMIN_REFUSAL);
     let body = json(res).await;
     assert_eq!(body["error"]["code"], "insufficient_scope");
+    // #21: an authenticated caller is told so, and which rule refused; never what to send.
+    assert_eq!(
+        body["error"]["message"],
+        "Authenticated as bob, but not allowed to make this request: route GET /admin/users requires roles any of \
+         [admin, ops]"
+    );
 
     // Methods restrict the rule: DELETE /admin is matched by no rule, and the default forbids.
     let res = c.delete(format!("{base}/admin/users")).bearer_auth(&admin).send().await.unwrap();
@@ -108,7 +114,8 @@ async fn serve_decides_on_the_original_method_and_path() {
     assert_eq!(header(&res, "www-authenticate").unwrap(), ADMIN_REFUSAL);
     assert_eq!(
         json(res).await["error"]["message"],
-        "The token does not grant access to this resource: route GET /admin/users requires roles any of [admin, ops]"
+        "Authenticated as bob, but not allowed to make this request: route GET /admin/users requires roles any of \
+         [admin, ops]"
     );
 
     let res = ask(&admin, "POST", "/admin/users").await.unwrap();
