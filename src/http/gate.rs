@@ -13,7 +13,7 @@
 use http::header::HeaderMap;
 use std::sync::Arc;
 use std::time::Instant;
-use tokengate_api::{AuthError, ErrorKind, Principal, Reason, RequestContext};
+use tokengate_api::{AuthError, Principal, Reason, RequestContext};
 
 use super::credential::credential;
 use super::rejection::{quoted_string_safe, Rejection, DEFAULT_REALM};
@@ -152,16 +152,7 @@ impl Gate {
     /// and a later stage (revocation, route policy) turned away: a 403 says
     /// the caller is authenticated and not allowed here, never what to send.
     pub fn reject_principal(&self, err: AuthError, refused: Option<&Principal>) -> Rejection {
-        let message = match err.kind() {
-            ErrorKind::InvalidToken | ErrorKind::InvalidRequest => self.pipeline.message().to_string(),
-            ErrorKind::InsufficientScope => match refused {
-                Some(p) => format!("Authenticated as {}, but not allowed to make this request", p.principal),
-                None if self.pipeline.is_anonymous() => "This request is not allowed".to_string(),
-                None => "The token does not grant access to this resource".to_string(),
-            },
-            ErrorKind::Unavailable => "The identity service is temporarily unavailable; retry later".to_string(),
-            _ => "Authentication is misconfigured on this server".to_string(),
-        };
+        let message = self.pipeline.refusal_message(&err, refused);
         // RFC 6750 §3.1: no `error` attribute for a request without credentials.
         let missing_token = *err.reason() == Reason::MissingCredential;
         Rejection::new(err, missing_token, self.realm.clone(), message)

@@ -217,6 +217,24 @@ impl Pipeline {
         &self.message
     }
 
+    /// What a refused client is told, for every front end alike (`serve`, the
+    /// layer, `check`, `explain`): the 401 message says what to send; a 403
+    /// of `refused`, a principal the provider accepted, says the caller is
+    /// authenticated and not allowed here, never what to send.
+    pub fn refusal_message(&self, error: &AuthError, refused: Option<&Principal>) -> String {
+        use tokengate_api::ErrorKind;
+        match error.kind() {
+            ErrorKind::InvalidToken | ErrorKind::InvalidRequest => self.message.clone(),
+            ErrorKind::InsufficientScope => match refused {
+                Some(p) => format!("Authenticated as {}, but not allowed to make this request", p.principal),
+                None if self.is_anonymous() => "This request is not allowed".to_string(),
+                None => "The token does not grant access to this resource".to_string(),
+            },
+            ErrorKind::Unavailable => "The identity service is temporarily unavailable; retry later".to_string(),
+            _ => "Authentication is misconfigured on this server".to_string(),
+        }
+    }
+
     /// What the members accept, `; `-joined.
     pub fn accepts(&self) -> &str {
         &self.accepts
