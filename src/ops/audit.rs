@@ -14,8 +14,11 @@
 //! ```
 //!
 //! `route` is the path without its query (where tokens sometimes travel);
-//! `token_sha256_prefix` is the first 12 hex digits of the token's SHA-256,
-//! enough to correlate lines with a known token, never the token.
+//! `token_sha256_prefix` is the first 12 hex digits of the token's identity
+//! (`tokengate_kit::token_identity`: the SHA-256 of the token in canonical
+//! form, which is the token itself for nearly every token issued), enough to
+//! correlate lines with a known token, never the token; a JWT and its
+//! re-encoded or ECDSA-malleated twins share it.
 //!
 //! Lines are handed to a writer thread through a bounded queue and written
 //! and flushed one by one, so a slow disk never stalls request handling. If
@@ -30,7 +33,7 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokengate_api::{ConfigError, RequestContext};
-use tokengate_kit::token_hash;
+use tokengate_kit::token_identity;
 
 use crate::pipeline::{Decision, Pipeline};
 
@@ -89,8 +92,7 @@ pub struct AuditRecord {
     pub status: u16,
     /// The error code (`invalid_token`, `insufficient_scope`…); `null` when allowed.
     pub code: Option<String>,
-    /// Who the token authenticated, also when revocation or the route policy then refused it;
-    /// `null` when no provider accepted the token.
+    /// Who the token authenticated; `null` when refused.
     pub principal: Option<String>,
     /// The principal's tenant; left out without one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,7 +107,7 @@ pub struct AuditRecord {
     pub route: String,
     /// Why it was refused; `null` when allowed.
     pub reason: Option<String>,
-    /// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's SHA-256; `null` without a token.
+    /// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's identity; `null` without a token.
     pub token_sha256_prefix: Option<String>,
 }
 
@@ -118,14 +120,7 @@ impl AuditRecord {
         };
         let (status, code, principal, tenant, reason) = match &decision.outcome {
             Ok(p) => (200, None, Some(p.principal.clone()), p.tenant.clone(), None),
-            // Refused after the provider accepted it (revoked, route policy): who was refused.
-            Err(e) => (
-                e.kind().http_status(),
-                Some(e.code().to_string()),
-                decision.validated.as_ref().map(|p| p.principal.clone()),
-                decision.validated.as_ref().and_then(|p| p.tenant.clone()),
-                Some(e.detail().to_string()),
-            ),
+            Err(e) => (e.kind().http_status(), Some(e.code().to_string()), None, None, Some(e.detail().to_string())),
         };
         AuditRecord {
             time: AuditRecord::now(),
@@ -150,12 +145,13 @@ impl AuditRecord {
     }
 }
 
-/// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's SHA-256; `None` for no token.
+/// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's identity
+/// ([`token_identity`]); `None` for no token.
 pub fn token_hash_prefix(token: &str) -> Option<String> {
     if token.is_empty() {
         return None;
     }
-    let mut hex = hex::encode(token_hash(token));
+    let mut hex = hex::encode(token_identity(token));
     hex.truncate(TOKEN_HASH_PREFIX_CHARS);
     Some(hex)
 }
@@ -518,6 +514,23 @@ mod tests {
         }
     }
 
+    /// Issue #21: a JWT and the twins anyone can make of it (the other ECDSA S,
+    /// a padded signature) are one token in the audit log too.
+    #[test]
+    fn twins_of_a_token_share_one_digest() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let signature: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37).wrapping_add(0x91)).collect();
+        let token = format!("{}.{}.{}", b64(br#"{"alg":"ES256"}"#), b64(br#"{"sub":"a"}"#), b64(&signature));
+        let twin = tokengate_kit::ecdsa::flip_s(&token).unwrap();
+        let padded = format!("{token}==");
+        let digest = token_hash_prefix(&token);
+        assert_eq!(token_hash_prefix(&twin), digest);
+        assert_eq!(token_hash_prefix(&padded), digest);
+        let (input, _) = token.rsplit_once('.').unwrap();
+        assert_ne!(token_hash_prefix(&format!("{input}.{}", b64(&[7u8; 64]))), digest, "another signature");
+    }
+
     #[test]
     fn lines_are_json_and_appended() {
         let dir = tempfile::tempdir().unwrap();
@@ -531,7 +544,7 @@ mod tests {
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[1]["reason"], "unknown \"key\"\nnext");
-        assert_eq!(lines[1]["token_sha256_prefix"], &hex::encode(token_hash("tok"))[..12]);
+        assert_eq!(lines[1]["token_sha256_prefix"], &hex::encode(token_identity("tok"))[..12]);
         assert!(lines[2]["reason"].is_null());
         let t = lines[1]["time"].as_str().unwrap();
         assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");

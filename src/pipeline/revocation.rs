@@ -20,14 +20,23 @@
 //!   - sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08   # `printf %s "$TOKEN" | sha256sum`
 //! ```
 //!
-//! A token is revoked when `token_sha256` holds the SHA-256 of the whole token
-//! or, for a JWT, of its signing input (`header.payload`). The signing-input
-//! form is the one to use for JWTs: an ECDSA signature can be rewritten
-//! without the key (s → n − s, see `tokengate_oauth2::ecdsa`), which changes
-//! the token's bytes but never `header.payload`. Whole-token digests of JWTs
-//! (the only form before issue #11) still load and still match that exact
-//! token. `tokengate revoke --token` computes the right form itself
-//! ([`revocation_digest`]).
+//! A token is revoked, with every twin of it, when `token_sha256` holds one of
+//! the digests [`TokenIds::digests`] lists (issue #21):
+//! - for a JWT, the SHA-256 of its signing input `header.payload`: the form to
+//!   use, and the one `tokengate revoke --token` writes ([`revocation_digest`]).
+//!   No rewriting of the signature changes it, whatever the verifier accepts:
+//!   the other ECDSA S (s → n − s, made without the key, see
+//!   `tokengate_kit::ecdsa`), a padded or re-spelled base64url signature;
+//! - the token's identity (`tokengate_kit::token_identity`, the SHA-256 of its
+//!   canonical form), which every cache and the audit log use;
+//! - the SHA-256 of the whole token as an operator may have hashed it (the
+//!   only form before issue #11): the token in canonical base64url in either
+//!   ECDSA S form, or exactly as sent. So `printf %s "$TOKEN" | sha256sum` of
+//!   a token as issued revokes it and its twins, as it always revoked it.
+//!
+//! Each is the SHA-256 of a different text (a signing input has one dot, a
+//! whole token two), so no digest can mean two things: a file keeps the
+//! meaning it had, extended to every twin of each token it lists.
 //!
 //! A `jti` entry `{iss, jti}` matches only tokens whose `iss` is that issuer, so
 //! in a chain of issuers one revocation cannot hit another issuer's token that
@@ -104,8 +113,14 @@ pub enum OnStoreError {
 /// What identifies a token to the revocation check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenIds {
-    /// SHA-256 of the whole token.
+    /// SHA-256 of the whole token, as sent.
     pub token_sha256: TokenHash,
+    /// The other digests that name this token whole, whatever the spelling
+    /// of its signature (`tokengate_kit::identity::spelling_digests`): its
+    /// identity (`tokengate_kit::token_identity`, the SHA-256 of its canonical
+    /// form, shared by its twins) and its canonical form with the other ECDSA
+    /// S; empty for a token that has no other spelling. See [`TokenIds::digests`].
+    pub spelling_sha256: Vec<TokenHash>,
     /// For a JWT, SHA-256 of its signing input (`header.payload`), which no
     /// rewriting of the signature changes.
     pub signing_input_sha256: Option<TokenHash>,
@@ -119,11 +134,21 @@ impl TokenIds {
     /// Reads `token`; call only on tokens a provider accepted (the payload is not verified here).
     pub fn of(token: &str) -> TokenIds {
         let token_sha256 = token_hash(token);
+        let mut spelling_sha256 = tokengate_kit::identity::spelling_digests(token);
+        spelling_sha256.retain(|digest| *digest != token_sha256);
         let Some(signing_input) = jwt_signing_input(token) else {
-            return TokenIds { token_sha256, signing_input_sha256: None, issuer: None, jti: None };
+            return TokenIds { token_sha256, spelling_sha256, signing_input_sha256: None, issuer: None, jti: None };
         };
         let (issuer, jti) = jwt_iss_jti(token).unwrap_or_default();
-        TokenIds { token_sha256, signing_input_sha256: Some(token_hash(signing_input)), issuer, jti }
+        TokenIds { token_sha256, spelling_sha256, signing_input_sha256: Some(token_hash(signing_input)), issuer, jti }
+    }
+
+    /// Every `token_sha256` entry that revokes this token (see the module
+    /// docs): the token as sent, its identity and other whole-token spellings
+    /// and, for a JWT, its signing input's digest. A shared store must look up
+    /// each of them, or it misses the twins of what it lists.
+    pub fn digests(&self) -> impl Iterator<Item = &TokenHash> {
+        std::iter::once(&self.token_sha256).chain(&self.spelling_sha256).chain(&self.signing_input_sha256)
     }
 }
 
@@ -224,8 +249,7 @@ impl RevokedList {
     }
 
     fn contains(&self, ids: &TokenIds) -> bool {
-        if self.hashes.contains(&ids.token_sha256) || ids.signing_input_sha256.is_some_and(|h| self.hashes.contains(&h))
-        {
+        if ids.digests().any(|digest| self.hashes.contains(digest)) {
             return true;
         }
         let Some(jti) = ids.jti.as_deref() else { return false };

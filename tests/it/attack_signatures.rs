@@ -8,7 +8,7 @@
 
 use crate::fixtures::*;
 use jsonwebtoken::Algorithm;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The order n of P-256, big-endian.
 const P256_N: [u8; 32] = [
@@ -211,21 +211,160 @@ async fn rsa_signatures_with_wrong_length_or_zero_are_refused() {
     }
 }
 
-/// Issue #11: (r, s) → (r, n − s) needs no key and makes a second valid
-/// ES256/ES384 signature over the same claims, with other bytes (so another
-/// SHA-256: revocation and replay lists keyed on token bytes miss it). Only
-/// low-S is accepted unless `allow_high_s_signatures: true`.
+/// Issues #11 and #21: (r, s) → (r, n − s) needs no key and makes a second
+/// valid ES256/ES384 signature over the same claims, with other bytes. Both
+/// forms are accepted by default (the twin is the same token to revocation
+/// and caches, see `tests/it/revocation.rs`); `require_low_s: true` refuses
+/// high-S; `allow_high_s_signatures` still loads, meaning what it meant.
 #[tokio::test]
-async fn high_s_ecdsa_signatures_are_refused_for_es256_and_es384() {
+async fn high_s_ecdsa_signatures_are_refused_for_es256_and_es384_only_under_require_low_s() {
     let server = Server::jwks().await;
-    let strict = build_ok(jwt_config(&server));
-    let lenient = build_ok(with(jwt_config(&server), json!({"allow_high_s_signatures": true})));
+    let default = build_ok(jwt_config(&server));
+    let strict = build_ok(with(jwt_config(&server), json!({"require_low_s": true})));
+    let old_lenient = build_ok(with(jwt_config(&server), json!({"allow_high_s_signatures": true})));
     for (key, kid, alg) in [(&KEYS.ec, "ec-1", "ES256"), (&KEYS.ec384, "ec384-1", "ES384")] {
         let low = token(key, kid, &claims());
         let high = tokengate_oauth2::ecdsa::flip_s(&low).unwrap();
+        for p in [&default, &old_lenient] {
+            assert_eq!(accepted(p, &high).await.principal, "alice", "{alg}: the twin is accepted");
+            accepted(p, &low).await;
+        }
         accepted(&strict, &low).await;
         invalid(&strict, &high, &["signature invalid: high-S ECDSA signature", &format!("alg {alg}"), kid]).await;
-        assert_eq!(accepted(&lenient, &high).await.principal, "alice", "{alg}: the opt-out accepts the twin");
-        accepted(&lenient, &low).await;
+        assert_eq!(tokengate_kit::token_identity(&high), tokengate_kit::token_identity(&low), "{alg}: one token");
+    }
+}
+
+/// What one real signer produced: its public keys and `(alg, token)` pairs.
+struct Signed {
+    signer: &'static str,
+    keys: Vec<Value>,
+    tokens: Vec<(String, String)>,
+}
+
+/// Tokens per algorithm and signer: the chance that all are one S form is 2^-39.
+const TOKENS_PER_ALG: usize = 40;
+
+/// Node's `crypto` (OpenSSL, what `oidc-provider` and `jose` sign with), as a
+/// Node issuer signs: `dsaEncoding: 'ieee-p1363'`, S as it comes.
+fn node_signed(claims: &Value) -> Option<Signed> {
+    let node = require_service("node")?;
+    let script = r#"
+const crypto = require('crypto');
+const [claims, count] = [process.argv[1], Number(process.argv[2])];
+const b64 = (b) => Buffer.from(b).toString('base64url');
+const out = {keys: [], tokens: []};
+for (const [alg, curve, hash] of [['ES256', 'P-256', 'sha256'], ['ES384', 'P-384', 'sha384']]) {
+  const kid = 'node-' + alg;
+  const {privateKey, publicKey} = crypto.generateKeyPairSync('ec', {namedCurve: curve});
+  out.keys.push({...publicKey.export({format: 'jwk'}), kid, alg, use: 'sig'});
+  const input = b64(JSON.stringify({alg, typ: 'JWT', kid})) + '.' + b64(claims);
+  for (let i = 0; i < count; i++) {
+    const sig = crypto.sign(hash, Buffer.from(input), {key: privateKey, dsaEncoding: 'ieee-p1363'});
+    out.tokens.push([alg, input + '.' + b64(sig)]);
+  }
+}
+console.log(JSON.stringify(out));
+"#;
+    run_signer("node's crypto", std::process::Command::new(node).args(["-e", script, "--"]), claims)
+}
+
+/// Python's `cryptography` (what PyJWT signs with): DER from OpenSSL, turned
+/// into `r ‖ s` as PyJWT does, S as it comes.
+fn python_signed(claims: &Value) -> Option<Signed> {
+    let python = require_service("python3")?;
+    let script = r#"
+import base64, json, sys
+try:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+except ImportError:
+    print("no-cryptography"); sys.exit(0)
+claims, count = sys.argv[1], int(sys.argv[2])
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+out = {"keys": [], "tokens": []}
+for alg, curve, hash_, size in [("ES256", ec.SECP256R1(), hashes.SHA256(), 32), ("ES384", ec.SECP384R1(), hashes.SHA384(), 48)]:
+    kid = "python-" + alg
+    key = ec.generate_private_key(curve)
+    n = key.public_key().public_numbers()
+    out["keys"].append({"kty": "EC", "crv": "P-%d" % (size * 8), "x": b64(n.x.to_bytes(size, "big")),
+                        "y": b64(n.y.to_bytes(size, "big")), "kid": kid, "alg": alg, "use": "sig"})
+    signing_input = b64(json.dumps({"alg": alg, "typ": "JWT", "kid": kid}).encode()) + "." + b64(claims.encode())
+    for _ in range(count):
+        r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hash_)))
+        out["tokens"].append([alg, signing_input + "." + b64(r.to_bytes(size, "big") + s.to_bytes(size, "big"))])
+print(json.dumps(out))
+"#;
+    run_signer("python's cryptography", std::process::Command::new(python).args(["-c", script]), claims)
+}
+
+fn run_signer(signer: &'static str, command: &mut std::process::Command, claims: &Value) -> Option<Signed> {
+    let out = command.arg(claims.to_string()).arg(TOKENS_PER_ALG.to_string()).output().expect("run the signer");
+    assert!(out.status.success(), "{signer}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    if text.trim() == "no-cryptography" {
+        assert!(!in_ci(), "{signer} is not installed; under CI=true that is a failure (pip install cryptography)");
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), "SKIPPED {signer}: not installed (pip install cryptography)");
+        return None;
+    }
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{signer}: {e}: {text}"));
+    let tokens =
+        v["tokens"].as_array().unwrap().iter().map(|t| (t[0].as_str().unwrap().into(), t[1].as_str().unwrap().into()));
+    Some(Signed { signer, keys: v["keys"].as_array().unwrap().clone(), tokens: tokens.collect() })
+}
+
+/// aws-lc (through jsonwebtoken, what Rust issuers sign with), S as it comes.
+fn aws_lc_signed(claims: &Value) -> Signed {
+    let mut tokens = Vec::new();
+    for (key, kid, alg) in [(&KEYS.ec, "ec-1", Algorithm::ES256), (&KEYS.ec384, "ec384-1", Algorithm::ES384)] {
+        let name = if alg == Algorithm::ES256 { "ES256" } else { "ES384" };
+        let input = signing_input(&json!({"alg": name, "typ": "JWT", "kid": kid}).to_string(), &claims.to_string());
+        for _ in 0..TOKENS_PER_ALG {
+            let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &key.enc, alg).unwrap();
+            tokens.push((name.to_string(), format!("{input}.{signature}")));
+        }
+    }
+    Signed { signer: "aws-lc", keys: vec![KEYS.ec.jwk("ec-1"), KEYS.ec384.jwk("ec384-1")], tokens }
+}
+
+/// Issue #21: real signers do not normalize S, so about half their ES256 and
+/// ES384 signatures are high-S. Every one of their tokens is accepted by
+/// default; under `require_low_s` the high-S ones are refused (and their
+/// low-S twins accepted). Before, the default refused about half of them.
+#[tokio::test]
+async fn tokens_of_real_signers_are_accepted_in_both_s_forms() {
+    let claims = claims();
+    let mut signed = vec![aws_lc_signed(&claims)];
+    signed.extend(node_signed(&claims));
+    signed.extend(python_signed(&claims));
+    let server = Server::start().await;
+    let keys: Vec<Value> = signed.iter().flat_map(|s| s.keys.clone()).collect();
+    server.route("/jwks", Reply::Json(200, json!({ "keys": keys })));
+    let default = build_ok(jwt_config(&server));
+    let strict = build_ok(with(jwt_config(&server), json!({"require_low_s": true})));
+    let signature = |t: &str| unb64(t.rsplit('.').next().unwrap());
+    for Signed { signer, tokens, .. } in &signed {
+        for alg in ["ES256", "ES384"] {
+            let mine: Vec<&String> = tokens.iter().filter(|(a, _)| a == alg).map(|(_, t)| t).collect();
+            assert_eq!(mine.len(), TOKENS_PER_ALG, "{signer} {alg}");
+            let high = mine.iter().filter(|t| tokengate_oauth2::ecdsa::is_high_s(&signature(t))).count();
+            assert!(
+                high > 0 && high < mine.len(),
+                "{signer} {alg}: {high} of {} high-S; both forms expected",
+                mine.len()
+            );
+            for t in &mine {
+                let principal = default.validate(t, &ctx()).await.unwrap_or_else(|e| panic!("{signer} {alg}: {e}"));
+                assert_eq!(principal.principal, "alice");
+                if tokengate_oauth2::ecdsa::is_high_s(&signature(t)) {
+                    invalid(&strict, t, &["high-S ECDSA signature", alg]).await;
+                    accepted(&strict, &tokengate_oauth2::ecdsa::low_s_token(t)).await;
+                } else {
+                    accepted(&strict, t).await;
+                }
+            }
+        }
     }
 }

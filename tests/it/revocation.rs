@@ -5,6 +5,7 @@ use crate::fixtures::*;
 use serde_json::{json, Map};
 use std::path::Path;
 use std::time::Duration;
+use tokengate::pipeline::revocation::TokenIds;
 use tokengate::{Registry, RequestContext};
 
 const RELOAD: Duration = Duration::from_secs(10);
@@ -138,10 +139,10 @@ async fn a_bad_file_at_start_is_a_config_error() {
     assert!(stderr(&out).contains("unknown field `reload`"), "{}", stderr(&out));
 }
 
-/// Issue #11: a JWT listed by the SHA-256 of its signing input stays revoked
-/// in every signature form. The ES256 twin (s → n − s, made without the key)
-/// is refused as high-S by default, and as revoked where high-S is allowed.
-/// (Before: the file only matched whole-token digests, which the twin does not share.)
+/// Issues #11 and #21: a JWT listed by the SHA-256 of its signing input stays
+/// revoked in every spelling of its signature: the ES256 twin (s → n − s,
+/// made without the key), which the default now accepts, and a padded
+/// signature. Under `require_low_s` the twin is refused as high-S.
 #[tokio::test]
 async fn a_revoked_es256_token_and_its_malleated_twin_are_both_refused() {
     let idp = Idp::start().await;
@@ -152,26 +153,63 @@ async fn a_revoked_es256_token_and_its_malleated_twin_are_both_refused() {
     let digest = hex::encode(tokengate_kit::token_hash(signing_input));
     assert_eq!(digest, hex::encode(tokengate::pipeline::revocation::revocation_digest(&token)));
     write(dir.path(), "revoked.yaml", &format!("token_sha256: [\"sha256:{digest}\"]\n"));
-    let strict = load(&jwt_config(dir.path(), &idp)).build(&Registry::with_builtins()).unwrap();
-    let lenient_yaml = std::fs::read_to_string(dir.path().join("c.yaml"))
+    let default = load(&jwt_config(dir.path(), &idp)).build(&Registry::with_builtins()).unwrap();
+    let strict_yaml = std::fs::read_to_string(dir.path().join("c.yaml"))
         .unwrap()
-        .replace("  type: oauth2_token\n", "  type: oauth2_token\n  allow_high_s_signatures: true\n");
-    let lenient = load(&write(dir.path(), "lenient.yaml", &lenient_yaml)).build(&Registry::with_builtins()).unwrap();
+        .replace("  type: oauth2_token\n", "  type: oauth2_token\n  require_low_s: true\n");
+    let strict = load(&write(dir.path(), "strict.yaml", &strict_yaml)).build(&Registry::with_builtins()).unwrap();
     let ctx = RequestContext::new("GET", "/");
 
+    for t in [&token, &twin] {
+        assert_eq!(default.validate(t, &ctx).await.unwrap_err().detail(), "token has been revoked");
+    }
     assert_eq!(strict.validate(&token, &ctx).await.unwrap_err().detail(), "token has been revoked");
     assert!(strict.validate(&twin, &ctx).await.unwrap_err().detail().contains("high-S"));
-    for t in [&token, &twin] {
-        assert_eq!(lenient.validate(t, &ctx).await.unwrap_err().detail(), "token has been revoked");
-    }
     let other = with_jti(&idp, "bob", "b-1");
-    assert_eq!(lenient.validate(&other, &ctx).await.unwrap().principal, "bob");
+    assert_eq!(default.validate(&other, &ctx).await.unwrap().principal, "bob");
     assert_eq!(
-        lenient.validate(&tokengate_oauth2::ecdsa::flip_s(&other).unwrap(), &ctx).await.unwrap().principal,
+        default.validate(&tokengate_oauth2::ecdsa::flip_s(&other).unwrap(), &ctx).await.unwrap().principal,
         "bob"
     );
+    default.close().await;
     strict.close().await;
-    lenient.close().await;
+}
+
+/// Issue #21: a whole-token digest (the form before issue #11, and what
+/// `printf %s "$TOKEN" | sha256sum` gives) of a token as issued, in either S
+/// form, revokes the token and its twins; so does the token's identity (the
+/// digest caches and the audit log use). Before, a whole-token digest matched
+/// those exact bytes only: the twin, now accepted, would have walked in.
+#[tokio::test]
+async fn whole_token_digests_revoke_the_token_in_every_spelling() {
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = RequestContext::new("GET", "/");
+    write(dir.path(), "revoked.yaml", "{}\n");
+    let provider = load(&jwt_config(dir.path(), &idp)).build(&Registry::with_builtins()).unwrap();
+    type Listed = fn(&str, &str) -> [u8; 32];
+    let kinds: [(&str, Listed); 3] = [
+        ("the high-S form hashed whole", |_low, high| tokengate_kit::token_hash(high)),
+        ("the low-S form hashed whole", |low, _high| tokengate_kit::token_hash(low)),
+        ("the identity", |_low, high| tokengate_kit::token_identity(high)),
+    ];
+    for (i, (what, listed)) in kinds.into_iter().enumerate() {
+        let low = with_jti(&idp, "mallory", &format!("w-{i}"));
+        let high = tokengate_oauth2::ecdsa::flip_s(&low).expect("an ES256 token");
+        for t in [&low, &high] {
+            assert_eq!(provider.validate(t, &ctx).await.unwrap().principal, "mallory", "{what}: not yet revoked");
+        }
+        let digest = listed(&low, &high);
+        replace(dir.path(), &format!("token_sha256: [\"sha256:{}\"]\n", hex::encode(digest)));
+        assert!(eventually(RELOAD, || async { provider.validate(&low, &ctx).await.is_err() }).await, "{what}");
+        for t in [&low, &high] {
+            assert_eq!(provider.validate(t, &ctx).await.unwrap_err().detail(), "token has been revoked", "{what}");
+        }
+        // A padded signature, as a lenient remote verifier (introspection) might accept it.
+        let padded = TokenIds::of(&format!("{high}=="));
+        assert!(padded.digests().any(|d| *d == digest), "{what}: the padded spelling is revoked too");
+    }
+    provider.close().await;
 }
 
 /// Issue #11: in a chain of two issuers, `{iss, jti}` revokes only that
