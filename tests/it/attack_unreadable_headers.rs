@@ -11,6 +11,9 @@ use crate::fixtures::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Header lines as written on the wire: a name and its raw value.
+type RawHeaders<'a> = [(&'a str, &'a [u8])];
+
 /// What came back from a raw request: the status and the body.
 struct Answer {
     status: u16,
@@ -30,7 +33,7 @@ impl Answer {
 
 /// `GET target` with `headers` written byte for byte (no client library in
 /// between to refuse or re-encode them), on its own connection.
-async fn raw_get(base: &str, target: &str, headers: &[(&str, &[u8])]) -> Answer {
+async fn raw_get(base: &str, target: &str, headers: &RawHeaders<'_>) -> Answer {
     let addr = base.strip_prefix("http://").expect("an http:// base");
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").into_bytes();
@@ -203,7 +206,7 @@ async fn custom_never_forwards_a_request_with_a_part_left_out() {
         assert_eq!(sent["request"]["headers"]["x-team"], "équipe", "{base}");
         assert_eq!(sent["request"]["params"]["team"], json!(["équipe"]), "{base}");
 
-        let unreadable: [(&str, &[(&str, &[u8])]); 2] = [
+        let unreadable: [(&str, &RawHeaders); 2] = [
             ("/x", &[("authorization", b"Bearer tok"), ("x-team", b"\xe9quipe")]),
             ("/x?team=%E9quipe", &[("authorization", b"Bearer tok")]),
         ];
