@@ -229,6 +229,15 @@ def wait_for(predicate, timeout, interval=0.1):
     return None
 
 
+# How long a service may take to start. Generous: on a busy 2-core CI machine oidc-provider
+# has taken well over 30 s; a service that exits fails the wait at once, with its log.
+START_TIMEOUT = float(os.environ.get("INTEROP_START_TIMEOUT", "240"))
+
+
+class ServiceExited(Exception):
+    """A service's process ended while it was awaited: waiting longer cannot help."""
+
+
 def tail(path, lines=25):
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -362,6 +371,29 @@ class Suite:
             f.write(f"{proc.pid}\n")
         return proc
 
+    def wait_started(self, name, predicate, what, log=None):
+        """Waits up to START_TIMEOUT for `predicate`; raises at once, with the log's tail, when the
+        process `name` has exited, and after the timeout with the same tail."""
+        log = log or os.path.join(self.logs, f"{name}.log")
+        proc = self.procs[name]
+        deadline = time.monotonic() + START_TIMEOUT
+        next_note = time.monotonic() + 10
+        while True:
+            try:
+                if predicate():
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            if proc.poll() is not None:
+                raise ServiceExited(f"{name} exited with {proc.returncode} before {what}:\n" + tail(log))
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"{name}: no {what} within {START_TIMEOUT:.0f}s "
+                                   f"(INTEROP_START_TIMEOUT):\n" + tail(log))
+            if time.monotonic() >= next_note:
+                print(f"# still waiting for {name} ({what})", flush=True)
+                next_note += 10
+            time.sleep(0.1)
+
     def stop(self, name, sig=signal.SIGTERM):
         proc = self.procs.pop(name, None)
         if proc is None or proc.poll() is not None:
@@ -396,8 +428,7 @@ class Suite:
             env={"OIDC_PORT": "0", "OIDC_ADMIN_PORT": "0", "OIDC_READY_FILE": ready},
             cwd=os.path.join(self.repo, "interop"),
         )
-        if not wait_for(lambda: os.path.exists(ready), 30):
-            raise RuntimeError("oidc-provider did not start:\n" + tail(os.path.join(self.logs, "oidc-provider.log")))
+        self.wait_started("oidc-provider", lambda: os.path.exists(ready), "its ready file")
         with open(ready) as f:
             self.idp = json.load(f)
         disco = http("GET", self.idp["issuer"] + "/.well-known/openid-configuration").json()
@@ -546,17 +577,8 @@ class Suite:
                    env={"TOKENGATE_LOG": os.environ.get("TOKENGATE_LOG", "info")})
         base = f"http://127.0.0.1:{port}"
 
-        def ready():
-            if self.procs[name].poll() is not None:
-                raise RuntimeError(f"{name} exited with {self.procs[name].returncode}")
-            return http("GET", base + "/healthz", timeout=2).status == 200
-
-        try:
-            ok = wait_for(ready, 30, 0.1)
-        except RuntimeError:
-            ok = False
-        if ok is not True:
-            raise RuntimeError(f"{name} not ready on {base}/healthz:\n" + tail(os.path.join(self.logs, f"{name}.log")))
+        self.wait_started(name, lambda: http("GET", base + "/healthz", timeout=2).status == 200,
+                          f"a 200 from {base}/healthz")
         return base
 
     # ------------------------------------------------------------- check 1
@@ -1010,13 +1032,10 @@ class Suite:
         base = f"http://127.0.0.1:{port}"
 
         def up():
-            if self.procs[name].poll() is not None:
-                raise RuntimeError("nginx exited")
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 return True
 
-        if not wait_for(up, 15):
-            raise RuntimeError("nginx did not start:\n" + tail(os.path.join(root, "nginx-error.log")))
+        self.wait_started(name, up, f"a listener on {base}", log=os.path.join(root, "nginx-error.log"))
         return base
 
     def check_nginx(self):
@@ -1171,12 +1190,15 @@ class Suite:
                    env={"TOKENGATE_LOG": os.environ.get("TOKENGATE_LOG", "info")})
 
         def listening():
-            if self.procs["tokengate-nginx-dead"].poll() is not None:
-                raise RuntimeError("exited")
             with socket.create_connection(("127.0.0.1", tg_port), timeout=1):
                 return True
 
-        started = wait_for(listening, 30)
+        try:
+            self.wait_started("tokengate-nginx-dead", listening, f"a listener on port {tg_port}")
+            started = True
+        except (ServiceExited, RuntimeError) as e:
+            print(f"# {e}", flush=True)
+            started = False
         self.expect("4.11", "tokengate whose JWKS is unreachable: valid token gets 503, upstream untouched",
                     lambda: (bool(started), "tokengate did not start") if not started
                     else unavailable("dead JWKS", tokens["RS256"])())
@@ -1213,7 +1235,8 @@ class Suite:
         env = dict(CHILD_ENV, HOME=root, XDG_DATA_HOME=root, XDG_CONFIG_HOME=root)
         self.start("caddy", [caddy, "run", "--config", caddyfile, "--adapter", "caddyfile"], env=env)
         base = f"http://127.0.0.1:{port}"
-        wait_for(lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True, 20)
+        self.wait_started("caddy", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                          f"a listener on {base}")
         self.record("5.0", f"caddy {base} -> forward_auth tokengate serve :{tg_port} -> upstream :{up_port}", True)
         token = self.token("svc-rs256")
 
