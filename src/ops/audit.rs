@@ -92,7 +92,8 @@ pub struct AuditRecord {
     pub status: u16,
     /// The error code (`invalid_token`, `insufficient_scope`…); `null` when allowed.
     pub code: Option<String>,
-    /// Who the token authenticated; `null` when refused.
+    /// Who the token authenticated, also when revocation or the route policy then refused it;
+    /// `null` when no provider accepted the token.
     pub principal: Option<String>,
     /// The principal's tenant; left out without one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -120,7 +121,14 @@ impl AuditRecord {
         };
         let (status, code, principal, tenant, reason) = match &decision.outcome {
             Ok(p) => (200, None, Some(p.principal.clone()), p.tenant.clone(), None),
-            Err(e) => (e.kind().http_status(), Some(e.code().to_string()), None, None, Some(e.detail().to_string())),
+            // Refused after the provider accepted it (revoked, route policy): who was refused.
+            Err(e) => (
+                e.kind().http_status(),
+                Some(e.code().to_string()),
+                decision.validated.as_ref().map(|p| p.principal.clone()),
+                decision.validated.as_ref().and_then(|p| p.tenant.clone()),
+                Some(e.detail().to_string()),
+            ),
         };
         AuditRecord {
             time: AuditRecord::now(),
