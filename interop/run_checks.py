@@ -1283,10 +1283,24 @@ class Suite:
 
     # ------------------------------------------------------------- main
 
+    def check_waits(self):
+        """0.1: a service that dies while awaited fails the wait at once, with its log (#21)."""
+        self.start("exits-at-once", ["sh", "-c", "echo 'listen: address already in use'; exit 3"])
+        began = time.monotonic()
+        try:
+            self.wait_started("exits-at-once", lambda: False, "a listener")
+            ok, detail = False, "the wait returned"
+        except ServiceExited as e:
+            ok, detail = "address already in use" in str(e) and "exited with 3" in str(e), str(e)
+        took = time.monotonic() - began
+        self.record("0.1", "a service that exits while awaited fails the wait at once, with its log tail",
+                    ok and took < 5, f"{detail} (after {took:.1f}s)")
+
     def run(self):
         only = set((self.args.only or "1,2,3,4,5").split(","))
         started = time.monotonic()
         try:
+            self.check_waits()
             self.start_idp()
             for num, fn, title in (("1", self.check_jwt, "oauth2_token JWT: discovery and jwks.uri"),
                                    ("2", self.check_introspection, "RFC 7662 introspection"),
