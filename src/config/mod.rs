@@ -6,7 +6,8 @@
 //! [`Settings`]), the provider factory ([`registry`]), the `forward_auth`
 //! section, and [`Config::build`], which assembles the stages (with the
 //! start-up lints each stage needs, which is most of this file's length).
-//! Reading a run.yaml as OGX does is in `run_yaml`.
+//! Reading a run.yaml as OGX does is in `run_yaml`; what it may leave unread,
+//! and the errors for a key written where tokengate does not read it, in `lenient`.
 //! May import: [`crate::pipeline`], [`crate::ops`] and [`crate::path`].
 
 use serde::Deserialize;
@@ -25,7 +26,7 @@ use crate::pipeline::policy::RoutePolicy;
 use crate::pipeline::revocation::{Revocation, RevocationConfig};
 use crate::pipeline::tenancy::{Tenancy, TenancyConfig};
 use crate::pipeline::Pipeline;
-use lenient::lenient;
+use lenient::{placed, Layout};
 
 pub mod access_policy;
 pub mod env;
@@ -228,13 +229,16 @@ impl Config {
                 "this looks like a Llama Stack run.yaml without `server.auth`: add `server.auth.provider_config`",
             ));
         }
-        let settings = parse_settings(env::expand(value, "", &lookup)?)?;
+        let settings = parse_settings(env::expand(value, "", &lookup)?).map_err(|e| placed(e, &Layout::own()))?;
         Config { file: None, settings, from_llama_stack: false }.validated("")
     }
 
     fn validated(self, prefix: &str) -> Result<Config, ConfigError> {
         if let Some(policy) = &self.settings.access_policy {
-            access_policy::check(policy, &format!("{prefix}access_policy"))?;
+            let at = format!("{prefix}access_policy");
+            access_policy::check(policy, &at)?;
+            // OGX ignores other keys in it, so a tokengate setting written there would go unread.
+            lenient::check_opaque_section(policy, &at, &Layout::for_prefix(prefix))?;
         }
         if let Some(Err((field, message))) = self.settings.tenancy.as_ref().map(TenancyConfig::compile) {
             return Err(ConfigError::new(format!("{}.{field}", self.tenancy_section()), message));
@@ -299,14 +303,19 @@ impl Config {
         }
         // One store per build, so shared results and revocation checks share a connection and its health.
         #[cfg(feature = "redis")]
-        if let Some(store) = &self.redis_store()? {
+        if let (Some(store), Some(redis)) = (&self.redis_store()?, &self.settings.redis) {
             if store.shares_results() {
                 ctx.shared_results = Some(store.shared_results());
             }
-            // With Redis, revocations there count even without a local file.
+            // With Redis, revocations there count even without a local file,
+            // read from this replica's copy of them (it starts loading now).
             let local = revocation.unwrap_or_else(Revocation::without_file);
-            let on_error = self.settings.redis.as_ref().map(|r| r.on_store_error).unwrap_or_default();
-            revocation = Some(local.with_shared_store(store.clone(), on_error));
+            let mirror = crate::ops::redis::RevocationMirror::new(store.clone(), redis);
+            let shared = local.with_shared_store(mirror, redis.on_store_error);
+            revocation = Some(match redis.max_staleness() {
+                Some(max) => shared.with_max_staleness(max),
+                None => shared,
+            });
         }
         let mut pipeline = Pipeline::new(self.build_members_in(registry, &ctx)?);
         if pipeline.is_anonymous() {
@@ -399,13 +408,12 @@ impl Config {
 
     fn build_members_in(&self, registry: &Registry, ctx: &BuildContext) -> Result<Vec<DynProvider>, ConfigError> {
         let prefix = self.field_prefix();
+        // As strict in a run.yaml as in tokengate's own format: every key OGX has in a provider's
+        // section is one tokengate reads, and a key one level off is named with where it belongs.
         let build = |section: &Value, at: String| {
-            let built = if self.from_llama_stack {
-                lenient(section.clone(), &at, |section| registry.build(&section, ctx))
-            } else {
-                registry.build(section, ctx)
-            };
-            built.map_err(|e| e.within(&at))
+            registry
+                .build(section, ctx)
+                .map_err(|e| placed(e.within(&at), &Layout::for_prefix(prefix).with_provider(&at)))
         };
         let result = if let Some(single) = &self.settings.provider_config {
             build(single, format!("{prefix}provider_config")).map(|p| vec![p])

@@ -1,13 +1,14 @@
 //! A Llama Stack / OGX `run.yaml`: its `server.auth` (and `server.tenancy`)
-//! read as OGX reads them. Only those are expanded: the rest of a run.yaml is
-//! OGX's, and may reference variables this process does not have. Unknown
-//! keys are dropped with a warning ([`super::lenient`]); a `server.auth`
-//! without a provider runs only when that is surely what was meant.
+//! read as OGX reads them, and as strictly as tokengate's own format. Only
+//! those are expanded: the rest of a run.yaml is OGX's, and may reference
+//! variables this process does not have. What may stay unread, and what a
+//! key one level off is, is in [`super::lenient`]. A `server.auth` without a
+//! provider runs only when the file says so as OGX does.
 
 use serde_json::Value;
 use tokengate_api::ConfigError;
 
-use super::lenient::lenient;
+use super::lenient::{check_run_yaml_server, check_run_yaml_top, placed, Layout};
 use super::{env, parse_settings, Settings};
 
 /// The settings of the run.yaml `value`, whose `server.auth` is `auth`.
@@ -16,14 +17,10 @@ pub(super) fn settings(
     auth: &Value,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Settings, ConfigError> {
-    // tokengate's own keys next to a run.yaml's `server.auth` would be silently ignored.
-    if let Some(key) = TOKENGATE_TOP_LEVEL.iter().find(|k| value.get(**k).is_some()) {
-        return Err(ConfigError::new(
-            *key,
-            "is a tokengate setting at the top of a run.yaml, which only `server.auth` configures: \
-             move it under `server.auth` (or remove `server` to use tokengate's own format)",
-        ));
-    }
+    // tokengate's own keys anywhere but in `server.auth` would be silently ignored.
+    check_run_yaml_top(value)?;
+    let server = value.get("server").unwrap_or(&Value::Null);
+    check_run_yaml_server(server)?;
     let mut auth = auth.clone();
     let switched_off = provider_switched_off(&auth, lookup);
     if switched_off {
@@ -35,11 +32,12 @@ pub(super) fn settings(
     }
     let keys: Vec<String> = auth.as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
     let auth = env::expand(auth, "server.auth", lookup)?;
-    let mut settings = lenient(auth, "server.auth", parse_settings).map_err(|e| e.within("server.auth"))?;
+    let layout = Layout::run_yaml();
+    let mut settings = parse_settings(auth).map_err(|e| placed(e.within("server.auth"), &layout))?;
     if settings.provider_config.is_none() && settings.providers.is_none() {
         no_provider_is_meant(&settings, &keys, switched_off)?;
     }
-    if let Some(tenancy) = value.get("server").and_then(|s| s.get("tenancy")) {
+    if let Some(tenancy) = server.get("tenancy") {
         if settings.tenancy.is_some() {
             return Err(ConfigError::new(
                 "server.auth.tenancy",
@@ -47,27 +45,12 @@ pub(super) fn settings(
             ));
         }
         let tenancy = env::expand(tenancy.clone(), "server.tenancy", lookup)?;
-        let tenancy = tokengate_api::parse_provider_config(tenancy).map_err(|e| e.within("server.tenancy"))?;
+        let tenancy =
+            tokengate_api::parse_provider_config(tenancy).map_err(|e| placed(e.within("server.tenancy"), &layout))?;
         settings.tenancy = Some(tenancy);
     }
     Ok(settings)
 }
-
-/// tokengate settings that, at the top of a run.yaml, would be ignored.
-const TOKENGATE_TOP_LEVEL: &[&str] = &[
-    "provider_config",
-    "route_policy",
-    "access_policy",
-    "tenancy",
-    "open_paths",
-    "forward_auth",
-    "revocation",
-    "audit",
-    "redis",
-    "realm",
-    "listen",
-    "admin_listen",
-];
 
 /// Whether a run.yaml's `server.auth.provider_config.type` is an `${env…}`
 /// reference that expands to nothing: OGX's switch for running without
@@ -86,24 +69,16 @@ fn provider_switched_off(auth: &Value, lookup: &dyn Fn(&str) -> Option<String>) 
     }
 }
 
-/// A run.yaml without a provider authenticates nobody; that must be what was
-/// meant, not what a misnamed key or an empty section left behind: only an
-/// `${env…}` switch or a missing `provider_config`, no key tokengate does not
-/// know beside it, and a `route_policy` that refuses something.
+/// A run.yaml without a provider authenticates nobody; that must be what the
+/// file says, as OGX reads it: an `${env…}` switch or no `provider_config`
+/// at all (not an empty one), and a `route_policy` that refuses something.
+/// Every other key of `server.auth`, and of `server`, has been read strictly
+/// by then, so a misnamed or misplaced provider is an error of its own.
 fn no_provider_is_meant(settings: &Settings, keys: &[String], switched_off: bool) -> Result<(), ConfigError> {
     if !switched_off && keys.iter().any(|k| k == "provider_config" || k == "providers") {
         return Err(ConfigError::new(
             "server.auth.provider_config",
             "is empty: set `type` (oauth2_token, custom, github_token, …) and its fields",
-        ));
-    }
-    let known = |k: &str| TOKENGATE_TOP_LEVEL.contains(&k) || k == "providers";
-    if let Some(unknown) = keys.iter().find(|k| !known(k)) {
-        return Err(ConfigError::new(
-            format!("server.auth.{unknown}"),
-            "is not a tokengate setting, and this `server.auth` configures no provider: it may be a misnamed \
-             `provider_config` (older Llama Stack wrote `provider_type` and `config`), so tokengate refuses to \
-             start without authentication",
         ));
     }
     if settings.route_policy.as_ref().is_none_or(|p| p.is_permit_all()) {

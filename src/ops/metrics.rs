@@ -7,6 +7,17 @@ use std::time::Duration;
 pub const DECISIONS_TOTAL: &str = "tokengate_decisions_total";
 /// Name of the decision latency histogram (seconds).
 pub const DECISION_DURATION_SECONDS: &str = "tokengate_decision_duration_seconds";
+/// Gauge: seconds since this replica's copy of the shared revocation list
+/// last matched Redis (see [`crate::ops::redis::mirror`]); it grows while
+/// Redis is away.
+pub const REVOCATION_MIRROR_AGE_SECONDS: &str = "tokengate_revocation_mirror_age_seconds";
+/// Gauge: entries in this replica's copy of the shared revocation list
+/// (those kept over a Redis that came back empty included).
+pub const REVOCATION_MIRROR_ENTRIES: &str = "tokengate_revocation_mirror_entries";
+/// Counter: whole reloads of the shared revocation list, by `reason`
+/// (`start`, `resync`, `gap`: the change log no longer reaches back to this
+/// replica's position, `reset`: Redis lost its data).
+pub const REVOCATION_MIRROR_RELOADS_TOTAL: &str = "tokengate_revocation_mirror_reloads_total";
 
 /// Buckets of `tokengate_decision_duration_seconds`: from a cached JWT check
 /// (well under a millisecond) to a slow remote introspection.

@@ -411,6 +411,10 @@ impl Pipeline {
                 });
             }
         }
+        // A replica that never loaded the shared revocation list would refuse every token.
+        if let Some(revocation) = &self.revocation {
+            revocation.ready()?;
+        }
         Ok(())
     }
 

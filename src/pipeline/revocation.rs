@@ -51,10 +51,10 @@
 //! keeps the previous list in force and logs an error (once per version).
 //!
 //! A shared [`RevocationStore`] (Redis) may be consulted as well: a token is
-//! revoked when either says so. A store that cannot answer (down, or slower
-//! than its timeout) refuses the token as unavailable (503) under
-//! [`OnStoreError::Deny`], the default, or leaves the decision to the file
-//! under [`OnStoreError::Allow`] (`redis.on_store_error`).
+//! revoked when either says so. The store answers from the replica's own
+//! copy of the shared list, never waiting on the network once that copy is
+//! loaded; how old a copy may be, and what a replica that never loaded one
+//! does, is [`OnStoreError`]'s (`redis.on_store_error`).
 //!
 //! One file, past 400 lines, because the list's format, its reloading and the
 //! check against it (and the shared store) all work on the one private list
@@ -78,8 +78,8 @@ pub const REVOKED: &str = "token has been revoked";
 /// A revocation file this large is a mistake, not a list.
 const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Longest a shared store may take before its answer is ignored.
-const SHARED_STORE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest a check waits for the first load of the shared list.
+const FIRST_LOAD_WAIT: Duration = Duration::from_secs(5);
 
 /// `revocation:` in the config.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -96,17 +96,24 @@ fn default_reload_interval() -> Duration {
     Duration::from_secs(2)
 }
 
-/// What a revocation check does when the shared store cannot answer
-/// (`redis.on_store_error`).
+/// What a revocation check does when the replica's copy of the shared list
+/// cannot be trusted (`redis.on_store_error`). Every mode enforces the
+/// last-known list while Redis is away: nothing can be revoked while it is,
+/// so that list is complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum OnStoreError {
-    /// Refuse the token as unavailable (503): a revocation is never skipped
-    /// because Redis is slow or down (the default).
+    /// The copy decides however old it is; a replica that never loaded one
+    /// refuses tokens as unavailable (503), having no list to enforce (the default).
     #[default]
+    LastKnown,
+    /// As [`OnStoreError::LastKnown`], and tokens are refused as unavailable
+    /// once the copy is older than `redis.max_staleness`.
     Deny,
-    /// Let the local revocation file decide: availability over revocation.
+    /// As [`OnStoreError::LastKnown`], except that a replica that never
+    /// loaded the copy lets the local revocation file decide alone:
+    /// availability over revocation.
     Allow,
 }
 
@@ -163,11 +170,32 @@ pub fn revocation_digest(token: &str) -> TokenHash {
 /// Revocations shared by every replica (Redis), next to the local file.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
-    /// Ok(true) when revoked; Err when the store cannot answer (then
-    /// [`OnStoreError`] decides). A token is revoked when the store holds its
-    /// whole-token or signing-input digest, its `jti` unscoped, or its
-    /// `(iss, jti)`.
-    async fn is_revoked(&self, token: &TokenIds) -> Result<bool, String>;
+    /// What the replica's copy of the shared list says of `token`: revoked
+    /// when it holds its whole-token or signing-input digest, its `jti`
+    /// unscoped, or its `(iss, jti)`. Waits at most `first_load` for the copy
+    /// to be loaded the first time, never for Redis afterwards.
+    async fn lookup(&self, token: &TokenIds, first_load: Duration) -> StoreAnswer;
+
+    /// Whether the copy has been loaded at least once.
+    fn is_loaded(&self) -> bool;
+}
+
+/// What a [`RevocationStore`] knows of a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StoreAnswer {
+    /// The shared list revokes it.
+    Revoked,
+    /// The shared list, as last read `age` ago, does not.
+    NotRevoked {
+        /// Time since the copy last matched Redis.
+        age: Duration,
+    },
+    /// The shared list has never been loaded; `why` says what failed.
+    NeverLoaded {
+        /// The last failure, without secrets.
+        why: String,
+    },
 }
 
 /// One `jti` entry: a bare ID (every issuer) or `{iss, jti}`.
@@ -428,6 +456,8 @@ pub struct Revocation {
     inner: Arc<Inner>,
     shared: Option<Arc<dyn RevocationStore>>,
     on_store_error: OnStoreError,
+    /// Under [`OnStoreError::Deny`], the oldest copy still trusted.
+    max_staleness: Duration,
     watcher: Arc<Poller>,
 }
 
@@ -440,6 +470,7 @@ impl fmt::Debug for Revocation {
             .field("token_sha256", &list.hash_count())
             .field("shared_store", &self.shared.is_some())
             .field("on_store_error", &self.on_store_error)
+            .field("max_staleness", &self.max_staleness)
             .finish()
     }
 }
@@ -465,6 +496,7 @@ impl Revocation {
             }),
             shared: None,
             on_store_error: OnStoreError::default(),
+            max_staleness: Duration::MAX,
             watcher: Arc::new(Poller::default()),
         })
     }
@@ -489,16 +521,36 @@ impl Revocation {
             }),
             shared: None,
             on_store_error: OnStoreError::default(),
+            max_staleness: Duration::MAX,
             watcher: Arc::new(Poller::default()),
         }
     }
 
     /// Also consults `store`; a token is revoked when either says so. When
-    /// the store cannot answer, `on_error` decides.
+    /// the store's copy cannot be trusted, `on_error` decides.
     pub fn with_shared_store(mut self, store: Arc<dyn RevocationStore>, on_error: OnStoreError) -> Self {
         self.shared = Some(store);
         self.on_store_error = on_error;
         self
+    }
+
+    /// Under [`OnStoreError::Deny`], refuses tokens once the store's copy is
+    /// older than `max_staleness` (no effect under the other modes).
+    pub fn with_max_staleness(mut self, max_staleness: Duration) -> Self {
+        self.max_staleness = max_staleness;
+        self
+    }
+
+    /// Err while a shared store has never loaded its copy and tokens would be
+    /// refused for it (every mode but [`OnStoreError::Allow`]): orchestrators
+    /// then keep traffic away from this replica.
+    pub fn ready(&self) -> Result<(), AuthError> {
+        match &self.shared {
+            Some(store) if self.on_store_error != OnStoreError::Allow && !store.is_loaded() => {
+                Err(AuthError::unavailable("the shared revocation list has not been loaded from Redis yet"))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The list in force.
@@ -512,8 +564,8 @@ impl Revocation {
     }
 
     /// `Err(invalid_token "token has been revoked")` when `token` is revoked;
-    /// `Err(unavailable)` when the shared store cannot answer and
-    /// [`OnStoreError::Deny`] applies. Call only for tokens a provider accepted.
+    /// `Err(unavailable)` when the shared store's copy cannot be trusted
+    /// under [`OnStoreError`]. Call only for tokens a provider accepted.
     pub async fn check(&self, token: &str) -> Result<(), AuthError> {
         self.ensure_watcher();
         let list = self.inner.current();
@@ -527,28 +579,31 @@ impl Revocation {
             return Err(revoked());
         }
         let Some(store) = shared else { return Ok(()) };
-        let answer = tokio::time::timeout(SHARED_STORE_TIMEOUT, store.is_revoked(&ids)).await;
-        let failure = match answer {
-            Ok(Ok(true)) => return Err(revoked()),
-            Ok(Ok(false)) => return Ok(()),
-            Ok(Err(e)) => e,
-            Err(_) => format!("no answer within {}ms", SHARED_STORE_TIMEOUT.as_millis()),
+        let refusal = match store.lookup(&ids, FIRST_LOAD_WAIT).await {
+            StoreAnswer::Revoked => return Err(revoked()),
+            StoreAnswer::NotRevoked { age }
+                if self.on_store_error == OnStoreError::Deny && age > self.max_staleness =>
+            {
+                format!(
+                    "this replica's copy of the shared revocation list was last read from Redis {}s ago, \
+                     longer than redis.max_staleness ({}) allows under on_store_error: deny",
+                    age.as_secs(),
+                    humantime::format_duration(self.max_staleness)
+                )
+            }
+            StoreAnswer::NotRevoked { .. } => return Ok(()),
+            StoreAnswer::NeverLoaded { .. } if self.on_store_error == OnStoreError::Allow => {
+                metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
+                return Ok(());
+            }
+            StoreAnswer::NeverLoaded { why } => format!(
+                "this replica has not loaded the shared revocation list from Redis yet ({why}); \
+                 refused under redis.on_store_error: {}",
+                if self.on_store_error == OnStoreError::Deny { "deny" } else { "last_known" }
+            ),
         };
         metrics::counter!("tokengate_revocation_store_errors_total").increment(1);
-        match self.on_store_error {
-            OnStoreError::Allow => {
-                tracing::warn!(error = %failure, "shared revocation store cannot answer; the local list decides (on_store_error: allow)");
-                Ok(())
-            }
-            OnStoreError::Deny => {
-                tracing::warn!(error = %failure, "shared revocation store cannot answer; token refused (on_store_error: deny)");
-                Err(AuthError::unavailable(format!(
-                    "the revocation store cannot say whether this token is revoked ({failure}); \
-                     refused under redis.on_store_error: deny"
-                ))
-                .with_retry_after(Duration::from_secs(1)))
-            }
-        }
+        Err(AuthError::unavailable(refusal).with_retry_after(Duration::from_secs(1)))
     }
 
     /// Stops watching the file.

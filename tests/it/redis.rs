@@ -271,6 +271,23 @@ fn counter(name: &str) -> f64 {
         .sum()
 }
 
+/// Waits until `replica` refuses `token` as revoked: each replica reads new
+/// revocations every `sync_interval` (250ms by default), so that is their lag.
+async fn refused_within(replica: &Pipeline, token: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        match validate(replica, token).await {
+            Err(e) if e.detail() == "token has been revoked" => return started.elapsed(),
+            other => assert!(started.elapsed() < within, "not refused as revoked within {within:?}: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The lag the tests allow a revocation: the default `sync_interval` (250ms)
+/// and a round trip, with room for a busy machine.
+const LAG: Duration = Duration::from_secs(2);
+
 fn sha256_hex(token: &str) -> String {
     hex::encode(tokengate_kit::token_hash(token))
 }
@@ -299,7 +316,7 @@ async fn replica_b_is_served_from_redis_without_asking_upstream() {
     assert_eq!(upstream.calls(), 1, "replica b found replica a's answer in Redis");
 
     // The key holds the token's hash, never the token; it lives no longer than the token (exp in 30s < ttl 300s).
-    let keys = redis.keys("t1:*").await;
+    let keys = redis.keys("t1:result:*").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0].starts_with("t1:result:") && keys[0].ends_with(&sha256_hex("good-alice")), "{keys:?}");
     assert!(!keys[0].contains("good-alice"));
@@ -371,7 +388,9 @@ async fn results_are_shared_per_provider_config_and_not_when_caching_is_off() {
     validate(&f, "good-erin").await.unwrap();
     validate(&g, "good-erin").await.unwrap();
     assert_eq!(upstream.calls(), 6);
-    assert!(redis.keys("t3local:*").await.is_empty());
+    assert!(redis.keys("t3local:result:*").await.is_empty());
+    // Only the name of the revocation list's copy in this Redis, which each replica reads.
+    assert_eq!(redis.keys("t3local:*").await, ["t3local:revocations:epoch"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -408,6 +427,7 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
         .unwrap();
     assert_eq!(key, "t4:revoked:jti:jti-to-revoke");
     for replica in [&a, &b] {
+        refused_within(replica, &by_jti, LAG).await;
         let e = validate(replica, &by_jti).await.unwrap_err();
         assert_eq!((e.code(), e.detail()), ("invalid_token", "token has been revoked"));
     }
@@ -426,7 +446,7 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     let pttl = redis.pttl(&expected_key).await;
     assert!(pttl > 3_500_000 && pttl <= 3_600_000, "PTTL {pttl}");
     for replica in [&a, &b] {
-        assert_eq!(validate(replica, &by_hash).await.unwrap_err().detail(), "token has been revoked");
+        refused_within(replica, &by_hash, LAG).await;
         assert_eq!(validate(replica, &kept).await.unwrap(), "heidi", "other tokens are unaffected");
     }
 
@@ -435,7 +455,7 @@ async fn a_revocation_key_rejects_the_token_on_every_replica() {
     let output = revoke_cli(&file, &["--token-sha256", &format!("sha256:{hex}")], None);
     assert!(output.status.success(), "{output:?}");
     assert_eq!(redis.pttl(&format!("t4:revoked:sha256:{hex}")).await, -1);
-    assert!(validate(&a, &kept).await.is_err());
+    refused_within(&a, &kept, LAG).await;
 }
 
 fn revoke_cli(config: &Path, extra: &[&str], stdin: Option<&str>) -> std::process::Output {
@@ -647,6 +667,8 @@ async fn a_malleated_twin_of_a_revoked_es256_token_stays_revoked() {
 
     let output = revoke_cli(&lenient_file, &["--token", "-"], Some(&token));
     assert!(output.status.success(), "{output:?}");
+    refused_within(&lenient, &token, LAG).await;
+    refused_within(&strict, &token, LAG).await;
     for (replica, t) in [(&lenient, &token), (&lenient, &twin), (&strict, &token)] {
         let e = validate(replica, t).await.unwrap_err();
         assert_eq!((e.code(), e.detail()), ("invalid_token", "token has been revoked"));
@@ -681,59 +703,73 @@ async fn jti_revocations_in_redis_are_scoped_by_issuer() {
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(&format!("t12:revoked:iss-jti:{}#same-id", one.url())), "{stdout}");
-    assert_eq!(validate(&chain, &from_one).await.unwrap_err().detail(), "token has been revoked");
+    refused_within(&chain, &from_one, LAG).await;
     assert_eq!(validate(&chain, &from_two).await.unwrap(), "ben", "the other issuer's token is not hit");
 
     // Without --issuer: the pre-#11 meaning, every issuer, and the command says so.
     let output = revoke_cli(&file, &["--jti", "same-id"], None);
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("every issuer"), "{output:?}");
-    assert_eq!(validate(&chain, &from_two).await.unwrap_err().detail(), "token has been revoked");
+    refused_within(&chain, &from_two, LAG).await;
 }
 
-/// `on_store_error` (default deny): while Redis is down, unreachable or too
-/// slow, a token it may have revoked is refused as unavailable (503), never
-/// let in; with `allow` the local file decides. (Before: always let in.)
+/// Issue #21: while Redis is down, every replica enforces the revocations it
+/// last read and lets valid tokens in, under the default (`last_known`) and
+/// `allow`; `deny` refuses once its copy is older than `max_staleness`. A
+/// replica that never read the list refuses (503) unless `allow`. (Before:
+/// the default refused every token, 503, the moment Redis went away; `allow`
+/// let the revoked token in.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed() {
+async fn revocations_in_redis_are_enforced_while_redis_is_down() {
     let Some(mut redis) = RedisServer::start().await else {
         return;
     };
     let upstream = Upstream::start().await;
-    let deny = custom_config(&upstream, "/auth", redis_section(&redis.url(), "t13:"), json!({"enabled": false}));
-    let mut explicit = redis_section(&redis.url(), "t13:");
-    explicit["on_store_error"] = json!("deny");
-    let explicit = custom_config(&upstream, "/auth", explicit, json!({"enabled": false}));
-    let lenient =
-        custom_config(&upstream, "/auth", allow(redis_section(&redis.url(), "t13:")), json!({"enabled": false}));
-    let (d, x, a) = (replica(&deny), replica(&explicit), replica(&lenient));
-    let store = deny.redis_store().unwrap().unwrap();
+    let uncached = |section: Value| custom_config(&upstream, "/auth", section, json!({"enabled": false}));
+    let default = uncached(redis_section(&redis.url(), "t13:"));
+    let mut strict = redis_section(&redis.url(), "t13:");
+    strict["on_store_error"] = json!("deny");
+    strict["max_staleness"] = json!("1s");
+    let strict = uncached(strict);
+    let lenient = uncached(allow(redis_section(&redis.url(), "t13:")));
+    let (d, x, a) = (replica(&default), replica(&strict), replica(&lenient));
+    let store = default.redis_store().unwrap().unwrap();
     store
         .revoke(&RevokeTarget::TokenSha256(tokengate_kit::token_hash("good-revoked")), None, Duration::from_secs(5))
         .await
         .unwrap();
     for p in [&d, &x, &a] {
+        refused_within(p, "good-revoked", LAG).await;
         assert_eq!(validate(p, "good-live").await.unwrap(), "user-live");
-        assert_eq!(validate(p, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
     }
 
     redis.stop();
-    for token in ["good-revoked", "good-live"] {
-        for p in [&d, &x] {
-            let started = Instant::now();
-            let e = validate(p, token).await.unwrap_err();
-            assert_eq!(e.kind(), tokengate::ErrorKind::Unavailable, "{token}: {e:?}");
-            assert!(e.detail().contains("on_store_error: deny"), "{}", e.detail());
-            assert!(started.elapsed() < Duration::from_secs(2), "{token} took {:?}", started.elapsed());
-        }
-        // allow: nothing in the (absent) local file, so both pass; the revoked one too.
-        assert!(validate(&a, token).await.is_ok(), "{token} under allow");
+    let outage = Instant::now();
+    for p in [&d, &x, &a] {
+        let started = Instant::now();
+        assert_eq!(validate(p, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
+        assert_eq!(validate(p, "good-live").await.unwrap(), "user-live", "a valid token passes while Redis is down");
+        assert!(started.elapsed() < Duration::from_millis(500), "answered from memory: {:?}", started.elapsed());
+    }
+    // Past max_staleness, deny refuses as unavailable; the others go on as before.
+    tokio::time::sleep(Duration::from_millis(1_500).saturating_sub(outage.elapsed())).await;
+    let e = validate(&x, "good-live").await.unwrap_err();
+    assert_eq!(e.kind(), tokengate::ErrorKind::Unavailable, "{e:?}");
+    assert!(e.detail().contains("max_staleness"), "{}", e.detail());
+    for p in [&d, &a] {
+        assert_eq!(validate(p, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
+        assert_eq!(validate(p, "good-live").await.unwrap(), "user-live");
     }
 
-    // Nothing listens at all (never started): the same refusal.
+    // A replica that never read the list (nothing listens): nothing to enforce, so refused, unless allow.
     let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
     let never = replica(&custom_config(&upstream, "/auth", redis_section(&nowhere, "t13:"), json!({})));
-    assert_eq!(validate(&never, "good-live").await.unwrap_err().kind(), tokengate::ErrorKind::Unavailable);
+    let e = validate(&never, "good-live").await.unwrap_err();
+    assert_eq!(e.kind(), tokengate::ErrorKind::Unavailable);
+    assert!(e.detail().contains("not loaded"), "{}", e.detail());
+    assert!(never.ready().await.is_err(), "and not ready (/readyz), so traffic goes elsewhere");
+    let never_allow = replica(&custom_config(&upstream, "/auth", allow(redis_section(&nowhere, "t13:")), json!({})));
+    assert_eq!(validate(&never_allow, "good-live").await.unwrap(), "user-live");
 
     // A Redis that accepts but never answers: refused within about the command timeout.
     let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -745,18 +781,239 @@ async fn revocations_in_redis_are_enforced_while_redis_is_down_unless_allowed() 
     assert!(started.elapsed() < Duration::from_millis(1500), "took {:?}", started.elapsed());
     drop(silent);
 
-    // Redis back: decisions resume without a restart, and the revocation held there still counts.
+    // Redis back, empty (the test server keeps nothing): every replica keeps the
+    // revocation it knew, deny trusts its copy again, and a new revocation applies.
     redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while validate(&d, "good-live").await.is_err() {
+    while validate(&x, "good-live").await.is_err() {
         assert!(Instant::now() < deadline, "deny replica did not recover within 10s of Redis coming back");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The test server keeps nothing across restarts: write the revocation again (a fresh store, as the CLI would).
-    let store = deny.redis_store().unwrap().unwrap();
+    for p in [&d, &x, &a] {
+        assert_eq!(validate(p, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
+    }
+    let store = default.redis_store().unwrap().unwrap();
     store
-        .revoke(&RevokeTarget::TokenSha256(tokengate_kit::token_hash("good-revoked")), None, Duration::from_secs(5))
+        .revoke(&RevokeTarget::TokenSha256(tokengate_kit::token_hash("good-later")), None, Duration::from_secs(5))
         .await
         .unwrap();
-    assert_eq!(validate(&d, "good-revoked").await.unwrap_err().detail(), "token has been revoked");
+    for p in [&d, &x, &a] {
+        refused_within(p, "good-later", LAG).await;
+    }
+}
+
+// ------------------------------------------------------------ issue #21
+
+/// A `tokengate serve` process; killed on drop. Its standard error is kept.
+struct Serve {
+    child: Child,
+    base: String,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Serve {
+    /// Starts `tokengate serve --config config` and waits for its address.
+    fn start(config: &Path) -> Serve {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("TOKENGATE_LOG", "info")
+            .env_remove("TOKENGATE_LOG_FORMAT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tokengate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(base) = line.strip_prefix("tokengate listening on") {
+                    let _ = tx.send(base.trim().to_string());
+                }
+            }
+        });
+        let mut serve = Serve { child, base: String::new(), stderr: Some(stderr) };
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(base) => serve.base = base,
+            Err(_) => panic!("tokengate serve did not say where it listens within 60s: {}", serve.stop()),
+        }
+        serve
+    }
+
+    /// Kills it; its standard error.
+    fn stop(&mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default()
+    }
+
+    async fn mirror_age(&self, client: &reqwest::Client) -> Option<f64> {
+        let text = client.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
+        let line = text.lines().find(|l| l.starts_with("tokengate_revocation_mirror_age_seconds "))?;
+        line.rsplit(' ').next()?.parse().ok()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the load saw, per replica and token.
+#[derive(Default, Debug)]
+struct LoadCounts {
+    requests: AtomicU64,
+    server_errors: AtomicU64,
+    /// The valid token refused, or the revoked one let in.
+    wrong: AtomicU64,
+    first_wrong: std::sync::Mutex<Option<String>>,
+}
+
+async fn status(client: &reqwest::Client, base: &str, token: &str) -> Result<u16, String> {
+    let res = client.get(format!("{base}/api")).bearer_auth(token).send().await.map_err(|e| e.to_string())?;
+    Ok(res.status().as_u16())
+}
+
+/// Waits until `token` gets 401 from `replica`; how long that took.
+async fn refused_by(client: &reqwest::Client, replica: &Serve, token: &str, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if status(client, &replica.base, token).await == Ok(401) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < within, "{} did not refuse the token within {within:?}", replica.base);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Issue #21: two `tokengate serve` replicas under continuous load while their
+/// `redis-server` is killed and restarted (empty, as a server without
+/// persistence comes back): no 5xx, the token revoked before stays refused on
+/// both throughout, and a revocation written after the restart is enforced on
+/// both within the lag. (Before: every request got 503 while Redis was down.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_ride_out_a_redis_restart_under_load() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokengate.json");
+    let doc = json!({
+        "provider_config": idp.provider_config(),
+        "listen": "127.0.0.1:0",
+        "redis": redis_section(&redis.url(), "t21:"),
+    });
+    std::fs::write(&file, doc.to_string()).unwrap();
+    let replicas = {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || [Serve::start(&file), Serve::start(&file)]).await.unwrap()
+    };
+    let replicas = Arc::new(replicas);
+    let client = reqwest::Client::new();
+    let (valid, revoked, later) = (idp.token("valid"), idp.token("revoked"), idp.token("revoked-later"));
+
+    let cli = |token: String| {
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || revoke_cli(&file, &["--token", "-", "--ttl", "1h"], Some(&token)))
+    };
+    for replica in replicas.iter() {
+        assert_eq!(status(&client, &replica.base, &revoked).await, Ok(200));
+    }
+    assert!(cli(revoked.clone()).await.unwrap().status.success());
+    for replica in replicas.iter() {
+        refused_by(&client, replica, &revoked, LAG).await;
+    }
+
+    // The load: four tasks, each asking both replicas in turn, valid and revoked token alike.
+    let counts = Arc::new(LoadCounts::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for task in 0..4 {
+        let (client, replicas, counts, stop) = (client.clone(), replicas.clone(), counts.clone(), stop.clone());
+        let (valid, revoked) = (valid.clone(), revoked.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = task;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let replica = &replicas[n % 2];
+                let (token, expected) = if n % 3 == 0 { (&revoked, 401) } else { (&valid, 200) };
+                let answer = status(&client, &replica.base, token).await;
+                counts.requests.fetch_add(1, Ordering::Relaxed);
+                match answer {
+                    Ok(code) if code == expected => continue,
+                    Ok(code) if code >= 500 => counts.server_errors.fetch_add(1, Ordering::Relaxed),
+                    _ => counts.wrong.fetch_add(1, Ordering::Relaxed),
+                };
+                let mut first = counts.first_wrong.lock().unwrap();
+                first.get_or_insert_with(|| format!("{} expected {expected}, got {answer:?}", replica.base));
+            }
+        }));
+    }
+
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.stop();
+    let down_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart().await;
+    let outage = down_at.elapsed();
+
+    // Both replicas read the (empty) Redis again: their copies are young again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for replica in replicas.iter() {
+        while replica.mirror_age(&client).await.is_none_or(|age| age > 1.0) {
+            assert!(Instant::now() < deadline, "{} did not read Redis again within 15s", replica.base);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(status(&client, &replicas[0].base, &later).await, Ok(200));
+    let output = cli(later.clone()).await.unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let written = Instant::now();
+    let mut lags = Vec::new();
+    for replica in replicas.iter() {
+        refused_by(&client, replica, &later, Duration::from_secs(1)).await;
+        lags.push(written.elapsed());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+
+    let requests = counts.requests.load(Ordering::Relaxed);
+    let report = format!(
+        "two replicas, 4 client tasks, {requests} requests in {:.1}s ({:.0}/s), Redis down {:.1}s: \
+         {} 5xx, {} wrong answers; revocation after the restart enforced on both within {:?}",
+        elapsed.as_secs_f64(),
+        requests as f64 / elapsed.as_secs_f64(),
+        outage.as_secs_f64(),
+        counts.server_errors.load(Ordering::Relaxed),
+        counts.wrong.load(Ordering::Relaxed),
+        lags.iter().max().unwrap()
+    );
+    // Straight to standard error: the harness would swallow eprintln! of a passing test.
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{report}\n").as_bytes());
+    let first = counts.first_wrong.lock().unwrap().clone();
+    assert_eq!(counts.server_errors.load(Ordering::Relaxed), 0, "{report}; first: {first:?}");
+    assert_eq!(counts.wrong.load(Ordering::Relaxed), 0, "{report}; first: {first:?}");
+    assert!(requests > 100, "{report}");
+
+    let mut replicas = Arc::try_unwrap(replicas).ok().expect("load tasks ended");
+    for replica in replicas.iter_mut() {
+        let stderr = replica.stop();
+        assert!(stderr.contains("Redis lost the shared map"), "the empty Redis is reported: {stderr}");
+    }
 }

@@ -10,7 +10,10 @@
 //!   share_results: true                  # default: share positive remote results
 //!   connect_timeout: 1s                  # default
 //!   command_timeout: 200ms               # default: a slow Redis must not slow authentication much
-//!   on_store_error: deny                 # default: a revocation check Redis cannot answer refuses (503); or allow
+//!   sync_interval: 250ms                 # default: how often each replica reads new revocations
+//!   resync_interval: 5m                  # default: how often each replica reloads the whole list
+//!   on_store_error: last_known           # default; or deny (with max_staleness), or allow
+//!   # max_staleness: 10s                 # deny only (default 10s): refuse once the copy is this old
 //! ```
 //!
 //! Keys (token material appears only as SHA-256, hex):
@@ -25,24 +28,47 @@
 //!   SHA-256 of its signing input `header.payload` (what `revoke --token`
 //!   writes; a rewritten ECDSA signature does not change it), for anything
 //!   else of the whole token; a whole-token digest of a JWT still matches
-//!   that exact token.
+//!   that exact token;
+//! - `{prefix}revocations:log`, `:seq`, `:epoch`: the change log the
+//!   replicas follow (see [`mirror`]).
 //!
 //! Any value; the key existing revokes (give it a TTL of the token's
-//! remaining life, or none). `tokengate revoke` writes them.
+//! remaining life, or none). `tokengate revoke` writes them, and logs each
+//! write so every replica sees it within `sync_interval`; a key written by
+//! hand (`SET`) is seen at the next full reload (`resync_interval`).
 //!
-//! Redis being down never turns a valid token away *through the result
-//! cache*: a lookup that fails is a miss (the upstream is asked). A
-//! revocation check that fails follows `on_store_error`: `deny` (the
-//! default) refuses the token as unavailable (503), because a revocation
-//! that lapses whenever Redis is slow is no revocation; `allow` lets the
-//! local revocation file decide. Each
+//! Revocation checks never wait for Redis: every replica holds the list in
+//! memory ([`RevocationMirror`]), loaded whole at start and then kept up to
+//! date from the change log. While Redis is down, slow or restarting, the
+//! last-known list is enforced — nothing can be revoked meanwhile, since
+//! revoking writes to Redis — and valid tokens pass. `on_store_error` says
+//! what happens when that copy cannot be trusted:
+//! - `last_known` (the default): the copy decides however old it is; a
+//!   replica that has never loaded it (started while Redis was away) refuses
+//!   tokens as unavailable (503) and is not ready (`/readyz`);
+//! - `deny`: as `last_known`, and tokens are also refused (503) once the
+//!   copy is older than `max_staleness` (default 10s);
+//! - `allow`: the copy decides however old it is, and a replica that never
+//!   loaded it lets the local revocation file decide alone.
+//!
+//! A Redis that comes back *empty* (restarted without persistence, flushed,
+//! failed over to a copy that missed writes) does not clear the replicas'
+//! lists: each replica keeps what it knew, every entry until its own TTL, and
+//! logs an error; a replica started afterwards knows only what Redis holds.
+//! Restore Redis's data (persistence, or run the revocations again).
+//!
+//! The result cache never turns a valid token away: a lookup that fails is a
+//! miss (the upstream is asked). Each
 //! command is bounded by `command_timeout`; after a connection failure Redis
 //! is left alone for [`RETRY_AFTER_FAILURE`], so an outage costs one slow
 //! request a second, not every request. Metrics:
-//! `tokengate_redis_errors_total{op}` (commands that failed or timed out) and
+//! `tokengate_redis_errors_total{op}` (commands that failed or timed out),
 //! `tokengate_redis_fallbacks_total{op}` (lookups answered without Redis,
-//! including those skipped while it is down). Warnings are logged at most once
-//! per [`WARN_INTERVAL`], with the count of those held back.
+//! including those skipped while it is down), and the revocation copy's
+//! `tokengate_revocation_mirror_age_seconds` (since its last successful read
+//! of Redis), `tokengate_revocation_mirror_entries` and
+//! `tokengate_revocation_mirror_reloads_total{reason}`. Warnings are logged
+//! at most once per [`WARN_INTERVAL`], with the count of those held back.
 
 use serde::Deserialize;
 use std::fmt;
@@ -53,7 +79,13 @@ use tokengate_api::TokenHash;
 use crate::pipeline::revocation::OnStoreError;
 
 #[cfg(feature = "redis")]
+pub mod mirror;
+#[cfg(feature = "redis")]
+mod revocation_mirror;
+#[cfg(feature = "redis")]
 mod store;
+#[cfg(feature = "redis")]
+pub use revocation_mirror::RevocationMirror;
 #[cfg(feature = "redis")]
 pub use store::RedisStore;
 
@@ -88,11 +120,26 @@ pub struct RedisConfig {
     /// Time allowed for one command, after which local state decides (default 200ms).
     #[serde(default = "default_command_timeout", with = "tokengate_kit::duration")]
     pub command_timeout: Duration,
-    /// What a revocation check does when Redis cannot answer in time: `deny`
-    /// (default: refuse as unavailable) or `allow` (the local file decides).
+    /// How often each replica reads the revocations written since its last
+    /// read (default 250ms): the lag of a revocation, plus one round trip.
+    #[serde(default = "default_sync_interval", with = "tokengate_kit::duration")]
+    pub sync_interval: Duration,
+    /// How often each replica reloads the whole revocation list (default
+    /// 5m), which also picks up keys written by hand rather than by `tokengate revoke`.
+    #[serde(default = "default_resync_interval", with = "tokengate_kit::duration")]
+    pub resync_interval: Duration,
+    /// What a revocation check does when the replica's copy of the list
+    /// cannot be trusted: `last_known` (default), `deny` or `allow` (see the module docs).
     #[serde(default)]
     pub on_store_error: OnStoreError,
+    /// Under `on_store_error: deny`, the age of the copy past which tokens
+    /// are refused (default [`DEFAULT_MAX_STALENESS`]).
+    #[serde(default, with = "tokengate_kit::duration::option")]
+    pub max_staleness: Option<Duration>,
 }
+
+/// `max_staleness` when `on_store_error: deny` names none.
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(10);
 
 fn default_key_prefix() -> String {
     "tokengate:".to_string()
@@ -102,6 +149,12 @@ fn default_connect_timeout() -> Duration {
 }
 fn default_command_timeout() -> Duration {
     Duration::from_millis(200)
+}
+fn default_sync_interval() -> Duration {
+    Duration::from_millis(250)
+}
+fn default_resync_interval() -> Duration {
+    Duration::from_secs(300)
 }
 
 impl RedisConfig {
@@ -114,8 +167,17 @@ impl RedisConfig {
             share_results: true,
             connect_timeout: default_connect_timeout(),
             command_timeout: default_command_timeout(),
+            sync_interval: default_sync_interval(),
+            resync_interval: default_resync_interval(),
             on_store_error: OnStoreError::default(),
+            max_staleness: None,
         }
+    }
+
+    /// The age of the revocation copy past which tokens are refused: `None`
+    /// unless `on_store_error: deny`.
+    pub fn max_staleness(&self) -> Option<Duration> {
+        (self.on_store_error == OnStoreError::Deny).then(|| self.max_staleness.unwrap_or(DEFAULT_MAX_STALENESS))
     }
 }
 
@@ -129,7 +191,10 @@ impl fmt::Debug for RedisConfig {
             .field("share_results", &self.share_results)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
+            .field("sync_interval", &self.sync_interval)
+            .field("resync_interval", &self.resync_interval)
             .field("on_store_error", &self.on_store_error)
+            .field("max_staleness", &self.max_staleness)
             .finish()
     }
 }
@@ -161,4 +226,10 @@ pub enum RevokeTarget {
     /// A token digest: for a JWT the SHA-256 of its signing input
     /// ([`crate::pipeline::revocation::revocation_digest`]), else of the whole token.
     TokenSha256(TokenHash),
+}
+
+/// An issuer as it appears in a `revoked:iss-jti:` key: `%` and `#` escaped,
+/// so the first `#` ends it and no two `(iss, jti)` pairs share a key.
+pub fn escaped_issuer(issuer: &str) -> String {
+    issuer.replace('%', "%25").replace('#', "%23")
 }

@@ -1,8 +1,10 @@
-//! The store itself: one connection manager, its health, and the two
-//! stores it serves (shared results and revocations).
+//! The store itself: one connection manager, its health, the shared results
+//! it serves, and the writes of `tokengate revoke` (replicas read the
+//! revocations through [`super::RevocationMirror`]).
 //!
-//! One file, past 400 lines, because both stores run every command through the
-//! one connection manager and its health tracking.
+//! One file, past 400 lines, because the shared results, the revocation
+//! writes and every replica's copy ([`super::mirror`]) run each command
+//! through the one connection manager and its health tracking.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::fmt;
@@ -13,11 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{ConfigError, SharedHit, SharedResultStore, SharedResults, TokenHash};
 
-use crate::pipeline::revocation::{RevocationStore, TokenIds};
-
+use super::mirror::{write_entry, MapSpec as _};
+use super::revocation_mirror::Revocations;
 use super::{
-    redacted_url, RedisConfig, RevokeTarget, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL, RETRY_AFTER_FAILURE,
-    WARN_INTERVAL,
+    escaped_issuer, redacted_url, RedisConfig, RevokeTarget, REDIS_ERRORS_TOTAL, REDIS_FALLBACKS_TOTAL,
+    RETRY_AFTER_FAILURE, WARN_INTERVAL,
 };
 
 /// Longest a stored error message gets (Redis replies can be long).
@@ -172,6 +174,30 @@ impl RedisStore {
         if config.key_prefix.chars().any(char::is_control) {
             return Err(ConfigError::new("key_prefix", "must not contain control characters"));
         }
+        if config.sync_interval.is_zero() {
+            return Err(ConfigError::new("sync_interval", "must be more than 0"));
+        }
+        if config.resync_interval < config.sync_interval {
+            return Err(ConfigError::new("resync_interval", "must be at least sync_interval"));
+        }
+        match (config.max_staleness, config.max_staleness()) {
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "max_staleness",
+                    "applies to on_store_error: deny only; add `on_store_error: deny`, or remove max_staleness",
+                ))
+            }
+            (_, Some(max)) if max <= config.sync_interval => {
+                return Err(ConfigError::new(
+                    "max_staleness",
+                    format!(
+                        "must be longer than sync_interval ({}), or every token would be refused between two reads",
+                        humantime::format_duration(config.sync_interval)
+                    ),
+                ))
+            }
+            _ => {}
+        }
         let shown = redacted_url(url);
         if parsed.scheme() == "redis" && parsed.password().is_some() && !is_loopback(&parsed) {
             tracing::warn!(url = %shown, "Redis URL has a password but plain redis://: it crosses the network unencrypted");
@@ -208,41 +234,33 @@ impl RedisStore {
         format!("{}result:{scope}:{}", self.prefix, hex::encode(token))
     }
 
+    /// `key_prefix`.
+    pub(super) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The key whose existence revokes `target`.
     pub fn revocation_key(&self, target: &RevokeTarget) -> String {
-        match target {
-            RevokeTarget::Jti { issuer: None, jti } => format!("{}revoked:jti:{jti}", self.prefix),
-            RevokeTarget::Jti { issuer: Some(iss), jti } => {
-                let iss = iss.replace('%', "%25").replace('#', "%23");
-                format!("{}revoked:iss-jti:{iss}#{jti}", self.prefix)
-            }
-            RevokeTarget::TokenSha256(hash) => format!("{}revoked:sha256:{}", self.prefix, hex::encode(hash)),
-        }
+        format!("{}{}{}", self.prefix, Revocations::ENTRIES, revocation_suffix(target))
     }
 
     /// Writes the revocation key for `target` (value: the time of revocation,
-    /// Unix seconds), expiring after `ttl` when given. Bounded by `timeout`
-    /// rather than `command_timeout`: an operator at a terminal can wait.
+    /// Unix seconds), expiring after `ttl` when given, and logs the change so
+    /// every replica's copy has it within its `sync_interval`. Bounded by
+    /// `timeout` rather than `command_timeout`: an operator at a terminal can wait.
     pub async fn revoke(
         &self,
         target: &RevokeTarget,
         ttl: Option<Duration>,
         timeout: Duration,
     ) -> Result<String, String> {
-        let key = self.revocation_key(target);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(&key).arg(now);
-        if let Some(ttl) = ttl {
-            let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-            cmd.arg("PX").arg(ms);
-        }
-        self.run_with("revoke", timeout, move |mut conn| async move { cmd.query_async::<()>(&mut conn).await }).await?;
-        Ok(key)
+        write_entry::<Revocations>(self, &revocation_suffix(target), now.to_string().as_bytes(), ttl, timeout).await?;
+        Ok(self.revocation_key(target))
     }
 
     /// Runs one command under `command_timeout`; see [`RedisStore::run_with`].
-    async fn run<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, String>
+    pub(super) async fn run<T, F, Fut>(&self, op: &'static str, command: F) -> Result<T, String>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -252,7 +270,7 @@ impl RedisStore {
 
     /// Runs one command: skipped while backing off, bounded by `timeout`,
     /// failures counted, logged (rate-limited) and returned as text.
-    async fn run_with<T, F, Fut>(&self, op: &'static str, timeout: Duration, command: F) -> Result<T, String>
+    pub(super) async fn run_with<T, F, Fut>(&self, op: &'static str, timeout: Duration, command: F) -> Result<T, String>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
@@ -398,30 +416,12 @@ impl SharedResultStore for RedisStore {
     }
 }
 
-#[async_trait::async_trait]
-impl RevocationStore for RedisStore {
-    async fn is_revoked(&self, token: &TokenIds) -> Result<bool, String> {
-        let mut cmd = redis::cmd("EXISTS");
-        cmd.arg(self.revocation_key(&RevokeTarget::TokenSha256(token.token_sha256)));
-        if let Some(hash) = token.signing_input_sha256 {
-            cmd.arg(self.revocation_key(&RevokeTarget::TokenSha256(hash)));
-        }
-        if let Some(jti) = &token.jti {
-            cmd.arg(self.revocation_key(&RevokeTarget::Jti { issuer: None, jti: jti.clone() }));
-            if let Some(iss) = &token.issuer {
-                cmd.arg(self.revocation_key(&RevokeTarget::Jti { issuer: Some(iss.clone()), jti: jti.clone() }));
-            }
-        }
-        // One round trip: EXISTS counts how many of the keys exist.
-        let answer =
-            self.run("revocation_check", |mut conn| async move { cmd.query_async::<i64>(&mut conn).await }).await;
-        match answer {
-            Ok(count) => Ok(count > 0),
-            Err(e) => {
-                Self::fallback("revocation_check");
-                Err(e)
-            }
-        }
+/// Where `target` lives under `{prefix}revoked:`.
+fn revocation_suffix(target: &RevokeTarget) -> String {
+    match target {
+        RevokeTarget::Jti { issuer: None, jti } => format!("jti:{jti}"),
+        RevokeTarget::Jti { issuer: Some(iss), jti } => format!("iss-jti:{}#{jti}", escaped_issuer(iss)),
+        RevokeTarget::TokenSha256(hash) => format!("sha256:{}", hex::encode(hash)),
     }
 }
 

@@ -93,30 +93,62 @@ async fn invalid_new_file_keeps_old_list() {
     assert_eq!(r.reload_now(), Reload::Unchanged);
 }
 
-struct Store(Result<bool, String>);
+/// A shared store whose copy was last read `age` ago (`None`: never loaded);
+/// it revokes the jti `store-revoked`.
+struct Store(Option<Duration>);
 #[async_trait::async_trait]
 impl RevocationStore for Store {
-    async fn is_revoked(&self, ids: &TokenIds) -> Result<bool, String> {
-        match ids.jti.as_deref() {
-            Some("store-revoked") => Ok(true),
-            _ => self.0.clone(),
+    async fn lookup(&self, ids: &TokenIds, _first_load: Duration) -> StoreAnswer {
+        match (self.0, ids.jti.as_deref()) {
+            (None, _) => StoreAnswer::NeverLoaded { why: "down".into() },
+            (Some(_), Some("store-revoked")) => StoreAnswer::Revoked,
+            (Some(age), _) => StoreAnswer::NotRevoked { age },
         }
+    }
+    fn is_loaded(&self) -> bool {
+        self.0.is_some()
     }
 }
 
 #[tokio::test]
-async fn shared_store_is_consulted_and_failures_follow_on_store_error() {
-    let r = Revocation::without_file().with_shared_store(Arc::new(Store(Ok(false))), OnStoreError::Deny);
-    assert!(r.check(&jwt(r#"{"jti":"store-revoked"}"#)).await.is_err(), "jti read for the store");
-    assert!(r.check(&jwt(r#"{"jti":"x"}"#)).await.is_ok());
-    let down = || Arc::new(Store(Err("down".into())));
-    let r = Revocation::without_file().with_shared_store(down(), OnStoreError::Allow);
-    assert!(r.check("t").await.is_ok(), "allow: a store that cannot answer leaves it to the (empty) file");
-    let r = Revocation::without_file().with_shared_store(down(), OnStoreError::Deny);
-    let e = r.check("t").await.unwrap_err();
-    assert_eq!(e.kind(), tokengate_api::ErrorKind::Unavailable, "deny: never a silent pass, never 'invalid'");
-    assert!(e.detail().contains("on_store_error: deny") && e.detail().contains("down"), "{}", e.detail());
-    assert_eq!(OnStoreError::default(), OnStoreError::Deny);
+async fn the_shared_copy_decides_and_on_store_error_says_when_it_cannot_be_trusted() {
+    let fresh = || Arc::new(Store(Some(Duration::from_millis(100))));
+    let old = || Arc::new(Store(Some(Duration::from_secs(3600))));
+    let never = || Arc::new(Store(None));
+    let revoked_token = jwt(r#"{"jti":"store-revoked"}"#);
+    let live_token = jwt(r#"{"jti":"x"}"#);
+    let unavailable = |r: Result<(), AuthError>| r.is_err_and(|e| e.kind() == tokengate_api::ErrorKind::Unavailable);
+
+    // Every mode: the copy decides however old it is, except deny past max_staleness.
+    for mode in [OnStoreError::LastKnown, OnStoreError::Deny, OnStoreError::Allow] {
+        let r = Revocation::without_file().with_shared_store(fresh(), mode).with_max_staleness(Duration::from_secs(10));
+        assert_eq!(r.check(&revoked_token).await.unwrap_err().detail(), REVOKED, "{mode:?}");
+        assert!(r.check(&live_token).await.is_ok(), "{mode:?}");
+        assert!(r.ready().is_ok());
+        let r = Revocation::without_file().with_shared_store(old(), mode).with_max_staleness(Duration::from_secs(10));
+        assert_eq!(r.check(&revoked_token).await.unwrap_err().detail(), REVOKED, "{mode:?}: an old copy still revokes");
+        let live = r.check(&live_token).await;
+        if mode == OnStoreError::Deny {
+            let e = live.unwrap_err();
+            assert_eq!(e.kind(), tokengate_api::ErrorKind::Unavailable);
+            assert!(e.detail().contains("max_staleness") && e.detail().contains("3600s"), "{}", e.detail());
+        } else {
+            assert!(live.is_ok(), "{mode:?}: an old copy lets valid tokens in");
+        }
+    }
+
+    // Never loaded: nothing to enforce. Refused (and not ready) unless allow, where the file decides.
+    for mode in [OnStoreError::LastKnown, OnStoreError::Deny] {
+        let r = Revocation::without_file().with_shared_store(never(), mode);
+        assert!(unavailable(r.check(&live_token).await), "{mode:?}");
+        let e = r.check(&live_token).await.unwrap_err();
+        assert!(e.detail().contains("not loaded") && e.detail().contains("down"), "{}", e.detail());
+        assert!(r.ready().is_err(), "{mode:?}");
+    }
+    let r = Revocation::without_file().with_shared_store(never(), OnStoreError::Allow);
+    assert!(r.check(&live_token).await.is_ok());
+    assert!(r.ready().is_ok());
+    assert_eq!(OnStoreError::default(), OnStoreError::LastKnown);
 }
 
 #[test]

@@ -14,8 +14,16 @@ fn defaults_and_unknown_fields() {
     assert_eq!(c.connect_timeout, Duration::from_secs(1));
     let e = parse("url: redis://x\nprefix: a\n").unwrap_err();
     assert!(e.message.contains("unknown field"), "{e}");
-    assert_eq!(c.on_store_error, OnStoreError::Deny, "fail closed unless told otherwise");
+    assert_eq!(c.on_store_error, OnStoreError::LastKnown, "the last-known list, never a 503 for an outage");
+    assert_eq!((c.sync_interval, c.resync_interval), (Duration::from_millis(250), Duration::from_secs(300)));
+    assert_eq!(c.max_staleness(), None);
+    // Configs written before the copy existed keep loading, with the same words.
     assert_eq!(parse("url: redis://x\non_store_error: allow\n").unwrap().on_store_error, OnStoreError::Allow);
+    let deny = parse("url: redis://x\non_store_error: deny\n").unwrap();
+    assert_eq!(deny.max_staleness(), Some(super::super::DEFAULT_MAX_STALENESS));
+    let deny = parse("url: redis://x\non_store_error: deny\nmax_staleness: 1m\nsync_interval: 1s\n").unwrap();
+    assert_eq!((deny.max_staleness(), deny.sync_interval), (Some(Duration::from_secs(60)), Duration::from_secs(1)));
+    assert_eq!(parse("url: redis://x\non_store_error: last_known\n").unwrap().on_store_error, OnStoreError::LastKnown);
     let e = parse("url: redis://x\non_store_error: ignore\n").unwrap_err();
     assert!(e.field.contains("on_store_error") && e.message.contains("allow"), "{e}");
     let c = parse("url: redis://x\ncommand_timeout: 50ms\nshare_results: false\nkey_prefix: \"app1:\"\n").unwrap();
@@ -56,6 +64,21 @@ fn keys_hold_hashes_not_tokens() {
     assert_ne!(store.revocation_key(&one), store.revocation_key(&other));
     assert_eq!(store.revocation_key(&one), "p:revoked:iss-jti:a%23b#c");
     assert_ne!(store.revocation_key(&jti(Some("a%23b"), "c")), store.revocation_key(&one));
+}
+
+#[test]
+fn staleness_and_intervals_that_cannot_work_are_refused() {
+    let refused = |yaml: &str| RedisStore::new(&parse(yaml).unwrap(), None).unwrap_err();
+    let e = refused("url: redis://x\nmax_staleness: 30s\n");
+    assert!(e.field == "max_staleness" && e.message.contains("on_store_error: deny"), "{e}");
+    let e = refused("url: redis://x\non_store_error: allow\nmax_staleness: 30s\n");
+    assert_eq!(e.field, "max_staleness");
+    let e = refused("url: redis://x\non_store_error: deny\nmax_staleness: 200ms\n");
+    assert!(e.field == "max_staleness" && e.message.contains("sync_interval"), "{e}");
+    assert_eq!(refused("url: redis://x\nsync_interval: 0s\n").field, "sync_interval");
+    assert_eq!(refused("url: redis://x\nsync_interval: 10s\nresync_interval: 5s\n").field, "resync_interval");
+    let e = parse("url: redis://x\nmax_staleness: soon\n").unwrap_err();
+    assert!(e.field.contains("max_staleness"), "{e}");
 }
 
 #[test]
