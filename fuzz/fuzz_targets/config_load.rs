@@ -19,10 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(config) = Config::parse(text, format) else { return };
     let _ = format!("{config:?}");
     match config.build(&REGISTRY) {
-        Ok(provider) => {
-            let _ = (provider.accepts(), provider.error_message(), provider.type_name().len());
-            let _ = provider.ownership("eyJhbGciOiJSUzI1NiJ9.e30.c2ln");
-            let _ = provider.ownership("ghp_0123456789");
+        Ok(pipeline) => {
+            let _ = (pipeline.accepts(), pipeline.message(), pipeline.name(), pipeline.needs_token());
+            let _ = pipeline.owner("eyJhbGciOiJSUzI1NiJ9.e30.c2ln");
+            let _ = pipeline.owner("ghp_0123456789");
+            let _ = pipeline.owner("");
         }
         Err(e) => {
             let _ = e.to_string();

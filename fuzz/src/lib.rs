@@ -1,5 +1,5 @@
 //! Fixtures shared by the fuzz targets: fixed keys, a JWKS served from a tiny
-//! std::net server inside the fuzz process, and providers built through
+//! std::net server inside the fuzz process, and pipelines built through
 //! `tokengate::Config` exactly as a config file would build them.
 
 use aws_lc_rs::signature::{EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokengate::{Config, DynProvider, Format, Registry};
+use tokengate::{Config, Format, Pipeline, Registry};
 
 pub const ISSUER: &str = "https://fuzz.issuer.test";
 pub const AUDIENCE: &str = "fuzz-aud";
@@ -79,7 +79,7 @@ pub fn serve_json(body: String) -> SocketAddr {
 
 pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::with_builtins);
 
-fn build(yaml: &str) -> DynProvider {
+fn build(yaml: &str) -> Pipeline {
     Config::parse(yaml, Format::Yaml).expect("fixture config parses").build(&REGISTRY).expect("fixture config builds")
 }
 
@@ -87,7 +87,7 @@ const MAPPING: &str = r#"{groups: teams, scope: scopes, "realm_access.roles": ro
 
 /// `oauth2_token` against the in-process key set; no result cache, so every
 /// input runs the whole path.
-pub static JWKS_PROVIDER: LazyLock<DynProvider> = LazyLock::new(|| {
+pub static JWKS_PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| {
     let addr = serve_json(JWKS.to_string());
     build(&format!(
         "provider_config:\n  type: oauth2_token\n  issuer: {ISSUER}\n  audience: [{AUDIENCE}, other-aud]\n  jwks: {{uri: 'http://{addr}/jwks'}}\n  claims_mapping: {MAPPING}\n  cache: {{enabled: false}}\n  max_token_bytes: 65536\n"
@@ -95,7 +95,7 @@ pub static JWKS_PROVIDER: LazyLock<DynProvider> = LazyLock::new(|| {
 });
 
 /// `oauth2_token` with a shared secret (HS256/384/512).
-pub static SECRET_PROVIDER: LazyLock<DynProvider> = LazyLock::new(|| {
+pub static SECRET_PIPELINE: LazyLock<Pipeline> = LazyLock::new(|| {
     build(&format!(
         "provider_config:\n  type: oauth2_token\n  issuer: {ISSUER}\n  audience: {AUDIENCE}\n  secret: {SECRET}\n  claims_mapping: {MAPPING}\n  cache: {{enabled: false}}\n  max_token_bytes: 65536\n"
     ))

@@ -348,5 +348,32 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
     }
 }
 
+/// What `fuzz/` drives directly: the two parsers of a decision that are
+/// private to this module. Not an API; it may change at any time.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{allowed as allowed_answer, original_request as read_original, AttributeHeaderNames};
+    use crate::config::Proxy;
+    use axum::response::Response;
+    use std::sync::LazyLock;
+    use tokengate_api::{AuthError, Principal, RequestContext};
+
+    /// How `decide` reads the request a decision is about.
+    pub fn original_request(
+        parts: &http::request::Parts,
+        proxy: Proxy,
+        path_prefix: Option<&str>,
+    ) -> Result<RequestContext, AuthError> {
+        read_original(parts, proxy, path_prefix)
+    }
+
+    /// The answer `decide` gives for an allowed `principal`; one header-name
+    /// cache for the process, as a server has.
+    pub fn allowed(principal: &Principal) -> Response {
+        static NAMES: LazyLock<AttributeHeaderNames> = LazyLock::new(AttributeHeaderNames::default);
+        allowed_answer(principal, &NAMES)
+    }
+}
+
 #[cfg(test)]
 mod tests;
