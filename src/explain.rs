@@ -8,9 +8,10 @@
 //! the pipeline never reached (it stops at the first failure) is not listed.
 //! Nothing here prints the token or any part of it.
 //!
-//! May import: [`crate::config`] and [`crate::pipeline`].
+//! May import: [`crate::config`], [`crate::pipeline`] and [`crate::ops`] (its escaping).
 
 use crate::config::{Config, Registry};
+use crate::ops::audit::escape_controls;
 use crate::pipeline::Decision;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -65,17 +66,17 @@ pub struct Explanation {
 }
 
 impl Explanation {
-    /// Readable text for `--format text`. Control characters (which a crafted
-    /// `kid` or claim could carry to a terminal) are shown as `?`.
+    /// Readable text for `--format text`, a line per fact. Every value in it
+    /// (a claim, a `kid`, an issuer, an error detail) is written through
+    /// [`escape_controls`], as the log writes them, so that a crafted one
+    /// cannot start a line of its own (a forged `principal:` or `[ok  ]`) or
+    /// send a terminal escape.
     pub fn to_text(&self) -> String {
-        self.raw_text().chars().map(|c| if c.is_control() && c != '\n' { '?' } else { c }).collect()
-    }
-
-    fn raw_text(&self) -> String {
+        let e = |text: &str| escape_controls(text).into_owned();
         let mut out = String::new();
         match &self.provider {
             Some(o) => {
-                let _ = writeln!(out, "provider: {} ({}) - {}", o.config, o.type_name, o.accepts);
+                let _ = writeln!(out, "provider: {} ({}) - {}", e(&o.config), e(&o.type_name), e(&o.accepts));
             }
             None if self.checks.iter().all(|c| c.check == "route_policy") => {
                 out.push_str("provider: none configured (authentication is off; route_policy alone decides)\n")
@@ -85,23 +86,30 @@ impl Explanation {
         out.push_str("checks:\n");
         for c in &self.checks {
             let mark = if c.ok { "ok  " } else { "FAIL" };
-            let _ = writeln!(out, "  [{mark}] {:<14} {}", c.check, c.detail);
+            let _ = writeln!(out, "  [{mark}] {:<14} {}", e(&c.check), e(&c.detail));
         }
         if !self.attributes.is_empty() {
             out.push_str("attributes:\n");
             for a in &self.attributes {
                 let from = match &a.claim {
-                    Some(claim) => format!("claim {claim}, {}", a.rule),
-                    None => a.rule.clone(),
+                    Some(claim) => format!("claim {}, {}", e(claim), e(&a.rule)),
+                    None => e(&a.rule),
                 };
-                let _ = writeln!(out, "  {} = {}   ({from})", a.attribute, a.value);
+                let _ = writeln!(out, "  {} = {}   ({from})", e(&a.attribute), e(&a.value));
             }
         }
         if let Some(p) = &self.principal {
-            let _ = writeln!(out, "principal: {}", p.principal);
+            let _ = writeln!(out, "principal: {}", e(&p.principal));
+            if let Some(tenant) = &p.tenant {
+                let _ = writeln!(out, "tenant: {}", e(tenant));
+            }
+            if !p.unknown_attributes.is_empty() {
+                let unknown: Vec<String> = p.unknown_attributes.iter().map(|a| e(a)).collect();
+                let _ = writeln!(out, "unknown attributes: {}", unknown.join(", "));
+            }
         }
-        if let Some(e) = &self.error {
-            let _ = writeln!(out, "error: {}: {}", e.code, e.detail);
+        if let Some(err) = &self.error {
+            let _ = writeln!(out, "error: {}: {}", e(&err.code), e(&err.detail));
         }
         out
     }

@@ -372,17 +372,33 @@ impl tracing_subscriber::field::VisitFmt for EscapingVisitor<'_> {
     }
 }
 
-/// A writer that passes text on with every control character escaped, as [`escape_controls`] does.
+/// Whether `c` is escaped wherever tokengate writes text a person reads line
+/// by line (the log, `explain --format text`, the CLI's errors and JSON): the
+/// control characters (C0 with `\n`, `\r`, `\t` and ESC; DEL; C1 with NEL,
+/// U+0085), the Unicode line and paragraph separators (U+2028, U+2029), which
+/// editors and log viewers break lines at, and the bidirectional formatting
+/// characters (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), which
+/// reorder what a terminal shows. A claim carrying one could otherwise start a
+/// line of its own (`principal: admin`) or disguise one.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}')
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+}
+
+/// A writer that passes text on with every character [`needs_escape`] names escaped, as [`escape_controls`] does.
 struct EscapingControls<'a, W: std::fmt::Write>(&'a mut W);
 
 impl<W: std::fmt::Write> std::fmt::Write for EscapingControls<'_, W> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        // Control characters are C0, DEL and C1 (U+0080..U+009F, which UTF-8 starts with 0xC2).
-        if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        // The bytes those characters start with in UTF-8: C0 and DEL are
+        // themselves, C1 starts 0xC2, U+061C 0xD8, the rest 0xE2.
+        if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xd8 || b == 0xe2) {
             return self.0.write_str(text);
         }
         let mut start = 0;
-        for (i, c) in text.char_indices().filter(|(_, c)| c.is_control()) {
+        for (i, c) in text.char_indices().filter(|(_, c)| needs_escape(*c)) {
             self.0.write_str(&text[start..i])?;
             for escaped in c.escape_default() {
                 self.0.write_char(escaped)?;
@@ -393,14 +409,39 @@ impl<W: std::fmt::Write> std::fmt::Write for EscapingControls<'_, W> {
     }
 }
 
-/// `text` with every control character escaped (`\n` → `\\n`), for one-line logs.
+/// `text` with every character [`needs_escape`] names escaped as Rust writes
+/// it (`\n` → `\\n`, ESC → `\\u{1b}`), so that it stays on one line and reads
+/// as it is stored.
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     // Writing into a String cannot fail.
     let _ = std::fmt::Write::write_str(&mut EscapingControls(&mut out), text);
+    std::borrow::Cow::Owned(out)
+}
+
+/// JSON text as `serde_json` writes it, with every character [`needs_escape`]
+/// names written as a `\uXXXX` escape: the same document, which a terminal
+/// shows on the lines it was laid out on. (`serde_json` already escapes C0
+/// inside strings, so a raw `\n` is layout; the others can only be in strings.)
+pub fn escape_in_json(json: &str) -> std::borrow::Cow<'_, str> {
+    let escaped = |c: char| c != '\n' && needs_escape(c);
+    if !json.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if escaped(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
     std::borrow::Cow::Owned(out)
 }
 
@@ -501,6 +542,24 @@ mod tests {
     fn log_values_cannot_start_a_line() {
         assert_eq!(escape_controls("alice"), "alice");
         assert_eq!(escape_controls("a\nINFO forged\r\u{1b}[0m"), "a\\nINFO forged\\r\\u{1b}[0m");
+        // #20: line separators and bidirectional overrides too; other text, accents and dashes included, is kept.
+        assert_eq!(
+            escape_controls("a\u{2028}b\u{2029}c\u{85}d\u{202e}e\u{2066}f\u{200f}g\u{61c}h\t"),
+            "a\\u{2028}b\\u{2029}c\\u{85}d\\u{202e}e\\u{2066}f\\u{200f}g\\u{61c}h\\t"
+        );
+        assert_eq!(escape_controls("équipe – ‘x’ ✓ \u{200b} 😀"), "équipe – ‘x’ ✓ \u{200b} 😀");
+    }
+
+    #[test]
+    fn json_stays_the_same_document_on_its_own_lines() {
+        let value = serde_json::json!({"p": "a\nb\u{85}c\u{2028}d\u{202e}e\u{7f}f é 😀", "n": [1, "x\u{1b}"]});
+        for text in [serde_json::to_string(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap()] {
+            let escaped = escape_in_json(&text);
+            assert!(!escaped.chars().any(|c| c != '\n' && needs_escape(c)), "{escaped}");
+            assert_eq!(escaped.lines().count(), text.lines().count());
+            assert_eq!(serde_json::from_str::<serde_json::Value>(&escaped).unwrap(), value);
+            assert!(escaped.contains(r"b\u0085c\u2028d\u202ee\u007ff é 😀"), "{escaped}");
+        }
     }
 
     use super::*;

@@ -194,3 +194,61 @@ async fn llama_stack_run_yaml_applies_its_default_audience() {
                    fills from identifier claims (sub, username)";
     assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
 }
+
+/// #20: `check` prints one JSON line and its errors one line each, whatever
+/// the token's claims or the file's name hold: a line break, a terminal
+/// escape (ESC, C1's CSI), a line separator or a bidirectional override
+/// in a value is written as a `\uXXXX` escape, so the JSON is the same
+/// document and a terminal acts on none of them.
+#[tokio::test]
+async fn hostile_values_stay_inside_one_line() {
+    let forged = [
+        "dev\nprincipal: admin",
+        "x\r\n[ok  ] revocation",
+        "\u{1b}[2Jroot",
+        "\u{9b}2J",
+        "a\u{2028}b\u{2029}c\u{85}d",
+        "\u{7f}\t\u{202e}nimda\u{2066}",
+    ];
+    let on_one_line = |text: &str| {
+        text.trim_end_matches('\n').lines().count() == 1
+            && !text.chars().any(|c| c != '\n' && tokengate::ops::audit::needs_escape(c))
+    };
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(dir.path(), "gate.yaml", &yaml_for(&idp));
+    let mut claims = Map::new();
+    claims.insert("groups".into(), json!(forged));
+    claims.insert("scope".into(), json!("read\u{2028}write"));
+    let token = idp.issuer.mint("alice\u{2028}principal: admin", &claims, Duration::from_secs(300)).unwrap();
+    let out = run(args(&config, Some(&token))).await;
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(on_one_line(&text), "{text:?}");
+    let body = stdout_json(&out);
+    assert_eq!(body["principal"], "alice\u{2028}principal: admin", "the same values, escaped");
+    assert_eq!(body["attributes"]["teams"], json!(forged));
+
+    let mut claims = Map::new();
+    claims.insert("iss".into(), json!(forged[1]));
+    let out = run(args(&config, Some(&idp.issuer.mint("bob", &claims, Duration::from_secs(300)).unwrap()))).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(on_one_line(&text), "{text:?}");
+    assert!(stdout_json(&out)["error"]["detail"].as_str().unwrap().contains("[ok  ] revocation"), "{text}");
+
+    // A config error quoting the file's name, and a usage error quoting the path.
+    for name in forged {
+        let path = dir.path().join(format!("{}.yaml", name.replace('/', "_")));
+        let out = run(args(&path, Some("x"))).await;
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(on_one_line(&err), "{err:?}");
+    }
+    let mut with_path = args(&config, Some(&token));
+    with_path.extend(["--path".to_string(), format!("/v1/{}", forged[0])]);
+    let out = run(with_path).await;
+    for text in [String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)] {
+        assert!(text.is_empty() || on_one_line(&text), "{text:?}");
+    }
+}

@@ -196,3 +196,126 @@ async fn exit_codes_match_check() {
     assert!(stderr(&out).contains("unknown provider type `nope`"));
     assert!(stdout(&out).is_empty());
 }
+
+/// What a hostile token puts in every field: each value is a line break, a
+/// terminal escape or a bidirectional override followed by a forged fact.
+const FORGED: &[&str] = &[
+    "dev\nprincipal: admin",
+    "x\r\n  [ok  ] revocation     not revoked",
+    "\u{1b}[2J\u{1b}[0;0Hprincipal: root",
+    "a\u{2028}principal: admin",
+    "b\u{2029}error: none",
+    "c\u{85}principal: admin",
+    "t\tab\u{b}\u{c}\u{7f}",
+    "\u{202e}nimda\u{2066}\u{200f}\u{61c}",
+];
+
+/// The lines `explain --format text` writes for `v`, its `--format json` twin:
+/// one per fact, so a value with a line break in it shows as a line too many.
+fn facts(v: &Value) -> usize {
+    let principal = &v["principal"];
+    let mut n = 2 + v["checks"].as_array().unwrap().len();
+    let attributes = v["attributes"].as_array().unwrap().len();
+    n += if attributes > 0 { 1 + attributes } else { 0 };
+    if !principal.is_null() {
+        n += 1
+            + usize::from(!principal["tenant"].is_null())
+            + usize::from(principal.get("unknown_attributes").is_some());
+    }
+    n + usize::from(!v["error"].is_null())
+}
+
+/// #20: every value `explain --format text` prints (principal, attribute
+/// names and values, claims, check details, tenant, error details) is escaped
+/// as the log escapes it: a group named `dev\nprincipal: admin` used to print
+/// a forged `principal: admin` line and a forged `[ok  ] revocation` check.
+#[tokio::test]
+async fn no_value_in_text_output_can_forge_a_line() {
+    let s = setup().await;
+    let weird_claim = "gr\u{2028}oups\n[ok  ] x";
+    let yaml = format!(
+        "provider_config:\n{}  tenant_claim: org\n",
+        oauth2_yaml(
+            "  ",
+            &s.idp.url(),
+            &s.idp.issuer.jwks_uri(),
+            &[("sub", "roles"), ("groups", "teams"), (r#""gr\Loups\n[ok  ] x""#, r#""te\Nams\nprincipal: admin""#)]
+        )
+    );
+    let config = write(s.dir.path(), "forged.yaml", &yaml);
+    let forged = |key: &str, value: Value| {
+        let mut claims = Map::new();
+        claims.insert(key.into(), value);
+        claims
+    };
+    let mut claims = forged("groups", json!(FORGED));
+    claims.insert(weird_claim.into(), json!(FORGED[3]));
+    // A principal with control characters is refused; one with a line separator is not.
+    let accepted = s.idp.issuer.mint(FORGED[3], &claims, Duration::from_secs(600)).unwrap();
+    let cases = [
+        // Accepted: the principal, attributes and their claims, check details.
+        (accepted.clone(), 0),
+        // Refused: the principal in its check's detail.
+        (s.idp.issuer.mint(FORGED[0], &claims, Duration::from_secs(600)).unwrap(), 1),
+        // Refused: a tenant, an issuer, an audience in the error's detail.
+        (s.idp.issuer.mint("t", &forged("org", json!(FORGED[1])), Duration::from_secs(600)).unwrap(), 1),
+        (s.idp.issuer.mint("i", &forged("iss", json!(FORGED[2])), Duration::from_secs(600)).unwrap(), 1),
+        (s.idp.issuer.mint("a", &forged("aud", json!(FORGED[4])), Duration::from_secs(600)).unwrap(), 1),
+        // A kid the key set lacks, in the header and key checks and the error.
+        (unsigned_with_kid(FORGED[5]), 1),
+    ];
+    let config = config.display().to_string();
+    let explain = |token: &str, format: &'static str| {
+        run(args(&["explain", "--config", &config, "--token", token, "--format", format]))
+    };
+    let escapes_nothing = |text: &str| !text.chars().any(|c| c != '\n' && tokengate::ops::audit::needs_escape(c));
+    for (token, code) in &cases {
+        let out = explain(token, "json").await;
+        assert_eq!(out.status.code(), Some(*code), "{}{}", stderr(&out), stdout(&out));
+        let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        let text = stdout(&explain(token, "text").await);
+        assert_eq!(text.lines().count(), facts(&v), "a value made a line of its own:\n{text}\n{v:#}");
+        assert!(escapes_nothing(&text), "{text:?}");
+        let known = ["provider: ", "checks:", "  [ok  ] ", "  [FAIL] ", "attributes:", "  ", "principal: ", "error: "];
+        for line in text.lines() {
+            assert!(known.iter().any(|p| line.starts_with(p)), "{line:?} in\n{text}");
+        }
+        assert!(!text.lines().any(|l| l.trim_start().starts_with("[ok  ] revocation")), "{text}");
+        assert!(text.lines().filter(|l| l.starts_with("principal:")).count() <= 1, "{text}");
+    }
+
+    let out = explain(&accepted, "json").await;
+    let v: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["principal"]["principal"], FORGED[3], "JSON keeps the values themselves");
+    assert_eq!(v["principal"]["attributes"]["teams"], json!(FORGED));
+    assert!(escapes_nothing(&stdout(&out)), "the JSON escapes them: {}", stdout(&out));
+    let text = stdout(&explain(&accepted, "text").await);
+    assert!(text.contains("\nprincipal: a\\u{2028}principal: admin\n"), "{text}");
+    for escaped in [
+        r"x\r\n  [ok  ] revocation",
+        r"\u{1b}[2J\u{1b}[0;0Hprincipal",
+        r"a\u{2028}principal",
+        r"b\u{2029}error",
+        r"c\u{85}principal",
+        r"t\tab\u{b}\u{c}\u{7f}",
+        r"\u{202e}nimda\u{2066}\u{200f}\u{61c}",
+        r"te\u{85}ams\nprincipal: admin = a\u{2028}principal: admin   (claim gr\u{2028}oups\n[ok  ] x, ",
+    ] {
+        assert!(text.contains(escaped), "{escaped} in {text}");
+    }
+
+    // The request's path: in a usage error, or in the route policy's check.
+    let out =
+        run(args(&["explain", "--config", &config, "--token", KEY, "--format", "text", "--path", FORGED[0]])).await;
+    let (err, text) = (stderr(&out), stdout(&out));
+    assert!(err.lines().count() <= 1 && escapes_nothing(&err), "{err:?}");
+    assert!(escapes_nothing(&text) && !text.lines().any(|l| l.starts_with("principal: admin")), "{text}");
+}
+
+/// A JWT whose header names `kid`, signed by nobody.
+fn unsigned_with_kid(kid: &str) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid}).to_string();
+    format!("{}.{}.{}", b64(header.as_bytes()), b64(br#"{"sub":"k"}"#), b64(&[7u8; 64]))
+}

@@ -1,6 +1,8 @@
 //! `tokengate check`: validate one token, print the principal or the error as JSON.
 
-use crate::{cli_audit, error_json, exit, exit_code, read_token, RouteArgs, AUDIT_FLUSH_TIMEOUT};
+use crate::{
+    cli_audit, error_json, exit, exit_code, print_error, print_json, read_token, RouteArgs, AUDIT_FLUSH_TIMEOUT,
+};
 use std::path::PathBuf;
 use tokengate::{Config, Registry};
 
@@ -8,7 +10,7 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
     let token = match read_token(token) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("tokengate check: {e}");
+            print_error(format_args!("tokengate check: {e}"));
             return exit::USAGE;
         }
     };
@@ -20,7 +22,7 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
     let (pipeline, audit) = match loaded {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("tokengate check: config error: {e}");
+            print_error(format_args!("tokengate check: config error: {e}"));
             return exit::USAGE;
         }
     };
@@ -34,7 +36,7 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
     let ctx = match route.context() {
         Ok(ctx) => ctx,
         Err(e) => {
-            println!("{}", error_json(&e, "The request path has no single meaning"));
+            print_json(&error_json(&e, "The request path has no single meaning"), false);
             pipeline.close().await;
             return exit_code(e.kind());
         }
@@ -49,11 +51,11 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
     let outcome = decision.outcome;
     let code = match &outcome {
         Ok(principal) => {
-            println!("{}", serde_json::to_string(principal).unwrap_or_else(|_| "{}".into()));
+            print_json(principal, false);
             exit::OK
         }
         Err(err) => {
-            println!("{}", error_json(err, pipeline.message()));
+            print_json(&error_json(err, pipeline.message()), false);
             exit_code(err.kind())
         }
     };

@@ -202,7 +202,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("tokengate: cannot start the async runtime: {e}");
+            print_error(format_args!("tokengate: cannot start the async runtime: {e}"));
             return ExitCode::from(exit::USAGE);
         }
     };
@@ -243,7 +243,9 @@ fn init_logging(default_level: &str) -> Option<log::FlushGuard> {
     let (writer, flush) = match log::batched(std::io::stderr(), "tokengate-log") {
         Ok(pair) => pair,
         Err(e) => {
-            eprintln!("tokengate: cannot start the log writer thread ({e}); logging to standard error directly");
+            print_error(format_args!(
+                "tokengate: cannot start the log writer thread ({e}); logging to standard error directly"
+            ));
             let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).try_init();
             return None;
         }
@@ -304,6 +306,21 @@ fn cli_audit(config: &Config) -> Result<Option<tokengate::ops::audit::AuditLog>,
         Ok(AuditOutput::Stdout) => AuditLog::open(AuditOutput::Stderr).map(Some),
         _ => config.audit_log(),
     }
+}
+
+/// Writes `line` to standard error as one line: every value in it (a config
+/// error quoting the file, an identity provider's message, a path) escaped
+/// as the log escapes them (`tokengate::ops::audit::escape_controls`).
+fn print_error(line: std::fmt::Arguments<'_>) {
+    eprintln!("{}", tokengate::ops::audit::escape_controls(&line.to_string()));
+}
+
+/// Writes `value` to standard output as JSON (`pretty`: indented), with the
+/// characters a terminal would act on escaped inside its strings
+/// (`tokengate::ops::audit::escape_in_json`): the same document.
+fn print_json(value: &impl serde::Serialize, pretty: bool) {
+    let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    println!("{}", tokengate::ops::audit::escape_in_json(&text.unwrap_or_else(|_| "{}".into())));
 }
 
 fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
