@@ -67,11 +67,10 @@ impl MapSpec for Revocations {
 
 /// Every [`RevokedKey`] that would revoke the token `ids` describes.
 fn keys_of(ids: &TokenIds) -> Vec<RevokedKey> {
-    let mut keys = Vec::with_capacity(4);
-    keys.push(RevokedKey::Digest(ids.token_sha256));
-    if let Some(digest) = ids.signing_input_sha256 {
-        keys.push(RevokedKey::Digest(digest));
-    }
+    let mut keys = Vec::with_capacity(6);
+    // Every spelling of the token (as sent, its identity, the other ECDSA S form, its
+    // signing input): a whole-token digest revokes the token's twins too.
+    keys.extend(ids.digests().map(|d| RevokedKey::Digest(*d)));
     if let Some(jti) = ids.jti.as_deref() {
         keys.push(RevokedKey::jti(jti));
         if let Some(issuer) = ids.issuer.as_deref() {
