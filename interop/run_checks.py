@@ -46,10 +46,11 @@ OTHER = "https://other.tokengate.test"
 OPAQUE = "https://opaque.tokengate.test"
 CLAIMS_MAPPING = {"groups": "teams", "realm_access.roles": "roles", "scope": "scopes"}
 # oidc-provider signs with Node's crypto (OpenSSL), which does not normalize
-# ECDSA S: about half its ES256 tokens are high-S, which tokengate refuses by
-# default (SECURITY.md, issue #11). A real deployment in front of such an
-# issuer needs this opt-out, so the interop suite runs with it.
-NODE_SIGNS_HIGH_S = {"allow_high_s_signatures": True}
+# ECDSA S: about half its ES256 tokens are high-S. tokengate accepts both forms by
+# default (issue #21), so the suite runs on the defaults; check 1.6 holds it to that.
+NODE_SIGNS_HIGH_S = {}
+# The order of the P-256 group: a signature's S above half of it is "high-S".
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 # What each service client asks for (scopes differ so that each token is distinct).
 REQUESTED_SCOPE = {"svc-rs256": "read write", "svc-es256": "read", "svc-eddsa": "read write admin"}
 ALG_CLIENT = {"RS256": "svc-rs256", "ES256": "svc-es256", "EdDSA": "svc-eddsa"}
@@ -616,7 +617,6 @@ class Suite:
                 "version: 2\nimage_name: interop\napis: [inference]\nproviders: {inference: []}\n"
                 "server:\n  port: 8321\n  auth:\n    provider_config:\n      type: oauth2_token\n"
                 f"      issuer: {json.dumps(iss)}\n      audience: {json.dumps(API)}\n"
-                "      allow_high_s_signatures: true\n"
                 f"      jwks:\n        uri: {json.dumps(jwks_uri)}\n        key_recheck_period: 3600\n"
                 "      claims_mapping:\n        groups: teams\n        realm_access.roles: roles\n        scope: scopes\n"
             )
@@ -627,6 +627,26 @@ class Suite:
             return rc == 0 and out == want, f"rc={rc} got stdout={p.stdout.strip()} stderr={p.stderr.strip()[:400]}"
 
         self.expect("1.3", "Llama Stack run.yaml (server.auth.provider_config): ES256 token accepted", run_yaml)
+
+        # Issue #21: many ES256 tokens of the real provider, on default settings: both S forms
+        # occur (for certain, at this count) and every token is accepted (check 1.6).
+        base = self.start_serve("tokengate-es256", configs["discovery"], free_port())
+
+        def every_es256_token():
+            forms, refused = {"low": 0, "high": 0}, []
+            for _ in range(48):
+                token = self.token("svc-es256")
+                signature = base64.urlsafe_b64decode(token.rsplit(".", 1)[1] + "==")
+                forms["high" if int.from_bytes(signature[32:], "big") > P256_ORDER // 2 else "low"] += 1
+                r = http("GET", base + "/v1/models", headers={"Authorization": "Bearer " + token})
+                if r.status != 200:
+                    refused.append(f"{r.status} {r.body[:200]!r}")
+            ok = forms["low"] > 0 and forms["high"] > 0 and not refused
+            return ok, f"S forms {forms}; refused {len(refused)}: {refused[:3]}"
+
+        self.expect("1.6", "oidc-provider ES256 tokens in both S forms, all accepted on default settings",
+                    every_es256_token)
+        self.stop("tokengate-es256")
 
         toml = os.path.join(self.configs, "jwt.toml")
         with open(toml, "w") as f:
