@@ -387,3 +387,19 @@ fn typos_and_near_misses_are_still_refused() {
     assert!(e.message.contains("unknown field `disable`"), "{e}");
     assert!(load(&run_yaml("", "provider_config: {type: oauth2_token, issuer: 'https://i', audiance: x}\n")).is_err());
 }
+
+#[test]
+fn a_key_written_twice_is_refused_not_overwritten() {
+    // Before: the second `server.auth` replaced the first, and its route_policy with it,
+    // without a word (JSON too: the last copy won).
+    let text = "server:\n  auth:\n    route_policy: [{forbid: {paths: ['/*']}}]\n  auth:\n    \
+                provider_config: {type: custom, endpoint: 'http://127.0.0.1:9/a'}\n";
+    let e = Config::parse(text, Format::Yaml).unwrap_err();
+    assert!(e.message.contains("duplicate entry with key \"auth\""), "{e}");
+    let text = "provider_config: {type: custom, endpoint: 'http://127.0.0.1:9/a', endpoint: 'http://127.0.0.1:9/b'}\n";
+    assert!(Config::parse(text, Format::Yaml).unwrap_err().message.contains("\"endpoint\""));
+    let json = r#"{"provider_config": {"type": "custom", "endpoint": "http://a"}, "route_policy": [], "route_policy": {"default": "forbid"}}"#;
+    assert!(Config::parse(json, Format::Json).unwrap_err().message.contains("\"route_policy\""));
+    let toml = "route_policy = []\nroute_policy = []\n[provider_config]\ntype = \"custom\"\n";
+    assert!(Config::parse(toml, Format::Toml).is_err(), "TOML refuses duplicates itself");
+}
