@@ -41,7 +41,8 @@ pub struct Owner {
 pub struct ExplainedError {
     /// The machine code (`invalid_token`, …).
     pub code: String,
-    /// What the client is told (the pipeline's 401 message).
+    /// What the client is told: the provider's 401 message, or for a 403 of
+    /// an authenticated caller, that it is not allowed here.
     pub message: String,
     /// What failed, for the operator; never the token or a secret.
     pub detail: String,
@@ -131,11 +132,10 @@ pub async fn explain(
     if pipeline.is_anonymous() {
         // What `serve` and the layer do without a provider: route_policy alone, no token read.
         let outcome = pipeline.admit_anonymous(&ctx);
-        let message = pipeline.message().to_string();
         pipeline.close().await;
         let (error, error_kind) = match outcome {
             Ok(()) => (None, None),
-            Err(e) => (Some(ExplainedError::of(&e, message)), Some(e.kind())),
+            Err(e) => (Some(ExplainedError::of(&e, pipeline.refusal_message(&e, None))), Some(e.kind())),
         };
         let checks = ctx.trace.checks();
         return Ok(Explanation { provider: None, checks, attributes: Vec::new(), principal: None, error, error_kind });
@@ -150,7 +150,10 @@ pub async fn explain(
             accepts: m.description().accepts.clone(),
         })
     });
-    let message = pipeline.message().to_string();
+    let message = match &decision.outcome {
+        Ok(_) => String::new(),
+        Err(e) => pipeline.refusal_message(e, decision.validated.as_ref()),
+    };
     pipeline.close().await;
     Ok(render(decision, provider, message))
 }

@@ -181,7 +181,7 @@ impl Pipeline {
         let verdict = policy.evaluate_anonymous(&ctx.method, &ctx.path);
         if ctx.trace.is_on() {
             for line in policy.rule_story(&ctx.method, &ctx.path, None, &verdict) {
-                ctx.trace.check("route_policy", true, || line);
+                ctx.trace.check("route_policy rule", true, || line);
             }
         }
         ctx.trace.check("route_policy", verdict.is_permit(), || verdict.reason.clone());
@@ -330,7 +330,7 @@ impl Pipeline {
             let verdict = policy.evaluate(&ctx.method, &ctx.path, principal);
             if trace.is_on() {
                 for line in policy.rule_story(&ctx.method, &ctx.path, Some(principal), &verdict) {
-                    trace.check("route_policy", true, || line);
+                    trace.check("route_policy rule", true, || line);
                 }
             }
             trace.check("route_policy", verdict.is_permit(), || verdict.reason.clone());

@@ -81,6 +81,7 @@ async fn a_valid_jwt_shows_owner_every_check_and_attribute_sources() {
             "iss",
             "aud",
             "principal",
+            "route_policy rule",
             "route_policy"
         ]
     );

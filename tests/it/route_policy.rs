@@ -166,6 +166,31 @@ async fn check_applies_the_policy_to_method_and_path() {
     let body: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(body["error"]["code"], "insufficient_scope");
     assert_eq!(body["error"]["detail"], "route GET /admin/users requires roles any of [admin, ops]");
+    // #21: the same wording as serve's and the layer's, never the missing-token message.
+    assert_eq!(
+        body["error"]["message"],
+        "Authenticated as bob, but not allowed to make this request: route GET /admin/users requires roles any of \
+         [admin, ops]"
+    );
+    let out = run(args(&["explain", "--config", &cfg, "--token", &user, "--path", "/admin/users", "--format", "json"]))
+        .await;
+    let explained: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("explain's JSON");
+    assert_eq!(explained["error"]["message"], "Authenticated as bob, but not allowed to make this request");
+    let checks = explained["checks"].as_array().expect("checks").iter();
+    let policy: Vec<&str> = checks
+        .filter(|c| c["check"].as_str().is_some_and(|c| c.starts_with("route_policy")))
+        .filter_map(|c| c["detail"].as_str())
+        .collect();
+    assert_eq!(
+        policy,
+        [
+            "rule 1: permit matches the route, but its condition (roles any of [admin, ops]) does not hold",
+            "rule 2: forbid of other paths or methods: not this request",
+            "rule 3: permit of other paths or methods: not this request",
+            "route GET /admin/users requires roles any of [admin, ops]",
+        ],
+        "the default decided: why each rule did not, then the verdict"
+    );
     let out =
         run(args(&["check", "--config", &cfg, "--token", &user, "--method", "delete", "--path", "/v1/models"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));

@@ -48,14 +48,13 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
         // Waiting for the writer thread blocks; not on an async worker.
         let _ = tokio::task::spawn_blocking(move || log.flush(AUDIT_FLUSH_TIMEOUT)).await;
     }
-    let outcome = decision.outcome;
-    let code = match &outcome {
+    let code = match &decision.outcome {
         Ok(principal) => {
             print_json(principal, false);
             exit::OK
         }
         Err(err) => {
-            print_json(&error_json(err, pipeline.message()), false);
+            print_json(&error_json(err, &pipeline.refusal_message(err, decision.validated.as_ref())), false);
             exit_code(err.kind())
         }
     };
