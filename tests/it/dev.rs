@@ -393,3 +393,114 @@ async fn minting_needs_every_host_the_request_names_to_be_loopback() {
         assert!(response.starts_with("HTTP/1.1 4"), "{}: {response}", String::from_utf8_lossy(head));
     }
 }
+
+/// `tokengate serve --config` under `prlimit --nofile=<limits>`: its address,
+/// and a function that stops it and gives what it logged.
+fn serve_under_prlimit(prlimit: &std::path::Path, limits: &str, config: &str) -> (String, impl FnOnce() -> String) {
+    let mut child = Command::new(prlimit)
+        .arg(format!("--nofile={limits}"))
+        .arg(env!("CARGO_BIN_EXE_tokengate"))
+        .args(["serve", "--config", config])
+        .env("TOKENGATE_LOG", "info")
+        .env_remove("TOKENGATE_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn prlimit tokengate");
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    let errors = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let mut guard = Guard(child);
+    let base = stdout.lines().map_while(Result::ok).find_map(|l| {
+        l.strip_prefix("tokengate listening on").map(|b| b.trim().trim_start_matches("http://").to_string())
+    });
+    let Some(base) = base else {
+        drop(guard);
+        panic!("no address line; stderr: {}", errors.join().unwrap_or_default());
+    };
+    let stop = move || {
+        let _ = guard.0.kill();
+        let _ = guard.0.wait();
+        errors.join().unwrap_or_default()
+    };
+    (base, stop)
+}
+
+/// #20: the default max_connections (4096) is above the usual soft limit of
+/// 1024 descriptors, so descriptors ran out (accept failing, key fetches
+/// failing) before the cap refused anything. Under a hard limit of 256, the
+/// cap is lowered to what the limit holds (a quarter kept for the rest) and
+/// the WARN says so; connections past it are closed at once, while the
+/// descriptors the server needs are still there. With room under the hard
+/// limit, the soft limit is raised instead.
+#[tokio::test]
+async fn serve_fits_max_connections_to_the_open_file_limit() {
+    let Some(prlimit) = require_service("prlimit") else { return };
+    let idp = Idp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = serde_json::json!({"provider_config": idp.provider_config(), "listen": "127.0.0.1:0"});
+    let path = dir.path().join("tokengate.yaml");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    let token = idp.token("fran");
+
+    let (prlimit_for_cap, path_for_cap) = (prlimit.clone(), path.clone());
+    let (base, stop) =
+        tokio::task::spawn_blocking(move || serve_under_prlimit(&prlimit_for_cap, "256:256", &path_for_cap))
+            .await
+            .unwrap();
+    // Hold every connection the cap allows, then more than the descriptors left would hold.
+    let held = tokio::task::spawn_blocking({
+        let base = base.clone();
+        move || {
+            let mut held = Vec::new();
+            for _ in 0..192 {
+                held.push(std::net::TcpStream::connect(&base).unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            let mut closed = 0;
+            for _ in 0..70 {
+                let Ok(mut extra) = std::net::TcpStream::connect(&base) else { continue };
+                extra.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+                let mut byte = [0u8; 1];
+                match extra.read(&mut byte) {
+                    Ok(0) => closed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+                    _ => {}
+                }
+            }
+            (held, closed)
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(held.1, 70, "every connection past the cap is closed at once");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(200));
+    let res = client().get(format!("http://{base}/x")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200, "the key fetch and the decision still had descriptors");
+    let log = tokio::task::spawn_blocking(stop).await.unwrap();
+    let warn = log.lines().find(|l| l.contains("max_connections lowered")).unwrap_or_else(|| panic!("{log}"));
+    assert!(warn.contains("WARN"), "{warn}");
+    for field in ["from=256", "soft=256", "hard=256", "wanted=4096", "max_connections=192"] {
+        assert!(warn.contains(field), "{field} in {warn}");
+    }
+    assert!(log.contains("connection limit reached"), "the cap, not the descriptors, refused: {log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+
+    let (base, stop) =
+        tokio::task::spawn_blocking(move || serve_under_prlimit(&prlimit, "256:8192", &path)).await.unwrap();
+    let res = client().get(format!("http://{base}/x")).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let log = tokio::task::spawn_blocking(stop).await.unwrap();
+    let warn = log.lines().find(|l| l.contains("raised the soft open-file limit")).unwrap_or_else(|| panic!("{log}"));
+    for field in ["WARN", "from=256", "to=4352", "max_connections=4096"] {
+        assert!(warn.contains(field), "{field} in {warn}");
+    }
+    assert!(!log.contains("max_connections lowered"), "{log}");
+}

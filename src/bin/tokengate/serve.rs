@@ -1,6 +1,6 @@
 //! `tokengate serve`: the forward-auth decision service (see `tokengate::http::server`).
 
-use crate::exit;
+use crate::{exit, print_error};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokengate::{Config, Registry};
@@ -19,7 +19,7 @@ pub async fn serve(
         (Some(path), false) => match Config::load(path) {
             Ok(c) => Some(c),
             Err(e) => {
-                eprintln!("tokengate serve: config error: {e}");
+                print_error(format_args!("tokengate serve: config error: {e}"));
                 return exit::USAGE;
             }
         },
@@ -33,7 +33,7 @@ pub async fn serve(
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("tokengate serve: cannot listen on {addr}: {e}");
+            print_error(format_args!("tokengate serve: cannot listen on {addr}: {e}"));
             return exit::REJECTED;
         }
     };
@@ -43,18 +43,21 @@ pub async fn serve(
         Some(admin_addr) => match tokio::net::TcpListener::bind(admin_addr).await {
             Ok(l) => Some(l),
             Err(e) => {
-                eprintln!("tokengate serve: cannot listen on {admin_addr} (admin_listen): {e}");
+                print_error(format_args!("tokengate serve: cannot listen on {admin_addr} (admin_listen): {e}"));
                 return exit::REJECTED;
             }
         },
         None => None,
     };
     let mut options = config.as_ref().map(tokengate::http::server::ServeOptions::from_config).unwrap_or_default();
-    let limits = config
+    let mut limits = config
         .as_ref()
         .and_then(|c| c.settings.forward_auth.as_ref())
         .map(tokengate::http::server::ConnectionLimits::from_config)
         .unwrap_or_default();
+    // Each listener holds up to max_connections; both must fit the open-file limit.
+    let listeners = 1 + usize::from(admin_listener.is_some());
+    tokengate::http::listener::fit_descriptor_limit(&mut limits, listeners);
     if path_prefix.is_some() {
         options.path_prefix = path_prefix;
     }
@@ -72,7 +75,7 @@ pub async fn serve(
         match config.audit_log() {
             Ok(audit) => options.audit = audit,
             Err(e) => {
-                eprintln!("tokengate serve: config error: {e}");
+                print_error(format_args!("tokengate serve: config error: {e}"));
                 return exit::USAGE;
             }
         }
@@ -84,14 +87,14 @@ pub async fn serve(
         let dev = match tokengate::dev::DevServer::new(local, &registry) {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("tokengate serve --dev: {e}");
+                print_error(format_args!("tokengate serve --dev: {e}"));
                 return exit::USAGE;
             }
         };
         let token = match dev.sample_token() {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("tokengate serve --dev: {e}");
+                print_error(format_args!("tokengate serve --dev: {e}"));
                 return exit::USAGE;
             }
         };
@@ -105,7 +108,7 @@ pub async fn serve(
         let pipeline = match config.build(&registry) {
             Ok(p) => std::sync::Arc::new(p),
             Err(e) => {
-                eprintln!("tokengate serve: config error: {e}");
+                print_error(format_args!("tokengate serve: config error: {e}"));
                 return exit::USAGE;
             }
         };
@@ -122,7 +125,7 @@ pub async fn serve(
     match tokengate::http::server::run_with_limits(listener, app, admin, pipeline, limits, shutdown).await {
         Ok(()) => exit::OK,
         Err(e) => {
-            eprintln!("tokengate serve: {e}");
+            print_error(format_args!("tokengate serve: {e}"));
             exit::REJECTED
         }
     }
