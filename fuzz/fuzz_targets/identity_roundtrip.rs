@@ -28,6 +28,7 @@ fuzz_target!(|input: Input| {
         attributes: attributes.into_iter().take(64).collect(),
         unknown_attributes: unknown.into_iter().take(16).collect(),
         tenant,
+        credential: None,
     };
     let response = allowed(&principal);
     assert_eq!(response.status(), 200, "no answer for {principal:?}");

@@ -71,6 +71,49 @@ pub struct Principal {
     /// when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// The stored credential the token matched (an API key entry), for the
+    /// stages after authentication: its id for audit and decision logs, its
+    /// per-key limits for the limiter. `None` for tokens that are not a stored
+    /// credential (JWTs, introspection). Never serialized: it is tokengate's
+    /// bookkeeping, not identity sent upstream.
+    #[serde(skip)]
+    pub credential: Option<Arc<CredentialInfo>>,
+}
+
+/// What the pipeline may know about the stored credential behind a
+/// [`Principal`]: its id and its per-key limits, never the secret or its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CredentialInfo {
+    /// The credential's id (an API key entry's `id`), safe to log.
+    pub key_id: String,
+    /// The per-key rate, as written on the entry (`100/min`, `10/s burst 20`);
+    /// its grammar is the limiter's to parse.
+    pub rate_limit: Option<String>,
+    /// Requests allowed per UTC day.
+    pub daily_quota: Option<u64>,
+    /// Requests allowed per UTC calendar month.
+    pub monthly_quota: Option<u64>,
+}
+
+impl CredentialInfo {
+    /// A credential with this id and no per-key limits.
+    pub fn new(key_id: impl Into<String>) -> Self {
+        CredentialInfo { key_id: key_id.into(), ..Default::default() }
+    }
+
+    /// Sets the per-key limits.
+    pub fn with_limits(
+        mut self,
+        rate_limit: Option<String>,
+        daily_quota: Option<u64>,
+        monthly_quota: Option<u64>,
+    ) -> Self {
+        self.rate_limit = rate_limit;
+        self.daily_quota = daily_quota;
+        self.monthly_quota = monthly_quota;
+        self
+    }
 }
 
 impl Principal {
@@ -102,6 +145,17 @@ impl Principal {
     pub fn with_tenant(mut self, tenant: Option<String>) -> Self {
         self.tenant = tenant;
         self
+    }
+
+    /// Sets the stored credential the token matched.
+    pub fn with_credential(mut self, credential: Option<Arc<CredentialInfo>>) -> Self {
+        self.credential = credential;
+        self
+    }
+
+    /// The id of the stored credential the token matched, if any.
+    pub fn key_id(&self) -> Option<&str> {
+        self.credential.as_deref().map(|credential| credential.key_id.as_str())
     }
 
     /// Whether `attribute` could not be determined.

@@ -130,7 +130,8 @@ impl RenderBuffer {
     /// written for `X-Auth-Attributes` copied in rather than written again.
     fn principal_json(&mut self, principal: &Principal, attributes: &[u8]) -> Option<Bytes> {
         // Every field named: one added to `Principal` does not compile until it is rendered here.
-        let Principal { principal, attributes: _, unknown_attributes, tenant } = principal;
+        // `credential` is tokengate's bookkeeping (key id, limits), never sent upstream.
+        let Principal { principal, attributes: _, unknown_attributes, tenant, credential: _ } = principal;
         let out = &mut self.0;
         out.put_slice(b"{\"principal\":");
         let mut written = write_ascii_json(out.writer(), principal);
