@@ -31,9 +31,23 @@
 //! a 500 for the client) and passes nothing back unless told to
 //! (`auth_request_set $principal $upstream_http_x_auth_principal;`); nginx also
 //! drops request headers with underscores by default, so prefer attribute names
-//! with dashes. Traefik: `authResponseHeaders: [X-Auth-Principal, X-Auth-Attributes]`.
-//! Envoy: list `authorization` in `allowed_headers` and `x-auth-*` in
-//! `allowed_upstream_headers`.
+//! with dashes. Traefik: `authResponseHeadersRegex: "(?i)^x[-_]auth[-_]"`, which
+//! removes the client's copies under every spelling before copying the answer's
+//! (`authResponseHeaders` removes only the exact names it lists). Envoy: list
+//! `authorization` in `allowed_headers` and `x-auth-*` in
+//! `allowed_upstream_headers`; Envoy sends tokengate only the headers listed,
+//! so the refusal of client copies below never sees one there, and the listener
+//! must remove them (README).
+//!
+//! A decision request that carries a header tokengate sets in its answer
+//! (`X-Auth-Principal`, `X-Auth-Tenant`, `X-Auth-Attributes`,
+//! `X-Auth-Unknown-Attributes`, any `X-Auth-Attr-*`), under any name that
+//! folds to one (case ignored, `_` for `-`: `x_auth_principal`), is refused
+//! with 400 `invalid_request` before any provider runs, on open paths too:
+//! nginx, Traefik and Caddy pass the client's headers to tokengate, so it is a
+//! client's copy the proxy did not remove, and the application behind would
+//! read it beside tokengate's own. Exempt are the exact names a configured
+//! provider reads identity from ([`ServeOptions::provider_identity_headers`]).
 //!
 //! The provider's `RequestContext.peer` is the TCP peer (the proxy); the
 //! client's address, if the proxy sends it, is in the `x-forwarded-for` header.
@@ -47,9 +61,9 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
-use identity::{allowed, anonymous, AttributeHeaderNames};
+use identity::{allowed, anonymous, refuse_identity_copies, AttributeHeaderNames};
 pub use identity::{percent_decoded, percent_encoded};
 use metrics_exporter_prometheus::PrometheusHandle;
 use original::original_request;
@@ -99,6 +113,12 @@ pub struct ServeOptions {
     pub separate_admin: bool,
     /// Which headers carry the original request.
     pub proxy: Proxy,
+    /// Headers a provider reads identity from (`upstream_header`'s, set by
+    /// the authenticating proxy in front), exempt from the refusal of
+    /// decision requests that carry a header tokengate sets; exact names,
+    /// any case. [`ServeOptions::from_config`] fills it from the config; add
+    /// the names a provider of your own reads, if one is among tokengate's.
+    pub provider_identity_headers: Vec<String>,
 }
 
 impl ServeOptions {
@@ -112,8 +132,31 @@ impl ServeOptions {
             // Opening the output can fail; `Config::audit_log` reports that, and the caller sets it.
             audit: None,
             separate_admin: config.settings.admin_listen.is_some(),
+            provider_identity_headers: provider_identity_headers(config),
         }
     }
+}
+
+/// The headers the config's `upstream_header` members read identity from.
+/// A section that does not parse adds none: `Config::build` refuses it, so
+/// no server runs with it.
+fn provider_identity_headers(config: &Config) -> Vec<String> {
+    let mut names = Vec::new();
+    for section in config.member_sections() {
+        let Some(object) = section.as_object() else { continue };
+        if object.get("type").and_then(|t| t.as_str()) != Some("upstream_header") {
+            continue;
+        }
+        let mut rest = object.clone();
+        rest.remove("type");
+        let parsed = tokengate_api::parse_provider_config::<tokengate_upstream_header::UpstreamHeaderConfig>(
+            serde_json::Value::Object(rest),
+        );
+        if let Ok(upstream) = parsed {
+            names.extend(upstream.identity_headers());
+        }
+    }
+    names
 }
 
 struct AppState {
@@ -122,6 +165,8 @@ struct AppState {
     path_prefix: Option<String>,
     metrics: Option<PrometheusHandle>,
     attribute_headers: AttributeHeaderNames,
+    /// [`ServeOptions::provider_identity_headers`].
+    provider_identity_headers: Vec<HeaderName>,
 }
 
 /// The decision service: `/healthz`, `/metrics`, and decisions on every other path.
@@ -137,12 +182,19 @@ pub fn router(pipeline: impl IntoPipeline, options: ServeOptions) -> Router {
         gate = gate.with_audit(audit);
     }
     let path_prefix = options.path_prefix.filter(|p| !p.is_empty() && p != "/");
+    // A name that is no header name is in no request: nothing to exempt.
+    let provider_identity_headers = options
+        .provider_identity_headers
+        .iter()
+        .filter_map(|name| HeaderName::from_bytes(name.trim().to_ascii_lowercase().as_bytes()).ok())
+        .collect();
     let state = Arc::new(AppState {
         gate,
         proxy: options.proxy,
         path_prefix,
         metrics: metrics_handle(),
         attribute_headers: AttributeHeaderNames::default(),
+        provider_identity_headers,
     });
     let router = if options.separate_admin { Router::new() } else { admin_routes() };
     router.fallback(decide).with_state(state)
@@ -157,6 +209,7 @@ pub fn admin_router(pipeline: impl IntoPipeline) -> Router {
         path_prefix: None,
         metrics: metrics_handle(),
         attribute_headers: AttributeHeaderNames::default(),
+        provider_identity_headers: Vec::new(),
     });
     admin_routes().with_state(state)
 }
@@ -329,6 +382,9 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
 
 async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let (parts, _body) = req.into_parts();
+    if let Err(e) = refuse_identity_copies(&parts.headers, &state.provider_identity_headers) {
+        return state.gate.reject(e).into_response();
+    }
     let ctx = match original_request(&parts, state.proxy, state.path_prefix.as_deref()) {
         Ok(ctx) => ctx,
         Err(e) => return state.gate.reject(e).into_response(),
@@ -352,18 +408,22 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
 /// private to this module. Not an API; it may change at any time.
 #[doc(hidden)]
 pub mod fuzzing {
-    use super::{allowed as allowed_answer, original_request as read_original, AttributeHeaderNames};
+    use super::{
+        allowed as allowed_answer, original_request as read_original, refuse_identity_copies, AttributeHeaderNames,
+    };
     use crate::config::Proxy;
     use axum::response::Response;
     use std::sync::LazyLock;
     use tokengate_api::{AuthError, Principal, RequestContext};
 
-    /// How `decide` reads the request a decision is about.
+    /// How `decide` reads the request a decision is about (no provider
+    /// reading identity headers, so every copy of tokengate's is refused).
     pub fn original_request(
         parts: &http::request::Parts,
         proxy: Proxy,
         path_prefix: Option<&str>,
     ) -> Result<RequestContext, AuthError> {
+        refuse_identity_copies(&parts.headers, &[])?;
         read_original(parts, proxy, path_prefix)
     }
 

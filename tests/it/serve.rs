@@ -253,13 +253,9 @@ async fn x_auth_unknown_attributes_is_on_every_allowed_answer() {
     let s = serve_provider(provider, options).await;
     let c = client();
     let ask = |path: &'static str, token: Option<&'static str>| {
-        let mut req = c
-            .get(format!("{}/auth", s.base))
-            .header("x-forwarded-uri", path)
-            .header("x-forwarded-method", "GET")
-            // What a client sends is never echoed back as tokengate's answer.
-            .header("x-auth-unknown-attributes", "forged")
-            .header("x-auth-principal", "root");
+        let mut req =
+            c.get(format!("{}/auth", s.base)).header("x-forwarded-uri", path).header("x-forwarded-method", "GET");
+        // (A client's own copy is refused: a_client_copy_of_a_header_tokengate_sets_is_refused_before_any_provider.)
         if let Some(token) = token {
             req = req.bearer_auth(token);
         }
@@ -658,4 +654,101 @@ async fn half_sent_requests_cannot_starve_real_decisions() {
 
     let _ = tx.send(());
     done.await.unwrap().unwrap();
+}
+
+/// `GET target` with `headers` written byte for byte, names in the case
+/// given (a client library would lower-case them); the status, the
+/// `WWW-Authenticate` value and the body.
+async fn raw_get(base: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").expect("an http:// base");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").expect("a complete response head");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status: {head}"));
+    let www = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(n, _)| n.eq_ignore_ascii_case("www-authenticate")))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    (status, www, body.to_string())
+}
+
+/// #20 part 3: nginx, Traefik and Caddy pass the client's headers to the
+/// decision, so a header tokengate sets (under any name a CGI-style back end
+/// folds to it: case ignored, `_` for `-`) arriving there is a client's copy
+/// the proxy did not remove. Refused with 400 before any provider runs, on
+/// open and protected paths, whatever its value; names that only look alike
+/// are not.
+#[tokio::test]
+async fn a_client_copy_of_a_header_tokengate_sets_is_refused_before_any_provider() {
+    let (p, s) = start_recording("rec_identity_copies").await;
+    let forged = [
+        ("X-Auth-Principal", "admin", "X-Auth-Principal"),
+        ("x_auth_principal", "admin", "X-Auth-Principal"),
+        ("X_AUTH-TENANT", "globex", "X-Auth-Tenant"),
+        ("X-Auth-Attributes", r#"{"roles":["admin"]}"#, "X-Auth-Attributes"),
+        ("X-Auth-Attr-Teams", "admins", "X-Auth-Attr-*"),
+        ("x-auth_attr_roles", "admin", "X-Auth-Attr-*"),
+        ("X-Auth-Attr-", "admin", "X-Auth-Attr-*"),
+        ("X-Auth-Unknown-Attributes", "", "X-Auth-Unknown-Attributes"),
+        ("x-auth-unknown_attributes", "", "X-Auth-Unknown-Attributes"),
+        ("X-Auth-Principal", "", "X-Auth-Principal"),
+    ];
+    for (name, value, shown) in forged {
+        for (path, token) in
+            [("/public/logo.png", None), ("/public/logo.png", Some("good")), ("/v1/models", Some("good"))]
+        {
+            let before = p.count();
+            let mut headers = vec![(name, value)];
+            let bearer = token.map(|t| format!("Bearer {t}"));
+            if let Some(bearer) = &bearer {
+                headers.push(("Authorization", bearer));
+            }
+            let (status, www, body) = raw_get(&s.base, path, &headers).await;
+            let case = format!("{name}: {value:?} on {path} with token {token:?}");
+            assert_eq!(status, 400, "{case}: {body}");
+            assert!(body.contains(r#""code":"invalid_request""#), "{case}: {body}");
+            let want = format!("its own {shown} header (as {}), which only tokengate sets", name.to_ascii_lowercase());
+            assert!(www.contains(&want), "{case}: {www}");
+            assert_eq!(p.count(), before, "{case}: the provider ran");
+        }
+    }
+    // Names that only look alike: an authenticating proxy's own, and others.
+    for name in ["X-Auth-Request-User", "X-Auth-Request-Groups", "X-Authorization-Foo", "X-Auth-Token", "X-Auth"] {
+        let (status, _, body) = raw_get(&s.base, "/v1/models", &[(name, "x"), ("Authorization", "Bearer good")]).await;
+        assert_eq!(status, 200, "{name}: {body}");
+        let (status, _, body) = raw_get(&s.base, "/public/logo.png", &[(name, "x")]).await;
+        assert_eq!(status, 200, "{name} on an open path: {body}");
+    }
+}
+
+/// The one exception: the exact names a configured `upstream_header` reads
+/// (OGX configures `attributes_header: x-auth-attributes`) are the
+/// authenticating proxy's to set. Every other copy is still refused.
+#[tokio::test]
+async fn upstream_header_reads_its_own_headers_even_where_tokengate_sets_that_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "provider_config:\n  type: upstream_header\n  principal_header: x-auth-user-id\n  attributes_header: X-Auth-Attributes\n  trusted_proxy_cidrs: [127.0.0.1]\n";
+    let config = load(&write(dir.path(), "u.yaml", text));
+    let server = serve_config(&config).await;
+    let attributes = r#"{"teams":["ml"]}"#;
+    let (status, _, body) =
+        raw_get(&server.base, "/x", &[("x-auth-user-id", "alice"), ("X-Auth-Attributes", attributes)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""teams":["ml"]"#), "{body}");
+    for forged in ["x_auth_attributes", "X-Auth-Principal", "X-Auth-Attr-Teams"] {
+        let headers = [("x-auth-user-id", "alice"), ("X-Auth-Attributes", attributes), (forged, "admin")];
+        let (status, www, _) = raw_get(&server.base, "/x", &headers).await;
+        assert_eq!(status, 400, "{forged}: {www}");
+    }
+    server.shutdown().await;
 }

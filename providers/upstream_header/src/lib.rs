@@ -73,6 +73,27 @@ fn default_principal_header() -> String {
     "x-forwarded-user".to_string()
 }
 
+impl UpstreamHeaderConfig {
+    /// Every header this config reads identity from, lower-cased as the
+    /// provider reads them. `tokengate serve` lets a decision request carry
+    /// these even where they are names its own answer sets (`x-auth-attributes`
+    /// as OGX configures it): the authenticating proxy in front sets them.
+    pub fn identity_headers(&self) -> Vec<String> {
+        std::iter::once(&self.principal_header)
+            .chain(self.attribute_headers.keys())
+            .chain(self.attributes_header.as_ref())
+            .chain(self.tenant_header.as_ref())
+            .map(|name| name.trim().to_ascii_lowercase())
+            .collect()
+    }
+}
+
+/// The headers `tokengate serve` sets in its answer (`X-Auth-Attr-` is a
+/// family), lower-case; kept in step with `src/http/server/identity.rs`.
+const SET_BY_TOKENGATE: [&str; 4] =
+    ["x-auth-principal", "x-auth-tenant", "x-auth-attributes", "x-auth-unknown-attributes"];
+const ATTRIBUTE_HEADERS: &str = "x-auth-attr-";
+
 /// Builds `type: upstream_header` providers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct UpstreamHeaderBuilder;
@@ -155,6 +176,19 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::new(
             field,
             format!("`{name}` carries credentials and is never passed to providers; use the header your proxy sets"),
+        ));
+    }
+    // `x_auth_principal` is X-Auth-Principal to a back end that reads headers
+    // CGI-style: beside tokengate's own answer it would be a second one, and
+    // `tokengate serve` refuses any decision request carrying it.
+    let folded = lower.replace('_', "-");
+    if lower.contains('_') && (SET_BY_TOKENGATE.contains(&folded.as_str()) || folded.starts_with(ATTRIBUTE_HEADERS)) {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "`{name}` is `{folded}` to back ends that read `_` as `-`, a header tokengate itself sets; write it \
+                 `{folded}`"
+            ),
         ));
     }
     Ok(lower)

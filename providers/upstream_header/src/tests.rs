@@ -289,3 +289,39 @@ async fn unicode_spaces_and_controls_in_identity_values_are_refused() {
     assert_eq!(principal.principal, "alice");
     assert_eq!(principal.attributes["teams"], vec!["ml", "ai"]);
 }
+
+/// #20: a `_` spelling of a header `tokengate serve` sets is that header to a
+/// back end reading `_` as `-` (and `serve` refuses a decision request
+/// carrying one); the dash spelling, OGX's `x-auth-attributes`, is fine and
+/// is among the names `serve` lets through for this provider.
+#[test]
+fn underscore_spellings_of_tokengate_headers_are_refused() {
+    let base = json!({"trusted_proxy_cidrs": ["10.0.0.0/8"]});
+    let with = |field: &str, value: serde_json::Value| {
+        let mut config = base.clone();
+        config[field] = value;
+        parse_provider_config::<UpstreamHeaderConfig>(config).and_then(UpstreamHeaderProvider::from_config)
+    };
+    for (field, value, at) in [
+        ("principal_header", json!("x_auth_principal"), "principal_header"),
+        ("principal_header", json!("X-Auth_Principal"), "principal_header"),
+        ("attributes_header", json!("x-auth_attributes"), "attributes_header"),
+        ("tenant_header", json!("X_AUTH_TENANT"), "tenant_header"),
+        ("attribute_headers", json!({"x-auth-attr_teams": "teams"}), "attribute_headers.x-auth-attr_teams"),
+        ("attribute_headers", json!({"x_auth_unknown_attributes": "u"}), "attribute_headers.x_auth_unknown_attributes"),
+    ] {
+        let e = with(field, value.clone()).unwrap_err();
+        assert_eq!(e.field, at, "{value}: {e}");
+        assert!(e.message.contains("tokengate itself sets"), "{value}: {e}");
+    }
+    assert!(with("principal_header", json!("x_forwarded_user")).is_ok(), "other `_` names are not ours to judge");
+
+    let mut config = base.clone();
+    config["principal_header"] = json!("X-Auth-User-Id");
+    config["attributes_header"] = json!("X-Auth-Attributes");
+    config["tenant_header"] = json!(" x-auth-tenant ");
+    config["attribute_headers"] = json!({"X-Groups": "teams"});
+    let config: UpstreamHeaderConfig = parse_provider_config(config).unwrap();
+    assert_eq!(config.identity_headers(), ["x-auth-user-id", "x-groups", "x-auth-attributes", "x-auth-tenant"]);
+    UpstreamHeaderProvider::from_config(config).unwrap();
+}

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::StatusCode;
-use tokengate_api::Principal;
+use tokengate_api::{AuthError, Principal};
 
 /// An open path without a (valid) token: the identity headers are still sent,
 /// empty, so a proxy that only overrides what tokengate returns (Envoy)
@@ -89,6 +89,65 @@ pub(super) fn allowed(principal: &Principal, names: &AttributeHeaderNames) -> Re
 fn unrenderable(header: &str) -> Response {
     tracing::error!("{header} is not a valid header value; refusing rather than sending it wrong or not at all");
     StatusCode::INTERNAL_SERVER_ERROR.into_response()
+}
+
+/// The headers of an answer under the name tokengate gives each (the
+/// `X-Auth-Attr-` family is [`ATTRIBUTE_HEADERS`]), lower-case.
+const SET_BY_TOKENGATE: [(&str, &str); 4] = [
+    ("x-auth-principal", "X-Auth-Principal"),
+    ("x-auth-tenant", "X-Auth-Tenant"),
+    ("x-auth-attributes", "X-Auth-Attributes"),
+    ("x-auth-unknown-attributes", "X-Auth-Unknown-Attributes"),
+];
+/// What every `X-Auth-Attr-<name>` starts with, lower-case.
+const ATTRIBUTE_HEADERS: &str = "x-auth-attr-";
+
+/// Which of the headers tokengate sets `name` stands for to a back end that
+/// reads headers CGI-style (case ignored, `_` read as `-`), in tokengate's
+/// spelling; `None` for any other name.
+fn set_by_tokengate(name: &str) -> Option<&'static str> {
+    // Header names are ASCII; nothing else folds to one of these.
+    let fold = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    let folds_to =
+        |target: &str| name.len() >= target.len() && name.bytes().zip(target.bytes()).all(|(b, t)| fold(b) == t);
+    if folds_to(ATTRIBUTE_HEADERS) {
+        return Some("X-Auth-Attr-*");
+    }
+    SET_BY_TOKENGATE.iter().find(|(lower, _)| name.len() == lower.len() && folds_to(lower)).map(|(_, shown)| *shown)
+}
+
+/// Refuses (400 `invalid_request`) a decision request that carries a header
+/// tokengate sets in its answer, under any name that folds to one
+/// ([`set_by_tokengate`]), whatever its value, empty included.
+///
+/// The proxy asking passes the client's headers along (nginx `auth_request`,
+/// Traefik `forwardAuth`, Caddy `forward_auth` all do), so such a header is a
+/// client's copy its recipe did not remove: an `X-Auth-Attr-*` that the
+/// nginx snippet does not list, a `_` spelling that nginx passes with
+/// `ignore_invalid_headers off`. Behind the proxy it would reach the
+/// application beside, or instead of, tokengate's own (issue #20); refusing
+/// the decision keeps it from there whatever the recipe missed. `exempt`
+/// are the exact names a provider reads identity from (an `upstream_header`
+/// behind an authenticating proxy that sets `X-Auth-Attributes`, as OGX
+/// configures it): those are the proxy's to set, as for any other name
+/// that provider reads.
+pub(super) fn refuse_identity_copies(headers: &HeaderMap, exempt: &[HeaderName]) -> Result<(), AuthError> {
+    for name in headers.keys() {
+        let Some(shown) = set_by_tokengate(name.as_str()) else { continue };
+        if exempt.contains(name) {
+            continue;
+        }
+        // A header name is visible ASCII without separators: nothing in it needs escaping.
+        tracing::warn!(
+            header = name.as_str(),
+            "decision request carries its own {shown} header; the proxy must remove client copies"
+        );
+        return Err(AuthError::invalid_request(format!(
+            "the request carries its own {shown} header (as {name}), which only tokengate sets; the proxy must \
+             remove client copies"
+        )));
+    }
+    Ok(())
 }
 
 const X_AUTH_PRINCIPAL: HeaderName = HeaderName::from_static("x-auth-principal");
@@ -291,6 +350,13 @@ impl serde_json::ser::Formatter for AsciiFormatter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sign_is_not_a_hex_digit() {
+        // `u8::from_str_radix` takes a leading `+`: `%+5` would decode to U+0005.
+        assert_eq!(percent_decoded("%+5"), None);
+        assert_eq!(percent_decoded("a%2Cb%C3%A9").as_deref(), Some("a,bé"));
+    }
 
     #[test]
     fn a_value_that_is_no_header_value_is_none_not_empty() {
