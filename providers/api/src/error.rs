@@ -77,6 +77,18 @@ pub enum Reason {
     Tenant,
     /// The token is on the revocation list.
     Revoked,
+    /// A stored key (API key entry) is suspended (`status: suspended`, or
+    /// `disabled: true`); the detail carries the reason given.
+    KeySuspended,
+    /// A stored key is revoked (`status: revoked`); the detail carries the reason given.
+    KeyRevoked,
+    /// A stored key's `expires_at` has passed.
+    KeyExpired,
+    /// A stored key was rotated and the grace during which it kept working has ended.
+    KeyRotated,
+    /// A stored key is valid but restricted, and this request is outside the
+    /// restriction; the constraint's name (`allowed_cidrs`, `allowed_paths`, `allowed_methods`).
+    KeyConstraint(std::borrow::Cow<'static, str>),
     /// No configured provider owns this kind of token.
     NotOwned,
     /// The identity service answered that the credential is not valid
@@ -107,6 +119,11 @@ impl Reason {
         Reason::Claim(std::borrow::Cow::Borrowed(name))
     }
 
+    /// A key constraint by name: `Reason::key_constraint("allowed_cidrs")`.
+    pub fn key_constraint(name: &'static str) -> Reason {
+        Reason::KeyConstraint(std::borrow::Cow::Borrowed(name))
+    }
+
     /// A stable snake_case name for logs and metrics (`signature`, `claim`, …).
     pub fn code(&self) -> &'static str {
         match self {
@@ -120,6 +137,11 @@ impl Reason {
             Reason::Principal => "principal",
             Reason::Tenant => "tenant",
             Reason::Revoked => "revoked",
+            Reason::KeySuspended => "key_suspended",
+            Reason::KeyRevoked => "key_revoked",
+            Reason::KeyExpired => "key_expired",
+            Reason::KeyRotated => "key_rotated",
+            Reason::KeyConstraint(_) => "key_constraint",
             Reason::NotOwned => "not_owned",
             Reason::Rejected => "rejected",
             Reason::Policy => "policy",
@@ -133,6 +155,7 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Reason::Claim(name) => write!(f, "claim {name}"),
+            Reason::KeyConstraint(name) => write!(f, "key constraint {name}"),
             other => f.write_str(other.code()),
         }
     }
@@ -149,12 +172,14 @@ pub struct AuthError {
     reason: Reason,
     detail: String,
     retry_after: Option<Duration>,
+    /// The stored credential (API key entry) that was refused, safe to log.
+    key_id: Option<String>,
 }
 
 impl AuthError {
     /// An error of `kind` with the kind's default [`Reason`].
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        AuthError { kind, reason: Reason::default_for(kind), detail: detail.into(), retry_after: None }
+        AuthError { kind, reason: Reason::default_for(kind), detail: detail.into(), retry_after: None, key_id: None }
     }
 
     /// The same error with a more specific reason.
@@ -192,6 +217,18 @@ impl AuthError {
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// The same error naming the stored credential (API key entry) it refuses,
+    /// for the audit line and the decision log; never the key or its hash.
+    pub fn with_key_id(mut self, key_id: impl Into<String>) -> Self {
+        self.key_id = Some(key_id.into());
+        self
+    }
+
+    /// The id of the stored credential refused, when the provider knew it.
+    pub fn key_id(&self) -> Option<&str> {
+        self.key_id.as_deref()
     }
 
     /// Whose problem it is, and so the status.
