@@ -13,8 +13,10 @@ upstream, all on free 127.0.0.1 ports, then checks:
   3. Key rotation seen by a running `tokengate serve`; with the provider
      stopped, known keys keep working and an unknown kid is 503.
   4. `tokengate serve` behind nginx auth_request: allowed, denied, unavailable;
-     forged X-Auth-* headers in every spelling never reach the application.
-  5. The same behind Caddy forward_auth (the README's recipe).
+     forged X-Auth-* headers in every spelling never reach the application
+     (tokengate refuses those nginx passes it; nginx drops the `_` ones).
+  5. The same behind Caddy forward_auth (the README's recipe, which removes
+     them before tokengate sees them; without it, tokengate refuses them).
 
 Prints one PASS/FAIL line per check and a closing "N passed, N failed" line;
 exits 1 if anything failed. Python 3 standard library only.
@@ -199,6 +201,11 @@ def forged_identity(names=IDENTITY_HEADERS):
         forged.append((name.upper(), "admin"))
         forged.append((name.lower().replace("-", "_"), ""))
     return forged
+
+
+def underscored(forged):
+    """The entries of `forged` whose name has a `_`: what nginx drops by default."""
+    return [(name, value) for name, value in forged if "_" in name]
 
 
 def identity_seen(record):
@@ -511,15 +518,20 @@ class Suite:
         return {name.lower(): r.headers.get_all(name) for name in set(r.headers.keys())
                 if name.lower().startswith("x-auth-")}
 
-    def identity_checks(self, prefix, base, tg_port, proxy, copied, empty_sent, jwt, forged):
+    def identity_checks(self, prefix, base, tg_port, proxy, copied, empty_sent, jwt, forged, refused=False):
         """A client's forged identity headers (`forged`: every spelling that
         folds to one of tokengate's) never reach the application: on an open
         path without and with a token, and on a protected path with a JWT and
-        with a token whose teams are unknown, the application gets exactly
-        tokengate's answer for the headers the recipe copies (`copied`), once
-        each, under no other spelling; an empty value arrives empty
-        (`empty_sent`, Caddy) or not at all (nginx). Without a token on a
-        protected path: 401, the application untouched."""
+        with a token whose teams are unknown.
+
+        `refused`: the proxy passes them to tokengate, which refuses the
+        decision; the client gets 400 `invalid_request`, the application
+        nothing. Otherwise the proxy removes them before tokengate sees them,
+        and the application gets exactly tokengate's answer for the headers
+        the recipe copies (`copied`), once each, under no other spelling; an
+        empty value arrives empty (`empty_sent`, Caddy) or not at all (nginx).
+        Without a token on a protected path: 400 or 401, the application
+        untouched."""
         cases = [("open", "/public/logo.png", None, "", ""),
                  ("open+jwt", "/public/logo.png", jwt, "svc-rs256", ""),
                  ("jwt", "/v1/models", jwt, "svc-rs256", ""),
@@ -536,6 +548,12 @@ class Suite:
                 before = len(EchoHandler.seen)
                 sent = list(forged) + ([("Authorization", f"Bearer {token}")] if token else [])
                 status, _, body = raw_request(base, "GET", path, sent)
+                if refused:
+                    hits = len(EchoHandler.seen) - before
+                    problems += [] if status == 400 and "invalid_request" in body else \
+                        [f"want 400 invalid_request; got {status} {body[:200]!r}"]
+                    problems += [f"the application was reached {hits} time(s)"] if hits else []
+                    return not problems, "; ".join(problems), f"{len(forged)} forged headers: 400, app untouched"
                 if status != 200 or len(EchoHandler.seen) == before:
                     return False, f"want 200 from the application; got {status} {body[:200]!r}"
                 seen = identity_seen(EchoHandler.seen[-1])
@@ -549,16 +567,19 @@ class Suite:
                 return not problems, "; ".join(problems) + f"\n tokengate answered {answer}\n app got {seen}", \
                     f"{len(forged)} forged headers, none reached the app"
 
-            self.expect(f"{prefix}.{i}", f"{label} {path}: forged X-Auth-* in every spelling never reach the app; "
-                        f"it sees exactly tokengate's answer", run)
+            outcome = "tokengate refuses them (400), the app is untouched" if refused \
+                else "the proxy removes them, the app sees exactly tokengate's answer"
+            self.expect(f"{prefix}.{i}", f"{label} {path}: {len(forged)} forged X-Auth-* spellings: {outcome}", run)
+
+        want_denied = 400 if refused else 401
 
         def denied():
             before = len(EchoHandler.seen)
             status, _, body = raw_request(base, "GET", "/v1/models", forged)
-            return status == 401 and len(EchoHandler.seen) == before, \
-                f"want 401, application untouched; got {status}, upstream hits {len(EchoHandler.seen) - before}"
+            return status == want_denied and len(EchoHandler.seen) == before, \
+                f"want {want_denied}, application untouched; got {status}, upstream hits {len(EchoHandler.seen) - before}"
 
-        self.expect(f"{prefix}.{len(cases)}", "protected path, no token, forged X-Auth-* in every spelling: 401", denied)
+        self.expect(f"{prefix}.{len(cases)}", f"protected path, no token, forged X-Auth-*: {want_denied}", denied)
 
     def tg_check(self, config, token, stdin=False, timeout=60):
         argv = [self.tokengate, "check", "--config", config]
@@ -1115,13 +1136,20 @@ class Suite:
 
         self.expect("4.2", "allowed POST: method and body reach the upstream", post)
 
+        # nginx passes the client's headers to the auth subrequest: tokengate
+        # refuses a copy of its own (400), which the snippet's error_page
+        # hands to the client as 400.
         def spoof():
+            before = len(EchoHandler.seen)
             r = get("/v1/models", tokens["EdDSA"], headers={
                 "X-Auth-Principal": "root", "X-Auth-Attributes": '{"roles":["admin"]}', "X-Auth-Tenant": "globex",
                 "X-Auth-Attr-Roles": "admin,superuser", "X-Auth-Attr-Teams": "everyone"})
-            return reached(r, "svc-eddsa")
+            code = (r.json() or {}).get("error", {}).get("code")
+            return r.status == 400 and code == "invalid_request" and len(EchoHandler.seen) == before, \
+                f"want 400 invalid_request, upstream untouched; upstream hits {len(EchoHandler.seen) - before}; got {r!r}"
 
-        self.expect("4.3", "client-sent X-Auth-* headers are replaced by tokengate's", spoof)
+        self.expect("4.3", "valid token, client-sent X-Auth-* headers: 400 (tokengate refuses them), upstream not reached",
+                    spoof)
 
         def denied(token, want_error, headers=None):
             def run():
@@ -1141,19 +1169,36 @@ class Suite:
                     denied("garbage", True))
         self.expect("4.6", "token for another audience: 401 invalid_token",
                     denied(self.token("svc-eddsa", resource=OTHER), True))
-        self.expect("4.7", "spoofed X-Auth-Principal without a token: 401, upstream not reached",
-                    denied(None, False, headers={"X-Auth-Principal": "root"}))
+        self.expect("4.7", "spoofed X-Auth-Principal without a token: 400 before any provider, upstream not reached",
+                    through_proxy(base, "GET", "/v1/models", {"X-Auth-Principal": "root"}, 400))
 
-        # nginx drops `_` names by default; the snippet's own lines remove them
-        # when `underscores_in_headers on` lets them in.
+        # Every spelling, and an X-Auth-Attr-* the snippet does not list: the
+        # dash ones reach tokengate, which refuses the request; nginx drops the
+        # `_` ones by default, so tokengate never sees those and the app gets
+        # exactly its answer. With `underscores_in_headers on` or
+        # `ignore_invalid_headers off` the `_` ones reach tokengate too, and
+        # are refused (the snippet's own `_` lines are the second line).
         snippet_copies = IDENTITY_HEADERS
-        self.identity_checks("4.17", base, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
-                             forged_identity())
+        forged = forged_identity(IDENTITY_HEADERS + ["X-Auth-Attr-Groups"])
+        self.identity_checks("4.17", base, tg_port, "nginx", snippet_copies, False, tokens["RS256"], forged,
+                             refused=True)
+        self.identity_checks("4.17.u", base, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
+                             underscored(forged))
         under = self.start_nginx(tg_port, up_port, name="nginx-underscores", server_extra="underscores_in_headers on;")
         self.record("4.18.up", f"nginx {under} with underscores_in_headers on", True)
         self.identity_checks("4.18", under, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
-                             forged_identity())
+                             underscored(forged), refused=True)
         self.stop("nginx-underscores")
+        invalid = self.start_nginx(tg_port, up_port, name="nginx-invalid-headers",
+                                   server_extra="ignore_invalid_headers off;")
+        self.record("4.19.up", f"nginx {invalid} with ignore_invalid_headers off", True)
+        self.identity_checks("4.19", invalid, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
+                             underscored(forged), refused=True)
+        self.stop("nginx-invalid-headers")
+        # Names that only look like tokengate's are not refused.
+        for i, name in enumerate(["X-Auth-Request-User", "X_Auth_Request_Groups", "X-Authorization-Foo"]):
+            self.expect(f"4.20.{i}", f"valid token, client-sent {name}: not one of tokengate's, allowed",
+                        through_proxy(base, "GET", "/v1/models", {name: "root"}, 200, tokens["RS256"], "svc-rs256"))
 
         def bypass(cid, title, method, target, headers, want, token=None):
             self.expect(cid, title, through_proxy(base, method, target, headers, want, token))
@@ -1242,21 +1287,7 @@ class Suite:
         tg_port = free_port()
         self.start_serve("tokengate-caddy", config, tg_port)
         up_port = self.start_upstream()
-        port = free_port()
-        root = os.path.join(self.root, "caddy")
-        os.makedirs(root, exist_ok=True)
-        with open(os.path.join(self.repo, "interop", "Caddyfile.template")) as f:
-            text = f.read()
-        for k, v in {"@CADDY_PORT@": str(port), "@TOKENGATE_PORT@": str(tg_port), "@UPSTREAM_PORT@": str(up_port)}.items():
-            text = text.replace(k, v)
-        caddyfile = os.path.join(root, "Caddyfile")
-        with open(caddyfile, "w") as f:
-            f.write(text)
-        env = dict(CHILD_ENV, HOME=root, XDG_DATA_HOME=root, XDG_CONFIG_HOME=root)
-        self.start("caddy", [caddy, "run", "--config", caddyfile, "--adapter", "caddyfile"], env=env)
-        base = f"http://127.0.0.1:{port}"
-        self.wait_started("caddy", lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
-                          f"a listener on {base}")
+        base = self.start_caddy(caddy, "caddy", tg_port, up_port)
         self.record("5.0", f"caddy {base} -> forward_auth tokengate serve :{tg_port} -> upstream :{up_port}", True)
         token = self.token("svc-rs256")
 
@@ -1296,10 +1327,46 @@ class Suite:
         # The recipe copies only what tokengate always sends, and deletes every
         # client header named X-Auth-* in any spelling, X-Auth-Attr-* included.
         caddy_copies = ["X-Auth-Principal", "X-Auth-Tenant", "X-Auth-Attributes", "X-Auth-Unknown-Attributes"]
+        # Caddy runs them before forward_auth, so tokengate never sees the client's copies.
         self.identity_checks("5.10", base, tg_port, "caddy", caddy_copies, True, token,
                              forged_identity(IDENTITY_HEADERS + ["X-Auth-Attr-Groups", "X-Auth-Request-User"]))
         self.stop("caddy")
+        # Without those lines, forward_auth passes the client's headers to
+        # tokengate (as nginx and Traefik do), which refuses the request.
+        bare = self.start_caddy(caddy, "caddy-unstripped", tg_port, up_port, strip=False)
+        self.record("5.11.up", f"caddy {bare} without the recipe's request_header lines", True)
+        self.identity_checks("5.11", bare, tg_port, "caddy", caddy_copies, True, token,
+                             forged_identity(IDENTITY_HEADERS + ["X-Auth-Attr-Groups"]), refused=True)
+        self.expect("5.11.ok", "without them, valid token, client-sent X-Auth-Request-User: not one of tokengate's, "
+                    "allowed", through_proxy(bare, "GET", "/v1/models", {"X-Auth-Request-User": "root"}, 200,
+                                             token, "svc-rs256"))
+        self.stop("caddy-unstripped")
         self.stop("tokengate-caddy")
+
+    def start_caddy(self, caddy, name, tg_port, up_port, strip=True):
+        """Caddy with interop/Caddyfile.template; `strip=False` leaves out its
+        `request_header -X…` lines (the client's X-Auth-* then reach tokengate)."""
+        port = free_port()
+        root = os.path.join(self.root, name)
+        os.makedirs(root, exist_ok=True)
+        with open(os.path.join(self.repo, "interop", "Caddyfile.template")) as f:
+            text = f.read()
+        for k, v in {"@CADDY_PORT@": str(port), "@TOKENGATE_PORT@": str(tg_port), "@UPSTREAM_PORT@": str(up_port)}.items():
+            text = text.replace(k, v)
+        if not strip:
+            kept = [line for line in text.splitlines() if not line.strip().startswith("request_header -X")]
+            if len(kept) == len(text.splitlines()):
+                raise RuntimeError("Caddyfile.template has no `request_header -X…` lines to leave out")
+            text = "\n".join(kept) + "\n"
+        caddyfile = os.path.join(root, "Caddyfile")
+        with open(caddyfile, "w") as f:
+            f.write(text)
+        env = dict(CHILD_ENV, HOME=root, XDG_DATA_HOME=root, XDG_CONFIG_HOME=root)
+        self.start(name, [caddy, "run", "--config", caddyfile, "--adapter", "caddyfile"], env=env)
+        base = f"http://127.0.0.1:{port}"
+        self.wait_started(name, lambda: socket.create_connection(("127.0.0.1", port), timeout=1).close() or True,
+                          f"a listener on {base}")
+        return base
 
     # ------------------------------------------------------------- main
 
