@@ -39,6 +39,12 @@ pub struct RequestContext {
     /// The TCP peer, when known.
     #[serde(skip)]
     pub peer: Option<SocketAddr>,
+    /// The client's address as the front end established it: the TCP peer
+    /// for the tower layer; for `tokengate serve`, the hop the configured
+    /// proxy profile writes (never a header the client could set), `None`
+    /// when the profile names none. Usage limits counted by client IP read it.
+    #[serde(skip)]
+    pub client_ip: Option<std::net::IpAddr>,
     /// Lower-cased names of headers that came more than once, readable or
     /// not. Joined in `headers`, a repeat cannot be told from one value
     /// holding a comma; identity headers (`upstream_header`) must refuse

@@ -44,6 +44,7 @@
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,15 +53,21 @@ use tokengate_api::Description;
 use tokengate_api::Secret;
 use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Ownership,
-    Principal, ProviderBuilder, RequestContext,
+    Principal, ProviderBuilder, Reason, RequestContext,
 };
 mod keygen;
 mod keys;
+pub mod usage;
 
-pub use keygen::{config_line, generate_key, hash_key, KeyGenError};
-use keys::{check_prefix, compile_into, load_file_keys, parse_digest, KeyMap};
+use keygen::Shape;
+pub use keygen::{
+    config_line, generate_key, generate_key_id, hash_key, scanner_regex, KeyGenError, CHECKSUMMED_MARKER,
+};
+pub use keys::{check_id, read_keys_file};
+use keys::{check_prefix, compile_into, load_file_keys, parse_digest, KeyMap, StoredKey};
 use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;
+use usage::{LocalUsage, UsageRecorder};
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
 ///
@@ -76,9 +83,6 @@ const HASH_PREFIX: &str = "sha256:";
 
 /// A key file this large is a mistake (or an attack on memory), not a key list.
 const MAX_KEYS_FILE_BYTES: u64 = 16 * 1024 * 1024;
-
-/// Random bytes in a generated key: 256 bits, beyond any guessing.
-const KEY_RANDOM_BYTES: usize = 32;
 
 // ---------------------------------------------------------------------------
 // Configuration
@@ -108,6 +112,39 @@ pub struct ApiKeyConfig {
     /// implicit `roles: [admin, owner]`.
     #[serde(default)]
     pub api_keys: Vec<Secret>,
+    /// Where per-key usage (last used, requests per UTC day) is written; by
+    /// default `<keys_file>.usage.json` when there is a `keys_file`, else
+    /// usage is not recorded.
+    #[serde(default)]
+    pub usage_file: Option<PathBuf>,
+    /// `false` records no usage at all (default `true`).
+    #[serde(default = "default_true")]
+    pub record_usage: bool,
+    /// How often counted usage is written to `usage_file` (default 10s); it
+    /// is also written when the provider closes.
+    #[serde(default = "default_usage_flush_interval", with = "tokengate_kit::duration")]
+    pub usage_flush_interval: Duration,
+    /// Metrics options.
+    #[serde(default)]
+    pub metrics: ApiKeyMetrics,
+}
+
+/// `metrics:` of the api_key provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyMetrics {
+    /// Count accepted requests per key id (`tokengate_api_key_requests_total{key_id}`).
+    /// Off by default: one series per key is the operator's choice to make.
+    #[serde(default)]
+    pub per_key: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_usage_flush_interval() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The roles OGX gives every key of its `api_keys` list.
@@ -116,52 +153,137 @@ pub const OGX_API_KEY_ROLES: &[&str] = &["admin", "owner"];
 /// The entry a plaintext key of `api_keys` stands for (see [`ApiKeyConfig::api_keys`]).
 fn plaintext_entry(key: &Secret) -> KeyEntry {
     let hash = hex::encode(tokengate_kit::token_hash(key.expose()));
-    KeyEntry {
-        principal: format!("api-key-{}", &hash[..8]),
-        hash,
-        id: None,
-        attributes: [("roles".to_string(), OGX_API_KEY_ROLES.iter().map(|r| r.to_string()).collect())].into(),
-        expires_at: None,
-        disabled: false,
-    }
+    let roles = OGX_API_KEY_ROLES.iter().map(|r| r.to_string()).collect();
+    KeyEntry::new(hash.clone(), format!("api-key-{}", &hash[..8]))
+        .with_attributes([("roles".to_string(), roles)].into())
 }
 
 fn default_reload_interval() -> Duration {
     Duration::from_secs(2)
 }
 
-/// One API key: its digest and whom it authenticates.
+/// Where a key stands in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    /// The key works (until its `expires_at`, if any).
+    #[default]
+    Active,
+    /// Refused for now, and may be resumed (`tokengate key resume`).
+    Suspended,
+    /// Refused for good; the record stays for the inventory and the audit trail.
+    Revoked,
+}
+
+impl KeyStatus {
+    /// `active`, `suspended` or `revoked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Suspended => "suspended",
+            KeyStatus::Revoked => "revoked",
+        }
+    }
+
+    fn is_active(&self) -> bool {
+        *self == KeyStatus::Active
+    }
+}
+
+/// One API key: its digest, whom it authenticates, its place in the
+/// inventory (owner, name, lifecycle) and what it may do.
 #[derive(Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KeyEntry {
+    /// The key's id: unique among the provider's keys, shown in `tokengate key
+    /// list`, the audit line and the decision log (never the key or its hash).
+    /// `tokengate key new` always writes one; an entry without one is known
+    /// as `h-` and the first 8 hex digits of its hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// SHA-256 of the key, hex, optionally prefixed `sha256:`.
     pub hash: String,
     /// The principal the key authenticates as.
     pub principal: String,
-    /// A label for logs (`ci-bot-2026`), so operators can tell a principal's keys apart.
+    /// Who is responsible for the key (a person, a team, a customer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub owner: Option<String>,
+    /// A short human name (`ci deploys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the key is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// RFC 3339 time the key was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+    /// Free-form data kept with the key (a customer id, a ticket); tokengate never reads it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, serde_json::Value>,
     /// Attribute name → values given to the principal.
     #[serde(default, skip_serializing_if = "Attributes::is_empty")]
     pub attributes: Attributes,
+    /// `active` (the default), `suspended` or `revoked`.
+    #[serde(default, skip_serializing_if = "KeyStatus::is_active")]
+    pub status: KeyStatus,
+    /// Why the key is suspended or revoked, said in its refusal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// RFC 3339 time after which the key is refused (`2027-01-01T00:00:00Z`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
-    /// A disabled key is refused (revocation that keeps the record).
+    /// Set by `tokengate key rotate`: the id of the key that replaces this one,
+    /// which works until `expires_at` (the end of the grace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_to: Option<String>,
+    /// Older form of `status: suspended`: still read, and means exactly that.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
+    /// Per-key rate for the `limits:` stage, as written (`100/min`, `10/s burst 20`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<String>,
+    /// Per-key requests per UTC day, for the `limits:` stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_quota: Option<u64>,
+    /// Per-key requests per UTC calendar month, for the `limits:` stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monthly_quota: Option<u64>,
+    /// Client addresses the key may be used from (CIDRs or addresses); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_cidrs: Vec<String>,
+    /// Canonical request paths the key may be used on (`/v1/models`, or
+    /// `/v1/chat/*` for a path and everything below it); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_paths: Vec<String>,
+    /// HTTP methods the key may be used with (`GET`); empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_methods: Vec<String>,
 }
 
 impl KeyEntry {
     /// An entry for `hash` (hex or `sha256:hex`) authenticating `principal`.
     pub fn new(hash: impl Into<String>, principal: impl Into<String>) -> Self {
         KeyEntry {
+            id: None,
             hash: hash.into(),
             principal: principal.into(),
-            id: None,
+            owner: None,
+            name: None,
+            description: None,
+            created_at: None,
+            metadata: BTreeMap::new(),
             attributes: Attributes::new(),
+            status: KeyStatus::Active,
+            reason: None,
             expires_at: None,
+            rotated_to: None,
             disabled: false,
+            rate_limit: None,
+            daily_quota: None,
+            monthly_quota: None,
+            allowed_cidrs: Vec::new(),
+            allowed_paths: Vec::new(),
+            allowed_methods: Vec::new(),
         }
     }
 
@@ -182,6 +304,14 @@ impl KeyEntry {
         self.expires_at = Some(humantime::format_rfc3339_seconds(at).to_string());
         self
     }
+
+    /// The status in force: `disabled: true` is `suspended`.
+    pub fn effective_status(&self) -> KeyStatus {
+        match self.status {
+            KeyStatus::Active if self.disabled => KeyStatus::Suspended,
+            status => status,
+        }
+    }
 }
 
 impl fmt::Debug for KeyEntry {
@@ -190,13 +320,15 @@ impl fmt::Debug for KeyEntry {
         // field only when it really is a digest.
         let hash = if parse_digest(&self.hash).is_ok() { self.hash.as_str() } else { "<not a digest; hidden>" };
         f.debug_struct("KeyEntry")
+            .field("id", &self.id)
             .field("hash", &hash)
             .field("principal", &self.principal)
-            .field("id", &self.id)
+            .field("owner", &self.owner)
             .field("attributes", &self.attributes)
+            .field("status", &self.effective_status())
             .field("expires_at", &self.expires_at)
-            .field("disabled", &self.disabled)
-            .finish()
+            .field("rotated_to", &self.rotated_to)
+            .finish_non_exhaustive()
     }
 }
 
@@ -259,6 +391,9 @@ struct KeyFile {
 
 struct Inner {
     type_name: &'static str,
+    usage: Option<Arc<dyn UsageRecorder>>,
+    usage_flush_interval: Duration,
+    per_key_metrics: bool,
     prefix: Option<String>,
     inline: KeyMap,
     file: Option<KeyFile>,
@@ -284,6 +419,15 @@ impl Inner {
     /// A file that cannot be read or parsed keeps the keys in force (an editor
     /// mid-save or a typo must not lock everyone out) and is retried on every
     /// poll until it loads, with the error logged once per version.
+    /// Flushes usage, logging a failure (the counts are kept for the next try).
+    fn flush_usage(&self) {
+        if let Some(usage) = &self.usage {
+            if let Err(error) = usage.flush() {
+                tracing::warn!(provider = self.type_name, %error, "API key usage not written; retrying at the next flush");
+            }
+        }
+    }
+
     fn check_file(&self) -> Reload {
         let Some(file) = &self.file else {
             return Reload::Unchanged;
@@ -327,6 +471,7 @@ impl Inner {
 pub struct ApiKeyProvider {
     inner: Arc<Inner>,
     watcher: Poller,
+    flusher: Poller,
 }
 
 impl fmt::Debug for ApiKeyProvider {
@@ -369,8 +514,20 @@ impl ApiKeyProvider {
         let plaintext: Vec<KeyEntry> = config.api_keys.iter().map(plaintext_entry).collect();
         drop(config.api_keys);
         compile_into(&mut inline, &plaintext, "api_keys")?;
+        if config.usage_flush_interval.is_zero() {
+            return Err(ConfigError::new("usage_flush_interval", "must be longer than 0s"));
+        }
         let mut keys = inline.clone();
         let mut file = None;
+        let usage_path = match (&config.usage_file, &config.keys_file) {
+            (Some(path), _) => Some(ctx.resolve(path)),
+            (None, Some(keys_file)) => Some(usage::default_usage_path(&ctx.resolve(keys_file))),
+            (None, None) => None,
+        };
+        let usage: Option<Arc<dyn UsageRecorder>> = match usage_path {
+            Some(path) if config.record_usage => Some(Arc::new(LocalUsage::new(path))),
+            _ => None,
+        };
         if let Some(path) = config.keys_file {
             let path = ctx.resolve(&path);
             // The first load must succeed: there are no old keys to fall back on.
@@ -383,13 +540,16 @@ impl ApiKeyProvider {
         }
         let inner = Arc::new(Inner {
             type_name,
+            usage,
+            usage_flush_interval: config.usage_flush_interval,
+            per_key_metrics: config.metrics.per_key,
             prefix,
             keys: ArcSwap::from_pointee(keys),
             inline,
             file,
             reload_interval: config.reload_interval,
         });
-        let provider = ApiKeyProvider { inner, watcher: Poller::default() };
+        let provider = ApiKeyProvider { inner, watcher: Poller::default(), flusher: Poller::default() };
         // Built inside a runtime (the server), start watching now; otherwise the
         // first validation starts it.
         provider.ensure_watcher();
@@ -409,6 +569,20 @@ impl ApiKeyProvider {
                 inner.check_file();
             });
         }
+        if self.inner.usage.is_some() {
+            self.flusher.ensure(&self.inner, self.inner.usage_flush_interval, |inner| {
+                inner.flush_usage();
+            });
+        }
+    }
+
+    /// Writes the usage counted so far (it is also written every
+    /// `usage_flush_interval` and at close); `Err` says why it could not be.
+    pub fn flush_usage(&self) -> Result<(), String> {
+        match &self.inner.usage {
+            Some(usage) => usage.flush(),
+            None => Ok(()),
+        }
     }
 
     /// Checks the key file now instead of waiting for the poller.
@@ -421,40 +595,135 @@ impl ApiKeyProvider {
         self.inner.keys.load().len()
     }
 
-    fn lookup(&self, token: &str) -> Result<Principal, AuthError> {
+    fn lookup(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         if let Some(prefix) = &self.inner.prefix {
             if !token.starts_with(prefix.as_str()) {
                 return Err(AuthError::invalid_token(format!("not an API key: it does not start with `{prefix}`")));
             }
         }
+        // Offline: a checksummed key with a wrong checksum is never looked up.
+        if keygen::shape_of(token) == Shape::BadChecksum {
+            return Err(AuthError::invalid_token(
+                "malformed API key: its checksum does not match (mistyped, truncated or made up)",
+            )
+            .because(Reason::Malformed));
+        }
         let keys = self.inner.keys.load();
         let Some(key) = keys.get(&token_hash(token)) else {
             return Err(AuthError::invalid_token("unknown API key"));
         };
-        let id = key.id.as_deref().unwrap_or("");
-        if key.disabled {
-            tracing::debug!(principal = %key.principal.principal, key_id = id, "disabled API key presented");
-            return Err(AuthError::invalid_token("API key is disabled"));
+        let now = SystemTime::now();
+        if let Err(e) = key_state(key, now).and_then(|()| key_constraints(key, ctx)) {
+            tracing::debug!(principal = %key.principal.principal, key_id = %key.key_id, reason = %e.reason(), "API key refused");
+            return Err(e.with_key_id(key.key_id.clone()));
         }
-        if let Some(at) = key.expires_at {
-            if SystemTime::now() >= at {
-                tracing::debug!(principal = %key.principal.principal, key_id = id, "expired API key presented");
-                return Err(AuthError::invalid_token(format!(
-                    "API key expired at {}",
-                    humantime::format_rfc3339_seconds(at)
-                )));
-            }
+        if let Some(usage) = &self.inner.usage {
+            usage.record(&key.key_id, now);
         }
-        tracing::debug!(principal = %key.principal.principal, key_id = id, "API key accepted");
+        if self.inner.per_key_metrics {
+            metrics::counter!("tokengate_api_key_requests_total", "key_id" => key.key_id.clone()).increment(1);
+        }
+        tracing::debug!(principal = %key.principal.principal, key_id = %key.key_id, "API key accepted");
         Ok(key.principal.clone())
     }
 }
 
+fn with_reason(what: &str, reason: &Option<String>) -> String {
+    match reason.as_deref().map(str::trim) {
+        Some(reason) if !reason.is_empty() => format!("{what}: {reason}"),
+        _ => what.to_string(),
+    }
+}
+
+/// Whether the key's lifecycle lets it work at `now`.
+fn key_state(key: &StoredKey, now: SystemTime) -> Result<(), AuthError> {
+    match key.status {
+        KeyStatus::Revoked => {
+            return Err(AuthError::invalid_token(with_reason("key revoked", &key.reason)).because(Reason::KeyRevoked))
+        }
+        KeyStatus::Suspended => {
+            return Err(
+                AuthError::invalid_token(with_reason("key suspended", &key.reason)).because(Reason::KeySuspended)
+            )
+        }
+        KeyStatus::Active => {}
+    }
+    if let Some(at) = key.expires_at {
+        if now >= at {
+            let at = humantime::format_rfc3339_seconds(at);
+            return Err(match &key.rotated_to {
+                Some(next) => AuthError::invalid_token(format!("key rotated; replaced by {next}, grace ended at {at}"))
+                    .because(Reason::KeyRotated),
+                None => AuthError::invalid_token(format!("key expired at {at}")).because(Reason::KeyExpired),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether this request is within the key's `allowed_*` constraints: a 403
+/// naming the constraint when not.
+fn key_constraints(key: &StoredKey, ctx: &RequestContext) -> Result<(), AuthError> {
+    let constraints = &key.constraints;
+    let refuse = |name: &'static str, detail: String| {
+        Err(AuthError::insufficient_scope(detail).because(Reason::key_constraint(name)))
+    };
+    if !constraints.methods.is_empty() && !constraints.methods.contains(&ctx.method) {
+        return refuse(
+            "allowed_methods",
+            format!("key {} may not be used with method {} (allowed_methods)", key.key_id, shown(&ctx.method)),
+        );
+    }
+    if !constraints.paths.is_empty() {
+        if !keys::is_plain_path(&ctx.path) {
+            return refuse(
+                "allowed_paths",
+                format!("key {} has allowed_paths, and this path is not in plain canonical form", key.key_id),
+            );
+        }
+        if !constraints.paths.iter().any(|p| p.matches(&ctx.path)) {
+            return refuse(
+                "allowed_paths",
+                format!("key {} may not be used on path {} (allowed_paths)", key.key_id, shown(&ctx.path)),
+            );
+        }
+    }
+    if !constraints.cidrs.is_empty() {
+        // The client address as the front end established it; never a header's
+        // claim. Unknown is refused, not treated as allowed.
+        let Some(ip) = ctx.client_ip else {
+            return refuse(
+                "allowed_cidrs",
+                format!(
+                    "key {} has allowed_cidrs, and the client's address is not known here (tokengate serve \
+                     knows it only from a proxy profile that sets it)",
+                    key.key_id
+                ),
+            );
+        };
+        // A dual-stack listener reports IPv4 clients as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        if !constraints.cidrs.iter().any(|net| net.contains(&ip)) {
+            return refuse("allowed_cidrs", format!("key {} may not be used from {ip} (allowed_cidrs)", key.key_id));
+        }
+    }
+    Ok(())
+}
+
+/// A client-supplied value as shown in a refusal: control characters dropped, at most 100 characters.
+fn shown(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(100).collect();
+    if text.chars().count() > 100 {
+        out.push_str("...");
+    }
+    out
+}
+
 #[async_trait]
 impl AuthProvider for ApiKeyProvider {
-    async fn validate(&self, token: &str, _ctx: &RequestContext) -> Result<Principal, AuthError> {
+    async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         self.ensure_watcher();
-        self.lookup(token)
+        self.lookup(token, ctx)
     }
 
     fn describe(&self) -> Description {
@@ -477,6 +746,12 @@ impl AuthProvider for ApiKeyProvider {
 
     async fn close(&self) {
         self.watcher.close();
+        self.flusher.close();
+        let inner = self.inner.clone();
+        // File I/O: off the async threads, and awaited, so the last counts are written.
+        if tokio::task::spawn_blocking(move || inner.flush_usage()).await.is_err() {
+            self.inner.flush_usage();
+        }
     }
 }
 

@@ -92,7 +92,8 @@ async fn expired_key_is_rejected_with_its_expiry_and_future_expiry_accepted() {
     .unwrap();
     let e = p.validate(&old, &ctx()).await.unwrap_err();
     assert_eq!(e.code(), "invalid_token");
-    assert_eq!(e.detail(), "API key expired at 2020-01-01T00:00:00Z");
+    assert_eq!(e.detail(), "key expired at 2020-01-01T00:00:00Z");
+    assert_eq!(e.reason(), &Reason::KeyExpired);
     assert_eq!(p.validate(&fresh, &ctx()).await.unwrap().principal, "fresh");
 }
 
@@ -102,7 +103,9 @@ async fn disabled_key_is_rejected() {
     let p = build(json!({"keys": [{"hash": hash, "principal": "gone", "disabled": true}]})).unwrap();
     let e = p.validate(&key, &ctx()).await.unwrap_err();
     assert_eq!(e.code(), "invalid_token");
-    assert_eq!(e.detail(), "API key is disabled");
+    // `disabled: true`, the older form, is `status: suspended`.
+    assert_eq!(e.detail(), "key suspended");
+    assert_eq!(e.reason(), &Reason::KeySuspended);
 }
 
 #[tokio::test]
@@ -296,9 +299,10 @@ async fn generated_key_and_config_line_round_trip() {
     let (key, hex) = generate_key("tg_").unwrap();
     assert_eq!(hex.len(), 64);
     assert_eq!(hash_key(&key), format!("sha256:{hex}"));
-    // 32 random bytes are 43 base64url characters without padding.
-    assert_eq!(key.len(), 3 + 43);
-    assert!(key[3..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    // The checksummed format: prefix, `k1_`, 43 random and 6 checksum base62 characters.
+    assert_eq!(key.len(), 3 + 3 + 43 + 6);
+    assert!(key.starts_with("tg_k1_"), "{key}");
+    assert!(key[6..].chars().all(|c| c.is_ascii_alphanumeric()), "{key}");
     assert_ne!(generate_key("tg_").unwrap().0, key);
 
     let mut attributes = Attributes::new();
@@ -307,7 +311,7 @@ async fn generated_key_and_config_line_round_trip() {
     let entry =
         KeyEntry::new(&hex, "alice: the admin").with_id("alice-laptop").with_attributes(attributes).expiring_at(expiry);
     let line = config_line(&entry).unwrap();
-    assert!(line.starts_with("- hash: sha256:"), "{line}");
+    assert!(line.starts_with("- id: alice-laptop\n  hash: sha256:"), "{line}");
     assert!(line.contains("expires_at: 3000-01-01T00:00:00Z"), "{line}");
     assert!(!line.contains(&key));
 
@@ -409,6 +413,8 @@ async fn example_configs_build() {
         let mut section = doc["provider_config"].clone();
         let object = section.as_object_mut().unwrap();
         assert_eq!(object.remove("type"), Some(json!(builder.type_name())), "{file}");
+        // Not into the repository's config directory.
+        object.insert("record_usage".into(), json!(false));
         let build_ctx = BuildContext { base_dir: Some(config_dir.clone()), ..Default::default() };
         let p = builder.build(section, &build_ctx).unwrap_or_else(|e| panic!("{file}: {e}"));
         // The documented demo key works, so users can try the example as is.
@@ -436,4 +442,255 @@ async fn ogx_plaintext_api_keys_are_hashed_and_never_the_principal() {
     assert_eq!(who.attributes["roles"], vec!["admin", "owner"]);
     assert!(!format!("{:?}", p.describe()).contains(key));
     assert!(p.validate("sk-ogx-other", &tokengate_api::RequestContext::new("GET", "/")).await.is_err());
+}
+
+// ---------------------------------------------------------------------------
+// Issue #22: the key format, lifecycle, usage and constraints
+// ---------------------------------------------------------------------------
+
+/// A key of the generator before the checksummed format: prefix + 43 base64url characters.
+fn legacy_key(prefix: &str) -> (String, String) {
+    use base64::Engine as _;
+    let mut random = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut random).unwrap();
+    let key = format!("{prefix}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random));
+    let hash = hash_key(&key);
+    (key, hash)
+}
+
+/// `key` with its last checksum character changed.
+fn with_bad_checksum(key: &str) -> String {
+    let mut bad = key.to_string();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    bad
+}
+
+#[tokio::test]
+async fn a_wrong_checksum_is_refused_offline_as_malformed() {
+    let (key, hash) = new_key("tg_");
+    let bad = with_bad_checksum(&key);
+    // Configure the bad key's own hash too: were it looked up, it would be accepted.
+    let p = build(json!({"keys": [
+        {"id": "good", "hash": hash, "principal": "a"},
+        {"id": "typo", "hash": hash_key(&bad), "principal": "should-never-match"}
+    ]}))
+    .unwrap();
+    let e = p.validate(&bad, &ctx()).await.unwrap_err();
+    assert_eq!(e.reason(), &Reason::Malformed);
+    assert_eq!(e.kind().http_status(), 401);
+    assert!(e.detail().contains("checksum"), "{}", e.detail());
+    assert_eq!(e.key_id(), None, "no lookup, so no key");
+    assert_eq!(p.validate(&key, &ctx()).await.unwrap().principal, "a");
+    // Truncated by one character: no longer the new shape, so looked up, and unknown.
+    let e = p.validate(&key[..key.len() - 1], &ctx()).await.unwrap_err();
+    assert_eq!(e.detail(), "unknown API key");
+}
+
+#[tokio::test]
+async fn keys_of_the_old_format_and_hand_made_keys_keep_working() {
+    let (legacy, legacy_hash) = legacy_key("tg_");
+    let (bare, bare_hash) = legacy_key("");
+    let hand_made = "tg_example-key-do-not-use-in-production";
+    let p = build(json!({"keys": [
+        {"hash": legacy_hash, "principal": "legacy"},
+        {"hash": bare_hash, "principal": "bare"},
+        {"hash": hash_key(hand_made), "principal": "hand"}
+    ]}))
+    .unwrap();
+    assert_eq!(p.validate(&legacy, &ctx()).await.unwrap().principal, "legacy");
+    assert_eq!(p.validate(&bare, &ctx()).await.unwrap().principal, "bare");
+    assert_eq!(p.validate(hand_made, &ctx()).await.unwrap().principal, "hand");
+}
+
+#[test]
+fn the_documented_scanner_regex_matches_generated_keys() {
+    assert_eq!(scanner_regex("tg_"), "tg_k1_[0-9A-Za-z]{49}");
+    let (key, _) = generate_key("tg_").unwrap();
+    let body = key.strip_prefix("tg_k1_").unwrap();
+    assert_eq!(body.len(), 49);
+    assert!(body.bytes().all(|b| b.is_ascii_alphanumeric()));
+    assert_eq!(keygen::shape_of(&key), Shape::Checksummed);
+    assert_eq!(keygen::shape_of(&with_bad_checksum(&key)), Shape::BadChecksum);
+    // Without a prefix too: the shape is the key's tail.
+    let (bare, _) = generate_key("").unwrap();
+    assert_eq!(keygen::shape_of(&bare), Shape::Checksummed);
+}
+
+#[tokio::test]
+async fn each_lifecycle_state_refuses_with_its_own_reason_and_the_key_id() {
+    let keys: Vec<(String, String)> = (0..5).map(|_| new_key("tg_")).collect();
+    let p = build(json!({"keys": [
+        {"id": "k-susp", "hash": keys[0].1, "principal": "a", "status": "suspended", "reason": "billing overdue"},
+        {"id": "k-rev", "hash": keys[1].1, "principal": "a", "status": "revoked", "reason": "leaked in a gist"},
+        {"id": "k-old", "hash": keys[2].1, "principal": "a", "expires_at": "2020-01-01T00:00:00Z", "rotated_to": "k-new"},
+        {"id": "k-new", "hash": keys[3].1, "principal": "a", "owner": "team-ml", "name": "ci",
+         "description": "deploys", "created_at": "2026-01-01T00:00:00Z", "metadata": {"ticket": 42},
+         "rate_limit": "100/min", "daily_quota": 1000, "monthly_quota": 20000},
+        {"id": "k-exp", "hash": keys[4].1, "principal": "a", "expires_at": "2020-01-01T00:00:00Z"}
+    ]}))
+    .unwrap();
+    let refusal = |i: usize| {
+        let p = &p;
+        let key = keys[i].0.clone();
+        async move { p.validate(&key, &ctx()).await.unwrap_err() }
+    };
+    let e = refusal(0).await;
+    assert_eq!(
+        (e.reason(), e.detail(), e.key_id()),
+        (&Reason::KeySuspended, "key suspended: billing overdue", Some("k-susp"))
+    );
+    let e = refusal(1).await;
+    assert_eq!(
+        (e.reason(), e.detail(), e.key_id()),
+        (&Reason::KeyRevoked, "key revoked: leaked in a gist", Some("k-rev"))
+    );
+    let e = refusal(2).await;
+    assert_eq!(e.reason(), &Reason::KeyRotated);
+    assert_eq!(e.detail(), "key rotated; replaced by k-new, grace ended at 2020-01-01T00:00:00Z");
+    let e = refusal(4).await;
+    assert_eq!((e.reason(), e.detail()), (&Reason::KeyExpired, "key expired at 2020-01-01T00:00:00Z"));
+    for e in [refusal(0).await, refusal(1).await, refusal(2).await, refusal(4).await] {
+        assert_eq!(e.kind().http_status(), 401);
+    }
+    // The accepted key carries its id and per-key limits to the later stages.
+    let principal = p.validate(&keys[3].0, &ctx()).await.unwrap();
+    assert_eq!(principal.key_id(), Some("k-new"));
+    let credential = principal.credential.as_deref().unwrap();
+    assert_eq!(credential.rate_limit.as_deref(), Some("100/min"));
+    assert_eq!((credential.daily_quota, credential.monthly_quota), (Some(1000), Some(20000)));
+    // Never serialized: not identity to send upstream.
+    assert!(!serde_json::to_string(&principal).unwrap().contains("k-new"));
+}
+
+#[tokio::test]
+async fn key_ids_are_unique_and_entries_without_one_get_a_derived_id() {
+    let (a, a_hash) = new_key("");
+    let (_, b_hash) = new_key("");
+    let e = build_err(json!({"keys": [
+        {"id": "same", "hash": a_hash, "principal": "a"},
+        {"id": "same", "hash": b_hash, "principal": "b"}
+    ]}));
+    assert_eq!(e.field, "keys[1].id");
+    assert!(e.message.contains("`same`"), "{}", e.message);
+    let e = build_err(json!({"keys": [{"id": "bad id", "hash": a_hash, "principal": "a"}]}));
+    assert_eq!(e.field, "keys[0].id");
+    let e = build_err(json!({"keys": [{"hash": a_hash, "principal": "a", "daily_quota": 0}]}));
+    assert_eq!(e.field, "keys[0].daily_quota");
+    let e = build_err(json!({"keys": [{"hash": a_hash, "principal": "a", "rate_limit": " "}]}));
+    assert_eq!(e.field, "keys[0].rate_limit");
+    let p = build(json!({"keys": [{"hash": a_hash, "principal": "a"}]})).unwrap();
+    let id = p.validate(&a, &ctx()).await.unwrap().key_id().unwrap().to_string();
+    assert_eq!(id, format!("h-{}", &a_hash["sha256:".len()..][..8]));
+}
+
+fn ctx_at(method: &str, path: &str, client: Option<&str>) -> RequestContext {
+    let mut ctx = RequestContext::new(method, path);
+    ctx.client_ip = client.map(|ip| ip.parse().unwrap());
+    ctx
+}
+
+#[tokio::test]
+async fn constraints_refuse_with_403_naming_the_constraint() {
+    let (key, hash) = new_key("tg_");
+    let p = build(json!({"keys": [{
+        "id": "narrow", "hash": hash, "principal": "a",
+        "allowed_methods": ["GET", "POST"],
+        "allowed_paths": ["/v1/models", "/v1/chat/*"],
+        "allowed_cidrs": ["10.0.0.0/8", "2001:db8::1"]
+    }]}))
+    .unwrap();
+    for (method, path, client) in [
+        ("GET", "/v1/models", "10.1.2.3"),
+        ("POST", "/v1/chat", "10.1.2.3"),
+        ("POST", "/v1/chat/completions", "2001:db8::1"),
+        // A dual-stack listener's IPv4 form.
+        ("GET", "/v1/chat/", "::ffff:10.9.9.9"),
+    ] {
+        let principal = p.validate(&key, &ctx_at(method, path, Some(client))).await;
+        assert!(principal.is_ok(), "{method} {path} from {client}: {principal:?}");
+    }
+    for (method, path, client, constraint) in [
+        ("DELETE", "/v1/models", Some("10.1.2.3"), "allowed_methods"),
+        ("get", "/v1/models", Some("10.1.2.3"), "allowed_methods"),
+        ("GET", "/v1/chatx", Some("10.1.2.3"), "allowed_paths"),
+        ("GET", "/v1/models/x", Some("10.1.2.3"), "allowed_paths"),
+        ("GET", "/v1/chat/%2e%2e/admin", Some("10.1.2.3"), "allowed_paths"),
+        ("GET", "/v1/chat/../admin", Some("10.1.2.3"), "allowed_paths"),
+        ("GET", "/v1/models", Some("192.168.0.1"), "allowed_cidrs"),
+        // Unknown is not allowed: `serve` without a proxy profile that sets the client's address.
+        ("GET", "/v1/models", None, "allowed_cidrs"),
+    ] {
+        let e = p.validate(&key, &ctx_at(method, path, client)).await.unwrap_err();
+        assert_eq!(e.kind().http_status(), 403, "{method} {path}");
+        assert_eq!(e.code(), "insufficient_scope");
+        assert_eq!(e.reason(), &Reason::KeyConstraint(constraint.into()), "{method} {path} {client:?}");
+        assert!(e.detail().contains(constraint), "{}", e.detail());
+        assert_eq!(e.key_id(), Some("narrow"));
+    }
+    // The peer alone is not the client: under `serve` it is the proxy.
+    let mut via_proxy = ctx_at("GET", "/v1/models", None);
+    via_proxy.peer = Some("10.0.0.1:443".parse().unwrap());
+    assert_eq!(p.validate(&key, &via_proxy).await.unwrap_err().reason(), &Reason::key_constraint("allowed_cidrs"));
+    for (field, value) in [
+        ("allowed_cidrs", json!(["10.0.0.0/33"])),
+        ("allowed_paths", json!(["v1"])),
+        ("allowed_paths", json!(["/v1/%61"])),
+        ("allowed_paths", json!(["/v1/*/x"])),
+        ("allowed_paths", json!(["/v1/../x"])),
+        ("allowed_methods", json!(["get"])),
+        ("allowed_methods", json!(["GE T"])),
+    ] {
+        let e = build_err(json!({"keys": [{"hash": new_key("").1, "principal": "a", field: value}]}));
+        assert_eq!(e.field, format!("keys[0].{field}[0]"), "{value}");
+    }
+}
+
+#[tokio::test]
+async fn usage_is_counted_in_memory_and_written_at_flush_and_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_hash) = new_key("tg_");
+    let (b, b_hash) = new_key("tg_");
+    let file = format!("- id: ka\n  hash: {a_hash}\n  principal: a\n- id: kb\n  hash: {b_hash}\n  principal: b\n");
+    std::fs::write(dir.path().join("keys.yaml"), file).unwrap();
+    let config = json!({"keys_file": "keys.yaml", "usage_flush_interval": "1h"});
+    let p = build_in(dir.path(), config.clone()).unwrap();
+    for _ in 0..3 {
+        p.validate(&a, &ctx()).await.unwrap();
+    }
+    p.validate(&b, &ctx()).await.unwrap();
+    // A refused request is not usage.
+    let _ = p.validate(&with_bad_checksum(&b), &ctx()).await;
+    let usage_path = dir.path().join("keys.yaml.usage.json");
+    assert!(!usage_path.exists(), "no I/O per request");
+    p.close().await;
+    let usage = usage::read_usage_file(&usage_path).unwrap();
+    assert_eq!(usage.keys["ka"].total(), 3);
+    assert_eq!(usage.keys["kb"].total(), 1);
+    let today = &humantime::format_rfc3339_seconds(SystemTime::now()).to_string()[..10];
+    assert_eq!(usage.keys["ka"].requests_per_day[today], 3);
+    assert!(usage.keys["ka"].last_used_at.as_deref().unwrap().starts_with(today));
+
+    // A second provider (a restart, another process) adds to the file rather than overwriting it.
+    let p = build_in(dir.path(), config).unwrap();
+    p.validate(&a, &ctx()).await.unwrap();
+    p.close().await;
+    assert_eq!(usage::read_usage_file(&usage_path).unwrap().keys["ka"].total(), 4);
+}
+
+#[tokio::test]
+async fn usage_is_flushed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, a_hash) = new_key("tg_");
+    std::fs::write(dir.path().join("keys.json"), format!(r#"[{{"id": "ka", "hash": "{a_hash}", "principal": "a"}}]"#))
+        .unwrap();
+    let p = build_in(dir.path(), json!({"keys_file": "keys.json", "usage_flush_interval": "100ms"})).unwrap();
+    p.validate(&a, &ctx()).await.unwrap();
+    let usage_path = dir.path().join("keys.json.usage.json");
+    let written = eventually(Duration::from_secs(5), async || {
+        usage::read_usage_file(&usage_path).is_ok_and(|u| u.keys.get("ka").is_some_and(|k| k.total() == 1))
+    })
+    .await;
+    assert!(written, "the usage file was not written by the flusher");
+    p.close().await;
 }
