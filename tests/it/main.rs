@@ -28,6 +28,7 @@ mod layer;
 mod ogx_conformance;
 mod ogx_gateway;
 mod redis;
+mod review_round2;
 mod revocation;
 mod route_policy;
 mod secrets_never_leak;
