@@ -2,8 +2,8 @@
 //! cannot restrict anybody.
 //!
 //! A run.yaml is OGX's file. Its top level is OGX's (tokengate reads none of
-//! it), and so is its `server` section, except `server.auth` and tokengate's
-//! `server.tenancy`. What tokengate leaves unread there is an allow-list:
+//! it), and so is its `server` section, except `server.auth`, tokengate's
+//! `server.tenancy` and OGX's `server.quota` (enforced as `limits` rules). What tokengate leaves unread there is an allow-list:
 //! [`OGX_SERVER_SETTINGS`] in `server`, and at the top OGX's sections
 //! ([`OGX_TOP_LEVEL_NAMES`]) and any other key that is not, nor nearly
 //! spells, a key tokengate reads. Everything under `server.auth` and `server.tenancy` is
@@ -19,7 +19,8 @@ use serde_json::Value;
 use tokengate_api::ConfigError;
 
 /// OGX's `server` settings, from its `ServerConfig` in every release of
-/// Llama Stack and OGX: OGX's own listener, TLS, CORS, quotas and workers.
+/// Llama Stack and OGX: OGX's own listener, TLS, CORS and workers
+/// (`quota` is read: see `run_yaml`).
 /// tokengate knowingly leaves them to OGX; none of them says who gets in.
 /// (`tls_cafile` here is OGX's client-certificate CA, not a provider's.)
 pub(super) const OGX_SERVER_SETTINGS: &[&str] = &[
@@ -29,7 +30,6 @@ pub(super) const OGX_SERVER_SETTINGS: &[&str] = &[
     "tls_keyfile",
     "tls_cafile",
     "disable_ipv6",
-    "quota",
     "cors",
     "workers",
     "registry_refresh_interval_seconds",
@@ -110,6 +110,7 @@ const TOKENGATE_KEYS: &[(&str, Home)] = &[
     ("audit", Home::Settings),
     ("redis", Home::Settings),
     ("tenancy", Home::Tenancy),
+    ("limits", Home::Settings),
     ("type", Home::Provider),
     ("issuer", Home::Provider),
     ("audience", Home::Provider),
@@ -304,26 +305,26 @@ pub(super) fn check_run_yaml_top(value: &Value) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// A run.yaml's `server`: `auth`, `tenancy` and [`OGX_SERVER_SETTINGS`].
+/// A run.yaml's `server`: `auth`, `tenancy`, `quota` and [`OGX_SERVER_SETTINGS`].
 /// A tokengate key beside `server.auth` is refused, naming where it belongs;
 /// any other key too, as it cannot be told from a misspelt restriction.
 pub(super) fn check_run_yaml_server(server: &Value) -> Result<(), ConfigError> {
     let Some(server) = server.as_object() else { return Ok(()) };
     for key in server.keys() {
-        if key == "auth" || key == "tenancy" || OGX_SERVER_SETTINGS.contains(&key.as_str()) {
+        if key == "auth" || key == "tenancy" || key == "quota" || OGX_SERVER_SETTINGS.contains(&key.as_str()) {
             continue;
         }
         if let Some(home) = home_of(key) {
             return Err(misplaced(key, "server", home, &Layout::run_yaml()));
         }
-        let candidates = ["auth", "tenancy"].iter().chain(OGX_SERVER_SETTINGS).copied();
+        let candidates = ["auth", "tenancy", "quota"].iter().chain(OGX_SERVER_SETTINGS).copied();
         let typo = candidates.chain(TOKENGATE_KEYS.iter().map(|(k, _)| *k)).find(|known| near_miss(key, known));
         let hint = typo.map(|known| format!(" (did you mean `{known}`?)")).unwrap_or_default();
         return Err(ConfigError::new(
             format!("server.{key}"),
             format!(
                 "unknown field `{key}` in `server`{hint}: it is neither a setting of OGX's server that tokengate \
-                 leaves to OGX ({}) nor one tokengate reads (`server.auth`, `server.tenancy`); tokengate refuses \
+                 leaves to OGX ({}) nor one tokengate reads (`server.auth`, `server.tenancy`, `server.quota`); tokengate refuses \
                  a key it cannot place, as it cannot be told from a misspelt restriction",
                 OGX_SERVER_SETTINGS.join(", ")
             ),

@@ -22,6 +22,7 @@ use crate::ops::audit::{AuditConfig, AuditLog};
 use crate::ops::redis::RedisConfig;
 #[cfg(feature = "redis")]
 use crate::ops::redis::RedisStore;
+use crate::pipeline::limits::{Limits, LimitsConfig};
 use crate::pipeline::policy::RoutePolicy;
 use crate::pipeline::revocation::{Revocation, RevocationConfig};
 use crate::pipeline::tenancy::{Tenancy, TenancyConfig};
@@ -99,6 +100,10 @@ pub struct Settings {
     /// Tenancy mode (see [`crate::pipeline::tenancy`]); in a run.yaml, `server.tenancy`.
     #[serde(default)]
     pub tenancy: Option<TenancyConfig>,
+    /// Usage limits: rates and calendar quotas (see [`crate::pipeline::limits`]);
+    /// a run.yaml's `server.quota` adds its rules here.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -117,6 +122,7 @@ impl std::fmt::Debug for Settings {
             .field("audit", &self.audit)
             .field("redis", &self.redis)
             .field("tenancy", &self.tenancy)
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
@@ -296,6 +302,8 @@ impl Config {
         #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut revocation = self.revocation()?;
         #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let mut limits = self.limits()?;
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
         let mut ctx = self.build_context();
         #[cfg(not(feature = "redis"))]
         if self.settings.redis.is_some() {
@@ -319,6 +327,8 @@ impl Config {
                 Some(max) => shared.with_max_staleness(max),
                 None => shared,
             });
+            // Limits count in Redis, one script per decision, for every replica at once.
+            limits = limits.map(|l| l.with_shared_store(Arc::new(crate::ops::redis::RedisLimits::new(store.clone()))));
         }
         let mut pipeline = Pipeline::new(self.build_members_in(registry, &ctx)?);
         if pipeline.is_anonymous() {
@@ -373,6 +383,9 @@ impl Config {
         }
         if let Some(revocation) = revocation {
             pipeline = pipeline.with_revocation(revocation);
+        }
+        if let Some(limits) = limits {
+            pipeline = pipeline.with_limits(limits);
         }
         Ok(pipeline)
     }
@@ -446,6 +459,24 @@ impl Config {
         Revocation::from_config(cfg, base.as_deref())
             .map(Some)
             .map_err(|m| self.located(ConfigError::new(format!("{}revocation.file", self.field_prefix()), m)))
+    }
+
+    /// The limits stage, its rules compiled now (without its shared store);
+    /// `None` without `limits:` (or a run.yaml's `server.quota`).
+    pub fn limits(&self) -> Result<Option<Limits>, ConfigError> {
+        let Some(cfg) = &self.settings.limits else { return Ok(None) };
+        let limits =
+            Limits::from_config(cfg).map_err(|e| self.located(e.within(&format!("{}limits", self.field_prefix()))))?;
+        let proxy = self.settings.forward_auth.as_ref().map(|f| f.proxy).unwrap_or_default();
+        if limits.counts_client_ip() && proxy == Proxy::Auto {
+            warn_once(format!(
+                "a limits rule counts by client IP, but `{}forward_auth.proxy` is `auto`: `tokengate serve` then \
+                 knows no client address it can trust, and refuses (500) the requests such a rule counts; set it \
+                 to the proxy in front (nginx, traefik, caddy, envoy). The tower layer counts the TCP peer.",
+                self.field_prefix()
+            ));
+        }
+        Ok(Some(limits))
     }
 
     /// The Redis store for shared state, not yet connected (it connects on

@@ -10,6 +10,7 @@ use tokengate_api::ConfigError;
 
 use super::lenient::{check_run_yaml_server, check_run_yaml_top, placed, Layout};
 use super::{env, parse_settings, Settings};
+use crate::pipeline::limits::{Callers, CountBy, LimitRuleConfig, LimitsConfig};
 
 /// The settings of the run.yaml `value`, whose `server.auth` is `auth`.
 pub(super) fn settings(
@@ -49,7 +50,96 @@ pub(super) fn settings(
             tokengate_api::parse_provider_config(tenancy).map_err(|e| placed(e.within("server.tenancy"), &layout))?;
         settings.tenancy = Some(tenancy);
     }
+    if let Some(quota) = server.get("quota") {
+        let quota = env::expand(quota.clone(), "server.quota", lookup)?;
+        let quota: OgxQuota =
+            tokengate_api::parse_provider_config(quota).map_err(|e| placed(e.within("server.quota"), &layout))?;
+        let authenticated = settings.provider_config.is_some() || settings.providers.is_some();
+        let limits = settings.limits.get_or_insert_with(LimitsConfig::default);
+        limits.rules.extend(quota.rules(authenticated)?);
+    }
     Ok(settings)
+}
+
+/// OGX's `server.quota` (its `QuotaConfig`): requests per client per day.
+/// Enforced as two `limits` rules, counted better than OGX counts them:
+/// per principal (OGX: per raw token), atomically (OGX reads, then writes),
+/// in Redis when `redis` is configured (OGX: one process's SQLite), and
+/// anonymous callers by the client address the trusted proxy gives. Only
+/// requests that are let in count (OGX counts refused ones too).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OgxQuota {
+    /// OGX's store for the counts; tokengate keeps its own (memory, or `redis`).
+    #[allow(dead_code)]
+    kvstore: Value,
+    #[serde(default = "default_anonymous_max")]
+    anonymous_max_requests: u64,
+    #[serde(default = "default_authenticated_max")]
+    authenticated_max_requests: u64,
+    #[serde(default = "default_period")]
+    period: String,
+}
+
+fn default_anonymous_max() -> u64 {
+    100
+}
+fn default_authenticated_max() -> u64 {
+    1000
+}
+fn default_period() -> String {
+    "day".to_string()
+}
+
+/// The rule names `server.quota` becomes.
+pub(crate) const OGX_QUOTA_AUTHENTICATED: &str = "ogx_quota_authenticated";
+/// See [`OGX_QUOTA_AUTHENTICATED`].
+pub(crate) const OGX_QUOTA_ANONYMOUS: &str = "ogx_quota_anonymous";
+
+impl OgxQuota {
+    /// The rules: authenticated callers by principal, anonymous ones by client
+    /// address, each per UTC day (OGX's `day`: windows of 86400 s from the
+    /// epoch, which are UTC days). Without a provider every caller is
+    /// anonymous, as OGX then applies `anonymous_max_requests` to all.
+    fn rules(&self, authenticated: bool) -> Result<Vec<LimitRuleConfig>, ConfigError> {
+        if self.period != "day" {
+            return Err(ConfigError::new(
+                "server.quota.period",
+                format!(
+                    "is `{}`; OGX (and tokengate) know only `day`",
+                    self.period.chars().take(40).collect::<String>()
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("anonymous_max_requests", self.anonymous_max_requests),
+            ("authenticated_max_requests", self.authenticated_max_requests),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    format!("server.quota.{field}"),
+                    "is 0, which would refuse every request; refuse them with route_policy instead",
+                ));
+            }
+        }
+        let mut rules = vec![LimitRuleConfig {
+            name: OGX_QUOTA_ANONYMOUS.to_string(),
+            by: CountBy::ClientIp,
+            callers: Some(Callers::Anonymous),
+            daily_quota: Some(self.anonymous_max_requests),
+            ..Default::default()
+        }];
+        if authenticated {
+            rules.push(LimitRuleConfig {
+                name: OGX_QUOTA_AUTHENTICATED.to_string(),
+                by: CountBy::Principal,
+                callers: Some(Callers::Authenticated),
+                daily_quota: Some(self.authenticated_max_requests),
+                ..Default::default()
+            });
+        }
+        Ok(rules)
+    }
 }
 
 /// Whether a run.yaml's `server.auth.provider_config.type` is an `${env…}`

@@ -34,5 +34,8 @@ pub fn request_context(
     }
     ctx.peer =
         extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0).or_else(|| extensions.get::<SocketAddr>().copied());
+    // In front of an application (the tower layer) the peer is the client;
+    // `tokengate serve` replaces it with what its proxy profile trusts.
+    ctx.client_ip = ctx.peer.map(|p| p.ip());
     ctx
 }

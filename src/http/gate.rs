@@ -102,7 +102,8 @@ impl Gate {
         }
         let started = Instant::now();
         // Recorded as a decision for nobody: an empty principal, which no provider can produce.
-        let decision = Decision::unowned(self.pipeline.admit_anonymous(ctx).map(|()| Principal::new("")));
+        let admitted = self.pipeline.admit_anonymous_request(ctx).await;
+        let decision = Decision::unowned(admitted.map(|()| Principal::new("")));
         self.record(&decision, ctx, "", started);
         decision.outcome.map(|_| None).map_err(|e| self.reject(e))
     }

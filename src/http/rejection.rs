@@ -1,13 +1,22 @@
 //! Answering a refusal the RFC 6750 way: status, `WWW-Authenticate`
-//! challenge, `Retry-After` and the JSON body.
+//! challenge, `Retry-After` and the JSON body; a 429 also carries the
+//! `RateLimit-Policy` and `RateLimit` fields of
+//! draft-ietf-httpapi-ratelimit-headers (-09/-10): Structured Field lists
+//! of a quoted policy name with `q` (quota) and `w` (window, seconds), and
+//! with `r` (remaining) and `t` (seconds until reset):
+//!
+//! ```text
+//! RateLimit-Policy: "chat";q=100;w=60, "chat:day";q=1000;w=86400
+//! RateLimit: "chat";r=0;t=4, "chat:day";r=310;t=40211
+//! ```
 
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokengate_api::{AuthError, ErrorKind};
+use tokengate_api::{AuthError, ErrorKind, RateLimitInfo};
 
 /// `WWW-Authenticate` realm when none is configured.
 pub const DEFAULT_REALM: &str = "tokengate";
@@ -71,9 +80,9 @@ impl Rejection {
         Some(value)
     }
 
-    /// Seconds for `Retry-After`, on a 503.
+    /// Seconds for `Retry-After`, on a 503 or a 429.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        if self.error.kind() != ErrorKind::Unavailable {
+        if !matches!(self.error.kind(), ErrorKind::Unavailable | ErrorKind::RateLimited) {
             return None;
         }
         let after = self.error.retry_after().unwrap_or(DEFAULT_RETRY_AFTER);
@@ -108,6 +117,11 @@ impl Rejection {
         if let Some(secs) = self.retry_after_secs() {
             headers.insert(RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(info) = self.error.rate_limit() {
+            for (name, value) in rate_limit_headers(info) {
+                headers.insert(name, value);
+            }
+        }
         headers
     }
 
@@ -130,7 +144,7 @@ impl IntoResponse for Rejection {
 /// the client's (400, 401, 403); `message` alone otherwise.
 pub fn with_reason(message: &str, error: &AuthError) -> String {
     match error.kind() {
-        ErrorKind::InvalidToken | ErrorKind::InvalidRequest | ErrorKind::InsufficientScope
+        ErrorKind::InvalidToken | ErrorKind::InvalidRequest | ErrorKind::InsufficientScope | ErrorKind::RateLimited
             if !error.detail().is_empty() =>
         {
             let detail = error.detail();
@@ -142,6 +156,40 @@ pub fn with_reason(message: &str, error: &AuthError) -> String {
         _ => message.to_string(),
     }
 }
+
+/// `RateLimit-Policy` and `RateLimit` for the limits that applied
+/// (draft-ietf-httpapi-ratelimit-headers); none when no policy applied.
+/// Policy names are limits rule names, which hold only letters, digits,
+/// `_`, `-`, `.` and `:`, so they need no escaping in a Structured Field string.
+pub fn rate_limit_headers(info: &RateLimitInfo) -> Vec<(HeaderName, HeaderValue)> {
+    if info.policies.is_empty() {
+        return Vec::new();
+    }
+    let name = |n: &str| -> String { n.chars().filter(|c| c.is_ascii_alphanumeric() || "_-.:".contains(*c)).collect() };
+    let policy = info
+        .policies
+        .iter()
+        .map(|p| format!("\"{}\";q={};w={}", name(&p.name), p.quota, p.window_secs))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let state = info
+        .policies
+        .iter()
+        .map(|p| format!("\"{}\";r={};t={}", name(&p.name), p.remaining, p.reset_secs))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut out = Vec::with_capacity(2);
+    if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
+        out.push((RATELIMIT_POLICY, policy));
+        out.push((RATELIMIT, state));
+    }
+    out
+}
+
+/// `RateLimit-Policy`.
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Makes text fit inside an RFC 6750 quoted attribute, whose values may not
 /// contain `"` or `\` at all (§3): quotes become `'`, backslashes and control
@@ -180,6 +228,31 @@ mod tests {
         assert_eq!(r.retry_after_secs(), Some(2));
         assert_eq!(rejection(AuthError::unavailable("x")).retry_after_secs(), Some(5));
         assert_eq!(rejection(AuthError::invalid_token("x")).retry_after_secs(), None);
+    }
+
+    #[test]
+    fn a_429_carries_retry_after_and_the_ratelimit_fields() {
+        use tokengate_api::{LimitPolicy, Reason};
+        let policy = |name: &str, quota, window_secs, remaining, reset_secs| LimitPolicy {
+            name: name.into(),
+            quota,
+            window_secs,
+            remaining,
+            reset_secs,
+        };
+        let info = RateLimitInfo {
+            policies: vec![policy("chat", 100, 60, 0, 4), policy("chat:day", 1000, 86400, 310, 40211)],
+        };
+        let error = AuthError::rate_limited("rule chat", Reason::RateLimited, Duration::from_millis(3200), info);
+        let r = rejection(error);
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let headers = r.headers();
+        assert_eq!(headers[RETRY_AFTER], "4");
+        assert_eq!(headers["ratelimit-policy"], "\"chat\";q=100;w=60, \"chat:day\";q=1000;w=86400");
+        assert_eq!(headers["ratelimit"], "\"chat\";r=0;t=4, \"chat:day\";r=310;t=40211");
+        assert!(headers.get(WWW_AUTHENTICATE).is_none(), "a 429 is no authentication challenge");
+        let body: serde_json::Value = serde_json::from_slice(&r.body()).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limited");
     }
 
     fn rejection(error: AuthError) -> Rejection {

@@ -19,6 +19,12 @@ pub const REVOCATION_MIRROR_ENTRIES: &str = "tokengate_revocation_mirror_entries
 /// replica's position, `reset`: Redis lost its data).
 pub const REVOCATION_MIRROR_RELOADS_TOTAL: &str = "tokengate_revocation_mirror_reloads_total";
 
+/// Counter of usage-limit decisions, by `rule` and `outcome` (`allowed`,
+/// `limited`, `dry_run_limited`); and of decisions the shared store (Redis)
+/// could not make, by `fallback` (`local`, `allow`, `deny`). Counted by the
+/// limits stage itself ([`crate::pipeline::limits`]), which knows its rules.
+pub use crate::pipeline::limits::{LIMIT_DECISIONS_TOTAL, LIMIT_STORE_FALLBACKS_TOTAL};
+
 /// Buckets of `tokengate_decision_duration_seconds`: from a cached JWT check
 /// (well under a millisecond) to a slow remote introspection.
 #[cfg(feature = "server")]

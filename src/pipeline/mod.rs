@@ -17,15 +17,20 @@
 //! 5. **revocation** ([`revocation`]): revoked tokens get 401 — before the
 //!    route policy, so a revoked token is told it is revoked, not that it
 //!    lacks a role;
-//! 6. **route policy** ([`policy`]): routes the principal may not use get 403.
+//! 6. **route policy** ([`policy`]): routes the principal may not use get 403;
+//! 7. **limits** ([`limits`]): a caller over a rate or quota gets 429 — last,
+//!    so only requests that would otherwise be let in are counted.
 //!
 //! A pipeline without members (a run.yaml `server.auth` with only
 //! `route_policy`, or whose provider `type` is empty) authenticates nobody:
-//! [`Pipeline::admit_anonymous`] judges requests by the route policy alone.
+//! [`Pipeline::admit_anonymous`] judges requests by the route policy alone,
+//! and [`Pipeline::admit_anonymous_request`] adds the limits that count
+//! anonymous callers by client address.
 //!
 //! May import: [`crate::path`] and the provider contract (`tokengate_api`).
 //! Nothing here knows HTTP, config files or logs.
 
+pub mod limits;
 pub mod policy;
 pub mod revocation;
 pub mod tenancy;
@@ -35,6 +40,7 @@ use tokengate_api::{
     AuthError, Check, Description, DynProvider, Ownership, Principal, Reason, RequestContext, TracedAttribute,
 };
 
+use limits::Limits;
 use policy::RoutePolicy;
 use revocation::Revocation;
 use tenancy::Tenancy;
@@ -102,7 +108,6 @@ impl Decision {
     pub fn unowned(outcome: Result<Principal, AuthError>) -> Self {
         Decision { owner: None, outcome, validated: None, trace: Vec::new(), attributes: Vec::new() }
     }
-
 }
 
 /// Providers, revocation and route policy, built and ready. Cheap to share
@@ -111,6 +116,7 @@ pub struct Pipeline {
     members: Vec<Member>,
     revocation: Option<Revocation>,
     policy: Option<RoutePolicy>,
+    limits: Option<Limits>,
     tenancy: Tenancy,
     accepts: String,
     message: String,
@@ -140,7 +146,16 @@ impl Pipeline {
             _ => format!("Authentication required. Please provide one of: {accepts}"),
         };
         let needs_token = members.iter().all(|m| m.description.needs_token);
-        Pipeline { members, revocation: None, policy: None, tenancy: Tenancy::Disabled, accepts, message, needs_token }
+        Pipeline {
+            members,
+            revocation: None,
+            policy: None,
+            limits: None,
+            tenancy: Tenancy::Disabled,
+            accepts,
+            message,
+            needs_token,
+        }
     }
 
     /// Adds the revocation stage.
@@ -153,6 +168,18 @@ impl Pipeline {
     pub fn with_route_policy(mut self, policy: RoutePolicy) -> Self {
         self.policy = (!policy.is_permit_all()).then_some(policy);
         self
+    }
+
+    /// Adds the limits stage (skipped when it has no rules: an API key's own
+    /// limits apply only with a `limits` section).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Some(limits);
+        self
+    }
+
+    /// The limits stage, if any.
+    pub fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
     }
 
     /// Adds the tenancy stage.
@@ -188,6 +215,17 @@ impl Pipeline {
         match verdict.is_permit() {
             true => Ok(()),
             false => Err(AuthError::insufficient_scope(verdict.reason).because(Reason::Policy)),
+        }
+    }
+
+    /// [`Pipeline::admit_anonymous`], then the limits that count anonymous
+    /// callers (by client address): what a front end asks for a request
+    /// when the pipeline has no members.
+    pub async fn admit_anonymous_request(&self, ctx: &RequestContext) -> Result<(), AuthError> {
+        self.admit_anonymous(ctx)?;
+        match &self.limits {
+            Some(limits) => limits.check(ctx, None).await,
+            None => Ok(()),
         }
     }
 
@@ -231,6 +269,7 @@ impl Pipeline {
                 None => "The token does not grant access to this resource".to_string(),
             },
             ErrorKind::Unavailable => "The identity service is temporarily unavailable; retry later".to_string(),
+            ErrorKind::RateLimited => "Too many requests: a usage limit refuses this one for now".to_string(),
             _ => "Authentication is misconfigured on this server".to_string(),
         }
     }
@@ -315,7 +354,7 @@ impl Pipeline {
         Ok(settled)
     }
 
-    /// Revocation, then route policy, for a principal the provider accepted.
+    /// Revocation, route policy, then limits, for a principal the provider accepted.
     async fn judge(&self, token: &str, ctx: &RequestContext, principal: &Principal) -> Result<(), AuthError> {
         let trace = &ctx.trace;
         // A tokenless request (upstream_header) has nothing that could be revoked.
@@ -337,6 +376,9 @@ impl Pipeline {
             if !verdict.is_permit() {
                 return Err(AuthError::insufficient_scope(verdict.reason).because(Reason::Policy));
             }
+        }
+        if let Some(limits) = &self.limits {
+            limits.check(ctx, Some(principal)).await?;
         }
         Ok(())
     }

@@ -19,6 +19,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The provider is misconfigured: 500, and exit code 2 on the command line.
     Config,
+    /// Authenticated (or judged anonymously), but a usage limit refuses the
+    /// request for now: 429, with the limits in [`AuthError::rate_limit`].
+    RateLimited,
 }
 
 impl ErrorKind {
@@ -30,6 +33,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => "insufficient_scope",
             ErrorKind::Unavailable => "temporarily_unavailable",
             ErrorKind::Config => "server_error",
+            ErrorKind::RateLimited => "rate_limited",
         }
     }
 
@@ -41,6 +45,7 @@ impl ErrorKind {
             ErrorKind::InsufficientScope => 403,
             ErrorKind::Unavailable => 503,
             ErrorKind::Config => 500,
+            ErrorKind::RateLimited => 429,
         }
     }
 }
@@ -100,6 +105,10 @@ pub enum Reason {
     Upstream,
     /// The provider or its configuration cannot work.
     Config,
+    /// A rate limit (requests per second, minute or hour) refuses the request for now.
+    RateLimited,
+    /// A calendar quota (per UTC day or month) is used up until the period ends.
+    QuotaExceeded,
 }
 
 impl Reason {
@@ -111,6 +120,7 @@ impl Reason {
             ErrorKind::InsufficientScope => Reason::Policy,
             ErrorKind::Unavailable => Reason::Upstream,
             ErrorKind::Config => Reason::Config,
+            ErrorKind::RateLimited => Reason::RateLimited,
         }
     }
 
@@ -147,6 +157,8 @@ impl Reason {
             Reason::Policy => "policy",
             Reason::Upstream => "upstream",
             Reason::Config => "config",
+            Reason::RateLimited => "rate_limited",
+            Reason::QuotaExceeded => "quota_exceeded",
         }
     }
 }
@@ -174,12 +186,51 @@ pub struct AuthError {
     retry_after: Option<Duration>,
     /// The stored credential (API key entry) that was refused, safe to log.
     key_id: Option<String>,
+    rate_limit: Option<std::sync::Arc<RateLimitInfo>>,
+}
+
+/// The usage limits that applied to a request, for the IETF `RateLimit` and
+/// `RateLimit-Policy` fields (draft-ietf-httpapi-ratelimit-headers): carried
+/// on a 429's [`AuthError`], and by front ends on allowed answers too.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RateLimitInfo {
+    /// One entry per limit that applied, the one that refused first.
+    pub policies: Vec<LimitPolicy>,
+}
+
+/// One limit's state after a decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitPolicy {
+    /// The policy's name (a `limits` rule's name, with `:day` or `:month` for its quotas).
+    pub name: String,
+    /// Requests (cost units) the policy allows per window.
+    pub quota: u64,
+    /// The window, in seconds (for a calendar quota: the whole period's length).
+    pub window_secs: u64,
+    /// Units left now.
+    pub remaining: u64,
+    /// Seconds until the policy has room again (a rate: until it is full; a quota: until the period ends).
+    pub reset_secs: u64,
+}
+
+impl RateLimitInfo {
+    /// The longest wait among the policies with nothing left; `None` when every one has room.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.policies.iter().filter(|p| p.remaining == 0).map(|p| p.reset_secs).max()
+    }
 }
 
 impl AuthError {
     /// An error of `kind` with the kind's default [`Reason`].
     pub fn new(kind: ErrorKind, detail: impl Into<String>) -> Self {
-        AuthError { kind, reason: Reason::default_for(kind), detail: detail.into(), retry_after: None, key_id: None }
+        AuthError {
+            kind,
+            reason: Reason::default_for(kind),
+            detail: detail.into(),
+            retry_after: None,
+            key_id: None,
+            rate_limit: None,
+        }
     }
 
     /// The same error with a more specific reason.
@@ -217,6 +268,19 @@ impl AuthError {
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.retry_after = Some(after);
         self
+    }
+
+    /// A 429: a usage limit refuses the request for now; `info` says which
+    /// limits applied, and `after` when to come back.
+    pub fn rate_limited(detail: impl Into<String>, reason: Reason, after: Duration, info: RateLimitInfo) -> Self {
+        let mut error = Self::new(ErrorKind::RateLimited, detail).because(reason).with_retry_after(after);
+        error.rate_limit = Some(std::sync::Arc::new(info));
+        error
+    }
+
+    /// The usage limits that applied, on a 429.
+    pub fn rate_limit(&self) -> Option<&RateLimitInfo> {
+        self.rate_limit.as_deref()
     }
 
     /// The same error naming the stored credential (API key entry) it refuses,

@@ -26,14 +26,16 @@ mod error;
 mod secret;
 mod shared;
 mod tenant;
+mod unique;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
 pub use claims::{claim_at_path, ClaimsMapping, IDENTIFIER_CLAIMS, LIST_CLAIMS};
 pub use context::{Check, RequestContext, Trace, TracedAttribute, CREDENTIAL_HEADERS};
-pub use error::{AuthError, ConfigError, ErrorKind, Reason};
+pub use error::{AuthError, ConfigError, ErrorKind, LimitPolicy, RateLimitInfo, Reason};
 pub use secret::Secret;
 pub use shared::{SharedHit, SharedResultStore, SharedResults, TokenHash};
 pub use tenant::{tenant_from, tenant_id, TENANT_PATTERN};
+pub use unique::{json_with_unique_keys, UniqueKeys};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

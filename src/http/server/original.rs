@@ -104,7 +104,32 @@ pub(super) fn original_request(
     if let Some(proto) = original.proto {
         ctx.set_header(X_FORWARDED_PROTO.as_str(), proto);
     }
+    // The TCP peer is the proxy, never the client.
+    ctx.client_ip = client_ip(headers, proxy)?;
     Ok(ctx)
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// The client's address, for limits counted by it: the last hop of
+/// `X-Forwarded-For`, which each named proxy writes itself (the nginx
+/// snippet's `$proxy_add_x_forwarded_for`, Traefik's and Caddy's
+/// forward-auth requests, Envoy with `use_remote_address: true`), so it is
+/// the address the proxy saw; every earlier hop is the client's to write.
+/// Under `auto` no proxy says it wrote any hop: `None`. A repeated header,
+/// or a last hop that is not one IP address, is refused, never guessed around.
+fn client_ip(headers: &HeaderMap, proxy: Proxy) -> Result<Option<std::net::IpAddr>, AuthError> {
+    if proxy == Proxy::Auto {
+        return Ok(None);
+    }
+    let Some(hops) = single(headers, &X_FORWARDED_FOR)? else { return Ok(None) };
+    let last = hops.rsplit(',').next().unwrap_or_default().trim_matches([' ', '\t']);
+    last.parse().map(Some).map_err(|_| {
+        AuthError::invalid_request(format!(
+            "the last X-Forwarded-For hop, which forward_auth.proxy {} writes, is not an IP address",
+            proxy.as_str()
+        ))
+    })
 }
 
 /// `auto`: nginx's `X-Original-*` or Traefik/Caddy's `X-Forwarded-*`, each

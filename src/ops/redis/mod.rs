@@ -79,11 +79,15 @@ use tokengate_api::TokenHash;
 use crate::pipeline::revocation::OnStoreError;
 
 #[cfg(feature = "redis")]
+mod limits;
+#[cfg(feature = "redis")]
 pub mod mirror;
 #[cfg(feature = "redis")]
 mod revocation_mirror;
 #[cfg(feature = "redis")]
 mod store;
+#[cfg(feature = "redis")]
+pub use limits::RedisLimits;
 #[cfg(feature = "redis")]
 pub use revocation_mirror::RevocationMirror;
 #[cfg(feature = "redis")]
