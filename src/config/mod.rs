@@ -202,21 +202,21 @@ impl Config {
 
     /// Parses config text in the given format.
     pub fn parse(text: &str, format: Format) -> Result<Config, ConfigError> {
-        if matches!(format, Format::Yaml | Format::Json) {
-            refuse_duplicate_keys(text, format)?;
-        }
+        // A key written twice in one mapping is refused (`UniqueKeys`): read into a
+        // plain value the last copy would win, and the restrictions of the first (a
+        // whole `server.auth`, a `route_policy`) would be dropped. TOML refuses them itself.
         let value: Value = match format {
-            Format::Json => {
-                serde_json::from_str(text).map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?
-            }
+            Format::Json => serde_json::from_str::<tokengate_api::UniqueKeys>(text)
+                .map(|v| v.0)
+                .map_err(|e| ConfigError::new("", format!("invalid JSON: {e}")))?,
             Format::Toml => {
                 let t: toml::Value =
                     toml::from_str(text).map_err(|e| ConfigError::new("", format!("invalid TOML: {e}")))?;
                 serde_json::to_value(t).map_err(|e| ConfigError::new("", format!("unsupported TOML value: {e}")))?
             }
-            Format::Yaml => {
-                yaml_serde::from_str(text).map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?
-            }
+            Format::Yaml => yaml_serde::from_str::<tokengate_api::UniqueKeys>(text)
+                .map(|v| v.0)
+                .map_err(|e| ConfigError::new("", format!("invalid YAML: {e}")))?,
         };
         Config::from_value(value)
     }
@@ -514,27 +514,6 @@ impl Config {
             None => e,
         }
     }
-}
-
-/// A key written twice in one mapping is refused: parsed into a JSON value,
-/// the last copy would silently win, and the restrictions of the first
-/// (a whole `server.auth`, a `route_policy`) would be dropped. YAML's own
-/// value type refuses duplicates; JSON, as YAML 1.2's subset, is checked the
-/// same way, and only that error of its is reported.
-fn refuse_duplicate_keys(text: &str, format: Format) -> Result<(), ConfigError> {
-    let Err(e) = yaml_serde::from_str::<yaml_serde::Value>(text) else { return Ok(()) };
-    let message = e.to_string();
-    if !message.contains("duplicate entry") {
-        // Any other error is the main parser's to report, in its own words.
-        return Ok(());
-    }
-    let kind = if format == Format::Json { "JSON" } else { "YAML" };
-    Err(ConfigError::new(
-        "",
-        format!(
-            "invalid {kind}: {message}: a key may appear once in a mapping (which copy would count is not guessed)"
-        ),
-    ))
 }
 
 /// A start-up warning, once per process: configs are built again by

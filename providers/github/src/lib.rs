@@ -517,6 +517,16 @@ const ORG_LISTING_SCOPES: &[&str] = &["read:org", "write:org", "admin:org", "use
 /// are not visible ASCII are not what GitHub writes: they prove nothing, so
 /// the list stays partial rather than being read one way of several.
 fn org_listing_gap(headers: &HeaderMap) -> Option<String> {
+    // SAML SSO: "the API will not return results from the organizations that require SAML SSO.
+    // The X-GitHub-SSO header will indicate the ID of the organizations" (GitHub's docs). Any
+    // such header on a listing says something was left out, whatever the scopes.
+    if headers.contains_key("x-github-sso") {
+        return Some(
+            "X-GitHub-SSO is present: organizations that enforce SAML SSO were left out (the token is not \
+             authorized for them)"
+                .into(),
+        );
+    }
     let mut values = headers.get_all("x-oauth-scopes").iter();
     let Some(value) = values.next() else {
         return Some("no X-OAuth-Scopes header (a fine-grained or GitHub App token)".into());

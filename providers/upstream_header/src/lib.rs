@@ -335,14 +335,18 @@ impl AuthProvider for UpstreamHeaderProvider {
                         add(header, attribute, &scalar(item).ok_or_else(|| not_a_list_of_values(header))?)?;
                     }
                 }
-                _ if self.comma_lists => value.split(',').try_for_each(|item| add(header, attribute, item))?,
-                _ => add(header, attribute, value)?,
+                // Looks like a JSON list but is not one (`["contractors", staff]`): split on
+                // commas it would be other values than written, so it is refused, not guessed.
+                Some(Err(_)) => return Err(not_a_list_of_values(header)),
+                None if self.comma_lists => value.split(',').try_for_each(|item| add(header, attribute, item))?,
+                None => add(header, attribute, value)?,
             }
         }
         if let Some(header) = &self.attributes_header {
             // Present but empty is absent, as OGX reads it: a proxy may always set the header.
             if let Some(value) = ctx.header(header)?.filter(|v| !v.trim_matches([' ', '\t']).is_empty()) {
-                let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(value) else {
+                // A key written twice is refused: which copy the proxy meant is not guessed.
+                let Ok(serde_json::Value::Object(map)) = tokengate_api::json_with_unique_keys(value) else {
                     return Err(not_an_attribute(header));
                 };
                 for (attribute, v) in &map {
