@@ -110,6 +110,10 @@ pub struct AuditRecord {
     pub reason: Option<String>,
     /// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's identity; `null` without a token.
     pub token_sha256_prefix: Option<String>,
+    /// The id of the stored credential (API key entry) accepted or refused; left
+    /// out for tokens that are none (JWTs, introspection). Never the key or its hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
 }
 
 impl AuditRecord {
@@ -144,6 +148,7 @@ impl AuditRecord {
             route: ctx.path.clone(),
             reason,
             token_sha256_prefix: token_hash_prefix(token),
+            key_id: super::decision_key_id(decision).map(str::to_string),
         }
     }
 
@@ -578,7 +583,17 @@ mod tests {
             route: "/x".into(),
             reason: reason.map(Into::into),
             token_sha256_prefix: token_hash_prefix("tok"),
+            key_id: None,
         }
+    }
+
+    /// Issue #22: the key id is in the line when there is one, and left out otherwise.
+    #[test]
+    fn key_id_is_written_only_when_known() {
+        let line = serde_json::to_value(record(None)).unwrap();
+        assert!(line.get("key_id").is_none(), "{line}");
+        let line = serde_json::to_value(AuditRecord { key_id: Some("key_abc".into()), ..record(None) }).unwrap();
+        assert_eq!(line["key_id"], "key_abc");
     }
 
     /// Issue #21: a JWT and the twins anyone can make of it (the other ECDSA S,

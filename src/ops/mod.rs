@@ -30,6 +30,16 @@ pub fn refusal_label(kind: ErrorKind) -> &'static str {
     }
 }
 
+/// The id of the stored credential (API key entry) a decision accepted or
+/// refused: the accepted principal's, else the one the refusal names (a
+/// suspended key), else the principal's that was then refused (route policy).
+pub fn decision_key_id(decision: &Decision) -> Option<&str> {
+    match &decision.outcome {
+        Ok(p) => p.key_id(),
+        Err(e) => e.key_id().or_else(|| decision.validated.as_ref().and_then(|p| p.key_id())),
+    }
+}
+
 /// Counts and times one decision and logs it as one event with target
 /// `tokengate::decision` (INFO for allow and deny, WARN for an unavailable
 /// identity service, ERROR for a misconfigured provider). A refusal of a
@@ -42,11 +52,12 @@ pub fn record_decision(provider: &str, decision: &Decision, ctx: &RequestContext
     let latency_ms = (elapsed.as_secs_f64() * 1_000_000.0).round() / 1000.0;
     // `ctx.path` never holds the query, where tokens sometimes travel (`?access_token=`).
     let (method, path) = (ctx.method.as_str(), ctx.path.as_str());
+    let key_id = decision_key_id(decision);
     let e = match outcome {
         Ok(p) => {
             tracing::info!(
                 target: "tokengate::decision",
-                outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), provider, latency_ms,
+                outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), key_id, provider, latency_ms,
                 method, path, "allowed"
             );
             return;
@@ -68,12 +79,12 @@ pub fn record_decision(provider: &str, decision: &Decision, ctx: &RequestContext
         _ => match &decision.validated {
             Some(p) => tracing::info!(
                 target: "tokengate::decision",
-                outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), provider, latency_ms,
+                outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), key_id, provider, latency_ms,
                 method, path, code, reason, "denied"
             ),
             None => tracing::info!(
                 target: "tokengate::decision",
-                outcome = label, provider, latency_ms, method, path, code, reason,
+                outcome = label, key_id, provider, latency_ms, method, path, code, reason,
                 "denied"
             ),
         },

@@ -64,6 +64,18 @@ pub use keygen::{
     config_line, generate_key, generate_key_id, hash_key, scanner_regex, KeyGenError, CHECKSUMMED_MARKER,
 };
 pub use keys::{check_id, read_keys_file};
+
+/// An entry's time (`expires_at`, `created_at`): RFC 3339, any offset.
+pub fn parse_entry_time(text: &str) -> Result<SystemTime, String> {
+    keys::parse_expiry(text)
+}
+
+/// Checks a whole key list as the provider would load it (every entry valid,
+/// no key or id twice), so a tool that rewrites a key file never writes one
+/// the provider refuses.
+pub fn check_entries(entries: &[KeyEntry]) -> Result<(), ConfigError> {
+    compile_into(&mut KeyMap::new(), entries, "")
+}
 use keys::{check_prefix, compile_into, load_file_keys, parse_digest, KeyMap, StoredKey};
 use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;

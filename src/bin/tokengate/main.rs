@@ -171,26 +171,67 @@ enum OutputFormat {
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    /// Print a fresh high-entropy key (once) and the config entry holding only its hash.
+    /// Make a fresh high-entropy key, print it (once), and add its entry (hash only) to the key file
+    /// (--file/--config) or print the entry to paste.
     New {
-        /// Every key starts with this; match the provider's `prefix`.
-        #[arg(long, default_value = "tg_")]
-        prefix: String,
-        /// Whom the key authenticates as (default: `api-key-` and the first 8 hex digits of its hash).
-        #[arg(long)]
-        principal: Option<String>,
-        /// A label shown in logs, to tell one principal's keys apart.
-        #[arg(long)]
-        id: Option<String>,
-        /// An attribute value, NAME=VALUE; repeat for more (`--attr roles=admin --attr roles=dev`).
-        #[arg(long = "attr", value_name = "NAME=VALUE")]
-        attrs: Vec<String>,
-        /// When the key stops working: an RFC 3339 time (2027-01-01T00:00:00Z) or a lifetime (90d).
-        #[arg(long)]
-        expires: Option<String>,
-        /// Print one JSON object {key, hash, config_entry} instead of text.
+        #[command(flatten)]
+        args: key::NewKeyArgs,
+        #[command(flatten)]
+        file: key::KeyFileArgs,
+        /// Print one JSON object {id, key, hash, config_entry} instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// List the keys of the key file: id, owner, status, created, expires, last used, requests (never a key or hash).
+    List {
+        #[command(flatten)]
+        file: key::KeyFileArgs,
+        /// Print a JSON list instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key: a new key (printed once) works at once, the old one until the grace ends.
+    Rotate {
+        /// The id of the key to replace.
+        id: String,
+        /// How long the old key keeps working (`24h`, `30m`).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Duration,
+        /// The new key's prefix; match the provider's `prefix`.
+        #[arg(long, default_value = "tg_")]
+        prefix: String,
+        #[command(flatten)]
+        file: key::KeyFileArgs,
+        /// Print one JSON object {id, key, replaces, old_key_works_until} instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse a key for now, saying why (`key suspended: <reason>`); `resume` undoes it.
+    Suspend {
+        /// The key's id.
+        id: String,
+        /// Why; said in every refusal of the key.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        file: key::KeyFileArgs,
+    },
+    /// Let a suspended key work again.
+    Resume {
+        /// The key's id.
+        id: String,
+        #[command(flatten)]
+        file: key::KeyFileArgs,
+    },
+    /// Refuse a key for good, keeping its record.
+    Revoke {
+        /// The key's id.
+        id: String,
+        /// Why; said in every refusal of the key.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        file: key::KeyFileArgs,
     },
 }
 
@@ -212,9 +253,18 @@ fn main() -> ExitCode {
             Command::Explain { input, format } => {
                 explain::explain(input.config, input.token, input.route, format).await
             }
-            Command::Key { command: KeyCommand::New { prefix, principal, id, attrs, expires, json } } => {
-                key::key_new(prefix, principal, id, attrs, expires, json)
-            }
+            Command::Key { command } => match command {
+                KeyCommand::New { args, file, json } => key::key_new(args, file, json),
+                KeyCommand::List { file, json } => key::key_list(file, json),
+                KeyCommand::Rotate { id, grace, prefix, file, json } => key::key_rotate(id, grace, prefix, file, json),
+                KeyCommand::Suspend { id, reason, file } => {
+                    key::key_change("suspend", id, key::Change::Suspend(reason), file)
+                }
+                KeyCommand::Resume { id, file } => key::key_change("resume", id, key::Change::Resume, file),
+                KeyCommand::Revoke { id, reason, file } => {
+                    key::key_change("revoke", id, key::Change::Revoke(reason), file)
+                }
+            },
             Command::Serve { config, listen, dev, path_prefix, proxy, admin_listen } => {
                 serve::serve(config, listen, dev, path_prefix, proxy, admin_listen).await
             }
