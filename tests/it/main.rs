@@ -25,6 +25,7 @@ mod example_configs;
 mod explain;
 mod fuzz_regressions;
 mod layer;
+mod limits;
 mod ogx_conformance;
 mod ogx_gateway;
 mod redis;

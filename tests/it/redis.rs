@@ -28,8 +28,8 @@ use tokengate::{Config, Pipeline, Registry, RequestContext};
 /// How long a service may take to start on a busy 2-core CI machine.
 const SERVICE_START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A `redis-server` child process; killed on drop.
-struct RedisServer {
+/// A `redis-server` child process; killed on drop. Shared with `limits`.
+pub(crate) struct RedisServer {
     /// The `redis-server` found on PATH.
     program: std::path::PathBuf,
     child: Option<Child>,
@@ -42,7 +42,7 @@ struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port, or `None` when the binary is missing
     /// (after saying SKIPPED; under `CI=true` the test fails instead).
-    async fn start() -> Option<RedisServer> {
+    pub(crate) async fn start() -> Option<RedisServer> {
         Self::start_with(false).await
     }
 
@@ -65,7 +65,7 @@ impl RedisServer {
     }
 
     /// (Re)starts the server on its port and waits until it answers PING.
-    async fn restart(&mut self) {
+    pub(crate) async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let mut command = Command::new(&self.program);
         command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]).arg("--dir").arg(self.dir.path());
@@ -113,14 +113,14 @@ impl RedisServer {
     }
 
     /// Kills the server (SIGKILL: no goodbye to clients, like a crashed node).
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         let scheme = if self.tls_ca.is_some() { "rediss" } else { "redis" };
         format!("{scheme}://127.0.0.1:{}/0", self.port)
     }
@@ -140,7 +140,7 @@ impl RedisServer {
         self.try_connect().await.expect("connect to the test redis-server")
     }
 
-    async fn keys(&self, pattern: &str) -> Vec<String> {
+    pub(crate) async fn keys(&self, pattern: &str) -> Vec<String> {
         redis::cmd("KEYS").arg(pattern).query_async(&mut self.conn().await).await.expect("KEYS")
     }
 

@@ -1,0 +1,275 @@
+//! Issue #22 parts 4 and 5: usage limits through every front end — 429 with
+//! `Retry-After` and the draft IETF `RateLimit` / `RateLimit-Policy` fields
+//! from `tokengate serve` and the tower layer, an API key's own limits, the
+//! client address read only through the proxy profile, OGX's `server.quota`
+//! enforced per principal, and limits shared by replicas through a real
+//! `redis-server`: exact under concurrency, refusing nothing below the
+//! limit, and falling back to local counts (never a 503) when Redis dies.
+
+use crate::fixtures::{client, header, json, load, serve_config, serve_layer, write};
+use crate::redis::RedisServer;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokengate::{Config, Pipeline, Registry, RequestContext};
+
+const ALICE: &str = "tg_alice_key_one";
+const ALICE_TWO: &str = "tg_alice_key_two";
+const BOB: &str = "tg_bob_key";
+const METERED: &str = "tg_metered_key";
+
+/// An `api_key` provider: two keys of alice, one of bob, one with its own limits.
+fn keys_yaml(indent: &str) -> String {
+    let hash = tokengate_api_key::hash_key;
+    format!(
+        "{indent}type: api_key\n{indent}prefix: tg_\n{indent}keys:\n\
+         {indent}  - {{id: alice-1, hash: {}, principal: alice}}\n\
+         {indent}  - {{id: alice-2, hash: {}, principal: alice}}\n\
+         {indent}  - {{id: bob-1, hash: {}, principal: bob}}\n\
+         {indent}  - {{id: metered, hash: {}, principal: carol, rate_limit: 2/min}}\n",
+        hash(ALICE),
+        hash(ALICE_TWO),
+        hash(BOB),
+        hash(METERED)
+    )
+}
+
+fn config(dir: &std::path::Path, limits: &str) -> Config {
+    let text = format!("provider_config:\n{}limits:\n{limits}", keys_yaml("  "));
+    load(&write(dir, "tokengate.yaml", &text))
+}
+
+async fn get(url: &str, key: &str) -> reqwest::Response {
+    client().get(url).bearer_auth(key).send().await.unwrap()
+}
+
+/// Asserts a 429 with every field the draft and RFC 9110 call for.
+async fn assert_limited(res: reqwest::Response, policy: &str, reason_code: &str) {
+    assert_eq!(res.status(), 429);
+    let retry: u64 = header(&res, "retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let policy_field = header(&res, "ratelimit-policy").expect("RateLimit-Policy");
+    assert!(policy_field.starts_with(&format!("\"{policy}\";q=")), "{policy_field}");
+    let state = header(&res, "ratelimit").expect("RateLimit");
+    assert!(state.starts_with(&format!("\"{policy}\";r=0;t=")), "{state}");
+    assert!(header(&res, "www-authenticate").is_none());
+    let body = json(res).await;
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Too many requests"), "{message}");
+    assert!(!reason_code.is_empty());
+}
+
+#[tokio::test]
+async fn serve_and_the_layer_answer_429_with_retry_after_and_the_ratelimit_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "  rules: [{name: chat, paths: [/v1/chat/*], by: principal, rate: 3/min}]\n");
+    let served = serve_config(&config).await;
+    let layer = serve_layer(&config).await;
+    for base in [served.base.as_str(), layer.as_str()] {
+        let url = format!("{base}/v1/chat/completions");
+        for i in 0..3 {
+            // Two keys of one principal share its count.
+            let key = if i % 2 == 0 { ALICE } else { ALICE_TWO };
+            assert_eq!(get(&url, key).await.status(), 200, "{base}: request {i}");
+        }
+        assert_limited(get(&url, ALICE_TWO).await, "chat", "rate_limited").await;
+        assert_eq!(get(&url, BOB).await.status(), 200, "{base}: bob has his own count");
+        assert_eq!(get(&format!("{base}/v1/models"), ALICE).await.status(), 200, "{base}: another route");
+        assert_eq!(get(&url, "tg_nobody").await.status(), 401, "{base}: a bad key is told so, not limited");
+    }
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_api_key_s_own_rate_limit_applies_with_a_limits_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "  rules: [{name: wide, daily_quota: 1000000}]\n");
+    let served = serve_config(&config).await;
+    let url = format!("{}/anything", served.base);
+    assert_eq!(get(&url, METERED).await.status(), 200);
+    assert_eq!(get(&url, METERED).await.status(), 200);
+    assert_limited(get(&url, METERED).await, "key", "rate_limited").await;
+    served.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_client_address_is_the_proxy_s_hop_and_an_ambiguous_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "provider_config:\n{}forward_auth: {{proxy: nginx}}\nlimits:\n  rules: [{{name: per-ip, by: client_ip, rate: 2/min}}]\n",
+        keys_yaml("  ")
+    );
+    let served = serve_config(&load(&write(dir.path(), "tokengate.yaml", &text))).await;
+    let ask = |xff: Vec<&'static str>| {
+        let mut req = client()
+            .get(format!("{}/_tokengate", served.base))
+            .bearer_auth(ALICE)
+            .header("x-original-uri", "/v1/x")
+            .header("x-original-method", "GET");
+        for hop in xff {
+            req = req.header("x-forwarded-for", hop);
+        }
+        req.send()
+    };
+    // The client writes the first hops; nginx appends the address it saw: only that one counts.
+    assert_eq!(ask(vec!["198.51.100.1, 203.0.113.7"]).await.unwrap().status(), 200);
+    assert_eq!(ask(vec!["198.51.100.2, 203.0.113.7"]).await.unwrap().status(), 200);
+    assert_eq!(ask(vec!["203.0.113.7"]).await.unwrap().status(), 429, "a forged first hop is no new client");
+    assert_eq!(ask(vec!["203.0.113.8"]).await.unwrap().status(), 200);
+    assert_eq!(ask(vec!["203.0.113.9", "203.0.113.10"]).await.unwrap().status(), 400, "repeated: which is it?");
+    assert_eq!(ask(vec!["203.0.113.9, unknown"]).await.unwrap().status(), 400);
+    assert_eq!(ask(vec![]).await.unwrap().status(), 500, "no address: never counted as nobody's");
+    served.shutdown().await;
+}
+
+/// A run.yaml with OGX's `server.quota`, behind nginx.
+fn ogx_run_yaml(dir: &std::path::Path, auth: &str) -> Config {
+    let text = format!(
+        "version: 2\nimage_name: x\nserver:\n  port: 8321\n  quota:\n    kvstore: {{type: sqlite, db_path: /tmp/q.db}}\n    \
+         anonymous_max_requests: 2\n    authenticated_max_requests: 3\n    period: day\n  auth:\n    forward_auth: {{proxy: nginx}}\n{auth}"
+    );
+    load(&write(dir, "run.yaml", &text))
+}
+
+fn nginx_request(base: &str, xff: &str, key: Option<&str>) -> reqwest::RequestBuilder {
+    let mut req = client()
+        .get(format!("{base}/_tokengate"))
+        .header("x-original-uri", "/v1/models")
+        .header("x-original-method", "GET")
+        .header("x-forwarded-for", xff);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req
+}
+
+#[tokio::test]
+async fn ogx_server_quota_counts_per_principal_and_anonymous_callers_by_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ogx_run_yaml(dir.path(), &format!("    provider_config:\n{}", keys_yaml("      ")));
+    let served = serve_config(&config).await;
+    let base = served.base.as_str();
+    // Per principal, not per token as OGX: alice's two keys share her 3.
+    for key in [ALICE, ALICE_TWO, ALICE] {
+        assert_eq!(nginx_request(base, "203.0.113.1", Some(key)).send().await.unwrap().status(), 200);
+    }
+    let res = nginx_request(base, "203.0.113.1", Some(ALICE_TWO)).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(header(&res, "ratelimit-policy").unwrap().starts_with("\"ogx_quota_authenticated:day\";q=3;w=86400"));
+    assert_eq!(nginx_request(base, "203.0.113.1", Some(BOB)).send().await.unwrap().status(), 200);
+    served.shutdown().await;
+
+    // Without a provider every caller is anonymous, counted by the address nginx wrote.
+    let dir = tempfile::tempdir().unwrap();
+    let config = ogx_run_yaml(dir.path(), "    route_policy:\n      - permit: {paths: /v1/*}\n");
+    let served = serve_config(&config).await;
+    let base = served.base.as_str();
+    for _ in 0..2 {
+        assert_eq!(nginx_request(base, "9.9.9.9, 203.0.113.5", None).send().await.unwrap().status(), 200);
+    }
+    let res = nginx_request(base, "8.8.8.8, 203.0.113.5", None).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(header(&res, "ratelimit").unwrap().starts_with("\"ogx_quota_anonymous:day\";r=0;"));
+    assert_eq!(json(res).await["error"]["code"], "rate_limited");
+    assert_eq!(nginx_request(base, "203.0.113.6", None).send().await.unwrap().status(), 200);
+    served.shutdown().await;
+}
+
+#[test]
+fn ogx_server_quota_with_a_period_ogx_does_not_know_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "server:\n  quota: {kvstore: {type: sqlite}, period: week}\n  auth:\n    route_policy: [{permit: {paths: /v1/*}}]\n";
+    let e = Config::load(&write(dir.path(), "run.yaml", text)).unwrap_err();
+    assert_eq!(e.field, "server.quota.period", "{e}");
+    let text = "server:\n  quota: {kvstore: {type: sqlite}, max_requests: 5}\n  auth:\n    route_policy: [{permit: {paths: /v1/*}}]\n";
+    let e = Config::load(&write(dir.path(), "run.yaml", text)).unwrap_err();
+    assert!(e.to_string().contains("max_requests"), "{e}");
+}
+
+// ------------------------------------------------------------------ replicas
+
+fn redis_config(dir: &std::path::Path, redis: &RedisServer, limits: &str) -> Config {
+    let text = format!(
+        "provider_config:\n{}redis: {{url: \"{}\", key_prefix: \"limits-test:\", command_timeout: 500ms}}\nlimits:\n{limits}",
+        keys_yaml("  "),
+        redis.url()
+    );
+    load(&write(dir, "tokengate.yaml", &text))
+}
+
+/// `requests` decisions spread over `replicas` from 64 tasks at once;
+/// (admitted, refused with 429) and the time taken; any other refusal fails the test.
+async fn hammer(replicas: &[Arc<Pipeline>], requests: usize) -> (usize, usize, Duration) {
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let limited = Arc::new(AtomicUsize::new(0));
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let replica = replicas[t % replicas.len()].clone();
+        let (admitted, limited, next) = (admitted.clone(), limited.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::SeqCst) < requests {
+                let ctx = RequestContext::new("POST", "/v1/chat/completions");
+                match replica.validate(ALICE, &ctx).await {
+                    Ok(_) => admitted.fetch_add(1, Ordering::SeqCst),
+                    Err(e) if e.kind().http_status() == 429 => limited.fetch_add(1, Ordering::SeqCst),
+                    Err(e) => panic!("refused otherwise: {e:?}"),
+                };
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    (admitted.load(Ordering::SeqCst), limited.load(Ordering::SeqCst), elapsed)
+}
+
+fn replicas(config: &Config) -> Vec<Arc<Pipeline>> {
+    (0..2).map(|_| Arc::new(config.build(&Registry::with_builtins()).unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_under_64_connections_admit_exactly_the_quota_and_at_most_the_burst() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // A daily quota is exact: 40 of 300, whatever the interleaving.
+    let config = redis_config(dir.path(), &redis, "  rules: [{name: q, daily_quota: 40}]\n");
+    let (admitted, limited, _) = hammer(&replicas(&config), 300).await;
+    assert_eq!((admitted, limited), (40, 260), "the quota across both replicas, exactly");
+    // A rate: the burst at once, then 60 a minute; nothing is refused below it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis, "  rules: [{name: r, rate: 60/min burst 25}]\n");
+    let (admitted, limited, elapsed) = hammer(&replicas(&config), 300).await;
+    let refill = (elapsed.as_secs_f64() + 1.0).ceil() as usize; // 1 a second, rounded up
+    assert!(admitted >= 25 && admitted <= 25 + refill, "admitted {admitted} in {elapsed:?}");
+    assert_eq!(admitted + limited, 300);
+    // Below the limit, nothing is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis, "  rules: [{name: big, rate: 1000/min, daily_quota: 500}]\n");
+    let (admitted, limited, _) = hammer(&replicas(&config), 400).await;
+    assert_eq!((admitted, limited), (400, 0));
+    assert!(!redis.keys("limits-test:limit:big:*").await.is_empty(), "counted in Redis");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_refuses_nothing_and_a_dead_redis_means_local_limits_never_a_503() {
+    let Some(mut redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis, "  mode: dry_run\n  rules: [{name: q, daily_quota: 5}]\n");
+    assert_eq!(hammer(&replicas(&config), 50).await.0, 50, "dry run: every request let in");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis, "  rules: [{name: outage, daily_quota: 5}]\n");
+    let replicas = replicas(&config);
+    let (admitted, _, _) = hammer(&replicas, 3).await;
+    assert_eq!(admitted, 3);
+    redis.stop();
+    // Each replica now counts alone, from nothing: 5 each, then 429 — never 503.
+    for replica in &replicas {
+        let (admitted, limited, _) = hammer(std::slice::from_ref(replica), 20).await;
+        assert_eq!((admitted, limited), (5, 15));
+    }
+}
