@@ -31,7 +31,7 @@
 //! a 500 for the client) and passes nothing back unless told to
 //! (`auth_request_set $principal $upstream_http_x_auth_principal;`); nginx also
 //! drops request headers with underscores by default, so prefer attribute names
-//! with dashes. Traefik: `authResponseHeadersRegex: "(?i)^x[-_]auth[-_]"`, which
+//! with dashes. Traefik: `authResponseHeadersRegex: "(?i)^x[^a-z0-9]auth[^a-z0-9]"`, which
 //! removes the client's copies under every spelling before copying the answer's
 //! (`authResponseHeaders` removes only the exact names it lists). Envoy: list
 //! `authorization` in `allowed_headers` and `x-auth-*` in
