@@ -208,6 +208,18 @@ def underscored(forged):
     return [(name, value) for name, value in forged if "_" in name]
 
 
+def dotted(names):
+    """Each of `names` with its `-` as `.`, and with only the first one so:
+    PHP reads `.` in a variable name as `_`, so `X.Auth.Principal` is
+    `HTTP_X_AUTH_PRINCIPAL` to it. nginx drops such names by default; Go
+    (Caddy) passes them."""
+    forged = []
+    for name in names:
+        forged.append((name.replace("-", "."), f"forged-dot-{len(forged)}"))
+        forged.append((name.lower().replace("-", ".", 1), f"forged-dot-{len(forged)}"))
+    return forged
+
+
 def identity_seen(record):
     """What the application got under any name that folds to an X-Auth-*
     header: {folded name: [every value, in order]}."""
@@ -1180,20 +1192,22 @@ class Suite:
         # are refused (the snippet's own `_` lines are the second line).
         snippet_copies = IDENTITY_HEADERS
         forged = forged_identity(IDENTITY_HEADERS + ["X-Auth-Attr-Groups"])
+        # What stock nginx drops as invalid names: `_` and `.` spellings.
+        invalid_names = underscored(forged) + dotted(IDENTITY_HEADERS + ["X-Auth-Attr-Groups"])
         self.identity_checks("4.17", base, tg_port, "nginx", snippet_copies, False, tokens["RS256"], forged,
                              refused=True)
         self.identity_checks("4.17.u", base, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
-                             underscored(forged))
+                             invalid_names)
         under = self.start_nginx(tg_port, up_port, name="nginx-underscores", server_extra="underscores_in_headers on;")
         self.record("4.18.up", f"nginx {under} with underscores_in_headers on", True)
         self.identity_checks("4.18", under, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
-                             underscored(forged), refused=True)
+                             invalid_names, refused=True)
         self.stop("nginx-underscores")
         invalid = self.start_nginx(tg_port, up_port, name="nginx-invalid-headers",
                                    server_extra="ignore_invalid_headers off;")
         self.record("4.19.up", f"nginx {invalid} with ignore_invalid_headers off", True)
         self.identity_checks("4.19", invalid, tg_port, "nginx", snippet_copies, False, tokens["RS256"],
-                             underscored(forged), refused=True)
+                             invalid_names, refused=True)
         self.stop("nginx-invalid-headers")
         # Names that only look like tokengate's are not refused.
         for i, name in enumerate(["X-Auth-Request-User", "X_Auth_Request_Groups", "X-Authorization-Foo"]):
@@ -1330,6 +1344,10 @@ class Suite:
         # Caddy runs them before forward_auth, so tokengate never sees the client's copies.
         self.identity_checks("5.10", base, tg_port, "caddy", caddy_copies, True, token,
                              forged_identity(IDENTITY_HEADERS + ["X-Auth-Attr-Groups", "X-Auth-Request-User"]))
+        # `.` spellings match none of the recipe's patterns: Caddy passes them
+        # on, to tokengate too, which refuses the request.
+        self.identity_checks("5.12", base, tg_port, "caddy", caddy_copies, True, token,
+                             dotted(IDENTITY_HEADERS + ["X-Auth-Attr-Groups"]), refused=True)
         self.stop("caddy")
         # Without those lines, forward_auth passes the client's headers to
         # tokengate (as nginx and Traefik do), which refuses the request.

@@ -42,7 +42,8 @@
 //! A decision request that carries a header tokengate sets in its answer
 //! (`X-Auth-Principal`, `X-Auth-Tenant`, `X-Auth-Attributes`,
 //! `X-Auth-Unknown-Attributes`, any `X-Auth-Attr-*`), under any name that
-//! folds to one (case ignored, `_` for `-`: `x_auth_principal`), is refused
+//! folds to one (case ignored, any other character than a letter or digit
+//! for `-`: `x_auth_principal`, `X.Auth.Principal`), is refused
 //! with 400 `invalid_request` before any provider runs, on open paths too:
 //! nginx, Traefik and Caddy pass the client's headers to tokengate, so it is a
 //! client's copy the proxy did not remove, and the application behind would

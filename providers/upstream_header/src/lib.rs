@@ -155,10 +155,10 @@ fn not_a_list_of_values(header: &str) -> AuthError {
 fn identity_text<'a>(header: &str, value: &'a str) -> Result<&'a str, AuthError> {
     let text = value.trim_matches([' ', '\t']);
     let spaced = text.starts_with(char::is_whitespace) || text.ends_with(char::is_whitespace);
-    if spaced || text.chars().any(char::is_control) {
+    if spaced || text.chars().any(|c| c.is_control() || tokengate_api::is_invisible_or_bidi(c)) {
         return Err(AuthError::invalid_request(format!(
-            "the {header} header has a control character, or a Unicode space at an edge of a value, which readers \
-             trim differently"
+            "the {header} header has a control, invisible or bidirectional character, or a Unicode space at an \
+             edge of a value, which readers show or trim differently"
         )));
     }
     Ok(text)
@@ -179,15 +179,17 @@ fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
         ));
     }
     // `x_auth_principal` is X-Auth-Principal to a back end that reads headers
-    // CGI-style: beside tokengate's own answer it would be a second one, and
-    // `tokengate serve` refuses any decision request carrying it.
-    let folded = lower.replace('_', "-");
-    if lower.contains('_') && (SET_BY_TOKENGATE.contains(&folded.as_str()) || folded.starts_with(ATTRIBUTE_HEADERS)) {
+    // CGI-style (PHP also reads `.` as `_`): beside tokengate's own answer it
+    // would be a second one, and `tokengate serve` refuses any decision
+    // request carrying it. Folded as serve folds: any character but a letter
+    // or digit is `-`.
+    let folded: String = lower.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    if folded != lower && (SET_BY_TOKENGATE.contains(&folded.as_str()) || folded.starts_with(ATTRIBUTE_HEADERS)) {
         return Err(ConfigError::new(
             field,
             format!(
-                "`{name}` is `{folded}` to back ends that read `_` as `-`, a header tokengate itself sets; write it \
-                 `{folded}`"
+                "`{name}` is `{folded}` to back ends that read `_` or `.` as `-`, a header tokengate itself sets; \
+                 write it `{folded}`"
             ),
         ));
     }

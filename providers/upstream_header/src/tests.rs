@@ -274,6 +274,12 @@ async fn unicode_spaces_and_controls_in_identity_values_are_refused() {
         ("x-forwarded-user", "ad\tmin"),
         ("x-forwarded-groups", "ml,\u{a0}contractors"),
         ("x-auth-attributes", r#"{"teams": ["contractors\n"]}"#),
+        // Shown as `admin` by whoever reads it next (review round 2 of #20).
+        ("x-forwarded-user", "admin\u{200b}"),
+        ("x-forwarded-user", "\u{feff}admin"),
+        ("x-forwarded-user", "\u{202e}nimda"),
+        ("x-forwarded-groups", "staff\u{2060}"),
+        ("x-forwarded-groups", "staff\u{2028}contractors"),
     ];
     for (header, value) in cases {
         let mut ctx = request(Some("10.0.0.1:1"), &[(header, value)]);
@@ -307,6 +313,7 @@ fn underscore_spellings_of_tokengate_headers_are_refused() {
         ("principal_header", json!("X-Auth_Principal"), "principal_header"),
         ("attributes_header", json!("x-auth_attributes"), "attributes_header"),
         ("tenant_header", json!("X_AUTH_TENANT"), "tenant_header"),
+        ("tenant_header", json!("x.auth.tenant"), "tenant_header"),
         ("attribute_headers", json!({"x-auth-attr_teams": "teams"}), "attribute_headers.x-auth-attr_teams"),
         ("attribute_headers", json!({"x_auth_unknown_attributes": "u"}), "attribute_headers.x_auth_unknown_attributes"),
     ] {

@@ -102,12 +102,15 @@ const SET_BY_TOKENGATE: [(&str, &str); 4] = [
 /// What every `X-Auth-Attr-<name>` starts with, lower-case.
 const ATTRIBUTE_HEADERS: &str = "x-auth-attr-";
 
-/// Which of the headers tokengate sets `name` stands for to a back end that
-/// reads headers CGI-style (case ignored, `_` read as `-`), in tokengate's
-/// spelling; `None` for any other name.
+/// Which of the headers tokengate sets `name` stands for to some back end,
+/// in tokengate's spelling; `None` for any other name. Case is ignored, and
+/// every character but a letter or digit reads as `-`: CGI-style readers
+/// (PHP-FPM, CGI, WSGI) fold `-` and `_` into one, PHP also turns `.` into
+/// `_`, and a name no back end is known to fold is still no name to let
+/// through beside tokengate's own.
 fn set_by_tokengate(name: &str) -> Option<&'static str> {
     // Header names are ASCII; nothing else folds to one of these.
-    let fold = |b: u8| if b == b'_' { b'-' } else { b.to_ascii_lowercase() };
+    let fold = |b: u8| if b.is_ascii_alphanumeric() { b.to_ascii_lowercase() } else { b'-' };
     let folds_to =
         |target: &str| name.len() >= target.len() && name.bytes().zip(target.bytes()).all(|(b, t)| fold(b) == t);
     if folds_to(ATTRIBUTE_HEADERS) {
