@@ -51,3 +51,16 @@ async fn blank_groups_in_a_token_give_no_blank_team() {
     let t = token(&KEYS.ec, "ec-1", &with(claims(), json!({"groups": [""]})));
     assert!(!accepted(&provider, &t).await.attributes.contains_key("teams"));
 }
+
+/// identity_roundtrip crash-e9186266: `percent_decoded` read `%+2` as the byte
+/// 0x02 (`u8::from_str_radix` takes a sign), where its contract is `None` for
+/// any `%` that does not start two hex digits.
+#[test]
+fn a_signed_escape_is_no_escape() {
+    use tokengate::http::server::percent_decoded;
+    assert_eq!(percent_decoded("s3\u{1}]%+2\u{1}"), None);
+    for bad in ["%+5", "%-5", "%+", "% 5", "%5", "%G0"] {
+        assert_eq!(percent_decoded(bad), None, "{bad:?}");
+    }
+    assert_eq!(percent_decoded("%2B5").as_deref(), Some("+5"));
+}
