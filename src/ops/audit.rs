@@ -381,15 +381,13 @@ impl tracing_subscriber::field::VisitFmt for EscapingVisitor<'_> {
 /// by line (the log, `explain --format text`, the CLI's errors and JSON): the
 /// control characters (C0 with `\n`, `\r`, `\t` and ESC; DEL; C1 with NEL,
 /// U+0085), the Unicode line and paragraph separators (U+2028, U+2029), which
-/// editors and log viewers break lines at, and the bidirectional formatting
-/// characters (U+061C, U+200E, U+200F, U+202A..U+202E, U+2066..U+2069), which
-/// reorder what a terminal shows. A claim carrying one could otherwise start a
-/// line of its own (`principal: admin`) or disguise one.
+/// editors and log viewers break lines at, the bidirectional formatting
+/// characters, which reorder what a terminal shows, and the characters shown
+/// as nothing (zero-width space, BOM, …): see [`tokengate_api::is_invisible_or_bidi`].
+/// A claim carrying one could otherwise start a line of its own
+/// (`principal: admin`) or pass for another (`admin\u{200b}`).
 pub fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{200e}' | '\u{200f}')
-        || ('\u{202a}'..='\u{202e}').contains(&c)
-        || ('\u{2066}'..='\u{2069}').contains(&c)
+    c.is_control() || tokengate_api::is_invisible_or_bidi(c)
 }
 
 /// A writer that passes text on with every character [`needs_escape`] names escaped, as [`escape_controls`] does.
@@ -398,8 +396,9 @@ struct EscapingControls<'a, W: std::fmt::Write>(&'a mut W);
 impl<W: std::fmt::Write> std::fmt::Write for EscapingControls<'_, W> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
         // The bytes those characters start with in UTF-8: C0 and DEL are
-        // themselves, C1 starts 0xC2, U+061C 0xD8, the rest 0xE2.
-        if !text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xd8 || b == 0xe2) {
+        // themselves, C1 and U+00AD start 0xC2, U+061C 0xD8, U+180E 0xE1, most
+        // of the rest 0xE2, U+FEFF and U+FFF9.. 0xEF, tag characters 0xF3.
+        if !text.bytes().any(|b| b < 0x20 || matches!(b, 0x7f | 0xc2 | 0xd8 | 0xe1 | 0xe2 | 0xef | 0xf3)) {
             return self.0.write_str(text);
         }
         let mut start = 0;
@@ -552,7 +551,12 @@ mod tests {
             escape_controls("a\u{2028}b\u{2029}c\u{85}d\u{202e}e\u{2066}f\u{200f}g\u{61c}h\t"),
             "a\\u{2028}b\\u{2029}c\\u{85}d\\u{202e}e\\u{2066}f\\u{200f}g\\u{61c}h\\t"
         );
-        assert_eq!(escape_controls("équipe – ‘x’ ✓ \u{200b} 😀"), "équipe – ‘x’ ✓ \u{200b} 😀");
+        assert_eq!(escape_controls("équipe – ‘x’ ✓ 中 😀"), "équipe – ‘x’ ✓ 中 😀");
+        // Review round 2: what shows as nothing (`admin\u{200b}` reads `admin`) is written out too.
+        assert_eq!(
+            escape_controls("a\u{200b}b\u{feff}c\u{2060}d\u{ad}e\u{180e}f\u{e0041}"),
+            "a\\u{200b}b\\u{feff}c\\u{2060}d\\u{ad}e\\u{180e}f\\u{e0041}"
+        );
     }
 
     #[test]

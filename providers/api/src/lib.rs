@@ -26,6 +26,7 @@ mod error;
 mod secret;
 mod shared;
 mod tenant;
+mod text;
 mod unique;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
@@ -35,6 +36,7 @@ pub use error::{AuthError, ConfigError, ErrorKind, LimitPolicy, RateLimitInfo, R
 pub use secret::Secret;
 pub use shared::{SharedHit, SharedResultStore, SharedResults, TokenHash};
 pub use tenant::{tenant_from, tenant_id, TENANT_PATTERN};
+pub use text::is_invisible_or_bidi;
 pub use unique::{json_with_unique_keys, UniqueKeys};
 
 use async_trait::async_trait;
