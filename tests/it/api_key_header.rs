@@ -110,7 +110,8 @@ async fn key_new_prints_a_working_key_and_entry() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     let key = text.lines().next().unwrap().to_string();
-    assert!(key.starts_with("tg_") && key.len() == 3 + 43, "{key}");
+    // The checksummed format of #22: `tg_k1_`, 43 random and 6 checksum characters.
+    assert!(key.starts_with("tg_k1_") && key.len() == 3 + 3 + 43 + 6, "{key}");
     let entry: String = text.lines().filter(|l| !l.starts_with('#')).skip(1).collect::<Vec<_>>().join("\n");
     assert!(!entry.contains(&key), "only the hash is in the entry");
     assert!(entry.contains(&tokengate_api_key::hash_key(&key)), "{entry}");
