@@ -262,7 +262,9 @@ impl Pipeline {
     pub fn refusal_message(&self, error: &AuthError, refused: Option<&Principal>) -> String {
         use tokengate_api::ErrorKind;
         match error.kind() {
-            ErrorKind::InvalidToken | ErrorKind::InvalidRequest => self.message.clone(),
+            ErrorKind::InvalidToken => self.message.clone(),
+            // Not a credential problem: the request itself could mean two things.
+            ErrorKind::InvalidRequest => "The request is malformed or ambiguous and was not decided".to_string(),
             ErrorKind::InsufficientScope => match refused {
                 Some(p) => format!("Authenticated as {}, but not allowed to make this request", p.principal),
                 None if self.is_anonymous() => "This request is not allowed".to_string(),
