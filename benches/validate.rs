@@ -683,8 +683,45 @@ fn verifying<'a>(
     }
 }
 
+/// Issue #22: what the local limiter adds to a decision. The same API-key
+/// decision (no I/O) by a pipeline without limits and by one with a rule
+/// that counts every request by principal and never refuses, paired.
+fn limits_rounds() {
+    let pipeline = |limits: &str| {
+        let text = format!(
+            "provider_config:\n  type: api_key\n  prefix: tg_\n  keys:\n    - {{hash: {}, principal: alice}}\n{limits}",
+            tokengate_api_key::hash_key("tg_bench_key")
+        );
+        let config = tokengate::Config::parse(&text, tokengate::config::Format::Yaml).expect("bench config");
+        config.build(&tokengate::Registry::with_builtins()).expect("bench pipeline")
+    };
+    let without = pipeline("");
+    let with =
+        pipeline("limits:\n  rules: [{name: all, by: principal, rate: 1000000000/s, daily_quota: 1000000000}]\n");
+    let rt = runtime();
+    let ctx = tokengate::RequestContext::new("POST", "/v1/chat/completions");
+    let timer = |p: &'static tokengate::Pipeline| {
+        let (rt, ctx) = (&rt, ctx.clone());
+        move |iters: u64| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(p.validate(black_box("tg_bench_key"), &ctx).await.is_ok());
+                }
+                start.elapsed()
+            })
+        }
+    };
+    let (without, with): (&'static _, &'static _) = (Box::leak(Box::new(without)), Box::leak(Box::new(with)));
+    assert!(rt.block_on(with.validate("tg_bench_key", &ctx)).is_ok());
+    paired_named("limits/local", ["no_limits", "local_limits"], 20_000, timer(without), timer(with));
+}
+
 fn main() {
     let mut c = Criterion::default().configure_from_args();
+    if paired_enabled() && wanted("limits") {
+        limits_rounds();
+    }
     if paired_enabled() && wanted("backend") {
         backend_rounds();
     }
