@@ -1,4 +1,5 @@
 use crate::shared::SharedResults;
+use crate::shared_keys::SharedKeys;
 use crate::{ConfigError, DynProvider};
 use serde::de::DeserializeOwned;
 use std::path::PathBuf;
@@ -17,6 +18,10 @@ pub struct BuildContext {
     /// registry (`tokengate_kit::for_section`, a hash of the provider's type
     /// and section); no scope, no sharing.
     pub shared_scope: Option<String>,
+    /// Where API keys shared by every replica live (Redis, when configured);
+    /// the `api_key` provider reads them with `keys_from: redis`, and adds
+    /// its usage there with `usage_store: redis`.
+    pub shared_keys: Option<SharedKeys>,
 }
 
 impl BuildContext {

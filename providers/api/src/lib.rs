@@ -25,6 +25,7 @@ mod context;
 mod error;
 mod secret;
 mod shared;
+mod shared_keys;
 mod tenant;
 mod text;
 mod unique;
@@ -35,6 +36,7 @@ pub use context::{Check, RequestContext, Trace, TracedAttribute, CREDENTIAL_HEAD
 pub use error::{AuthError, ConfigError, ErrorKind, LimitPolicy, RateLimitInfo, Reason};
 pub use secret::Secret;
 pub use shared::{SharedHit, SharedResultStore, SharedResults, TokenHash};
+pub use shared_keys::{KeyUse, SharedKeyStore, SharedKeys};
 pub use tenant::{tenant_from, tenant_id, TENANT_PATTERN};
 pub use text::is_invisible_or_bidi;
 pub use unique::{json_with_unique_keys, UniqueKeys};

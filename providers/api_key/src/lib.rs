@@ -17,6 +17,25 @@
 //!   reload_interval: 2s
 //! ```
 //!
+//! With `keys_from: redis` (and a `redis:` section in the config), the
+//! stored keys live in Redis instead of a file — entries with their hash and
+//! metadata, never a key — and `tokengate key … --config` on any machine
+//! writes them there. Every replica holds them in memory, kept in step in the
+//! background within about `redis.sync_interval`; a request never waits on
+//! Redis. Redis away: the keys last loaded keep deciding. A replica that has
+//! never loaded them (started while Redis was away) refuses keys it does not
+//! know inline as unavailable (503) and is not ready. Usage then goes to
+//! Redis as well (`usage_store: redis`, the default with `keys_from: redis`),
+//! so `tokengate key list` shows every replica's requests added up.
+//!
+//! ```yaml
+//! redis: {url: "redis://redis.internal:6379/0"}
+//! provider_config:
+//!   type: api_key
+//!   prefix: tg_
+//!   keys_from: redis
+//! ```
+//!
 //! Clients send a key as `Authorization: Bearer <key>` or in the
 //! [`API_KEY_HEADER`] (`X-API-Key`) header; picking the header is the job of
 //! the layer/server, which hands the key to [`AuthProvider::validate`] either way.
@@ -55,6 +74,7 @@ use tokengate_api::{
     parse_provider_config, Attributes, AuthError, AuthProvider, BuildContext, ConfigError, DynProvider, Ownership,
     Principal, ProviderBuilder, Reason, RequestContext,
 };
+use tokengate_api::{SharedKeys, TokenHash};
 mod keygen;
 mod keys;
 pub mod usage;
@@ -79,7 +99,7 @@ pub fn check_entries(entries: &[KeyEntry]) -> Result<(), ConfigError> {
 use keys::{check_prefix, compile_into, load_file_keys, parse_digest, KeyMap, StoredKey};
 use tokengate_kit::file::Poller;
 use tokengate_kit::token_hash;
-use usage::{LocalUsage, UsageRecorder};
+use usage::{LocalUsage, SharedUsage, UsageRecorder};
 
 /// The header (lower-cased) that carries an API key when `Authorization` does not.
 ///
@@ -136,9 +156,35 @@ pub struct ApiKeyConfig {
     /// is also written when the provider closes.
     #[serde(default = "default_usage_flush_interval", with = "tokengate_kit::duration")]
     pub usage_flush_interval: Duration,
+    /// `redis`: the stored keys live in the config's Redis, shared by every
+    /// replica (see the crate docs); not together with `keys_file`.
+    #[serde(default)]
+    pub keys_from: Option<SharedSource>,
+    /// Where usage is added up: `file` (`usage_file`) or `redis` (shared by
+    /// every replica). Default: `redis` with `keys_from: redis`, else `file`.
+    #[serde(default)]
+    pub usage_store: Option<UsageStore>,
     /// Metrics options.
     #[serde(default)]
     pub metrics: ApiKeyMetrics,
+}
+
+/// `keys_from:` of the api_key provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SharedSource {
+    /// The config's `redis:`.
+    Redis,
+}
+
+/// `usage_store:` of the api_key provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageStore {
+    /// `usage_file`, written by this process alone.
+    File,
+    /// The config's `redis:`, shared by every replica.
+    Redis,
 }
 
 /// `metrics:` of the api_key provider.
@@ -401,9 +447,78 @@ struct KeyFile {
     state: Mutex<FileState>,
 }
 
+/// The keys every replica shares, compiled again whenever the store's copy changes.
+struct SharedKeySet {
+    store: SharedKeys,
+    /// The store's generation and its entries, compiled.
+    compiled: ArcSwap<(u64, KeyMap)>,
+    /// Held by the one request that compiles a new generation; others use the last one meanwhile.
+    compiling: Mutex<()>,
+}
+
+impl SharedKeySet {
+    /// The compiled keys of the store's current generation.
+    fn current(&self, type_name: &str, inline: &KeyMap) -> Arc<(u64, KeyMap)> {
+        let compiled = self.compiled.load_full();
+        let generation = self.store.0.generation();
+        if compiled.0 == generation {
+            return compiled;
+        }
+        let Ok(_compiling) = self.compiling.try_lock() else { return compiled };
+        let again = self.compiled.load_full();
+        if again.0 == generation {
+            return again;
+        }
+        let fresh = Arc::new((generation, compile_shared(type_name, inline, self.store.0.entries())));
+        self.compiled.store(fresh.clone());
+        fresh
+    }
+}
+
+/// Most bytes one shared entry may take: anything larger is refused, not read.
+const MAX_SHARED_ENTRY_BYTES: usize = 64 * 1024;
+
+/// The shared entries as the provider checks them. An entry that does not
+/// read, or is stored under another key's hash, or is configured inline as
+/// well, is left out and logged: one bad entry must not lock everyone out.
+fn compile_shared(type_name: &str, inline: &KeyMap, entries: Vec<(TokenHash, Arc<[u8]>)>) -> KeyMap {
+    let mut keys = KeyMap::with_capacity(entries.len());
+    let mut refused = 0usize;
+    for (digest, stored) in entries {
+        let at = format!("redis:{}", &hex::encode(digest)[..8]);
+        let parsed = if stored.len() > MAX_SHARED_ENTRY_BYTES {
+            Err(format!("is {} bytes, more than {MAX_SHARED_ENTRY_BYTES}", stored.len()))
+        } else {
+            serde_json::from_slice::<KeyEntry>(&stored).map_err(|e| format!("is not a key entry: {e}"))
+        };
+        let compiled = parsed
+            .and_then(|entry| keys::compile_entry(&entry, &at).map_err(|e| format!("`{}`: {}", e.field, e.message)));
+        let problem = match compiled {
+            Err(message) => Some(message),
+            Ok((hash, _)) if hash != digest => Some("holds the hash of another key than its name says".to_string()),
+            Ok(_) if inline.contains_key(&digest) => {
+                Some("is configured inline too; the inline entry decides".to_string())
+            }
+            Ok((hash, key)) => {
+                keys.insert(hash, Arc::new(key));
+                None
+            }
+        };
+        if let Some(problem) = problem {
+            refused += 1;
+            tracing::error!(provider = type_name, entry = %at, problem = %problem, "shared API key entry left out");
+        }
+    }
+    tracing::info!(provider = type_name, keys = keys.len(), left_out = refused, "shared API keys compiled");
+    keys
+}
+
 struct Inner {
     type_name: &'static str,
     usage: Option<Arc<dyn UsageRecorder>>,
+    /// The same recorder when it is the shared one, so `close` can await its last write.
+    shared_usage: Option<Arc<SharedUsage>>,
+    shared: Option<SharedKeySet>,
     usage_flush_interval: Duration,
     per_key_metrics: bool,
     prefix: Option<String>,
@@ -515,10 +630,34 @@ impl ApiKeyProvider {
         if config.reload_interval.is_zero() {
             return Err(ConfigError::new("reload_interval", "must be longer than 0s"));
         }
-        if config.keys.is_empty() && config.keys_file.is_none() && config.api_keys.is_empty() {
+        let from_redis = config.keys_from == Some(SharedSource::Redis);
+        if config.keys.is_empty() && config.keys_file.is_none() && config.api_keys.is_empty() && !from_redis {
             return Err(ConfigError::new(
                 "",
-                "no keys: configure `keys` (inline entries), `keys_file` or `api_keys` (OGX's plaintext list)",
+                "no keys: configure `keys` (inline entries), `keys_file`, `keys_from: redis` or `api_keys` \
+                 (OGX's plaintext list)",
+            ));
+        }
+        if from_redis && config.keys_file.is_some() {
+            return Err(ConfigError::new(
+                "keys_from",
+                "is `redis`, and `keys_file` is set too: managed keys live in one place; keep one of them",
+            ));
+        }
+        let usage_store = config.usage_store.unwrap_or(if from_redis { UsageStore::Redis } else { UsageStore::File });
+        let needs_redis = match (from_redis, usage_store) {
+            (true, _) => Some("keys_from"),
+            (false, UsageStore::Redis) => Some("usage_store"),
+            (false, UsageStore::File) => None,
+        };
+        if let (Some(field), None) = (needs_redis, &ctx.shared_keys) {
+            return Err(ConfigError::new(field, "is `redis`, and the config has no `redis:` section"));
+        }
+        if usage_store == UsageStore::Redis && config.usage_file.is_some() {
+            return Err(ConfigError::new(
+                "usage_file",
+                "is set, and usage goes to Redis (`usage_store: redis`, the default with `keys_from: redis`); \
+                 remove one of them",
             ));
         }
         let mut inline = KeyMap::new();
@@ -536,8 +675,24 @@ impl ApiKeyProvider {
             (None, Some(keys_file)) => Some(usage::default_usage_path(&ctx.resolve(keys_file))),
             (None, None) => None,
         };
-        let usage: Option<Arc<dyn UsageRecorder>> = match usage_path {
-            Some(path) if config.record_usage => Some(Arc::new(LocalUsage::new(path))),
+        let shared_usage = match (&ctx.shared_keys, usage_store) {
+            (Some(store), UsageStore::Redis) if config.record_usage => Some(Arc::new(SharedUsage::new(store.clone()))),
+            _ => None,
+        };
+        let usage: Option<Arc<dyn UsageRecorder>> = match (&shared_usage, usage_path) {
+            (Some(shared), _) => Some(shared.clone()),
+            (None, Some(path)) if config.record_usage && usage_store == UsageStore::File => {
+                Some(Arc::new(LocalUsage::new(path)))
+            }
+            _ => None,
+        };
+        let shared = match (&ctx.shared_keys, from_redis) {
+            (Some(store), true) => Some(SharedKeySet {
+                store: store.clone(),
+                // No generation yet: the first lookup compiles what the store holds.
+                compiled: ArcSwap::from_pointee((u64::MAX, KeyMap::new())),
+                compiling: Mutex::new(()),
+            }),
             _ => None,
         };
         if let Some(path) = config.keys_file {
@@ -553,6 +708,8 @@ impl ApiKeyProvider {
         let inner = Arc::new(Inner {
             type_name,
             usage,
+            shared_usage,
+            shared,
             usage_flush_interval: config.usage_flush_interval,
             per_key_metrics: config.metrics.per_key,
             prefix,
@@ -602,9 +759,27 @@ impl ApiKeyProvider {
         self.inner.check_file() != Reload::Failed
     }
 
-    /// How many keys are in force (enabled or not).
+    /// How many keys are in force (enabled or not), shared ones included.
     pub fn key_count(&self) -> usize {
-        self.inner.keys.load().len()
+        let shared =
+            self.inner.shared.as_ref().map_or(0, |s| s.current(self.inner.type_name, &self.inner.inline).1.len());
+        self.inner.keys.load().len() + shared
+    }
+
+    /// Before the first load of the shared keys, waits for it; `Err`
+    /// (unavailable) when it cannot be had and `token` is not a local key.
+    async fn ensure_shared_loaded(&self, token: &str) -> Result<(), AuthError> {
+        let Some(shared) = &self.inner.shared else { return Ok(()) };
+        if shared.store.0.is_loaded() || self.inner.keys.load().contains_key(&token_hash(token)) {
+            return Ok(());
+        }
+        if shared.store.0.wait_loaded().await {
+            return Ok(());
+        }
+        Err(AuthError::unavailable(format!(
+            "the shared API keys have not been loaded from Redis yet: {}",
+            shared.store.0.last_failure()
+        )))
     }
 
     fn lookup(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
@@ -621,7 +796,10 @@ impl ApiKeyProvider {
             .because(Reason::Malformed));
         }
         let keys = self.inner.keys.load();
-        let Some(key) = keys.get(&token_hash(token)) else {
+        let digest = token_hash(token);
+        let shared = self.inner.shared.as_ref().map(|s| s.current(self.inner.type_name, &self.inner.inline));
+        let found = keys.get(&digest).or_else(|| shared.as_ref().and_then(|s| s.1.get(&digest)));
+        let Some(key) = found else {
             return Err(AuthError::invalid_token("unknown API key"));
         };
         let now = SystemTime::now();
@@ -735,7 +913,23 @@ fn shown(text: &str) -> String {
 impl AuthProvider for ApiKeyProvider {
     async fn validate(&self, token: &str, ctx: &RequestContext) -> Result<Principal, AuthError> {
         self.ensure_watcher();
+        // What is refused offline (another prefix, a wrong checksum) never waits for the shared keys.
+        let prefixed = self.inner.prefix.as_ref().is_none_or(|p| token.starts_with(p.as_str()));
+        if prefixed && keygen::shape_of(token) != Shape::BadChecksum {
+            self.ensure_shared_loaded(token).await?;
+        }
         self.lookup(token, ctx)
+    }
+
+    async fn ready(&self) -> Result<(), AuthError> {
+        let Some(shared) = &self.inner.shared else { return Ok(()) };
+        if shared.store.0.wait_loaded().await {
+            return Ok(());
+        }
+        Err(AuthError::unavailable(format!(
+            "the shared API keys have not been loaded from Redis yet: {}",
+            shared.store.0.last_failure()
+        )))
     }
 
     fn describe(&self) -> Description {
@@ -759,6 +953,12 @@ impl AuthProvider for ApiKeyProvider {
     async fn close(&self) {
         self.watcher.close();
         self.flusher.close();
+        if let Some(shared) = &self.inner.shared_usage {
+            if let Err(error) = shared.flush_now().await {
+                tracing::warn!(provider = self.inner.type_name, %error, "API key usage not added to Redis at close");
+            }
+            return;
+        }
         let inner = self.inner.clone();
         // File I/O: off the async threads, and awaited, so the last counts are written.
         if tokio::task::spawn_blocking(move || inner.flush_usage()).await.is_err() {

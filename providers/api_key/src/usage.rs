@@ -11,16 +11,18 @@
 //! moment between one's read and its rename, lose the other's batch. Give
 //! each replica its own `usage_file` (or share usage through Redis).
 //!
-//! [`UsageRecorder`] is the seam for other stores (Redis, shared by every
-//! replica): the provider only calls `record` per request and `flush` in the
-//! background.
+//! [`UsageRecorder`] is the seam for other stores: the provider only calls
+//! `record` per request and `flush` in the background. [`SharedUsage`]
+//! (`usage_store: redis`) adds the counts to the usage every replica shares,
+//! one batch per flush, so `tokengate key list` shows the sum of all of them.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokengate_api::{KeyUse, SharedKeys};
 
 /// Days of counts the usage file keeps per key; older days are dropped when it is written.
 pub const USAGE_DAYS_KEPT: u64 = 62;
@@ -119,7 +121,8 @@ fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn day_name(day: u64) -> String {
+/// A day since the Unix epoch as its UTC date, `2026-05-01`: how usage names days.
+pub fn day_name(day: u64) -> String {
     let at = UNIX_EPOCH + std::time::Duration::from_secs(day * SECONDS_PER_DAY);
     let text = humantime::format_rfc3339_seconds(at).to_string();
     text[..10].to_string()
@@ -160,14 +163,8 @@ impl LocalUsage {
 
 impl UsageRecorder for LocalUsage {
     fn record(&self, key_id: &str, at: SystemTime) {
-        let seconds = unix_seconds(at);
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let counted = match pending.get_mut(key_id) {
-            Some(c) => c,
-            None => pending.entry(key_id.to_string()).or_default(),
-        };
-        counted.last_used = counted.last_used.max(seconds);
-        *counted.per_day.entry(seconds / SECONDS_PER_DAY).or_insert(0) += 1;
+        count_into(&mut pending, key_id, unix_seconds(at), 1);
     }
 
     fn flush(&self) -> Result<(), String> {
@@ -183,15 +180,102 @@ impl UsageRecorder for LocalUsage {
         })();
         if result.is_err() {
             // Kept for the next flush rather than lost.
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            for (key_id, old) in counted {
-                let now = pending.entry(key_id).or_default();
-                now.last_used = now.last_used.max(old.last_used);
-                for (day, n) in old.per_day {
-                    *now.per_day.entry(day).or_insert(0) += n;
-                }
-            }
+            restore(&self.pending, counted);
         }
         result
+    }
+}
+
+/// [`UsageRecorder`] that keeps counts in memory and adds them, every flush,
+/// to the usage every replica shares ([`SharedKeyStore::add_usage`]: Redis,
+/// one round trip per flush, never one per request).
+pub struct SharedUsage {
+    store: SharedKeys,
+    pending: Arc<Mutex<HashMap<String, Counted>>>,
+}
+
+impl std::fmt::Debug for SharedUsage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedUsage").finish_non_exhaustive()
+    }
+}
+
+fn count_into(pending: &mut HashMap<String, Counted>, key_id: &str, seconds: u64, requests: u64) {
+    let counted = match pending.get_mut(key_id) {
+        Some(c) => c,
+        None => pending.entry(key_id.to_string()).or_default(),
+    };
+    counted.last_used = counted.last_used.max(seconds);
+    let day = counted.per_day.entry(seconds / SECONDS_PER_DAY).or_insert(0);
+    *day = day.saturating_add(requests);
+}
+
+/// Puts counts that could not be written back, for the next flush.
+fn restore(pending: &Mutex<HashMap<String, Counted>>, counted: HashMap<String, Counted>) {
+    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+    for (key_id, old) in counted {
+        let now = pending.entry(key_id).or_default();
+        now.last_used = now.last_used.max(old.last_used);
+        for (day, n) in old.per_day {
+            let count = now.per_day.entry(day).or_insert(0);
+            *count = count.saturating_add(n);
+        }
+    }
+}
+
+fn batch_of(counted: &HashMap<String, Counted>) -> Vec<KeyUse> {
+    counted
+        .iter()
+        .map(|(key_id, c)| KeyUse {
+            key_id: key_id.clone(),
+            last_used: c.last_used,
+            per_day: c.per_day.iter().map(|(day, n)| (*day, *n)).collect(),
+        })
+        .collect()
+}
+
+impl SharedUsage {
+    /// Counts for `store`.
+    pub fn new(store: SharedKeys) -> Self {
+        SharedUsage { store, pending: Arc::new(Mutex::new(HashMap::new())) }
+    }
+
+    /// Adds what was counted to the shared usage now, waiting for the answer.
+    pub async fn flush_now(&self) -> Result<(), String> {
+        let counted = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let result = self.store.0.add_usage(&batch_of(&counted)).await;
+        if result.is_err() {
+            restore(&self.pending, counted);
+        }
+        result
+    }
+}
+
+impl UsageRecorder for SharedUsage {
+    fn record(&self, key_id: &str, at: SystemTime) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        count_into(&mut pending, key_id, unix_seconds(at), 1);
+    }
+
+    /// Hands the batch to a task on the current runtime, which adds it to the
+    /// shared usage (the store logs a failure; the batch is kept for the next flush).
+    fn flush(&self) -> Result<(), String> {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Err("no async runtime to write the shared usage from".to_string());
+        };
+        let counted = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if counted.is_empty() {
+            return Ok(());
+        }
+        let (store, pending) = (self.store.clone(), self.pending.clone());
+        runtime.spawn(async move {
+            if store.0.add_usage(&batch_of(&counted)).await.is_err() {
+                restore(&pending, counted);
+            }
+        });
+        Ok(())
     }
 }
