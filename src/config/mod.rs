@@ -318,6 +318,8 @@ impl Config {
             if store.shares_results() {
                 ctx.shared_results = Some(store.shared_results());
             }
+            // API keys and their usage for `keys_from: redis` / `usage_store: redis`; loaded only when asked.
+            ctx.shared_keys = Some(crate::ops::redis::RedisKeyStore::new(store.clone(), redis).shared_keys());
             // With Redis, revocations there count even without a local file,
             // read from this replica's copy of them (it starts loading now).
             let local = revocation.unwrap_or_else(Revocation::without_file);

@@ -18,6 +18,13 @@ pub const REVOCATION_MIRROR_ENTRIES: &str = "tokengate_revocation_mirror_entries
 /// (`start`, `resync`, `gap`: the change log no longer reaches back to this
 /// replica's position, `reset`: Redis lost its data).
 pub const REVOCATION_MIRROR_RELOADS_TOTAL: &str = "tokengate_revocation_mirror_reloads_total";
+/// Gauge: seconds since this replica's copy of the shared API keys
+/// (`keys_from: redis`) last matched Redis; it grows while Redis is away.
+pub const API_KEY_MIRROR_AGE_SECONDS: &str = "tokengate_api_key_mirror_age_seconds";
+/// Gauge: entries in this replica's copy of the shared API keys.
+pub const API_KEY_MIRROR_ENTRIES: &str = "tokengate_api_key_mirror_entries";
+/// Counter: whole reloads of the shared API keys, by `reason` (as for revocations).
+pub const API_KEY_MIRROR_RELOADS_TOTAL: &str = "tokengate_api_key_mirror_reloads_total";
 
 /// Counter of usage-limit decisions, by `rule` and `outcome` (`allowed`,
 /// `limited`, `dry_run_limited`); and of decisions the shared store (Redis)

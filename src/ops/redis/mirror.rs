@@ -1,7 +1,7 @@
 //! A map every replica holds in memory, synchronised from Redis: what the
-//! shared revocation list is made of ([`super::RevocationMirror`]), and meant
-//! for any state that replicas read on every request and that changes rarely
-//! (API keys with their metadata, next). Requests read the map in memory and
+//! shared revocation list is made of ([`super::RevocationMirror`]) and the
+//! shared API keys ([`super::RedisKeyStore`]), and meant for any state that
+//! replicas read on every request and that changes rarely. Requests read the map in memory and
 //! never wait on Redis; a Redis that is away leaves the last-known map in force.
 //!
 //! For a map named `N` whose entries live under `E` (both after `key_prefix`):
@@ -172,7 +172,7 @@ fn next_id((ms, seq): (u64, u64)) -> String {
 }
 
 /// `text` as a SCAN pattern that matches it literally.
-fn glob_literal(text: &str) -> String {
+pub(super) fn glob_literal(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {
@@ -257,6 +257,8 @@ pub struct SyncedMap<S: MapSpec> {
     first_attempt: tokio::sync::watch::Sender<bool>,
     sync_interval: Duration,
     resync_interval: Duration,
+    /// Counts the changes to the maps, so a reader that compiles them knows when to again.
+    generation: AtomicU64,
     running: Arc<AtomicBool>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -292,6 +294,7 @@ impl<S: MapSpec> SyncedMap<S> {
             first_attempt: tokio::sync::watch::Sender::new(false),
             sync_interval,
             resync_interval,
+            generation: AtomicU64::new(0),
             running: Arc::new(AtomicBool::new(false)),
             task: Mutex::new(None),
         });
@@ -340,6 +343,25 @@ impl<S: MapSpec> SyncedMap<S> {
             .into_iter()
             .find_map(|map| map.get(key).filter(|e| now < e.expires).map(|e| e.value.clone()));
         found
+    }
+
+    /// A number that changes whenever the entries held do (and at every whole reload).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Every entry held and not expired; where Redis has an entry, its value
+    /// rather than one kept over a Redis that lost its data.
+    pub fn entries(&self) -> Vec<(S::Key, S::Value)> {
+        let now = self.now_ms();
+        let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
+        let live = maps.live.iter().filter(|(_, e)| now < e.expires);
+        let lost = maps.retained.iter().filter(|(k, e)| now < e.expires && !maps.live.contains_key(k));
+        live.chain(lost).map(|(k, e)| (k.clone(), e.value.clone())).collect()
     }
 
     /// Whether any of `keys` is present (and not expired), under one lock.
@@ -502,6 +524,8 @@ impl<S: MapSpec> SyncedMap<S> {
                     None => maps.live.remove(&key),
                 };
             }
+            drop(maps);
+            self.changed();
         }
         p.seq = reached;
         p.last_id = last_id;
@@ -638,14 +662,24 @@ impl<S: MapSpec> SyncedMap<S> {
         }
         let fresh: BTreeMap<S::Key, Entry<S::Value>> = loaded.into_iter().collect();
         let count = fresh.len();
-        let old = {
+        let (old, kept) = {
             let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut maps.live, fresh)
+            let old = std::mem::replace(&mut maps.live, fresh);
+            // Under the same lock, so no reader sees an entry neither in the new map nor kept.
+            let kept = (reason == Reason::Reset).then(|| self.retain_lost(&mut maps, &old));
+            (old, kept)
         };
-        if reason == Reason::Reset {
-            self.retain_lost(old);
-        } else {
-            drop(old);
+        self.changed();
+        drop(old);
+        if let Some((kept, retained)) = kept {
+            tracing::error!(
+                map = S::NAME,
+                kept,
+                retained,
+                "Redis lost the shared map (it restarted without persistence, was flushed, or failed over to a copy \
+                 that missed writes): this replica keeps the entries it knew, each until its own expiry; a replica \
+                 started from now on knows only what Redis holds: restore Redis's data or write the entries again"
+            );
         }
         metrics::counter!(S::RELOADS_TOTAL, "reason" => reason.label()).increment(1);
         if unreadable > 0 {
@@ -673,27 +707,22 @@ impl<S: MapSpec> SyncedMap<S> {
         Ok(Position { epoch, seq, last_id, loaded_at: Instant::now() })
     }
 
-    /// Moves the entries of `old` that Redis no longer has, and that have not
-    /// expired, to the retained map.
-    fn retain_lost(&self, old: BTreeMap<S::Key, Entry<S::Value>>) {
+    /// Copies the entries of `old` that Redis no longer has, and that have
+    /// not expired, to the retained map; (kept now, retained in all).
+    fn retain_lost(
+        &self,
+        maps: &mut Maps<S::Key, S::Value>,
+        old: &BTreeMap<S::Key, Entry<S::Value>>,
+    ) -> (usize, usize) {
         let now = self.now_ms();
-        let lost: Vec<(S::Key, Entry<S::Value>)> = {
-            let maps = self.maps.read().unwrap_or_else(|p| p.into_inner());
-            old.into_iter().filter(|(k, e)| now < e.expires && !maps.live.contains_key(k)).collect()
-        };
+        let lost: Vec<(S::Key, Entry<S::Value>)> = old
+            .iter()
+            .filter(|(k, e)| now < e.expires && !maps.live.contains_key(*k))
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
         let kept = lost.len();
-        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
         maps.retained.extend(lost);
-        let retained = maps.retained.len();
-        drop(maps);
-        tracing::error!(
-            map = S::NAME,
-            kept,
-            retained,
-            "Redis lost the shared map (it restarted without persistence, was flushed, or failed over to a copy \
-             that missed writes): this replica keeps the entries it knew, each until its own expiry; a replica \
-             started from now on knows only what Redis holds: restore Redis's data or write the entries again"
-        );
+        (kept, maps.retained.len())
     }
 
     /// Drops expired entries, a slice of each map per call.
@@ -701,12 +730,16 @@ impl<S: MapSpec> SyncedMap<S> {
         let now = self.now_ms();
         let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
         let Maps { live, retained } = &mut *maps;
-        sweep_slice(live, &mut cursors.0, now);
-        sweep_slice(retained, &mut cursors.1, now);
+        let swept = sweep_slice(live, &mut cursors.0, now) + sweep_slice(retained, &mut cursors.1, now);
+        drop(maps);
+        if swept > 0 {
+            self.changed();
+        }
     }
 }
 
-fn sweep_slice<K: Ord + Clone, V>(map: &mut BTreeMap<K, Entry<V>>, cursor: &mut Option<K>, now: u64) {
+/// Drops the expired entries of one slice of `map`; how many.
+fn sweep_slice<K: Ord + Clone, V>(map: &mut BTreeMap<K, Entry<V>>, cursor: &mut Option<K>, now: u64) -> usize {
     let start = match cursor.take() {
         Some(k) => Bound::Excluded(k),
         None => Bound::Unbounded,
@@ -723,9 +756,11 @@ fn sweep_slice<K: Ord + Clone, V>(map: &mut BTreeMap<K, Entry<V>>, cursor: &mut 
     }
     // Where the next call starts; past the end, from the beginning again.
     *cursor = if visited == SWEEP_BATCH { last.cloned() } else { None };
+    let swept = expired.len();
     for key in expired {
         map.remove(&key);
     }
+    swept
 }
 
 /// The entry a key's state makes, or `None` when it is gone (or does not decode).

@@ -1,5 +1,6 @@
-//! State shared by replicas, in Redis: the revocation list and, optionally,
-//! the remote-result cache (so an introspection answer one replica fetched
+//! State shared by replicas, in Redis: the revocation list, API keys and
+//! their usage (`keys_from: redis`, see [`api_keys`]) and, optionally, the
+//! remote-result cache (so an introspection answer one replica fetched
 //! serves them all).
 //!
 //! ```yaml
@@ -79,6 +80,8 @@ use tokengate_api::TokenHash;
 use crate::pipeline::revocation::OnStoreError;
 
 #[cfg(feature = "redis")]
+pub mod api_keys;
+#[cfg(feature = "redis")]
 mod limits;
 #[cfg(feature = "redis")]
 pub mod mirror;
@@ -86,6 +89,8 @@ pub mod mirror;
 mod revocation_mirror;
 #[cfg(feature = "redis")]
 mod store;
+#[cfg(feature = "redis")]
+pub use api_keys::RedisKeyStore;
 #[cfg(feature = "redis")]
 pub use limits::RedisLimits;
 #[cfg(feature = "redis")]
