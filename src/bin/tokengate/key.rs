@@ -10,11 +10,21 @@
 //! name) from its entries: YAML comments are not kept. Two commands run on
 //! one file at the same moment can lose one's change: run them one at a time.
 //!
+//! With `--config` naming an api_key provider with `keys_from: redis`,
+//! every command works on the config's Redis instead: it reads the entries
+//! there, checks the whole list as the provider would, and writes each entry
+//! it changed together with its change-log record, so every replica has the
+//! change within `redis.sync_interval`. The same caveat holds: two commands
+//! changing one key at the same moment can lose one's change.
+//!
 //! `list` never prints a key or a hash.
 
 use crate::{exit, print_error, print_json};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use tokengate::ops::redis::api_keys::{list_keys, put_key, read_usage};
+use tokengate::ops::redis::RedisStore;
 use tokengate_api_key::usage::{default_usage_path, read_usage_file, write_atomically, UsageFile};
 use tokengate_api_key::{check_entries, config_line, generate_key, generate_key_id, KeyEntry, KeyStatus};
 
@@ -145,41 +155,180 @@ fn new_entry(args: &NewKeyArgs, now: SystemTime) -> Result<(String, String, KeyE
     Ok((key, hash, entry))
 }
 
-/// The key file `args` name, if any.
-fn key_file(args: &KeyFileArgs) -> Result<Option<PathBuf>, String> {
+/// Where the keys are, and where their usage is added up.
+enum Place {
+    File { path: PathBuf, usage: Usage },
+    Redis { store: Arc<RedisStore>, timeout: Duration },
+}
+
+enum Usage {
+    File(PathBuf),
+    Redis { store: Arc<RedisStore>, timeout: Duration },
+}
+
+/// A command's failure: its exit code and what to say.
+struct Failed(u8, String);
+
+impl From<String> for Failed {
+    fn from(message: String) -> Self {
+        Failed(exit::USAGE, message)
+    }
+}
+
+/// Redis did not answer: exit 3, as `tokengate revoke` does.
+fn unavailable(message: String) -> Failed {
+    Failed(exit::UNAVAILABLE, message)
+}
+
+/// One api_key section of a config: where its keys and usage are.
+struct Section {
+    keys_file: Option<String>,
+    from_redis: bool,
+    usage_redis: bool,
+}
+
+fn find_sections(value: &serde_json::Value, found: &mut Vec<Section>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            let is_api_key = matches!(map.get("type").and_then(|t| t.as_str()), Some("api_key" | "local_api_key"));
+            let keys_file = map.get("keys_file").and_then(|f| f.as_str()).map(str::to_string);
+            let from_redis = map.get("keys_from").and_then(|f| f.as_str()) == Some("redis");
+            let usage_redis = match map.get("usage_store").and_then(|f| f.as_str()) {
+                Some(store) => store == "redis",
+                None => from_redis,
+            };
+            if is_api_key && (keys_file.is_some() || from_redis) {
+                found.push(Section { keys_file, from_redis, usage_redis });
+            }
+            map.values().for_each(|v| find_sections(v, found));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| find_sections(v, found)),
+        _ => {}
+    }
+}
+
+/// The config's Redis, and how long a command may wait for it.
+fn redis_of(config_path: &Path) -> Result<(Arc<RedisStore>, Duration), Failed> {
+    let config = tokengate::Config::load(config_path).map_err(|e| Failed(exit::USAGE, format!("config error: {e}")))?;
+    let store = match config.redis_store() {
+        Ok(Some(store)) => store,
+        Ok(None) => {
+            return Err(Failed(
+                exit::USAGE,
+                format!("{} has an api_key provider with Redis, and no `redis` section", config_path.display()),
+            ))
+        }
+        Err(e) => return Err(Failed(exit::USAGE, format!("config error: {e}"))),
+    };
+    // An operator can wait longer than a request: the connect timeout plus a few seconds.
+    let timeout = config.settings.redis.as_ref().map_or(Duration::ZERO, |r| r.connect_timeout) + Duration::from_secs(5);
+    Ok((store, timeout))
+}
+
+/// Where `args` say the keys are, if anywhere.
+fn place(args: &KeyFileArgs) -> Result<Option<Place>, Failed> {
     if let Some(file) = &args.file {
-        return Ok(Some(file.clone()));
+        return Ok(Some(Place::File { path: file.clone(), usage: Usage::File(default_usage_path(file)) }));
     }
     let Some(config) = &args.config else { return Ok(None) };
     let text = std::fs::read_to_string(config).map_err(|e| format!("cannot read {}: {e}", config.display()))?;
     let doc: serde_json::Value =
         yaml_serde::from_str(&text).map_err(|e| format!("{} is not YAML or JSON: {e}", config.display()))?;
     let mut found = Vec::new();
-    find_keys_files(&doc, &mut found);
+    find_sections(&doc, &mut found);
     let base = config.parent().unwrap_or(Path::new("."));
-    match found.as_slice() {
-        [one] => Ok(Some(base.join(one))),
-        [] => Err(format!(
-            "{} has no api_key (or local_api_key) provider with a `keys_file`; name the file with --file",
-            config.display()
-        )),
-        _ => {
-            Err(format!("{} has several api_key providers with a `keys_file`; name one with --file", config.display()))
+    let section = match found.as_slice() {
+        [one] => one,
+        [] => {
+            return Err(Failed::from(format!(
+                "{} has no api_key (or local_api_key) provider with a `keys_file` or `keys_from: redis`; name the \
+                 file with --file",
+                config.display()
+            )))
         }
-    }
+        _ => {
+            return Err(Failed::from(format!(
+                "{} has several api_key providers with a `keys_file` or `keys_from: redis`; name a file with --file",
+                config.display()
+            )))
+        }
+    };
+    let redis = if section.from_redis || section.usage_redis { Some(redis_of(config)?) } else { None };
+    let usage = match (&redis, section.usage_redis, &section.keys_file) {
+        (Some((store, timeout)), true, _) => Usage::Redis { store: store.clone(), timeout: *timeout },
+        (_, _, Some(file)) => Usage::File(default_usage_path(&base.join(file))),
+        // Keys in Redis, usage in a file: `usage_store: file` with no file means none is recorded.
+        (_, _, None) => Usage::File(PathBuf::new()),
+    };
+    Ok(Some(match (section.from_redis, redis, &section.keys_file) {
+        (true, Some((store, timeout)), _) => Place::Redis { store, timeout },
+        (_, _, Some(file)) => Place::File { path: base.join(file), usage },
+        _ => return Err(Failed::from(format!("{}: the api_key provider names no key file", config.display()))),
+    }))
 }
 
-fn find_keys_files(value: &serde_json::Value, found: &mut Vec<String>) {
-    match value {
-        serde_json::Value::Object(map) => {
-            let is_api_key = matches!(map.get("type").and_then(|t| t.as_str()), Some("api_key" | "local_api_key"));
-            if let (true, Some(file)) = (is_api_key, map.get("keys_file").and_then(|f| f.as_str())) {
-                found.push(file.to_string());
-            }
-            map.values().for_each(|v| find_keys_files(v, found));
+impl Place {
+    fn shown(&self) -> String {
+        match self {
+            Place::File { path, .. } => path.display().to_string(),
+            Place::Redis { store, .. } => format!("Redis at {}", store.url()),
         }
-        serde_json::Value::Array(items) => items.iter().for_each(|v| find_keys_files(v, found)),
-        _ => {}
+    }
+
+    /// Every entry; a key file that does not exist yet is an empty list only when `may_be_new`.
+    async fn read(&self, may_be_new: bool) -> Result<Vec<KeyEntry>, Failed> {
+        match self {
+            Place::File { path, .. } if may_be_new => Ok(read_entries(path)?),
+            Place::File { path, .. } => Ok(tokengate_api_key::read_keys_file(path)?),
+            Place::Redis { store, timeout } => {
+                let (entries, unreadable) = list_keys(store, *timeout).await.map_err(unavailable)?;
+                if !unreadable.is_empty() {
+                    // Replicas leave these out too; say so rather than hide them.
+                    print_error(format_args!(
+                        "tokengate key: note: {} Redis key(s) under api-key: hold no readable entry and are left \
+                         out (first: {})",
+                        unreadable.len(),
+                        unreadable[0]
+                    ));
+                }
+                Ok(entries)
+            }
+        }
+    }
+
+    /// Checks `all` as the provider would load it, then writes it: the whole
+    /// file, or in Redis the `changed` entries (each with its log record), in order.
+    async fn write(&self, all: &[KeyEntry], changed: &[&KeyEntry]) -> Result<(), Failed> {
+        match self {
+            Place::File { path, .. } => Ok(write_entries(path, all)?),
+            Place::Redis { store, timeout } => {
+                check_entries(all).map_err(|e| format!("the keys would not load: `{}`: {}", e.field, e.message))?;
+                for entry in changed {
+                    put_key(store, entry, *timeout).await.map_err(unavailable)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The usage of `entries`, as a report: what cannot be read shows none, with a note.
+    async fn usage(&self, entries: &[KeyEntry]) -> UsageFile {
+        let usage = match self {
+            Place::File { usage, .. } => usage,
+            Place::Redis { store, timeout } => &Usage::Redis { store: store.clone(), timeout: *timeout },
+        };
+        let read = match usage {
+            Usage::File(path) if path.as_os_str().is_empty() => Ok(UsageFile::default()),
+            Usage::File(path) => read_usage_file(path),
+            Usage::Redis { store, timeout } => {
+                let ids: Vec<String> = entries.iter().map(id_of).collect();
+                read_usage(store, &ids, *timeout).await
+            }
+        };
+        read.unwrap_or_else(|e| {
+            print_error(format_args!("tokengate key list: usage not shown: {e}"));
+            UsageFile::default()
+        })
     }
 }
 
@@ -215,35 +364,45 @@ fn write_entries(path: &Path, entries: &[KeyEntry]) -> Result<(), String> {
     Ok(())
 }
 
+fn failed(command: &str, Failed(code, message): Failed) -> u8 {
+    print_error(format_args!("tokengate key {command}: {message}"));
+    code
+}
+
 /// `tokengate key new`.
-pub fn key_new(args: NewKeyArgs, file: KeyFileArgs, json: bool) -> u8 {
+pub async fn key_new(args: NewKeyArgs, file: KeyFileArgs, json: bool) -> u8 {
     let now = SystemTime::now();
     let (key, hash, entry) = match new_entry(&args, now) {
         Ok(made) => made,
         Err(e) => return fail("new", e),
     };
-    let path = match key_file(&file) {
-        Ok(path) => path,
-        Err(e) => return fail("new", e),
+    let place = match place(&file) {
+        Ok(place) => place,
+        Err(e) => return failed("new", e),
     };
     let line = match config_line(&entry) {
         Ok(l) => l,
         Err(e) => return fail("new", e.to_string().replace("`expires_at`", "--expires")),
     };
     let id = entry.id.clone().unwrap_or_default();
-    if let Some(path) = &path {
-        let written = read_entries(path).and_then(|mut entries| {
-            entries.push(entry);
-            write_entries(path, &entries)
-        });
+    if let Some(place) = &place {
+        let written = match place.read(true).await {
+            Ok(mut entries) => {
+                entries.push(entry.clone());
+                place.write(&entries, &[&entry]).await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = written {
-            return fail("new", e);
+            return failed("new", e);
         }
     }
     if json {
         let mut out = serde_json::json!({"id": id, "key": key, "hash": format!("sha256:{hash}"), "config_entry": line});
-        if let Some(path) = &path {
-            out["file"] = serde_json::json!(path.display().to_string());
+        match &place {
+            Some(Place::File { path, .. }) => out["file"] = serde_json::json!(path.display().to_string()),
+            Some(redis @ Place::Redis { .. }) => out["store"] = serde_json::json!(redis.shown()),
+            None => {}
         }
         print_json(&out, false);
         return exit::OK;
@@ -251,8 +410,8 @@ pub fn key_new(args: NewKeyArgs, file: KeyFileArgs, json: bool) -> u8 {
     println!("{key}");
     println!();
     println!("# The key above is shown only now: give it to its owner. tokengate stores only its hash.");
-    match &path {
-        Some(path) => println!("# Added to {} as id {id}.", path.display()),
+    match &place {
+        Some(place) => println!("# Added to {} as id {id}.", place.shown()),
         None => {
             println!("# Paste this into the keys_file, or (indented) under `keys:` of the api_key provider:");
             print!("{line}");
@@ -279,11 +438,16 @@ struct Listed {
     requests: u64,
 }
 
-fn listed(entry: &KeyEntry, usage: &UsageFile, now: SystemTime) -> Listed {
-    let id = entry.id.clone().unwrap_or_else(|| {
+/// The id an entry is known by, as the provider names it.
+fn id_of(entry: &KeyEntry) -> String {
+    entry.id.clone().unwrap_or_else(|| {
         let hex = entry.hash.trim_start_matches("sha256:").to_ascii_lowercase();
         format!("h-{}", hex.get(..8).unwrap_or(""))
-    });
+    })
+}
+
+fn listed(entry: &KeyEntry, usage: &UsageFile, now: SystemTime) -> Listed {
+    let id = id_of(entry);
     let expired = entry.expires_at.as_deref().and_then(parse_offset_time).is_some_and(|at| now >= at);
     let status = match entry.effective_status() {
         KeyStatus::Active if expired && entry.rotated_to.is_some() => "rotated",
@@ -314,21 +478,18 @@ fn parse_offset_time(text: &str) -> Option<SystemTime> {
 }
 
 /// `tokengate key list`.
-pub fn key_list(file: KeyFileArgs, json: bool) -> u8 {
-    let path = match key_file(&file) {
-        Ok(Some(path)) => path,
+pub async fn key_list(file: KeyFileArgs, json: bool) -> u8 {
+    let place = match place(&file) {
+        Ok(Some(place)) => place,
         Ok(None) => return fail("list", "name the key file with --file or --config"),
-        Err(e) => return fail("list", e),
+        Err(e) => return failed("list", e),
     };
-    let entries = match tokengate_api_key::read_keys_file(&path) {
+    let entries = match place.read(false).await {
         Ok(entries) => entries,
-        Err(e) => return fail("list", e),
+        Err(e) => return failed("list", e),
     };
     // Usage is a report: a missing or unreadable file shows no usage, with a note.
-    let usage = read_usage_file(&default_usage_path(&path)).unwrap_or_else(|e| {
-        print_error(format_args!("tokengate key list: usage not shown: {e}"));
-        UsageFile::default()
-    });
+    let usage = place.usage(&entries).await;
     let now = SystemTime::now();
     let rows: Vec<Listed> = entries.iter().map(|e| listed(e, &usage, now)).collect();
     if json {
@@ -377,15 +538,15 @@ pub enum Change {
     Revoke(Option<String>),
 }
 
-fn open_for_change(command: &str, file: &KeyFileArgs) -> Result<(PathBuf, Vec<KeyEntry>), u8> {
-    let path = match key_file(file) {
-        Ok(Some(path)) => path,
+async fn open_for_change(command: &str, file: &KeyFileArgs) -> Result<(Place, Vec<KeyEntry>), u8> {
+    let place = match place(file) {
+        Ok(Some(place)) => place,
         Ok(None) => return Err(fail(command, "name the key file with --file or --config")),
-        Err(e) => return Err(fail(command, e)),
+        Err(e) => return Err(failed(command, e)),
     };
-    match tokengate_api_key::read_keys_file(&path) {
-        Ok(entries) => Ok((path, entries)),
-        Err(e) => Err(fail(command, e)),
+    match place.read(false).await {
+        Ok(entries) => Ok((place, entries)),
+        Err(e) => Err(failed(command, e)),
     }
 }
 
@@ -394,13 +555,13 @@ fn position(entries: &[KeyEntry], id: &str) -> Option<usize> {
 }
 
 /// `tokengate key suspend | resume | revoke`.
-pub fn key_change(command: &str, id: String, change: Change, file: KeyFileArgs) -> u8 {
-    let (path, mut entries) = match open_for_change(command, &file) {
+pub async fn key_change(command: &str, id: String, change: Change, file: KeyFileArgs) -> u8 {
+    let (place, mut entries) = match open_for_change(command, &file).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
     let Some(i) = position(&entries, &id) else {
-        return fail(command, format!("no key with id `{id}` in {}", path.display()));
+        return fail(command, format!("no key with id `{id}` in {}", place.shown()));
     };
     let entry = &mut entries[i];
     match change {
@@ -426,8 +587,8 @@ pub fn key_change(command: &str, id: String, change: Change, file: KeyFileArgs) 
         }
     }
     let status = entry.effective_status().as_str();
-    if let Err(e) = write_entries(&path, &entries) {
-        return fail(command, e);
+    if let Err(e) = place.write(&entries, &[&entries[i]]).await {
+        return failed(command, e);
     }
     println!("key {id}: {status}");
     exit::OK
@@ -435,13 +596,13 @@ pub fn key_change(command: &str, id: String, change: Change, file: KeyFileArgs) 
 
 /// `tokengate key rotate ID --grace D`: a new key with the old one's identity
 /// and limits, working at once; the old one works until the grace ends.
-pub fn key_rotate(id: String, grace: Duration, prefix: String, file: KeyFileArgs, json: bool) -> u8 {
-    let (path, mut entries) = match open_for_change("rotate", &file) {
+pub async fn key_rotate(id: String, grace: Duration, prefix: String, file: KeyFileArgs, json: bool) -> u8 {
+    let (place, mut entries) = match open_for_change("rotate", &file).await {
         Ok(opened) => opened,
         Err(code) => return code,
     };
     let Some(i) = position(&entries, &id) else {
-        return fail("rotate", format!("no key with id `{id}` in {}", path.display()));
+        return fail("rotate", format!("no key with id `{id}` in {}", place.shown()));
     };
     let old = &entries[i];
     if old.effective_status() != KeyStatus::Active {
@@ -489,8 +650,9 @@ pub fn key_rotate(id: String, grace: Duration, prefix: String, file: KeyFileArgs
     old.rotated_to = Some(new_id.clone());
     let grace_ends = old.expires_at.clone().unwrap_or_default();
     entries.insert(i + 1, new);
-    if let Err(e) = write_entries(&path, &entries) {
-        return fail("rotate", e);
+    // The new key first, so it works before the old one's grace is set.
+    if let Err(e) = place.write(&entries, &[&entries[i + 1], &entries[i]]).await {
+        return failed("rotate", e);
     }
     if json {
         print_json(

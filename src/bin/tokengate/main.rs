@@ -174,8 +174,9 @@ enum KeyCommand {
     /// Make a fresh high-entropy key, print it (once), and add its entry (hash only) to the key file
     /// (--file/--config) or print the entry to paste.
     New {
+        // Boxed: the entry's many fields would make every other command as large.
         #[command(flatten)]
-        args: key::NewKeyArgs,
+        args: Box<key::NewKeyArgs>,
         #[command(flatten)]
         file: key::KeyFileArgs,
         /// Print one JSON object {id, key, hash, config_entry} instead of text.
@@ -254,15 +255,17 @@ fn main() -> ExitCode {
                 explain::explain(input.config, input.token, input.route, format).await
             }
             Command::Key { command } => match command {
-                KeyCommand::New { args, file, json } => key::key_new(args, file, json),
-                KeyCommand::List { file, json } => key::key_list(file, json),
-                KeyCommand::Rotate { id, grace, prefix, file, json } => key::key_rotate(id, grace, prefix, file, json),
-                KeyCommand::Suspend { id, reason, file } => {
-                    key::key_change("suspend", id, key::Change::Suspend(reason), file)
+                KeyCommand::New { args, file, json } => key::key_new(*args, file, json).await,
+                KeyCommand::List { file, json } => key::key_list(file, json).await,
+                KeyCommand::Rotate { id, grace, prefix, file, json } => {
+                    key::key_rotate(id, grace, prefix, file, json).await
                 }
-                KeyCommand::Resume { id, file } => key::key_change("resume", id, key::Change::Resume, file),
+                KeyCommand::Suspend { id, reason, file } => {
+                    key::key_change("suspend", id, key::Change::Suspend(reason), file).await
+                }
+                KeyCommand::Resume { id, file } => key::key_change("resume", id, key::Change::Resume, file).await,
                 KeyCommand::Revoke { id, reason, file } => {
-                    key::key_change("revoke", id, key::Change::Revoke(reason), file)
+                    key::key_change("revoke", id, key::Change::Revoke(reason), file).await
                 }
             },
             Command::Serve { config, listen, dev, path_prefix, proxy, admin_listen } => {
