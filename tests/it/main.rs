@@ -10,6 +10,7 @@ mod fixtures;
 
 mod api_key_header;
 mod api_key_lifecycle;
+mod api_key_redis;
 mod attack_alg_confusion;
 mod attack_claims;
 mod attack_encoding;
