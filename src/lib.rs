@@ -37,7 +37,9 @@ pub mod path;
 pub mod pipeline;
 
 pub use config::{Config, Format, Registry, Settings};
+pub use http::admission::{Admission, RequestParts};
 pub use http::extract::{Authenticated, MaybeAuthenticated};
+pub use http::gate::Gate;
 pub use http::layer::AuthLayer;
 pub use pipeline::revocation::RevocationStore;
 pub use pipeline::{Decision, Pipeline};

@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use tokengate_api::RequestContext;
 
 /// A context for `method`, `path` and `query`, with every copy of every
-/// header in `headers` but credentials and those in `except`, and the peer.
+/// header in `headers` but those in `except`, and the peer (credentials
+/// never reach it: [`RequestContext::add_header_bytes`] leaves them out).
 ///
 /// Each copy goes in as its bytes ([`RequestContext::add_header_bytes`]):
 /// UTF-8 (obs-text included) is read as its text, anything else is recorded
@@ -21,7 +22,7 @@ pub fn request_context(
     query: Option<&str>,
     headers: &HeaderMap,
     except: &[HeaderName],
-    extensions: &Extensions,
+    peer: Option<SocketAddr>,
 ) -> RequestContext {
     let mut ctx = RequestContext::new(method, path);
     if let Some(query) = query {
@@ -32,10 +33,15 @@ pub fn request_context(
             ctx.add_header_bytes(name.as_str(), value.as_bytes());
         }
     }
-    ctx.peer =
-        extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0).or_else(|| extensions.get::<SocketAddr>().copied());
+    ctx.peer = peer;
     // In front of an application (the tower layer) the peer is the client;
     // `tokengate serve` replaces it with what its proxy profile trusts.
     ctx.client_ip = ctx.peer.map(|p| p.ip());
     ctx
+}
+
+/// The peer a server recorded in `extensions`: axum's
+/// `ConnectInfo<SocketAddr>`, or a plain `SocketAddr` (hyper users).
+pub fn peer(extensions: &Extensions) -> Option<SocketAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0).or_else(|| extensions.get::<SocketAddr>().copied())
 }

@@ -1,6 +1,8 @@
-//! The HTTP side of a decision, shared by the tower layer ([`super::layer`])
-//! and the forward-auth server ([`super::server`]): read the credential, ask
-//! the [`Pipeline`], record the decision, and word the refusal.
+//! The HTTP side of a decision, shared by every front end (the tower layer,
+//! [`super::layer`], the forward-auth server, [`super::server`], the Python
+//! binding): read the credential, ask the [`Pipeline`], record the decision,
+//! and word the refusal. What front ends call is [`Gate::admit`] (see
+//! [`super::admission`]).
 //!
 //! The credential is the `Authorization: Bearer` token or, when there is no
 //! `Authorization` header at all, the value of `X-API-Key` (see
@@ -92,20 +94,17 @@ impl Gate {
         decision.outcome.map_err(|e| self.reject_principal(e, refused.as_ref()))
     }
 
-    /// What a request is let in as: its principal, or `None` when the pipeline
-    /// authenticates nobody (no provider) and its route policy lets the request
-    /// in; the credential is then not read at all (OGX without a provider).
-    /// Records the decision, as [`Gate::authenticate`] does.
-    pub async fn admit(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Option<Principal>, Rejection> {
-        if !self.pipeline.is_anonymous() {
-            return self.authenticate(headers, ctx).await.map(Some);
-        }
+    /// For a pipeline that authenticates nobody (no provider): whether its
+    /// route policy and limits let the request in; the credential is not
+    /// read at all (OGX without a provider). Records the decision, as
+    /// [`Gate::authenticate`] does.
+    pub async fn admit_anonymous(&self, ctx: &RequestContext) -> Result<(), Rejection> {
         let started = Instant::now();
         // Recorded as a decision for nobody: an empty principal, which no provider can produce.
         let admitted = self.pipeline.admit_anonymous_request(ctx).await;
         let decision = Decision::unowned(admitted.map(|()| Principal::new("")));
         self.record(&decision, ctx, "", started);
-        decision.outcome.map(|_| None).map_err(|e| self.reject(e))
+        decision.outcome.map(|_| ()).map_err(|e| self.reject(e))
     }
 
     /// For open paths: the principal when the request carries a valid token,
@@ -117,7 +116,7 @@ impl Gate {
             Err(e) => {
                 tracing::debug!(
                     target: "tokengate::decision",
-                    path = ctx.path, code = e.code(), reason = e.detail(),
+                    path = ctx.path, code = e.code(), reason = e.reason().code(), detail = e.detail(),
                     "open path: token not accepted, continuing without a principal"
                 );
                 None

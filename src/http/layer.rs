@@ -48,6 +48,7 @@
 //! when the identity service is unavailable, 500 for a misconfigured provider;
 //! the body is `{"error": {"code", "message"}}`.
 
+use super::admission::{Admission, RequestParts};
 use super::gate::Gate;
 use super::rejection::Rejection;
 use crate::config::{Config, Registry};
@@ -77,18 +78,12 @@ impl AuthLayer {
     /// Builds the pipeline from `config` (with its `revocation` and
     /// `route_policy`) and takes its `realm`, `open_paths` and `audit` log.
     pub fn from_config(config: &Config, registry: &Registry) -> Result<Self, ConfigError> {
-        let audit = config.audit_log()?;
-        let mut layer = AuthLayer::new(config.build(registry)?);
-        if let Some(audit) = audit {
-            layer = layer.audit(audit);
-        }
-        if let Some(realm) = &config.settings.realm {
-            layer = layer.realm(realm);
-        }
-        for path in config.open_paths() {
-            layer = layer.open_path(path);
-        }
-        Ok(layer)
+        Gate::from_config(config, registry).map(AuthLayer::from_gate)
+    }
+
+    /// A layer in front of `gate` (see [`Gate::from_config`]).
+    pub fn from_gate(gate: Gate) -> Self {
+        AuthLayer { gate }
     }
 
     /// The `realm` of `WWW-Authenticate` (default `tokengate`).
@@ -163,47 +158,24 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gate = self.gate.clone();
         Box::pin(async move {
-            let mut ctx = request_context(&req);
-            // One reading of the path for open paths, route rules and audit; a
-            // path back ends could read two ways is refused, never matched.
-            if let Err(e) = super::credential::refuse_method_override(req.headers()) {
-                return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection));
-            }
-            match super::credential::canonical_route(&ctx.path) {
-                Ok(path) => ctx.path = path,
-                Err(e) => return Ok(gate.reject(e).to_http::<Bytes>().map(AuthBody::rejection)),
-            }
-            // Without a provider there is no authentication to skip: route_policy judges every path (as OGX).
-            if gate.is_open(&ctx.path) && !gate.pipeline().is_anonymous() {
-                if let Some(principal) = gate.try_authenticate(req.headers(), &ctx).await {
+            match gate.admit(&RequestParts::of(&req)).await {
+                Admission::Allowed { principal: Some(principal) } => {
                     req.extensions_mut().insert(principal);
                 }
-            } else {
-                match gate.admit(req.headers(), &ctx).await {
-                    Ok(Some(principal)) => {
-                        req.extensions_mut().insert(principal);
-                    }
-                    Ok(None) => {}
-                    Err(rejection) => return Ok(rejection.to_http::<Bytes>().map(AuthBody::rejection)),
-                }
+                Admission::Allowed { principal: None } => {}
+                Admission::Refused(rejection) => return Ok(rejection.to_http::<Bytes>().map(AuthBody::rejection)),
             }
             inner.call(req).await.map(|res| res.map(AuthBody::inner))
         })
     }
 }
 
-/// The provider's view of a request: everything but its credentials (see
-/// [`super::context::request_context`], which the forward-auth server shares).
+/// The provider's view of a request: everything but its credentials, the
+/// path as sent (see [`RequestParts::context`] for the canonical one the
+/// layer decides on).
 pub fn request_context<B>(req: &Request<B>) -> RequestContext {
-    let uri = req.uri();
-    super::context::request_context(
-        req.method().as_str(),
-        uri.path(),
-        uri.query(),
-        req.headers(),
-        &[],
-        req.extensions(),
-    )
+    let parts = RequestParts::of(req);
+    super::context::request_context(parts.method, parts.path, parts.query, parts.headers, &[], parts.peer)
 }
 
 pin_project_lite::pin_project! {

@@ -16,7 +16,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_TY
 use http::StatusCode;
 use std::sync::Arc;
 use std::time::Duration;
-use tokengate_api::{AuthError, ErrorKind, RateLimitInfo};
+use tokengate_api::{AuthError, ErrorKind, RateLimitInfo, Reason};
 
 /// `WWW-Authenticate` realm when none is configured.
 pub const DEFAULT_REALM: &str = "tokengate";
@@ -46,6 +46,17 @@ impl Rejection {
     /// Why.
     pub fn error(&self) -> &AuthError {
         &self.error
+    }
+
+    /// Why, as the typed reason every front end, metric, audit line and
+    /// decision-log line reports ([`Reason::code`] is its stable name).
+    pub fn reason(&self) -> &Reason {
+        self.error.reason()
+    }
+
+    /// The error code of the body and the challenge (`invalid_token`, `insufficient_scope`, …).
+    pub fn code(&self) -> &'static str {
+        self.error.code()
     }
 
     /// True when the request carried no credentials at all.

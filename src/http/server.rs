@@ -53,6 +53,7 @@
 //! The provider's `RequestContext.peer` is the TCP peer (the proxy); the
 //! client's address, if the proxy sends it, is in the `x-forwarded-for` header.
 
+use super::admission::Admission;
 use super::gate::Gate;
 pub use super::listener::ConnectionLimits;
 use crate::config::{Config, ForwardAuthConfig, Proxy};
@@ -390,18 +391,11 @@ async fn decide(State(state): State<Arc<AppState>>, req: Request) -> Response {
         Ok(ctx) => ctx,
         Err(e) => return state.gate.reject(e).into_response(),
     };
-    let pipeline = state.gate.pipeline();
-    // Without a provider there is no authentication to skip: route_policy judges every path (as OGX).
-    if state.gate.is_open(&ctx.path) && !pipeline.is_anonymous() {
-        return match state.gate.try_authenticate(&parts.headers, &ctx).await {
-            Some(principal) => allowed(&principal, &state.attribute_headers),
-            None => anonymous(pipeline.tenancy().anonymous()),
-        };
-    }
-    match state.gate.admit(&parts.headers, &ctx).await {
-        Ok(Some(principal)) => allowed(&principal, &state.attribute_headers),
-        Ok(None) => anonymous(pipeline.tenancy().anonymous()),
-        Err(rejection) => rejection.into_response(),
+    match state.gate.admit_context(&parts.headers, &ctx).await {
+        Admission::Allowed { principal: Some(principal) } => allowed(&principal, &state.attribute_headers),
+        // An open path without a valid token, or a pipeline that authenticates nobody.
+        Admission::Allowed { principal: None } => anonymous(state.gate.pipeline().tenancy().anonymous()),
+        Admission::Refused(rejection) => rejection.into_response(),
     }
 }
 

@@ -96,7 +96,7 @@ pub(super) fn original_request(
         query.as_deref(),
         headers,
         &ORIGINAL_REQUEST_HEADERS,
-        &parts.extensions,
+        crate::http::context::peer(&parts.extensions),
     );
     if let Some(host) = original.host {
         ctx.set_header("host", host);
