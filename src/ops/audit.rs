@@ -10,8 +10,14 @@
 //! ```json
 //! {"time":"2026-05-01T12:00:00.123Z","outcome":"deny","status":401,"code":"invalid_token",
 //!  "principal":null,"provider":"oauth2_token","provider_index":1,"method":"GET","route":"/v1/models",
-//!  "reason":"token expired at 2026-05-01T11:00:00Z","token_sha256_prefix":"9f86d081884c"}
+//!  "reason":"claim","detail":"token expired at 2026-05-01T11:00:00Z","token_sha256_prefix":"9f86d081884c"}
 //! ```
+//!
+//! `reason` is the refusal's [`Reason`](tokengate_api::Reason) by its stable
+//! name ([`Reason::code`](tokengate_api::Reason::code): `missing_credential`,
+//! `signature`, `claim`, `revoked`, `policy`, `rate_limited`, …), the same
+//! name the decision log and `tokengate_refusals_total` carry; `detail` is
+//! the refusal in words, for a human.
 //!
 //! `route` is the path without its query (where tokens sometimes travel);
 //! `token_sha256_prefix` is the first 12 hex digits of the token's identity
@@ -106,8 +112,10 @@ pub struct AuditRecord {
     pub method: String,
     /// The request's path, without its query (where tokens sometimes travel).
     pub route: String,
-    /// Why it was refused; `null` when allowed.
+    /// Why it was refused, by the stable name of its `Reason`; `null` when allowed.
     pub reason: Option<String>,
+    /// Why it was refused, in words; `null` when allowed.
+    pub detail: Option<String>,
     /// The first [`TOKEN_HASH_PREFIX_CHARS`] hex digits of the token's identity; `null` without a token.
     pub token_sha256_prefix: Option<String>,
     /// The id of the stored credential (API key entry) accepted or refused; left
@@ -123,14 +131,15 @@ impl AuditRecord {
             Some(o) if pipeline.members().len() > 1 => (o.type_name.to_string(), Some(o.index)),
             _ => (pipeline.name().to_string(), None),
         };
-        let (status, code, principal, tenant, reason) = match &decision.outcome {
-            Ok(p) => (200, None, Some(p.principal.clone()), p.tenant.clone(), None),
+        let (status, code, principal, tenant, reason, detail) = match &decision.outcome {
+            Ok(p) => (200, None, Some(p.principal.clone()), p.tenant.clone(), None, None),
             // Refused after the provider accepted it (revoked, route policy): who was refused.
             Err(e) => (
                 e.kind().http_status(),
                 Some(e.code().to_string()),
                 decision.validated.as_ref().map(|p| p.principal.clone()),
                 decision.validated.as_ref().and_then(|p| p.tenant.clone()),
+                Some(e.reason().code().to_string()),
                 Some(e.detail().to_string()),
             ),
         };
@@ -147,6 +156,7 @@ impl AuditRecord {
             // Never the query: tokens sometimes travel there (`?access_token=`).
             route: ctx.path.clone(),
             reason,
+            detail,
             token_sha256_prefix: token_hash_prefix(token),
             key_id: super::decision_key_id(decision).map(str::to_string),
         }
@@ -573,7 +583,7 @@ mod tests {
 
     use super::*;
 
-    fn record(reason: Option<&str>) -> AuditRecord {
+    fn record(detail: Option<&str>) -> AuditRecord {
         AuditRecord {
             time: AuditRecord::now(),
             outcome: "deny".into(),
@@ -585,7 +595,8 @@ mod tests {
             provider_index: None,
             method: "GET".into(),
             route: "/x".into(),
-            reason: reason.map(Into::into),
+            reason: detail.map(|_| "rejected".into()),
+            detail: detail.map(Into::into),
             token_sha256_prefix: token_hash_prefix("tok"),
             key_id: None,
         }
@@ -629,9 +640,9 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[1]["reason"], "unknown \"key\"\nnext");
+        assert_eq!((&lines[1]["reason"], &lines[1]["detail"]), (&"rejected".into(), &"unknown \"key\"\nnext".into()));
         assert_eq!(lines[1]["token_sha256_prefix"], &hex::encode(token_identity("tok"))[..12]);
-        assert!(lines[2]["reason"].is_null());
+        assert!(lines[2]["reason"].is_null() && lines[2]["detail"].is_null());
         let t = lines[1]["time"].as_str().unwrap();
         assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");
     }

@@ -7,6 +7,13 @@ use std::time::Duration;
 pub const DECISIONS_TOTAL: &str = "tokengate_decisions_total";
 /// Name of the decision latency histogram (seconds).
 pub const DECISION_DURATION_SECONDS: &str = "tokengate_decision_duration_seconds";
+/// Counter of refused decisions by `reason` (the refusal's [`Reason::code`]:
+/// `missing_credential`, `signature`, `claim`, `revoked`, `policy`,
+/// `upstream`, `rate_limited`, …) and `provider`: what
+/// `tokengate_decisions_total`'s `outcome` says happened, this says why.
+///
+/// [`Reason::code`]: tokengate_api::Reason::code
+pub const REFUSALS_TOTAL: &str = "tokengate_refusals_total";
 /// Gauge: seconds since this replica's copy of the shared revocation list
 /// last matched Redis (see [`crate::ops::redis::mirror`]); it grows while
 /// Redis is away.
@@ -56,6 +63,20 @@ pub fn record(outcome: &'static str, provider: &str, elapsed: Duration) {
     histogram.record(elapsed.as_secs_f64());
 }
 
+/// Counts one refusal in `tokengate_refusals_total{reason, provider}`, with
+/// kept handles under the installed recorder as [`record`] does.
+pub fn record_refusal(reason: &'static str, provider: &str) {
+    #[cfg(feature = "server")]
+    if handles::record_refusal(reason, provider) {
+        return;
+    }
+    register_refusal(reason, provider).increment(1);
+}
+
+fn register_refusal(reason: &'static str, provider: &str) -> metrics::Counter {
+    metrics::counter!(REFUSALS_TOTAL, "reason" => reason, "provider" => provider.to_string())
+}
+
 fn register(outcome: &'static str, provider: &str) -> (metrics::Counter, metrics::Histogram) {
     let provider = provider.to_string();
     (
@@ -87,6 +108,32 @@ mod handles {
     }
 
     pub(super) static KEPT: RwLock<Vec<Kept>> = RwLock::new(Vec::new());
+
+    /// `tokengate_refusals_total` by (reason, provider): reasons are a closed
+    /// set of names, providers come from the config; bounded as [`KEPT`] is.
+    static KEPT_REFUSALS: RwLock<Vec<(&'static str, Box<str>, Counter)>> = RwLock::new(Vec::new());
+
+    /// Counts a refusal with a kept handle; false when the recorder in effect
+    /// is not the installed one (nothing counted then).
+    pub(super) fn record_refusal(reason: &'static str, provider: &str) -> bool {
+        if INSTALLED.get().is_none_or(|&a| a != recorder_address()) {
+            return false;
+        }
+        let matches = |(r, p, _): &&(&'static str, Box<str>, Counter)| *r == reason && &**p == provider;
+        let kept = KEPT_REFUSALS.read().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, counter)) = kept.iter().find(matches) {
+            counter.increment(1);
+            return true;
+        }
+        drop(kept);
+        let counter = super::register_refusal(reason, provider);
+        counter.increment(1);
+        let mut kept = KEPT_REFUSALS.write().unwrap_or_else(|e| e.into_inner());
+        if kept.len() < MAX_KEPT && !kept.iter().any(|k| matches(&k)) {
+            kept.push((reason, provider.into(), counter));
+        }
+        true
+    }
 
     pub(super) fn recorder_address() -> usize {
         metrics::with_recorder(|r| (r as *const dyn metrics::Recorder).cast::<()>() as usize)

@@ -42,7 +42,9 @@ pub fn decision_key_id(decision: &Decision) -> Option<&str> {
 
 /// Counts and times one decision and logs it as one event with target
 /// `tokengate::decision` (INFO for allow and deny, WARN for an unavailable
-/// identity service, ERROR for a misconfigured provider). A refusal of a
+/// identity service, ERROR for a misconfigured provider). A refusal is also
+/// counted by its [`Reason`](tokengate_api::Reason) and logged with it
+/// (`reason`, the stable name, and `detail`, the words); a refusal of a
 /// principal the provider accepted (revoked, route policy) names who was refused.
 pub fn record_decision(provider: &str, decision: &Decision, ctx: &RequestContext, elapsed: Duration) {
     let outcome = &decision.outcome;
@@ -64,27 +66,29 @@ pub fn record_decision(provider: &str, decision: &Decision, ctx: &RequestContext
         }
         Err(e) => e,
     };
-    let (code, reason) = (e.code(), e.detail());
+    metrics::record_refusal(e.reason().code(), provider);
+    // `reason` is the stable name every report shares; `detail` the words for a human.
+    let (code, reason, detail) = (e.code(), e.reason().code(), e.detail());
     match e.kind() {
         ErrorKind::Unavailable => tracing::warn!(
             target: "tokengate::decision",
-            outcome = label, provider, latency_ms, method, path, code, reason,
+            outcome = label, provider, latency_ms, method, path, code, reason, detail,
             "identity service unavailable"
         ),
         ErrorKind::Config => tracing::error!(
             target: "tokengate::decision",
-            outcome = label, provider, latency_ms, method, path, code, reason,
+            outcome = label, provider, latency_ms, method, path, code, reason, detail,
             "provider misconfigured"
         ),
         _ => match &decision.validated {
             Some(p) => tracing::info!(
                 target: "tokengate::decision",
                 outcome = label, principal = ?p.principal, tenant = p.tenant.as_deref(), key_id, provider, latency_ms,
-                method, path, code, reason, "denied"
+                method, path, code, reason, detail, "denied"
             ),
             None => tracing::info!(
                 target: "tokengate::decision",
-                outcome = label, key_id, provider, latency_ms, method, path, code, reason,
+                outcome = label, key_id, provider, latency_ms, method, path, code, reason, detail,
                 "denied"
             ),
         },

@@ -117,12 +117,13 @@ async fn a_key_lives_through_new_rotate_suspend_resume_revoke_against_a_running_
     let lines = audit_lines(&audit_path);
     assert!(lines.iter().any(|l| l["key_id"] == "ci-1" && l["outcome"] == "allow"), "{lines:?}");
     assert!(
-        lines.iter().any(|l| l["key_id"] == second_id.as_str()
-            && l["outcome"] == "deny"
-            && l["reason"].as_str().is_some_and(|r| r.starts_with("key suspended"))),
+        lines
+            .iter()
+            .any(|l| l["key_id"] == second_id.as_str() && l["outcome"] == "deny" && l["reason"] == "key_suspended"),
         "{lines:?}"
     );
-    let malformed = lines.iter().find(|l| l["reason"].as_str().is_some_and(|r| r.contains("checksum"))).unwrap();
+    let malformed = lines.iter().find(|l| l["detail"].as_str().is_some_and(|r| r.contains("checksum"))).unwrap();
+    assert_eq!(malformed["reason"], "malformed", "{malformed}");
     assert!(malformed.get("key_id").is_none(), "a malformed key has no id: {malformed}");
     let audit = std::fs::read_to_string(&audit_path).unwrap();
     assert!(!audit.contains(&first) && !audit.contains(&second));
@@ -187,8 +188,12 @@ async fn constraints_refuse_with_403_naming_the_constraint_through_serve() {
     assert!(eventually(Duration::from_secs(5), || async { audit_lines(&audit_path).len() >= 4 }).await);
     server.shutdown().await;
     let audit = audit_lines(&audit_path);
-    let reasons: Vec<&str> = audit.iter().filter_map(|l| l["reason"].as_str()).collect();
+    let refused: Vec<(&str, &str)> =
+        audit.iter().filter_map(|l| Some((l["reason"].as_str()?, l["detail"].as_str()?))).collect();
     for constraint in ["allowed_methods", "allowed_paths", "allowed_cidrs"] {
-        assert!(reasons.iter().any(|r| r.contains(constraint)), "{constraint}: {reasons:?}");
+        assert!(
+            refused.iter().any(|(reason, detail)| *reason == "key_constraint" && detail.contains(constraint)),
+            "{constraint}: {refused:?}"
+        );
     }
 }

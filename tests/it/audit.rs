@@ -69,7 +69,7 @@ async fn serve_writes_one_line_per_decision_without_tokens() {
     assert_eq!(l[0]["provider_index"], 1);
     assert_eq!(l[0]["method"], "GET");
     assert_eq!(l[0]["route"], "/v1/models");
-    assert!(l[0]["reason"].is_null() && l[0]["code"].is_null());
+    assert!(l[0]["reason"].is_null() && l[0]["detail"].is_null() && l[0]["code"].is_null());
     assert_eq!(l[0]["token_sha256_prefix"], sha_prefix(&jwt));
 
     assert_eq!((l[1]["principal"].as_str(), l[1]["provider"].as_str()), (Some("ci-bot"), Some("api_key")));
@@ -79,16 +79,19 @@ async fn serve_writes_one_line_per_decision_without_tokens() {
     assert_eq!((l[2]["outcome"].as_str(), l[2]["status"].as_u64()), (Some("deny"), Some(401)));
     assert_eq!(l[2]["code"], "invalid_token");
     assert!(l[2]["principal"].is_null());
-    assert!(l[2]["reason"].as_str().unwrap().starts_with("token expired at "), "{}", l[2]);
+    assert_eq!(l[2]["reason"], "claim", "{}", l[2]);
+    assert!(l[2]["detail"].as_str().unwrap().starts_with("token expired at "), "{}", l[2]);
 
     assert_eq!((l[3]["status"].as_u64(), l[3]["code"].as_str()), (Some(403), Some("insufficient_scope")));
-    assert_eq!(l[3]["reason"], "route GET /admin is forbidden by route_policy rule 1 (roles none of [admin])");
+    assert_eq!(l[3]["reason"], "policy");
+    assert_eq!(l[3]["detail"], "route GET /admin is forbidden by route_policy rule 1 (roles none of [admin])");
     // #21: a refusal after authentication names who was refused.
     assert_eq!(l[3]["principal"], "alice", "{}", l[3]);
 
     assert!(l[4]["token_sha256_prefix"].is_null());
     assert_eq!(l[4]["provider"], "chain");
-    assert!(l[4]["reason"].as_str().unwrap().starts_with("no credentials"), "{}", l[4]);
+    assert_eq!(l[4]["reason"], "missing_credential", "{}", l[4]);
+    assert!(l[4]["detail"].as_str().unwrap().starts_with("no credentials"), "{}", l[4]);
 }
 
 #[tokio::test]
@@ -125,8 +128,8 @@ async fn check_audits_to_the_file_or_to_stderr_instead_of_stdout() {
     assert_eq!(body["error"]["detail"], "unknown API key");
     let audit_line = stderr(&out).lines().find_map(|l| serde_json::from_str::<Value>(l).ok()).expect("audit on stderr");
     assert_eq!(
-        (audit_line["outcome"].as_str(), audit_line["reason"].as_str()),
-        (Some("deny"), Some("unknown API key"))
+        (audit_line["outcome"].as_str(), audit_line["reason"].as_str(), audit_line["detail"].as_str()),
+        (Some("deny"), Some("rejected"), Some("unknown API key"))
     );
     assert!(!stderr(&out).contains("tg_wrong"));
 }
