@@ -968,4 +968,6 @@ impl AuthProvider for ApiKeyProvider {
 }
 
 #[cfg(test)]
+mod shared_tests;
+#[cfg(test)]
 mod tests;
