@@ -81,11 +81,8 @@ impl RedisServer {
         // Its log, for the failure message; a busy CI machine can be slow, a dead server is not waited for.
         let log_path = self.dir.path().join("redis-server.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("redis-server log");
-        let child = command
-            .stdout(log.try_clone().expect("redis-server log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn redis-server");
+        let child =
+            command.stdout(log.try_clone().expect("redis-server log")).stderr(log).spawn().expect("spawn redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + SERVICE_START_TIMEOUT;
         let log_tail = || {

@@ -172,8 +172,8 @@ async fn check_applies_the_policy_to_method_and_path() {
         "Authenticated as bob, but not allowed to make this request: route GET /admin/users requires roles any of \
          [admin, ops]"
     );
-    let out = run(args(&["explain", "--config", &cfg, "--token", &user, "--path", "/admin/users", "--format", "json"]))
-        .await;
+    let out =
+        run(args(&["explain", "--config", &cfg, "--token", &user, "--path", "/admin/users", "--format", "json"])).await;
     let explained: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("explain's JSON");
     assert_eq!(explained["error"]["message"], "Authenticated as bob, but not allowed to make this request");
     let checks = explained["checks"].as_array().expect("checks").iter();

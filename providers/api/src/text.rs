@@ -29,7 +29,18 @@ mod tests {
 
     #[test]
     fn invisible_and_bidi_characters_are_named_and_letters_are_not() {
-        for c in ['\u{2028}', '\u{ad}', '\u{200b}', '\u{200d}', '\u{200e}', '\u{202e}', '\u{2060}', '\u{2066}', '\u{feff}', '\u{e0041}'] {
+        for c in [
+            '\u{2028}',
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{feff}',
+            '\u{e0041}',
+        ] {
             assert!(is_invisible_or_bidi(c), "{:?}", c);
         }
         for c in ['a', 'é', 'ж', '中', ' ', '\u{a0}', '-', '\u{fffd}'] {

@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn otherwise_it_reads_what_serde_json_reads() {
-        for text in [r#"{"a": [1, -2, 3.5, true, null, "é"], "b": {"a": {}}}"#, "[]", "\"x\"", "18446744073709551615"] {
+        for text in [r#"{"a": [1, -2, 3.5, true, null, "é"], "b": {"a": {}}}"#, "[]", "\"x\"", "18446744073709551615"]
+        {
             assert_eq!(json_with_unique_keys(text).unwrap(), serde_json::from_str::<Value>(text).unwrap(), "{text}");
         }
     }
