@@ -51,6 +51,13 @@ pub trait SharedKeyStore: Send + Sync + 'static {
     /// Why the entries are not loaded (or the last sync failed).
     fn last_failure(&self) -> String;
 
+    /// Why the copy held is too old to decide by, when the store's policy
+    /// says so (`on_store_error: deny` with its `max_staleness`); `None`:
+    /// it decides however old it is.
+    fn too_stale(&self) -> Option<String> {
+        None
+    }
+
     /// Adds `batch` to the shared usage (last use, requests per day).
     /// `Err`: nothing may have been added, and the caller keeps the batch for
     /// its next flush (a timed-out write that did arrive is then counted twice).

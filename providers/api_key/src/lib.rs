@@ -798,9 +798,18 @@ impl ApiKeyProvider {
         let keys = self.inner.keys.load();
         let digest = token_hash(token);
         let shared = self.inner.shared.as_ref().map(|s| s.current(self.inner.type_name, &self.inner.inline));
-        let found = keys.get(&digest).or_else(|| shared.as_ref().and_then(|s| s.1.get(&digest)));
-        let Some(key) = found else {
-            return Err(AuthError::invalid_token("unknown API key"));
+        let key = match (keys.get(&digest), &shared) {
+            (Some(key), _) => key,
+            (None, Some(compiled)) => match compiled.1.get(&digest) {
+                Some(key) => {
+                    if let Some(why) = self.inner.shared.as_ref().and_then(|s| s.store.0.too_stale()) {
+                        return Err(AuthError::unavailable(why));
+                    }
+                    key
+                }
+                None => return Err(AuthError::invalid_token("unknown API key")),
+            },
+            (None, None) => return Err(AuthError::invalid_token("unknown API key")),
         };
         let now = SystemTime::now();
         if let Err(e) = key_state(key, now).and_then(|()| key_constraints(key, ctx)) {

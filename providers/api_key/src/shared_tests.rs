@@ -13,6 +13,7 @@ struct FakeStore {
     loaded: AtomicBool,
     usage: Mutex<Vec<KeyUse>>,
     waits: AtomicU64,
+    stale: AtomicBool,
 }
 
 impl FakeStore {
@@ -45,6 +46,9 @@ impl SharedKeyStore for Shared {
     }
     fn last_failure(&self) -> String {
         "Redis at redis://10.0.0.1:6379/0 is unreachable".to_string()
+    }
+    fn too_stale(&self) -> Option<String> {
+        self.0.stale.load(Ordering::SeqCst).then(|| "last read from Redis 12s ago".to_string())
     }
     async fn add_usage(&self, batch: &[KeyUse]) -> Result<(), String> {
         self.0.usage.lock().unwrap().extend_from_slice(batch);
@@ -165,4 +169,20 @@ fn keys_from_redis_is_refused_without_a_store_or_beside_a_key_file() {
     let store = Arc::new(FakeStore::default());
     let e = shared_provider(&store, json!({"keys_from": "redis", "keys_file": "k.yaml"})).unwrap_err();
     assert_eq!(e.field, "keys_from");
+}
+
+#[tokio::test]
+async fn a_copy_the_store_calls_too_stale_refuses_shared_keys_as_unavailable_and_not_inline_ones() {
+    let store = Arc::new(FakeStore::default());
+    store.loaded.store(true, Ordering::SeqCst);
+    let (inline_key, _, inline_hash) = key_and_digest();
+    let config = json!({"keys_from": "redis", "keys": [{"hash": inline_hash, "principal": "ops"}]});
+    let p = shared_provider(&store, config).unwrap();
+    let (key, digest, hash) = key_and_digest();
+    store.put(digest, json!({"hash": hash, "principal": "ci-bot"}));
+    assert!(p.validate(&key, &ctx()).await.is_ok());
+    store.stale.store(true, Ordering::SeqCst);
+    let e = p.validate(&key, &ctx()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+    assert_eq!(p.validate(&inline_key, &ctx()).await.unwrap().principal, "ops", "inline keys need no Redis");
 }

@@ -20,7 +20,10 @@
 //! loaded (a key suspended meanwhile cannot be, since suspending writes to
 //! Redis); one that never loaded them refuses the keys it does not hold
 //! inline as unavailable (503) and is not ready (`/readyz`), as
-//! `on_store_error: last_known` does for revocations. A Redis that comes back
+//! `on_store_error: last_known` does for revocations. Under
+//! `on_store_error: deny`, shared keys are also refused (503) once the copy
+//! is older than `max_staleness`; `allow` is `last_known` here (an unknown
+//! key cannot be let in). A Redis that comes back
 //! empty leaves every replica the entries it knew (logged as an error).
 
 use std::collections::BTreeMap;
@@ -100,6 +103,8 @@ pub struct RedisKeyStore {
     store: Arc<RedisStore>,
     sync_interval: Duration,
     resync_interval: Duration,
+    /// `on_store_error: deny`'s `max_staleness`: past it, shared keys are refused as unavailable.
+    max_staleness: Option<Duration>,
     map: OnceLock<Arc<SyncedMap<ApiKeys>>>,
 }
 
@@ -120,6 +125,7 @@ impl RedisKeyStore {
             store,
             sync_interval: config.sync_interval,
             resync_interval: config.resync_interval,
+            max_staleness: config.max_staleness(),
             map: OnceLock::new(),
         })
     }
@@ -157,6 +163,20 @@ impl SharedKeyStore for RedisKeyStore {
 
     fn last_failure(&self) -> String {
         self.map().last_failure()
+    }
+
+    fn too_stale(&self) -> Option<String> {
+        let max = self.max_staleness?;
+        let age = self.map().age()?;
+        (age > max).then(|| {
+            format!(
+                "the shared API keys were last read from Redis {}s ago, more than max_staleness ({}s; \
+                 on_store_error: deny): {}",
+                age.as_secs(),
+                max.as_secs(),
+                self.map().last_failure()
+            )
+        })
     }
 
     async fn add_usage(&self, batch: &[KeyUse]) -> Result<(), String> {
