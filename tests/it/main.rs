@@ -25,6 +25,7 @@ mod cli_check;
 mod dev;
 mod example_configs;
 mod explain;
+mod front_door;
 mod fuzz_regressions;
 mod layer;
 mod limits;

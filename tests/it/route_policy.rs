@@ -33,13 +33,35 @@ fn token(idp: &Idp, sub: &str, roles: &[&str], groups: &[&str]) -> String {
     idp.issuer.mint(sub, &claims, Duration::from_secs(600)).unwrap()
 }
 
+/// [`config_yaml`] with decisions audited to `audit.jsonl` beside the config.
+fn audited_config_yaml(idp: &Idp, policy: &str) -> String {
+    format!("{}audit:\n  output: audit.jsonl\n", config_yaml(idp, policy))
+}
+
+/// The `reason` of each of the `count` audit lines in `dir` (the stable
+/// name of the refusal's `Reason`, `None` when allowed), once all are written.
+async fn audited_reasons(dir: &std::path::Path, count: usize) -> Vec<Option<String>> {
+    let path = dir.join("audit.jsonl");
+    let lines = || std::fs::read_to_string(&path).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>();
+    assert!(eventually(Duration::from_secs(5), || async { lines().len() >= count }).await, "{:?}", lines());
+    let reason = |l: &String| {
+        let line: serde_json::Value = serde_json::from_str(l).unwrap();
+        line["reason"].as_str().map(str::to_string)
+    };
+    lines().iter().map(reason).collect()
+}
+
+fn reasons(names: &[Option<&str>]) -> Vec<Option<String>> {
+    names.iter().map(|n| n.map(str::to_string)).collect()
+}
+
 const ADMIN_REFUSAL: &str = "Bearer realm=\"test\", error=\"insufficient_scope\", error_description=\"route GET /admin/users requires roles any of [admin, ops]\"";
 
 #[tokio::test]
 async fn layer_permits_and_forbids_by_route() {
     let idp = Idp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = load(&write(dir.path(), "c.yaml", &config_yaml(&idp, POLICY)));
+    let config = load(&write(dir.path(), "c.yaml", &audited_config_yaml(&idp, POLICY)));
     let base = serve_layer(&config).await;
     let c = client();
 
@@ -90,13 +112,21 @@ async fn layer_permits_and_forbids_by_route() {
     // Authentication still comes first: no token is a 401, not a 403.
     let res = c.get(format!("{base}/admin/users")).send().await.unwrap();
     assert_eq!(res.status(), 401);
+
+    // Every refusal after authentication is the route policy's; the paths
+    // refused before any credential was read are not decisions.
+    let policy = Some("policy");
+    assert_eq!(
+        audited_reasons(dir.path(), 6).await,
+        reasons(&[None, policy, policy, policy, None, Some("missing_credential")])
+    );
 }
 
 #[tokio::test]
 async fn serve_decides_on_the_original_method_and_path() {
     let idp = Idp::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = load(&write(dir.path(), "c.yaml", &config_yaml(&idp, POLICY)));
+    let config = load(&write(dir.path(), "c.yaml", &audited_config_yaml(&idp, POLICY)));
     let server = serve_config(&config).await;
     let c = client();
     let user = token(&idp, "bob", &["viewer"], &[]);
@@ -123,6 +153,7 @@ async fn serve_decides_on_the_original_method_and_path() {
     assert_eq!(header(&res, "x-auth-principal").unwrap(), "root");
     let res = ask(&user, "POST", "/v1/chat/completions").await.unwrap();
     assert_eq!(res.status(), 200);
+    assert_eq!(audited_reasons(dir.path(), 3).await, reasons(&[Some("policy"), None, None]));
     server.shutdown().await;
 }
 

@@ -8,12 +8,18 @@ use tokengate::http::server::{self, ServeOptions};
 use tokengate::DynProvider;
 
 async fn start_recording(name: &'static str) -> (Arc<Recording>, Running) {
+    start_recording_audited(name, None).await
+}
+
+/// [`start_recording`], writing its decisions to `audit` (where a test reads their reasons).
+async fn start_recording_audited(name: &'static str, audit: Option<&AuditTail>) -> (Arc<Recording>, Running) {
     let p = Recording::new(name);
     let provider: DynProvider = p.clone();
     let options = ServeOptions {
         realm: Some("test".into()),
         open_paths: vec!["/public/*".into()],
         path_prefix: None,
+        audit: audit.map(|a| a.log.clone()),
         ..Default::default()
     };
     (p, serve_provider(provider, options).await)
@@ -141,7 +147,8 @@ async fn envoy_path_prefix_is_stripped() {
 
 #[tokio::test]
 async fn denials_match_the_layer() {
-    let (p, s) = start_recording("rec_deny").await;
+    let audit = AuditTail::new();
+    let (p, s) = start_recording_audited("rec_deny", Some(&audit)).await;
     let c = client();
 
     let res = c.get(format!("{}/x", s.base)).send().await.unwrap();
@@ -151,6 +158,7 @@ async fn denials_match_the_layer() {
         json(res).await,
         json!({"error": {"code": "invalid_token", "message": "Send a test token: no credentials: neither an Authorization: Bearer header nor an X-API-Key header"}})
     );
+    assert_eq!(audit.last_reason().as_deref(), Some("missing_credential"));
 
     let res = c.get(format!("{}/x", s.base)).bearer_auth("nope").send().await.unwrap();
     assert_eq!(res.status(), 401);
@@ -163,26 +171,32 @@ async fn denials_match_the_layer() {
         json(res).await,
         json!({"error": {"code": "invalid_token", "message": "Send a test token: token not recognized"}})
     );
+    assert_eq!(audit.last_reason().as_deref(), Some("rejected"));
 
     let res = c.get(format!("{}/x", s.base)).header("authorization", "Basic dXNlcjpwYXNz").send().await.unwrap();
     assert_eq!(res.status(), 401, "another scheme is no Bearer credential");
     assert_eq!(header(&res, "www-authenticate").unwrap(), r#"Bearer realm="test""#);
+    assert_eq!(audit.last_reason().as_deref(), Some("missing_credential"));
     for bad in ["Bearer", "Bearer a b"] {
         let res = c.get(format!("{}/x", s.base)).header("authorization", bad).send().await.unwrap();
         assert_eq!(res.status(), 400, "{bad}");
         assert!(header(&res, "www-authenticate").unwrap().contains(r#"error="invalid_request""#));
+        assert_eq!(audit.last_reason().as_deref(), Some("request"), "{bad}");
     }
 
     let res = c.get(format!("{}/x", s.base)).bearer_auth("scope").send().await.unwrap();
     assert_eq!(res.status(), 403);
+    assert_eq!(audit.last_reason().as_deref(), Some("policy"));
 
     let res = c.get(format!("{}/x", s.base)).bearer_auth("down").send().await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(header(&res, "retry-after").unwrap(), "7");
     assert_eq!(json(res).await["error"]["code"], "temporarily_unavailable");
+    assert_eq!(audit.last_reason().as_deref(), Some("upstream"));
 
     let res = c.get(format!("{}/x", s.base)).bearer_auth("broken").send().await.unwrap();
     assert_eq!(res.status(), 500);
+    assert_eq!(audit.last_reason().as_deref(), Some("config"));
     assert!(p.count() >= 4);
 }
 
@@ -303,12 +317,14 @@ async fn identity_headers_decode_back_to_exactly_what_the_provider_produced() {
 
 #[tokio::test]
 async fn principals_with_control_characters_are_refused() {
-    let (_p, s) = start_recording("rec_weird").await;
+    let audit = AuditTail::new();
+    let (_p, s) = start_recording_audited("rec_weird", Some(&audit)).await;
     let res = client().get(format!("{}/", s.base)).bearer_auth("weird").send().await.unwrap();
     assert_eq!(res.status(), 401);
     assert_eq!(header(&res, "x-auth-principal"), None);
     assert_eq!(header(&res, "x-evil"), None);
-    assert!(header(&res, "www-authenticate").unwrap().contains("control characters"));
+    assert!(header(&res, "www-authenticate").unwrap().starts_with(&invalid_token_challenge("test")));
+    assert_eq!(audit.last_reason().as_deref(), Some("principal"));
 }
 
 async fn start_behind(proxy: tokengate::config::Proxy) -> (Arc<Recording>, Running) {
@@ -473,6 +489,12 @@ async fn real_jwt_allowed_denied_and_idp_fetches_counted() {
     let metrics = scrape(&s.base).await;
     assert!(metrics.contains("tokengate_idp_fetches_total{"), "providers' own metrics are exported: {metrics}");
     assert!(metric(&metrics, "tokengate_decisions_total", &["outcome=\"allow\"", "provider=\"oauth2_token\""]) >= 1.0);
+    // Refusals are counted by their Reason: the expired token's claim, the tampered one's signature.
+    for reason in ["claim", "signature"] {
+        let labels = [format!("reason=\"{reason}\""), "provider=\"oauth2_token\"".to_string()];
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        assert!(metric(&metrics, "tokengate_refusals_total", &labels) >= 1.0, "{reason}: {metrics}");
+    }
 }
 
 #[tokio::test]
