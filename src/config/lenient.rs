@@ -155,6 +155,8 @@ const TOKENGATE_KEYS: &[(&str, Home)] = &[
     ("prefix", Home::Provider),
     ("reload_interval", Home::Provider),
     ("usage_file", Home::Provider),
+    ("keys_from", Home::Provider),
+    ("usage_store", Home::Provider),
     ("record_usage", Home::Provider),
     ("usage_flush_interval", Home::Provider),
     ("metrics", Home::Provider),
