@@ -201,3 +201,55 @@ impl Gate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::header::HeaderValue;
+
+    #[test]
+    fn a_target_splits_at_its_first_question_mark() {
+        let headers = HeaderMap::new();
+        let parts = RequestParts::new("GET", "/v1/a%20b?x=1?y&z", &headers, None);
+        assert_eq!((parts.path, parts.query), ("/v1/a%20b", Some("x=1?y&z")));
+        let ctx = parts.context().unwrap();
+        assert_eq!((ctx.path.as_str(), ctx.params().unwrap()["x"][0].as_str()), ("/v1/a b", "1?y"));
+        assert_eq!(RequestParts::new("GET", "/", &headers, None).query, None);
+    }
+
+    #[test]
+    fn a_request_without_one_meaning_is_refused_before_anything_reads_it() {
+        let headers = HeaderMap::new();
+        for (method, target) in [
+            ("GET", "/public#/../admin"),
+            ("GET", "/a?x#y"),
+            ("G ET", "/a"),
+            ("GET", "*"),
+            ("GET", ""),
+            ("GET", "https://host/a"),
+            ("GET", "/public/../admin"),
+            ("GET", "/public/%2e%2e/admin"),
+            ("GET", "/a%2Fb"),
+        ] {
+            let e = RequestParts::new(method, target, &headers, None).context().unwrap_err();
+            assert_eq!((e.code(), e.reason()), ("invalid_request", &Reason::Request), "{method} {target}");
+        }
+        let mut overridden = HeaderMap::new();
+        overridden.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
+        let e = RequestParts::new("GET", "/a", &overridden, None).context().unwrap_err();
+        assert_eq!(e.reason(), &Reason::Request);
+    }
+
+    #[test]
+    fn the_peer_is_the_client_in_front_of_an_application() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer secret"));
+        headers.insert("x-request-id", HeaderValue::from_static("r-1"));
+        let peer = SocketAddr::from(([192, 0, 2, 7], 4711));
+        let ctx = RequestParts::new("POST", "/x", &headers, Some(peer)).context().unwrap();
+        assert_eq!((ctx.peer, ctx.client_ip), (Some(peer), Some(peer.ip())));
+        assert_eq!(ctx.method, "POST");
+        assert_eq!(ctx.headers().unwrap().get("x-request-id").map(String::as_str), Some("r-1"));
+        assert!(!ctx.headers().unwrap().contains_key("authorization"), "credentials never reach the provider");
+    }
+}
