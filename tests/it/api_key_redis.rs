@@ -6,7 +6,7 @@
 //! within the lag; Redis killed leaves the last-known keys working; usage
 //! from both replicas adds up in `key list`.
 
-use crate::fixtures::{run, stderr, stdout, write};
+use crate::fixtures::{eventually, run, stderr, stdout, write};
 use crate::redis::RedisServer;
 use serde_json::Value;
 use std::path::Path;
@@ -106,7 +106,9 @@ async fn keys_made_and_suspended_on_another_machine_apply_to_every_replica_and_s
     let config = Config::load(&path).unwrap();
     let replicas = [Replica::new(&config), Replica::new(&config)];
     for replica in &replicas {
-        replica.pipeline.ready().await.expect("ready once the (empty) key set is loaded");
+        // The first load runs in the background: on a busy machine it can take a moment.
+        let ready = eventually(Duration::from_secs(20), || async { replica.pipeline.ready().await.is_ok() }).await;
+        assert!(ready, "ready once the (empty) key set is loaded: {:?}", replica.pipeline.ready().await.err());
     }
 
     // `key new` on "another machine": accepted by both replicas within the lag.
