@@ -41,6 +41,8 @@ pub struct Owner {
 pub struct ExplainedError {
     /// The machine code (`invalid_token`, …).
     pub code: String,
+    /// The typed reason's stable name (`claim`, `policy`, …), as the audit line says it.
+    pub reason: String,
     /// What the client is told: the provider's 401 message, or for a 403 of
     /// an authenticated caller, that it is not allowed here.
     pub message: String,
@@ -110,7 +112,7 @@ impl Explanation {
             }
         }
         if let Some(err) = &self.error {
-            let _ = writeln!(out, "error: {}: {}", e(&err.code), e(&err.detail));
+            let _ = writeln!(out, "error: {} ({}): {}", e(&err.code), e(&err.reason), e(&err.detail));
         }
         out
     }
@@ -129,6 +131,8 @@ pub async fn explain(
     let pipeline = config.build(registry)?;
     let mut ctx = ctx.clone();
     ctx.trace = Trace::on();
+    // An explanation must not spend the caller's rate or quota (shared in Redis): the limits only say what they would decide.
+    ctx.peek_limits = true;
     if pipeline.is_anonymous() {
         // What `serve` and the layer do without a provider: route_policy alone, no token read.
         let outcome = pipeline.admit_anonymous(&ctx);
@@ -160,7 +164,12 @@ pub async fn explain(
 
 impl ExplainedError {
     fn of(e: &AuthError, message: String) -> Self {
-        ExplainedError { code: e.code().to_string(), message, detail: e.detail().to_string() }
+        ExplainedError {
+            code: e.code().to_string(),
+            reason: e.reason().code().to_string(),
+            message,
+            detail: e.detail().to_string(),
+        }
     }
 }
 

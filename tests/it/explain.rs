@@ -173,7 +173,7 @@ async fn api_keys_and_text_format() {
         "{text}"
     );
     assert!(text.contains("[FAIL] exp"), "{text}");
-    assert!(text.contains("error: invalid_token: token expired at"), "{text}");
+    assert!(text.contains("error: invalid_token (claim): token expired at"), "{text}");
 }
 
 #[tokio::test]

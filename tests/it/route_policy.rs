@@ -197,6 +197,7 @@ async fn check_applies_the_policy_to_method_and_path() {
     let body: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
     assert_eq!(body["error"]["code"], "insufficient_scope");
     assert_eq!(body["error"]["detail"], "route GET /admin/users requires roles any of [admin, ops]");
+    assert_eq!(body["error"]["reason"], "policy");
     // #21: the same wording as serve's and the layer's, never the missing-token message.
     assert_eq!(
         body["error"]["message"],
@@ -207,6 +208,7 @@ async fn check_applies_the_policy_to_method_and_path() {
         run(args(&["explain", "--config", &cfg, "--token", &user, "--path", "/admin/users", "--format", "json"])).await;
     let explained: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("explain's JSON");
     assert_eq!(explained["error"]["message"], "Authenticated as bob, but not allowed to make this request");
+    assert_eq!(explained["error"]["reason"], "policy", "the typed reason, as the audit line says it");
     let checks = explained["checks"].as_array().expect("checks").iter();
     let policy: Vec<&str> = checks
         .filter(|c| c["check"].as_str().is_some_and(|c| c.starts_with("route_policy")))

@@ -378,5 +378,6 @@ fn print_json(value: &impl serde::Serialize, pretty: bool) {
 
 fn error_json(err: &AuthError, message: &str) -> serde_json::Value {
     let message = tokengate::http::rejection::with_reason(message, err);
-    serde_json::json!({"error": {"code": err.code(), "message": message, "detail": err.detail()}})
+    // `reason`: the typed Reason's stable name, as the audit line, the decision log and metrics say it.
+    serde_json::json!({"error": {"code": err.code(), "reason": err.reason().code(), "message": message, "detail": err.detail()}})
 }
