@@ -56,8 +56,14 @@
 //! draft IETF `RateLimit` / `RateLimit-Policy` fields (see
 //! [`crate::http::rejection`]).
 //!
-//! Anonymous requests (a pipeline without providers) are counted only by
-//! rules that count `by: client_ip` and whose `callers` include them.
+//! Anonymous requests (a pipeline without providers, or a request on an
+//! open path without a token the pipeline accepts: see
+//! [`crate::Pipeline::admit_open`]) are counted only by rules that count
+//! `by: client_ip` and whose `callers` include them.
+//!
+//! `tokengate check` and `explain` only peek
+//! ([`RequestContext::peek_limits`]): they report what the limits would
+//! decide for the caller and charge nothing, locally or in Redis.
 //!
 //! May import: [`crate::path`] and the provider contract, as the rest of
 //! [`crate::pipeline`]; the Redis store implements [`SharedLimitStore`] in
@@ -67,6 +73,7 @@ mod local;
 pub mod rate;
 
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -232,7 +239,8 @@ pub enum Callers {
     All,
     /// Requests a provider authenticated.
     Authenticated,
-    /// Requests nobody authenticated (a pipeline without providers).
+    /// Requests nobody authenticated (a pipeline without providers, or an
+    /// open path without an accepted token).
     Anonymous,
 }
 
@@ -334,6 +342,8 @@ struct Rule {
     paths: Vec<PathPattern>,
     methods: Option<Vec<String>>,
     by: CountBy,
+    /// `by` as charges and store keys spell it.
+    by_label: Box<str>,
     callers: Callers,
     cost: u64,
     allowance: Allowance,
@@ -392,27 +402,89 @@ pub enum Limit {
     },
 }
 
-/// One charge of one decision: `cost` units against `limit` for the bucket `key`.
+/// Which count of a rule a charge goes to: its rate, or its quota of one
+/// UTC day or month (a new period is a new count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Component {
+    /// The rule's rate.
+    Rate,
+    /// A quota, in the period numbered `id` (days, or months, since 1970-01).
+    Quota {
+        /// Day or month.
+        period: Period,
+        /// Which one.
+        id: u64,
+    },
+}
+
+impl fmt::Display for Component {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Component::Rate => f.write_str("rate"),
+            Component::Quota { period, id } => write!(f, "{}:{id}", period.as_str()),
+        }
+    }
+}
+
+/// One charge of one decision: `cost` units against `limit` for the bucket
+/// of (`rule`, `component`, `by`, `value`). Two charges of one decision
+/// never share a bucket.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charge {
-    /// The bucket: rule, component (`rate`, `day:N`, `month:N`), what is
-    /// counted and its value; never a token. Two charges of one decision
-    /// never share a key.
-    pub key: String,
+pub struct Charge<'a> {
+    /// The rule's name ([`KEY_RULE`] for an API key's own limits).
+    pub rule: &'a str,
+    /// Its rate, or a quota's period.
+    pub component: Component,
+    /// What is counted: `key`, `principal`, `tenant`, `client_ip` or `attribute NAME`.
+    pub by: &'a str,
+    /// The counted value (a principal, key id, address…); never a token.
+    pub value: Cow<'a, str>,
     /// What the bucket allows.
     pub limit: Limit,
     /// Units this request counts as.
     pub cost: u64,
+    /// The rule's position ([`Limits`]' rules, then the key rule): its metric.
+    rule_index: usize,
+    /// What the limit is, for the `RateLimit` fields.
+    quota: u64,
+    window_secs: u64,
+    rate: Option<Rate>,
+}
+
+impl Charge<'_> {
+    /// `rule|component|by|value`: a `|` in the value cannot forge another
+    /// bucket, as the value comes last and the rest holds no `|` (names are checked).
+    pub fn key(&self) -> String {
+        format!("{}|{}|{}|{}", self.rule, self.component, self.by, self.value)
+    }
+
+    fn period(&self) -> Option<Period> {
+        match self.component {
+            Component::Rate => None,
+            Component::Quota { period, .. } => Some(period),
+        }
+    }
+}
+
+/// Whether a decision charges what it counts, or only says what the limits
+/// would decide ([`RequestContext::peek_limits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Charge every limit when every one has room.
+    Charge,
+    /// Charge nothing; answer as [`Commit::Charge`] would have.
+    Peek,
 }
 
 /// A store that makes a limit decision for every replica at once: all
 /// `charges` are applied if every one fits, none otherwise, atomically
-/// (the Redis store: one script). Results are in the order of `charges`.
+/// (the Redis store: one script); with [`Commit::Peek`], none ever.
+/// Results are in the order of `charges`.
 #[async_trait::async_trait]
 pub trait SharedLimitStore: Send + Sync + 'static {
     /// Applies `charges` all or none; `now_us` is this replica's clock, for
     /// a store that keeps none of its own.
-    async fn charge(&self, charges: &[Charge], now_us: u64) -> Result<Vec<ChargeResult>, String>;
+    async fn charge(&self, charges: &[Charge<'_>], now_us: u64, commit: Commit) -> Result<Vec<ChargeResult>, String>;
 }
 
 /// A source of the time, microseconds since the Unix epoch (tests set it).
@@ -431,23 +503,31 @@ impl Clock for SystemClock {
     }
 }
 
-/// What a charge is, for headers and messages.
-#[derive(Debug, Clone)]
-struct Described {
-    rule: Arc<str>,
-    /// `None` for a rate.
-    period: Option<Period>,
-    quota: u64,
-    window_secs: u64,
-    rate: Option<Rate>,
-}
+/// The outcomes a decision is counted under, in the order of [`RuleMetrics`].
+const OUTCOMES: [&str; 3] = ["allowed", "limited", "dry_run_limited"];
 
-/// A decision's charges, and what each is.
-type Charges = (Vec<Charge>, Vec<Described>);
+/// A rule's `tokengate_limit_decisions_total` keys, one per outcome, built
+/// once: a decision then registers with whatever recorder is in effect
+/// (the global one, or a test's local one) without building a label.
+type RuleMetrics = [metrics::Key; 3];
+
+static METRIC_METADATA: metrics::Metadata<'static> =
+    metrics::Metadata::new(module_path!(), metrics::Level::INFO, Some(module_path!()));
+
+fn rule_metrics(rule: &str) -> RuleMetrics {
+    OUTCOMES.map(|outcome| {
+        metrics::Key::from_parts(
+            LIMIT_DECISIONS_TOTAL,
+            vec![metrics::Label::new("rule", rule.to_string()), metrics::Label::from_static_parts("outcome", outcome)],
+        )
+    })
+}
 
 /// The compiled `limits` section: rules, mode, and the stores.
 pub struct Limits {
     rules: Vec<Rule>,
+    /// Per rule, then the key rule's.
+    metrics: Vec<RuleMetrics>,
     mode: LimitMode,
     on_store_error: OnLimitStoreError,
     local: LocalStore,
@@ -578,6 +658,7 @@ impl Limits {
                 name: Arc::from(r.name.as_str()),
                 paths,
                 methods,
+                by_label: r.by.to_string().into(),
                 by: r.by.clone(),
                 callers,
                 cost,
@@ -586,8 +667,10 @@ impl Limits {
                 tiers,
             });
         }
+        let metrics = rules.iter().map(|r| &*r.name).chain([KEY_RULE]).map(rule_metrics).collect();
         Ok(Limits {
             rules,
+            metrics,
             mode: config.mode,
             on_store_error: config.on_store_error,
             local: LocalStore::default(),
@@ -625,16 +708,20 @@ impl Limits {
     }
 
     /// Counts the request `ctx` of `principal` (`None`: anonymous) against
-    /// every rule that matches it; a 429 when one has no room (in `enforce` mode).
+    /// every rule that matches it; a 429 when one has no room (in `enforce`
+    /// mode). With [`RequestContext::peek_limits`] the answer is the same
+    /// and nothing is charged (`tokengate check` and `explain`).
     pub async fn check(&self, ctx: &RequestContext, principal: Option<&Principal>) -> Result<(), AuthError> {
         let now = self.clock.now_us();
-        let Some((charges, described)) = self.charges(ctx, principal, now)? else {
+        let commit = if ctx.peek_limits { Commit::Peek } else { Commit::Charge };
+        let charges = self.charges(ctx, principal, now)?;
+        if charges.is_empty() {
             ctx.trace.check("limits", true, || "no limit applies to this request".into());
             return Ok(());
-        };
+        }
         let results = match &self.shared {
-            None => self.local.charge(&charges, now),
-            Some(shared) => match shared.charge(&charges, now).await {
+            None => self.local.charge(&charges, now, commit),
+            Some(shared) => match shared.charge(&charges, now, commit).await {
                 Ok(results) if results.len() == charges.len() => results,
                 outcome => {
                     let why = match outcome {
@@ -644,7 +731,7 @@ impl Limits {
                     match self.on_store_error {
                         OnLimitStoreError::Local => {
                             metrics::counter!(LIMIT_STORE_FALLBACKS_TOTAL, "fallback" => "local").increment(1);
-                            self.local.charge(&charges, now)
+                            self.local.charge(&charges, now, commit)
                         }
                         OnLimitStoreError::Allow => {
                             metrics::counter!(LIMIT_STORE_FALLBACKS_TOTAL, "fallback" => "allow").increment(1);
@@ -666,117 +753,120 @@ impl Limits {
                 }
             },
         };
-        self.conclude(ctx, principal, &described, &results)
+        self.conclude(ctx, principal, &charges, &results, commit)
     }
 
     fn conclude(
         &self,
         ctx: &RequestContext,
         principal: Option<&Principal>,
-        described: &[Described],
+        charges: &[Charge<'_>],
         results: &[ChargeResult],
+        commit: Commit,
     ) -> Result<(), AuthError> {
         let refused = results.iter().position(|r| !r.allowed);
-        let outcome = match (refused, self.mode) {
-            (None, _) => "allowed",
-            (Some(_), LimitMode::Enforce) => "limited",
-            (Some(_), LimitMode::DryRun) => "dry_run_limited",
+        let peeked = match commit {
+            Commit::Charge => "",
+            Commit::Peek => " (a peek: nothing was charged)",
         };
-        let mut counted: Vec<&Arc<str>> = Vec::with_capacity(described.len());
-        for d in described {
-            if !counted.contains(&&d.rule) {
-                counted.push(&d.rule);
-                metrics::counter!(LIMIT_DECISIONS_TOTAL, "rule" => d.rule.to_string(), "outcome" => outcome)
-                    .increment(1);
+        if commit == Commit::Charge {
+            let outcome = match (refused, self.mode) {
+                (None, _) => 0,
+                (Some(_), LimitMode::Enforce) => 1,
+                (Some(_), LimitMode::DryRun) => 2,
+            };
+            // A rule's charges are next to each other: one count per rule.
+            let mut previous = None;
+            for c in charges {
+                if previous != Some(c.rule_index) {
+                    previous = Some(c.rule_index);
+                    if let Some(keys) = self.metrics.get(c.rule_index) {
+                        metrics::with_recorder(|r| r.register_counter(&keys[outcome], &METRIC_METADATA)).increment(1);
+                    }
+                }
             }
         }
         let Some(index) = refused else {
             ctx.trace.check("limits", true, || {
-                let rules: Vec<&str> = counted.iter().map(|r| &***r).collect();
-                format!("within every limit (rules: {})", rules.join(", "))
+                let mut rules: Vec<&str> = charges.iter().map(|c| c.rule).collect();
+                rules.dedup();
+                format!("within every limit (rules: {}){peeked}", rules.join(", "))
             });
             return Ok(());
         };
-        let d = &described[index];
+        let c = &charges[index];
         let result = &results[index];
-        let detail = match (d.period, d.rate) {
+        let detail = match (c.period(), c.rate) {
             (Some(period), _) => format!(
                 "limits rule `{}`: the {} quota of {} is used up until {}",
-                d.rule,
+                c.rule,
                 if period == Period::Day { "daily" } else { "monthly" },
-                d.quota,
+                c.quota,
                 utc_timestamp(self.clock.now_us() + result.retry_us)
             ),
             (None, Some(rate)) => {
-                format!("limits rule `{}`: rate {rate} exceeded; retry in {}s", d.rule, ceil_secs(result.retry_us))
+                format!("limits rule `{}`: rate {rate} exceeded; retry in {}s", c.rule, ceil_secs(result.retry_us))
             }
-            (None, None) => format!("limits rule `{}` exceeded", d.rule),
+            (None, None) => format!("limits rule `{}` exceeded", c.rule),
         };
         if self.mode == LimitMode::DryRun {
-            tracing::warn!(
-                target: "tokengate::limits",
-                rule = &*d.rule, principal = principal.map(|p| p.principal.as_str()), path = ctx.path.as_str(),
-                reason = detail.as_str(), "dry run: this request would have been refused (429)"
-            );
-            ctx.trace.check("limits", true, || format!("dry run, let in: {detail}"));
+            if commit == Commit::Charge {
+                tracing::warn!(
+                    target: "tokengate::limits",
+                    rule = c.rule, principal = principal.map(|p| p.principal.as_str()), path = ctx.path.as_str(),
+                    reason = detail.as_str(), "dry run: this request would have been refused (429)"
+                );
+            }
+            ctx.trace.check("limits", true, || format!("dry run, let in: {detail}{peeked}"));
             return Ok(());
         }
         // The refusing limit first; then the others, as the draft lists every policy that applied.
-        let mut order: Vec<usize> = vec![index];
-        order.extend((0..described.len()).filter(|&i| i != index));
-        let policies = order
-            .into_iter()
+        let policies = std::iter::once(index)
+            .chain((0..charges.len()).filter(|&i| i != index))
             .map(|i| LimitPolicy {
-                name: match described[i].period {
-                    None => described[i].rule.to_string(),
-                    Some(p) => format!("{}:{}", described[i].rule, p.as_str()),
+                name: match charges[i].period() {
+                    None => charges[i].rule.to_string(),
+                    Some(p) => format!("{}:{}", charges[i].rule, p.as_str()),
                 },
-                quota: described[i].quota,
-                window_secs: described[i].window_secs,
+                quota: charges[i].quota,
+                window_secs: charges[i].window_secs,
                 remaining: results[i].remaining,
                 reset_secs: ceil_secs(results[i].reset_us),
             })
             .collect();
-        let reason = if d.period.is_some() { Reason::QuotaExceeded } else { Reason::RateLimited };
+        let reason = if c.period().is_some() { Reason::QuotaExceeded } else { Reason::RateLimited };
         let retry = Duration::from_secs(ceil_secs(result.retry_us).max(1));
-        let error = AuthError::rate_limited(detail, reason, retry, RateLimitInfo { policies });
-        Err(ctx.trace.failed("limits", error))
+        ctx.trace.check("limits", false, || format!("{detail}{peeked}"));
+        Err(AuthError::rate_limited(detail, reason, retry, RateLimitInfo { policies }))
     }
 
-    /// The charges a request makes, with what each is; `None` when no rule applies.
-    fn charges(
-        &self,
-        ctx: &RequestContext,
-        principal: Option<&Principal>,
+    /// The charges a request makes; empty when no rule applies.
+    fn charges<'a>(
+        &'a self,
+        ctx: &'a RequestContext,
+        principal: Option<&'a Principal>,
         now: u64,
-    ) -> Result<Option<Charges>, AuthError> {
-        let path = crate::path::canonical_path(&ctx.path).map_err(|e| {
-            AuthError::invalid_request(format!("the path cannot be matched against limits: {e}"))
-                .because(Reason::Request)
-        })?;
-        let lowered = path.to_lowercase();
+    ) -> Result<Vec<Charge<'a>>, AuthError> {
+        let path = matched_path(&ctx.path)?;
+        let lowered = lower_case(&path);
         let anonymous = principal.is_none();
         let mut charges = Vec::new();
-        let mut described = Vec::new();
         let mut highest_cost = 0;
-        for rule in &self.rules {
+        for (index, rule) in self.rules.iter().enumerate() {
             if !rule.matches(&ctx.method, &path, &lowered, anonymous) {
                 continue;
             }
             highest_cost = highest_cost.max(rule.cost);
-            let values = counted_values(rule, ctx, principal)?;
             let allowance = rule.allowance_for(principal);
-            for value in &values {
-                push_charges(
-                    &mut charges,
-                    &mut described,
-                    &rule.name,
-                    &rule.by.to_string(),
-                    value,
-                    allowance,
-                    rule.cost,
-                    now,
-                );
+            let bucket =
+                RuleCharges { rule_index: index, rule: &rule.name, by: &rule.by_label, allowance, cost: rule.cost };
+            match counted(rule, ctx, principal)? {
+                Counted::One(value) => bucket.push_charges(&mut charges, value, now),
+                Counted::Each(values) => {
+                    for value in values {
+                        bucket.push_charges(&mut charges, Cow::Borrowed(value), now);
+                    }
+                }
             }
         }
         if let Some(credential) = principal.and_then(|p| p.credential.as_deref()) {
@@ -789,90 +879,125 @@ impl Limits {
             let own = Allowance { rate, daily: credential.daily_quota, monthly: credential.monthly_quota };
             if !own.is_empty() {
                 let cost = highest_cost.max(1).min(own.least_burst().max(1));
-                let name: Arc<str> = Arc::from(KEY_RULE);
-                push_charges(&mut charges, &mut described, &name, "key", &credential.key_id, own, cost, now);
+                let bucket =
+                    RuleCharges { rule_index: self.rules.len(), rule: KEY_RULE, by: "key", allowance: own, cost };
+                bucket.push_charges(&mut charges, Cow::Borrowed(&credential.key_id), now);
             }
         }
-        if charges.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some((charges, described)))
+        Ok(charges)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn push_charges(
-    charges: &mut Vec<Charge>,
-    described: &mut Vec<Described>,
-    rule: &Arc<str>,
-    by: &str,
-    value: &str,
+/// A rule's charges for one request, before the value they count.
+struct RuleCharges<'a> {
+    rule_index: usize,
+    rule: &'a str,
+    by: &'a str,
     allowance: Allowance,
     cost: u64,
-    now: u64,
-) {
-    if let Some(rate) = allowance.rate {
-        charges.push(Charge {
-            key: bucket_key(rule, "rate", by, value),
-            limit: Limit::Rate { interval_us: rate.interval_us(), burst: rate.burst },
-            cost,
-        });
-        described.push(Described {
-            rule: rule.clone(),
-            period: None,
-            quota: rate.count,
-            window_secs: rate.window_secs,
-            rate: Some(rate),
-        });
-    }
-    for (period, quota) in [(Period::Day, allowance.daily), (Period::Month, allowance.monthly)] {
-        let Some(limit) = quota else { continue };
-        let span = period.at(now);
-        charges.push(Charge {
-            key: bucket_key(rule, &format!("{}:{}", period.as_str(), span.id), by, value),
-            limit: Limit::Quota { limit, end_us: span.end_us },
-            cost,
-        });
-        described.push(Described {
-            rule: rule.clone(),
-            period: Some(period),
-            quota: limit,
-            window_secs: (span.end_us - span.start_us) / SECOND_US,
-            rate: None,
-        });
+}
+
+impl<'a> RuleCharges<'a> {
+    fn push_charges(&self, charges: &mut Vec<Charge<'a>>, value: Cow<'a, str>, now: u64) {
+        let charge = |component, limit, quota, window_secs, rate| Charge {
+            rule: self.rule,
+            component,
+            by: self.by,
+            value: value.clone(),
+            limit,
+            cost: self.cost,
+            rule_index: self.rule_index,
+            quota,
+            window_secs,
+            rate,
+        };
+        if let Some(rate) = self.allowance.rate {
+            let limit = Limit::Rate { interval_us: rate.interval_us(), burst: rate.burst };
+            charges.push(charge(Component::Rate, limit, rate.count, rate.window_secs, Some(rate)));
+        }
+        for (period, quota) in [(Period::Day, self.allowance.daily), (Period::Month, self.allowance.monthly)] {
+            let Some(limit) = quota else { continue };
+            let span = period.at(now);
+            let component = Component::Quota { period, id: span.id };
+            let window_secs = (span.end_us - span.start_us) / SECOND_US;
+            charges.push(charge(component, Limit::Quota { limit, end_us: span.end_us }, limit, window_secs, None));
+        }
     }
 }
 
-/// `rule|component|by|value`: `|` in a value cannot forge another bucket,
-/// as the value comes last and the rest holds no `|` (names are checked).
-fn bucket_key(rule: &str, component: &str, by: &str, value: &str) -> String {
-    format!("{rule}|{component}|{by}|{value}")
+/// The request path in canonical form, matched against the rules: borrowed
+/// when it is canonical already, as every front end passes it.
+fn matched_path(path: &str) -> Result<Cow<'_, str>, AuthError> {
+    if plainly_canonical(path) {
+        return Ok(Cow::Borrowed(path));
+    }
+    crate::path::canonical_path(path).map(Cow::Owned).map_err(|e| {
+        AuthError::invalid_request(format!("the path cannot be matched against limits: {e}")).because(Reason::Request)
+    })
+}
+
+/// Whether `path` is canonical ([`crate::path::canonical_path`] gives it
+/// back unchanged) by its bytes alone: `/`, then segments of unreserved and
+/// sub-delimiter ASCII, none empty but a trailing one, none ending in `.`.
+/// `false` means "look closer", not "not canonical".
+fn plainly_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    let plain = |b: u8| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'/' | b'-' | b'_' | b'~' | b'.' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*')
+            || matches!(b, b'+' | b',' | b'=' | b':' | b'@')
+    };
+    if !rest.bytes().all(plain) {
+        return false;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment.ends_with('.') {
+            return false;
+        }
+    }
+    true
+}
+
+/// `path` in lower case, borrowed when it is already.
+fn lower_case(path: &str) -> Cow<'_, str> {
+    match path.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        true => Cow::Owned(path.to_lowercase()),
+        false => Cow::Borrowed(path),
+    }
 }
 
 /// Stands in for a missing value: no real value of any kind starts with NUL.
 const NO_VALUE: &str = "\u{0}none";
 const UNKNOWN_VALUE: &str = "\u{0}unknown";
 
-/// What `rule` counts the request under: one value, or one per attribute value.
-fn counted_values(rule: &Rule, ctx: &RequestContext, principal: Option<&Principal>) -> Result<Vec<String>, AuthError> {
+/// What a rule counts one request under.
+enum Counted<'a> {
+    One(Cow<'a, str>),
+    /// Each value of an attribute, sorted, without repeats.
+    Each(Vec<&'a str>),
+}
+
+fn counted<'a>(rule: &Rule, ctx: &RequestContext, principal: Option<&'a Principal>) -> Result<Counted<'a>, AuthError> {
     let Some(p) = principal else {
         // Anonymous: only `client_ip` rules match (checked at load).
-        return Ok(vec![client_ip_value(rule, ctx)?]);
+        return Ok(Counted::One(Cow::Owned(client_ip_value(rule, ctx)?)));
     };
     Ok(match &rule.by {
-        CountBy::Key => vec![p.key_id().unwrap_or(&p.principal).to_string()],
-        CountBy::Principal => vec![p.principal.clone()],
-        CountBy::Tenant => vec![p.tenant.clone().unwrap_or_else(|| NO_VALUE.to_string())],
-        CountBy::ClientIp => vec![client_ip_value(rule, ctx)?],
-        CountBy::Attribute(a) if p.is_unknown(a) => vec![UNKNOWN_VALUE.to_string()],
+        CountBy::Key => Counted::One(Cow::Borrowed(p.key_id().unwrap_or(&p.principal))),
+        CountBy::Principal => Counted::One(Cow::Borrowed(&p.principal)),
+        CountBy::Tenant => Counted::One(Cow::Borrowed(p.tenant.as_deref().unwrap_or(NO_VALUE))),
+        CountBy::ClientIp => Counted::One(Cow::Owned(client_ip_value(rule, ctx)?)),
+        CountBy::Attribute(a) if p.is_unknown(a) => Counted::One(Cow::Borrowed(UNKNOWN_VALUE)),
         CountBy::Attribute(a) => match p.attributes.get(a) {
             Some(values) if !values.is_empty() => {
-                let mut values = values.clone();
-                values.sort();
+                let mut values: Vec<&str> = values.iter().map(String::as_str).collect();
+                values.sort_unstable();
                 values.dedup();
-                values
+                Counted::Each(values)
             }
-            _ => vec![NO_VALUE.to_string()],
+            _ => Counted::One(Cow::Borrowed(NO_VALUE)),
         },
     })
 }

@@ -311,6 +311,30 @@ impl Pipeline {
     /// Runs every stage for `token` (empty for a request without one) and the
     /// request `ctx`. With `ctx.trace` on, the decision lists each check made.
     pub async fn decide(&self, token: &str, ctx: &RequestContext) -> Decision {
+        self.decide_stages(token, ctx, Stages::All).await
+    }
+
+    /// For an open path (answered without authentication): who the caller
+    /// is, and whether the limits let the request in. A token the pipeline
+    /// accepts makes it that principal's request, counted by their rules as
+    /// anywhere else (so over a limit it is refused, not let in as someone
+    /// else); without one (none, or one refused) the request is anonymous,
+    /// counted by the `by: client_ip` rules whose `callers` take anonymous
+    /// requests: otherwise an open, expensive route would have no limit at all.
+    /// `Err` comes only from the limits: a 429, or the 400/500 of a path or
+    /// client address they cannot read.
+    pub async fn admit_open(&self, token: Option<&str>, ctx: &RequestContext) -> Result<Option<Principal>, AuthError> {
+        let principal = match token {
+            Some(token) => self.decide_stages(token, ctx, Stages::BeforeLimits).await.outcome.ok(),
+            None => None,
+        };
+        if let Some(limits) = &self.limits {
+            limits.check(ctx, principal.as_ref()).await?;
+        }
+        Ok(principal)
+    }
+
+    async fn decide_stages(&self, token: &str, ctx: &RequestContext, stages: Stages) -> Decision {
         let trace = &ctx.trace;
         let Some(index) = self.owner(token) else {
             let error = self.not_owned(token);
@@ -335,7 +359,7 @@ impl Pipeline {
             Ok(principal) => principal,
             Err(e) => return self.finish(owner, Err(e), None, ctx),
         };
-        let (outcome, validated) = match self.judge(token, ctx, &principal).await {
+        let (outcome, validated) = match self.judge(token, ctx, &principal, stages).await {
             Ok(()) => {
                 // Kept apart only for a trace: an untraced decision copies no principal.
                 let copy = trace.is_on().then(|| principal.clone());
@@ -357,7 +381,13 @@ impl Pipeline {
     }
 
     /// Revocation, route policy, then limits, for a principal the provider accepted.
-    async fn judge(&self, token: &str, ctx: &RequestContext, principal: &Principal) -> Result<(), AuthError> {
+    async fn judge(
+        &self,
+        token: &str,
+        ctx: &RequestContext,
+        principal: &Principal,
+        stages: Stages,
+    ) -> Result<(), AuthError> {
         let trace = &ctx.trace;
         // A tokenless request (upstream_header) has nothing that could be revoked.
         if let (Some(revocation), false) = (&self.revocation, token.is_empty()) {
@@ -379,7 +409,7 @@ impl Pipeline {
                 return Err(AuthError::insufficient_scope(verdict.reason).because(Reason::Policy));
             }
         }
-        if let Some(limits) = &self.limits {
+        if let (Some(limits), Stages::All) = (&self.limits, stages) {
             limits.check(ctx, Some(principal)).await?;
         }
         Ok(())
@@ -471,6 +501,14 @@ impl Pipeline {
             m.provider.close().await;
         }
     }
+}
+
+/// How far a decision goes: [`Pipeline::admit_open`] counts the limits
+/// itself, once it knows whether the caller is anonymous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stages {
+    All,
+    BeforeLimits,
 }
 
 /// The principal, unless it cannot travel (see the module docs).

@@ -56,6 +56,12 @@ pub struct RequestContext {
     /// explain`); off, and free, otherwise.
     #[serde(skip)]
     pub trace: Trace,
+    /// Whether usage limits only say what they would decide, charging
+    /// nothing: set by `tokengate check` and `explain`, which must not spend
+    /// the real caller's rate or quota (shared in Redis) by asking. Front ends
+    /// serving requests never set it.
+    #[serde(skip)]
+    pub peek_limits: bool,
 }
 
 /// One check a stage made, and its result.

@@ -33,7 +33,7 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
         );
         return exit::USAGE;
     }
-    let ctx = match route.context() {
+    let mut ctx = match route.context() {
         Ok(ctx) => ctx,
         Err(e) => {
             print_json(&error_json(&e, "The request path has no single meaning"), false);
@@ -41,6 +41,8 @@ pub async fn check(config_path: PathBuf, token: Option<String>, route: RouteArgs
             return exit_code(e.kind());
         }
     };
+    // Asking must not spend the caller's rate or quota (shared in Redis): the limits only say what they would decide.
+    ctx.peek_limits = true;
     let decision = pipeline.decide(&token, &ctx).await;
     if let Some(audit) = &audit {
         audit.record(&tokengate::ops::audit::AuditRecord::of(&pipeline, &decision, &ctx, &token));

@@ -18,21 +18,23 @@ use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 
 use super::RedisStore;
-use crate::pipeline::limits::{Charge, ChargeResult, Limit, SharedLimitStore};
+use crate::pipeline::limits::{Charge, ChargeResult, Commit, Limit, SharedLimitStore};
 
-/// ARGV: this replica's time (µs), then four per charge: `r` (rate) or `q`
-/// (quota), the cost, and (rate) the interval in µs and the burst, or
-/// (quota) the limit and the period's end in µs on this replica's clock.
-/// Answers `allowed` then, per charge, `allowed, remaining, reset_us, retry_us`.
+/// ARGV: this replica's time (µs), `1` to charge or `0` to peek (write
+/// nothing: `tokengate check` and `explain`), then four per charge: `r`
+/// (rate) or `q` (quota), the cost, and (rate) the interval in µs and the
+/// burst, or (quota) the limit and the period's end in µs on this replica's
+/// clock. Answers `allowed` then, per charge, `allowed, remaining, reset_us, retry_us`.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local local_now = tonumber(ARGV[1])
+local commit = ARGV[2] == '1'
 local out = {}
 local writes = {}
 local allowed = 1
 for i = 1, #KEYS do
-  local base = 1 + (i - 1) * 4
+  local base = 2 + (i - 1) * 4
   local kind = ARGV[base + 1]
   local cost = tonumber(ARGV[base + 2])
   local a = tonumber(ARGV[base + 3])
@@ -65,7 +67,7 @@ for i = 1, #KEYS do
     end
   end
 end
-if allowed == 1 then
+if allowed == 1 and commit then
   for i = 1, #KEYS do
     redis.call('SET', KEYS[i], string.format('%.0f', writes[i][1]), 'PX', string.format('%.0f', writes[i][2]))
   end
@@ -92,24 +94,22 @@ impl RedisLimits {
     }
 
     /// The Redis key of a charge's bucket.
-    pub fn key_of(&self, charge: &Charge) -> String {
-        let mut parts = charge.key.splitn(3, '|');
-        let (rule, component, counted) =
-            (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-        let digest = Sha256::digest(counted.as_bytes());
-        format!("{}limit:{rule}:{component}:{}", self.store.prefix(), hex::encode(&digest[..16]))
+    pub fn key_of(&self, charge: &Charge<'_>) -> String {
+        let digest =
+            Sha256::new().chain_update(charge.by).chain_update("|").chain_update(charge.value.as_bytes()).finalize();
+        format!("{}limit:{}:{}:{}", self.store.prefix(), charge.rule, charge.component, hex::encode(&digest[..16]))
     }
 }
 
 #[async_trait::async_trait]
 impl SharedLimitStore for RedisLimits {
-    async fn charge(&self, charges: &[Charge], now_us: u64) -> Result<Vec<ChargeResult>, String> {
+    async fn charge(&self, charges: &[Charge<'_>], now_us: u64, commit: Commit) -> Result<Vec<ChargeResult>, String> {
         let mut keys_and_args = redis::Cmd::new();
         keys_and_args.arg(charges.len());
         for charge in charges {
             keys_and_args.arg(self.key_of(charge));
         }
-        keys_and_args.arg(now_us);
+        keys_and_args.arg(now_us).arg(if commit == Commit::Charge { "1" } else { "0" });
         for charge in charges {
             match charge.limit {
                 Limit::Rate { interval_us, burst } => {

@@ -1,5 +1,6 @@
 use super::rate::{civil_from_days, days_from_civil, gcra, utc_timestamp};
 use super::*;
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokengate_api::{CredentialInfo, ErrorKind};
 
@@ -309,16 +310,119 @@ fn configs_that_cannot_work_are_refused_naming_the_field() {
     assert!(yaml_serde::from_str::<LimitsConfig>("mode: sometimes").is_err());
 }
 
+fn charge(value: &str, component: Component, limit: Limit) -> Charge<'_> {
+    Charge {
+        rule: "a",
+        component,
+        by: "principal",
+        value: Cow::Borrowed(value),
+        limit,
+        cost: 1,
+        rule_index: 0,
+        quota: 1,
+        window_secs: 1,
+        rate: None,
+    }
+}
+
 #[test]
 fn the_local_store_applies_all_charges_or_none() {
     let store = LocalStore::default();
-    let charge = |key: &str, limit| Charge { key: key.into(), limit, cost: 1 };
     let charges = [
-        charge("a|rate|p|x", Limit::Rate { interval_us: 1_000_000, burst: 10 }),
-        charge("a|day:1|p|x", Limit::Quota { limit: 1, end_us: 10_000_000 }),
+        charge("x", Component::Rate, Limit::Rate { interval_us: 1_000_000, burst: 10 }),
+        charge("x", Component::Quota { period: Period::Day, id: 1 }, Limit::Quota { limit: 1, end_us: 10_000_000 }),
     ];
-    assert!(store.charge(&charges, 1).iter().all(|r| r.allowed));
-    let second = store.charge(&charges, 2);
+    assert!(store.charge(&charges, 1, Commit::Charge).iter().all(|r| r.allowed));
+    let second = store.charge(&charges, 2, Commit::Charge);
     assert!(second[0].allowed && !second[1].allowed);
     assert_eq!(second[0].remaining, 8, "the rate was not charged by the refused decision");
+}
+
+#[test]
+fn a_peek_at_the_local_store_answers_as_a_charge_and_charges_nothing() {
+    let store = LocalStore::default();
+    let quota = [charge("x", Component::Quota { period: Period::Day, id: 1 }, Limit::Quota { limit: 1, end_us: 10 })];
+    for _ in 0..5 {
+        assert!(store.charge(&quota, 1, Commit::Peek)[0].allowed);
+    }
+    assert!(store.is_empty(), "nothing was written");
+    assert!(store.charge(&quota, 1, Commit::Charge)[0].allowed);
+    let peek = store.charge(&quota, 1, Commit::Peek)[0];
+    assert!(!peek.allowed, "the peek sees the quota used up");
+    assert_eq!(peek, store.charge(&quota, 1, Commit::Charge)[0]);
+}
+
+#[test]
+fn buckets_differ_by_every_part_of_their_name() {
+    let store = LocalStore::default();
+    let rate = Limit::Rate { interval_us: 1_000_000_000, burst: 1 };
+    let base = charge("x", Component::Rate, rate.clone());
+    let mut others = vec![
+        charge("y", Component::Rate, rate.clone()),
+        charge("x", Component::Quota { period: Period::Day, id: 1 }, Limit::Quota { limit: 1, end_us: 10 }),
+        Charge { rule: "b", ..base.clone() },
+        Charge { by: "tenant", ..base.clone() },
+        // The parts cannot run into each other.
+        Charge { rule: "a|principal", by: "", ..base.clone() },
+        Charge { value: Cow::Borrowed(""), by: "principalx", ..base.clone() },
+    ];
+    assert!(store.charge(std::slice::from_ref(&base), 1, Commit::Charge)[0].allowed);
+    assert!(!store.charge(std::slice::from_ref(&base), 1, Commit::Charge)[0].allowed, "the rate of 1 is used");
+    for other in others.drain(..) {
+        assert!(store.charge(std::slice::from_ref(&other), 1, Commit::Charge)[0].allowed, "{other:?}");
+    }
+}
+
+#[test]
+fn many_charges_of_one_decision_over_many_shards_are_all_or_none() {
+    let store = LocalStore::default();
+    let values: Vec<String> = (0..64).map(|i| format!("caller-{i}")).collect();
+    let mut charges: Vec<Charge<'_>> =
+        values.iter().map(|v| charge(v, Component::Rate, Limit::Rate { interval_us: 1_000_000, burst: 1 })).collect();
+    assert!(store.charge(&charges, 1, Commit::Charge).iter().all(|r| r.allowed));
+    assert_eq!(store.len(), 64);
+    charges.push(charge("fresh", Component::Rate, Limit::Rate { interval_us: 1_000_000, burst: 1 }));
+    let again = store.charge(&charges, 2, Commit::Charge);
+    assert!(again[64].allowed && !again[0].allowed);
+    assert_eq!(store.len(), 64, "the refused decision wrote nothing, not even its new bucket");
+}
+
+#[tokio::test]
+async fn a_peek_says_what_the_limits_would_and_never_charges() {
+    let clock = ManualClock::at(utc(2026, 1, 1, 0, 0, 0));
+    let l = limits("rules: [{name: one, daily_quota: 1}, {name: r, rate: 1/min}]", &clock);
+    let alice = Principal::new("alice");
+    let mut peek = ctx("GET", "/x");
+    peek.peek_limits = true;
+    peek.trace = tokengate_api::Trace::on();
+    for _ in 0..5 {
+        assert!(l.check(&peek, Some(&alice)).await.is_ok(), "a peek never uses the quota up");
+    }
+    assert!(peek.trace.checks().iter().all(|c| c.detail.contains("nothing was charged")), "{:?}", peek.trace.checks());
+    assert!(l.check(&ctx("GET", "/x"), Some(&alice)).await.is_ok(), "the real caller's one request");
+    let e = l.check(&peek, Some(&alice)).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::RateLimited, "the peek sees what the next request would get");
+    assert_eq!(e.rate_limit().unwrap().policies[0].name, "one:day");
+}
+
+#[test]
+fn a_path_that_looks_canonical_is_canonical() {
+    for path in ["/", "/v1/chat/completions", "/a/", "/.well-known/x", "/A-b_c~d!$&'()*+,=:@"] {
+        assert!(plainly_canonical(path), "{path}");
+        assert_eq!(crate::path::canonical_path(path).as_deref(), Ok(path));
+    }
+    for path in ["", "v1", "//", "/a//b", "/a/.", "/a/../b", "/a./b", "/a%41", "/a;b", "/a\\b", "/é", "/a b", "/a?b"] {
+        assert!(!plainly_canonical(path), "{path}");
+    }
+}
+
+proptest::proptest! {
+    /// The fast path never takes a path `canonical_path` would change or refuse.
+    #[test]
+    fn plainly_canonical_paths_are_their_own_canonical_form(path in "[/a.A%;:@ ~+]{0,12}") {
+        if plainly_canonical(&path) {
+            let canonical = crate::path::canonical_path(&path);
+            proptest::prop_assert_eq!(canonical.as_deref(), Ok(path.as_str()));
+        }
+    }
 }
