@@ -19,22 +19,6 @@ fn config_yaml() -> &'static str {
      audit:\n  output: audit.jsonl\n"
 }
 
-/// `tokengate key …` with `args`, against the config in `dir`; its exit code and standard output.
-async fn key(dir: &Path, list: &[&str]) -> (i32, String, String) {
-    let mut a = vec!["key".to_string()];
-    a.extend(list.iter().map(|s| s.to_string()));
-    a.push("--config".into());
-    a.push(dir.join("c.yaml").display().to_string());
-    let out = run(a).await;
-    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
-}
-
-async fn key_json(dir: &Path, list: &[&str]) -> Value {
-    let (code, out, err) = key(dir, list).await;
-    assert_eq!(code, 0, "tokengate key {list:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
-}
-
 async fn status_of(c: &reqwest::Client, url: &str, key: &str) -> (u16, String) {
     let res = c.get(url).header("x-api-key", key).send().await.unwrap();
     let status = res.status().as_u16();
@@ -51,7 +35,8 @@ async fn a_key_lives_through_new_rotate_suspend_resume_revoke_against_a_running_
     let url = format!("{}/v1/models", server.base);
 
     let made =
-        key_json(dir.path(), &["new", "--owner", "team-ml", "--principal", "ci-bot", "--id", "ci-1", "--json"]).await;
+        key_command_json(dir.path(), &["new", "--owner", "team-ml", "--principal", "ci-bot", "--id", "ci-1", "--json"])
+            .await;
     let first = made["key"].as_str().unwrap().to_string();
     assert!(first.starts_with("tg_k1_") && first.len() == 3 + 3 + 49, "{first}");
     let file = std::fs::read_to_string(dir.path().join("keys.yaml")).unwrap();
@@ -71,18 +56,18 @@ async fn a_key_lives_through_new_rotate_suspend_resume_revoke_against_a_running_
     assert!(challenge.contains("checksum"), "{challenge}");
 
     // Rotation with a short grace: the new key works at once, the old one until the grace ends.
-    let rotated = key_json(dir.path(), &["rotate", "ci-1", "--grace", "3s", "--json"]).await;
+    let rotated = key_command_json(dir.path(), &["rotate", "ci-1", "--grace", "3s", "--json"]).await;
     let second = rotated["key"].as_str().unwrap().to_string();
     let second_id = rotated["id"].as_str().unwrap().to_string();
     assert_eq!(rotated["replaces"], "ci-1");
     assert!(eventually(Duration::from_secs(5), || ok(second.clone())).await, "the new key works at once");
     assert_eq!(status_of(&c, &url, &first).await.0, 200, "the old key works during the grace");
-    let listed = key_json(dir.path(), &["list", "--json"]).await;
+    let listed = key_command_json(dir.path(), &["list", "--json"]).await;
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!((rows[0]["id"].as_str(), rows[0]["rotated_to"].as_str()), (Some("ci-1"), Some(second_id.as_str())));
     assert_eq!(rows[1]["owner"], "team-ml", "the new key keeps the old one's owner");
-    let text = key(dir.path(), &["list"]).await.1 + &listed.to_string();
+    let text = key_command(dir.path(), &["list"]).await.1 + &listed.to_string();
     for secret in [&first, &second] {
         assert!(!text.contains(secret.as_str()), "list printed a key");
     }
@@ -95,20 +80,20 @@ async fn a_key_lives_through_new_rotate_suspend_resume_revoke_against_a_running_
     assert!(eventually(Duration::from_secs(8), || after_grace(first.clone())).await, "the old key ends with its grace");
     let (_, challenge) = status_of(&c, &url, &first).await;
     assert!(challenge.contains(&format!("replaced by {second_id}")), "{challenge}");
-    assert_eq!(key_json(dir.path(), &["list", "--json"]).await[0]["status"], "rotated");
+    assert_eq!(key_command_json(dir.path(), &["list", "--json"]).await[0]["status"], "rotated");
 
     // Suspend, resume, revoke: each refusal says which state refused.
-    assert_eq!(key(dir.path(), &["suspend", &second_id, "--reason", "billing overdue"]).await.0, 0);
+    assert_eq!(key_command(dir.path(), &["suspend", &second_id, "--reason", "billing overdue"]).await.0, 0);
     let refused = |key: String, words: &'static str| {
         let (c, url) = (c.clone(), url.clone());
         async move { status_of(&c, &url, &key).await.1.contains(words) }
     };
     assert!(eventually(Duration::from_secs(5), || refused(second.clone(), "key suspended: billing overdue")).await);
-    assert_eq!(key(dir.path(), &["resume", &second_id]).await.0, 0);
+    assert_eq!(key_command(dir.path(), &["resume", &second_id]).await.0, 0);
     assert!(eventually(Duration::from_secs(5), || ok(second.clone())).await);
-    assert_eq!(key(dir.path(), &["revoke", &second_id, "--reason", "leaked"]).await.0, 0);
+    assert_eq!(key_command(dir.path(), &["revoke", &second_id, "--reason", "leaked"]).await.0, 0);
     assert!(eventually(Duration::from_secs(5), || refused(second.clone(), "key revoked: leaked")).await);
-    let (code, _, err) = key(dir.path(), &["resume", &second_id]).await;
+    let (code, _, err) = key_command(dir.path(), &["resume", &second_id]).await;
     assert_eq!(code, 2, "a revoked key stays revoked: {err}");
 
     // The audit line names the key by id, accepted or refused; never the key.
@@ -130,11 +115,11 @@ async fn a_key_lives_through_new_rotate_suspend_resume_revoke_against_a_running_
 
     // Usage: counted in memory, flushed to the usage file, shown by `key list`.
     let used = || async {
-        let rows = key_json(dir.path(), &["list", "--json"]).await;
+        let rows = key_command_json(dir.path(), &["list", "--json"]).await;
         rows[0]["requests"].as_u64().unwrap_or(0) >= 2 && rows[0]["last_used_at"].is_string()
     };
     assert!(eventually(Duration::from_secs(5), used).await, "usage reached the usage file");
-    let rows = key_json(dir.path(), &["list", "--json"]).await;
+    let rows = key_command_json(dir.path(), &["list", "--json"]).await;
     assert_eq!(rows[0]["requests"], rows[0]["requests_today"]);
     server.shutdown().await;
 }
@@ -147,7 +132,7 @@ async fn a_key_of_the_old_format_keeps_working_next_to_new_ones() {
     let entry = format!("- id: legacy\n  hash: {}\n  principal: old-bot\n", tokengate_api_key::hash_key(legacy));
     write(dir.path(), "keys.yaml", &entry);
     let config = load(&write(dir.path(), "c.yaml", config_yaml()));
-    let (code, _, err) = key(dir.path(), &["new", "--id", "fresh"]).await;
+    let (code, _, err) = key_command(dir.path(), &["new", "--id", "fresh"]).await;
     assert_eq!(code, 0, "{err}");
     let server = serve_config(&config).await;
     let (status, _) = status_of(&client(), &format!("{}/v1/models", server.base), legacy).await;
@@ -160,7 +145,7 @@ async fn constraints_refuse_with_403_naming_the_constraint_through_serve() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "keys.yaml", "[]\n");
     let config = load(&write(dir.path(), "c.yaml", config_yaml()));
-    let narrow = key_json(
+    let narrow = key_command_json(
         dir.path(),
         &["new", "--id", "narrow", "--allow-method", "GET", "--allow-path", "/v1/models/*", "--json"],
     )
@@ -168,8 +153,8 @@ async fn constraints_refuse_with_403_naming_the_constraint_through_serve() {
         .as_str()
         .unwrap()
         .to_string();
-    let by_address = key_json(dir.path(), &["new", "--id", "by-ip", "--allow-cidr", "127.0.0.1", "--json"]).await
-        ["key"]
+    let by_address = key_command_json(dir.path(), &["new", "--id", "by-ip", "--allow-cidr", "127.0.0.1", "--json"])
+        .await["key"]
         .as_str()
         .unwrap()
         .to_string();

@@ -6,10 +6,9 @@
 //! within the lag; Redis killed leaves the last-known keys working; usage
 //! from both replicas adds up in `key list`.
 
-use crate::fixtures::{eventually, run, stderr, stdout, write};
+use crate::fixtures::{eventually, key_command, key_command_json, write};
 use crate::redis::RedisServer;
 use serde_json::Value;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,22 +25,6 @@ fn config_text(redis: &RedisServer, prefix: &str) -> String {
          provider_config:\n  type: api_key\n  prefix: tg_\n  keys_from: redis\n  usage_flush_interval: 100ms\n",
         redis.url()
     )
-}
-
-/// `tokengate key …` against the config in `dir`: exit code, standard output, standard error.
-async fn key(dir: &Path, list: &[&str]) -> (i32, String, String) {
-    let mut a = vec!["key".to_string()];
-    a.extend(list.iter().map(|s| s.to_string()));
-    a.push("--config".into());
-    a.push(dir.join("c.yaml").display().to_string());
-    let out = run(a).await;
-    (out.status.code().unwrap_or(-1), stdout(&out), stderr(&out))
-}
-
-async fn key_json(dir: &Path, list: &[&str]) -> Value {
-    let (code, out, err) = key(dir, list).await;
-    assert_eq!(code, 0, "tokengate key {list:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
 /// One replica, and the requests it accepted (so usage can be checked exactly).
@@ -113,7 +96,8 @@ async fn keys_made_and_suspended_on_another_machine_apply_to_every_replica_and_s
 
     // `key new` on "another machine": accepted by both replicas within the lag.
     let made =
-        key_json(dir.path(), &["new", "--id", "ci-1", "--owner", "team-ml", "--principal", "ci-bot", "--json"]).await;
+        key_command_json(dir.path(), &["new", "--id", "ci-1", "--owner", "team-ml", "--principal", "ci-bot", "--json"])
+            .await;
     let secret = made["key"].as_str().unwrap().to_string();
     assert!(made["store"].as_str().unwrap().starts_with("Redis at redis://127.0.0.1:"), "{made}");
     let took = on_all_within(&replicas, LAG, &secret, accepted).await;
@@ -130,9 +114,9 @@ async fn keys_made_and_suspended_on_another_machine_apply_to_every_replica_and_s
     }
 
     // `suspend` there: refused on both, with the reason.
-    assert_eq!(key(dir.path(), &["suspend", "ci-1", "--reason", "billing overdue"]).await.0, 0);
+    assert_eq!(key_command(dir.path(), &["suspend", "ci-1", "--reason", "billing overdue"]).await.0, 0);
     assert!(on_all_within(&replicas, LAG, &secret, suspended).await.is_some(), "suspended on every replica");
-    assert_eq!(key(dir.path(), &["resume", "ci-1"]).await.0, 0);
+    assert_eq!(key_command(dir.path(), &["resume", "ci-1"]).await.0, 0);
     assert!(on_all_within(&replicas, LAG, &secret, accepted).await.is_some(), "resumed on every replica");
 
     // Usage: both replicas' requests add up in `key list`.
@@ -146,7 +130,7 @@ async fn keys_made_and_suspended_on_another_machine_apply_to_every_replica_and_s
     let mut listed = Value::Null;
     let started = Instant::now();
     while started.elapsed() < LAG {
-        listed = key_json(dir.path(), &["list", "--json"]).await;
+        listed = key_command_json(dir.path(), &["list", "--json"]).await;
         if listed[0]["requests"] == expected {
             break;
         }
@@ -156,7 +140,7 @@ async fn keys_made_and_suspended_on_another_machine_apply_to_every_replica_and_s
     assert_eq!(listed[0]["requests"], expected, "every replica's requests, added up: {listed}");
     assert_eq!(listed[0]["requests_today"], expected, "{listed}");
     assert!(listed[0]["last_used_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{listed}");
-    let text = key(dir.path(), &["list"]).await.1 + &listed.to_string();
+    let text = key_command(dir.path(), &["list"]).await.1 + &listed.to_string();
     assert!(!text.contains(&secret) && !text.contains("sha256:"), "list printed a key or a hash: {text}");
 
     // Redis killed: the last-known keys still decide, on both replicas.
@@ -172,7 +156,7 @@ async fn keys_made_and_suspended_on_another_machine_apply_to_every_replica_and_s
     assert_eq!(refused.0, ErrorKind::Unavailable, "{refused:?}");
     assert!(newcomer.pipeline.ready().await.is_err(), "not ready before the keys are loaded");
     // The command line says Redis is away (exit 3), and changes nothing.
-    let (code, _, err) = key(dir.path(), &["suspend", "ci-1", "--reason", "x"]).await;
+    let (code, _, err) = key_command(dir.path(), &["suspend", "ci-1", "--reason", "x"]).await;
     assert_eq!(code, 3, "{err}");
 
     // Redis back (empty: no persistence here): the replicas keep the keys they knew.
@@ -191,25 +175,26 @@ async fn rotate_and_revoke_through_redis_reach_every_replica() {
     let config = Config::load(&path).unwrap();
     let replicas = [Replica::new(&config), Replica::new(&config)];
 
-    let first = key_json(dir.path(), &["new", "--id", "svc-1", "--json"]).await["key"].as_str().unwrap().to_string();
+    let first =
+        key_command_json(dir.path(), &["new", "--id", "svc-1", "--json"]).await["key"].as_str().unwrap().to_string();
     assert!(on_all_within(&replicas, LAG, &first, accepted).await.is_some());
-    let rotated = key_json(dir.path(), &["rotate", "svc-1", "--grace", "1h", "--json"]).await;
+    let rotated = key_command_json(dir.path(), &["rotate", "svc-1", "--grace", "1h", "--json"]).await;
     let second = rotated["key"].as_str().unwrap().to_string();
     assert!(on_all_within(&replicas, LAG, &second, accepted).await.is_some(), "the new key works at once");
     for replica in &replicas {
         assert!(replica.try_key(&first).await.is_ok(), "the old key works during the grace");
     }
-    let listed = key_json(dir.path(), &["list", "--json"]).await;
+    let listed = key_command_json(dir.path(), &["list", "--json"]).await;
     let rows = listed.as_array().unwrap();
     assert_eq!(rows.len(), 2, "{listed}");
     assert!(rows.iter().any(|r| r["id"] == "svc-1" && r["rotated_to"] == rotated["id"]), "{listed}");
 
     // Ids stay unique across the shared list.
-    let (code, _, err) = key(dir.path(), &["new", "--id", "svc-1"]).await;
+    let (code, _, err) = key_command(dir.path(), &["new", "--id", "svc-1"]).await;
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("svc-1"), "{err}");
 
-    assert_eq!(key(dir.path(), &["revoke", "svc-1", "--reason", "leaked"]).await.0, 0);
+    assert_eq!(key_command(dir.path(), &["revoke", "svc-1", "--reason", "leaked"]).await.0, 0);
     fn revoked(r: &Result<String, (ErrorKind, String)>) -> bool {
         matches!(r, Err((_, m)) if m.contains("key revoked: leaked"))
     }
