@@ -394,41 +394,11 @@ async fn minting_needs_every_host_the_request_names_to_be_loopback() {
     }
 }
 
-/// `tokengate serve --config` under `prlimit --nofile=<limits>`: its address,
-/// and a function that stops it and gives what it logged.
-fn serve_under_prlimit(prlimit: &std::path::Path, limits: &str, config: &str) -> (String, impl FnOnce() -> String) {
-    let mut child = Command::new(prlimit)
-        .arg(format!("--nofile={limits}"))
-        .arg(env!("CARGO_BIN_EXE_tokengate"))
-        .args(["serve", "--config", config])
-        .env("TOKENGATE_LOG", "info")
-        .env_remove("TOKENGATE_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn prlimit tokengate");
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut stderr = child.stderr.take().unwrap();
-    let errors = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let mut guard = Guard(child);
-    let base = stdout.lines().map_while(Result::ok).find_map(|l| {
-        l.strip_prefix("tokengate listening on").map(|b| b.trim().trim_start_matches("http://").to_string())
-    });
-    let Some(base) = base else {
-        drop(guard);
-        panic!("no address line; stderr: {}", errors.join().unwrap_or_default());
-    };
-    let stop = move || {
-        let _ = guard.0.kill();
-        let _ = guard.0.wait();
-        errors.join().unwrap_or_default()
-    };
-    (base, stop)
+/// `tokengate serve --config` under `prlimit --nofile=<limits>`.
+fn serve_under_prlimit(prlimit: &std::path::Path, limits: &str, config: &std::path::Path) -> ServeProcess {
+    let mut launcher = Command::new(prlimit);
+    launcher.arg(format!("--nofile={limits}"));
+    ServeProcess::start_through(launcher, config)
 }
 
 /// #20: the default max_connections (4096) is above the usual soft limit of
@@ -446,17 +416,16 @@ async fn serve_fits_max_connections_to_the_open_file_limit() {
     let config = serde_json::json!({"provider_config": idp.provider_config(), "listen": "127.0.0.1:0"});
     let path = dir.path().join("tokengate.yaml");
     std::fs::write(&path, config.to_string()).unwrap();
-    let path = path.to_str().unwrap().to_string();
     let token = idp.token("fran");
 
     let (prlimit_for_cap, path_for_cap) = (prlimit.clone(), path.clone());
-    let (base, stop) =
+    let mut serve =
         tokio::task::spawn_blocking(move || serve_under_prlimit(&prlimit_for_cap, "256:256", &path_for_cap))
             .await
             .unwrap();
     // Hold every connection the cap allows, then more than the descriptors left would hold.
     let held = tokio::task::spawn_blocking({
-        let base = base.clone();
+        let base = serve.addr().to_string();
         move || {
             let mut held = Vec::new();
             for _ in 0..192 {
@@ -482,9 +451,9 @@ async fn serve_fits_max_connections_to_the_open_file_limit() {
     assert_eq!(held.1, 70, "every connection past the cap is closed at once");
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
-    let res = client().get(format!("http://{base}/x")).bearer_auth(&token).send().await.unwrap();
+    let res = client().get(format!("{}/x", serve.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), 200, "the key fetch and the decision still had descriptors");
-    let log = tokio::task::spawn_blocking(stop).await.unwrap();
+    let log = tokio::task::spawn_blocking(move || serve.stop()).await.unwrap();
     let warn = log.lines().find(|l| l.contains("max_connections lowered")).unwrap_or_else(|| panic!("{log}"));
     assert!(warn.contains("WARN"), "{warn}");
     for field in ["from=256", "soft=256", "hard=256", "wanted=4096", "max_connections=192"] {
@@ -493,11 +462,11 @@ async fn serve_fits_max_connections_to_the_open_file_limit() {
     assert!(log.contains("connection limit reached"), "the cap, not the descriptors, refused: {log}");
     assert!(!log.contains("Too many open files"), "{log}");
 
-    let (base, stop) =
+    let mut serve =
         tokio::task::spawn_blocking(move || serve_under_prlimit(&prlimit, "256:8192", &path)).await.unwrap();
-    let res = client().get(format!("http://{base}/x")).bearer_auth(&token).send().await.unwrap();
+    let res = client().get(format!("{}/x", serve.base)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(res.status(), 200);
-    let log = tokio::task::spawn_blocking(stop).await.unwrap();
+    let log = tokio::task::spawn_blocking(move || serve.stop()).await.unwrap();
     let warn = log.lines().find(|l| l.contains("raised the soft open-file limit")).unwrap_or_else(|| panic!("{log}"));
     for field in ["WARN", "from=256", "to=4352", "max_connections=4096"] {
         assert!(warn.contains(field), "{field} in {warn}");

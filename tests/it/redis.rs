@@ -8,7 +8,7 @@
 //! developer's machine without it they say SKIPPED on standard error and
 //! return; under `CI=true` they fail (`.ci/run` installs it).
 
-use crate::fixtures::{args, now, require_service, run, run_blocking, test_pki, Idp};
+use crate::fixtures::{args, now, require_service, run, run_blocking, test_pki, Idp, ServeProcess};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -16,7 +16,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -837,69 +837,11 @@ async fn revocations_in_redis_are_enforced_while_redis_is_down() {
 
 // ------------------------------------------------------------ issue #21
 
-/// A `tokengate serve` process; killed on drop. Its standard error is kept.
-struct Serve {
-    child: Child,
-    base: String,
-    stderr: Option<std::thread::JoinHandle<String>>,
-}
-
-impl Serve {
-    /// Starts `tokengate serve --config config` and waits for its address.
-    fn start(config: &Path) -> Serve {
-        use std::io::{BufRead, BufReader, Read};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tokengate"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("TOKENGATE_LOG", "info")
-            .env_remove("TOKENGATE_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tokengate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut stderr = child.stderr.take().expect("stderr");
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(base) = line.strip_prefix("tokengate listening on") {
-                    let _ = tx.send(base.trim().to_string());
-                }
-            }
-        });
-        let mut serve = Serve { child, base: String::new(), stderr: Some(stderr) };
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(base) => serve.base = base,
-            Err(_) => panic!("tokengate serve did not say where it listens within 60s: {}", serve.stop()),
-        }
-        serve
-    }
-
-    /// Kills it; its standard error.
-    fn stop(&mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default()
-    }
-
-    async fn mirror_age(&self, client: &reqwest::Client) -> Option<f64> {
-        let text = client.get(format!("{}/metrics", self.base)).send().await.ok()?.text().await.ok()?;
-        let line = text.lines().find(|l| l.starts_with("tokengate_revocation_mirror_age_seconds "))?;
-        line.rsplit(' ').next()?.parse().ok()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The age `serve` reports for its copy of the revocation list (`/metrics`).
+async fn mirror_age(serve: &ServeProcess, client: &reqwest::Client) -> Option<f64> {
+    let text = client.get(format!("{}/metrics", serve.base)).send().await.ok()?.text().await.ok()?;
+    let line = text.lines().find(|l| l.starts_with("tokengate_revocation_mirror_age_seconds "))?;
+    line.rsplit(' ').next()?.parse().ok()
 }
 
 /// What the load saw, per replica and token.
@@ -918,7 +860,7 @@ async fn status(client: &reqwest::Client, base: &str, token: &str) -> Result<u16
 }
 
 /// Waits until `token` gets 401 from `replica`; how long that took.
-async fn refused_by(client: &reqwest::Client, replica: &Serve, token: &str, within: Duration) -> Duration {
+async fn refused_by(client: &reqwest::Client, replica: &ServeProcess, token: &str, within: Duration) -> Duration {
     let started = Instant::now();
     loop {
         if status(client, &replica.base, token).await == Ok(401) {
@@ -950,7 +892,7 @@ async fn two_replicas_ride_out_a_redis_restart_under_load() {
     std::fs::write(&file, doc.to_string()).unwrap();
     let replicas = {
         let file = file.clone();
-        tokio::task::spawn_blocking(move || [Serve::start(&file), Serve::start(&file)]).await.unwrap()
+        tokio::task::spawn_blocking(move || [ServeProcess::start(&file), ServeProcess::start(&file)]).await.unwrap()
     };
     let replicas = Arc::new(replicas);
     let client = reqwest::Client::new();
@@ -1005,7 +947,7 @@ async fn two_replicas_ride_out_a_redis_restart_under_load() {
     // Both replicas read the (empty) Redis again: their copies are young again.
     let deadline = Instant::now() + Duration::from_secs(15);
     for replica in replicas.iter() {
-        while replica.mirror_age(&client).await.is_none_or(|age| age > 1.0) {
+        while mirror_age(replica, &client).await.is_none_or(|age| age > 1.0) {
             assert!(Instant::now() < deadline, "{} did not read Redis again within 15s", replica.base);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
