@@ -3,7 +3,6 @@
 //! fixed. Each names the class it stands for.
 
 use crate::fixtures::*;
-use serde_json::json;
 
 const API_KEY: &str = "tg_example-key-do-not-use-in-production";
 const API_KEY_ENTRY: &str = r#"{"type": "api_key", "keys": [{"hash": "sha256:552ffdc863eb87c78a8bd6044103539d5991b8230376082d375280600542a1d2", "principal": "demo"}]}"#;
@@ -84,25 +83,9 @@ fn a_json_config_with_a_c1_character_still_refuses_duplicate_keys() {
 /// contractor escapes `forbid: {attribute: teams, any_of: [contractors]}`.
 #[tokio::test]
 async fn github_saml_partial_results_leave_teams_unknown() {
-    use wiremock::matchers::{method, path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
     const CLASSIC: &str = "ghp_notssoauthorised0000000000000000000000";
-    let github = MockServer::start().await;
-    Mock::given(method("GET"))
-        .and(path("/user"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"login": "carol", "id": 7})))
-        .mount(&github)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/user/orgs"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("x-oauth-scopes", "repo, read:org")
-                .insert_header("x-github-sso", "partial-results; organizations=21955855")
-                .set_body_json(json!([{"login": "staff"}])),
-        )
-        .mount(&github)
-        .await;
+    let github = wiremock::MockServer::start().await;
+    mount_github_carol_in_staff(&github, &[("x-github-sso", "partial-results; organizations=21955855")]).await;
     let yaml = format!(
         "provider_config:\n  type: github_token\n  github_api_base_url: {}\nroute_policy:\n  default: permit\n  rules:\n    - path: /v1/*\n      forbid: {{attribute: teams, any_of: [contractors]}}\n",
         github.uri()

@@ -271,11 +271,6 @@ async fn github_without_read_org_cannot_escape_a_forbid_on_teams() {
     const FINE_GRAINED: &str = "github_pat_11AAAAAAA0granted_only_staff000000000000000000000000000000000000000000000";
     let github = MockServer::start().await;
     Mock::given(method("GET"))
-        .and(path("/user"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"login": "carol", "id": 7})))
-        .mount(&github)
-        .await;
-    Mock::given(method("GET"))
         .and(path("/user/orgs"))
         .and(has_header("authorization", format!("Bearer {NO_READ_ORG}").as_str()))
         .respond_with(
@@ -290,15 +285,8 @@ async fn github_without_read_org_cannot_escape_a_forbid_on_teams() {
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([{"login": "staff"}])))
         .mount(&github)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/user/orgs"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .insert_header("x-oauth-scopes", "repo, read:org")
-                .set_body_json(json!([{"login": "staff"}])),
-        )
-        .mount(&github)
-        .await;
+    // WITH_READ_ORG, and every other token, after the two above.
+    mount_github_carol_in_staff(&github, &[]).await;
     let yaml = format!(
         "realm: test\nprovider_config:\n  type: github_token\n  github_api_base_url: {}\nroute_policy:\n  default: permit\n  rules:\n    - path: /v1/*\n      forbid: {{attribute: teams, all_of: [contractors]}}\n",
         github.uri()
