@@ -53,6 +53,8 @@
 #   CARGO_TARGET_DIR           where cargo builds [target/]
 #   LOADTEST_TOKENGATE_BIN     a tokengate binary to measure instead of the one built here
 #                              (an A/B of two commits: build the other one elsewhere)
+#   LOADTEST_CONFIG_APPEND     a file of top-level config sections appended to tokengate's config
+#                              (e.g. `redis:` and `limits:`, issue #22's Redis-backed limit target)
 #   KEEP_LOADTEST_ROOT=1       keep the scratch directory (tokens, logs, wrk output)
 # Needs wrk (apt-get install wrk; installed automatically when root) and curl.
 set -euo pipefail
@@ -143,6 +145,11 @@ start() {
   STARTED_URL="http://$addr"
 }
 
+if [ -n "${LOADTEST_CONFIG_APPEND:-}" ]; then
+  # Top-level sections for tokengate's config (a `redis:` and a `limits:` rule, say), to measure what they cost.
+  say "appending $LOADTEST_CONFIG_APPEND to the config"
+  cat "$LOADTEST_CONFIG_APPEND" >>"$ROOT/config.yaml"
+fi
 start "tokengate serve" "$ROOT/serve.out" "$ROOT/serve.log" "$BIN" serve --config "$ROOT/config.yaml" --listen 127.0.0.1:0
 SERVER=$STARTED_PID
 URL=$STARTED_URL
