@@ -99,19 +99,25 @@ pub fn identify(token: &str) -> Identity {
         return Identity { digest: token_hash(token), reencoded: false, high_s: false };
     };
     let digest = if jws.reencoded || jws.high_s {
-        let mut hasher = Sha256::new();
-        hasher.update(jws.input.as_bytes());
-        hasher.update(b".");
-        let mut out = [0u8; SIGNATURE_STACK_BYTES * 4 / 3 + 4];
-        match URL_SAFE_NO_PAD.encode_slice(jws.signature.as_slice(), &mut out) {
-            Ok(n) => hasher.update(&out[..n]),
-            Err(_) => hasher.update(URL_SAFE_NO_PAD.encode(jws.signature.as_slice()).as_bytes()),
-        }
-        hasher.finalize().into()
+        canonical_digest(jws.input, jws.signature.as_slice())
     } else {
         token_hash(token)
     };
     Identity { digest, reencoded: jws.reencoded, high_s: jws.high_s }
+}
+
+/// SHA-256 of `input.{signature as unpadded base64url}`: the digest of the
+/// canonical form, without writing that form out.
+fn canonical_digest(input: &str, signature: &[u8]) -> TokenHash {
+    let mut hasher = Sha256::new();
+    hasher.update(input.as_bytes());
+    hasher.update(b".");
+    let mut out = [0u8; SIGNATURE_STACK_BYTES * 4 / 3 + 4];
+    match URL_SAFE_NO_PAD.encode_slice(signature, &mut out) {
+        Ok(n) => hasher.update(&out[..n]),
+        Err(_) => hasher.update(URL_SAFE_NO_PAD.encode(signature).as_bytes()),
+    }
+    hasher.finalize().into()
 }
 
 /// The canonical form of `token` (see the module docs); borrowed when the
@@ -134,16 +140,9 @@ pub fn canonical_token(token: &str) -> Cow<'_, str> {
 /// operator hashed the token as the issuer sent it, in whichever S form.
 pub fn spelling_digests(token: &str) -> Vec<TokenHash> {
     let Some(mut jws) = Jws::read(token) else { return vec![token_hash(token)] };
-    let canonical = |signature: &[u8]| {
-        let mut hasher = Sha256::new();
-        hasher.update(jws.input.as_bytes());
-        hasher.update(b".");
-        hasher.update(URL_SAFE_NO_PAD.encode(signature).as_bytes());
-        TokenHash::from(hasher.finalize())
-    };
-    let mut digests = vec![canonical(jws.signature.as_slice())];
+    let mut digests = vec![canonical_digest(jws.input, jws.signature.as_slice())];
     if jws.ecdsa && crate::ecdsa::flip_in_place(jws.signature.as_mut_slice()) {
-        digests.push(canonical(jws.signature.as_slice()));
+        digests.push(canonical_digest(jws.input, jws.signature.as_slice()));
     }
     let raw = token_hash(token);
     if !digests.contains(&raw) {
