@@ -1,10 +1,11 @@
 //! Characters that make one text read as another.
 
 /// Characters a reader shows as nothing, as a line break, or that reorder
-/// what follows: the line and paragraph separators, Unicode format characters (soft hyphen, zero-width space and joiners,
-/// word joiner, byte-order mark, invisible operators, interlinear
-/// annotation, tag characters) and the bidirectional controls (marks,
-/// embeddings, overrides, isolates). `admin\u{200b}` shows as `admin`, and
+/// what follows: the line and paragraph separators, these Unicode format
+/// characters (soft hyphen, zero-width space and joiners, word joiner,
+/// byte-order mark, invisible operators, interlinear annotation, tag
+/// characters) and the bidirectional controls (marks, embeddings,
+/// overrides, isolates). `admin\u{200b}` shows as `admin`, and
 /// `\u{202e}nimda` as `admin`, to whoever reads a log or a header next.
 pub fn is_invisible_or_bidi(c: char) -> bool {
     matches!(
