@@ -3,13 +3,15 @@
 //!
 //! A run.yaml is OGX's file. Its top level is OGX's (tokengate reads none of
 //! it), and so is its `server` section, except `server.auth`, tokengate's
-//! `server.tenancy` and OGX's `server.quota` (enforced as `limits` rules). What tokengate leaves unread there is an allow-list:
+//! `server.tenancy` and OGX's `server.quota` (enforced as `limits` rules).
+//! What tokengate leaves unread there is an allow-list:
 //! [`OGX_SERVER_SETTINGS`] in `server`, and at the top OGX's sections
 //! ([`OGX_TOP_LEVEL_NAMES`]) and any other key that is not, nor nearly
-//! spells, a key tokengate reads. Everything under `server.auth` and `server.tenancy` is
-//! read as strictly as tokengate's own format: every key OGX has ever defined
-//! there is one tokengate reads, so a key neither knows is a newer OGX field or
-//! a typo, and either may be a restriction that ignoring it would drop.
+//! spells, a key tokengate reads. Everything under `server.auth` and
+//! `server.tenancy` is read as strictly as tokengate's own format: every key
+//! OGX has ever defined there is one tokengate reads, so a key neither knows
+//! is a newer OGX field or a typo, and either may be a restriction that
+//! ignoring it would drop.
 //!
 //! A key tokengate reads, found where it does not read it (`audience` under
 //! `introspection`, `route_policy` beside `server.auth`), is refused with an

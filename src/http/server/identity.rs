@@ -11,9 +11,9 @@ use tokengate_api::{AuthError, Principal};
 
 /// An open path without a (valid) token: the identity headers are still sent,
 /// empty, so a proxy that only overrides what tokengate returns (Envoy)
-/// replaces a client's own `X-Auth-Principal` (and `X-Auth-Unknown-Attributes`) too. An empty principal is
-/// never an authenticated one (those are refused).
-/// The tenant is tenancy `single`'s, else empty.
+/// replaces a client's own copies of them too. An empty principal is never
+/// an authenticated one (those are refused). The tenant is tenancy
+/// `single`'s, else empty.
 pub(super) fn anonymous(tenant: Option<&str>) -> Response {
     let mut out = RenderBuffer(BytesMut::new());
     let Some(tenant) = out.value(|b| percent_encode_into(b, tenant.unwrap_or_default())) else {
