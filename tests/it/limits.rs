@@ -273,3 +273,124 @@ async fn dry_run_refuses_nothing_and_a_dead_redis_means_local_limits_never_a_503
         assert_eq!((admitted, limited), (5, 15));
     }
 }
+
+// ------------------------------------------------- check and explain only peek
+
+fn check_args(config: &std::path::Path, key: &str) -> Vec<String> {
+    ["check", "--config", &config.display().to_string(), "--token", key, "--path", "/v1/chat/completions"]
+        .map(String::from)
+        .to_vec()
+}
+
+fn stdout_json(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {text}"))
+}
+
+async fn explain_once(config: &Config, key: &str) -> tokengate::explain::Explanation {
+    let ctx = RequestContext::new("GET", "/v1/chat/completions");
+    tokengate::explain::explain(config, &Registry::with_builtins(), key, &ctx).await.unwrap()
+}
+
+#[tokio::test]
+async fn asking_with_peek_limits_never_spends_the_caller_s_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = config(dir.path(), "  rules: [{name: one, by: principal, daily_quota: 1}]\n")
+        .build(&Registry::with_builtins())
+        .unwrap();
+    let mut peek = RequestContext::new("GET", "/v1/chat/completions");
+    peek.peek_limits = true;
+    for _ in 0..5 {
+        assert!(pipeline.validate(ALICE, &peek).await.is_ok(), "a peek never uses the quota of 1 up");
+    }
+    let real = RequestContext::new("GET", "/v1/chat/completions");
+    assert!(pipeline.validate(ALICE, &real).await.is_ok(), "the real caller still has their one request");
+    let e = pipeline.validate(ALICE, &real).await.unwrap_err();
+    assert_eq!(e.kind().http_status(), 429);
+    let e = pipeline.validate(ALICE, &peek).await.unwrap_err();
+    assert_eq!(e.kind().http_status(), 429, "a peek reports what the limits say");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_and_explain_against_redis_report_the_limits_and_charge_nothing() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let config = redis_config(dir.path(), &redis, "  rules: [{name: two, by: principal, daily_quota: 2}]\n");
+    let path = dir.path().join("tokengate.yaml");
+    for _ in 0..4 {
+        let out = crate::fixtures::run(check_args(&path, ALICE)).await;
+        assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stdout_json(&out)["principal"], "alice");
+        let explained = explain_once(&config, ALICE).await;
+        assert!(explained.error.is_none(), "{explained:?}");
+        let limits = explained.checks.iter().find(|c| c.check == "limits").expect("the limits were asked");
+        assert!(limits.detail.contains("nothing was charged"), "{limits:?}");
+    }
+    assert!(redis.keys("limits-test:limit:*").await.is_empty(), "no count was written");
+    let replica = Arc::new(config.build(&Registry::with_builtins()).unwrap());
+    let ctx = RequestContext::new("GET", "/v1/chat/completions");
+    assert!(replica.validate(ALICE, &ctx).await.is_ok());
+    let out = crate::fixtures::run(check_args(&path, ALICE)).await;
+    assert_eq!(out.status.code(), Some(0), "one of two left: check says so");
+    assert!(replica.validate(ALICE, &ctx).await.is_ok(), "the check in between took nothing");
+    let out = crate::fixtures::run(check_args(&path, ALICE)).await;
+    assert_ne!(out.status.code(), Some(0), "the quota is used up, and check says so");
+    assert_eq!(stdout_json(&out)["error"]["code"], "rate_limited");
+    assert_eq!(explain_once(&config, ALICE).await.error.expect("refused").code, "rate_limited");
+    assert_eq!(replica.validate(ALICE, &ctx).await.unwrap_err().kind().http_status(), 429);
+    assert_eq!(redis.keys("limits-test:limit:two:*").await.len(), 1);
+}
+
+// ------------------------------------------------------------------ open paths
+
+#[tokio::test]
+async fn open_paths_count_anonymous_callers_by_address_and_principals_by_their_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "provider_config:\n{}forward_auth: {{proxy: nginx}}\nlimits:\n  rules:\n    \
+         - {{name: anon, by: client_ip, callers: anonymous, daily_quota: 2}}\n    \
+         - {{name: per-principal, by: principal, daily_quota: 1}}\n",
+        keys_yaml("  ")
+    );
+    let pipeline = load(&write(dir.path(), "tokengate.yaml", &text)).build(&Registry::with_builtins()).unwrap();
+    let from = |ip: &str| {
+        let mut ctx = RequestContext::new("POST", "/v1/expensive");
+        ctx.client_ip = Some(ip.parse().unwrap());
+        ctx
+    };
+    let one = from("203.0.113.1");
+    assert_eq!(pipeline.admit_open(None, &one).await.unwrap(), None);
+    assert_eq!(pipeline.admit_open(Some("tg_nobody"), &one).await.unwrap(), None, "a refused token: anonymous");
+    let e = pipeline.admit_open(None, &one).await.unwrap_err();
+    assert_eq!(e.kind().http_status(), 429, "an open route is no way around a limit");
+    assert_eq!(e.rate_limit().unwrap().policies[0].name, "anon:day");
+    assert!(pipeline.admit_open(None, &from("203.0.113.2")).await.is_ok(), "another address");
+    let alice = pipeline.admit_open(Some(ALICE), &one).await.unwrap().expect("alice");
+    assert_eq!(alice.principal, "alice", "counted as herself, not by the address");
+    let e = pipeline.admit_open(Some(ALICE_TWO), &from("203.0.113.3")).await.unwrap_err();
+    assert_eq!(e.rate_limit().unwrap().policies[0].name, "per-principal:day", "her rules, on an open path too");
+    let mut unknown = RequestContext::new("POST", "/v1/expensive");
+    unknown.client_ip = None;
+    assert_eq!(pipeline.admit_open(None, &unknown).await.unwrap_err().kind().http_status(), 500, "never nobody's");
+}
+
+/// Through the front door: needs `Gate::admit_context` to ask
+/// [`Pipeline::admit_open`] on open paths (src/http is being reshaped; see issue #22).
+#[tokio::test]
+#[ignore = "waits for src/http's open-path branch to call Pipeline::admit_open"]
+async fn an_open_route_is_limited_through_the_layer_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "provider_config:\n{}forward_auth: {{proxy: nginx}}\nopen_paths: [/v1/expensive]\nlimits:\n  rules:\n    \
+         - {{name: anon, by: client_ip, callers: anonymous, daily_quota: 2}}\n",
+        keys_yaml("  ")
+    );
+    let base = serve_layer(&load(&write(dir.path(), "tokengate.yaml", &text))).await;
+    let url = format!("{base}/v1/expensive");
+    for i in 0..2 {
+        assert_ne!(client().post(&url).send().await.unwrap().status(), 429, "request {i}");
+    }
+    let res = client().post(&url).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(header(&res, "ratelimit-policy").unwrap().starts_with("\"anon:day\";q=2"));
+}
