@@ -178,7 +178,7 @@ fn is_confusable(c: char) -> bool {
         || c.to_lowercase().any(|l| l.is_ascii())
         || c.to_uppercase().any(|u| u.is_ascii())
         || LOOKALIKES.contains(&c)
-        || is_default_ignorable(c)
+        || tokengate_api::is_invisible_or_bidi(c)
 }
 
 /// Dots, slashes and backslashes NFKC keeps as they are: dot leaders, slash
@@ -188,16 +188,6 @@ const LOOKALIKES: &[char] = &[
     '\u{2024}', '\u{2025}', '\u{2026}', '\u{2215}', '\u{2216}', '\u{2044}', '\u{29F5}', '\u{29F8}', '\u{29F9}',
     '\u{3002}', '\u{FF61}', '\u{00A5}', '\u{20A9}',
 ];
-
-/// Unicode's Default_Ignorable_Code_Point: rendered as nothing.
-fn is_default_ignorable(c: char) -> bool {
-    matches!(c,
-        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
-        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
-        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
-        | '\u{FFF0}'..='\u{FFF8}' | '\u{1BCA0}'..='\u{1BCA3}' | '\u{1D173}'..='\u{1D17A}'
-        | '\u{E0000}'..='\u{E0FFF}')
-}
 
 fn hex_value(b: u8) -> Option<u8> {
     (b as char).to_digit(16).map(|d| d as u8)

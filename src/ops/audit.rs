@@ -405,10 +405,9 @@ struct EscapingControls<'a, W: std::fmt::Write>(&'a mut W);
 
 impl<W: std::fmt::Write> std::fmt::Write for EscapingControls<'_, W> {
     fn write_str(&mut self, text: &str) -> std::fmt::Result {
-        // The bytes those characters start with in UTF-8: C0 and DEL are
-        // themselves, C1 and U+00AD start 0xC2, U+061C 0xD8, U+180E 0xE1, most
-        // of the rest 0xE2, U+FEFF and U+FFF9.. 0xEF, tag characters 0xF3.
-        if !text.bytes().any(|b| b < 0x20 || matches!(b, 0x7f | 0xc2 | 0xd8 | 0xe1 | 0xe2 | 0xef | 0xf3)) {
+        // Printable ASCII, what nearly every value is, needs no look at its characters
+        // (a table of the lead bytes of the rest would have to follow the predicate).
+        if text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return self.0.write_str(text);
         }
         let mut start = 0;

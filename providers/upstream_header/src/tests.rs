@@ -280,6 +280,11 @@ async fn unicode_spaces_and_controls_in_identity_values_are_refused() {
         ("x-forwarded-user", "\u{202e}nimda"),
         ("x-forwarded-groups", "staff\u{2060}"),
         ("x-forwarded-groups", "staff\u{2028}contractors"),
+        // Default-ignorable and format characters beyond the usual zero-widths: Hangul filler,
+        // combining grapheme joiner, an Arabic number sign.
+        ("x-forwarded-user", "admin\u{3164}"),
+        ("x-forwarded-user", "ad\u{34f}min"),
+        ("x-forwarded-user", "\u{600}admin"),
     ];
     for (header, value) in cases {
         let mut ctx = request(Some("10.0.0.1:1"), &[(header, value)]);
