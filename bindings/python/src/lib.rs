@@ -2,20 +2,27 @@
 //! (issue #23). The Python package around it (`python/tokengate/`) adds the
 //! error classes, the type stubs and the framework adapters.
 //!
-//! Every decision runs on tokengate's own tokio runtime (the one
-//! `pyo3-async-runtimes` is given): `Gate.authenticate` hands the asyncio loop
-//! an awaitable that completes when the runtime has decided, so a key fetch
-//! or an introspection call never holds the loop; `Gate.authenticate_sync`
+//! Every decision runs in tokengate's own tokio runtime (the one
+//! `pyo3-async-runtimes` is given): `Gate.authenticate` decides on the calling
+//! thread when it can without waiting (a key set in hand, a cached token) and
+//! hands the asyncio loop a Future already done; a decision that waits (a key
+//! fetch, an introspection call) goes on on the runtime's threads, and its
+//! Future completes when they have decided, so the loop is never held;
+//! `Gate.authenticate_sync`
 //! blocks its own thread on the runtime with the GIL released, so the other
 //! threads of a WSGI server keep running Python meanwhile.
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyFrozenSet, PyList, PyString, PyTuple};
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use tokengate::http::admission::RequestParts;
 use tokengate::http::credential::canonical_route;
 use tokengate::http::gate::Gate as CoreGate;
@@ -26,7 +33,24 @@ use tokengate::{AuthError, Config, ConfigError, Format, Principal as CorePrincip
 /// imports tokengate and then forks (a pre-fork server) starts its threads in
 /// the child.
 fn runtime() -> &'static tokio::runtime::Runtime {
+    RUNTIME_PROCESS.get_or_init(std::process::id);
     pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// The process the runtime was made in. A fork copies the runtime but not its threads: in
+/// the child, a spawned task would never run and a lock a runtime thread held at the fork
+/// would never be released, so the child is refused rather than left to hang.
+static RUNTIME_PROCESS: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+fn refuse_after_fork() -> PyResult<()> {
+    match RUNTIME_PROCESS.get() {
+        Some(&made_in) if made_in != std::process::id() => Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+            "tokengate's runtime was started in process {made_in}, before this process forked from it, \
+             and its threads did not survive the fork: build every Gate in the worker process \
+             (e.g. gunicorn's post_fork hook or the app's startup), never before forking (--preload)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn runtime_builder() -> tokio::runtime::Builder {
@@ -223,12 +247,27 @@ impl PyGate {
         query: Option<&str>,
         client_ip: Option<&str>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        refuse_after_fork()?;
         let request = self.request(headers, method, path, query, client_ip)?;
         let gate = self.gate.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
-            let outcome = decide(&gate, request).await;
-            Python::attach(|py| into_python(py, outcome))
-        })
+        let mut deciding: PendingDecision = Box::pin(async move { decide(&gate, request).await });
+        // One poll here first: with the key set in hand or the token in the verified-token
+        // cache (the usual request), the decision is made on this thread and the loop gets a
+        // Future already done, sparing it the ~80 µs hand-off to the runtime's threads and
+        // back. The GIL is released meanwhile, as a signature check takes tens of µs.
+        // Only a decision that waits (a key fetch, a remote call) goes to the runtime: the
+        // same future, which carries on where this poll left it.
+        let polled = py.detach(|| {
+            let _entered = runtime().enter();
+            deciding.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        });
+        match polled {
+            Poll::Ready(outcome) => done_future(py, outcome),
+            Poll::Pending => pyo3_async_runtimes::tokio::future_into_py(py, async move {
+                let outcome = deciding.await;
+                Python::attach(|py| into_python(py, outcome))
+            }),
+        }
     }
 
     /// [`authenticate`], waiting on this thread with the GIL released (for WSGI apps).
@@ -242,6 +281,7 @@ impl PyGate {
         query: Option<&str>,
         client_ip: Option<&str>,
     ) -> PyResult<Py<PyAny>> {
+        refuse_after_fork()?;
         let request = self.request(headers, method, path, query, client_ip)?;
         let gate = self.gate.clone();
         let outcome = py.detach(|| runtime().block_on(decide(&gate, request)));
@@ -268,6 +308,7 @@ impl PyGate {
 
 impl PyGate {
     fn build(py: Python<'_>, config: Config) -> PyResult<Self> {
+        refuse_after_fork()?;
         // Providers start their background work (key-set refreshes) on the runtime they are built in.
         let built = py.detach(|| {
             let _entered = runtime().enter();
@@ -328,6 +369,24 @@ async fn decide(gate: &CoreGate, request: Request) -> Result<Option<CorePrincipa
         peer,
     };
     gate.admit(&parts).await.into_result()
+}
+
+/// A decision that [`PyGate::authenticate`] polled once; `Send`, as it may finish on the runtime.
+type PendingDecision = Pin<Box<dyn Future<Output = Result<Option<CorePrincipal>, Rejection>> + Send>>;
+
+static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// An asyncio Future of the running loop holding `outcome`: the same kind of awaitable as a
+/// decision the runtime finishes, so `await`, `asyncio.gather`, `asyncio.wait_for`,
+/// `ensure_future` and `add_done_callback` treat both alike.
+fn done_future<'py>(py: Python<'py>, outcome: Result<Option<CorePrincipal>, Rejection>) -> PyResult<Bound<'py, PyAny>> {
+    let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
+    let future = event_loop.call_method0(intern!(py, "create_future"))?;
+    match into_python(py, outcome) {
+        Ok(value) => future.call_method1(intern!(py, "set_result"), (value,))?,
+        Err(error) => future.call_method1(intern!(py, "set_exception"), (error.into_value(py),))?,
+    };
+    Ok(future)
 }
 
 fn into_python(py: Python<'_>, outcome: Result<Option<CorePrincipal>, Rejection>) -> PyResult<Py<PyAny>> {

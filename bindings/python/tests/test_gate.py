@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 
@@ -174,6 +175,90 @@ def test_the_event_loop_keeps_running_while_a_key_fetch_stalls(idp: IdentityProv
 
     # 0.5 s of 10 ms ticks: a blocked loop would count none.
     assert asyncio.run(main()) >= 20
+
+
+def test_a_decision_without_waiting_is_a_future_already_done(idp: IdentityProvider) -> None:
+    gate = Gate.from_yaml(idp.config())
+    gate.authenticate_sync(bearer(idp.token()))  # the key set is in hand from here on
+
+    async def main() -> None:
+        valid = gate.authenticate(bearer(idp.token()))
+        assert isinstance(valid, asyncio.Future) and valid.done(), "decided on the calling thread"
+        assert (await valid).principal == "alice"
+        assert valid.result().principal == "alice", "a Future can be awaited and read again"
+        forged = gate.authenticate(bearer(idp.forged()))
+        assert forged.done()
+        with pytest.raises(AuthError) as refused:
+            await forged
+        assert refused.value.status == 401
+        # Done futures and pending ones, side by side, through the usual combinators.
+        together = await asyncio.gather(
+            gate.authenticate(bearer(idp.token("ES256"))),
+            gate.authenticate(bearer(idp.token("EdDSA"))),
+            gate.authenticate(bearer(idp.forged("ES256"))),
+            return_exceptions=True,
+        )
+        assert [type(x) for x in together] == [Principal, Principal, AuthError]
+        assert (await asyncio.wait_for(gate.authenticate(bearer(idp.token())), timeout=5)).principal == "alice"
+        done, _ = await asyncio.wait([asyncio.ensure_future(gate.authenticate(bearer(idp.token())))])
+        assert done.pop().result().principal == "alice"
+
+    asyncio.run(main())
+
+
+def test_a_decision_that_waits_goes_on_where_the_first_poll_left_it(idp: IdentityProvider) -> None:
+    """The first poll, on the calling thread, starts the key fetch; the runtime finishes that fetch."""
+    gate = Gate.from_yaml(idp.config())
+    idp.stall.clear()
+
+    async def main() -> None:
+        waiting = gate.authenticate(bearer(idp.token()))
+        assert not waiting.done(), "a key fetch cannot be decided on the calling thread"
+        await asyncio.sleep(0.2)
+        assert idp.fetches == 1
+        idp.stall.set()
+        assert (await asyncio.wait_for(waiting, timeout=10)).principal == "alice"
+
+    try:
+        asyncio.run(main())
+    finally:
+        idp.stall.set()
+    assert idp.fetches == 1, "the same fetch, not one restarted on the runtime"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_gate_built_before_a_fork_is_refused_in_the_child(idp: IdentityProvider) -> None:
+    gate = Gate.from_yaml(idp.config())
+    assert gate.authenticate_sync(bearer(idp.token())).principal == "alice"
+    token = idp.token()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker of a pre-fork server: its runtime's threads stayed in the parent
+        outcomes = []
+        for attempt in (
+            lambda: gate.authenticate_sync(bearer(token)),
+            lambda: asyncio.run(_awaited(gate.authenticate(bearer(token)))),
+            lambda: Gate.from_yaml(idp.config()),
+        ):
+            try:
+                attempt()
+                outcomes.append("ran")
+            except RuntimeError as refused:
+                outcomes.append("refused" if "fork" in str(refused) else f"other: {refused}")
+            except BaseException as other:  # noqa: BLE001 - reported to the parent, which asserts
+                outcomes.append(f"other: {other!r}")
+        os.write(write, json.dumps(outcomes).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        outcomes = json.loads(answer.read())
+    os.waitpid(child, 0)
+    assert outcomes == ["refused", "refused", "refused"]
+    assert gate.authenticate_sync(bearer(idp.token())).principal == "alice", "the parent's gate still works"
+
+
+async def _awaited(awaitable):
+    return await awaitable
 
 
 def test_authenticate_sync_releases_the_gil_while_it_waits(idp: IdentityProvider) -> None:
