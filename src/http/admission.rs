@@ -181,14 +181,17 @@ impl Gate {
     ///
     /// On an open path the credential is tried, and a request without a
     /// valid one is let in anonymously (and not recorded: nothing was
-    /// decided); elsewhere the pipeline decides, and the decision is recorded
+    /// decided), unless a usage limit refuses it (429); elsewhere the pipeline decides, and the decision is recorded
     /// (metrics, the decision log, the audit line). A pipeline without
     /// providers has no authentication to skip: its route policy judges
     /// every path (as OGX does).
     pub async fn admit_context(&self, headers: &HeaderMap, ctx: &RequestContext) -> Admission {
         let anonymous = self.pipeline().is_anonymous();
         if !anonymous && self.is_open(&ctx.path) {
-            return Admission::allowed(self.try_authenticate(headers, ctx).await);
+            return match self.admit_open(headers, ctx).await {
+                Ok(principal) => Admission::allowed(principal),
+                Err(rejection) => Admission::Refused(rejection),
+            };
         }
         let admitted = if anonymous {
             self.admit_anonymous(ctx).await.map(|()| None)

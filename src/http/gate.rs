@@ -124,6 +124,14 @@ impl Gate {
         }
     }
 
+    /// For open paths, with usage limits: the principal when the request
+    /// carries a token the pipeline accepts, else `None` (anonymous); only a
+    /// limit refuses (429, or 400/500 when what it counts cannot be read),
+    /// so an open route is no way around one.
+    pub async fn admit_open(&self, headers: &HeaderMap, ctx: &RequestContext) -> Result<Option<Principal>, Rejection> {
+        self.pipeline.admit_open(self.token(headers).ok(), ctx).await.map_err(|e| self.reject(e))
+    }
+
     /// The token the pipeline is asked with: the credential, or empty when
     /// there is none and a member reads the identity elsewhere.
     fn token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {

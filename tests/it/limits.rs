@@ -377,7 +377,6 @@ async fn open_paths_count_anonymous_callers_by_address_and_principals_by_their_r
 /// Through the front door: needs `Gate::admit_context` to ask
 /// [`Pipeline::admit_open`] on open paths (src/http is being reshaped; see issue #22).
 #[tokio::test]
-#[ignore = "waits for src/http's open-path branch to call Pipeline::admit_open"]
 async fn an_open_route_is_limited_through_the_layer_too() {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
