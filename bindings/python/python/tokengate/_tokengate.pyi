@@ -1,3 +1,4 @@
+import asyncio
 import os
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Union
 
@@ -47,14 +48,16 @@ class Gate:
     @property
     def realm(self) -> str: ...
     def is_open(self, path: str) -> bool: ...
-    async def authenticate(
+    # An asyncio Future of the running loop (done already when the decision needed no wait),
+    # not a coroutine: await it, gather it, ensure_future it; asyncio.create_task refuses it.
+    def authenticate(
         self,
         headers: Headers,
         method: str = "GET",
         path: str = "/",
         query: Optional[str] = None,
         client_ip: Optional[str] = None,
-    ) -> Optional[Principal]: ...
+    ) -> "asyncio.Future[Optional[Principal]]": ...
     def authenticate_sync(
         self,
         headers: Headers,
