@@ -356,9 +356,11 @@ struct Request {
 
 /// The one front door every front end shares ([`Gate::admit`], src/http/admission.rs), for a
 /// request described by Python.
-async fn decide(gate: &CoreGate, request: Request) -> Result<Option<CorePrincipal>, Rejection> {
-    let headers =
-        request.headers.map_err(|detail| gate.reject(AuthError::invalid_request(detail).because(Reason::Request)))?;
+async fn decide(gate: &CoreGate, request: Request) -> Result<Option<CorePrincipal>, Box<Rejection>> {
+    let headers = request
+        .headers
+        .map_err(|detail| gate.reject(AuthError::invalid_request(detail).because(Reason::Request)))
+        .map_err(Box::new)?;
     // The server knows the client's address; providers and limits read only the address.
     let peer = request.client_ip.map(|ip| SocketAddr::new(ip, 0));
     let parts = RequestParts {
@@ -368,18 +370,22 @@ async fn decide(gate: &CoreGate, request: Request) -> Result<Option<CorePrincipa
         headers: &headers,
         peer,
     };
-    gate.admit(&parts).await.into_result()
+    // Boxed: a refusal is large, and it is carried through the poll and the runtime's task.
+    gate.admit(&parts).await.into_result().map_err(Box::new)
 }
 
 /// A decision that [`PyGate::authenticate`] polled once; `Send`, as it may finish on the runtime.
-type PendingDecision = Pin<Box<dyn Future<Output = Result<Option<CorePrincipal>, Rejection>> + Send>>;
+type PendingDecision = Pin<Box<dyn Future<Output = Result<Option<CorePrincipal>, Box<Rejection>>> + Send>>;
 
 static GET_RUNNING_LOOP: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// An asyncio Future of the running loop holding `outcome`: the same kind of awaitable as a
 /// decision the runtime finishes, so `await`, `asyncio.gather`, `asyncio.wait_for`,
 /// `ensure_future` and `add_done_callback` treat both alike.
-fn done_future<'py>(py: Python<'py>, outcome: Result<Option<CorePrincipal>, Rejection>) -> PyResult<Bound<'py, PyAny>> {
+fn done_future<'py>(
+    py: Python<'py>,
+    outcome: Result<Option<CorePrincipal>, Box<Rejection>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let event_loop = GET_RUNNING_LOOP.import(py, "asyncio", "get_running_loop")?.call0()?;
     let future = event_loop.call_method0(intern!(py, "create_future"))?;
     match into_python(py, outcome) {
@@ -389,7 +395,7 @@ fn done_future<'py>(py: Python<'py>, outcome: Result<Option<CorePrincipal>, Reje
     Ok(future)
 }
 
-fn into_python(py: Python<'_>, outcome: Result<Option<CorePrincipal>, Rejection>) -> PyResult<Py<PyAny>> {
+fn into_python(py: Python<'_>, outcome: Result<Option<CorePrincipal>, Box<Rejection>>) -> PyResult<Py<PyAny>> {
     match outcome {
         Ok(Some(inner)) => Ok(Py::new(py, PyPrincipal { inner })?.into_any()),
         Ok(None) => Ok(py.None()),
