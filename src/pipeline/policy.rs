@@ -309,7 +309,9 @@ impl Rule {
                 (PathPattern::Exact(e), PathPattern::Prefix(p)) | (PathPattern::Prefix(p), PathPattern::Exact(e)) => {
                     e.starts_with(p.as_str())
                 }
-                (PathPattern::Prefix(a), PathPattern::Prefix(b)) => a.starts_with(b.as_str()) || b.starts_with(a.as_str()),
+                (PathPattern::Prefix(a), PathPattern::Prefix(b)) => {
+                    a.starts_with(b.as_str()) || b.starts_with(a.as_str())
+                }
             })
         });
         methods && paths
@@ -464,7 +466,13 @@ impl RoutePolicy {
 
     /// For `explain`: what each rule before the deciding one (every rule, when the default
     /// decided) made of the request, in order, and why it did not decide.
-    pub fn rule_story(&self, method: &str, path: &str, principal: Option<&Principal>, verdict: &Verdict) -> Vec<String> {
+    pub fn rule_story(
+        &self,
+        method: &str,
+        path: &str,
+        principal: Option<&Principal>,
+        verdict: &Verdict,
+    ) -> Vec<String> {
         let method = method.to_ascii_uppercase();
         let Ok(route) = normalize_path(path) else { return Vec::new() };
         let upto = verdict.rule.unwrap_or(self.rules.len());
@@ -484,7 +492,9 @@ impl RoutePolicy {
                 };
                 let condition = rule.conditions_text();
                 match (truth, rule.effect) {
-                    (Truth::No, _) => format!("{effect} matches the route, but its condition ({condition}) does not hold"),
+                    (Truth::No, _) => {
+                        format!("{effect} matches the route, but its condition ({condition}) does not hold")
+                    }
                     (Truth::Unknown, Effect::Permit) => {
                         format!("permit matches the route, but its condition ({condition}) cannot be tested")
                     }
