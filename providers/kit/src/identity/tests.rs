@@ -140,3 +140,41 @@ fn canonical_forms_are_fixed_points() {
         assert_eq!(token_identity(&token), token_hash(&canonical));
     }
 }
+
+/// `is_unpadded_b64url` reads without decoding what decoding and encoding
+/// again would say: the same answer for every spelling of every length, in
+/// every position of a chunk.
+#[test]
+fn the_canonical_base64_check_agrees_with_decoding_and_encoding_again() {
+    let decode_and_encode_again =
+        |s: &str| LENIENT.decode(s).is_ok_and(|bytes| !s.contains(['+', '/']) && URL_SAFE_NO_PAD.encode(bytes) == s);
+    let mut checked = 0;
+    for len in 0..80usize {
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 151 + len * 7 + 3) as u8).collect();
+        let canonical = b64(&bytes);
+        let mut spellings = vec![canonical.clone(), padded(&format!("x.{canonical}"))[2..].to_string()];
+        // Each character position replaced by a character of each class.
+        for at in 0..canonical.len() {
+            for c in [b'A', b'z', b'0', b'-', b'_', b'+', b'/', b'=', b'.', b' ', b'!', 0x7f, b'@', b'[', b'`', b'{'] {
+                let mut s = canonical.clone().into_bytes();
+                s[at] = c;
+                spellings.push(String::from_utf8(s).unwrap());
+            }
+        }
+        // Unused trailing bits set, one character too many.
+        if let Some(last) = canonical.bytes().last() {
+            let index = ALPHABET.iter().position(|&c| c == last).unwrap();
+            for bit in [1, 2, 4, 8, 16, 32] {
+                let mut s = canonical.clone().into_bytes();
+                *s.last_mut().unwrap() = ALPHABET[index ^ bit];
+                spellings.push(String::from_utf8(s).unwrap());
+            }
+        }
+        spellings.push(format!("{canonical}A"));
+        for s in &spellings {
+            assert_eq!(is_unpadded_b64url(s), decode_and_encode_again(s), "{s:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 10_000);
+}
