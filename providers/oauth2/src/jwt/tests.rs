@@ -120,3 +120,27 @@ fn payloads_of_any_size_decode_the_same() {
     }
     assert!(on_stack && on_heap);
 }
+
+/// Reading the payload as text first changes nothing: what is not UTF-8 is
+/// refused in the words `from_slice` gives (truncated, duplicate, syntax), and
+/// text with escapes and non-ASCII reads as before.
+#[test]
+fn payloads_read_as_text_decode_and_fail_as_from_slice_does() {
+    let detail = |json: &[u8]| decode_claims(&TOKEN_B64.encode(json)).unwrap_err().detail().to_string();
+    let from_slice = |json: &[u8]| {
+        let e = serde_json::from_slice::<strict::StrictClaims>(json).err().unwrap();
+        format!("malformed JWT: the payload is not valid JSON ({})", e.classify_text())
+    };
+    for json in [
+        &b"{\"sub\":\"\xff\"}"[..],
+        b"{\"sub\":\"\xff",
+        b"{\"a\":1,\"a\":2,\"\xc3\"}",
+        b"{\"\xe2\x82\":1}",
+        b"{\"sub\":\"ok\"} \xff",
+    ] {
+        assert_eq!(detail(json), from_slice(json), "{}", String::from_utf8_lossy(json));
+    }
+    let text = r#"{"sub":"\u00e9l\u00e8ve \"q\"","name":"Zoë 🚀","exp":1}"#;
+    let claims = decode_claims(&TOKEN_B64.encode(text)).unwrap();
+    assert_eq!(claims, serde_json::from_slice::<serde_json::Value>(text.as_bytes()).unwrap());
+}
