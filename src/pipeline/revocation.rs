@@ -140,9 +140,7 @@ pub struct TokenIds {
 impl TokenIds {
     /// Reads `token`; call only on tokens a provider accepted (the payload is not verified here).
     pub fn of(token: &str) -> TokenIds {
-        let token_sha256 = token_hash(token);
-        let mut spelling_sha256 = tokengate_kit::identity::spelling_digests(token);
-        spelling_sha256.retain(|digest| *digest != token_sha256);
+        let (token_sha256, spelling_sha256) = tokengate_kit::identity::as_sent_and_other_spellings(token);
         let Some(signing_input) = jwt_signing_input(token) else {
             return TokenIds { token_sha256, spelling_sha256, signing_input_sha256: None, issuer: None, jti: None };
         };

@@ -178,3 +178,55 @@ fn the_canonical_base64_check_agrees_with_decoding_and_encoding_again() {
     }
     assert!(checked > 10_000);
 }
+
+/// Hashing each spelling once gives the digests hashing every candidate
+/// did: the canonical form, the other S, the token as sent, deduplicated in
+/// that order; and `as_sent_and_other_spellings` is that list with the token
+/// as sent set apart.
+#[test]
+fn each_spelling_hashed_once_gives_the_digests_of_hashing_every_candidate() {
+    let hashing_every_candidate = |token: &str| {
+        let Some(mut jws) = Jws::read(token) else { return vec![token_hash(token)] };
+        let mut digests = vec![canonical_digest(jws.input, jws.signature.as_slice())];
+        if jws.ecdsa && crate::ecdsa::flip_in_place(jws.signature.as_mut_slice()) {
+            digests.push(canonical_digest(jws.input, jws.signature.as_slice()));
+        }
+        let raw = token_hash(token);
+        if !digests.contains(&raw) {
+            digests.push(raw);
+        }
+        digests
+    };
+    let mut tokens: Vec<String> =
+        ["tg_secret-api-key", "a.b.c", "", "e30.e30.!!!", "e30.e30.AQID"].iter().map(|t| t.to_string()).collect();
+    for (header, len) in [
+        (r#"{"alg":"RS256"}"#, 256),
+        (r#"{"alg":"EdDSA"}"#, 64),
+        (r#"{"alg":"HS256"}"#, 32),
+        (r#"{"alg":"ES256"}"#, 64),
+        (r#"{"alg":"ES256"}"#, 63),
+        (r#"{"alg":"ES384"}"#, 96),
+        (r#"{"alg":"ES512"}"#, 132),
+    ] {
+        let high = jws(header, &high_s_signature(len));
+        let low = crate::ecdsa::low_s_token(&high);
+        for token in [&high, &low] {
+            tokens.extend([
+                token.clone(),
+                with_trailing_bits(token),
+                padded(token),
+                token.replace('-', "+").replace('_', "/"),
+                format!("{token}A"),
+            ]);
+        }
+    }
+    for token in &tokens {
+        let expected = hashing_every_candidate(token);
+        assert_eq!(spelling_digests(token), expected, "{token:?}");
+        let (as_sent, others) = as_sent_and_other_spellings(token);
+        assert_eq!(as_sent, token_hash(token), "{token:?}");
+        let mut rest = expected.clone();
+        rest.retain(|d| *d != as_sent);
+        assert_eq!(others, rest, "{token:?}");
+    }
+}
