@@ -70,7 +70,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokengate_api::{AuthError, TokenHash};
 use tokengate_kit::file::Poller;
-use tokengate_kit::token_hash;
+use tokengate_kit::{token_and_prefix_hash, token_hash};
 
 /// The detail of a refusal for a revoked token.
 pub const REVOKED: &str = "token has been revoked";
@@ -140,12 +140,16 @@ pub struct TokenIds {
 impl TokenIds {
     /// Reads `token`; call only on tokens a provider accepted (the payload is not verified here).
     pub fn of(token: &str) -> TokenIds {
-        let (token_sha256, spelling_sha256) = tokengate_kit::identity::as_sent_and_other_spellings(token);
         let Some(signing_input) = jwt_signing_input(token) else {
+            let token_sha256 = token_hash(token);
+            let spelling_sha256 = tokengate_kit::identity::other_spellings(token, token_sha256);
             return TokenIds { token_sha256, spelling_sha256, signing_input_sha256: None, issuer: None, jti: None };
         };
+        // The signing input is most of the token: hashed once for both digests.
+        let (token_sha256, signing_input_sha256) = token_and_prefix_hash(token, signing_input.len());
+        let spelling_sha256 = tokengate_kit::identity::other_spellings(token, token_sha256);
         let (issuer, jti) = jwt_iss_jti(token).unwrap_or_default();
-        TokenIds { token_sha256, spelling_sha256, signing_input_sha256: Some(token_hash(signing_input)), issuer, jti }
+        TokenIds { token_sha256, spelling_sha256, signing_input_sha256, issuer, jti }
     }
 
     /// Every `token_sha256` entry that revokes this token (see the module

@@ -26,6 +26,22 @@ pub fn token_hash(token: &str) -> TokenHash {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// `(token_hash(token), token_hash(&token[..prefix_len]))`, the shared bytes
+/// hashed once (SHA-256 reads its input in order, so the prefix's state is
+/// where the whole token's hashing stands after it). A JWT's digest and its
+/// signing input's are what revocation looks up; `None` for the second when
+/// `prefix_len` is not a char boundary of `token`.
+pub fn token_and_prefix_hash(token: &str, prefix_len: usize) -> (TokenHash, Option<TokenHash>) {
+    let (Some(prefix), Some(rest)) = (token.get(..prefix_len), token.get(prefix_len..)) else {
+        return (token_hash(token), None);
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(prefix.as_bytes());
+    let prefix_digest = hasher.clone().finalize().into();
+    hasher.update(rest.as_bytes());
+    (hasher.finalize().into(), Some(prefix_digest))
+}
+
 /// A cache key for a verdict that depends on the request as well as the
 /// token (`custom`, whose endpoint sees the path): SHA-256 over the token's
 /// identity and each part, every part length-prefixed so no two inputs share

@@ -145,7 +145,7 @@ pub fn canonical_token(token: &str) -> Cow<'_, str> {
 /// For lists written by hand (`token_sha256` in a revocation file): an
 /// operator hashed the token as the issuer sent it, in whichever S form.
 pub fn spelling_digests(token: &str) -> Vec<TokenHash> {
-    let spellings = Spellings::of(token);
+    let spellings = Spellings::of(token, token_hash(token));
     let mut digests = vec![spellings.canonical.unwrap_or(spellings.as_sent)];
     digests.extend(spellings.other_s);
     if !digests.contains(&spellings.as_sent) {
@@ -154,14 +154,17 @@ pub fn spelling_digests(token: &str) -> Vec<TokenHash> {
     digests
 }
 
-/// [`spelling_digests`] with the token as sent set apart: the SHA-256 of
-/// `token`'s bytes, and the digests of its other spellings (empty when it has
-/// none), in `spelling_digests`'s order. Each spelling is hashed once.
-pub fn as_sent_and_other_spellings(token: &str) -> (TokenHash, Vec<TokenHash>) {
-    let spellings = Spellings::of(token);
+/// [`spelling_digests`] but the token as sent, whose digest the caller has
+/// (`as_sent`, which must be [`token_hash`] of `token`: revocation hashes it
+/// together with the signing input, see [`crate::token_and_prefix_hash`]):
+/// the digests of its other spellings, in `spelling_digests`'s order, empty
+/// when it has none. Each spelling is hashed once.
+pub fn other_spellings(token: &str, as_sent: TokenHash) -> Vec<TokenHash> {
+    debug_assert!(as_sent == token_hash(token), "other_spellings: as_sent is not the digest of the token");
+    let spellings = Spellings::of(token, as_sent);
     let mut others: Vec<TokenHash> = spellings.canonical.into_iter().chain(spellings.other_s).collect();
-    others.retain(|digest| *digest != spellings.as_sent);
-    (spellings.as_sent, others)
+    others.retain(|digest| *digest != as_sent);
+    others
 }
 
 /// A token's whole-token digests, each computed once.
@@ -174,23 +177,21 @@ struct Spellings {
 }
 
 impl Spellings {
-    fn of(token: &str) -> Spellings {
-        let as_sent_only = || Spellings { as_sent: token_hash(token), canonical: None, other_s: None };
-        let Some((input, header, encoded)) = split_jws(token) else { return as_sent_only() };
-        let Some(ecdsa_len) = ecdsa_len_of(header) else { return as_sent_only() };
+    /// `as_sent` is [`token_hash`] of `token`.
+    fn of(token: &str, as_sent: TokenHash) -> Spellings {
+        let as_sent_only = Spellings { as_sent, canonical: None, other_s: None };
+        let Some((input, header, encoded)) = split_jws(token) else { return as_sent_only };
+        let Some(ecdsa_len) = ecdsa_len_of(header) else { return as_sent_only };
         // Not ECDSA and already canonical: its own bytes are its only spelling.
         if ecdsa_len.is_none() && is_unpadded_b64url(encoded) {
-            return as_sent_only();
+            return as_sent_only;
         }
-        let Some(mut jws) = Jws::decode(input, encoded, ecdsa_len) else { return as_sent_only() };
-        let canonical = canonical_digest(jws.input, jws.signature.as_slice());
+        let Some(mut jws) = Jws::decode(input, encoded, ecdsa_len) else { return as_sent_only };
+        // Canonical as sent: the canonical form is the token's own bytes.
+        let canonical = (jws.reencoded || jws.high_s).then(|| canonical_digest(jws.input, jws.signature.as_slice()));
         let other_s = (jws.ecdsa && crate::ecdsa::flip_in_place(jws.signature.as_mut_slice()))
             .then(|| canonical_digest(jws.input, jws.signature.as_slice()));
-        // Canonical as sent: the canonical form is the token's own bytes.
-        if !jws.reencoded && !jws.high_s {
-            return Spellings { as_sent: canonical, canonical: None, other_s };
-        }
-        Spellings { as_sent: token_hash(token), canonical: Some(canonical), other_s }
+        Spellings { as_sent, canonical, other_s }
     }
 }
 

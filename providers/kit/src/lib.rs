@@ -41,7 +41,7 @@ mod http;
 pub mod identity;
 mod shared;
 
-pub use cache::{request_key, token_hash, CacheConfig, RemoteResultCache, Validated};
+pub use cache::{request_key, token_and_prefix_hash, token_hash, CacheConfig, RemoteResultCache, Validated};
 pub use http::{
     host_of, is_loopback, json_type, read_body_limited, read_json_limited, redirect_failure, HttpClientOptions,
     HttpFailure, UpstreamLimit, UpstreamPermit, DEFAULT_MAX_CONCURRENT_REQUESTS,

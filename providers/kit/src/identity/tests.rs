@@ -181,8 +181,7 @@ fn the_canonical_base64_check_agrees_with_decoding_and_encoding_again() {
 
 /// Hashing each spelling once gives the digests hashing every candidate
 /// did: the canonical form, the other S, the token as sent, deduplicated in
-/// that order; and `as_sent_and_other_spellings` is that list with the token
-/// as sent set apart.
+/// that order; and `other_spellings` is that list without the token as sent.
 #[test]
 fn each_spelling_hashed_once_gives_the_digests_of_hashing_every_candidate() {
     let hashing_every_candidate = |token: &str| {
@@ -223,10 +222,24 @@ fn each_spelling_hashed_once_gives_the_digests_of_hashing_every_candidate() {
     for token in &tokens {
         let expected = hashing_every_candidate(token);
         assert_eq!(spelling_digests(token), expected, "{token:?}");
-        let (as_sent, others) = as_sent_and_other_spellings(token);
-        assert_eq!(as_sent, token_hash(token), "{token:?}");
+        let as_sent = token_hash(token);
+        let others = other_spellings(token, as_sent);
         let mut rest = expected.clone();
         rest.retain(|d| *d != as_sent);
         assert_eq!(others, rest, "{token:?}");
     }
+}
+
+/// The whole token and its prefix hashed in one pass: the digests of hashing each alone.
+#[test]
+fn a_token_and_its_prefix_hashed_once_are_each_one_hashed_alone() {
+    let token = jws(r#"{"alg":"RS256"}"#, &high_s_signature(256)) + "é";
+    for len in [0, 1, 63, 64, 65, token.len() / 2, token.len() - 3, token.len() - 2, token.len()] {
+        let (whole, prefix) = crate::token_and_prefix_hash(&token, len);
+        assert_eq!(whole, token_hash(&token), "{len}");
+        assert_eq!(prefix, token.get(..len).map(token_hash), "{len}");
+    }
+    // Not a char boundary (inside "é") or past the end: the whole token only.
+    assert_eq!(crate::token_and_prefix_hash(&token, token.len() - 1), (token_hash(&token), None));
+    assert_eq!(crate::token_and_prefix_hash(&token, token.len() + 1), (token_hash(&token), None));
 }
