@@ -107,23 +107,6 @@ impl Gate {
         decision.outcome.map(|_| ()).map_err(|e| self.reject(e))
     }
 
-    /// For open paths: the principal when the request carries a valid token,
-    /// else `None`; never refuses (and so is not counted as a decision).
-    pub async fn try_authenticate(&self, headers: &HeaderMap, ctx: &RequestContext) -> Option<Principal> {
-        let token = self.token(headers).ok()?;
-        match self.pipeline.decide(token, ctx).await.outcome {
-            Ok(p) => Some(p),
-            Err(e) => {
-                tracing::debug!(
-                    target: "tokengate::decision",
-                    path = ctx.path, code = e.code(), reason = e.reason().code(), detail = e.detail(),
-                    "open path: token not accepted, continuing without a principal"
-                );
-                None
-            }
-        }
-    }
-
     /// For open paths, with usage limits: the principal when the request
     /// carries a token the pipeline accepts, else `None` (anonymous); only a
     /// limit refuses (429, or 400/500 when what it counts cannot be read),
