@@ -1,7 +1,8 @@
 //! `limits`: usage limits for any caller — rates with a burst and UTC
 //! calendar quotas, counted per API key, principal, tenant, client address
 //! or attribute value, local to a replica or shared by every replica
-//! through one store decision per request (Redis: one script).
+//! through one atomic store decision per request (Redis: a script, which
+//! carries a batch of decisions and applies each all or none).
 //!
 //! ```yaml
 //! limits:

@@ -255,6 +255,25 @@ async fn two_replicas_under_64_connections_admit_exactly_the_quota_and_at_most_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decisions_share_script_calls_and_each_stays_all_or_none() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Two components per decision: a refusal by the quota must not spend the rate.
+    let config = redis_config(dir.path(), &redis, "  rules: [{name: both, rate: 100000/min, daily_quota: 1000}]\n");
+    let before = redis.evalsha_calls().await;
+    let (admitted, limited, _) = hammer(&replicas(&config), 2000).await;
+    assert_eq!((admitted, limited), (1000, 1000), "the quota across both replicas, exactly");
+    let calls = redis.evalsha_calls().await - before;
+    assert!(calls > 0 && calls < 1000, "2000 decisions from 64 tasks took {calls} script calls");
+    // A lone decision goes out at once, in a batch of its own.
+    let lone = replicas(&config).remove(0);
+    let started = Instant::now();
+    let refused = lone.validate(ALICE, &RequestContext::new("GET", "/")).await.unwrap_err();
+    assert_eq!(refused.kind().http_status(), 429);
+    assert!(started.elapsed() < Duration::from_millis(400), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_refuses_nothing_and_a_dead_redis_means_local_limits_never_a_503() {
     let Some(mut redis) = RedisServer::start().await else { return };
     let dir = tempfile::tempdir().unwrap();

@@ -141,6 +141,17 @@ impl RedisServer {
         redis::cmd("KEYS").arg(pattern).query_async(&mut self.conn().await).await.expect("KEYS")
     }
 
+    /// How many `EVALSHA` calls this redis-server has run (`INFO commandstats`).
+    pub(crate) async fn evalsha_calls(&self) -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn().await).await.expect("INFO");
+        info.lines()
+            .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse().ok())
+            .unwrap_or(0)
+    }
+
     async fn pttl(&self, key: &str) -> i64 {
         redis::cmd("PTTL").arg(key).query_async(&mut self.conn().await).await.expect("PTTL")
     }
