@@ -212,3 +212,53 @@ async fn a_claim_given_twice_is_refused_at_any_depth() {
     accepted(&provider, &t).await;
     drop(server);
 }
+
+/// Issue #24 (claims read borrowed from the payload): a key spelled with
+/// escapes is the key it spells, for the checks, the principal, the tenant
+/// and the mapping alike; a second spelling of a key already there is a
+/// repeat, at the top or nested; a large claim nobody maps changes nothing.
+#[tokio::test]
+async fn escaped_keys_are_the_keys_they_spell() {
+    let server = Server::jwks().await;
+    let mapped = json!({"tenant_claim": "org.id", "claims_mapping": {"realm_access.roles": "roles", "grp": "teams"}});
+    let provider = build_ok(with(jwt_config(&server), mapped));
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "ec-1"}).to_string();
+    let sign = |payload: &str| {
+        let input = signing_input(&header, payload);
+        format!("{input}.{}", low_s_sign(input.as_bytes(), &KEYS.ec.enc, jsonwebtoken::Algorithm::ES256))
+    };
+    let times = format!(r#""\u0065xp":{},"n\u0062f":{},"iat":{}"#, now() + 600, now() - 10, now() - 10);
+    let escaped = format!(
+        r#"{{"s\u0075b":"\u0061lice","\u0069ss":"{ISS}","a\u0075d":["x","{AUD}"],{times},
+            "realm\u005faccess":{{"r\u006fles":["admin","\u0065ditor"]}},"\u0067rp":"ml","org":{{"\u0069d":"Acme"}}}}"#
+    );
+    let p = accepted(&provider, &sign(&escaped)).await;
+    assert_eq!(p.principal, "alice");
+    assert_eq!(p.attributes["roles"], vec!["admin", "editor"]);
+    assert_eq!(p.attributes["teams"], vec!["ml"]);
+    assert_eq!(p.tenant.as_deref(), Some("acme"));
+
+    // The checks read the escaped spelling too: an expired `\u0065xp` is expired.
+    let expired = escaped.replacen(&format!("{}", now() + 600), "1000", 1);
+    invalid(&provider, &sign(&expired), &["token expired at"]).await;
+
+    let plain = format!(r#""sub":"alice","iss":"{ISS}","aud":"{AUD}","exp":{}"#, now() + 600);
+    for repeat in [
+        r#""s\u0075b":"root""#,
+        r#""\u0073\u0075\u0062":"root""#,
+        r#""org":{"id":"acme","\u0069d":"globex"}"#,
+        r#""realm_access":{"roles":["a"],"roles":["b"]}"#,
+    ] {
+        let e = invalid(&provider, &sign(&format!("{{{plain},{repeat}}}")), &["duplicate member"]).await;
+        assert_eq!(e.reason(), &tokengate::Reason::Malformed, "{repeat}");
+    }
+
+    // A claim nobody maps or checks, large and nested, is read and ignored.
+    let items: Vec<Value> = (0..40).map(|i| json!({"id": i, "tags": ["t", {"deep": [i, null, true]}]})).collect();
+    let huge = json!({"audit": {"items": items, "note": "x".repeat(1_000)}});
+    let payload = format!("{{{plain},\"blob\":{huge}}}");
+    let p = accepted(&provider, &sign(&payload)).await;
+    assert_eq!(p.principal, "alice");
+    assert!(p.attributes.is_empty(), "{:?}", p.attributes);
+    drop(server);
+}

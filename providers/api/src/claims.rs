@@ -24,12 +24,18 @@
 //!
 //! A claim the provider could not determine (see
 //! [`ClaimsMapping::apply_with_unknown`]) makes every attribute it feeds unknown.
+//!
+//! The mapping reads any [`ClaimValue`]: a `serde_json::Value`, or a JWT's
+//! payload borrowed from its bytes ([`JsonRef`]), with the same rules.
 
 use crate::{Attributes, ConfigError};
 use indexmap::IndexMap;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::BTreeSet;
+
+mod source;
+pub use source::{ClaimValue, ClaimView, JsonRef};
 
 /// Claims whose string value is a space-separated list by definition.
 pub const LIST_CLAIMS: &[&str] = &["scope", "scp"];
@@ -146,7 +152,11 @@ impl ClaimsMapping {
     /// an attribute any rule fills from one of `unknown_claims` (the claim
     /// itself, or a path into it) is left out of the attributes and returned
     /// as unknown — partly known is not known.
-    pub fn apply_with_unknown(&self, claims: &Value, unknown_claims: &[&str]) -> (Attributes, BTreeSet<String>) {
+    pub fn apply_with_unknown<C: ClaimValue>(
+        &self,
+        claims: &C,
+        unknown_claims: &[&str],
+    ) -> (Attributes, BTreeSet<String>) {
         let mut attributes = self.apply(claims);
         let unknown: BTreeSet<String> = self
             .rules
@@ -161,7 +171,7 @@ impl ClaimsMapping {
     }
 
     /// Maps `claims` into attributes: values appended per attribute, without duplicates.
-    pub fn apply(&self, claims: &Value) -> Attributes {
+    pub fn apply<C: ClaimValue>(&self, claims: &C) -> Attributes {
         let mut out = Attributes::new();
         self.apply_traced(claims, |attr, value, _claim| {
             let values = out.entry(attr.to_string()).or_default();
@@ -174,7 +184,7 @@ impl ClaimsMapping {
 
     /// Calls `sink(attribute, value, claim)` for every value a rule yields, in
     /// order, duplicates included: the raw material for `tokengate explain`.
-    pub fn apply_traced(&self, claims: &Value, mut sink: impl FnMut(&str, &str, &str)) {
+    pub fn apply_traced<C: ClaimValue>(&self, claims: &C, mut sink: impl FnMut(&str, &str, &str)) {
         for rule in &self.rules {
             let Some(value) = lookup(claims, &rule.claim, &rule.path) else { continue };
             for_each_value(value, rule.split, |v| sink(&rule.attribute, v, &rule.claim));
@@ -215,39 +225,42 @@ impl<'de> Deserialize<'de> for ClaimsMapping {
 }
 
 /// Looks up a claim by key: the dot path first, then a top-level key spelled like the whole key.
-pub fn claim_at_path<'a>(claims: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn claim_at_path<'a, C: ClaimValue>(claims: &'a C, key: &str) -> Option<&'a C> {
     let path = split_path(key).ok()?;
     lookup(claims, key, &path)
 }
 
-fn lookup<'a>(claims: &'a Value, key: &str, path: &[String]) -> Option<&'a Value> {
-    let object = claims.as_object()?;
-    if path.is_empty() {
-        return object.get(key);
+fn lookup<'a, C: ClaimValue>(claims: &'a C, key: &str, path: &[String]) -> Option<&'a C> {
+    if !matches!(claims.view(), ClaimView::Object) {
+        return None;
     }
-    let nested = path.iter().try_fold(claims, |current, segment| current.as_object()?.get(segment));
-    nested.or_else(|| object.get(key))
+    match path {
+        [] => claims.member(key),
+        // A plain key: the path and the literal key are one lookup.
+        [only] if only == key => claims.member(key),
+        _ => path.iter().try_fold(claims, |current, segment| current.member(segment)).or_else(|| claims.member(key)),
+    }
 }
 
-fn for_each_value(value: &Value, split: bool, mut f: impl FnMut(&str)) {
-    match value {
-        Value::String(s) if split => s.split_whitespace().for_each(f),
+fn for_each_value<C: ClaimValue>(value: &C, split: bool, mut f: impl FnMut(&str)) {
+    match value.view() {
+        ClaimView::String(s) if split => s.split_whitespace().for_each(f),
         // One value, spaces and all: `"mallory admin"` is nobody's `admin`.
-        Value::String(s) if !s.trim().is_empty() => f(s),
-        Value::String(_) => {}
-        Value::Array(items) => {
+        ClaimView::String(s) if !s.trim().is_empty() => f(s),
+        ClaimView::String(_) => {}
+        ClaimView::Array(items) => {
             for item in items {
                 // An empty or blank item names nothing: it must not become an
                 // attribute value (`teams: [""]`) that a policy could match.
-                match item {
-                    Value::String(s) if !s.trim().is_empty() => f(s),
+                match item.view() {
+                    ClaimView::String(s) if !s.trim().is_empty() => f(s),
                     _ => {}
                 }
             }
         }
-        Value::Number(n) => f(&n.to_string()),
-        Value::Bool(b) => f(if *b { "true" } else { "false" }),
-        Value::Null | Value::Object(_) => {}
+        ClaimView::Number(n) => f(&n.to_string()),
+        ClaimView::Bool(b) => f(if b { "true" } else { "false" }),
+        ClaimView::Null | ClaimView::Object => {}
     }
 }
 

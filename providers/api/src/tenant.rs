@@ -5,9 +5,7 @@
 //! a header, a log line, a path and a database key without any escaping:
 //! it is lower-cased, then must match [`TENANT_PATTERN`].
 
-use serde_json::Value;
-
-use crate::{claim_at_path, AuthError, Reason};
+use crate::{claim_at_path, AuthError, ClaimValue, ClaimView, Reason};
 
 /// What a tenant id looks like after lower-casing.
 pub const TENANT_PATTERN: &str = "^[a-z0-9][a-z0-9_-]{0,127}$";
@@ -38,25 +36,24 @@ pub fn tenant_id(raw: &str, source: &str) -> Result<String, AuthError> {
 /// the claim is absent, null or an empty list; a list of one string is that
 /// string; anything else that is not a string (or a number), including a list
 /// of several tenants, is refused rather than guessed at.
-pub fn tenant_from(claims: &Value, claim: &str, source: &str) -> Result<Option<String>, AuthError> {
-    let value = claim_at_path(claims, claim);
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => tenant_id(s, source).map(Some),
-        Some(Value::Number(n)) => tenant_id(&n.to_string(), source).map(Some),
+pub fn tenant_from<C: ClaimValue>(claims: &C, claim: &str, source: &str) -> Result<Option<String>, AuthError> {
+    let not_a_string =
+        || Err(AuthError::invalid_token(format!("the tenant in {source} is not a string")).because(Reason::Tenant));
+    match claim_at_path(claims, claim).map(ClaimValue::view) {
+        None | Some(ClaimView::Null) => Ok(None),
+        Some(ClaimView::String(s)) => tenant_id(s, source).map(Some),
+        Some(ClaimView::Number(n)) => tenant_id(&n.to_string(), source).map(Some),
         // Kubernetes `extra` values are always lists; one tenant in one is that tenant.
-        Some(Value::Array(items)) if items.is_empty() => Ok(None),
-        Some(Value::Array(items)) => match items.as_slice() {
-            [Value::String(s)] => tenant_id(s, source).map(Some),
-            [_] => {
-                Err(AuthError::invalid_token(format!("the tenant in {source} is not a string")).because(Reason::Tenant))
-            }
-            _ => Err(AuthError::invalid_token(format!("{source} names {} tenants, not one", items.len()))
-                .because(Reason::Tenant)),
+        Some(ClaimView::Array([])) => Ok(None),
+        Some(ClaimView::Array([one])) => match one.view() {
+            ClaimView::String(s) => tenant_id(s, source).map(Some),
+            _ => not_a_string(),
         },
-        Some(_) => {
-            Err(AuthError::invalid_token(format!("the tenant in {source} is not a string")).because(Reason::Tenant))
+        Some(ClaimView::Array(items)) => {
+            Err(AuthError::invalid_token(format!("{source} names {} tenants, not one", items.len()))
+                .because(Reason::Tenant))
         }
+        Some(_) => not_a_string(),
     }
 }
 

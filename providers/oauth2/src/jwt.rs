@@ -7,8 +7,9 @@
 //!
 //! The hot path takes no lock and never awaits: the key set is loaded from an
 //! `ArcSwap`, the header is parsed once into borrowed fields, the claims are
-//! parsed once into a `serde_json::Value` that serves both the checks and the
-//! claims mapping, and verified tokens are remembered in a sharded
+//! parsed once into a [`JsonRef`] borrowed from the decoded payload (no copy
+//! of a string without escapes) that serves both the checks and the claims
+//! mapping, and verified tokens are remembered in a sharded
 //! `quick_cache` keyed by the token's identity (`tokengate_kit::identity`:
 //! the SHA-256 of its canonical form, so an ECDSA token and its high-S twin
 //! share one entry) — from their second verification on, so that a token
@@ -26,13 +27,15 @@ use crate::text::{list, quoted, rfc3339};
 use base64::Engine as _;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use tokengate_api::{claim_at_path, AuthError, ClaimsMapping, Principal, Reason, TokenHash, Trace};
+use tokengate_api::{
+    claim_at_path, AuthError, ClaimValue, ClaimsMapping, JsonRef, Principal, Reason, TokenHash, Trace,
+};
 use tokengate_kit::{identify, Identity};
 
 /// What the claims must satisfy, compiled from the config.
@@ -276,7 +279,9 @@ impl JwtValidator {
         fingerprint: u64,
         trace: &Trace,
     ) -> Result<Principal, AuthError> {
-        let claims = decode_claims(payload).map_err(|e| trace.failed("payload", e))?;
+        let mut stack = [0u8; PAYLOAD_STACK_BYTES];
+        let mut heap = Vec::new();
+        let claims = read_claims(payload, &mut stack, &mut heap).map_err(|e| trace.failed("payload", e))?;
         let valid_until = check_claims(&claims, &self.rules, now, trace)?;
         let principal = principal_from(&claims, &self.rules, trace)?;
         if let (Some(cache), Some(hash)) = (&self.cache, hash) {
@@ -489,9 +494,11 @@ pub(crate) fn parse<'t>(
         });
         // Decoded again by the validation proper, after the signature: here
         // only to show the claims in the order a reader expects.
-        match decode_claims(parsed.payload) {
-            Ok(Value::Object(claims)) => trace.check("payload", true, || {
-                let names: Vec<&str> = claims.keys().map(String::as_str).collect();
+        let mut stack = [0u8; PAYLOAD_STACK_BYTES];
+        let mut heap = Vec::new();
+        match read_claims(parsed.payload, &mut stack, &mut heap) {
+            Ok(JsonRef::Object(claims)) => trace.check("payload", true, || {
+                let names: Vec<&str> = claims.iter().map(|(name, _)| name.as_ref()).collect();
                 format!("a JSON object with claims {}", names.join(", "))
             }),
             Ok(_) | Err(_) => trace.check("payload", false, || "the payload is not a base64url JSON object".into()),
@@ -599,10 +606,11 @@ fn decode_signature<'b>(signature: &str, buf: &'b mut [u8; SIGNATURE_BUF]) -> Re
 /// allocation on every cache miss.
 const PAYLOAD_STACK_BYTES: usize = 1024;
 
-fn decode_claims(payload: &str) -> Result<Value, AuthError> {
-    let mut stack = [0u8; PAYLOAD_STACK_BYTES];
-    let mut heap = Vec::new();
-    let bytes = decode_part(payload, &mut stack, &mut heap).ok_or_else(|| malformed("the payload is not base64url"))?;
+/// The claims of `payload`, decoded into `stack` (or `heap` when larger) and
+/// borrowed from there. A member written twice in any object is refused
+/// ([`JsonRef`]).
+fn read_claims<'b>(payload: &str, stack: &'b mut [u8], heap: &'b mut Vec<u8>) -> Result<JsonRef<'b>, AuthError> {
+    let bytes = decode_part(payload, stack, heap).ok_or_else(|| malformed("the payload is not base64url"))?;
     if !is_json_object(bytes) {
         return Err(malformed("the payload is not a JSON object"));
     }
@@ -610,24 +618,37 @@ fn decode_claims(payload: &str) -> Result<Value, AuthError> {
     // instead of string by string as `from_slice` does. Not UTF-8 goes to
     // `from_slice` all the same, so a refusal keeps its wording.
     let parsed = match std::str::from_utf8(bytes) {
-        Ok(text) => serde_json::from_str::<strict::StrictClaims>(text),
-        Err(_) => serde_json::from_slice::<strict::StrictClaims>(bytes),
+        Ok(text) => serde_json::from_str::<JsonRef<'b>>(text),
+        Err(_) => serde_json::from_slice::<JsonRef<'b>>(bytes),
     };
-    parsed.map(|v| v.0).map_err(|e| malformed(&format!("the payload is not valid JSON ({})", e.classify_text())))
+    parsed.map_err(|e| malformed(&format!("the payload is not valid JSON ({})", e.classify_text())))
+}
+
+/// [`read_claims`] into a `Value`, for tests to compare with serde_json's own reading.
+#[cfg(test)]
+fn decode_claims(payload: &str) -> Result<Value, AuthError> {
+    let mut stack = [0u8; PAYLOAD_STACK_BYTES];
+    let mut heap = Vec::new();
+    read_claims(payload, &mut stack, &mut heap).map(|claims| claims.to_value())
 }
 
 /// Checks time, issuer and audience claims; returns the Unix time until which
 /// the token stays valid (for the verified-token cache). Each claim's result
 /// goes to `trace` when it is on.
-pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64, trace: &Trace) -> Result<f64, AuthError> {
-    let Some(map) = claims.as_object() else {
+pub(crate) fn check_claims(
+    claims: &JsonRef<'_>,
+    rules: &ClaimRules,
+    now: f64,
+    trace: &Trace,
+) -> Result<f64, AuthError> {
+    if claims.members().is_none() {
         return Err(trace.failed("payload", malformed("the payload is not a JSON object")));
-    };
+    }
     let leeway = rules.leeway;
     let refuse = |claim: &'static str, detail: String| {
         trace.failed(claim, AuthError::invalid_token(detail).because(Reason::claim(claim)))
     };
-    let valid_until = match numeric(map, "exp").map_err(|d| refuse("exp", d))? {
+    let valid_until = match numeric(claims, "exp").map_err(|d| refuse("exp", d))? {
         Some(exp) if now > exp + leeway => {
             trace.check("exp", false, || {
                 format!("expired at {} ({} ago; leeway {leeway}s)", rfc3339(exp), ago(now - exp))
@@ -648,27 +669,27 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64, trace: 
             return Err(refuse("exp", detail.to_string()));
         }
     };
-    if let Some(nbf) = numeric(map, "nbf").map_err(|d| refuse("nbf", d))? {
+    if let Some(nbf) = numeric(claims, "nbf").map_err(|d| refuse("nbf", d))? {
         if nbf > now + leeway {
             return Err(refuse("nbf", format!("token not valid before {}", rfc3339(nbf))));
         }
         trace.check("nbf", true, || format!("valid since {}", rfc3339(nbf)));
     }
-    if let Some(iat) = numeric(map, "iat").map_err(|d| refuse("iat", d))? {
+    if let Some(iat) = numeric(claims, "iat").map_err(|d| refuse("iat", d))? {
         if iat > now + leeway {
             return Err(refuse("iat", format!("token issued in the future (iat {})", rfc3339(iat))));
         }
         trace.check("iat", true, || format!("issued at {}", rfc3339(iat)));
     }
-    match (&rules.issuer, map.get("iss")) {
+    match (&rules.issuer, claims.member("iss")) {
         (None, got) => trace.check("iss", true, || match got {
-            Some(Value::String(iss)) => format!("{iss} (no issuer configured; not checked)"),
+            Some(JsonRef::String(iss)) => format!("{iss} (no issuer configured; not checked)"),
             _ => "no issuer configured; not checked".to_string(),
         }),
-        (Some(expected), Some(Value::String(got))) if got == expected => {
+        (Some(expected), Some(JsonRef::String(got))) if got == expected => {
             trace.check("iss", true, || format!("{got} as configured"))
         }
-        (Some(expected), Some(Value::String(got))) => {
+        (Some(expected), Some(JsonRef::String(got))) => {
             return Err(refuse("iss", format!("issuer {} is not the expected {}", quoted(got), quoted(expected))))
         }
         (Some(_), Some(_)) => return Err(refuse("iss", "the iss claim is not a string".to_string())),
@@ -682,16 +703,16 @@ pub(crate) fn check_claims(claims: &Value, rules: &ClaimRules, now: f64, trace: 
     };
     let matches = |s: &str| expected.iter().any(|e| e == s);
     let wanted = || list(expected.iter().map(String::as_str));
-    let found = match map.get("aud") {
-        Some(Value::String(aud)) if matches(aud) => aud.as_str(),
-        Some(Value::Array(items)) if items.iter().any(|i| i.as_str().is_some_and(matches)) => {
-            items.iter().filter_map(Value::as_str).find(|a| matches(a)).unwrap_or_default()
+    let found = match claims.member("aud") {
+        Some(JsonRef::String(aud)) if matches(aud) => aud.as_ref(),
+        Some(JsonRef::Array(items)) if items.iter().any(|i| i.as_str().is_some_and(matches)) => {
+            items.iter().filter_map(JsonRef::as_str).find(|a| matches(a)).unwrap_or_default()
         }
-        Some(Value::String(aud)) => {
-            return Err(refuse("aud", format!("audience {} is not one of {}", list([aud.as_str()]), wanted())))
+        Some(JsonRef::String(aud)) => {
+            return Err(refuse("aud", format!("audience {} is not one of {}", list([aud.as_ref()]), wanted())))
         }
-        Some(Value::Array(items)) => {
-            let got = list(items.iter().filter_map(Value::as_str));
+        Some(JsonRef::Array(items)) => {
+            let got = list(items.iter().filter_map(JsonRef::as_str));
             return Err(refuse("aud", format!("audience {got} is not one of {}", wanted())));
         }
         Some(_) => return Err(refuse("aud", "the aud claim is neither a string nor a list of strings".to_string())),
@@ -707,10 +728,10 @@ fn ago(secs: f64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
 }
 
-fn numeric(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> {
-    match map.get(name) {
+fn numeric(claims: &JsonRef<'_>, name: &str) -> Result<Option<f64>, String> {
+    match claims.member(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => match n.as_f64() {
+        Some(JsonRef::Number(n)) => match n.as_f64() {
             Some(v) if v.is_finite() => Ok(Some(v)),
             _ => Err(format!("the {name} claim is not a usable number")),
         },
@@ -718,16 +739,16 @@ fn numeric(map: &Map<String, Value>, name: &str) -> Result<Option<f64>, String> 
     }
 }
 
-pub(crate) fn principal_from(claims: &Value, rules: &ClaimRules, trace: &Trace) -> Result<Principal, AuthError> {
+pub(crate) fn principal_from(claims: &JsonRef<'_>, rules: &ClaimRules, trace: &Trace) -> Result<Principal, AuthError> {
     let claim = rules.principal_claim.as_str();
-    let value = match claims.get(claim) {
+    let value = match claims.member(claim) {
         Some(v) => Some(v),
         None if claim.contains('.') => claim_at_path(claims, claim),
         None => None,
     };
     let name = match value {
-        Some(Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(Value::Number(n)) => n.to_string(),
+        Some(JsonRef::String(s)) if !s.is_empty() => s.to_string(),
+        Some(JsonRef::Number(n)) => n.to_string(),
         Some(_) => {
             let detail = format!("the {} claim cannot name the principal (not a non-empty string)", quoted(claim));
             return Err(trace.failed("principal", AuthError::invalid_token(detail).because(Reason::Principal)));
@@ -790,6 +811,9 @@ pub(crate) fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
+/// The reading of payloads before [`JsonRef`] (a `Value` refusing repeated
+/// members), kept as the reference the new reading is held to.
+#[cfg(test)]
 mod strict;
 
 #[cfg(test)]

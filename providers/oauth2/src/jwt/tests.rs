@@ -144,3 +144,99 @@ fn payloads_read_as_text_decode_and_fail_as_from_slice_does() {
     let claims = decode_claims(&TOKEN_B64.encode(text)).unwrap();
     assert_eq!(claims, serde_json::from_slice::<serde_json::Value>(text.as_bytes()).unwrap());
 }
+
+/// The payload read borrowed ([`JsonRef`]) accepts what the `Value` reading
+/// accepted, as the same JSON, and refuses what it refused, in the same words
+/// (the category of the first error met): duplicates before or after syntax
+/// errors, at any depth, escaped keys, numbers out of range, depth limits,
+/// not UTF-8; then the same over thousands of mutations of a realistic payload.
+#[test]
+fn the_borrowed_reading_agrees_with_the_value_reading() {
+    let agree = |json: &[u8]| {
+        let mine = decode_claims(&TOKEN_B64.encode(json));
+        let text = String::from_utf8_lossy(json);
+        let reference = match std::str::from_utf8(json) {
+            Ok(text) => serde_json::from_str::<strict::StrictClaims>(text),
+            Err(_) => serde_json::from_slice::<strict::StrictClaims>(json),
+        };
+        match (mine, reference) {
+            (Ok(mine), Ok(reference)) => assert_eq!(mine, reference.0, "{text}"),
+            (Err(mine), Err(reference)) => {
+                let expected = format!("malformed JWT: the payload is not valid JSON ({})", reference.classify_text());
+                assert_eq!(mine.detail(), expected, "{text}");
+            }
+            (mine, reference) => panic!("{text}: {:?} but the Value reading gave {:?}", mine, reference.map(|v| v.0)),
+        }
+    };
+    let deep = |n: usize| format!("{{\"d\":{}1{}}}", "[".repeat(n), "]".repeat(n));
+    let many: String = (0..60).map(|i| format!("\"c{i}\":{i},")).collect();
+    for json in [
+        r#"{}"#.to_string(),
+        r#"{"sub":"a","s\u0075b":"b"}"#.into(),
+        r#"{"s\u0075b":"alice","\u0069ss":"https:\/\/i","exp":1.5e9}"#.into(),
+        r#"{"a":1,"a":2,"#.into(),
+        r#"{"a":1,"a":}"#.into(),
+        r#"{"o":{"k":1,"k":2,}}"#.into(),
+        r#"{"o":{"k":1,"k":2},"x":tru}"#.into(),
+        r#"{"o":{"k":1},"x":tru,"o":1}"#.into(),
+        r#"{"a":1e400}"#.into(),
+        r#"{"a":1,"a":1e400}"#.into(),
+        r#"{"exp":-1e400}"#.into(),
+        r#"{"exp":18446744073709551616,"nbf":-9223372036854775809,"iat":1e308}"#.into(),
+        r#"{"k":"\x"}"#.into(),
+        r#"{"k":"\ud800"}"#.into(),
+        r#"{"k":"\ud83d\ude80","\ud83d\ude80":1}"#.into(),
+        r#"{"k":1} x"#.into(),
+        r#"{"k":1}   "#.into(),
+        r#"{"k":1,}"#.into(),
+        r#"{"k" 1}"#.into(),
+        r#"{"k":[1,2,]}"#.into(),
+        r#"{"k":"a"#.into(),
+        r#"{"l":[{"t":1,"t":1}]}"#.into(),
+        format!("{{{many}\"c59\":0}}"),
+        format!("{{{many}\"c0\":0,\"x\":}}"),
+        format!("{{\"o\":{{{many}\"c7\":[]}}}}"),
+        deep(126),
+        deep(127),
+        deep(128),
+        deep(200),
+    ] {
+        agree(json.as_bytes());
+    }
+    for json in [
+        &b"{\"sub\":\"\xff\"}"[..],
+        b"{\"a\":1,\"a\":2,\"\xc3\"}",
+        b"{\"\xe2\x82\":1}",
+        b"{\"a\":{\"b\":1,\"b\":\xff}}",
+    ] {
+        agree(json);
+    }
+    // Mutations: a byte replaced, inserted or removed, from an alphabet that
+    // makes JSON and breaks it, over a payload with every kind of value.
+    let template = br#"{"iss":"https://i","sub":"s\u0075b","aud":["a","b"],"exp":1700000000,"nbf":1.5e9,"scope":"read write","realm_access":{"roles":["x","y"]},"n":null,"t":true,"big":18446744073709551615}"#;
+    let alphabet = b"{}[]:,\"\\u0123456789.eE+-tfnasub \xff";
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = |bound: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound as u64) as usize
+    };
+    for _ in 0..20_000 {
+        let mut json = template.to_vec();
+        for _ in 0..1 + next(3) {
+            let at = next(json.len());
+            let byte = alphabet[next(alphabet.len())];
+            match next(3) {
+                0 => json[at] = byte,
+                1 => json.insert(at, byte),
+                _ => {
+                    json.remove(at);
+                }
+            }
+        }
+        if json.first() == Some(&b'{') {
+            agree(&json);
+        }
+    }
+}
