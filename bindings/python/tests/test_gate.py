@@ -147,6 +147,24 @@ def test_headers_in_every_shape_and_every_copy(idp: IdentityProvider) -> None:
         gate.authenticate_sync([("authorization",)])
     with pytest.raises(ValueError):
         gate.authenticate_sync({}, client_ip="not-an-ip")
+    # A dict (read directly), a tuple of pairs, bytes values, Starlette's Headers (its raw list).
+    from starlette.datastructures import Headers
+
+    assert gate.authenticate_sync({"authorization": f"Bearer {token}".encode()}).principal == "alice"
+    assert gate.authenticate_sync(((b"authorization", f"Bearer {token}".encode()),)).principal == "alice"
+    raw = Headers(raw=[(b"authorization", f"Bearer {token}".encode()), (b"x-a", b"1"), (b"x-a", b"2")])
+    assert gate.authenticate_sync(raw).principal == "alice"
+    # Latin-1 text is read as its bytes; text beyond Latin-1 has no HTTP reading: refused, in any shape.
+    for headers in ({"authorization": f"Bearer {token}", "x-name": "caf\u00e9"},):
+        assert gate.authenticate_sync(headers).principal == "alice"
+    for headers in ({"authorization": f"Bearer {token}", "x-name": "\u2603"}, [("x-\u2603", "1")]):
+        with pytest.raises(AuthError) as refused:
+            gate.authenticate_sync(headers)
+        assert refused.value.status == 400
+    with pytest.raises(TypeError):
+        gate.authenticate_sync({"authorization": 1})
+    with pytest.raises(TypeError):
+        gate.authenticate_sync({b"authorization"[0]: "x"})
 
 
 def test_the_event_loop_keeps_running_while_a_key_fetch_stalls(idp: IdentityProvider) -> None:
