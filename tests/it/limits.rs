@@ -293,6 +293,178 @@ async fn dry_run_refuses_nothing_and_a_dead_redis_means_local_limits_never_a_503
     }
 }
 
+// ------------------------------------------------- batches under strain
+
+/// A TCP proxy to the Redis at `redis_url` that hands every reply back
+/// `delay` late (a far or slow Redis): latency only, replies queue behind
+/// nothing. Its `redis://` URL.
+async fn slow_proxy(redis_url: &str, delay: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = redis_url.trim_start_matches("redis://").trim_end_matches("/0").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else { return };
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                });
+                let (late, mut due) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 64 * 1024];
+                    while let Ok(n @ 1..) = server_read.read(&mut buf).await {
+                        if late.send((tokio::time::Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                            break;
+                        }
+                    }
+                });
+                while let Some((at, bytes)) = due.recv().await {
+                    tokio::time::sleep_until(at).await;
+                    if client_write.write_all(&bytes).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    format!("redis://{addr}/0")
+}
+
+fn replica_at(dir: &std::path::Path, url: &str, redis_options: &str, limits: &str) -> Arc<Pipeline> {
+    let text = format!(
+        "provider_config:\n{}redis: {{url: \"{url}\", key_prefix: \"limits-test:\", {redis_options}}}\nlimits:\n{limits}",
+        keys_yaml("  ")
+    );
+    Arc::new(load(&write(dir, "tokengate.yaml", &text)).build(&Registry::with_builtins()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_and_a_backlog_keep_every_decision_within_the_command_timeout() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // The script loaded straight, so the first call through the proxy is one EVALSHA.
+    let direct =
+        replica_at(dir.path(), &redis.url(), "command_timeout: 1s", "  rules: [{name: warm, daily_quota: 9}]\n");
+    direct.validate(ALICE, &RequestContext::new("GET", "/")).await.unwrap();
+    let proxy = slow_proxy(&redis.url(), Duration::from_millis(150)).await;
+    let slow = replica_at(dir.path(), &proxy, "command_timeout: 1s", "  rules: [{name: slow, daily_quota: 3000}]\n");
+    let before = redis.evalsha_calls().await;
+    slow.validate(ALICE, &RequestContext::new("GET", "/")).await.unwrap();
+    assert_eq!(redis.evalsha_calls().await, before + 1, "the first decision is Redis's");
+    // 4,000 at once: 32 full batches. Every one is Redis's decision (2,999 let
+    // in, exactly), and none waits behind the others' calls past the timeout.
+    let tasks: Vec<_> = (0..4000)
+        .map(|_| {
+            let slow = slow.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = slow.validate(ALICE, &RequestContext::new("GET", "/")).await;
+                (started.elapsed(), outcome.is_ok())
+            })
+        })
+        .collect();
+    let (mut longest, mut admitted) = (Duration::ZERO, 0);
+    for task in tasks {
+        let (waited, ok) = task.await.unwrap();
+        longest = longest.max(waited);
+        admitted += usize::from(ok);
+    }
+    assert_eq!(admitted, 2999, "the quota, decided in Redis");
+    assert!(longest < Duration::from_secs(2), "a decision waited {longest:?}: past twice command_timeout (1s)");
+}
+
+#[test]
+fn a_runtime_left_idle_after_a_decision_strands_no_later_decision() {
+    let main = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let Some(redis) = main.block_on(RedisServer::start()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let replica = {
+        let _entered = main.enter();
+        replica_at(dir.path(), &redis.url(), "command_timeout: 500ms", "  rules: [{name: idle, daily_quota: 1000}]\n")
+    };
+    // One decision on a runtime of its own (a warm-up, a one-off block_on),
+    // which then stays alive but is never driven again.
+    let idle = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    idle.block_on(replica.validate(ALICE, &RequestContext::new("GET", "/"))).unwrap();
+    main.block_on(async {
+        for i in 0..3 {
+            let decided =
+                tokio::time::timeout(Duration::from_secs(3), replica.validate(ALICE, &RequestContext::new("GET", "/")))
+                    .await;
+            assert!(decided.is_ok(), "decision {i} on the serving runtime is still waiting after 3s");
+        }
+        // And Redis decides again, soon.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let before = redis.evalsha_calls().await;
+            replica.validate(ALICE, &RequestContext::new("GET", "/")).await.unwrap();
+            if redis.evalsha_calls().await > before {
+                break;
+            }
+            assert!(Instant::now() < deadline, "Redis never decides again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_redis_cannot_read_fails_its_own_decision_only_and_charges_nobody_for_a_failure() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let replica = replica_at(
+        dir.path(),
+        &redis.url(),
+        "command_timeout: 1s",
+        "  on_store_error: deny\n  rules: [{name: q, daily_quota: 100000}]\n",
+    );
+    replica.validate(BOB, &RequestContext::new("GET", "/")).await.unwrap();
+    let bob_bucket = redis.keys("limits-test:limit:q:*").await.remove(0);
+    // Bob's count is now a list (another program under the same prefix):
+    // a GET of it fails inside the script.
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("DEL").arg(&bob_bucket).query_async::<()>(&mut conn).await.unwrap();
+    redis::cmd("RPUSH").arg(&bob_bucket).arg("x").query_async::<()>(&mut conn).await.unwrap();
+    let alice_admitted = Arc::new(AtomicUsize::new(0));
+    let alice_failed = Arc::new(AtomicUsize::new(0));
+    let bob_admitted = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let (replica, alice_admitted, alice_failed, bob_admitted) =
+                (replica.clone(), alice_admitted.clone(), alice_failed.clone(), bob_admitted.clone());
+            tokio::spawn(async move {
+                for i in 0..40 {
+                    let key = if (t + i) % 2 == 0 { ALICE } else { BOB };
+                    let outcome = replica.validate(key, &RequestContext::new("GET", "/")).await;
+                    match (key == ALICE, outcome) {
+                        (true, Ok(_)) => alice_admitted.fetch_add(1, Ordering::SeqCst),
+                        (true, Err(_)) => alice_failed.fetch_add(1, Ordering::SeqCst),
+                        (false, Ok(_)) => bob_admitted.fetch_add(1, Ordering::SeqCst),
+                        (false, Err(e)) => {
+                            assert_eq!(e.kind().http_status(), 503, "{e:?}");
+                            0
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let alice_bucket: Vec<String> =
+        redis.keys("limits-test:limit:q:*").await.into_iter().filter(|k| *k != bob_bucket).collect();
+    let alice_count: u64 = redis::cmd("GET").arg(&alice_bucket[0]).query_async(&mut conn).await.unwrap();
+    let (admitted, failed) = (alice_admitted.load(Ordering::SeqCst), alice_failed.load(Ordering::SeqCst));
+    assert_eq!(bob_admitted.load(Ordering::SeqCst), 0, "bob's count cannot be read: on_store_error: deny");
+    assert_eq!(alice_count, admitted as u64, "alice is charged for exactly the requests let in ({failed} failed)");
+    assert_eq!((admitted, failed), (1280, 0), "alice's decisions never fail for bob's bucket");
+}
+
 // ------------------------------------------------- check and explain only peek
 
 fn check_args(config: &std::path::Path, key: &str) -> Vec<String> {

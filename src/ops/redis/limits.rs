@@ -6,10 +6,11 @@
 //!
 //! Decisions are sent in batches: one script call carries every decision
 //! that arrived while the previous call was on the wire (up to
-//! [`MAX_BATCH`]), and applies them one after another, each all-or-none,
-//! inside the same atomic run. A replica under load thus makes a few
-//! hundred Redis calls a second instead of one per request, and a lone
-//! request still goes out at once (nothing waits for a batch to fill).
+//! [`MAX_BATCH`]; a backlog goes out in full batches side by side), and
+//! applies them one after another, each all-or-none, inside the same
+//! atomic run. A replica under load thus makes a few hundred Redis calls
+//! a second instead of one per request, and a lone request still goes out
+//! at once (nothing waits for a batch to fill).
 //!
 //! Keys: `{prefix}limit:{rule}:{component}:{digest}`, where `component` is
 //! `rate`, `day:N` or `month:N` (days, or months, since 1970-01 UTC) and
@@ -22,6 +23,7 @@
 //! The keys of one batch must live on one Redis node: a single Redis, or
 //! a primary with replicas (not Redis Cluster).
 
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
@@ -40,8 +42,16 @@ pub const MAX_BATCH: usize = 128;
 /// (rate) or `1` (quota), the cost, and (rate) the interval in µs and the
 /// burst, or (quota) the limit and the period's end in µs on this replica's
 /// clock. KEYS: every decision's buckets, in order. Answers, per decision,
-/// `allowed` then, per charge, `allowed, remaining, reset_us, retry_us`.
-/// A decision sees the writes of the ones before it in the batch.
+/// `allowed` (`-1`: a bucket could not be read, see [`UNREADABLE`]) then,
+/// per charge, `allowed, remaining, reset_us, retry_us`. A decision sees
+/// the writes of the ones before it in the batch.
+///
+/// A bucket is read with `pcall`: an error raised inside a script stops it
+/// but keeps what it wrote, so one unreadable bucket (a key of another type
+/// under the prefix) would fail every decision of the batch while those
+/// before it stayed charged. It fails its own decision only, which writes
+/// nothing. A write cannot fail half way: Redis refuses a script's writes
+/// (out of memory, a read-only replica) at its first write only.
 const SCRIPT: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -56,13 +66,19 @@ for d = 1, tonumber(ARGV[1]) do
   local out = {}
   local writes = {}
   local allowed = 1
+  local unreadable = false
   for i = 1, n do
     local quota = ARGV[arg] == '1'
     local cost = tonumber(ARGV[arg + 1])
     local a = tonumber(ARGV[arg + 2])
     local b = tonumber(ARGV[arg + 3])
     arg = arg + 4
-    local stored = tonumber(redis.call('GET', KEYS[key + i]) or '0') or 0
+    local value = redis.pcall('GET', KEYS[key + i])
+    if type(value) == 'table' then
+      unreadable = true
+      value = false
+    end
+    local stored = tonumber(value or '0') or 0
     if not quota then
       local tolerance = a * b
       local tat = stored
@@ -90,6 +106,7 @@ for d = 1, tonumber(ARGV[1]) do
       end
     end
   end
+  if unreadable then allowed = -1 end
   if allowed == 1 and commit then
     for i = 1, n do
       redis.call('SET', KEYS[key + i], string.format('%.0f', writes[i][1]), 'PX', string.format('%.0f', writes[i][2]))
@@ -103,6 +120,10 @@ for d = 1, tonumber(ARGV[1]) do
 end
 return flat
 "#;
+
+/// The script's `allowed` for a decision one of whose buckets Redis could
+/// not read: nothing written, and the decision fails (`on_store_error`).
+const UNREADABLE: i64 = -1;
 
 /// The script's SHA-1, as Redis names it (`EVALSHA`), once Redis has said.
 static SCRIPT_SHA: Mutex<Option<String>> = Mutex::new(None);
@@ -156,6 +177,12 @@ impl RedisLimits {
     /// Queues `pending` for the batching task, starting one when none runs
     /// (first use, or its runtime is gone). Gives it back when there is no
     /// runtime to start one on.
+    ///
+    /// Only a multi-thread runtime gets the task: its workers run it for as
+    /// long as the runtime lives. A current-thread runtime runs its tasks
+    /// only inside its `block_on`; one left alive but idle after a decision
+    /// (a warm-up, a one-off `block_on`) would hold every later decision,
+    /// on any runtime, unanswered for good. There a decision runs alone.
     fn enqueue(&self, pending: Pending) -> Result<(), Pending> {
         let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         let pending = match queue.as_ref() {
@@ -166,6 +193,9 @@ impl RedisLimits {
             None => pending,
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return Err(pending) };
+        if runtime.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(pending);
+        }
         let (sender, receiver) = mpsc::unbounded_channel();
         runtime.spawn(send_batches(self.store.clone(), receiver));
         let sent = sender.send(pending).map_err(|mpsc::error::SendError(p)| p);
@@ -181,27 +211,44 @@ impl SharedLimitStore for RedisLimits {
         match self.enqueue(pending) {
             Ok(()) => answer.await.unwrap_or_else(|_| Err("the limits batch was dropped unanswered".to_string())),
             Err(pending) => {
-                let mut batch = vec![pending];
-                run_batch(&self.store, &mut batch).await;
+                run_batch(self.store.clone(), vec![pending]).await;
                 answer.await.unwrap_or_else(|_| Err("the limits batch was dropped unanswered".to_string()))
             }
         }
     }
 }
 
-/// The batching task: waits for one decision, takes every other one queued
-/// meanwhile (up to [`MAX_BATCH`]), sends them as one script call, answers
-/// each, and starts again. It ends with the [`RedisLimits`] that feeds it.
+/// The batching task: sends every decision queued while no call is on the
+/// wire as one script call, and a full batch ([`MAX_BATCH`]) at once even
+/// while others are. A backlog thus goes out in full batches side by side
+/// on the one connection, rather than one batch per round trip behind each
+/// other: a decision waits for at most the calls on the wire when it came
+/// and its own, each bounded by `command_timeout`, however slow Redis is or
+/// however many decisions come at once. It ends with the [`RedisLimits`]
+/// that feeds it, once the calls on the wire are answered.
 async fn send_batches(store: Arc<RedisStore>, mut queue: mpsc::UnboundedReceiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while queue.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        run_batch(&store, &mut batch).await;
+    let mut on_the_wire = FuturesUnordered::new();
+    let mut waiting: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+    let mut open = true;
+    loop {
+        while waiting.len() >= MAX_BATCH || (!waiting.is_empty() && on_the_wire.is_empty()) {
+            let rest = waiting.split_off(waiting.len().min(MAX_BATCH));
+            let batch = std::mem::replace(&mut waiting, rest);
+            on_the_wire.push(run_batch(store.clone(), batch));
+        }
+        if !open && on_the_wire.is_empty() {
+            return;
+        }
+        tokio::select! {
+            taken = queue.recv_many(&mut waiting, MAX_BATCH), if open => open = taken > 0,
+            Some(()) = on_the_wire.next(), if !on_the_wire.is_empty() => {}
+        }
     }
 }
 
 /// Runs `batch` as one script call and answers (and empties) it. A failed
 /// call fails every decision in it, and each falls back on its own.
-async fn run_batch(store: &RedisStore, batch: &mut Vec<Pending>) {
+async fn run_batch(store: Arc<RedisStore>, mut batch: Vec<Pending>) {
     // A decision whose caller has gone (cancelled) is not charged.
     batch.retain(|p| !p.reply.is_closed());
     if batch.is_empty() {
@@ -217,7 +264,7 @@ async fn run_batch(store: &RedisStore, batch: &mut Vec<Pending>) {
     for pending in batch.iter() {
         call.extend(pending.args.iter().map(|n| n.to_string().into_bytes()));
     }
-    let answer = evalsha(store, call).await;
+    let answer = evalsha(&store, call).await;
     let mut values = match answer {
         Ok(values) => values.into_iter(),
         Err(e) => {
@@ -233,16 +280,22 @@ async fn run_batch(store: &RedisStore, batch: &mut Vec<Pending>) {
         let reply = if count != expected {
             Err(format!("the limits script answered {count} values for {expected}"))
         } else {
-            let _allowed = values.next();
+            let allowed = values.next();
             let unsigned = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-            Ok((0..pending.charges)
+            let results = (0..pending.charges)
                 .map(|_| ChargeResult {
                     allowed: values.next() == Some(1),
                     remaining: unsigned(values.next()),
                     reset_us: unsigned(values.next()),
                     retry_us: unsigned(values.next()),
                 })
-                .collect())
+                .collect();
+            match allowed {
+                Some(UNREADABLE) => Err("Redis could not read a limit bucket of this decision (a key of \
+                                         another type under key_prefix?); nothing was charged"
+                    .to_string()),
+                _ => Ok(results),
+            }
         };
         let _ = pending.reply.send(reply);
     }
