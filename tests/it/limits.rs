@@ -377,6 +377,40 @@ async fn a_slow_redis_and_a_backlog_keep_every_decision_within_the_command_timeo
     assert!(longest < Duration::from_secs(2), "a decision waited {longest:?}: past twice command_timeout (1s)");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_gone_before_its_batch_goes_out_is_not_charged() {
+    let Some(redis) = RedisServer::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let direct =
+        replica_at(dir.path(), &redis.url(), "command_timeout: 2s", "  rules: [{name: warm, daily_quota: 9}]\n");
+    direct.validate(ALICE, &RequestContext::new("GET", "/")).await.unwrap();
+    let proxy = slow_proxy(&redis.url(), Duration::from_millis(300)).await;
+    let slow = replica_at(dir.path(), &proxy, "command_timeout: 2s", "  rules: [{name: gone, daily_quota: 1000}]\n");
+    slow.validate(ALICE, &RequestContext::new("GET", "/")).await.unwrap();
+    // One decision on the wire; fifty queue behind it and are dropped before it answers.
+    let on_the_wire = tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.validate(ALICE, &RequestContext::new("GET", "/")).await.is_ok() }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let dropped: Vec<_> = (0..50)
+        .map(|_| {
+            let slow = slow.clone();
+            tokio::spawn(async move { slow.validate(ALICE, &RequestContext::new("GET", "/")).await.is_ok() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for task in &dropped {
+        task.abort();
+    }
+    assert!(on_the_wire.await.unwrap());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let bucket = redis.keys("limits-test:limit:gone:*").await.remove(0);
+    let mut conn = redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let count: u64 = redis::cmd("GET").arg(&bucket).query_async(&mut conn).await.unwrap();
+    assert_eq!(count, 2, "only the two decisions whose callers waited are charged");
+}
+
 #[test]
 fn a_runtime_left_idle_after_a_decision_strands_no_later_decision() {
     let main = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
