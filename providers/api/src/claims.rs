@@ -35,7 +35,7 @@ use serde_json::Value;
 use std::collections::BTreeSet;
 
 mod source;
-pub use source::{ClaimValue, ClaimView, JsonRef};
+pub use source::{ClaimValue, ClaimView, JsonRef, JsonStr};
 
 /// Claims whose string value is a space-separated list by definition.
 pub const LIST_CLAIMS: &[&str] = &["scope", "scp"];

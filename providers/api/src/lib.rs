@@ -31,7 +31,9 @@ mod text;
 mod unique;
 
 pub use builder::{parse_provider_config, BuildContext, ProviderBuilder};
-pub use claims::{claim_at_path, ClaimValue, ClaimView, ClaimsMapping, JsonRef, IDENTIFIER_CLAIMS, LIST_CLAIMS};
+pub use claims::{
+    claim_at_path, ClaimValue, ClaimView, ClaimsMapping, JsonRef, JsonStr, IDENTIFIER_CLAIMS, LIST_CLAIMS,
+};
 pub use context::{Check, RequestContext, Trace, TracedAttribute, CREDENTIAL_HEADERS};
 pub use error::{AuthError, ConfigError, ErrorKind, LimitPolicy, RateLimitInfo, Reason};
 pub use secret::Secret;

@@ -25,16 +25,14 @@ use crate::keys::{HmacKeys, Key, KeyMap, Mismatch, Pick, TOKEN_B64};
 use crate::keyset::{KeySet, State, Why};
 use crate::text::{list, quoted, rfc3339};
 use base64::Engine as _;
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::Deserializer;
 use serde::Deserialize;
 use serde_json::Value;
-use std::borrow::Cow;
-use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tokengate_api::{
-    claim_at_path, AuthError, ClaimValue, ClaimsMapping, JsonRef, Principal, Reason, TokenHash, Trace,
+    claim_at_path, AuthError, ClaimValue, ClaimsMapping, JsonRef, JsonStr, Principal, Reason, TokenHash, Trace,
 };
 use tokengate_kit::{identify, Identity};
 
@@ -390,46 +388,21 @@ pub(crate) struct Parsed<'t> {
     pub(crate) signature: &'t str,
 }
 
-/// A JSON string borrowed from the input when it has no escapes.
-struct Str<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Str<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-                Ok(Str(Cow::Owned(v)))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// The header fields tokengate reads. Duplicate `alg`/`kid` members are an
 /// error (serde rejects duplicate fields), closing the door on parsers that
 /// disagree about which one counts.
 #[derive(Deserialize)]
 struct RawHeader<'a> {
     #[serde(borrow, default)]
-    alg: Option<Str<'a>>,
+    alg: Option<JsonStr<'a>>,
     #[serde(borrow, default)]
-    kid: Option<Str<'a>>,
+    kid: Option<JsonStr<'a>>,
     /// Any `crit` member counts, even `null`: we understand no extension.
     #[serde(default, deserialize_with = "present")]
     crit: Option<Value>,
     /// `cty: JWT` announces a nested JWT (RFC 7519 §5.2), which is refused.
     #[serde(borrow, default)]
-    cty: Option<Str<'a>>,
+    cty: Option<JsonStr<'a>>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -520,7 +493,7 @@ fn parse_untraced(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Par
     }
     let raw: RawHeader<'_> = serde_json::from_slice(bytes)
         .map_err(|e| malformed(&format!("the header is not valid JSON ({})", e.classify_text())))?;
-    let Some(Str(alg_name)) = raw.alg else {
+    let Some(JsonStr(alg_name)) = raw.alg else {
         return Err(AuthError::invalid_token("the JWT header has no alg").because(Reason::Algorithm));
     };
     if alg_name.eq_ignore_ascii_case("none") {
@@ -554,7 +527,7 @@ fn parse_untraced(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Par
         ))
         .because(Reason::Malformed));
     }
-    if let Some(Str(cty)) = &raw.cty {
+    if let Some(JsonStr(cty)) = &raw.cty {
         // RFC 7519 §5.2: "JWT" (media types are case-insensitive, and may carry the "application/" prefix).
         let media = cty.trim().to_ascii_lowercase();
         if media == "jwt" || media == "application/jwt" {
@@ -569,7 +542,7 @@ fn parse_untraced(token: &str, allowed: AlgSet, public_keys: bool) -> Result<Par
     }
     Ok(Parsed {
         alg,
-        kid: raw.kid.map(|Str(k)| k.into_owned()),
+        kid: raw.kid.map(|JsonStr(k)| k.into_owned()),
         signing_input: &token.as_bytes()[..header.len() + 1 + payload.len()],
         payload,
         signature,
@@ -795,14 +768,14 @@ pub(crate) fn peek(token: &str, max_token_bytes: usize) -> Option<Option<String>
     #[derive(Deserialize)]
     struct Iss<'a> {
         #[serde(borrow, default)]
-        iss: Option<Str<'a>>,
+        iss: Option<JsonStr<'a>>,
     }
     let claims = TOKEN_B64.decode(payload).ok();
     let iss = claims
         .as_deref()
         .filter(|b| is_json_object(b))
         .and_then(|b| serde_json::from_slice::<Iss<'_>>(b).ok())
-        .and_then(|i| i.iss.map(|Str(s)| s.into_owned()));
+        .and_then(|i| i.iss.map(|JsonStr(s)| s.into_owned()));
     Some(iss)
 }
 

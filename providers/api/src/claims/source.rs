@@ -151,25 +151,27 @@ impl<'de: 'a, 'a> Deserialize<'de> for JsonRef<'a> {
     }
 }
 
-/// A key, borrowed from the text when it has no escapes.
-struct Key<'a>(Cow<'a, str>);
+/// A JSON string, borrowed from the text when it has no escapes (an object's
+/// keys here; a JWT header's `alg`, `kid` and `cty` in the oauth2 provider).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonStr<'a>(pub Cow<'a, str>);
 
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+impl<'de: 'a, 'a> Deserialize<'de> for JsonStr<'a> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct KeyVisitor;
         impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+            type Value = JsonStr<'de>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<JsonStr<'de>, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<JsonStr<'de>, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
+            fn visit_string<E: de::Error>(self, v: String) -> Result<JsonStr<'de>, E> {
+                Ok(JsonStr(Cow::Owned(v)))
             }
         }
         deserializer.deserialize_str(KeyVisitor)
@@ -252,7 +254,7 @@ impl<'de> Visitor<'de> for RefVisitor {
         let mut hashed: Option<(RandomState, HashSet<u64>)> = None;
         // Key, value, then the repeat check, in that order: the first error
         // met (and so its category) is the one a `Value` parse would meet.
-        while let Some(Key(key)) = map.next_key()? {
+        while let Some(JsonStr(key)) = map.next_key()? {
             let value: JsonRef<'de> = map.next_value_seed(NESTED)?;
             let repeated = match &mut hashed {
                 None => members.iter().any(|(k, _)| same_key(k, &key)),
