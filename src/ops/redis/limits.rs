@@ -208,13 +208,11 @@ impl RedisLimits {
 impl SharedLimitStore for RedisLimits {
     async fn charge(&self, charges: &[Charge<'_>], now_us: u64, commit: Commit) -> Answer {
         let (pending, answer) = self.pending(charges, now_us, commit);
-        match self.enqueue(pending) {
-            Ok(()) => answer.await.unwrap_or_else(|_| Err("the limits batch was dropped unanswered".to_string())),
-            Err(pending) => {
-                run_batch(self.store.clone(), vec![pending]).await;
-                answer.await.unwrap_or_else(|_| Err("the limits batch was dropped unanswered".to_string()))
-            }
+        // No batching task to queue for (no multi-thread runtime): this decision goes alone.
+        if let Err(pending) = self.enqueue(pending) {
+            run_batch(self.store.clone(), vec![pending]).await;
         }
+        answer.await.unwrap_or_else(|_| Err("the limits batch was dropped unanswered".to_string()))
     }
 }
 
